@@ -1,0 +1,3 @@
+from syncline.cli.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,92 @@
+"""Frozen, validated configuration models, one per component (loading lives in config.py)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+class Secret(str):
+    """A string that never prints itself."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    def __str__(self) -> str:  # pragma: no cover - deliberate
+        return "***"
+
+    @property
+    def value(self) -> str:
+        return str.__str__(self)
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    dsn: Secret
+    tables: tuple[str, ...] = ("*.*",)
+    slot: str = "syncline"
+    publication: str = "syncline"
+    kind: str = "postgres"
+    streaming: bool = True
+    """Ask for protocol 2 streaming of in-progress transactions where the server has it."""
+    heartbeat_seconds: float = 10.0
+    snapshot_batch_rows: int = 10_000
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    kind: str = "embedded"
+    path: str = "./.syncline"
+    retention: str = "applied"
+    """``applied``: trim records every view has applied (after compaction); ``keep``: never."""
+
+
+@dataclass(frozen=True)
+class ViewConfig:
+    name: str
+    kind: str
+    tables: tuple[str, ...] = ()
+    batch_events: int = 50_000
+    """Upper bound of events grouped into one target transaction."""
+    options: dict[str, object] = field(default_factory=dict)
+    """Kind-specific settings (dsn, path, ...), validated by the view's module."""
+
+
+@dataclass(frozen=True)
+class HttpConfig:
+    listen: str = "127.0.0.1:8474"
+    token: Secret | None = None
+
+
+@dataclass(frozen=True)
+class Config:
+    path: str
+    source: SourceConfig
+    log: LogConfig
+    views: tuple[ViewConfig, ...]
+    http: HttpConfig = HttpConfig()
+
+    def secrets(self) -> list[str]:
+        out = [self.source.dsn.value]
+        out += _dsn_passwords(self.source.dsn.value)
+        for v in self.views:
+            for val in v.options.values():
+                if isinstance(val, Secret):
+                    out.append(val.value)
+                    out += _dsn_passwords(val.value)
+        if self.http.token:
+            out.append(self.http.token.value)
+        return [s for s in out if s]
+
+
+def _dsn_passwords(dsn: str) -> list[str]:
+    import re
+    from urllib.parse import unquote
+
+    found = []
+    m = re.match(r"^[a-z]+://[^:/@]*:([^@]*)@", dsn)
+    if m:
+        found += [m.group(1), unquote(m.group(1))]
+    found += re.findall(r"password\s*=\s*'?([^'\s]+)", dsn)
+    return found

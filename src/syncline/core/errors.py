@@ -1,0 +1,42 @@
+"""Error hierarchy. *Transient* errors are retried with backoff; *terminal* ones stop the
+component with one clear message. Messages never contain secrets."""
+
+from __future__ import annotations
+
+
+class SynclineError(Exception):
+    """Base class of every error syncline raises on purpose."""
+
+    transient = False
+
+
+class ConfigError(SynclineError):
+    """The configuration is invalid: names file, key and what was expected."""
+
+
+class SourceError(SynclineError):
+    """The source database refused or cannot serve what syncline needs."""
+
+
+class TransientSourceError(SourceError):
+    transient = True
+
+
+class LogError(SynclineError):
+    """The durable log failed (disk full, corrupt, held by another process)."""
+
+
+class ViewError(SynclineError):
+    """A view could not apply a batch."""
+
+
+class TransientViewError(ViewError):
+    transient = True
+
+
+def redact(text: str, secrets: list[str]) -> str:
+    """Replace every secret occurring in ``text`` by ``***``."""
+    for s in secrets:
+        if s:
+            text = text.replace(s, "***")
+    return text

@@ -1,0 +1,160 @@
+"""The change-event model shared by every source, log and view.
+
+Values travel as PostgreSQL's *text output* (``str``), ``None`` for SQL NULL, or
+:data:`UNCHANGED` for an unchanged TOASTed value that the source did not send. Views convert
+text to their native types; a view must keep its stored value for :data:`UNCHANGED`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Final, Literal
+
+
+class _Unchanged(Enum):
+    UNCHANGED = "UNCHANGED"
+
+    def __repr__(self) -> str:
+        return "UNCHANGED"
+
+
+UNCHANGED: Final = _Unchanged.UNCHANGED
+"""Marker for an unchanged TOAST value (pgoutput ``'u'``): never NULL, never a placeholder."""
+
+Value = str | None | _Unchanged
+Row = tuple[Value, ...]
+Op = Literal["insert", "update", "delete"]
+
+
+@dataclass(frozen=True, slots=True)
+class UserType:
+    """A user-defined type a column depends on, enough to re-create it in a SQL replica.
+
+    kind: ``e`` enum (labels), ``c`` composite (attributes), ``d`` domain (base),
+    ``r`` range (base = subtype).
+    """
+
+    schema: str
+    name: str
+    kind: str
+    labels: tuple[str, ...] = ()
+    attributes: tuple[tuple[str, str], ...] = ()
+    base: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    name: str
+    type_oid: int
+    typmod: int
+    type_name: str
+    """``format_type(oid, typmod)`` as the source prints it, e.g. ``numeric(10,2)``."""
+    category: str = "U"
+    """pg_type.typcategory of the column's type, after resolving domains (``A`` array ...)."""
+    element: str = ""
+    """For arrays: ``format_type`` of the element type (domains resolved)."""
+    base: str = ""
+    """The type after resolving domains (same as type_name for non-domains)."""
+    in_identity: bool = False
+    """Part of the replica identity as sent in the Relation message."""
+
+
+@dataclass(frozen=True, slots=True)
+class Relation:
+    """A table's shape at one point of the stream (pgoutput Relation message + catalogue)."""
+
+    oid: int
+    schema: str
+    name: str
+    replident: str
+    columns: tuple[Column, ...]
+    key: tuple[str, ...]
+    """Primary-key column names from the catalogue; falls back to the identity columns."""
+    user_types: tuple[UserType, ...] = ()
+
+    @property
+    def qualified(self) -> str:
+        return f"{self.schema}.{self.name}"
+
+    @property
+    def column_names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.columns)
+
+    def key_indexes(self) -> tuple[int, ...]:
+        names = self.column_names
+        return tuple(names.index(k) for k in self.key)
+
+    def same_shape(self, other: Relation) -> bool:
+        return (
+            self.schema == other.schema
+            and self.name == other.name
+            and self.key == other.key
+            and [(c.name, c.type_name) for c in self.columns]
+            == [(c.name, c.type_name) for c in other.columns]
+        )
+
+
+@dataclass(slots=True)
+class RowChange:
+    op: Op
+    relid: int
+    new: Row | None
+    """New row for insert/update (all columns, maybe with UNCHANGED)."""
+    old: Row | None = None
+    """Old row (identity columns or full row) when the source sent it."""
+    ordinal: int = 0
+
+
+@dataclass(slots=True)
+class Truncate:
+    relids: tuple[int, ...]
+    cascade: bool = False
+    restart_identity: bool = False
+    ordinal: int = 0
+
+
+@dataclass(slots=True)
+class SchemaChange:
+    """A Relation message: the table's columns from here on (may be unchanged)."""
+
+    relation: Relation
+    ordinal: int = 0
+
+
+Item = RowChange | Truncate | SchemaChange
+
+
+@dataclass(slots=True)
+class Transaction:
+    """One source transaction (or part of a huge one), in commit order.
+
+    ``seq`` is the log's cursor of this record; a view's checkpoint is the ``seq`` of the last
+    record it applied. ``last`` is False for all but the final part of a transaction that the
+    log stored in several parts; views apply parts of one transaction in one target
+    transaction.
+    """
+
+    seq: int
+    commit_lsn: int
+    end_lsn: int
+    xid: int
+    commit_time: int
+    """Microseconds since the Unix epoch (UTC)."""
+    items: list[Item] = field(default_factory=list)
+    last: bool = True
+    snapshot: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """Where a consumer stands: everything up to and including log record ``seq`` (whose
+    transaction committed at ``commit_lsn``) is applied."""
+
+    seq: int = 0
+    commit_lsn: int = 0
+
+
+def key_text(values: tuple[str, ...]) -> str:
+    """The row key as users see it: key columns' text joined by ':'."""
+    return ":".join(values)

@@ -1,0 +1,196 @@
+"""Private PostgreSQL clusters for tests, demos and benchmarks.
+
+``initdb`` into a temporary directory (as the ``postgres`` OS user when running as root),
+a free port, ``wal_level=logical``; the server can be stopped, killed and restarted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+DEFAULT_SETTINGS: dict[str, str] = {
+    "wal_level": "logical",
+    "max_replication_slots": "20",
+    "max_wal_senders": "20",
+    "logical_decoding_work_mem": "64kB",
+    "timezone": "America/St_Johns",
+    "fsync": "off",
+    "synchronous_commit": "off",
+    "full_page_writes": "off",
+    "shared_buffers": "128MB",
+    "max_prepared_transactions": "10",
+    "listen_addresses": "'127.0.0.1'",
+    "unix_socket_directories": "''",
+    "max_connections": "60",
+}
+
+
+class PgBinariesMissing(RuntimeError):
+    pass
+
+
+def find_bindir() -> Path:
+    """The newest installed PostgreSQL server binaries (``PG_BINDIR`` overrides)."""
+    env = os.environ.get("PG_BINDIR")
+    if env:
+        return Path(env)
+    cands = sorted(
+        glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(Path(p).parent.name)
+    )
+    for c in reversed(cands):
+        if (Path(c) / "initdb").exists():
+            return Path(c)
+    found = shutil.which("initdb")
+    if found:
+        return Path(found).parent
+    raise PgBinariesMissing(
+        "PostgreSQL server binaries (initdb, postgres) not found: install them, e.g. "
+        "`apt-get install postgresql`, or set PG_BINDIR"
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _as_postgres() -> dict[str, object]:
+    """subprocess kwargs that drop root privileges to the postgres user (initdb refuses root)."""
+    if os.geteuid() != 0:
+        return {}
+    import pwd
+
+    pw = pwd.getpwnam("postgres")
+    return {"user": pw.pw_uid, "group": pw.pw_gid, "extra_groups": []}
+
+
+class PgCluster:
+    def __init__(
+        self,
+        datadir: Path | None = None,
+        port: int | None = None,
+        settings: dict[str, str] | None = None,
+    ) -> None:
+        self.bindir = find_bindir()
+        self._tmp: str | None = None
+        if datadir is None:
+            self._tmp = tempfile.mkdtemp(prefix="syncline-pg-")
+            datadir = Path(self._tmp) / "data"
+        self.datadir = datadir
+        self.port = port or free_port()
+        self.settings = {**DEFAULT_SETTINGS, **(settings or {})}
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def version(self) -> int:
+        return int(self.bindir.parent.name) if self.bindir.parent.name.isdigit() else 0
+
+    def dsn(self, dbname: str = "postgres", user: str = "postgres") -> str:
+        return f"postgresql://{user}@127.0.0.1:{self.port}/{dbname}"
+
+    def init(self) -> None:
+        root = self.datadir.parent
+        root.mkdir(parents=True, exist_ok=True)
+        if os.geteuid() == 0:
+            import pwd
+
+            pw = pwd.getpwnam("postgres")
+            os.chown(root, pw.pw_uid, pw.pw_gid)
+            if self._tmp:
+                os.chown(self._tmp, pw.pw_uid, pw.pw_gid)
+        subprocess.run(
+            [str(self.bindir / "initdb"), "-D", str(self.datadir), "-U", "postgres",
+             "-A", "trust", "-E", "UTF8", "--locale=C.UTF-8", "--no-sync"],
+            check=True,
+            capture_output=True,
+            **_as_postgres(),  # type: ignore[arg-type]
+        )
+        with open(self.datadir / "postgresql.conf", "a") as f:
+            for k, v in self.settings.items():
+                f.write(f"{k} = {v}\n")
+        with open(self.datadir / "pg_hba.conf", "w") as f:
+            f.write("host all all 127.0.0.1/32 trust\nhost replication all 127.0.0.1/32 trust\n")
+
+    def start(self, timeout: float = 30.0) -> None:
+        log = open(self.datadir.parent / "server.log", "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [str(self.bindir / "postgres"), "-D", str(self.datadir), "-p", str(self.port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            **_as_postgres(),  # type: ignore[arg-type]
+        )
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            r = subprocess.run(
+                [str(self.bindir / "pg_isready"), "-h", "127.0.0.1", "-p", str(self.port)],
+                capture_output=True,
+            )
+            if r.returncode == 0:
+                return
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"postgres exited: {self.server_log()[-2000:]}")
+            time.sleep(0.1)
+        raise RuntimeError("postgres did not become ready")
+
+    def server_log(self) -> str:
+        p = self.datadir.parent / "server.log"
+        return p.read_text(errors="replace") if p.exists() else ""
+
+    def stop(self, mode: str = "fast") -> None:
+        if self.proc is None:
+            return
+        sig = {"smart": signal.SIGTERM, "fast": signal.SIGINT, "immediate": signal.SIGQUIT}[mode]
+        with contextlib.suppress(ProcessLookupError):
+            self.proc.send_signal(sig)
+        try:
+            self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+            self.proc = None
+
+    def cleanup(self) -> None:
+        self.stop()
+        if self._tmp:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+
+    def psql(self, sql: str, dbname: str = "postgres") -> str:
+        r = subprocess.run(
+            [str(self.bindir / "psql"), "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1",
+             "-d", self.dsn(dbname), "-c", sql],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        return r.stdout
+
+
+@contextlib.contextmanager
+def running_cluster(settings: dict[str, str] | None = None) -> Iterator[PgCluster]:
+    c = PgCluster(settings=settings)
+    try:
+        c.init()
+        c.start()
+        yield c
+    finally:
+        c.cleanup()

@@ -1,0 +1,49 @@
+"""The view interface: a derived store that applies whole source transactions in commit
+order and stores its checkpoint atomically with the data it applied."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from syncline.core.events import Checkpoint, Relation, Transaction
+
+
+@dataclass(slots=True)
+class Batch:
+    """Consecutive log records (whole transactions) a view applies in one target transaction.
+
+    ``relations`` is the schema state *before* the first record (oid -> Relation); schema
+    changes inside the batch arrive as SchemaChange items. ``checkpoint`` is what the view
+    must store together with the batch's effects.
+    """
+
+    transactions: list[Transaction]
+    relations: dict[int, Relation]
+    checkpoint: Checkpoint
+    events: int = 0
+    meta: dict[str, object] = field(default_factory=dict)
+
+
+class View(Protocol):
+    name: str
+    kind: str
+
+    def open(self) -> Checkpoint:
+        """Connect, create bookkeeping if missing, and return the stored checkpoint
+        (``Checkpoint()`` for a new, empty view)."""
+        ...
+
+    def apply(self, batch: Batch) -> None:
+        """Apply every transaction of the batch and store ``batch.checkpoint``, atomically:
+        after a crash either all of it is visible with the new checkpoint, or none of it."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def table_selected(patterns: tuple[str, ...], qualified: str) -> bool:
+    """Glob match of ``schema.table`` against the configured patterns (empty: all)."""
+    from fnmatch import fnmatchcase
+
+    return not patterns or any(fnmatchcase(qualified, p) for p in patterns)

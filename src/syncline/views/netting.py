@@ -1,0 +1,172 @@
+"""Net effect of a batch of transactions, per table and key (pure).
+
+Applying the net effect of consecutive whole transactions in one target transaction gives
+the same final state as applying them one by one, provided the target enforces no
+constraint other than the primary key. Barriers (truncate, schema change) split the batch:
+everything before a barrier is flushed first, in order.
+
+For each key the final state is one of: deleted; a full row; a *partial* row, where some
+values are UNCHANGED (unchanged TOAST) and the view must keep what it stores.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from syncline.core.events import (
+    UNCHANGED,
+    Relation,
+    Row,
+    RowChange,
+    SchemaChange,
+    Transaction,
+    Truncate,
+)
+
+Key = tuple[str | None, ...]
+
+
+@dataclass(slots=True)
+class TableDelta:
+    relation: Relation
+    deleted: set[Key] = field(default_factory=set)
+    rows: dict[Key, Row] = field(default_factory=dict)
+    """Final rows by key; rows containing UNCHANGED are partial."""
+    origin: dict[Key, Key] = field(default_factory=dict)
+    """For partial rows whose key changed: the key under which the view stores the row that
+    supplies the UNCHANGED values (read it before applying ``deleted``)."""
+
+    def upserts(self) -> list[Row]:
+        return [r for r in self.rows.values() if UNCHANGED not in r]
+
+    def partials(self) -> list[tuple[Row, Key]]:
+        """Partial rows with the stored key that supplies their UNCHANGED values."""
+        return [
+            (r, self.origin.get(k, k)) for k, r in self.rows.items() if UNCHANGED in r
+        ]
+
+    def deletes(self) -> list[Key]:
+        """Keys whose final state is absent (read partial origins before deleting)."""
+        return list(self.deleted)
+
+    def __len__(self) -> int:
+        return len(self.deleted) + len(self.rows)
+
+
+@dataclass(frozen=True, slots=True)
+class DeltaStep:
+    tables: list[TableDelta]
+
+
+@dataclass(frozen=True, slots=True)
+class TruncateStep:
+    relations: list[Relation]
+    cascade: bool
+    restart_identity: bool
+
+
+@dataclass(frozen=True, slots=True)
+class SchemaStep:
+    old: Relation | None
+    new: Relation
+
+
+Step = DeltaStep | TruncateStep | SchemaStep
+
+
+def _merge(prev: Row, new: Row) -> Row:
+    return tuple(p if n is UNCHANGED else n for p, n in zip(prev, new, strict=False))
+
+
+def net_steps(
+    transactions: list[Transaction],
+    relations: dict[int, Relation],
+    selected: set[int] | None = None,
+) -> Iterator[Step]:
+    """Yield the steps that bring a view from before to after ``transactions``.
+
+    ``relations`` is updated in place with schema changes. ``selected``: relation oids the
+    view keeps (None: all); rows of other tables are skipped, truncates filtered.
+    """
+    deltas: dict[int, TableDelta] = {}
+
+    def flush() -> Iterator[Step]:
+        if deltas:
+            yield DeltaStep([d for d in deltas.values() if len(d)])
+            deltas.clear()
+
+    for txn in transactions:
+        for item in txn.items:
+            if isinstance(item, RowChange):
+                if selected is not None and item.relid not in selected:
+                    continue
+                rel = relations.get(item.relid)
+                if rel is None:
+                    continue  # table not (yet) known to this view: schema step missing
+                d = deltas.get(item.relid)
+                if d is None:
+                    d = deltas[item.relid] = TableDelta(rel)
+                _apply_change(d, rel, item)
+            elif isinstance(item, SchemaChange):
+                new = item.relation
+                old = relations.get(new.oid)
+                relations[new.oid] = new
+                if old is not None and old.same_shape(new):
+                    continue
+                if selected is not None and new.oid not in selected:
+                    continue
+                yield from flush()
+                yield SchemaStep(old, new)
+            elif isinstance(item, Truncate):
+                rels = [
+                    relations[r]
+                    for r in item.relids
+                    if r in relations and (selected is None or r in selected)
+                ]
+                if not rels:
+                    continue
+                yield from flush()
+                yield TruncateStep(rels, item.cascade, item.restart_identity)
+    yield from flush()
+
+
+def _apply_change(d: TableDelta, rel: Relation, ch: RowChange) -> None:
+    kidx = rel.key_indexes()
+    if ch.op == "insert":
+        assert ch.new is not None
+        k = tuple(ch.new[i] for i in kidx)  # type: ignore[misc]
+        d.deleted.discard(k)
+        d.rows[k] = ch.new
+        return
+    if ch.op == "delete":
+        assert ch.old is not None
+        k = tuple(ch.old[i] for i in kidx)  # type: ignore[misc]
+        d.rows.pop(k, None)
+        d.deleted.add(k)
+        return
+    # update
+    new = ch.new
+    assert new is not None
+    if ch.old is not None:
+        old = ch.old
+        # A full old tuple (REPLICA IDENTITY FULL) can supply unchanged TOAST values.
+        if UNCHANGED in new:
+            new = tuple(
+                o if (n is UNCHANGED and o is not None and o is not UNCHANGED) else n
+                for n, o in zip(new, old, strict=False)
+            )
+        old_k: Key = tuple(old[i] for i in kidx)  # type: ignore[misc]
+    else:
+        old_k = tuple(new[i] for i in kidx)  # type: ignore[misc]
+    k = tuple(new[i] for i in kidx)  # type: ignore[misc]
+    prev = d.rows.pop(old_k, None)
+    origin = d.origin.pop(old_k, old_k)
+    if old_k != k:
+        d.deleted.add(old_k)
+    if prev is not None and UNCHANGED in new:
+        new = _merge(prev, new)
+    d.deleted.discard(k)
+    d.rows[k] = new
+    if UNCHANGED in new and origin != k:
+        d.origin[k] = origin
