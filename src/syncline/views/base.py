@@ -22,6 +22,10 @@ class Batch:
     relations: dict[int, Relation]
     checkpoint: Checkpoint
     events: int = 0
+    commit: bool = True
+    """False when the batch ends inside a source transaction (one larger than a batch): the
+    view applies it inside its open target transaction and commits only with the batch
+    whose ``commit`` is True, storing that batch's checkpoint."""
     meta: dict[str, object] = field(default_factory=dict)
 
 

@@ -1,0 +1,222 @@
+"""Loading ``syncline.toml``: TOML, ``${ENV}`` references, validation with errors that name
+the file, the key and what was expected."""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from syncline.core.config_models import (
+    Config,
+    HttpConfig,
+    LogConfig,
+    Secret,
+    SourceConfig,
+    ViewConfig,
+)
+from syncline.core.errors import ConfigError
+
+_ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_NAME_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+VIEW_KINDS: dict[str, dict[str, type | tuple[type, ...]]] = {
+    "postgres": {"dsn": str},
+    "duckdb": {"path": str},
+}
+SECRET_KEYS = {"dsn", "url", "token", "password"}
+
+
+class _Ctx:
+    def __init__(self, file: str) -> None:
+        self.file = file
+
+    def err(self, key: str, expected: str, got: object = None) -> ConfigError:
+        extra = f", got {type(got).__name__} {_show(got)}" if got is not None else ""
+        return ConfigError(f"{self.file}: {key}: expected {expected}{extra}")
+
+
+def _show(v: object) -> str:
+    if isinstance(v, str):
+        return repr(v if len(v) < 40 else v[:37] + "...")
+    return repr(v) if not isinstance(v, dict) else "table"
+
+
+def _expand(ctx: _Ctx, key: str, value: str, environ: dict[str, str]) -> str:
+    def sub(m: re.Match[str]) -> str:
+        name = m.group(1)
+        if name not in environ:
+            raise ConfigError(
+                f"{ctx.file}: {key}: environment variable {name} is referenced but not set"
+            )
+        return environ[name]
+
+    return _ENV_RE.sub(sub, value)
+
+
+def _get(
+    ctx: _Ctx,
+    table: dict[str, Any],
+    prefix: str,
+    key: str,
+    typ: type | tuple[type, ...],
+    expected: str,
+    default: Any = ...,
+    environ: dict[str, str] | None = None,
+) -> Any:
+    full = f"{prefix}.{key}" if prefix else key
+    if key not in table:
+        if default is ...:
+            raise ConfigError(f"{ctx.file}: {full}: missing (expected {expected})")
+        return default
+    v = table[key]
+    if typ is float and isinstance(v, int) and not isinstance(v, bool):
+        v = float(v)
+    if not isinstance(v, typ) or (isinstance(v, bool) and typ in (int, float)):
+        raise ctx.err(full, expected, v)
+    if isinstance(v, str) and environ is not None:
+        v = _expand(ctx, full, v, environ)
+    return v
+
+
+def _str_list(
+    ctx: _Ctx, table: dict[str, Any], prefix: str, key: str, default: tuple[str, ...]
+) -> tuple[str, ...]:
+    full = f"{prefix}.{key}"
+    if key not in table:
+        return default
+    v = table[key]
+    if isinstance(v, str):
+        v = [v]
+    if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+        raise ctx.err(full, "a list of strings (glob patterns over schema.table)", v)
+    for p in v:
+        if "." not in p:
+            raise ConfigError(
+                f"{ctx.file}: {full}: pattern {p!r} must be schema.table (e.g. public.*)"
+            )
+    return tuple(v)
+
+
+def _unknown(ctx: _Ctx, table: dict[str, Any], prefix: str, known: set[str]) -> None:
+    for k in table:
+        if k not in known:
+            raise ConfigError(
+                f"{ctx.file}: {prefix}.{k}: unknown key (expected one of {', '.join(sorted(known))})"
+            )
+
+
+def load_config(path: str | Path, environ: dict[str, str] | None = None) -> Config:
+    p = Path(path)
+    env = dict(os.environ) if environ is None else environ
+    ctx = _Ctx(str(p))
+    try:
+        raw = tomllib.loads(p.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: configuration file not found (use -c FILE)") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{p}: not valid TOML: {e}") from None
+    return parse_config(raw, str(p), env, base_dir=p.parent)
+
+
+def parse_config(
+    raw: dict[str, Any], file: str, environ: dict[str, str], base_dir: Path | None = None
+) -> Config:
+    ctx = _Ctx(file)
+    _unknown(ctx, raw, "", {"source", "log", "views", "http"})
+    if "source" not in raw or not isinstance(raw["source"], dict):
+        raise ConfigError(f"{file}: [source]: missing table (expected kind, dsn, tables, ...)")
+    s = raw["source"]
+    _unknown(
+        ctx,
+        s,
+        "source",
+        {"kind", "dsn", "tables", "slot", "publication", "streaming", "heartbeat_seconds"},
+    )
+    kind = _get(ctx, s, "source", "kind", str, '"postgres"', "postgres")
+    if kind != "postgres":
+        raise ConfigError(f'{file}: source.kind: expected "postgres", got {kind!r}')
+    dsn = _get(ctx, s, "source", "dsn", str, "a libpq URI or key=value string", environ=environ)
+    slot = _get(ctx, s, "source", "slot", str, "a slot name", "syncline")
+    pub = _get(ctx, s, "source", "publication", str, "a publication name", "syncline")
+    for key, val in (("slot", slot), ("publication", pub)):
+        if not _NAME_RE.match(val):
+            raise ConfigError(
+                f"{file}: source.{key}: expected lower-case letters, digits and _, got {val!r}"
+            )
+    source = SourceConfig(
+        dsn=Secret(dsn),
+        tables=_str_list(ctx, s, "source", "tables", ("*.*",)),
+        slot=slot,
+        publication=pub,
+        streaming=_get(ctx, s, "source", "streaming", bool, "true or false", True),
+        heartbeat_seconds=_get(ctx, s, "source", "heartbeat_seconds", float, "seconds", 10.0),
+    )
+    lraw = raw.get("log", {})
+    if not isinstance(lraw, dict):
+        raise ctx.err("log", "a table", lraw)
+    _unknown(ctx, lraw, "log", {"kind", "path", "retention"})
+    lkind = _get(ctx, lraw, "log", "kind", str, '"embedded"', "embedded")
+    if lkind != "embedded":
+        raise ConfigError(
+            f'{file}: log.kind: {lkind!r} is not available in this version (expected "embedded")'
+        )
+    lpath = _get(ctx, lraw, "log", "path", str, "a directory path", "./.syncline", environ=environ)
+    retention = _get(ctx, lraw, "log", "retention", str, '"applied" or "keep"', "applied")
+    if retention not in ("applied", "keep"):
+        raise ConfigError(f'{file}: log.retention: expected "applied" or "keep", got {retention!r}')
+    logc = LogConfig(kind=lkind, path=_resolve(lpath, base_dir), retention=retention)
+
+    vraw = raw.get("views", {})
+    if not isinstance(vraw, dict):
+        raise ctx.err("views", "tables [views.NAME]", vraw)
+    views = []
+    for name, v in vraw.items():
+        prefix = f"views.{name}"
+        if not isinstance(v, dict):
+            raise ctx.err(prefix, "a table with kind = ...", v)
+        if not re.match(r"^[A-Za-z0-9_-]{1,63}$", name):
+            raise ConfigError(f"{file}: {prefix}: view names use letters, digits, _ and -")
+        vkind = _get(ctx, v, prefix, "kind", str, f"one of {', '.join(VIEW_KINDS)}")
+        if vkind not in VIEW_KINDS:
+            raise ConfigError(
+                f"{file}: {prefix}.kind: expected one of {', '.join(VIEW_KINDS)}, got {vkind!r}"
+            )
+        spec = VIEW_KINDS[vkind]
+        _unknown(ctx, v, prefix, {"kind", "tables", "batch_events", *spec})
+        opts: dict[str, object] = {}
+        for key, typ in spec.items():
+            val = _get(ctx, v, prefix, key, typ, "a string", environ=environ)
+            if key == "path":
+                val = _resolve(val, base_dir)
+            opts[key] = Secret(val) if key in SECRET_KEYS else val
+        views.append(
+            ViewConfig(
+                name=name,
+                kind=vkind,
+                tables=_str_list(ctx, v, prefix, "tables", ()),
+                batch_events=_get(
+                    ctx, v, prefix, "batch_events", int, "a positive integer", 50_000
+                ),
+                options=opts,
+            )
+        )
+    hraw = raw.get("http", {})
+    if not isinstance(hraw, dict):
+        raise ctx.err("http", "a table", hraw)
+    _unknown(ctx, hraw, "http", {"listen", "token"})
+    token = _get(ctx, hraw, "http", "token", str, "a string", None, environ=environ)
+    http = HttpConfig(
+        listen=_get(ctx, hraw, "http", "listen", str, "HOST:PORT", "127.0.0.1:8474"),
+        token=Secret(token) if token else None,
+    )
+    return Config(path=file, source=source, log=logc, views=tuple(views), http=http)
+
+
+def _resolve(path: str, base: Path | None) -> str:
+    p = Path(path)
+    if not p.is_absolute() and base is not None:
+        p = base / p
+    return str(p)

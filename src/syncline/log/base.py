@@ -1,0 +1,62 @@
+"""The durable log interface.
+
+A log holds whole source transactions in commit order. The capture appends through a
+:class:`LogWriter` and acknowledges to the source only what :meth:`LogWriter.sync` made
+durable. Each view reads from its own cursor (``seq``) with a :class:`LogReader`. Backends:
+``embedded`` (SQLite, this package); NATS JetStream and Kafka must fit the same shape: a
+record is a part of one transaction, ``seq`` is the stream offset, consumer positions are
+stored by the views themselves and reported to the log for retention.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Protocol
+
+from syncline.core.events import Checkpoint, Relation, Transaction
+
+
+@dataclass(frozen=True, slots=True)
+class LogStats:
+    first_seq: int
+    last_seq: int
+    last_commit_lsn: int
+    received_lsn: int
+    records: int
+    bytes: int
+
+
+class LogWriter(Protocol):
+    def last_commit_lsn(self) -> int:
+        """Commit LSN of the newest transaction in the log (0 when empty)."""
+        ...
+
+    def begin(self, xid: int, commit_lsn: int, commit_time: int) -> None: ...
+
+    def add(self, message: bytes) -> None:
+        """Add one change or relation message (pgoutput protocol-1 form)."""
+        ...
+
+    def commit(self, commit_lsn: int, end_lsn: int, commit_time: int) -> None: ...
+
+    def sync(self) -> int:
+        """Make everything appended durable; return the end LSN up to which the log holds
+        every committed transaction."""
+        ...
+
+
+class LogReader(Protocol):
+    def read(self, after: Checkpoint, max_events: int) -> list[Transaction]:
+        """Committed records with seq > after.seq, whole parts, about max_events events."""
+        ...
+
+    def relations_at(self, seq: int) -> dict[int, Relation]:
+        """Schema state after record ``seq``."""
+        ...
+
+    def iter_compacted(self) -> Iterator[Transaction]:
+        """The compacted log (latest row per key) as synthetic transactions, for filling a
+        new view without touching the source. The last one carries the checkpoint from
+        which the view continues."""
+        ...

@@ -1,0 +1,148 @@
+"""What ``syncline status`` and ``syncline wait`` read: the log database (capture state,
+consumer positions) and the source (slot, retained WAL). Works whether or not ``run`` runs."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+from syncline.core.config_models import Config
+from syncline.core.lsn import format_lsn
+from syncline.log.embedded.store import connect, get_meta
+
+
+def _lsn(v: int) -> str | None:
+    return format_lsn(v) if v else None
+
+
+def source_status(cfg: Config) -> dict[str, Any]:
+    out: dict[str, Any] = {"kind": cfg.source.kind, "slot": cfg.source.slot,
+                           "publication": cfg.source.publication}
+    try:
+        import psycopg
+
+        from syncline.sources.postgres.replication import session_conninfo
+
+        with psycopg.connect(session_conninfo(cfg.source.dsn.value, connect_timeout="5"),
+                             autocommit=True) as conn:
+            row = conn.execute(
+                "SELECT confirmed_flush_lsn::text, active, active_pid,"
+                " (pg_current_wal_lsn() - restart_lsn)::bigint, wal_status,"
+                " pg_current_wal_lsn()::text"
+                " FROM pg_replication_slots WHERE slot_name = %s",
+                (cfg.source.slot,),
+            ).fetchone()
+            if row is None:
+                cur = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()
+                out.update(reachable=True, slot_exists=False,
+                           current_lsn=cur[0] if cur else None)
+            else:
+                out.update(
+                    reachable=True, slot_exists=True, confirmed_lsn=row[0], active=row[1],
+                    active_pid=row[2], retained_wal_bytes=row[3], wal_status=row[4],
+                    current_lsn=row[5],
+                )
+    except Exception as e:  # the source may be down: status still answers
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        from syncline.core.errors import redact
+
+        out.update(reachable=False, error=redact(first, cfg.secrets()))
+    return out
+
+
+def log_status(conn: sqlite3.Connection, path: Path) -> dict[str, Any]:
+    first, last, n = conn.execute("SELECT min(seq), max(seq), count(*) FROM records").fetchone()
+    size = sum(f.stat().st_size for f in path.glob("log.db*") if f.is_file())
+    return {
+        "kind": "embedded",
+        "path": str(path),
+        "state": get_meta(conn, "state") or "new",
+        "capture_state": get_meta(conn, "capture_state") or "stopped",
+        "capture_error": get_meta(conn, "capture_error") or None,
+        "first_seq": int(first or 0),
+        "last_seq": int(get_meta(conn, "hw", "0")),
+        "records": int(n or 0),
+        "last_commit_lsn": _lsn(int(get_meta(conn, "last_commit_lsn", "0"))),
+        "received_lsn": _lsn(int(get_meta(conn, "received_lsn", "0"))),
+        "size_bytes": size,
+    }
+
+
+def view_status(conn: sqlite3.Connection, cfg: Config) -> dict[str, Any]:
+    hw = int(get_meta(conn, "hw", "0"))
+    rows = {
+        str(r[0]): r
+        for r in conn.execute(
+            "SELECT name, kind, seq, commit_lsn, state, error, applied_events, updated_at"
+            " FROM consumers"
+        )
+    }
+    out: dict[str, Any] = {}
+    now = time.time()
+    for v in cfg.views:
+        r = rows.get(v.name)
+        seq = int(r[2]) if r else 0
+        lag_events, oldest = conn.execute(
+            "SELECT coalesce(sum(count), 0), min(commit_time) FROM records"
+            " WHERE seq > ? AND seq <= ?",
+            (seq, hw),
+        ).fetchone()
+        lag_s = max(0.0, now - int(oldest) / 1e6) if lag_events and oldest else 0.0
+        out[v.name] = {
+            "kind": v.kind,
+            "state": (str(r[4]) if r else "new"),
+            "applied_lsn": _lsn(int(r[3])) if r else None,
+            "applied_seq": seq,
+            "lag_seconds": round(lag_s, 3),
+            "lag_events": int(lag_events),
+            "applied_events": int(r[6]) if r else 0,
+            "error": (str(r[5]) or None) if r else None,
+        }
+    return out
+
+
+def status(cfg: Config, with_source: bool = True) -> dict[str, Any]:
+    path = Path(cfg.log.path)
+    result: dict[str, Any] = {}
+    result["source"] = source_status(cfg) if with_source else {}
+    if (path / "log.db").exists():
+        conn = connect(path, readonly=True)
+        try:
+            result["log"] = log_status(conn, path)
+            result["views"] = view_status(conn, cfg)
+        finally:
+            conn.close()
+    else:
+        result["log"] = {"kind": cfg.log.kind, "path": str(path), "state": "new"}
+        result["views"] = {
+            v.name: {"kind": v.kind, "state": "new", "applied_lsn": None, "lag_seconds": 0.0,
+                     "lag_events": 0}
+            for v in cfg.views
+        }
+    return result
+
+
+def views_caught_up(cfg: Config, lsn: int, views: list[str]) -> bool:
+    """True once the log has seen everything up to ``lsn`` and each view has applied every
+    transaction that committed at or before it."""
+    path = Path(cfg.log.path)
+    if not (path / "log.db").exists():
+        return False
+    conn = connect(path, readonly=True)
+    try:
+        received = int(get_meta(conn, "received_lsn", "0"))
+        if received < lsn:
+            return False
+        for name in views:
+            row = conn.execute("SELECT seq FROM consumers WHERE name = ?", (name,)).fetchone()
+            seq = int(row[0]) if row else 0
+            pending = conn.execute(
+                "SELECT 1 FROM records WHERE seq > ? AND commit_lsn <= ? LIMIT 1", (seq, lsn)
+            ).fetchone()
+            if pending is not None or row is None:
+                return False
+        return True
+    finally:
+        conn.close()

@@ -1,0 +1,120 @@
+"""``syncline run``: start the capture and one process per view, supervise, stop cleanly.
+
+Processes rather than threads: the capture and each view get a core of their own (the GIL
+would otherwise serialise them), and a view that crashes cannot take the capture down."""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import signal
+import time
+from multiprocessing.process import BaseProcess
+from pathlib import Path
+
+from syncline.core.config_models import Config, ViewConfig
+from syncline.runtime import workers
+from syncline.runtime.backoff import Backoff
+
+log = logging.getLogger("syncline.run")
+
+
+class Supervisor:
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.ctx = mp.get_context("spawn")
+        self.capture: BaseProcess | None = None
+        self.views: dict[str, BaseProcess] = {}
+        self.view_backoff: dict[str, tuple[Backoff, float]] = {}
+        self.failed_views: set[str] = set()
+        self.stopping = False
+
+    def _start_capture(self) -> None:
+        p = self.ctx.Process(target=workers.capture_main, args=(self.cfg,), name="capture")
+        p.start()
+        self.capture = p
+
+    def _start_view(self, v: ViewConfig) -> None:
+        p = self.ctx.Process(target=workers.view_main, args=(self.cfg, v), name=f"view-{v.name}")
+        p.start()
+        self.views[v.name] = p
+
+    def run(self) -> int:
+        def on_signal(_sig: int, _frm: object) -> None:
+            self.stopping = True
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+        Path(self.cfg.log.path).mkdir(parents=True, exist_ok=True)
+        self._forget_removed_views()
+        self._start_capture()
+        for v in self.cfg.views:
+            self._start_view(v)
+        code = 0
+        try:
+            while not self.stopping:
+                time.sleep(0.2)
+                assert self.capture is not None
+                if not self.capture.is_alive():
+                    rc = self.capture.exitcode
+                    if rc == 0 and not self.stopping:
+                        rc = 1
+                    if rc != 0:
+                        log.error("capture stopped (exit %s); stopping", rc)
+                        code = 1
+                        break
+                for v in self.cfg.views:
+                    p = self.views.get(v.name)
+                    if p is None or p.is_alive() or v.name in self.failed_views:
+                        continue
+                    if p.exitcode == workers.EXIT_TERMINAL:
+                        self.failed_views.add(v.name)
+                        log.error("view %s failed; the others go on (see syncline status)", v.name)
+                        continue
+                    b, due = self.view_backoff.get(v.name, (Backoff(1.0, 60.0), 0.0))
+                    now = time.monotonic()
+                    if due == 0.0:
+                        due = now + b.next_delay()
+                        self.view_backoff[v.name] = (b, due)
+                        log.warning("view %s exited (%s); restarting", v.name, p.exitcode)
+                    if now >= due:
+                        self.view_backoff[v.name] = (b, 0.0)
+                        self._start_view(v)
+        finally:
+            self._stop_all()
+        return code
+
+    def _forget_removed_views(self) -> None:
+        db = Path(self.cfg.log.path) / "log.db"
+        if not db.exists():
+            return
+        from syncline.runtime.consumers import ConsumerTable
+
+        t = ConsumerTable(Path(self.cfg.log.path))
+        try:
+            gone = t.remove_others({v.name for v in self.cfg.views})
+            for g in gone:
+                log.info("view %s is no longer configured; forgotten", g)
+        finally:
+            t.close()
+
+    def _stop_all(self) -> None:
+        procs = [p for p in [*self.views.values(), self.capture] if p is not None]
+        for p in procs:
+            if p.is_alive() and p.pid is not None:
+                try:
+                    import os
+
+                    os.kill(p.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        deadline = time.monotonic() + 30
+        for p in procs:
+            p.join(max(0.1, deadline - time.monotonic()))
+            if p.is_alive():
+                p.kill()
+                p.join()
+
+
+def run(cfg: Config) -> int:
+    return Supervisor(cfg).run()

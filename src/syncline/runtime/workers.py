@@ -1,0 +1,205 @@
+"""The processes of ``syncline run``: one capture, one per view. Each owns its connections,
+retries transient errors with backoff and reports its state in the log database."""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import signal
+import threading
+import time
+from pathlib import Path
+
+from syncline.core.config_models import Config, ViewConfig
+from syncline.core.errors import LogError, SynclineError, TransientViewError, ViewError
+from syncline.core.events import Checkpoint
+from syncline.log.embedded.store import EmbeddedLogReader, EmbeddedLogWriter, LogLocked
+from syncline.runtime.backoff import Backoff
+from syncline.runtime.consumers import ConsumerTable
+from syncline.runtime.logsetup import setup_logging
+from syncline.views.base import Batch
+from syncline.views.registry import create_view
+
+EXIT_TERMINAL = 3
+
+
+def _child_setup(cfg: Config, name: str) -> threading.Event:
+    """Die with the parent, stop on SIGTERM/SIGINT, log with secrets redacted."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:  # pragma: no cover - non-Linux
+        pass
+    setup_logging(cfg.secrets(), prefix=f"[{name}] ")
+    stop = threading.Event()
+
+    def handler(_sig: int, _frm: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+    return stop
+
+
+def capture_main(cfg: Config) -> int:
+    stop = _child_setup(cfg, "capture")
+    log = logging.getLogger("syncline.capture")
+    from syncline.sources.postgres.capture import Capture
+
+    path = Path(cfg.log.path)
+    backoff = Backoff()
+    while not stop.is_set():
+        try:
+            writer = EmbeddedLogWriter(path)
+        except LogLocked as e:
+            log.error("%s", e)
+            return EXIT_TERMINAL
+        except LogError as e:
+            log.error("%s", e)
+            return EXIT_TERMINAL
+        try:
+            _set_state(writer, "starting", "")
+            cap = Capture(cfg.source, writer)
+            started = time.monotonic()
+            cap.run(stop)
+            _set_state(writer, "stopped", "")
+            return 0
+        except SynclineError as e:
+            if not e.transient:
+                log.error("%s", e)
+                _set_state(writer, "failed", str(e))
+                return EXIT_TERMINAL
+            if time.monotonic() - started > 60:
+                backoff.reset()
+            delay = backoff.next_delay()
+            log.warning("%s; retrying in %.1fs", e, delay)
+            _set_state(writer, "retrying", str(e))
+            stop.wait(delay)
+        except Exception as e:
+            import psycopg
+
+            if isinstance(e, psycopg.OperationalError):
+                delay = backoff.next_delay()
+                log.warning(
+                    "source connection lost (%s); retrying in %.1fs",
+                    str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__,
+                    delay,
+                )
+                _set_state(writer, "retrying", "source connection lost")
+                stop.wait(delay)
+            else:
+                log.exception("capture failed")
+                _set_state(writer, "failed", f"{type(e).__name__}: {e}")
+                return EXIT_TERMINAL
+        finally:
+            writer.close()
+    return 0
+
+
+def _set_state(writer: EmbeddedLogWriter, state: str, error: str) -> None:
+    try:
+        writer.set_meta_now(capture_state=state, capture_error=error[:500])
+    except Exception:
+        pass
+
+
+def view_main(cfg: Config, vcfg: ViewConfig) -> int:
+    stop = _child_setup(cfg, f"view {vcfg.name}")
+    log = logging.getLogger(f"syncline.view.{vcfg.name}")
+    path = Path(cfg.log.path)
+    while not (path / "log.db").exists() and not stop.is_set():
+        stop.wait(0.2)
+    consumers = ConsumerTable(path)
+    consumers.update(vcfg.name, vcfg.kind, state="starting")
+    backoff = Backoff()
+    while not stop.is_set():
+        view = None
+        try:
+            view = create_view(vcfg)
+            cp = view.open()
+            backoff.reset()
+            _view_loop(view, vcfg, path, cp, consumers, stop, log)
+            view.close()
+            consumers.update(vcfg.name, vcfg.kind, state="stopped")
+            return 0
+        except SynclineError as e:
+            if view is not None:
+                _safe_close(view)
+            if not e.transient:
+                log.error("%s", e)
+                consumers.update(vcfg.name, vcfg.kind, state="failed", error=str(e)[:500])
+                return EXIT_TERMINAL
+            delay = backoff.next_delay()
+            log.warning("%s; retrying in %.1fs (the log keeps the changes)", e, delay)
+            consumers.update(vcfg.name, vcfg.kind, state="retrying", error=str(e)[:500])
+            stop.wait(delay)
+        except Exception as e:
+            if view is not None:
+                _safe_close(view)
+            log.exception("view %s failed", vcfg.name)
+            consumers.update(
+                vcfg.name, vcfg.kind, state="failed", error=f"{type(e).__name__}: {e}"[:500]
+            )
+            return EXIT_TERMINAL
+    return 0
+
+
+def _safe_close(view: object) -> None:
+    try:
+        view.close()  # type: ignore[attr-defined]
+    except Exception:
+        pass
+
+
+def _view_loop(
+    view: object,
+    vcfg: ViewConfig,
+    path: Path,
+    cp: Checkpoint,
+    consumers: ConsumerTable,
+    stop: threading.Event,
+    log: logging.Logger,
+) -> None:
+    reader = EmbeddedLogReader(path)
+    try:
+        hw = reader.hw()
+        if cp.seq > hw:
+            raise ViewError(
+                f"view {vcfg.name} has applied log record {cp.seq} but the log at {path} ends at "
+                f"{hw}: the log was reset; empty the view's store to rebuild it"
+            )
+        first = reader.first_seq()
+        if first > cp.seq + 1:
+            raise ViewError(
+                f"view {vcfg.name} is at log record {cp.seq} but the log starts at {first}: "
+                "records it needs were trimmed"
+            )
+        relations = reader.relations_at(cp.seq)
+        consumers.update(
+            vcfg.name, vcfg.kind, state="running", error="", seq=cp.seq, commit_lsn=cp.commit_lsn
+        )
+        log.info("view %s (%s) resumes after log record %d", vcfg.name, vcfg.kind, cp.seq)
+        pos = cp
+        open_txn = False
+        while not stop.is_set():
+            txns = reader.read(pos, vcfg.batch_events)
+            if not txns:
+                if open_txn:
+                    # the rest of a transaction is not committed to the log yet: wait for it
+                    stop.wait(0.02)
+                    continue
+                stop.wait(0.02)
+                continue
+            last = txns[-1]
+            events = sum(len(t.items) for t in txns)
+            batch = Batch(txns, relations, Checkpoint(last.seq, last.commit_lsn), events,
+                          commit=last.last)
+            view.apply(batch)  # type: ignore[attr-defined]
+            pos = batch.checkpoint
+            open_txn = not last.last
+            if last.last:
+                consumers.add_applied(vcfg.name, events, pos.seq, pos.commit_lsn)
+        if open_txn:
+            raise TransientViewError("stopped inside a transaction; it is rolled back")
+    finally:
+        reader.close()

@@ -1,0 +1,307 @@
+"""The capture: pre-flight checks, slot and snapshot, then the pgoutput stream into the log.
+
+Rules (see ARCHITECTURE.md):
+- the slot's flush position is confirmed only up to what :meth:`EmbeddedLogWriter.sync`
+  made durable; when nothing is in flight, a keepalive's WAL end is confirmed too (after it
+  is durably recorded), so an idle publication does not pin WAL;
+- a transaction whose commit LSN is not above the log's newest is a replay and skipped;
+- streamed (in-progress) transactions are buffered per xid, sub-transaction aborts honoured,
+  and appended at Stream Commit: the log is in commit order;
+- a slot that existed and is gone or invalidated stops the capture (fail closed).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from syncline.core.config_models import SourceConfig
+from syncline.core.errors import SourceError, TransientSourceError
+from syncline.core.lsn import format_lsn
+from syncline.log.embedded.store import EmbeddedLogWriter
+from syncline.sources.postgres import catalog as cat
+from syncline.sources.postgres.pgoutput import (
+    decode_begin,
+    decode_commit,
+    decode_relation,
+    decode_stream_abort,
+    decode_stream_commit,
+    decode_stream_start,
+    streamed_xid,
+    strip_stream_xid,
+)
+from syncline.sources.postgres.replication import (
+    ReplicationConnection,
+    parse_keepalive,
+)
+from syncline.sources.postgres.snapshot import take_snapshot
+
+log = logging.getLogger("syncline.capture")
+
+SYNC_INTERVAL = 0.05
+SYNC_BYTES = 8 << 20
+STATUS_INTERVAL = 1.0
+
+
+@dataclass
+class CaptureStats:
+    events: int = 0
+    transactions: int = 0
+    confirmed_lsn: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+
+class Capture:
+    def __init__(self, cfg: SourceConfig, writer: EmbeddedLogWriter) -> None:
+        self.cfg = cfg
+        self.writer = writer
+        self.stats = CaptureStats()
+        self.dsn = cfg.dsn.value
+
+    # -- start-up -------------------------------------------------------------------------
+
+    def prepare(self) -> tuple[ReplicationConnection, int]:
+        """Checks, publication, slot, first snapshot. Returns the connection and version."""
+        conn = cat.connect(self.dsn)
+        try:
+            info = cat.server_info(conn)
+            cat.check_server(info)
+            tables = cat.discover_tables(conn, self.cfg.tables)
+            if not tables:
+                raise SourceError(
+                    f"no table of database {info.database!r} matches source.tables "
+                    f"{list(self.cfg.tables)}"
+                )
+            cat.check_tables(tables)
+            cat.ensure_publication(conn, self.cfg.publication, tables, info.version)
+            repl = ReplicationConnection(self.dsn)
+            try:
+                sysid, _tl, _pos, dbname = repl.identify_system()
+                self._check_identity(sysid, dbname)
+                slot = cat.slot_info(conn, self.cfg.slot)
+                state = self.writer.meta("state")
+                if state == "streaming":
+                    self._check_slot(slot)
+                else:
+                    self._first_snapshot(repl, slot, tables, sysid, dbname)
+                self._check_not_behind(cat.slot_info(conn, self.cfg.slot))
+            except BaseException:
+                repl.close()
+                raise
+            return repl, info.version
+        finally:
+            conn.close()
+
+    def _check_identity(self, sysid: str, dbname: str) -> None:
+        known = self.writer.meta("system_id")
+        kdb = self.writer.meta("database")
+        if known and (known != sysid or kdb != dbname):
+            raise SourceError(
+                f"the log at {self.writer.path} belongs to database {kdb!r} of system {known}, "
+                f"but the source is {dbname!r} of system {sysid}: use another [log] path"
+            )
+
+    def _check_slot(self, slot: cat.SlotInfo | None) -> None:
+        name = self.cfg.slot
+        if slot is None:
+            raise SourceError(
+                f"replication slot {name!r} is missing, but this log has streamed from it: "
+                "changes since may be lost. syncline will not re-create it silently. To start "
+                f"over, delete the log directory {self.writer.path} and the views' data, then "
+                "run again (a new snapshot is taken)"
+            )
+        if slot.wal_status == "lost":
+            raise SourceError(
+                f"replication slot {name!r} was invalidated by the server (wal_status = lost): "
+                "the WAL it needed is gone. Drop the slot and start over with a new snapshot "
+                f"(delete {self.writer.path} and the views' data)"
+            )
+        if slot.plugin != "pgoutput":
+            raise SourceError(
+                f"replication slot {name!r} uses plugin {slot.plugin!r}, not pgoutput"
+            )
+        if slot.active_pid is not None:
+            raise TransientSourceError(
+                f"replication slot {name!r} is in use by another process (pid {slot.active_pid})"
+            )
+
+    def _check_not_behind(self, slot: cat.SlotInfo | None) -> None:
+        if slot is None:
+            return
+        ours = max(self.writer.durable_end_lsn(), int(self.writer.meta("received_lsn", "0")))
+        consistent = int(self.writer.meta("consistent_lsn", "0"))
+        if slot.confirmed_flush > max(ours, consistent):
+            raise SourceError(
+                f"replication slot {self.cfg.slot!r} is confirmed up to "
+                f"{format_lsn(slot.confirmed_flush)} but the log at {self.writer.path} only holds "
+                f"changes up to {format_lsn(max(ours, consistent))}: the log lost data "
+                "(restored from an old copy?). Start over with a new log and views"
+            )
+
+    def _first_snapshot(
+        self,
+        repl: ReplicationConnection,
+        slot: cat.SlotInfo | None,
+        tables: list[cat.TableInfo],
+        sysid: str,
+        dbname: str,
+    ) -> None:
+        name = self.cfg.slot
+        ours = self.writer.meta("slot") == name and self.writer.meta("state") == "snapshotting"
+        if slot is not None:
+            if not ours:
+                raise SourceError(
+                    f"replication slot {name!r} already exists but this log never used it: "
+                    f"drop it (SELECT pg_drop_replication_slot('{name}')) or set source.slot "
+                    "to another name"
+                )
+            if slot.active_pid is not None:
+                raise TransientSourceError(
+                    f"replication slot {name!r} is in use by another process (pid {slot.active_pid})"
+                )
+            log.info("dropping slot %s left by an unfinished snapshot", name)
+            repl.drop_slot(name)
+        self.writer.reset()
+        self.writer.set_meta_now(state="snapshotting", slot=name, system_id=sysid, database=dbname)
+        created = repl.create_slot(name)
+        log.info(
+            "created slot %s at %s; snapshot of %d tables",
+            name,
+            format_lsn(created.consistent_point),
+            len(tables),
+        )
+        take_snapshot(
+            self.dsn, created.snapshot_name, created.consistent_point, tables, self.writer
+        )
+        self.writer.set_meta_now(state="streaming", consistent_lsn=created.consistent_point)
+
+    # -- streaming --------------------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> None:
+        repl, version = self.prepare()
+        try:
+            self._stream(repl, version, stop)
+        finally:
+            repl.close()
+
+    def _stream(self, repl: ReplicationConnection, version: int, stop: threading.Event) -> None:
+        proto = 2 if (version >= 140000 and self.cfg.streaming) else 1
+        options = {"proto_version": str(proto), "publication_names": f'"{self.cfg.publication}"'}
+        if proto >= 2:
+            options["streaming"] = "on"
+        repl.start(self.cfg.slot, 0, options)
+        log.info(
+            "streaming from slot %s (protocol %d), log holds up to %s",
+            self.cfg.slot,
+            proto,
+            format_lsn(self.writer.durable_end_lsn()),
+        )
+        catalog_conn = cat.connect(self.dsn)
+        rcat = cat.RelationCatalog(catalog_conn)
+        w = self.writer
+        stats = self.stats
+        in_txn = False
+        skip = False
+        stream_xid: int | None = None
+        last_sync = time.monotonic()
+        last_status = 0.0
+        confirmed = max(w.durable_end_lsn(), int(w.meta("received_lsn", "0")))
+        received = confirmed
+        dirty = False
+        try:
+            while not stop.is_set():
+                msg = repl.read(0.0 if dirty else 0.5)
+                now = time.monotonic()
+                if msg is None:
+                    if dirty:
+                        confirmed = max(confirmed, w.sync())
+                        dirty = False
+                        last_sync = now
+                    if now - last_status >= STATUS_INTERVAL:
+                        repl.send_status(received, confirmed, confirmed)
+                        last_status = now
+                    continue
+                kind = msg[0]
+                if kind == 0x77:  # 'w' XLogData
+                    payload = msg[25:]
+                    t = payload[0]
+                    if t in (0x49, 0x55, 0x44, 0x54):  # I U D T
+                        if stream_xid is not None:
+                            w.stream_add(
+                                stream_xid, streamed_xid(payload), strip_stream_xid(payload)
+                            )
+                        elif not skip:
+                            w.add(payload)
+                            stats.events += 1
+                    elif t == 0x42:  # B
+                        b = decode_begin(payload)
+                        skip = b.final_lsn <= w.last_commit_lsn()
+                        if not skip:
+                            w.begin(b.xid, b.final_lsn, b.commit_time)
+                        in_txn = True
+                    elif t == 0x43:  # C
+                        c = decode_commit(payload)
+                        if not skip:
+                            w.commit(c.commit_lsn, c.end_lsn, c.commit_time)
+                            stats.transactions += 1
+                            dirty = True
+                        in_txn = False
+                        skip = False
+                        received = max(received, c.end_lsn)
+                        if w.pending_bytes() >= SYNC_BYTES or now - last_sync >= SYNC_INTERVAL:
+                            confirmed = max(confirmed, w.sync())
+                            dirty = False
+                            last_sync = now
+                    elif t == 0x52:  # R
+                        if stream_xid is not None:
+                            plain = strip_stream_xid(payload)
+                            rel = rcat.relation(decode_relation(plain))
+                            w.stream_add_relation(stream_xid, plain, rel)
+                        elif not skip:
+                            w.add_relation(payload, rcat.relation(decode_relation(payload)))
+                    elif t == 0x53:  # S stream start
+                        stream_xid = decode_stream_start(payload).xid
+                    elif t == 0x45:  # E stream stop
+                        stream_xid = None
+                    elif t == 0x63:  # c stream commit
+                        sc = decode_stream_commit(payload)
+                        if sc.commit_lsn <= w.last_commit_lsn():
+                            w.stream_discard(sc.xid)
+                        else:
+                            w.stream_commit(sc.xid, sc.commit_lsn, sc.end_lsn, sc.commit_time)
+                            stats.transactions += 1
+                            dirty = True
+                        received = max(received, sc.end_lsn)
+                    elif t == 0x41:  # A stream abort
+                        a = decode_stream_abort(payload)
+                        w.stream_abort(a.xid, a.subxid)
+                    # Y (type), O (origin), M (message): nothing to keep
+                elif kind == 0x6B:  # 'k' keepalive
+                    wal_end, reply = parse_keepalive(msg)
+                    if dirty:
+                        confirmed = max(confirmed, w.sync())
+                        dirty = False
+                        last_sync = now
+                    if not in_txn and stream_xid is None and wal_end > confirmed:
+                        # Nothing in flight and every commit received is durable: everything
+                        # before wal_end has been sent to us, so it may be confirmed once the
+                        # log has recorded that it was seen.
+                        w.sync(received_lsn=wal_end)
+                        confirmed = wal_end
+                        received = max(received, wal_end)
+                    repl.send_status(received, confirmed, confirmed, reply=False)
+                    last_status = now
+                stats.confirmed_lsn = confirmed
+            # clean stop: make everything durable and confirm it
+            if dirty:
+                confirmed = max(confirmed, w.sync())
+            repl.send_status(received, confirmed, confirmed)
+        finally:
+            catalog_conn.close()
+
+
+def open_writer(path: str) -> EmbeddedLogWriter:
+    return EmbeddedLogWriter(Path(path))

@@ -1,0 +1,398 @@
+"""Catalogue queries on an ordinary connection: pre-flight checks, table discovery, the
+publication, slot state, and relation details (type names, primary keys, user types)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+
+import psycopg
+from psycopg import sql
+
+from syncline.core.errors import SourceError, TransientSourceError
+from syncline.core.events import Column, Relation, UserType
+from syncline.sources.postgres.pgoutput import RelationMessage
+from syncline.sources.postgres.replication import session_conninfo
+
+SYSTEM_SCHEMAS = ("pg_catalog", "information_schema", "pg_toast", "_syncline")
+
+
+def connect(dsn: str, autocommit: bool = True) -> psycopg.Connection[tuple[object, ...]]:
+    try:
+        conn = psycopg.connect(session_conninfo(dsn), autocommit=autocommit)
+    except psycopg.OperationalError as e:
+        raise TransientSourceError(f"cannot connect to the source database: {_short(e)}") from e
+    conn.execute("SET search_path = ''")
+    return conn
+
+
+def _short(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0] if text else type(e).__name__
+
+
+@dataclass(frozen=True, slots=True)
+class ServerInfo:
+    version: int
+    wal_level: str
+    superuser: bool
+    replication: bool
+    encoding: str
+    database: str
+    user: str
+
+
+def server_info(conn: psycopg.Connection[tuple[object, ...]]) -> ServerInfo:
+    row = conn.execute(
+        "SELECT current_setting('server_version_num')::int, current_setting('wal_level'),"
+        " r.rolsuper, r.rolreplication, pg_encoding_to_char(d.encoding), current_database(),"
+        " current_user FROM pg_catalog.pg_roles r, pg_catalog.pg_database d"
+        " WHERE r.rolname = current_user AND d.datname = current_database()"
+    ).fetchone()
+    assert row is not None
+    return ServerInfo(
+        int(row[0]),
+        str(row[1]),
+        bool(row[2]),
+        bool(row[3]),
+        str(row[4]),  # type: ignore[call-overload]
+        str(row[5]),
+        str(row[6]),
+    )
+
+
+def check_server(info: ServerInfo) -> None:
+    if info.wal_level != "logical":
+        raise SourceError(
+            f"wal_level is '{info.wal_level}' on the source; logical decoding needs "
+            "wal_level = logical (ALTER SYSTEM SET wal_level = logical; then restart PostgreSQL)"
+        )
+    if not (info.superuser or info.replication):
+        raise SourceError(
+            f"role {info.user!r} lacks the REPLICATION attribute "
+            f"(ALTER ROLE {info.user} WITH REPLICATION)"
+        )
+    if info.encoding != "UTF8":
+        raise SourceError(f"source database encoding is {info.encoding}; syncline needs UTF8")
+    if info.version < 100000:
+        raise SourceError("PostgreSQL 10 or newer is required")
+
+
+@dataclass(frozen=True, slots=True)
+class TableInfo:
+    oid: int
+    schema: str
+    name: str
+    relkind: str
+    replident: str
+    has_pk: bool
+    can_select: bool
+
+    @property
+    def qualified(self) -> str:
+        return f"{self.schema}.{self.name}"
+
+
+def discover_tables(
+    conn: psycopg.Connection[tuple[object, ...]], patterns: tuple[str, ...]
+) -> list[TableInfo]:
+    rows = conn.execute(
+        "SELECT c.oid, n.nspname, c.relname, c.relkind, c.relreplident,"
+        " EXISTS (SELECT 1 FROM pg_catalog.pg_index i WHERE i.indrelid = c.oid"
+        "   AND i.indisprimary),"
+        " pg_catalog.has_table_privilege(c.oid, 'SELECT')"
+        " FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition"
+        " AND n.nspname <> ALL(%s) AND n.nspname NOT LIKE 'pg\\_%%'"
+        " ORDER BY n.nspname, c.relname",
+        (list(SYSTEM_SCHEMAS),),
+    ).fetchall()
+    out = []
+    for oid, schema, name, relkind, ri, has_pk, sel in rows:
+        q = f"{schema}.{name}"
+        if any(fnmatchcase(q, p) for p in patterns):
+            out.append(
+                TableInfo(
+                    int(oid),
+                    str(schema),
+                    str(name),
+                    str(relkind),
+                    str(ri),  # type: ignore[call-overload]
+                    bool(has_pk),
+                    bool(sel),
+                )
+            )
+    return out
+
+
+def check_tables(tables: list[TableInfo]) -> None:
+    problems = []
+    for t in tables:
+        if t.replident == "n":
+            problems.append(
+                f"table {t.qualified} has REPLICA IDENTITY NOTHING: updates and deletes cannot "
+                f"be captured (ALTER TABLE {t.qualified} REPLICA IDENTITY DEFAULT, with a "
+                "primary key, or FULL)"
+            )
+        elif t.replident == "d" and not t.has_pk:
+            problems.append(
+                f"table {t.qualified} has no primary key: add one, or set "
+                f"ALTER TABLE {t.qualified} REPLICA IDENTITY FULL"
+            )
+        if not t.can_select:
+            problems.append(f"no SELECT privilege on table {t.qualified} (needed for the snapshot)")
+    if problems:
+        raise SourceError("; ".join(problems))
+
+
+def publication_tables(conn: psycopg.Connection[tuple[object, ...]], name: str) -> set[str] | None:
+    row = conn.execute(
+        "SELECT puballtables FROM pg_catalog.pg_publication WHERE pubname = %s", (name,)
+    ).fetchone()
+    if row is None:
+        return None
+    rows = conn.execute(
+        "SELECT schemaname, tablename FROM pg_catalog.pg_publication_tables WHERE pubname = %s",
+        (name,),
+    ).fetchall()
+    return {f"{s}.{t}" for s, t in rows}
+
+
+def ensure_publication(
+    conn: psycopg.Connection[tuple[object, ...]],
+    name: str,
+    tables: list[TableInfo],
+    version: int,
+) -> None:
+    """Create the publication for ``tables`` (via partition roots), or add/remove tables so
+    that it publishes exactly them."""
+    existing = publication_tables(conn, name)
+    idents = sql.SQL(", ").join(sql.Identifier(t.schema, t.name) for t in tables)
+    opts = (
+        sql.SQL(" WITH (publish_via_partition_root = true)") if version >= 130000 else sql.SQL("")
+    )
+    try:
+        if existing is None:
+            if not tables:
+                raise SourceError(
+                    f"no table matches source.tables; publication {name!r} not created"
+                )
+            conn.execute(
+                sql.SQL("CREATE PUBLICATION {} FOR TABLE {}").format(sql.Identifier(name), idents)
+                + opts
+            )
+        elif existing != {t.qualified for t in tables} and tables:
+            conn.execute(
+                sql.SQL("ALTER PUBLICATION {} SET TABLE {}").format(sql.Identifier(name), idents)
+            )
+    except psycopg.errors.InsufficientPrivilege as e:
+        raise SourceError(
+            f"cannot create or alter publication {name!r}: {_short(e)} (a superuser can create it:"
+            f" CREATE PUBLICATION {name} FOR TABLE ... WITH (publish_via_partition_root = true))"
+        ) from e
+
+
+@dataclass(frozen=True, slots=True)
+class SlotInfo:
+    name: str
+    plugin: str
+    database: str
+    active_pid: int | None
+    confirmed_flush: int
+    restart_lsn: int
+    wal_status: str
+
+
+def slot_info(conn: psycopg.Connection[tuple[object, ...]], name: str) -> SlotInfo | None:
+    row = conn.execute(
+        "SELECT slot_name, coalesce(plugin, ''), coalesce(database, ''), active_pid,"
+        " coalesce(confirmed_flush_lsn - '0/0', 0)::bigint,"
+        " coalesce(restart_lsn - '0/0', 0)::bigint,"
+        " coalesce(wal_status, '') FROM pg_catalog.pg_replication_slots WHERE slot_name = %s",
+        (name,),
+    ).fetchone()
+    if row is None:
+        return None
+    return SlotInfo(
+        str(row[0]),
+        str(row[1]),
+        str(row[2]),
+        int(row[3]) if row[3] is not None else None,  # type: ignore[call-overload]
+        int(row[4]),
+        int(row[5]),
+        str(row[6]),
+    )  # type: ignore[call-overload]
+
+
+# --- relation details ---------------------------------------------------------------------
+
+
+class RelationCatalog:
+    """Builds :class:`Relation` objects from Relation messages or table oids."""
+
+    def __init__(self, conn: psycopg.Connection[tuple[object, ...]]) -> None:
+        self.conn = conn
+        self._types: dict[tuple[int, int], tuple[str, str, str, str]] = {}
+        self._cache: dict[RelationMessage, Relation] = {}
+
+    def primary_key(self, oid: int) -> tuple[str, ...]:
+        rows = self.conn.execute(
+            "SELECT a.attname FROM pg_catalog.pg_index i"
+            " JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid"
+            "  AND a.attnum = ANY(i.indkey::int2[])"
+            " WHERE i.indrelid = %s AND i.indisprimary"
+            " ORDER BY array_position(i.indkey::int2[], a.attnum)",
+            (oid,),
+        ).fetchall()
+        return tuple(str(r[0]) for r in rows)
+
+    def _type(self, oid: int, typmod: int) -> tuple[str, str, str, str]:
+        """(type_name, category, element, base) with domains resolved."""
+        key = (oid, typmod)
+        hit = self._types.get(key)
+        if hit is not None:
+            return hit
+        row = self.conn.execute(
+            "SELECT pg_catalog.format_type(t.oid, %s), t.typtype, t.typcategory, t.typbasetype,"
+            " t.typtypmod, t.typelem FROM pg_catalog.pg_type t WHERE t.oid = %s",
+            (typmod if typmod != -1 else None, oid),
+        ).fetchone()
+        if row is None:
+            res = (f"unknown type {oid}", "X", "", "text")
+        else:
+            name, typtype, cat, basetype, basemod, elem = row
+            if typtype == "d":
+                bname, bcat, belem, bbase = self._type(int(basetype), int(basemod))  # type: ignore[call-overload]
+                res = (str(name), bcat, belem, bbase)
+            elif cat == "A" and elem:
+                ename, _c, _e, ebase = self._type(int(elem), typmod)  # type: ignore[call-overload]
+                res = (
+                    str(name),
+                    "A",
+                    ebase,
+                    str(name).replace(ename, ebase, 1) if ename != ebase else str(name),
+                )
+            else:
+                res = (str(name), str(cat), "", str(name))
+        self._types[key] = res
+        return res
+
+    def user_types(self, type_oids: list[int]) -> tuple[UserType, ...]:
+        """User-defined types the columns depend on, dependencies first."""
+        out: list[UserType] = []
+        seen: set[int] = set()
+
+        def visit(oid: int) -> None:
+            if oid in seen:
+                return
+            seen.add(oid)
+            row = self.conn.execute(
+                "SELECT n.nspname, t.typname, t.typtype, t.typelem, t.typbasetype, t.typtypmod,"
+                " t.typrelid, t.typcategory FROM pg_catalog.pg_type t"
+                " JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace WHERE t.oid = %s",
+                (oid,),
+            ).fetchone()
+            if row is None:
+                return
+            nsp, name, typtype, elem, basetype, basemod, relid, cat = row
+            if cat == "A" and elem:
+                visit(int(elem))  # type: ignore[call-overload]
+                return
+            if nsp in ("pg_catalog", "information_schema"):
+                return
+            if typtype == "e":
+                labels = tuple(
+                    str(r[0])
+                    for r in self.conn.execute(
+                        "SELECT enumlabel FROM pg_catalog.pg_enum WHERE enumtypid = %s"
+                        " ORDER BY enumsortorder",
+                        (oid,),
+                    )
+                )
+                out.append(UserType(str(nsp), str(name), "e", labels=labels))
+            elif typtype == "d":
+                visit(int(basetype))  # type: ignore[call-overload]
+                base = self.conn.execute(
+                    "SELECT pg_catalog.format_type(%s, %s)",
+                    (basetype, basemod if basemod != -1 else None),
+                ).fetchone()
+                out.append(
+                    UserType(str(nsp), str(name), "d", base=str(base[0]) if base else "text")
+                )
+            elif typtype == "c":
+                attrs = self.conn.execute(
+                    "SELECT attname, atttypid, pg_catalog.format_type(atttypid, atttypmod)"
+                    " FROM pg_catalog.pg_attribute WHERE attrelid = %s AND attnum > 0"
+                    " AND NOT attisdropped ORDER BY attnum",
+                    (relid,),
+                ).fetchall()
+                for _n, t, _f in attrs:
+                    visit(int(t))  # type: ignore[call-overload]
+                out.append(
+                    UserType(
+                        str(nsp),
+                        str(name),
+                        "c",
+                        attributes=tuple((str(a), str(f)) for a, _t, f in attrs),
+                    )
+                )
+            elif typtype == "r":
+                sub = self.conn.execute(
+                    "SELECT rngsubtype, pg_catalog.format_type(rngsubtype, NULL)"
+                    " FROM pg_catalog.pg_range WHERE rngtypid = %s",
+                    (oid,),
+                ).fetchone()
+                if sub is not None:
+                    visit(int(sub[0]))  # type: ignore[call-overload]
+                    out.append(UserType(str(nsp), str(name), "r", base=str(sub[1])))
+
+        for t in type_oids:
+            visit(t)
+        return tuple(out)
+
+    def relation(self, msg: RelationMessage) -> Relation:
+        hit = self._cache.get(msg)
+        if hit is not None:
+            return hit
+        try:
+            cols = []
+            for flags, name, typ, typmod in msg.columns:
+                tname, cat, elem, base = self._type(typ, typmod)
+                cols.append(Column(name, typ, typmod, tname, cat, elem, base, bool(flags & 1)))
+            pk = self.primary_key(msg.oid)
+            names = {c.name for c in cols}
+            if not pk or not set(pk) <= names:
+                pk = tuple(c.name for c in cols if c.in_identity)
+            utypes = self.user_types([c.type_oid for c in cols])
+        except psycopg.OperationalError as e:
+            raise TransientSourceError(f"catalogue lookup failed: {_short(e)}") from e
+        rel = Relation(msg.oid, msg.schema, msg.name, msg.replident, tuple(cols), pk, utypes)
+        self._cache[msg] = rel
+        return rel
+
+    def relation_message(self, table: TableInfo) -> RelationMessage:
+        """The Relation message pgoutput would send for ``table`` (for the snapshot)."""
+        ident: set[str]
+        if table.replident == "f":
+            ident = set()
+        elif table.replident == "i":
+            rows = self.conn.execute(
+                "SELECT a.attname FROM pg_catalog.pg_index i JOIN pg_catalog.pg_attribute a"
+                " ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey::int2[])"
+                " WHERE i.indrelid = %s AND i.indisreplident",
+                (table.oid,),
+            ).fetchall()
+            ident = {str(r[0]) for r in rows}
+        else:
+            ident = set(self.primary_key(table.oid))
+        rows = self.conn.execute(
+            "SELECT attname, atttypid, atttypmod FROM pg_catalog.pg_attribute"
+            " WHERE attrelid = %s AND attnum > 0 AND NOT attisdropped AND attgenerated = ''"
+            " ORDER BY attnum",
+            (table.oid,),
+        ).fetchall()
+        cols = tuple(
+            (1 if (table.replident == "f" or str(n) in ident) else 0, str(n), int(t), int(m))  # type: ignore[call-overload]
+            for n, t, m in rows
+        )
+        return RelationMessage(table.oid, table.schema, table.name, table.replident, cols)

@@ -1,0 +1,572 @@
+"""The ``postgres`` view: a SQL replica with the source's schema.table names, columns, types
+and primary keys.
+
+Each batch is one target transaction: the net effect of its source transactions (see
+:mod:`syncline.views.netting`) is applied set-wise through temporary staging tables filled
+with ``COPY`` (values are PostgreSQL text output, so the target parses them exactly), then
+the checkpoint is stored in ``_syncline.positions`` in the same transaction.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
+
+from syncline.core.config_models import Secret, ViewConfig
+from syncline.core.errors import ConfigError, TransientViewError, ViewError, redact
+from syncline.core.events import (
+    UNCHANGED,
+    Checkpoint,
+    Relation,
+    Row,
+    SchemaChange,
+    UserType,
+)
+from syncline.core.lsn import format_lsn
+from syncline.views.base import Batch, table_selected
+from syncline.views.netting import (
+    DeltaStep,
+    Key,
+    SchemaStep,
+    TableDelta,
+    TruncateStep,
+    net_steps,
+)
+from syncline.views.postgres import ddl
+from syncline.views.postgres.codec import relation_from_json, relation_to_json
+
+log = logging.getLogger("syncline.views.postgres")
+
+Conn = psycopg.Connection[tuple[Any, ...]]
+Cur = psycopg.Cursor[tuple[Any, ...]]
+
+SMALL = 16
+"""Up to this many rows are written with one parameterised statement instead of staging."""
+
+_BOOKKEEPING = (
+    "CREATE SCHEMA IF NOT EXISTS _syncline",
+    "CREATE TABLE IF NOT EXISTS _syncline.positions (view text PRIMARY KEY,"
+    " seq bigint NOT NULL, commit_lsn bigint NOT NULL, updated_at timestamptz)",
+    "CREATE TABLE IF NOT EXISTS _syncline.relations (view text, oid bigint,"
+    " relation jsonb, PRIMARY KEY (view, oid))",
+)
+
+_SESSION = (
+    "SET TimeZone = 'UTC'",
+    "SET DateStyle = 'ISO, MDY'",
+    "SET IntervalStyle = 'postgres'",
+    "SET extra_float_digits = 3",
+)
+
+
+def _ids(names: Iterable[str], prefix: str | None = None) -> sql.Composed:
+    if prefix is None:
+        return sql.SQL(", ").join(sql.Identifier(n) for n in names)
+    return sql.SQL(", ").join(sql.Identifier(prefix, n) for n in names)
+
+
+def _key_match(key: Sequence[str], left: str, right: Sequence[str] | None = None) -> sql.Composed:
+    """``left.k1 = s.r1 AND ...`` (right names default to the key names, alias ``s``)."""
+    rights = right if right is not None else key
+    return sql.SQL(" AND ").join(
+        sql.SQL("{} = {}").format(sql.Identifier(left, k), sql.Identifier("s", r))
+        for k, r in zip(key, rights, strict=True)
+    )
+
+
+def _conflict(rel: Relation) -> sql.Composable:
+    if not rel.key:
+        return sql.SQL("")
+    non_key = [c for c in rel.column_names if c not in rel.key]
+    if not non_key:
+        return sql.SQL(" ON CONFLICT ({}) DO NOTHING").format(_ids(rel.key))
+    return sql.SQL(" ON CONFLICT ({}) DO UPDATE SET {}").format(
+        _ids(rel.key),
+        sql.SQL(", ").join(
+            sql.SQL("{} = EXCLUDED.{}").format(sql.Identifier(c), sql.Identifier(c))
+            for c in non_key
+        ),
+    )
+
+
+class PostgresView:
+    kind = "postgres"
+
+    def __init__(self, cfg: ViewConfig) -> None:
+        self.name = cfg.name
+        self.patterns = tuple(cfg.tables)
+        dsn = cfg.options.get("dsn")
+        if not isinstance(dsn, str) or not dsn:
+            raise ConfigError(f"view {cfg.name}: option 'dsn' (the replica's DSN) is required")
+        self._dsn = dsn.value if isinstance(dsn, Secret) else str(dsn)
+        self._secrets = [self._dsn]
+        try:
+            params = conninfo_to_dict(self._dsn)
+        except psycopg.Error as e:
+            raise ConfigError(f"view {cfg.name}: option 'dsn' is not a valid DSN") from e
+        pw = params.get("password")
+        if pw:
+            self._secrets.append(str(pw))
+        self._connect_kwargs: dict[str, Any] = {"application_name": f"syncline-{cfg.name}"}
+        if "connect_timeout" not in params:
+            self._connect_kwargs["connect_timeout"] = 10
+        self._conn: Conn | None = None
+        self._checkpoint = Checkpoint()
+        self._relations: dict[int, Relation] = {}
+        self._stage = itertools.count()
+        self._table = ""
+
+    # -- connection -----------------------------------------------------------------------
+
+    def _transient(self, e: BaseException, what: str) -> TransientViewError:
+        msg = redact(
+            str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__, self._secrets
+        )
+        return TransientViewError(f"view {self.name}: {what}: {msg}")
+
+    def _connect(self) -> Conn:
+        try:
+            conn: Conn = psycopg.connect(self._dsn, autocommit=False, **self._connect_kwargs)
+        except psycopg.Error as e:
+            raise self._transient(e, "cannot connect to the replica database") from None
+        try:
+            with conn.cursor() as cur:
+                for stmt in _SESSION:
+                    cur.execute(stmt)
+            conn.commit()
+        except psycopg.Error as e:
+            conn.close()
+            raise self._transient(e, "cannot set up the replica session") from None
+        return conn
+
+    def _ensure(self) -> Conn:
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            if self._conn is not None:
+                self._conn.close()
+            self._conn = self._connect()
+        return self._conn
+
+    def _short(self) -> Conn:
+        try:
+            conn: Conn = psycopg.connect(self._dsn, autocommit=True, **self._connect_kwargs)
+        except psycopg.Error as e:
+            raise self._transient(e, "cannot connect to the replica database") from None
+        return conn
+
+    def _reset_after_error(self) -> None:
+        conn = self._conn
+        if conn is None:
+            return
+        if conn.closed or conn.broken:
+            conn.close()
+            self._conn = None
+            return
+        try:
+            conn.rollback()
+        except psycopg.Error:
+            conn.close()
+            self._conn = None
+
+    # -- View protocol --------------------------------------------------------------------
+
+    def open(self) -> Checkpoint:
+        conn = self._ensure()
+        try:
+            with conn.cursor() as cur:
+                # Serialise bookkeeping creation between views sharing the database.
+                cur.execute("SELECT pg_advisory_xact_lock(hashtext('_syncline.bookkeeping'))")
+                for stmt in _BOOKKEEPING:
+                    cur.execute(stmt)
+                cur.execute(
+                    "SELECT seq, commit_lsn FROM _syncline.positions WHERE view = %s",
+                    (self.name,),
+                )
+                row = cur.fetchone()
+                cur.execute(
+                    "SELECT oid, relation FROM _syncline.relations WHERE view = %s",
+                    (self.name,),
+                )
+                rels = {int(oid): relation_from_json(doc) for oid, doc in cur.fetchall()}
+            conn.commit()
+        except psycopg.Error as e:
+            self._reset_after_error()
+            if isinstance(e, psycopg.OperationalError | psycopg.InterfaceError):
+                raise self._transient(e, "cannot open the replica") from None
+            raise ViewError(
+                f"view {self.name}: cannot create bookkeeping tables in schema _syncline: "
+                f"{redact(str(e), self._secrets)}"
+            ) from None
+        self._relations = rels
+        self._checkpoint = Checkpoint(int(row[0]), int(row[1])) if row else Checkpoint()
+        return self._checkpoint
+
+    def relations(self) -> dict[int, Relation]:
+        """The shapes the replica's tables currently have (oid -> Relation)."""
+        return dict(self._relations)
+
+    def close(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            finally:
+                self._conn = None
+
+    def apply(self, batch: Batch) -> None:
+        if batch.checkpoint.seq <= self._checkpoint.seq:
+            return
+        conn = self._ensure()
+        self._table = ""
+        try:
+            self._apply(conn, batch)
+        except psycopg.Error as e:
+            self._reset_after_error()
+            where = f"batch up to seq {batch.checkpoint.seq} (commit LSN " + (
+                f"{format_lsn(batch.checkpoint.commit_lsn)})"
+            )
+            if self._table:
+                where += f", table {self._table}"
+            if isinstance(e, psycopg.OperationalError | psycopg.InterfaceError):
+                raise self._transient(e, f"replica unavailable while applying {where}") from None
+            detail = redact(str(e).strip(), self._secrets)
+            raise ViewError(f"view {self.name}: cannot apply {where}: {detail}") from None
+        except BaseException:
+            self._reset_after_error()
+            raise
+
+    # -- status helpers -------------------------------------------------------------------
+
+    def read_checkpoint(self) -> Checkpoint:
+        with self._short() as conn:
+            try:
+                row = conn.execute(
+                    "SELECT to_regclass('_syncline.positions') IS NOT NULL"
+                ).fetchone()
+                if not row or not row[0]:
+                    return Checkpoint()
+                row = conn.execute(
+                    "SELECT seq, commit_lsn FROM _syncline.positions WHERE view = %s",
+                    (self.name,),
+                ).fetchone()
+            except psycopg.Error as e:
+                raise self._transient(e, "cannot read the checkpoint") from None
+        return Checkpoint(int(row[0]), int(row[1])) if row else Checkpoint()
+
+    def count_rows(self, qualified: str) -> int:
+        ident: sql.Identifier | None = None
+        for rel in self._relations.values():
+            if rel.qualified == qualified:
+                ident = sql.Identifier(rel.schema, rel.name)
+        if ident is None:
+            schema, _, name = qualified.partition(".")
+            ident = sql.Identifier(schema, name)
+        with self._short() as conn:
+            try:
+                row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(ident)).fetchone()
+            except psycopg.OperationalError as e:
+                raise self._transient(e, f"cannot count rows of {qualified}") from None
+            except psycopg.Error as e:
+                raise ViewError(
+                    f"view {self.name}: cannot count rows of {qualified}: "
+                    f"{redact(str(e).strip(), self._secrets)}"
+                ) from None
+        return int(row[0]) if row else 0
+
+    # -- batch application ----------------------------------------------------------------
+
+    def _selected(self, batch: Batch) -> set[int] | None:
+        if not self.patterns:
+            return None
+        rels: list[Relation] = [*self._relations.values(), *batch.relations.values()]
+        for txn in batch.transactions:
+            rels.extend(it.relation for it in txn.items if isinstance(it, SchemaChange))
+        return {r.oid for r in rels if table_selected(self.patterns, r.qualified)}
+
+    def _apply(self, conn: Conn, batch: Batch) -> None:
+        selected = self._selected(batch)
+
+        def keep(oid: int) -> bool:
+            return selected is None or oid in selected
+
+        # User types first, in their own transaction (a new enum label cannot be used in
+        # the transaction that added it); harmless if the batch later fails.
+        types: list[UserType] = []
+        for rel in batch.relations.values():
+            if keep(rel.oid):
+                types.extend(rel.user_types)
+        for txn in batch.transactions:
+            for it in txn.items:
+                if isinstance(it, SchemaChange) and keep(it.relation.oid):
+                    types.extend(it.relation.user_types)
+        if types:
+            with conn.cursor() as cur:
+                ddl.ensure_user_types(cur, types)
+            conn.commit()
+
+        stored = dict(self._relations)
+        state = {**self._relations, **batch.relations}
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT seq FROM _syncline.positions WHERE view = %s FOR UPDATE", (self.name,)
+            )
+            row = cur.fetchone()
+            if row is not None and int(row[0]) >= batch.checkpoint.seq:
+                conn.rollback()
+                log.info(
+                    "view %s: batch up to seq %d already applied", self.name, batch.checkpoint.seq
+                )
+                return
+            # The replica must have the batch's starting shapes.
+            for oid, rel in batch.relations.items():
+                if keep(oid) and (oid not in stored or not stored[oid].same_shape(rel)):
+                    self._schema(cur, stored.get(oid), rel, stored)
+            for step in net_steps(batch.transactions, state, selected):
+                if isinstance(step, DeltaStep):
+                    for d in step.tables:
+                        self._table = d.relation.qualified
+                        self._delta(cur, d)
+                elif isinstance(step, SchemaStep):
+                    self._schema(cur, step.old, step.new, stored)
+                elif isinstance(step, TruncateStep):
+                    self._truncate(cur, step)
+            self._table = ""
+            for oid, rel in stored.items():
+                if self._relations.get(oid) != rel:
+                    cur.execute(
+                        "INSERT INTO _syncline.relations (view, oid, relation)"
+                        " VALUES (%s, %s, %s::jsonb) ON CONFLICT (view, oid)"
+                        " DO UPDATE SET relation = EXCLUDED.relation",
+                        (self.name, oid, relation_to_json(rel)),
+                    )
+            gone = [oid for oid in self._relations if oid not in stored]
+            if gone:
+                cur.execute(
+                    "DELETE FROM _syncline.relations WHERE view = %s AND oid = ANY(%s)",
+                    (self.name, gone),
+                )
+            cur.execute(
+                "INSERT INTO _syncline.positions (view, seq, commit_lsn, updated_at)"
+                " VALUES (%s, %s, %s, now()) ON CONFLICT (view) DO UPDATE SET"
+                " seq = EXCLUDED.seq, commit_lsn = EXCLUDED.commit_lsn,"
+                " updated_at = EXCLUDED.updated_at",
+                (self.name, batch.checkpoint.seq, batch.checkpoint.commit_lsn),
+            )
+        conn.commit()
+        self._relations = stored
+        self._checkpoint = batch.checkpoint
+
+    # -- schema ---------------------------------------------------------------------------
+
+    def _schema(
+        self, cur: Cur, old: Relation | None, new: Relation, stored: dict[int, Relation]
+    ) -> None:
+        self._table = new.qualified
+        here = (new.schema, new.name)
+        owners = [o for o, r in stored.items() if o != new.oid and (r.schema, r.name) == here]
+        if old is not None and (old.schema, old.name) != here:
+            taken = any(
+                o != new.oid and (r.schema, r.name) == (old.schema, old.name)
+                for o, r in stored.items()
+            )
+            if not taken and ddl.table_exists(cur, old.schema, old.name):
+                for o in owners:
+                    ddl.drop_table(cur, new.schema, new.name)
+                    del stored[o]
+                owners = []
+                if ddl.table_exists(cur, new.schema, new.name):
+                    ddl.drop_table(cur, new.schema, new.name)
+                ddl.rename_table(cur, old, new)
+            else:
+                old = None
+        # Another source table had this name: it was dropped (and this one created).
+        for o in owners:
+            ddl.drop_table(cur, new.schema, new.name)
+            del stored[o]
+        if ddl.table_exists(cur, new.schema, new.name):
+            ddl.alter_table(cur, old, new)
+        else:
+            ddl.create_table(cur, new)
+        stored[new.oid] = new
+
+    def _truncate(self, cur: Cur, step: TruncateStep) -> None:
+        names = []
+        for rel in step.relations:
+            if ddl.table_exists(cur, rel.schema, rel.name):
+                names.append(sql.Identifier(rel.schema, rel.name))
+        if not names:
+            return
+        cur.execute(
+            sql.SQL("TRUNCATE {}{}").format(
+                sql.SQL(", ").join(names),
+                sql.SQL(" RESTART IDENTITY") if step.restart_identity else sql.SQL(""),
+            )
+        )
+
+    # -- rows -----------------------------------------------------------------------------
+
+    def _new_stage(self) -> sql.Identifier:
+        return sql.Identifier(f"_syncline_stage_{next(self._stage)}")
+
+    def _delta(self, cur: Cur, d: TableDelta) -> None:
+        rel = d.relation
+        if rel.key:
+            partials = d.partials()
+            if partials:
+                self._partials(cur, rel, partials)
+            deletes = d.deletes()
+            if deletes:
+                self._delete(cur, rel, deletes)
+        elif d.deleted or d.partials():
+            log.warning(
+                "view %s: table %s has no key: deletes and partial updates skipped",
+                self.name,
+                rel.qualified,
+            )
+        upserts = d.upserts()
+        if upserts:
+            self._upsert(cur, rel, upserts)
+
+    def _stage_like(
+        self, cur: Cur, rel: Relation, cols: Sequence[str], extra: sql.Composable | None = None
+    ) -> sql.Identifier:
+        """An empty temp table with ``cols`` typed as in the replica table (plus ``extra``)."""
+        stage = self._new_stage()
+        select = _ids(cols) if extra is None else sql.SQL("{}, {}").format(_ids(cols), extra)
+        cur.execute(
+            sql.SQL("CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT {} FROM {} WITH NO DATA").format(
+                stage, select, sql.Identifier(rel.schema, rel.name)
+            )
+        )
+        return stage
+
+    def _copy(
+        self, cur: Cur, stage: sql.Identifier, cols: Sequence[str], rows: Iterable[Sequence[Any]]
+    ) -> None:
+        with cur.copy(sql.SQL("COPY {} ({}) FROM STDIN").format(stage, _ids(cols))) as cp:
+            for r in rows:
+                cp.write_row(r)
+
+    def _upsert(self, cur: Cur, rel: Relation, rows: list[Row]) -> None:
+        cols = rel.column_names
+        target = sql.Identifier(rel.schema, rel.name)
+        if len(rows) <= SMALL:
+            one = sql.SQL("({})").format(sql.SQL(", ").join([sql.Placeholder()] * len(cols)))
+            cur.execute(
+                sql.SQL("INSERT INTO {} ({}) VALUES {}{}").format(
+                    target, _ids(cols), sql.SQL(", ").join([one] * len(rows)), _conflict(rel)
+                ),
+                [v for r in rows for v in r],
+            )
+            return
+        stage = self._stage_like(cur, rel, cols)
+        self._copy(cur, stage, cols, rows)
+        cur.execute(
+            sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {}{}").format(
+                target, _ids(cols), _ids(cols), stage, _conflict(rel)
+            )
+        )
+
+    def _delete(self, cur: Cur, rel: Relation, keys: list[Key]) -> None:
+        target = sql.Identifier(rel.schema, rel.name)
+        if len(keys) <= SMALL:
+            one = sql.SQL("({})").format(
+                sql.SQL(" AND ").join(
+                    sql.SQL("{} = {}").format(sql.Identifier(k), sql.Placeholder()) for k in rel.key
+                )
+            )
+            cur.execute(
+                sql.SQL("DELETE FROM {} WHERE {}").format(
+                    target, sql.SQL(" OR ").join([one] * len(keys))
+                ),
+                [v for k in keys for v in k],
+            )
+            return
+        stage = self._stage_like(cur, rel, rel.key)
+        self._copy(cur, stage, rel.key, keys)
+        cur.execute(
+            sql.SQL("DELETE FROM {} AS t USING {} AS s WHERE {}").format(
+                target, stage, _key_match(rel.key, "t")
+            )
+        )
+
+    def _partials(self, cur: Cur, rel: Relation, partials: list[tuple[Row, Key]]) -> None:
+        """Rows some of whose values are UNCHANGED: those come from the stored row under the
+        origin key, read in the same statement that writes (so key swaps stay correct)."""
+        cols = rel.column_names
+        taken = set(cols)
+
+        def fresh(base: str) -> str:
+            name = base
+            while name in taken:
+                name += "_"
+            taken.add(name)
+            return name
+
+        origin = [fresh(f"_syncline_o{i}") for i in range(len(rel.key))]
+        mask = fresh("_syncline_mask")
+        masked = [i for i in range(len(cols)) if any(r[i] is UNCHANGED for r, _ in partials)]
+        extra = sql.SQL(", ").join(
+            [
+                *(
+                    sql.SQL("{} AS {}").format(sql.Identifier(k), sql.Identifier(o))
+                    for k, o in zip(rel.key, origin, strict=True)
+                ),
+                sql.SQL("NULL::text AS {}").format(sql.Identifier(mask)),
+            ]
+        )
+        stage = self._stage_like(cur, rel, cols, extra)
+        self._copy(
+            cur,
+            stage,
+            [*cols, *origin, mask],
+            (
+                [
+                    *(None if v is UNCHANGED else v for v in r),
+                    *okey,
+                    "".join("u" if r[i] is UNCHANGED else "s" for i in masked),
+                ]
+                for r, okey in partials
+            ),
+        )
+        exprs: list[sql.Composable] = []
+        for i, c in enumerate(cols):
+            if i in masked:
+                exprs.append(
+                    sql.SQL("CASE WHEN substr(s.{}, {}, 1) = 'u' THEN t.{} ELSE s.{} END").format(
+                        sql.Identifier(mask),
+                        sql.Literal(masked.index(i) + 1),
+                        sql.Identifier(c),
+                        sql.Identifier(c),
+                    )
+                )
+            else:
+                exprs.append(sql.Identifier("s", c))
+        cur.execute(
+            sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {} AS s JOIN {} AS t ON {}{}").format(
+                sql.Identifier(rel.schema, rel.name),
+                _ids(cols),
+                sql.SQL(", ").join(exprs),
+                stage,
+                sql.Identifier(rel.schema, rel.name),
+                _key_match(rel.key, "t", origin),
+                _conflict(rel),
+            )
+        )
+        if cur.rowcount < len(partials):
+            log.warning(
+                "view %s: %d of %d partially updated rows of %s had no stored row to take "
+                "unchanged values from; they were not written",
+                self.name,
+                len(partials) - cur.rowcount,
+                len(partials),
+                rel.qualified,
+            )
+
+
+def create_view(cfg: ViewConfig) -> PostgresView:
+    return PostgresView(cfg)

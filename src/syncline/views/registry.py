@@ -1,0 +1,26 @@
+"""View kinds by name; each connector is imported only when configured (optional extras)."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from syncline.core.config_models import ViewConfig
+from syncline.core.errors import ConfigError
+
+KINDS = {
+    "postgres": ("syncline.views.postgres", "postgres"),
+    "duckdb": ("syncline.views.duckdb", "duckdb"),
+}
+
+
+def create_view(cfg: ViewConfig) -> Any:
+    module, extra = KINDS[cfg.kind]
+    try:
+        mod = importlib.import_module(module)
+    except ImportError as e:
+        raise ConfigError(
+            f"view {cfg.name!r} (kind {cfg.kind}) needs the {extra!r} extra: "
+            f"pip install 'syncline[{extra}]' ({e})"
+        ) from e
+    return mod.create_view(cfg)
