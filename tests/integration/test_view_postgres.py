@@ -46,9 +46,7 @@ def dsn(cluster: PgCluster) -> str:
 
 
 def make_view(dsn: str, tables: tuple[str, ...] = (), name: str = "replica") -> PostgresView:
-    return create_view(
-        ViewConfig(name=name, kind="postgres", tables=tables, options={"dsn": Secret(dsn)})
-    )
+    return create_view(ViewConfig(name=name, kind="postgres", tables=tables, options={"dsn": Secret(dsn)}))
 
 
 class Replica:
@@ -74,11 +72,12 @@ class Replica:
             items=list(items),
         )
 
-    def batch(self, *txns: Transaction) -> Batch:
+    def batch(self, *txns: Transaction, commit: bool = True) -> Batch:
         b = Batch(
             transactions=list(txns),
             relations=dict(self.relations),
             checkpoint=Checkpoint(txns[-1].seq, txns[-1].commit_lsn),
+            commit=commit,
         )
         for t in txns:
             for it in t.items:
@@ -98,7 +97,7 @@ class Replica:
             return c.execute(query, params).fetchall()  # type: ignore[arg-type]
 
     def table(self, qualified: str, order: str = "1") -> list[tuple[Any, ...]]:
-        return self.rows(f"SELECT * FROM {qualified} ORDER BY {order}")
+        return self.rows(f"SELECT * FROM {qualified} ORDER BY {order}")  # noqa: S608
 
 
 @pytest.fixture()
@@ -110,9 +109,7 @@ def replica(dsn: str) -> Iterator[Replica]:
 
 def col(name: str, type_name: str = "text", ident: bool = False) -> Column:
     base = type_name
-    return Column(
-        name=name, type_oid=0, typmod=-1, type_name=type_name, base=base, in_identity=ident
-    )
+    return Column(name=name, type_oid=0, typmod=-1, type_name=type_name, base=base, in_identity=ident)
 
 
 def rel(
@@ -207,12 +204,7 @@ def test_net_effect_in_one_batch(replica: Replica, n: int) -> None:
 def test_primary_key_update(replica: Replica, n: int) -> None:
     replica.apply([SchemaChange(ITEMS), *(ins(ITEMS, str(i), f"n{i}", "1") for i in range(n))])
     # Shift every key by +1000 (old key sent as identity), in one batch.
-    replica.apply(
-        [
-            upd(ITEMS, str(i + 1000), f"n{i}", "2", old=(str(i), None, None))
-            for i in range(n)
-        ]
-    )
+    replica.apply([upd(ITEMS, str(i + 1000), f"n{i}", "2", old=(str(i), None, None)) for i in range(n)])
     assert replica.rows("SELECT id, name, qty::text FROM items ORDER BY id") == [
         (i + 1000, f"n{i}", "2.00") for i in range(n)
     ]
@@ -224,16 +216,11 @@ BLOBS = rel(16500, "blobs", [("id", "integer"), ("body", "text"), ("meta", "json
 @pytest.mark.parametrize("n", SIZES)
 def test_unchanged_toast_keeps_stored_value(replica: Replica, n: int) -> None:
     big = "x" * 5000
-    replica.apply(
-        [SchemaChange(BLOBS), *(ins(BLOBS, str(i), f"{big}{i}", '{"a": 1}') for i in range(n))]
-    )
+    replica.apply([SchemaChange(BLOBS), *(ins(BLOBS, str(i), f"{big}{i}", '{"a": 1}') for i in range(n))])
     # Same key: body unchanged; next batch: key moves and body unchanged.
     replica.apply([upd(BLOBS, str(i), UNCHANGED, f'{{"v": {i}}}') for i in range(n)])
     replica.apply(
-        [
-            upd(BLOBS, str(i + 100), UNCHANGED, UNCHANGED, old=(str(i), None, None))
-            for i in range(n)
-        ]
+        [upd(BLOBS, str(i + 100), UNCHANGED, UNCHANGED, old=(str(i), None, None)) for i in range(n)]
     )
     assert replica.rows("SELECT id, body, meta::text FROM blobs ORDER BY id") == [
         (i + 100, f"{big}{i}", f'{{"v": {i}}}') for i in range(n)
@@ -241,9 +228,7 @@ def test_unchanged_toast_keeps_stored_value(replica: Replica, n: int) -> None:
 
 
 def test_unchanged_with_key_swap_and_mixed_masks(replica: Replica) -> None:
-    replica.apply(
-        [SchemaChange(BLOBS), ins(BLOBS, "1", "body1", '"m1"'), ins(BLOBS, "2", "body2", '"m2"')]
-    )
+    replica.apply([SchemaChange(BLOBS), ins(BLOBS, "1", "body1", '"m1"'), ins(BLOBS, "2", "body2", '"m2"')])
     # Swap keys 1 and 2 via 3, with different unchanged columns in each row.
     replica.apply(
         [upd(BLOBS, "3", UNCHANGED, '"n1"', old=("1", None, None))],
@@ -255,9 +240,7 @@ def test_unchanged_with_key_swap_and_mixed_masks(replica: Replica) -> None:
 
 def test_truncate(replica: Replica) -> None:
     other = rel(16401, "other", [("id", "integer")])
-    replica.apply(
-        [SchemaChange(ITEMS), SchemaChange(other), ins(ITEMS, "1", "a", "1"), ins(other, "5")]
-    )
+    replica.apply([SchemaChange(ITEMS), SchemaChange(other), ins(ITEMS, "1", "a", "1"), ins(other, "5")])
     replica.apply(
         [ins(ITEMS, "2", "b", "1")],
         [Truncate((ITEMS.oid,), restart_identity=True)],
@@ -337,9 +320,7 @@ def test_user_types(replica: Replica) -> None:
         ],
         user_types=(mood, pos, pct, fr),
     )
-    replica.apply(
-        [SchemaChange(t), ins(t, "1", "happy", "{sad,ok}", "(3,ok)", "12.50", "[1.5,2.5)")]
-    )
+    replica.apply([SchemaChange(t), ins(t, "1", "happy", "{sad,ok}", "(3,ok)", "12.50", "[1.5,2.5)")])
     assert replica.rows("SELECT m::text, ms::text, p::text, pc::text, r::text FROM typed") == [
         ("happy", "{sad,ok}", "(3,ok)", "12.50", "[1.5,2.5)")
     ]
@@ -348,9 +329,7 @@ def test_user_types(replica: Replica) -> None:
     t2 = rel(16900, "typed", [(c.name, c.type_name) for c in t.columns], user_types=(mood2,))
     t2 = Relation(t2.oid, "public", "typed", "d", t2.columns, t2.key, (mood2, pos, pct, fr))
     replica.apply([SchemaChange(t2), upd(t2, "1", "meh", "{meh}", "(4,meh)", None, None)])
-    assert replica.rows("SELECT m::text, ms::text, p::text FROM typed") == [
-        ("meh", "{meh}", "(4,meh)")
-    ]
+    assert replica.rows("SELECT m::text, ms::text, p::text FROM typed") == [("meh", "{meh}", "(4,meh)")]
     labels = replica.rows("SELECT enum_range(NULL::app.mood)::text")
     assert labels == [("{sad,meh,ok,happy}",)]
 
@@ -370,22 +349,44 @@ def test_reapply_is_skipped(replica: Replica) -> None:
 
 
 def test_failure_leaves_data_and_checkpoint_unchanged(replica: Replica) -> None:
-    replica.apply([SchemaChange(ITEMS), ins(ITEMS, "1", "a", "1")])
+    other = rel(16450, "other", [("id", "integer"), ("n", "integer")])
+    replica.apply([SchemaChange(ITEMS), SchemaChange(other), ins(ITEMS, "1", "a", "1")])
     before = replica.view.read_checkpoint()
+    newt = rel(16451, "created_then_rolled_back", [("id", "integer")])
     b = replica.batch(
-        replica.txn(ins(ITEMS, "2", "b", "2"), *(ins(ITEMS, str(i), "c", "3") for i in range(3, 50))),
-        replica.txn(upd(ITEMS, "1", "changed", "1")),
-        replica.txn(ins(ITEMS, "99", "bad", "not a number")),
+        replica.txn(*(ins(ITEMS, str(i), "c", "3") for i in range(2, 50))),
+        replica.txn(upd(ITEMS, "1", "changed", "1"), dele(ITEMS, "2")),
+        replica.txn(Truncate((other.oid,)), SchemaChange(newt), ins(newt, "1")),
+        replica.txn(ins(other, "1", "1"), ins(other, "2", "not a number")),
     )
     with pytest.raises(ViewError) as exc:
         replica.view.apply(b)
+    msg = str(exc.value)
     assert not isinstance(exc.value, TransientViewError)
-    assert "public.items" in str(exc.value) and "replica" in str(exc.value)
+    assert "public.other" in msg and "replica" in msg and "seq 5" in msg, msg
     assert replica.table("items") == [(1, "a", 1)]
+    assert replica.rows("SELECT to_regclass('public.created_then_rolled_back')") == [(None,)]
     assert replica.view.read_checkpoint() == before
+    assert replica.view.relations() == {ITEMS.oid: ITEMS, other.oid: other}
     # The view keeps working after the failure.
+    replica.relations = replica.view.relations()
     replica.apply([ins(ITEMS, "5", "e", "5")])
     assert replica.table("items") == [(1, "a", 1), (5, "e", 5)]
+
+
+def test_mixed_new_and_existing_keys_in_large_batches(replica: Replica) -> None:
+    other = rel(16460, "other", [("id", "integer"), ("v", "text")])
+    replica.apply([SchemaChange(ITEMS), SchemaChange(other)])
+    for round_ in range(4):
+        # Inserts of new keys plus updates of existing ones: the direct COPY attempt meets
+        # existing keys and falls back to staging without losing earlier work of the batch.
+        replica.apply(
+            [ins(other, str(i), f"r{round_}") for i in range(100 * round_, 100 * round_ + 30)],
+            [ins(ITEMS, str(i), f"r{round_}", "1") for i in range(100 * round_, 100 * round_ + 30)],
+            [upd(ITEMS, str(i), f"r{round_}", "2") for i in range(0, 100 * round_, 100)],
+        )
+    assert replica.rows("SELECT count(*), count(*) FILTER (WHERE name = 'r3') FROM items") == [(120, 33)]
+    assert replica.rows("SELECT count(*) FROM other") == [(120,)]
 
 
 def test_connection_failure_is_transient_and_secret_free(cluster: PgCluster) -> None:
@@ -416,9 +417,7 @@ def test_composite_key_and_key_only_table(replica: Replica) -> None:
         [SchemaChange(t), SchemaChange(k)],
         [*(ins(t, f"k{i % 3}", str(i), "v") for i in range(30)), ins(k, "x"), ins(k, "y")],
     )
-    replica.apply(
-        [*(dele(t, f"k{i % 3}", str(i)) for i in range(0, 30, 2)), ins(k, "x"), dele(k, "y")]
-    )
+    replica.apply([*(dele(t, f"k{i % 3}", str(i)) for i in range(0, 30, 2)), ins(k, "x"), dele(k, "y")])
     assert replica.rows("SELECT count(*) FROM pairs") == [(15,)]
     assert replica.table("tags") == [("x",)]
 
@@ -483,11 +482,66 @@ def test_type_zoo_round_trip(replica: Replica, cluster: PgCluster) -> None:
     )
     replica.apply([ins(t, str(100 + i), *texts) for i in range(20)])
     select = ", ".join(f"c{i}::text" for i in range(len(ZOO)))
-    got = replica.rows(f"SELECT {select} FROM zoo WHERE id = 1")[0]
+    got = replica.rows(f"SELECT {select} FROM zoo WHERE id = 1")[0]  # noqa: S608
     for (typ, _), want, have in zip(ZOO, texts, got, strict=True):
         assert have == want, typ
-    assert replica.rows(f"SELECT {select} FROM zoo WHERE id = 2")[0] == tuple(nulls)
-    staged = replica.rows(f"SELECT DISTINCT {select} FROM zoo WHERE id >= 100")
+    assert replica.rows(f"SELECT {select} FROM zoo WHERE id = 2")[0] == tuple(nulls)  # noqa: S608
+    staged = replica.rows(f"SELECT DISTINCT {select} FROM zoo WHERE id >= 100")  # noqa: S608
     assert staged == [tuple(texts)]
     # json keeps whitespace and duplicate keys, jsonb normalises.
     assert texts[ZOO.index(("json", '{"a" : 1,   "a": [1, 2 ]}'))] == '{"a" : 1,   "a": [1, 2 ]}'
+
+
+def test_lost_connection_is_transient_then_recovers(replica: Replica, cluster: PgCluster) -> None:
+    replica.apply([SchemaChange(ITEMS), ins(ITEMS, "1", "a", "1")])
+    with psycopg.connect(cluster.dsn(), autocommit=True) as c:
+        c.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE application_name = 'syncline-replica' AND datname = %s",
+            (replica.dsn.rsplit("/", 1)[1],),
+        )
+    b = replica.batch(replica.txn(ins(ITEMS, "2", "b", "2")))
+    with pytest.raises(TransientViewError):
+        replica.view.apply(b)
+    replica.view.apply(b)  # reconnects
+    assert replica.table("items") == [(1, "a", 1), (2, "b", 2)]
+    assert replica.view.read_checkpoint() == b.checkpoint
+
+
+def test_batches_inside_one_source_transaction(replica: Replica) -> None:
+    """``commit=False`` batches continue one target transaction until the committing one."""
+    replica.apply([SchemaChange(ITEMS), ins(ITEMS, "1", "a", "1")])
+    start = replica.view.read_checkpoint()
+    relations = dict(replica.relations)
+    wide = rel(16400, "items", [*((c.name, c.type_name) for c in ITEMS.columns), ("x", "text")])
+
+    def part(*items: Item, last: bool) -> Batch:
+        t = replica.txn(*items)
+        t.last = last
+        return Batch([t], relations, Checkpoint(t.seq, t.commit_lsn), commit=last)
+
+    replica.view.apply(part(*(ins(ITEMS, str(i), "p1", "1") for i in range(2, 40)), last=False))
+    assert replica.table("items") == [(1, "a", 1)]  # nothing visible yet
+    replica.view.apply(part(SchemaChange(wide), upd(wide, "1", "p2", "2", "x"), last=False))
+    assert relations[16400] == wide  # advanced in place for the next batch
+    replica.view.apply(
+        part(upd(wide, "2", UNCHANGED, "3", "y"), dele(wide, "3"), ins(wide, "99", "p3", "4", "z"), last=True)
+    )
+    assert replica.view.read_checkpoint() == Checkpoint(replica.seq, replica.seq * 1000)
+    rows = replica.table("items")
+    assert len(rows) == 39 and rows[0] == (1, "p2", 2, "x") and rows[1] == (2, "p1", 3, "y")
+    assert rows[-1] == (99, "p3", 4, "z")
+    assert replica.view.relations()[16400] == wide
+
+    # A failure in the committing part rolls back every part.
+    replica.relations = dict(relations)
+    relations2 = dict(relations)
+    committed = replica.view.read_checkpoint()
+    t1 = replica.txn(ins(wide, "500", "q", "1", None))
+    t1.last = False
+    replica.view.apply(Batch([t1], relations2, Checkpoint(t1.seq, t1.commit_lsn), commit=False))
+    t2 = replica.txn(ins(wide, "501", "q", "bad", None))
+    with pytest.raises(ViewError):
+        replica.view.apply(Batch([t2], relations2, Checkpoint(t2.seq, t2.commit_lsn)))
+    assert replica.view.read_checkpoint() == committed != start
+    assert replica.rows("SELECT count(*) FROM items WHERE id >= 500") == [(0,)]

@@ -28,14 +28,21 @@ class Supervisor:
         self.view_backoff: dict[str, tuple[Backoff, float]] = {}
         self.failed_views: set[str] = set()
         self.stopping = False
+        compactor = ViewConfig(
+            name="_compactor",
+            kind="compacted",
+            batch_events=100_000,
+            options={"path": cfg.log.path, "retention": cfg.log.retention},
+        )
+        self.all_views = [compactor, *cfg.views]
 
     def _start_capture(self) -> None:
-        p = self.ctx.Process(target=workers.capture_main, args=(self.cfg,), name="capture")
+        p = self.ctx.Process(target=workers.capture_entry, args=(self.cfg,), name="capture")
         p.start()
         self.capture = p
 
     def _start_view(self, v: ViewConfig) -> None:
-        p = self.ctx.Process(target=workers.view_main, args=(self.cfg, v), name=f"view-{v.name}")
+        p = self.ctx.Process(target=workers.view_entry, args=(self.cfg, v), name=f"view-{v.name}")
         p.start()
         self.views[v.name] = p
 
@@ -48,7 +55,7 @@ class Supervisor:
         Path(self.cfg.log.path).mkdir(parents=True, exist_ok=True)
         self._forget_removed_views()
         self._start_capture()
-        for v in self.cfg.views:
+        for v in self.all_views:
             self._start_view(v)
         code = 0
         try:
@@ -63,7 +70,7 @@ class Supervisor:
                         log.error("capture stopped (exit %s); stopping", rc)
                         code = 1
                         break
-                for v in self.cfg.views:
+                for v in self.all_views:
                     p = self.views.get(v.name)
                     if p is None or p.is_alive() or v.name in self.failed_views:
                         continue

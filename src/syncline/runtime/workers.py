@@ -41,6 +41,15 @@ def _child_setup(cfg: Config, name: str) -> threading.Event:
     return stop
 
 
+def capture_entry(cfg: Config) -> None:
+    """Process target: the exit code is the capture's result."""
+    raise SystemExit(capture_main(cfg))
+
+
+def view_entry(cfg: Config, vcfg: ViewConfig) -> None:
+    raise SystemExit(view_main(cfg, vcfg))
+
+
 def capture_main(cfg: Config) -> int:
     stop = _child_setup(cfg, "capture")
     log = logging.getLogger("syncline.capture")
@@ -48,19 +57,26 @@ def capture_main(cfg: Config) -> int:
 
     path = Path(cfg.log.path)
     backoff = Backoff()
+    locked_since: float | None = None
     while not stop.is_set():
         try:
             writer = EmbeddedLogWriter(path)
         except LogLocked as e:
-            log.error("%s", e)
-            return EXIT_TERMINAL
+            # A previous `run` may still be dying (its workers exit with their parent).
+            now = time.monotonic()
+            locked_since = locked_since or now
+            if now - locked_since > 30:
+                log.error("%s", e)
+                return EXIT_TERMINAL
+            stop.wait(0.5)
+            continue
         except LogError as e:
             log.error("%s", e)
             return EXIT_TERMINAL
+        started = time.monotonic()
         try:
             _set_state(writer, "starting", "")
             cap = Capture(cfg.source, writer)
-            started = time.monotonic()
             cap.run(stop)
             _set_state(writer, "stopped", "")
             return 0
@@ -161,6 +177,11 @@ def _view_loop(
     log: logging.Logger,
 ) -> None:
     reader = EmbeddedLogReader(path)
+    retention = None
+    if vcfg.kind == "compacted" and vcfg.options.get("retention") == "applied":
+        from syncline.runtime.retention import Retention
+
+        retention = Retention(path, view)
     try:
         hw = reader.hw()
         if cp.seq > hw:
@@ -168,12 +189,14 @@ def _view_loop(
                 f"view {vcfg.name} has applied log record {cp.seq} but the log at {path} ends at "
                 f"{hw}: the log was reset; empty the view's store to rebuild it"
             )
-        first = reader.first_seq()
-        if first > cp.seq + 1:
-            raise ViewError(
-                f"view {vcfg.name} is at log record {cp.seq} but the log starts at {first}: "
-                "records it needs were trimmed"
-            )
+        trimmed = reader.trimmed_seq()
+        if cp.seq < trimmed:
+            if cp.seq != 0:
+                raise ViewError(
+                    f"view {vcfg.name} is at log record {cp.seq} but the log was trimmed up to "
+                    f"{trimmed}: empty the view's store to refill it from the compacted log"
+                )
+            cp = _fill_from_compacted(view, vcfg, path, consumers, stop, log)
         relations = reader.relations_at(cp.seq)
         consumers.update(
             vcfg.name, vcfg.kind, state="running", error="", seq=cp.seq, commit_lsn=cp.commit_lsn
@@ -199,7 +222,35 @@ def _view_loop(
             open_txn = not last.last
             if last.last:
                 consumers.add_applied(vcfg.name, events, pos.seq, pos.commit_lsn)
+                if retention is not None:
+                    retention.maybe_trim(pos.seq)
         if open_txn:
             raise TransientViewError("stopped inside a transaction; it is rolled back")
     finally:
         reader.close()
+
+
+def _fill_from_compacted(
+    view: object,
+    vcfg: ViewConfig,
+    path: Path,
+    consumers: ConsumerTable,
+    stop: threading.Event,
+    log: logging.Logger,
+) -> Checkpoint:
+    """A new view, and the log was trimmed: fill it from the compacted log, then continue."""
+    from syncline.log.embedded.compact import iter_compacted
+
+    log.info("view %s is new and the log was trimmed: filling it from the compacted log", vcfg.name)
+    consumers.update(vcfg.name, vcfg.kind, state="filling")
+    relations: dict[int, object] = {}
+    cp = Checkpoint()
+    n = 0
+    for txn in iter_compacted(path):
+        if stop.is_set():
+            raise TransientViewError("stopped while filling from the compacted log")
+        cp = Checkpoint(txn.seq, txn.commit_lsn)
+        n += len(txn.items)
+        view.apply(Batch([txn], relations, cp, len(txn.items), commit=txn.last))  # type: ignore[attr-defined, arg-type]
+    log.info("view %s filled with %d rows and schema changes up to log record %d", vcfg.name, n, cp.seq)
+    return cp

@@ -15,6 +15,12 @@ KINDS = {
 
 
 def create_view(cfg: ViewConfig) -> Any:
+    if cfg.kind == "compacted":
+        from pathlib import Path
+
+        from syncline.log.embedded.compact import CompactedView
+
+        return CompactedView(Path(str(cfg.options["path"])))
     module, extra = KINDS[cfg.kind]
     try:
         mod = importlib.import_module(module)

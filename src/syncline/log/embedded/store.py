@@ -504,6 +504,10 @@ class EmbeddedLogReader:
             self._load_relations()
             raise
 
+    def trimmed_seq(self) -> int:
+        """Records up to this seq were removed by retention."""
+        return int(get_meta(self.conn, "trimmed_seq", "0"))
+
     def first_seq(self) -> int:
         row = self.conn.execute("SELECT min(seq) FROM records").fetchone()
         return int(row[0] or 0)

@@ -86,8 +86,7 @@ def ensure_user_types(cur: Cur, types: Iterable[UserType]) -> bool:
             stmt = sql.SQL("CREATE TYPE {} AS ({})").format(
                 ident,
                 sql.SQL(", ").join(
-                    sql.SQL("{} {}").format(sql.Identifier(a), type_sql(t))
-                    for a, t in ut.attributes
+                    sql.SQL("{} {}").format(sql.Identifier(a), type_sql(t)) for a, t in ut.attributes
                 ),
             )
         elif ut.kind == "d":
@@ -119,9 +118,7 @@ def _column_defs(rel: Relation) -> sql.Composed:
     ]
     if rel.key:
         parts.append(
-            sql.SQL("PRIMARY KEY ({})").format(
-                sql.SQL(", ").join(sql.Identifier(k) for k in rel.key)
-            )
+            sql.SQL("PRIMARY KEY ({})").format(sql.SQL(", ").join(sql.Identifier(k) for k in rel.key))
         )
     return sql.SQL(", ").join(parts)
 
@@ -189,8 +186,7 @@ def alter_table(cur: Cur, old: Relation | None, new: Relation) -> None:
         sql.SQL("CREATE TEMP TABLE {} ({}) ON COMMIT DROP").format(
             sql.Identifier(shape),
             sql.SQL(", ").join(
-                sql.SQL("{} {}").format(sql.Identifier(c.name), type_sql(c.type_name))
-                for c in new.columns
+                sql.SQL("{} {}").format(sql.Identifier(c.name), type_sql(c.type_name)) for c in new.columns
             ),
         )
     )
@@ -214,9 +210,7 @@ def alter_table(cur: Cur, old: Relation | None, new: Relation) -> None:
                 and oc.name not in desired_names
             ):
                 alter(
-                    sql.SQL("RENAME COLUMN {} TO {}").format(
-                        sql.Identifier(oc.name), sql.Identifier(nc.name)
-                    )
+                    sql.SQL("RENAME COLUMN {} TO {}").format(sql.Identifier(oc.name), sql.Identifier(nc.name))
                 )
                 actual_names[actual_names.index(oc.name)] = nc.name
         actual = [(n, t, m) for n, (_, t, m) in zip(actual_names, actual, strict=True)]
@@ -238,14 +232,6 @@ def alter_table(cur: Cur, old: Relation | None, new: Relation) -> None:
         if col.name not in have:
             alter(sql.SQL("ADD COLUMN {} {}").format(ident, tname))
         elif have[col.name] != (typid, typmod):
-            alter(
-                sql.SQL("ALTER COLUMN {} TYPE {} USING {}::text::{}").format(
-                    ident, tname, ident, tname
-                )
-            )
+            alter(sql.SQL("ALTER COLUMN {} TYPE {} USING {}::text::{}").format(ident, tname, ident, tname))
     if pk_changed and new.key:
-        alter(
-            sql.SQL("ADD PRIMARY KEY ({})").format(
-                sql.SQL(", ").join(sql.Identifier(k) for k in new.key)
-            )
-        )
+        alter(sql.SQL("ADD PRIMARY KEY ({})").format(sql.SQL(", ").join(sql.Identifier(k) for k in new.key)))

@@ -19,7 +19,13 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
 from syncline.core.config_models import Secret, ViewConfig
-from syncline.core.errors import ConfigError, TransientViewError, ViewError, redact
+from syncline.core.errors import (
+    ConfigError,
+    SynclineError,
+    TransientViewError,
+    ViewError,
+    redact,
+)
 from syncline.core.events import (
     UNCHANGED,
     Checkpoint,
@@ -48,6 +54,9 @@ Cur = psycopg.Cursor[tuple[Any, ...]]
 
 SMALL = 16
 """Up to this many rows are written with one parameterised statement instead of staging."""
+
+DIRECT_MAX_SKIP = 64
+"""Most batches a table is staged for after a direct COPY met an existing key."""
 
 _BOOKKEEPING = (
     "CREATE SCHEMA IF NOT EXISTS _syncline",
@@ -89,8 +98,7 @@ def _conflict(rel: Relation) -> sql.Composable:
     return sql.SQL(" ON CONFLICT ({}) DO UPDATE SET {}").format(
         _ids(rel.key),
         sql.SQL(", ").join(
-            sql.SQL("{} = EXCLUDED.{}").format(sql.Identifier(c), sql.Identifier(c))
-            for c in non_key
+            sql.SQL("{} = EXCLUDED.{}").format(sql.Identifier(c), sql.Identifier(c)) for c in non_key
         ),
     )
 
@@ -121,13 +129,17 @@ class PostgresView:
         self._relations: dict[int, Relation] = {}
         self._stage = itertools.count()
         self._table = ""
+        self._in_txn = False
+        """A target transaction is open: batches with ``commit=False`` were applied in it."""
+        self._txn_stored: dict[int, Relation] = {}
+        """The replica's table shapes inside the open target transaction."""
+        self._direct: dict[int, tuple[int, int]] = {}
+        """oid -> (batches to skip direct COPY, next penalty)."""
 
     # -- connection -----------------------------------------------------------------------
 
     def _transient(self, e: BaseException, what: str) -> TransientViewError:
-        msg = redact(
-            str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__, self._secrets
-        )
+        msg = redact(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__, self._secrets)
         return TransientViewError(f"view {self.name}: {what}: {msg}")
 
     def _connect(self) -> Conn:
@@ -160,6 +172,8 @@ class PostgresView:
         return conn
 
     def _reset_after_error(self) -> None:
+        self._in_txn = False
+        self._txn_stored = {}
         conn = self._conn
         if conn is None:
             return
@@ -218,12 +232,25 @@ class PostgresView:
                 self._conn = None
 
     def apply(self, batch: Batch) -> None:
-        if batch.checkpoint.seq <= self._checkpoint.seq:
+        """Apply ``batch`` in the target transaction; commit it with ``batch.checkpoint``
+        unless ``batch.commit`` is False (the batch ends inside a source transaction: the
+        next batches continue the same target transaction).
+
+        ``batch.relations`` is advanced in place past the batch's schema changes, like
+        :func:`~syncline.views.netting.net_steps` does, so the caller can pass it on."""
+        if not self._in_txn and batch.checkpoint.seq <= self._checkpoint.seq:
+            _advance(batch)
             return
+        if self._in_txn and (self._conn is None or self._conn.closed or self._conn.broken):
+            self._reset_after_error()
+            raise TransientViewError(
+                f"view {self.name}: lost the replica connection inside an open transaction"
+            )
         conn = self._ensure()
         self._table = ""
         try:
             self._apply(conn, batch)
+            _advance(batch)
         except psycopg.Error as e:
             self._reset_after_error()
             where = f"batch up to seq {batch.checkpoint.seq} (commit LSN " + (
@@ -235,6 +262,16 @@ class PostgresView:
                 raise self._transient(e, f"replica unavailable while applying {where}") from None
             detail = redact(str(e).strip(), self._secrets)
             raise ViewError(f"view {self.name}: cannot apply {where}: {detail}") from None
+        except SynclineError:
+            self._reset_after_error()
+            raise
+        except Exception as e:
+            self._reset_after_error()
+            table = f", table {self._table}" if self._table else ""
+            raise ViewError(
+                f"view {self.name}: cannot apply batch up to seq {batch.checkpoint.seq}"
+                f"{table}: {type(e).__name__}: {e}"
+            ) from e
         except BaseException:
             self._reset_after_error()
             raise
@@ -244,9 +281,7 @@ class PostgresView:
     def read_checkpoint(self) -> Checkpoint:
         with self._short() as conn:
             try:
-                row = conn.execute(
-                    "SELECT to_regclass('_syncline.positions') IS NOT NULL"
-                ).fetchone()
+                row = conn.execute("SELECT to_regclass('_syncline.positions') IS NOT NULL").fetchone()
                 if not row or not row[0]:
                     return Checkpoint()
                 row = conn.execute(
@@ -293,8 +328,9 @@ class PostgresView:
         def keep(oid: int) -> bool:
             return selected is None or oid in selected
 
-        # User types first, in their own transaction (a new enum label cannot be used in
-        # the transaction that added it); harmless if the batch later fails.
+        # User types first. Outside an open transaction they get their own (a new enum
+        # label cannot be used in the transaction that added it); harmless if the batch
+        # later fails.
         types: list[UserType] = []
         for rel in batch.relations.values():
             if keep(rel.oid):
@@ -306,21 +342,29 @@ class PostgresView:
         if types:
             with conn.cursor() as cur:
                 ddl.ensure_user_types(cur, types)
-            conn.commit()
+            if not self._in_txn:
+                conn.commit()
 
-        stored = dict(self._relations)
-        state = {**self._relations, **batch.relations}
         with conn.cursor() as cur:
-            cur.execute(
-                "SELECT seq FROM _syncline.positions WHERE view = %s FOR UPDATE", (self.name,)
-            )
-            row = cur.fetchone()
-            if row is not None and int(row[0]) >= batch.checkpoint.seq:
-                conn.rollback()
-                log.info(
-                    "view %s: batch up to seq %d already applied", self.name, batch.checkpoint.seq
+            if not self._in_txn:
+                cur.execute(
+                    "SELECT seq, commit_lsn FROM _syncline.positions WHERE view = %s FOR UPDATE",
+                    (self.name,),
                 )
-                return
+                row = cur.fetchone()
+                if row is not None and int(row[0]) >= batch.checkpoint.seq:
+                    conn.rollback()
+                    self._checkpoint = Checkpoint(int(row[0]), int(row[1]))
+                    log.info(
+                        "view %s: batch up to seq %d already applied",
+                        self.name,
+                        batch.checkpoint.seq,
+                    )
+                    return
+                self._txn_stored = dict(self._relations)
+                self._in_txn = True
+            stored = self._txn_stored
+            state = {**stored, **batch.relations}
             # The replica must have the batch's starting shapes.
             for oid, rel in batch.relations.items():
                 if keep(oid) and (oid not in stored or not stored[oid].same_shape(rel)):
@@ -335,6 +379,8 @@ class PostgresView:
                 elif isinstance(step, TruncateStep):
                     self._truncate(cur, step)
             self._table = ""
+            if not batch.commit:
+                return
             for oid, rel in stored.items():
                 if self._relations.get(oid) != rel:
                     cur.execute(
@@ -357,21 +403,20 @@ class PostgresView:
                 (self.name, batch.checkpoint.seq, batch.checkpoint.commit_lsn),
             )
         conn.commit()
+        self._in_txn = False
+        self._txn_stored = {}
         self._relations = stored
         self._checkpoint = batch.checkpoint
 
     # -- schema ---------------------------------------------------------------------------
 
-    def _schema(
-        self, cur: Cur, old: Relation | None, new: Relation, stored: dict[int, Relation]
-    ) -> None:
+    def _schema(self, cur: Cur, old: Relation | None, new: Relation, stored: dict[int, Relation]) -> None:
         self._table = new.qualified
         here = (new.schema, new.name)
         owners = [o for o, r in stored.items() if o != new.oid and (r.schema, r.name) == here]
         if old is not None and (old.schema, old.name) != here:
             taken = any(
-                o != new.oid and (r.schema, r.name) == (old.schema, old.name)
-                for o, r in stored.items()
+                o != new.oid and (r.schema, r.name) == (old.schema, old.name) for o, r in stored.items()
             )
             if not taken and ddl.table_exists(cur, old.schema, old.name):
                 for o in owners:
@@ -463,6 +508,11 @@ class PostgresView:
                 [v for r in rows for v in r],
             )
             return
+        if not rel.key:
+            self._copy(cur, target, cols, rows)
+            return
+        if self._try_direct(cur, rel, rows):
+            return
         stage = self._stage_like(cur, rel, cols)
         self._copy(cur, stage, cols, rows)
         cur.execute(
@@ -470,6 +520,26 @@ class PostgresView:
                 target, _ids(cols), _ids(cols), stage, _conflict(rel)
             )
         )
+
+    def _try_direct(self, cur: Cur, rel: Relation, rows: list[Row]) -> bool:
+        """COPY straight into the table when no row exists yet (inserts, snapshots): about
+        twice as fast as staging + ``INSERT ... ON CONFLICT``. Tried under a savepoint; after
+        a key conflict the table is staged for a growing number of batches before retrying."""
+        skip, penalty = self._direct.get(rel.oid, (0, 1))
+        if skip > 0:
+            self._direct[rel.oid] = (skip - 1, penalty)
+            return False
+        cur.execute("SAVEPOINT _syncline_direct")
+        try:
+            self._copy(cur, sql.Identifier(rel.schema, rel.name), rel.column_names, rows)
+        except psycopg.errors.UniqueViolation:
+            cur.execute("ROLLBACK TO SAVEPOINT _syncline_direct")
+            cur.execute("RELEASE SAVEPOINT _syncline_direct")
+            self._direct[rel.oid] = (penalty, min(penalty * 2, DIRECT_MAX_SKIP))
+            return False
+        cur.execute("RELEASE SAVEPOINT _syncline_direct")
+        self._direct[rel.oid] = (0, 1)
+        return True
 
     def _delete(self, cur: Cur, rel: Relation, keys: list[Key]) -> None:
         target = sql.Identifier(rel.schema, rel.name)
@@ -480,9 +550,7 @@ class PostgresView:
                 )
             )
             cur.execute(
-                sql.SQL("DELETE FROM {} WHERE {}").format(
-                    target, sql.SQL(" OR ").join([one] * len(keys))
-                ),
+                sql.SQL("DELETE FROM {} WHERE {}").format(target, sql.SQL(" OR ").join([one] * len(keys))),
                 [v for k in keys for v in k],
             )
             return
@@ -566,6 +634,14 @@ class PostgresView:
                 len(partials),
                 rel.qualified,
             )
+
+
+def _advance(batch: Batch) -> None:
+    """Move ``batch.relations`` past the batch's schema changes (in place)."""
+    for txn in batch.transactions:
+        for it in txn.items:
+            if isinstance(it, SchemaChange):
+                batch.relations[it.relation.oid] = it.relation
 
 
 def create_view(cfg: ViewConfig) -> PostgresView:

@@ -1,0 +1,190 @@
+"""The compacted log: the latest row per key (deletes kept as tombstones until every view has
+applied them), maintained by an internal consumer, so that a new view is filled without
+touching the source and the log can be trimmed.
+
+It lives in ``compact.db`` beside ``log.db`` (its own SQLite file: its writes never contend
+with the capture's appends) and is itself a view: it applies net effects per batch and
+stores its checkpoint in the same transaction.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from syncline.core.codec import relation_from_json, relation_to_json
+from syncline.core.events import UNCHANGED, Checkpoint, Relation, Row, RowChange, SchemaChange, Transaction
+from syncline.sources.postgres.pgoutput import decode_tuple, encode_tuple
+from syncline.views.base import Batch
+from syncline.views.netting import DeltaStep, SchemaStep, TruncateStep, net_steps
+
+NAME = "_compactor"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS rows (
+    relid INTEGER NOT NULL, key TEXT NOT NULL, relseq INTEGER NOT NULL,
+    row BLOB, seq INTEGER NOT NULL, PRIMARY KEY (relid, key)
+);
+CREATE INDEX IF NOT EXISTS rows_tombstones ON rows (seq) WHERE row IS NULL;
+CREATE TABLE IF NOT EXISTS shapes (relid INTEGER NOT NULL, relseq INTEGER NOT NULL,
+    detail BLOB NOT NULL, PRIMARY KEY (relid, relseq));
+CREATE TABLE IF NOT EXISTS position (id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER NOT NULL,
+    commit_lsn INTEGER NOT NULL);
+"""
+
+
+def _key(k: tuple[object, ...]) -> str:
+    return json.dumps(k, separators=(",", ":"))
+
+
+def open_compact(path: Path, readonly: bool = False) -> sqlite3.Connection:
+    db = path / "compact.db"
+    if readonly:
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, isolation_level=None)
+    else:
+        conn = sqlite3.connect(str(db), isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.executescript(SCHEMA)
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA busy_timeout=10000")
+    return conn
+
+
+class CompactedView:
+    """The compactor, run by the supervisor like a view."""
+
+    kind = "compacted"
+
+    def __init__(self, path: Path) -> None:
+        self.name = NAME
+        self.path = path
+        self.conn: sqlite3.Connection | None = None
+        self._relseq: dict[int, int] = {}
+        self._next_relseq = 1
+        self._in_tx = False
+        self._last_purge = 0.0
+
+    def open(self) -> Checkpoint:
+        self.conn = open_compact(self.path)
+        for relid, relseq in self.conn.execute("SELECT relid, max(relseq) FROM shapes GROUP BY relid"):
+            self._relseq[int(relid)] = int(relseq)
+            self._next_relseq = max(self._next_relseq, int(relseq) + 1)
+        row = self.conn.execute("SELECT seq, commit_lsn FROM position WHERE id = 1").fetchone()
+        return Checkpoint(int(row[0]), int(row[1])) if row else Checkpoint()
+
+    def apply(self, batch: Batch) -> None:
+        conn = self.conn
+        assert conn is not None
+        if not self._in_tx:
+            conn.execute("BEGIN IMMEDIATE")
+            self._in_tx = True
+        seq = batch.checkpoint.seq
+        try:
+            for step in net_steps(batch.transactions, batch.relations):
+                if isinstance(step, SchemaStep):
+                    rel = step.new
+                    relseq = self._next_relseq
+                    self._next_relseq += 1
+                    self._relseq[rel.oid] = relseq
+                    conn.execute("INSERT INTO shapes VALUES (?, ?, ?)",
+                                 (rel.oid, relseq, relation_to_json(rel)))
+                elif isinstance(step, TruncateStep):
+                    for rel in step.relations:
+                        conn.execute("UPDATE rows SET row = NULL, seq = ? WHERE relid = ?", (seq, rel.oid))
+                elif isinstance(step, DeltaStep):
+                    for d in step.tables:
+                        oid = d.relation.oid
+                        relseq = self._relseq.get(oid, 0)
+                        resolved: list[Row] = []
+                        for row, origin in d.partials():
+                            got = conn.execute("SELECT row FROM rows WHERE relid = ? AND key = ?",
+                                               (oid, _key(origin))).fetchone()
+                            if got is None or got[0] is None:
+                                resolved.append(tuple(None if v is UNCHANGED else v for v in row))
+                                continue
+                            stored, _ = decode_tuple(bytes(got[0]), 0)
+                            resolved.append(tuple(s if v is UNCHANGED else v
+                                                  for s, v in zip(stored, row, strict=False)))
+                        conn.executemany(
+                            "INSERT INTO rows (relid, key, relseq, row, seq) VALUES (?, ?, ?, NULL, ?)"
+                            " ON CONFLICT (relid, key) DO UPDATE SET row = NULL, seq = excluded.seq",
+                            [(oid, _key(k), relseq, seq) for k in d.deleted],
+                        )
+                        kidx = d.relation.key_indexes()
+                        conn.executemany(
+                            "INSERT OR REPLACE INTO rows (relid, key, relseq, row, seq) VALUES (?,?,?,?,?)",
+                            [(oid, _key(tuple(r[i] for i in kidx)), relseq, encode_tuple(r), seq)
+                             for r in [*d.upserts(), *resolved]],
+                        )
+            if batch.commit:
+                conn.execute("INSERT OR REPLACE INTO position VALUES (1, ?, ?)",
+                             (seq, batch.checkpoint.commit_lsn))
+                conn.execute("COMMIT")
+                self._in_tx = False
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            self._in_tx = False
+            self._relseq.clear()
+            self._next_relseq = 1
+            self.close()
+            raise
+
+    def purge_tombstones(self, upto_seq: int) -> int:
+        """Drop tombstones every view has applied."""
+        assert self.conn is not None
+        if self._in_tx:
+            return 0
+        cur = self.conn.execute("DELETE FROM rows WHERE row IS NULL AND seq <= ?", (upto_seq,))
+        return cur.rowcount
+
+    def close(self) -> None:
+        if self.conn is not None:
+            with contextlib.suppress(sqlite3.Error):
+                if self._in_tx:
+                    self.conn.execute("ROLLBACK")
+            self.conn.close()
+            self.conn = None
+
+
+def iter_compacted(path: Path, rows_per_part: int = 20_000) -> Iterator[Transaction]:
+    """The compacted state as synthetic transactions (one consistent SQLite read): for each
+    table and shape, a SchemaChange then its rows. The last one has ``last = True`` and the
+    compactor's position as ``seq``/``commit_lsn``."""
+    if not (path / "compact.db").exists():
+        return
+    conn = open_compact(path, readonly=True)
+    try:
+        conn.execute("BEGIN")
+        pos = conn.execute("SELECT seq, commit_lsn FROM position WHERE id = 1").fetchone()
+        if pos is None:
+            return
+        seq, clsn = int(pos[0]), int(pos[1])
+        shapes: dict[tuple[int, int], Relation] = {
+            (int(r), int(s)): relation_from_json(d)
+            for r, s, d in conn.execute("SELECT relid, relseq, detail FROM shapes ORDER BY relid, relseq")
+        }
+        now = int(time.time() * 1_000_000)
+        items: list[object] = []
+        ordinal = 0
+        for (relid, relseq), rel in shapes.items():
+            items.append(SchemaChange(rel, ordinal))
+            ordinal += 1
+            for (data,) in conn.execute(
+                "SELECT row FROM rows WHERE relid = ? AND relseq = ? AND row IS NOT NULL",
+                (relid, relseq),
+            ):
+                row, _ = decode_tuple(bytes(data), 0)
+                items.append(RowChange("insert", relid, row, None, ordinal))
+                ordinal += 1
+                if len(items) >= rows_per_part:
+                    yield Transaction(seq, clsn, clsn, 0, now, items, last=False, snapshot=True)  # type: ignore[arg-type]
+                    items = []
+        yield Transaction(seq, clsn, clsn, 0, now, items, last=True, snapshot=True)  # type: ignore[arg-type]
+        conn.execute("COMMIT")
+    finally:
+        conn.close()

@@ -1,0 +1,51 @@
+"""Retention: trim log records that every view and the compactor have applied."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+from pathlib import Path
+
+from syncline.log.embedded.compact import CompactedView
+from syncline.log.embedded.store import connect, get_meta, set_meta
+
+log = logging.getLogger("syncline.retention")
+
+
+class Retention:
+    def __init__(self, path: Path, compactor: object, interval: float = 5.0) -> None:
+        self.path = path
+        self.compactor = compactor
+        self.interval = interval
+        self._last = 0.0
+        self.conn = connect(path)
+
+    def maybe_trim(self, compactor_seq: int) -> None:
+        now = time.monotonic()
+        if now - self._last < self.interval:
+            return
+        self._last = now
+        try:
+            views = [
+                int(r[0])
+                for r in self.conn.execute("SELECT seq FROM consumers WHERE name NOT LIKE '\\_%' ESCAPE '\\'")
+            ]
+            upto = min([compactor_seq, *views])
+            if views and isinstance(self.compactor, CompactedView):
+                self.compactor.purge_tombstones(min(views))
+            trimmed = int(get_meta(self.conn, "trimmed_seq", "0"))
+            if upto <= trimmed:
+                return
+            self.conn.execute("BEGIN IMMEDIATE")
+            cur = self.conn.execute("DELETE FROM records WHERE seq <= ?", (upto,))
+            set_meta(self.conn, "trimmed_seq", upto)
+            self.conn.execute("COMMIT")
+            if cur.rowcount:
+                log.info("trimmed %d log records up to %d", cur.rowcount, upto)
+        except sqlite3.OperationalError as e:  # busy: the capture holds a long write
+            log.debug("retention skipped: %s", e)
+            try:
+                self.conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass

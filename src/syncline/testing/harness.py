@@ -1,0 +1,162 @@
+"""Drive a real ``syncline run`` process against a private cluster: start, SIGKILL,
+restart, wait until caught up, compare every view with the source."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import psycopg
+
+from syncline.config import load_config
+from syncline.core.lsn import parse_lsn
+from syncline.runtime.status import views_caught_up
+from syncline.testing.compare import TableDiff, compare_duckdb, compare_postgres, source_tables
+from syncline.testing.pgcluster import PgCluster
+
+
+class Pipeline:
+    def __init__(
+        self,
+        cluster: PgCluster,
+        workdir: Path,
+        views: tuple[str, ...] = ("postgres", "duckdb"),
+        tables: str = "public.*",
+        extra_source: str = "",
+    ) -> None:
+        self.cluster = cluster
+        self.workdir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
+        tag = uuid.uuid4().hex[:8]
+        self.source_db = f"src_{tag}"
+        self.replica_db = f"rep_{tag}"
+        cluster.psql(f"CREATE DATABASE {self.source_db}")
+        self.source_dsn = cluster.dsn(self.source_db)
+        self.replica_dsn = cluster.dsn(self.replica_db)
+        self.slot = f"s_{tag}"
+        self.views = views
+        lines = [
+            "[source]",
+            f'dsn = "{self.source_dsn}"',
+            f'tables = ["{tables}"]',
+            f'slot = "{self.slot}"',
+            f'publication = "p_{tag}"',
+            extra_source,
+            "[log]",
+            f'path = "{workdir / "log"}"',
+        ]
+        if "postgres" in views:
+            cluster.psql(f"CREATE DATABASE {self.replica_db}")
+            lines += ["[views.replica]", 'kind = "postgres"', f'dsn = "{self.replica_dsn}"']
+        if "duckdb" in views:
+            lines += ["[views.warehouse]", 'kind = "duckdb"', f'path = "{workdir / "wh.duckdb"}"']
+        self.config_path = workdir / "syncline.toml"
+        self.config_path.write_text("\n".join(lines) + "\n")
+        self.cfg = load_config(self.config_path)
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.runs = 0
+
+    def sql(self, statement: str, db: str | None = None) -> list[tuple[object, ...]]:
+        with psycopg.connect(self.cluster.dsn(db or self.source_db), autocommit=True) as conn:
+            cur = conn.execute(statement)
+            return cur.fetchall() if cur.description else []
+
+    def start(self) -> None:
+        self.runs += 1
+        log = open(self.workdir / f"run{self.runs}.log", "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "syncline", "run", "-c", str(self.config_path)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+
+    def output(self) -> str:
+        return "\n".join(
+            p.read_text(errors="replace") for p in sorted(self.workdir.glob("run*.log"))
+        )
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group (the supervisor and its workers)."""
+        if self.proc is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+            self.proc = None
+
+    def kill_supervisor_only(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+            time.sleep(0.3)  # workers die through PR_SET_PDEATHSIG
+
+    def stop(self, timeout: float = 60) -> int:
+        if self.proc is None:
+            return 0
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            rc = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError(f"syncline run did not stop in {timeout}s:\n{self.output()[-3000:]}")
+        self.proc = None
+        return rc
+
+    def current_lsn(self) -> int:
+        return parse_lsn(str(self.sql("SELECT pg_current_wal_lsn()::text")[0][0]))
+
+    def wait_caught_up(self, timeout: float = 120) -> None:
+        lsn = self.current_lsn()
+        names = [v.name for v in self.cfg.views]
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if views_caught_up(self.cfg, lsn, names):
+                return
+            failed = self.failed_views()
+            if failed:
+                raise AssertionError(f"views failed: {failed}:\n{self.output()[-4000:]}")
+            if self.proc is not None and self.proc.poll() is not None:
+                raise AssertionError(f"syncline run exited {self.proc.returncode}:\n"
+                                     f"{self.output()[-4000:]}")
+            time.sleep(0.05)
+        raise AssertionError(f"views not caught up with {lsn:X} in {timeout}s:\n{self.output()[-4000:]}")
+
+    def failed_views(self) -> list[str]:
+        db = self.workdir / "log" / "log.db"
+        if not db.exists():
+            return []
+        from syncline.log.embedded.store import connect
+
+        conn = connect(self.workdir / "log", readonly=True)
+        try:
+            return [str(r[0]) for r in conn.execute("SELECT name FROM consumers WHERE state = 'failed'")]
+        finally:
+            conn.close()
+
+    def compare(self) -> dict[str, list[TableDiff]]:
+        """Every view vs the source (call with `run` stopped: DuckDB allows one process)."""
+        tables = source_tables(self.source_dsn)
+        out: dict[str, list[TableDiff]] = {}
+        if "postgres" in self.views:
+            out["replica"] = compare_postgres(self.source_dsn, self.replica_dsn, tables)
+        if "duckdb" in self.views:
+            out["warehouse"] = compare_duckdb(self.source_dsn, str(self.workdir / "wh.duckdb"), tables)
+        return out
+
+    def assert_equal(self) -> None:
+        bad = [f"{v}: {d}" for v, diffs in self.compare().items() for d in diffs if not d.equal]
+        assert not bad, "views differ from source:\n" + "\n".join(bad) + "\n" + self.output()[-3000:]
+
+    def close(self) -> None:
+        self.kill()
+        with contextlib.suppress(Exception):
+            self.sql(f"SELECT pg_drop_replication_slot('{self.slot}')"
+                     f" WHERE EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = '{self.slot}')")

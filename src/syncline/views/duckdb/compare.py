@@ -1,0 +1,161 @@
+"""Render values read back from a DuckDB warehouse as PostgreSQL text (for verification).
+
+Some DuckDB values lose information when fetched as Python objects (``infinity`` dates
+become ``date.max``, BC years do not exist in :mod:`datetime`, INTERVAL months turn into
+30-day ``timedelta``). Read columns through :func:`select_expr` (or use
+:func:`fetch_text_rows`), which returns those values in a lossless form, then
+:func:`to_pg_text` gives exactly what ``SELECT col::text`` prints in PostgreSQL with
+``TimeZone = 'UTC'`` and default output settings.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from decimal import Decimal
+from typing import Any
+
+from syncline.core.events import Column, Relation
+from syncline.views.duckdb.values import (
+    Mapping,
+    astronomical_to_bc,
+    map_column,
+    pg_float4,
+    pg_float8,
+    quote_ident,
+    render_array,
+    render_interval,
+)
+
+
+def _expr(m: Mapping, x: str, depth: int = 1) -> str:
+    if m.kind in ("date", "timestamp"):
+        return f"CAST({x} AS VARCHAR)"
+    if m.kind == "timestamptz":
+        return f"CAST(timezone('UTC', {x}) AS VARCHAR)"
+    if m.kind == "interval":
+        return (
+            f"struct_pack(m := datepart('year', {x}) * 12 + datepart('month', {x}), "
+            f"d := datepart('day', {x}), "
+            f"u := datepart('hour', {x}) * 3600000000 + datepart('minute', {x}) * 60000000"
+            f" + datepart('microseconds', {x}))"
+        )
+    if m.kind == "list":
+        assert m.element is not None
+        var = f"e{depth}"
+        inner = (
+            _expr(m.with_depth(m.depth - 1), var, depth + 1)
+            if m.depth > 1
+            else _expr(m.element, var, depth + 1)
+        )
+        if inner == var:
+            return x
+        return f"list_transform({x}, {var} -> {inner})"
+    return x
+
+
+def select_expr(column: Column, ident_sql: str, sql_type: str | None = None) -> str:
+    """SQL expression reading ``ident_sql`` (a quoted column of mapping ``column``) in the
+    form :func:`to_pg_text` expects. ``sql_type``: the column's actual DuckDB type, which
+    fixes the nesting depth of arrays (default: the mapping's)."""
+    m = map_column(column)
+    if m.kind == "list" and sql_type is not None:
+        from syncline.views.duckdb.values import list_depth
+
+        depth = list_depth(sql_type)
+        if depth == 0:  # stored as text
+            return ident_sql
+        m = m.with_depth(depth)
+    return _expr(m, ident_sql)
+
+
+def _bc_zone(text: str, zone: str) -> str:
+    if text in ("infinity", "-infinity"):
+        return text
+    fixed = astronomical_to_bc(text)
+    if fixed.endswith(" BC"):
+        return fixed[:-3] + zone + " BC"
+    return fixed + zone
+
+
+def _time_text(t: dt.time) -> str:
+    s = f"{t.hour:02d}:{t.minute:02d}:{t.second:02d}"
+    if t.microsecond:
+        s += "." + f"{t.microsecond:06d}".rstrip("0")
+    return s
+
+
+def _scalar(value: Any, m: Mapping) -> str:
+    kind = m.kind
+    if isinstance(value, str):
+        if kind in ("date", "timestamp"):
+            return astronomical_to_bc(value)
+        if kind == "timestamptz":
+            return _bc_zone(value, "+00")
+        if kind == "blob":
+            return value
+        return value
+    if isinstance(value, bool):
+        return "t" if value else "f"
+    if kind == "float8" and isinstance(value, float):
+        return pg_float8(value)
+    if kind == "float4" and isinstance(value, float):
+        return pg_float4(value)
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    if isinstance(value, int | float):
+        return str(value)
+    if isinstance(value, bytes | bytearray | memoryview):
+        return "\\x" + bytes(value).hex()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, dict):
+        return render_interval(int(value["m"]), int(value["d"]), int(value["u"]))
+    if isinstance(value, dt.timedelta):
+        return render_interval(0, value.days, value.seconds * 1_000_000 + value.microseconds)
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is not None:
+            u = value.astimezone(dt.UTC).replace(tzinfo=None)
+            return _time_join(u) + "+00"
+        return _time_join(value)
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if isinstance(value, dt.time):
+        return _time_text(value)
+    return str(value)
+
+
+def _time_join(v: dt.datetime) -> str:
+    return f"{v.date().isoformat()} {_time_text(v.time())}"
+
+
+def to_pg_text(value: Any, column: Column) -> str | None:
+    """PostgreSQL text output of a value read from DuckDB (see :func:`select_expr`)."""
+    if value is None:
+        return None
+    m = map_column(column)
+    if m.kind == "list":
+        if isinstance(value, str):  # stored as text
+            return value
+        assert m.element is not None
+        elem = m.element
+
+        def walk(x: list[Any]) -> list[Any]:
+            return [walk(e) if isinstance(e, list) else (None if e is None else _scalar(e, elem)) for e in x]
+
+        return render_array(walk(list(value)))
+    return _scalar(value, m)
+
+
+def fetch_text_rows(
+    conn: Any, relation: Relation, types: dict[str, str] | None = None
+) -> list[tuple[str | None, ...]]:
+    """Every row of ``relation``'s DuckDB table as PostgreSQL text tuples (unordered).
+
+    ``conn``: a DuckDB connection; ``types``: actual DuckDB column types by name.
+    """
+    cols = relation.columns
+    exprs = [select_expr(c, quote_ident(c.name), (types or {}).get(c.name)) for c in cols]
+    table = f"{quote_ident(relation.schema)}.{quote_ident(relation.name)}"
+    rows = conn.execute(f"SELECT {', '.join(exprs)} FROM {table}").fetchall()  # noqa: S608
+    return [tuple(to_pg_text(v, c) for v, c in zip(r, cols, strict=True)) for r in rows]

@@ -1,0 +1,631 @@
+"""The DuckDB warehouse view: typed tables ``schema.table``, one DuckDB transaction per batch.
+
+Design (DuckDB speeds measured on the build machine: Arrow-staged bulk inserts 80-160k
+rows/s; INSERT OR REPLACE / MERGE 17-22k rows/s; row-by-row executemany ~400 rows/s):
+
+* data tables have no PRIMARY KEY constraint (the ART index makes delete + re-insert of a
+  key in one transaction slow and fragile); key uniqueness is maintained by the view;
+* per table and batch, the net effect (:mod:`syncline.views.netting`) is applied set-wise:
+  partial rows (unchanged TOAST values) are resolved in SQL against the stored row of their
+  origin key into a temporary table; then every key that is deleted or gets a new row is
+  deleted with one join against an Arrow staging table; then all new rows are inserted from
+  Arrow staging with vectorised ``CAST``s from the PostgreSQL text (Python converts only
+  what DuckDB cannot parse: BC years, intervals, bytea hex, array text);
+* bookkeeping lives in schema ``_syncline``: ``positions(view, seq, commit_lsn)`` and
+  ``relations(view, oid, relation JSON)``, written in the same transaction as the data.
+
+The type mapping is documented in :mod:`syncline.views.duckdb.values`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import duckdb
+import msgspec
+import pyarrow as pa
+
+from syncline.core.config_models import ViewConfig
+from syncline.core.errors import ConfigError, TransientViewError, ViewError
+from syncline.core.events import (
+    UNCHANGED,
+    Checkpoint,
+    Column,
+    Relation,
+    Row,
+    SchemaChange,
+    UserType,
+)
+from syncline.views.base import Batch, table_selected
+from syncline.views.duckdb.values import (
+    TEXT,
+    Mapping,
+    converter,
+    is_identity,
+    list_depth,
+    map_column,
+    quote_ident,
+    value_depth,
+)
+from syncline.views.netting import DeltaStep, Key, SchemaStep, TableDelta, TruncateStep, net_steps
+
+log = logging.getLogger(__name__)
+
+META = "_syncline"
+_STAGE = "__syncline_stage"
+_PSTAGE = "__syncline_pstage"
+_PARTIAL = "__syncline_partial"
+
+
+# --------------------------------------------------------------------------- relation JSON
+
+
+def _fields(cls: Any, d: dict[str, Any]) -> dict[str, Any]:
+    names = {f.name for f in dataclasses.fields(cls)}
+    return {k: v for k, v in d.items() if k in names}
+
+
+def relation_to_json(rel: Relation) -> str:
+    return msgspec.json.encode(dataclasses.asdict(rel)).decode()
+
+
+def relation_from_json(doc: str | bytes) -> Relation:
+    d: dict[str, Any] = msgspec.json.decode(doc)
+    return Relation(
+        oid=int(d["oid"]),
+        schema=str(d["schema"]),
+        name=str(d["name"]),
+        replident=str(d["replident"]),
+        columns=tuple(Column(**_fields(Column, c)) for c in d["columns"]),
+        key=tuple(str(k) for k in d["key"]),
+        user_types=tuple(
+            UserType(
+                **{
+                    **_fields(UserType, u),
+                    "labels": tuple(u.get("labels", ())),
+                    "attributes": tuple(tuple(a) for a in u.get("attributes", ())),
+                }
+            )
+            for u in d.get("user_types", ())
+        ),
+    )
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def table_sql(schema: str, name: str) -> str:
+    return f"{quote_ident(schema)}.{quote_ident(name)}"
+
+
+def _arrow_type(m: Mapping) -> pa.DataType:
+    if m.kind == "list":
+        assert m.element is not None
+        t = _arrow_type(m.element)
+        for _ in range(m.depth):
+            t = pa.list_(t)
+        return t
+    if m.kind == "interval":
+        return pa.month_day_nano_interval()
+    if m.kind == "blob":
+        return pa.large_binary()
+    return pa.large_string()
+
+
+def _from_stage(expr: str, m: Mapping) -> str:
+    return expr if m.kind == "text" else f"CAST({expr} AS {m.sql})"
+
+
+def _is_lock_error(e: BaseException) -> bool:
+    text = str(e).lower()
+    return "lock" in text or "conflicting" in text
+
+
+class _Failure(Exception):
+    """An error of ours inside apply (message already specific)."""
+
+
+class DuckdbView:
+    kind = "duckdb"
+
+    def __init__(self, cfg: ViewConfig) -> None:
+        path = cfg.options.get("path")
+        if not isinstance(path, str) or not path:
+            raise ConfigError(f"view {cfg.name!r} (duckdb): option 'path' (a file) is required")
+        self.name = cfg.name
+        self.path = path
+        self.patterns = tuple(cfg.tables)
+        self._conn: Any = None
+        self._rels: dict[int, Relation] = {}
+        self._types: dict[int, dict[str, str]] = {}
+        self._in_txn = False
+        self._warned: set[tuple[str, str]] = set()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def open(self) -> Checkpoint:
+        if self._conn is None:
+            d = os.path.dirname(os.path.abspath(self.path))
+            try:
+                os.makedirs(d, exist_ok=True)
+                self._conn = duckdb.connect(self.path)
+            except duckdb.Error as e:
+                cls = TransientViewError if _is_lock_error(e) else ViewError
+                raise cls(f"view {self.name!r}: cannot open DuckDB file {self.path}: {e}") from e
+            except OSError as e:
+                raise TransientViewError(
+                    f"view {self.name!r}: cannot open DuckDB file {self.path}: {e}"
+                ) from e
+            c = self._conn
+            try:
+                c.execute("SET TimeZone = 'UTC'")
+            except duckdb.Error:  # pragma: no cover - ICU missing: TIMESTAMPTZ still exact
+                pass
+            c.execute(f"CREATE SCHEMA IF NOT EXISTS {META}")
+            c.execute(
+                f"CREATE TABLE IF NOT EXISTS {META}.positions "
+                "(view VARCHAR PRIMARY KEY, seq BIGINT, commit_lsn BIGINT)"
+            )
+            c.execute(
+                f"CREATE TABLE IF NOT EXISTS {META}.relations (view VARCHAR, oid BIGINT, relation JSON)"
+            )
+            self._in_txn = False
+            self._load_relations()
+        return self._stored_checkpoint()
+
+    def close(self) -> None:
+        if self._conn is not None:
+            try:
+                if self._in_txn:
+                    self._conn.execute("ROLLBACK")
+            except duckdb.Error:
+                pass
+            finally:
+                self._conn.close()
+                self._conn = None
+                self._in_txn = False
+
+    def relations(self) -> dict[int, Relation]:
+        return dict(self._rels)
+
+    def read_checkpoint(self) -> Checkpoint | None:
+        """The stored checkpoint; None when another process holds the file (DuckDB allows
+        one writing process and no concurrent readers)."""
+        if self._conn is not None:
+            return self._stored_checkpoint()
+        if not os.path.exists(self.path):
+            return Checkpoint()
+        try:
+            c = duckdb.connect(self.path, read_only=True)
+        except duckdb.Error:
+            return None
+        try:
+            row = c.execute(
+                "SELECT count(*) FROM duckdb_tables() WHERE schema_name = ? AND table_name = ?",
+                [META, "positions"],
+            ).fetchone()
+            if not row or not row[0]:
+                return Checkpoint()
+            got = c.execute(
+                f"SELECT seq, commit_lsn FROM {META}.positions WHERE view = ?", [self.name]
+            ).fetchone()
+            return Checkpoint(int(got[0]), int(got[1])) if got else Checkpoint()
+        finally:
+            c.close()
+
+    def count_rows(self, qualified: str) -> int:
+        c = self._require()
+        for r in self._rels.values():
+            if r.qualified == qualified:
+                schema, name = r.schema, r.name
+                break
+        else:
+            schema, _, name = qualified.partition(".")
+        row = c.execute(f"SELECT count(*) FROM {table_sql(schema, name)}").fetchone()  # noqa: S608
+        return int(row[0]) if row else 0
+
+    def table_types(self, oid: int) -> dict[str, str]:
+        """Actual DuckDB column types of a tracked table, by column name."""
+        return dict(self._types.get(oid, {}))
+
+    @property
+    def connection(self) -> Any:
+        """The open DuckDB connection (for verification and tests)."""
+        return self._require()
+
+    # ------------------------------------------------------------------ apply
+
+    def apply(self, batch: Batch) -> None:
+        if self._conn is None:
+            self.open()
+        c = self._conn
+        if not self._in_txn:
+            stored = self._stored_checkpoint()
+            if stored.seq >= batch.checkpoint.seq:
+                log.debug("view %s: skipping batch up to seq %d", self.name, batch.checkpoint.seq)
+                return
+            c.execute("BEGIN TRANSACTION")
+            self._in_txn = True
+        where = "-"
+        try:
+            rels = dict(batch.relations)
+            for step in net_steps(batch.transactions, rels, self._selected(batch, rels)):
+                if isinstance(step, SchemaStep):
+                    where = step.new.qualified
+                    self._ensure_table(step.new)
+                elif isinstance(step, TruncateStep):
+                    for rel in step.relations:
+                        where = rel.qualified
+                        if rel.oid in self._rels:
+                            cur = self._rels[rel.oid]
+                            c.execute(f"DELETE FROM {table_sql(cur.schema, cur.name)}")  # noqa: S608
+                elif isinstance(step, DeltaStep):
+                    for td in step.tables:
+                        where = td.relation.qualified
+                        self._apply_delta(td)
+            where = "-"
+            if batch.commit:
+                c.execute(
+                    f"INSERT INTO {META}.positions VALUES (?, ?, ?) ON CONFLICT (view) "
+                    "DO UPDATE SET seq = excluded.seq, commit_lsn = excluded.commit_lsn",
+                    [self.name, batch.checkpoint.seq, batch.checkpoint.commit_lsn],
+                )
+                c.execute("COMMIT")
+                self._in_txn = False
+        except Exception as e:
+            self._abort()
+            stored_seq = self._safe_stored_seq()
+            msg = (
+                f"view {self.name!r}: table {where}: {e} (stored checkpoint seq {stored_seq}, "
+                f"batch up to seq {batch.checkpoint.seq} lsn {batch.checkpoint.commit_lsn})"
+            )
+            transient = isinstance(e, duckdb.IOException | OSError | TransientViewError)
+            raise (TransientViewError if transient else ViewError)(msg) from e
+
+    # ------------------------------------------------------------------ internals
+
+    def _require(self) -> Any:
+        if self._conn is None:
+            raise ViewError(f"view {self.name!r}: not open")
+        return self._conn
+
+    def _stored_checkpoint(self) -> Checkpoint:
+        row = (
+            self._require()
+            .execute(f"SELECT seq, commit_lsn FROM {META}.positions WHERE view = ?", [self.name])
+            .fetchone()
+        )
+        return Checkpoint(int(row[0]), int(row[1])) if row else Checkpoint()
+
+    def _safe_stored_seq(self) -> str:
+        try:
+            return str(self._stored_checkpoint().seq)
+        except Exception:
+            return "?"
+
+    def _abort(self) -> None:
+        c = self._conn
+        self._in_txn = False
+        if c is None:
+            return
+        try:
+            c.execute("ROLLBACK")
+        except duckdb.Error:
+            pass
+        try:
+            self._load_relations()
+        except duckdb.Error:
+            # the database is unusable (fatal error): reconnect on next use
+            try:
+                c.close()
+            except duckdb.Error:
+                pass
+            self._conn = None
+            self._rels.clear()
+            self._types.clear()
+
+    def _load_relations(self) -> None:
+        c = self._require()
+        self._rels = {}
+        self._types = {}
+        for oid, doc in c.execute(
+            f"SELECT oid, relation FROM {META}.relations WHERE view = ?", [self.name]
+        ).fetchall():
+            rel = relation_from_json(doc)
+            self._rels[int(oid)] = rel
+            self._types[int(oid)] = self._load_types(rel)
+
+    def _load_types(self, rel: Relation) -> dict[str, str]:
+        rows = (
+            self._require()
+            .execute(
+                "SELECT column_name, data_type FROM duckdb_columns() "
+                "WHERE schema_name = ? AND table_name = ?",
+                [rel.schema, rel.name],
+            )
+            .fetchall()
+        )
+        return {str(n): str(t) for n, t in rows}
+
+    def _wanted(self, rel: Relation) -> bool:
+        return table_selected(self.patterns, rel.qualified)
+
+    def _selected(self, batch: Batch, rels: dict[int, Relation]) -> set[int] | None:
+        if not self.patterns:
+            return None
+        sel = {oid for oid, r in rels.items() if self._wanted(r)}
+        for txn in batch.transactions:
+            for it in txn.items:
+                if isinstance(it, SchemaChange) and self._wanted(it.relation):
+                    sel.add(it.relation.oid)
+        return sel
+
+    def _store_relation(self, rel: Relation) -> None:
+        c = self._require()
+        c.execute(f"DELETE FROM {META}.relations WHERE view = ? AND oid = ?", [self.name, rel.oid])
+        c.execute(
+            f"INSERT INTO {META}.relations VALUES (?, ?, ?)",
+            [self.name, rel.oid, relation_to_json(rel)],
+        )
+        self._rels[rel.oid] = rel
+        self._types[rel.oid] = self._load_types(rel)
+
+    def _forget(self, oid: int) -> None:
+        self._require().execute(f"DELETE FROM {META}.relations WHERE view = ? AND oid = ?", [self.name, oid])
+        self._rels.pop(oid, None)
+        self._types.pop(oid, None)
+
+    # ------------------------------------------------------------------ DDL
+
+    def _ensure_table(self, new: Relation) -> None:
+        c = self._require()
+        old = self._rels.get(new.oid)
+        target = table_sql(new.schema, new.name)
+        same_name = (new.schema, new.name)
+        if old is None or (old.schema, old.name) != same_name:
+            # another tracked oid with the target name: a dropped and re-created source table
+            for oid, r in list(self._rels.items()):
+                if oid != new.oid and (r.schema, r.name) == same_name:
+                    self._forget(oid)
+            c.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(new.schema)}")
+        if old is None:
+            c.execute(f"DROP TABLE IF EXISTS {target}")
+            cols = ", ".join(f"{quote_ident(col.name)} {map_column(col).sql}" for col in new.columns)
+            c.execute(f"CREATE TABLE {target} ({cols})")
+            self._store_relation(new)
+            return
+        if (old.schema, old.name) != same_name:
+            c.execute(f"DROP TABLE IF EXISTS {target}")
+            src = table_sql(old.schema, old.name)
+            if old.schema == new.schema:
+                c.execute(f"ALTER TABLE {src} RENAME TO {quote_ident(new.name)}")
+            else:
+                c.execute(f"CREATE TABLE {target} AS SELECT * FROM {src}")  # noqa: S608
+                c.execute(f"DROP TABLE {src}")
+        self._alter_columns(old, new, target)
+        self._store_relation(new)
+
+    def _alter_columns(self, old: Relation, new: Relation, target: str) -> None:
+        c = self._require()
+        old_by_name = {col.name: (i, col) for i, col in enumerate(old.columns)}
+        new_names = {col.name for col in new.columns}
+        dropped = {i: col for i, col in enumerate(old.columns) if col.name not in new_names}
+        renamed: dict[str, str] = {}
+        for i, col in enumerate(new.columns):
+            if col.name in old_by_name:
+                continue
+            d = dropped.get(i)
+            if d is not None and d.type_name == col.type_name:
+                renamed[d.name] = col.name
+                del dropped[i]
+        for col in dropped.values():
+            c.execute(f"ALTER TABLE {target} DROP COLUMN {quote_ident(col.name)}")
+        for o, n in renamed.items():
+            c.execute(f"ALTER TABLE {target} RENAME COLUMN {quote_ident(o)} TO {quote_ident(n)}")
+        for col in new.columns:
+            q = quote_ident(col.name)
+            if col.name in old_by_name:
+                before = map_column(old_by_name[col.name][1])
+                after = map_column(col)
+                if before.sql != after.sql:
+                    c.execute(
+                        f"ALTER TABLE {target} ALTER COLUMN {q} SET DATA TYPE {after.sql} "
+                        f"USING TRY_CAST({q} AS {after.sql})"
+                    )
+            elif col.name not in renamed.values():
+                c.execute(f"ALTER TABLE {target} ADD COLUMN {q} {map_column(col).sql}")
+
+    # ------------------------------------------------------------------ DML
+
+    def _mappings(self, rel: Relation) -> list[Mapping]:
+        types = self._types.get(rel.oid, {})
+        out = []
+        for col in rel.columns:
+            m = map_column(col)
+            actual = types.get(col.name)
+            if m.kind == "list" and actual is not None:
+                depth = list_depth(actual)
+                m = m.with_depth(depth) if depth else TEXT
+            out.append(m)
+        return out
+
+    def _convert(self, rel: Relation, values: Sequence[Any], m: Mapping, col: Column) -> list[Any]:
+        if m.kind == "decimal" and "NaN" in values:
+            key = (rel.qualified, col.name)
+            if key not in self._warned:
+                self._warned.add(key)
+                log.warning(
+                    "view %s: %s.%s: NaN cannot be stored in DuckDB %s; storing NULL",
+                    self.name,
+                    rel.qualified,
+                    col.name,
+                    m.sql,
+                )
+        if is_identity(m):
+            return list(values)
+        conv = converter(m)
+        try:
+            return [None if v is None else conv(v) for v in values]
+        except ValueError as e:
+            raise _Failure(f"column {col.name} ({col.type_name}): {e}") from e
+
+    def _stage(self, name: str, columns: dict[str, tuple[list[Any], pa.DataType]]) -> None:
+        table = pa.table({k: pa.array(v, type=t) for k, (v, t) in columns.items()})
+        c = self._require()
+        try:
+            c.unregister(name)
+        except duckdb.Error:  # pragma: no cover
+            pass
+        c.register(name, table)
+
+    def _adapt_depths(
+        self, rel: Relation, maps: list[Mapping], converted: list[list[Any]], target: str
+    ) -> bool:
+        """Fix the nesting depth of array columns from the data; True if a column changed."""
+        changed = False
+        for i, m in enumerate(maps):
+            if m.kind != "list":
+                continue
+            depths = {value_depth(v) for v in converted[i] if v}
+            depths.discard(0)
+            if not depths or depths == {m.depth}:
+                continue
+            col = rel.columns[i]
+            if len(depths) > 1:
+                raise _Failure(f"column {col.name}: arrays of different dimensionality {sorted(depths)}")
+            (d,) = depths
+            q = quote_ident(col.name)
+            c = self._require()
+            row = c.execute(f"SELECT count(*) FROM {target} WHERE len({q}) > 0").fetchone()  # noqa: S608
+            if row and row[0]:
+                raise _Failure(
+                    f"column {col.name}: {d}-dimensional array where {m.depth}-dimensional arrays are stored"
+                )
+            new = m.with_depth(d)
+            c.execute(
+                f"ALTER TABLE {target} ALTER COLUMN {q} SET DATA TYPE {new.sql} USING "
+                f"CASE WHEN {q} IS NULL THEN NULL ELSE CAST([] AS {new.sql}) END"
+            )
+            changed = True
+        if changed:
+            self._types[rel.oid] = self._load_types(rel)
+        return changed
+
+    def _apply_delta(self, td: TableDelta) -> None:
+        rel = td.relation
+        cur = self._rels.get(rel.oid)
+        if cur is None or not cur.same_shape(rel):
+            self._ensure_table(rel)
+        c = self._require()
+        target = table_sql(rel.schema, rel.name)
+        kidx = rel.key_indexes()
+        if not kidx:
+            raise _Failure("table has no primary key or replica identity columns")
+        ncols = len(rel.columns)
+        full = td.upserts()
+        partials = td.partials()
+        deletes = td.deletes()
+
+        # Convert text values column-wise (full rows first, then partial rows).
+        prows: list[Row] = [r for r, _ in partials]
+        all_rows: list[Row] = full + prows
+        raw_cols: list[list[Any]] = (
+            [list(col) for col in zip(*all_rows, strict=True)] if all_rows else [[] for _ in range(ncols)]
+        )
+        unchanged: list[list[bool]] = []
+        if prows:
+            for i in range(ncols):
+                col_vals = raw_cols[i]
+                flags = [v is UNCHANGED for v in col_vals[len(full) :]]
+                unchanged.append(flags)
+                if any(flags):
+                    raw_cols[i] = [None if v is UNCHANGED else v for v in col_vals]
+        maps = self._mappings(rel)
+        converted = [self._convert(rel, raw_cols[i], maps[i], rel.columns[i]) for i in range(ncols)]
+        if self._adapt_depths(rel, maps, converted, target):
+            maps = self._mappings(rel)
+        names = [quote_ident(col.name) for col in rel.columns]
+        nfull = len(full)
+
+        # (1) partial rows: resolve UNCHANGED values from the stored row under the origin key
+        if partials:
+            cols: dict[str, tuple[list[Any], pa.DataType]] = {}
+            for i in range(ncols):
+                cols[f"c{i}"] = (converted[i][nfull:], _arrow_type(maps[i]))
+                if any(unchanged[i]):
+                    cols[f"u{i}"] = (unchanged[i], pa.bool_())
+            kmaps = [maps[i] for i in kidx]
+            origin_vals = [[o[j] for _, o in partials] for j in range(len(kidx))]
+            for j, ki in enumerate(kidx):
+                cols[f"o{j}"] = (
+                    self._convert(rel, origin_vals[j], kmaps[j], rel.columns[ki]),
+                    _arrow_type(kmaps[j]),
+                )
+            self._stage(_PSTAGE, cols)
+            sel = []
+            for i in range(ncols):
+                cast = _from_stage(f"s.c{i}", maps[i])
+                if f"u{i}" in cols:
+                    sel.append(f"CASE WHEN s.u{i} THEN t.{names[i]} ELSE {cast} END AS {names[i]}")
+                else:
+                    sel.append(f"{cast} AS {names[i]}")
+            on = " AND ".join(
+                f"t.{names[ki]} = {_from_stage(f's.o{j}', kmaps[j])}" for j, ki in enumerate(kidx)
+            )
+            found = f"(t.{names[kidx[0]]} IS NOT NULL) AS __syncline_found"
+            c.execute(
+                f"CREATE OR REPLACE TEMP TABLE {_PARTIAL} AS SELECT {', '.join(sel)}, {found} "  # noqa: S608
+                f"FROM {_PSTAGE} s LEFT JOIN {target} t ON {on}"
+            )
+            c.unregister(_PSTAGE)
+            row = c.execute(f"SELECT count(*) FROM {_PARTIAL} WHERE NOT __syncline_found").fetchone()  # noqa: S608
+            if row and row[0]:
+                log.warning(
+                    "view %s: %s: %d updated rows with unchanged TOAST values have no stored "
+                    "row; their unchanged columns are NULL",
+                    self.name,
+                    rel.qualified,
+                    row[0],
+                )
+
+        # (2) delete every key that is deleted or gets a new (full or partial) row
+        keys: list[Key] = list(deletes)
+        if full or partials:
+            keys += [tuple(r[i] for i in kidx) for r in all_rows]  # type: ignore[misc]
+        if keys:
+            row = c.execute(f"SELECT EXISTS (SELECT 1 FROM {target})").fetchone()  # noqa: S608
+            if row and row[0]:
+                kcols: dict[str, tuple[list[Any], pa.DataType]] = {}
+                for j, ki in enumerate(kidx):
+                    vals = [k[j] for k in keys]
+                    kcols[f"k{j}"] = (
+                        self._convert(rel, vals, maps[ki], rel.columns[ki]),
+                        _arrow_type(maps[ki]),
+                    )
+                self._stage(_STAGE, kcols)
+                proj = ", ".join(f"{_from_stage(f'k{j}', maps[ki])} AS k{j}" for j, ki in enumerate(kidx))
+                on = " AND ".join(f"{target}.{names[ki]} = s.k{j}" for j, ki in enumerate(kidx))
+                c.execute(
+                    f"DELETE FROM {target} USING (SELECT DISTINCT {proj} FROM {_STAGE}) s "  # noqa: S608
+                    f"WHERE {on}"
+                )
+                c.unregister(_STAGE)
+
+        # (3) insert full rows, then resolved partial rows
+        if full:
+            fcols = {f"c{i}": (converted[i][:nfull], _arrow_type(maps[i])) for i in range(ncols)}
+            self._stage(_STAGE, fcols)
+            proj = ", ".join(_from_stage(f"c{i}", maps[i]) for i in range(ncols))
+            c.execute(f"INSERT INTO {target} ({', '.join(names)}) SELECT {proj} FROM {_STAGE}")  # noqa: S608
+            c.unregister(_STAGE)
+        if partials:
+            cl = ", ".join(names)
+            c.execute(f"INSERT INTO {target} ({cl}) SELECT {cl} FROM {_PARTIAL}")  # noqa: S608
+            c.execute(f"DROP TABLE {_PARTIAL}")
+
+
+__all__ = ["DuckdbView", "relation_from_json", "relation_to_json"]
