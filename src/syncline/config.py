@@ -48,9 +48,7 @@ def _expand(ctx: _Ctx, key: str, value: str, environ: dict[str, str]) -> str:
     def sub(m: re.Match[str]) -> str:
         name = m.group(1)
         if name not in environ:
-            raise ConfigError(
-                f"{ctx.file}: {key}: environment variable {name} is referenced but not set"
-            )
+            raise ConfigError(f"{ctx.file}: {key}: environment variable {name} is referenced but not set")
         return environ[name]
 
     return _ENV_RE.sub(sub, value)
@@ -94,9 +92,7 @@ def _str_list(
         raise ctx.err(full, "a list of strings (glob patterns over schema.table)", v)
     for p in v:
         if "." not in p:
-            raise ConfigError(
-                f"{ctx.file}: {full}: pattern {p!r} must be schema.table (e.g. public.*)"
-            )
+            raise ConfigError(f"{ctx.file}: {full}: pattern {p!r} must be schema.table (e.g. public.*)")
     return tuple(v)
 
 
@@ -111,7 +107,7 @@ def _unknown(ctx: _Ctx, table: dict[str, Any], prefix: str, known: set[str]) -> 
 def load_config(path: str | Path, environ: dict[str, str] | None = None) -> Config:
     p = Path(path)
     env = dict(os.environ) if environ is None else environ
-    ctx = _Ctx(str(p))
+    _Ctx(str(p))
     try:
         raw = tomllib.loads(p.read_text())
     except FileNotFoundError:
@@ -143,9 +139,7 @@ def parse_config(
     pub = _get(ctx, s, "source", "publication", str, "a publication name", "syncline")
     for key, val in (("slot", slot), ("publication", pub)):
         if not _NAME_RE.match(val):
-            raise ConfigError(
-                f"{file}: source.{key}: expected lower-case letters, digits and _, got {val!r}"
-            )
+            raise ConfigError(f"{file}: source.{key}: expected lower-case letters, digits and _, got {val!r}")
     source = SourceConfig(
         dsn=Secret(dsn),
         tables=_str_list(ctx, s, "source", "tables", ("*.*",)),
@@ -197,9 +191,7 @@ def parse_config(
                 name=name,
                 kind=vkind,
                 tables=_str_list(ctx, v, prefix, "tables", ()),
-                batch_events=_get(
-                    ctx, v, prefix, "batch_events", int, "a positive integer", 50_000
-                ),
+                batch_events=_get(ctx, v, prefix, "batch_events", int, "a positive integer", 50_000),
                 options=opts,
             )
         )

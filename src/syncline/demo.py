@@ -10,6 +10,7 @@ import shutil
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
@@ -19,7 +20,9 @@ CREATE TABLE products (
   id serial PRIMARY KEY, category_id int REFERENCES categories(id), name text NOT NULL,
   description text, price numeric(10,2) NOT NULL, tags text[], updated_at timestamptz DEFAULT now()
 );
-CREATE TABLE customers (id serial PRIMARY KEY, email text UNIQUE, name text, created_at timestamptz DEFAULT now());
+CREATE TABLE customers (
+  id serial PRIMARY KEY, email text UNIQUE, name text, created_at timestamptz DEFAULT now()
+);
 CREATE TABLE orders (
   id bigserial PRIMARY KEY, customer_id int REFERENCES customers(id), status text NOT NULL,
   placed_at timestamptz DEFAULT now(), total numeric(12,2)
@@ -35,21 +38,26 @@ NOUN = ["kettle", "lamp", "backpack", "teapot", "blanket", "chair", "notebook", 
 CATS = ["Kitchen", "Home", "Outdoor", "Office", "Audio"]
 
 
-def _seed(conn: psycopg.Connection[tuple[object, ...]], rnd: random.Random) -> None:
+def _seed(conn: psycopg.Connection[Any], rnd: random.Random) -> None:
     conn.execute(SCHEMA)
     for c in CATS:
         conn.execute("INSERT INTO categories (name) VALUES (%s)", (c,))
     for i in range(200):
         name = f"{rnd.choice(ADJ)} {rnd.choice(NOUN)} {i}"
         conn.execute(
-            "INSERT INTO products (category_id, name, description, price, tags)"
-            " VALUES (%s, %s, %s, %s, %s)",
-            (rnd.randint(1, len(CATS)), name, f"A {name.lower()} that lasts.",
-             round(rnd.uniform(3, 300), 2), [rnd.choice(NOUN), "demo"]),
+            "INSERT INTO products (category_id, name, description, price, tags) VALUES (%s, %s, %s, %s, %s)",
+            (
+                rnd.randint(1, len(CATS)),
+                name,
+                f"A {name.lower()} that lasts.",
+                round(rnd.uniform(3, 300), 2),
+                [rnd.choice(NOUN), "demo"],
+            ),
         )
     for i in range(100):
-        conn.execute("INSERT INTO customers (email, name) VALUES (%s, %s)",
-                     (f"user{i}@example.com", f"User {i}"))
+        conn.execute(
+            "INSERT INTO customers (email, name) VALUES (%s, %s)", (f"user{i}@example.com", f"User {i}")
+        )
 
 
 def _worker(dsn: str, seed: int, stop: threading.Event, counts: list[int]) -> None:
@@ -72,16 +80,23 @@ def _worker(dsn: str, seed: int, stop: threading.Event, counts: list[int]) -> No
                         )
                     conn.execute(
                         "UPDATE orders SET total = (SELECT sum(qty * price) FROM order_lines"
-                        " WHERE order_id = %s) WHERE id = %s", (oid[0], oid[0]))
+                        " WHERE order_id = %s) WHERE id = %s",
+                        (oid[0], oid[0]),
+                    )
                 elif r < 0.75:
-                    conn.execute("UPDATE products SET price = round(price * %s, 2), updated_at = now()"
-                                 " WHERE id = %s", (rnd.uniform(0.9, 1.1), rnd.randint(1, 200)))
+                    conn.execute(
+                        "UPDATE products SET price = round(price * %s, 2), updated_at = now() WHERE id = %s",
+                        (rnd.uniform(0.9, 1.1), rnd.randint(1, 200)),
+                    )
                 elif r < 0.9:
-                    conn.execute("UPDATE orders SET status = 'shipped' WHERE id = "
-                                 "(SELECT max(id) FROM orders WHERE status = 'new')")
+                    conn.execute(
+                        "UPDATE orders SET status = 'shipped' WHERE id = "
+                        "(SELECT max(id) FROM orders WHERE status = 'new')"
+                    )
                 else:
-                    conn.execute("DELETE FROM orders WHERE id = (SELECT min(id) FROM orders"
-                                 " WHERE status = 'shipped')")
+                    conn.execute(
+                        "DELETE FROM orders WHERE id = (SELECT min(id) FROM orders WHERE status = 'shipped')"
+                    )
                 conn.commit()
                 counts[0] += 1
             except psycopg.errors.SerializationFailure:
@@ -107,24 +122,26 @@ def main(args: argparse.Namespace) -> int:
     except PgBinariesMissing as e:
         console.print(f"[red]syncline demo needs PostgreSQL server binaries:[/red] {e}")
         return 2
-    console.print(f"[bold]1.[/bold] private PostgreSQL {cluster.version} on port {cluster.port} "
-                  f"(wal_level=logical) in {root / 'pg'}")
+    console.print(
+        f"[bold]1.[/bold] private PostgreSQL {cluster.version} on port {cluster.port} "
+        f"(wal_level=logical) in {root / 'pg'}"
+    )
     cluster.init()
     cluster.start()
     try:
         p = Pipeline(cluster, root / "run")
         with psycopg.connect(p.source_dsn, autocommit=True) as conn:
             _seed(conn, random.Random(7))
-        console.print(f"[bold]2.[/bold] shop schema in database {p.source_db}; config "
-                      f"{p.config_path}")
+        console.print(f"[bold]2.[/bold] shop schema in database {p.source_db}; config {p.config_path}")
         p.start()
-        console.print("[bold]3.[/bold] syncline run: snapshot, then streaming into "
-                      "[cyan]replica[/cyan] (PostgreSQL) and [cyan]warehouse[/cyan] (DuckDB)")
+        console.print(
+            "[bold]3.[/bold] syncline run: snapshot, then streaming into "
+            "[cyan]replica[/cyan] (PostgreSQL) and [cyan]warehouse[/cyan] (DuckDB)"
+        )
         p.wait_caught_up(timeout=120)
         stop = threading.Event()
         counts = [0]
-        threads = [threading.Thread(target=_worker, args=(p.source_dsn, i, stop, counts))
-                   for i in range(4)]
+        threads = [threading.Thread(target=_worker, args=(p.source_dsn, i, stop, counts)) for i in range(4)]
         for t in threads:
             t.start()
         t0 = time.monotonic()
@@ -146,11 +163,17 @@ def main(args: argparse.Namespace) -> int:
             w = diffs["warehouse"][name]
             eq = r.equal and w.equal
             ok &= eq
-            table.add_row(name, str(r.source_rows), str(r.view_rows), str(w.view_rows),
-                          "[green]yes[/green]" if eq else "[red]NO[/red]")
+            table.add_row(
+                name,
+                str(r.source_rows),
+                str(r.view_rows),
+                str(w.view_rows),
+                "[green]yes[/green]" if eq else "[red]NO[/red]",
+            )
         console.print(table)
-        console.print("[green]all views equal the source[/green]" if ok
-                      else "[red]views differ from the source[/red]")
+        console.print(
+            "[green]all views equal the source[/green]" if ok else "[red]views differ from the source[/red]"
+        )
         p.close()
         return 0 if ok else 1
     finally:

@@ -31,38 +31,151 @@ CREATE TABLE zoo (
 BIG_NUMERIC = "1" + "234567890" * 111 + "." + "5" * 20
 ZOO_ROWS = [
     # id, n, n2, f8, f4, ts, tstz, iv, arr, arr2, j, jb, by
-    dict(n=BIG_NUMERIC, n2="-123456789.125", f8="-0", f4="1.5", ts="infinity",
-         tstz="2021-03-14 02:30:00 America/New_York", d="0044-03-15 BC",
-         iv="1 year 2 mons 3 days 04:05:06.789", arr="{{1,2},{3,NULL}}",
-         arr2='{"a b","c,d","\\"q\\"",NULL,"NULL"}', j='{"a": 1,  "a": 2}',
-         jb='{"b": [1, 2.50, null], "a": "x"}', by="\\x00ff10", t="tab\there\nnewline \\ back",
-         e="happy", comp='(1,"x y")', r="[1,10)", tsr='["2020-01-01 00:00:00+00",infinity)'),
-    dict(n="NaN", n2="NaN", f8="NaN", f4="-Infinity", ts="-infinity", tstz="infinity",
-         d="infinity", iv="-1 days +02:00:00", arr="{}", arr2="{}", j="[]", jb="{}",
-         by="\\x", t="", e="sad", comp="(,)", r="empty", tsr="empty"),
-    dict(n="Infinity", n2="0.001", f8="Infinity", f4="3.4028235e+38", ts="0044-03-15 12:00:00 BC",
-         tstz="0001-01-01 00:00:00+00 BC", d="2021-11-07", iv="0", arr="{NULL}",
-         arr2='{"ü","日本"}', j='{"k": "v"}', jb='{"nested": {"deep": [true, false]}}',
-         by="\\xdeadbeef", t="üñïçødé ☃", e="ok", comp='(-5,"")', r="(,5]", tsr="(,)"),
-    dict(n="-Infinity", n2="1.5", f8="1.7976931348623157e+308", f4="1e-45",
-         ts="2021-03-14 02:30:00.123456", tstz="2021-11-07 01:30:00-04", d="1999-12-31",
-         iv="178000000 years", arr="{{{1}},{{2}}}", arr2="{a}", j="1", jb="1",
-         by="\\x00", t="x", e="sad", comp="(0,a)", r="[0,1]", tsr=None),
-    dict(n="0.000000000000000000001", n2=None, f8="5e-324", f4="-0", ts=None, tstz=None,
-         d=None, iv=None, arr=None, arr2=None, j=None, jb=None, by=None, t=None, e=None,
-         comp=None, r=None, tsr=None),
+    dict(
+        n=BIG_NUMERIC,
+        n2="-123456789.125",
+        f8="-0",
+        f4="1.5",
+        ts="infinity",
+        tstz="2021-03-14 02:30:00 America/New_York",
+        d="0044-03-15 BC",
+        iv="1 year 2 mons 3 days 04:05:06.789",
+        arr="{{1,2},{3,NULL}}",
+        arr2='{"a b","c,d","\\"q\\"",NULL,"NULL"}',
+        j='{"a": 1,  "a": 2}',
+        jb='{"b": [1, 2.50, null], "a": "x"}',
+        by="\\x00ff10",
+        t="tab\there\nnewline \\ back",
+        e="happy",
+        comp='(1,"x y")',
+        r="[1,10)",
+        tsr='["2020-01-01 00:00:00+00",infinity)',
+    ),
+    dict(
+        n="NaN",
+        n2="NaN",
+        f8="NaN",
+        f4="-Infinity",
+        ts="-infinity",
+        tstz="infinity",
+        d="infinity",
+        iv="-1 days +02:00:00",
+        arr="{}",
+        arr2="{}",
+        j="[]",
+        jb="{}",
+        by="\\x",
+        t="",
+        e="sad",
+        comp="(,)",
+        r="empty",
+        tsr="empty",
+    ),
+    dict(
+        n="Infinity",
+        n2="0.001",
+        f8="Infinity",
+        f4="3.4028235e+38",
+        ts="0044-03-15 12:00:00 BC",
+        tstz="0001-01-01 00:00:00+00 BC",
+        d="2021-11-07",
+        iv="0",
+        arr="{NULL}",
+        arr2='{"ü","日本"}',
+        j='{"k": "v"}',
+        jb='{"nested": {"deep": [true, false]}}',
+        by="\\xdeadbeef",
+        t="üñïçødé ☃",
+        e="ok",
+        comp='(-5,"")',
+        r="(,5]",
+        tsr="(,)",
+    ),
+    dict(
+        n="-Infinity",
+        n2="1.5",
+        f8="1.7976931348623157e+308",
+        f4="1e-45",
+        ts="2021-03-14 02:30:00.123456",
+        tstz="2021-11-07 01:30:00-04",
+        d="1999-12-31",
+        iv="178000000 years",
+        arr="{{{1}},{{2}}}",
+        arr2="{a}",
+        j="1",
+        jb="1",
+        by="\\x00",
+        t="x",
+        e="sad",
+        comp="(0,a)",
+        r="[0,1]",
+        tsr=None,
+    ),
+    dict(
+        n="0.000000000000000000001",
+        n2=None,
+        f8="5e-324",
+        f4="-0",
+        ts=None,
+        tstz=None,
+        d=None,
+        iv=None,
+        arr=None,
+        arr2=None,
+        j=None,
+        jb=None,
+        by=None,
+        t=None,
+        e=None,
+        comp=None,
+        r=None,
+        tsr=None,
+    ),
 ]
 
 
 def zoo_insert(rid: int, row: dict[str, str | None]) -> tuple[str, tuple[object, ...]]:
-    cols = ["id", *row.keys(), "i2", "i8", "b", "vc", "ch", "tm", "tmtz", "u", "ip", "mac", "dom",
-            "m", "bits", "earr", "Mixed Case", "pt"]
-    vals: list[object] = [rid, *row.values(), -32768, 9223372036854775807, rid % 2 == 0, "vc",
-                          "ab", "23:59:59.999999", "12:00:00+05:30",
-                          "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11", "2001:db8::1/64",
-                          "08:00:2b:01:02:03", rid, "12.34", "1010", "{sad,happy}", "MiXeD",
-                          "(1.5,-2)"]
-    q = "INSERT INTO zoo ({}) VALUES ({})".format(
+    cols = [
+        "id",
+        *row.keys(),
+        "i2",
+        "i8",
+        "b",
+        "vc",
+        "ch",
+        "tm",
+        "tmtz",
+        "u",
+        "ip",
+        "mac",
+        "dom",
+        "m",
+        "bits",
+        "earr",
+        "Mixed Case",
+        "pt",
+    ]
+    vals: list[object] = [
+        rid,
+        *row.values(),
+        -32768,
+        9223372036854775807,
+        rid % 2 == 0,
+        "vc",
+        "ab",
+        "23:59:59.999999",
+        "12:00:00+05:30",
+        "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11",
+        "2001:db8::1/64",
+        "08:00:2b:01:02:03",
+        rid,
+        "12.34",
+        "1010",
+        "{sad,happy}",
+        "MiXeD",
+        "(1.5,-2)",
+    ]
+    q = "INSERT INTO zoo ({}) VALUES ({})".format(  # noqa: S608 - fixed test columns
         ", ".join(f'"{c}"' for c in cols), ", ".join(["%s"] * len(cols))
     )
     return q, tuple(vals)
@@ -103,7 +216,9 @@ def test_toast_unchanged_values_are_kept(pipeline: Pipeline) -> None:
     )
     p.start()
     p.wait_caught_up()
-    p.sql("INSERT INTO docs SELECT g, repeat(md5(g::text), 3000), 'new', '[1]' FROM generate_series(10, 12) g")
+    p.sql(
+        "INSERT INTO docs SELECT g, repeat(md5(g::text), 3000), 'new', '[1]' FROM generate_series(10, 12) g"
+    )
     p.sql("UPDATE docs SET note = 'b'")  # body and meta unchanged: sent as 'u'
     p.sql("UPDATE docs SET id = id + 100 WHERE id IN (1, 10)")  # key moves, TOAST unchanged
     p.sql("BEGIN; UPDATE docs SET note = 'c' WHERE id = 2; UPDATE docs SET note = 'd' WHERE id = 2; COMMIT")
@@ -130,8 +245,10 @@ def test_truncate_cascade_and_restart_identity(pipeline: Pipeline) -> None:
     p.wait_caught_up()
     p.sql("TRUNCATE parent CASCADE")
     p.sql("INSERT INTO parent (v) SELECT 'q' FROM generate_series(1, 5)")
-    p.sql("BEGIN; INSERT INTO other VALUES (11); TRUNCATE parent, child, other RESTART IDENTITY; "
-          "INSERT INTO parent (v) VALUES ('after'); INSERT INTO other VALUES (1); COMMIT")
+    p.sql(
+        "BEGIN; INSERT INTO other VALUES (11); TRUNCATE parent, child, other RESTART IDENTITY; "
+        "INSERT INTO parent (v) VALUES ('after'); INSERT INTO other VALUES (1); COMMIT"
+    )
     p.wait_caught_up()
     assert p.stop() == 0
     p.assert_equal()
@@ -140,8 +257,10 @@ def test_truncate_cascade_and_restart_identity(pipeline: Pipeline) -> None:
 
 def test_schema_changes_mid_stream(pipeline: Pipeline) -> None:
     p = pipeline
-    p.sql("CREATE TABLE items (id int PRIMARY KEY, a text, b int, c int);"
-          "INSERT INTO items SELECT g, 'x' || g, g, g FROM generate_series(1, 20) g")
+    p.sql(
+        "CREATE TABLE items (id int PRIMARY KEY, a text, b int, c int);"
+        "INSERT INTO items SELECT g, 'x' || g, g, g FROM generate_series(1, 20) g"
+    )
     p.start()
     p.wait_caught_up()
     p.sql("ALTER TABLE items ADD COLUMN d numeric(10,2)")
@@ -153,7 +272,9 @@ def test_schema_changes_mid_stream(pipeline: Pipeline) -> None:
     p.sql("UPDATE items SET title = 'renamed' WHERE id = 1")
     p.sql("ALTER TABLE items ALTER COLUMN c TYPE bigint")
     p.sql("UPDATE items SET c = 9000000000 WHERE id = 2")
-    p.sql(f"CREATE TABLE later (id int PRIMARY KEY, v text); ALTER PUBLICATION p_{p.slot[2:]} ADD TABLE later")
+    p.sql(
+        f"CREATE TABLE later (id int PRIMARY KEY, v text); ALTER PUBLICATION p_{p.slot[2:]} ADD TABLE later"
+    )
     p.sql("INSERT INTO later VALUES (1, 'hello')")
     p.wait_caught_up()
     assert p.stop() == 0
@@ -169,15 +290,19 @@ def test_two_phase_and_subtransactions(pipeline: Pipeline) -> None:
     p.sql("BEGIN; INSERT INTO t VALUES (2, 'rolled back'); PREPARE TRANSACTION 'g2'")
     p.sql("COMMIT PREPARED 'g1'")
     p.sql("ROLLBACK PREPARED 'g2'")
-    p.sql("BEGIN; INSERT INTO t VALUES (3, 'a'); SAVEPOINT s1; INSERT INTO t VALUES (4, 'gone');"
-          " SAVEPOINT s2; INSERT INTO t VALUES (5, 'gone too'); ROLLBACK TO s1;"
-          " INSERT INTO t VALUES (6, 'kept'); SAVEPOINT s3; UPDATE t SET v = 'b' WHERE id = 3;"
-          " RELEASE s3; COMMIT")
+    p.sql(
+        "BEGIN; INSERT INTO t VALUES (3, 'a'); SAVEPOINT s1; INSERT INTO t VALUES (4, 'gone');"
+        " SAVEPOINT s2; INSERT INTO t VALUES (5, 'gone too'); ROLLBACK TO s1;"
+        " INSERT INTO t VALUES (6, 'kept'); SAVEPOINT s3; UPDATE t SET v = 'b' WHERE id = 3;"
+        " RELEASE s3; COMMIT"
+    )
     # the same in a transaction big enough to be streamed (logical_decoding_work_mem = 64kB)
-    p.sql("BEGIN; INSERT INTO t SELECT g, 'big' FROM generate_series(1000, 6000) g; SAVEPOINT s;"
-          " INSERT INTO t SELECT g, 'aborted' FROM generate_series(7000, 12000) g; ROLLBACK TO s;"
-          " INSERT INTO t SELECT g, 'after' FROM generate_series(13000, 14000) g;"
-          " SAVEPOINT x; UPDATE t SET v = 'upd' WHERE id < 3000; RELEASE x; COMMIT")
+    p.sql(
+        "BEGIN; INSERT INTO t SELECT g, 'big' FROM generate_series(1000, 6000) g; SAVEPOINT s;"
+        " INSERT INTO t SELECT g, 'aborted' FROM generate_series(7000, 12000) g; ROLLBACK TO s;"
+        " INSERT INTO t SELECT g, 'after' FROM generate_series(13000, 14000) g;"
+        " SAVEPOINT x; UPDATE t SET v = 'upd' WHERE id < 3000; RELEASE x; COMMIT"
+    )
     p.sql("BEGIN; INSERT INTO t SELECT g, 'whole abort' FROM generate_series(20000, 30000) g; ROLLBACK")
     p.wait_caught_up()
     assert p.stop() == 0
@@ -208,7 +333,9 @@ def test_interleaved_big_transactions_commit_order(pipeline: Pipeline) -> None:
     conn = log_connect(p.workdir / "log", readonly=True)
     try:
         lsns = [r[0] for r in conn.execute("SELECT commit_lsn FROM records ORDER BY seq")]
-        xids = [r[0] for r in conn.execute("SELECT xid FROM records WHERE last = 1 AND snapshot = 0 ORDER BY seq")]
+        xids = [
+            r[0] for r in conn.execute("SELECT xid FROM records WHERE last = 1 AND snapshot = 0 ORDER BY seq")
+        ]
     finally:
         conn.close()
     assert lsns == sorted(lsns), "log not in commit order"
@@ -217,14 +344,18 @@ def test_interleaved_big_transactions_commit_order(pipeline: Pipeline) -> None:
 
 def test_partitioned_table_appears_under_root(pipeline: Pipeline) -> None:
     p = pipeline
-    p.sql("CREATE TABLE meas (id int, region text, v int, PRIMARY KEY (id, region)) PARTITION BY LIST (region);"
-          "CREATE TABLE meas_eu PARTITION OF meas FOR VALUES IN ('eu');"
-          "CREATE TABLE meas_us PARTITION OF meas FOR VALUES IN ('us');"
-          "INSERT INTO meas VALUES (1, 'eu', 1), (2, 'us', 2)")
+    p.sql(
+        "CREATE TABLE meas (id int, region text, v int, PRIMARY KEY (id, region)) PARTITION BY LIST (region);"
+        "CREATE TABLE meas_eu PARTITION OF meas FOR VALUES IN ('eu');"
+        "CREATE TABLE meas_us PARTITION OF meas FOR VALUES IN ('us');"
+        "INSERT INTO meas VALUES (1, 'eu', 1), (2, 'us', 2)"
+    )
     p.start()
     p.wait_caught_up()
-    p.sql("INSERT INTO meas VALUES (3, 'eu', 3), (4, 'us', 4); UPDATE meas SET v = 10 WHERE id = 1;"
-          "UPDATE meas SET region = 'us' WHERE id = 3; DELETE FROM meas WHERE id = 2")
+    p.sql(
+        "INSERT INTO meas VALUES (3, 'eu', 3), (4, 'us', 4); UPDATE meas SET v = 10 WHERE id = 1;"
+        "UPDATE meas SET region = 'us' WHERE id = 3; DELETE FROM meas WHERE id = 2"
+    )
     p.wait_caught_up()
     assert p.stop() == 0
     p.assert_equal()
@@ -248,7 +379,10 @@ def test_one_transaction_of_a_million_rows(pipeline: Pipeline) -> None:
 def test_snapshot_and_stream_have_no_gap_or_overlap(pipeline: Pipeline) -> None:
     """Writes running while the snapshot is taken land exactly once."""
     p = pipeline
-    p.sql("CREATE TABLE c (id int PRIMARY KEY, n int); INSERT INTO c SELECT g, 0 FROM generate_series(1, 50000) g")
+    p.sql(
+        "CREATE TABLE c (id int PRIMARY KEY, n int);"
+        " INSERT INTO c SELECT g, 0 FROM generate_series(1, 50000) g"
+    )
     stop = threading.Event()
 
     def writer() -> None:

@@ -32,15 +32,21 @@ def workload(dsn: str, seed: int, stop: threading.Event, done: list[int]) -> Non
                     amt = rnd.randint(1, 50)
                     conn.execute("UPDATE accounts SET balance = balance - %s WHERE id = %s", (amt, a))
                     conn.execute("UPDATE accounts SET balance = balance + %s WHERE id = %s", (amt, b))
-                    conn.execute("INSERT INTO events (account, payload) VALUES (%s, %s)",
-                                 (a, f'{{"to": {b}, "amount": {amt}}}'))
+                    conn.execute(
+                        "INSERT INTO events (account, payload) VALUES (%s, %s)",
+                        (a, f'{{"to": {b}, "amount": {amt}}}'),
+                    )
                 elif r < 0.6:  # TOAST: touch a doc without changing its body
                     conn.execute("UPDATE docs SET rev = rev + 1 WHERE id = %s", (rnd.randint(1, 50),))
                 elif r < 0.7:
-                    conn.execute("DELETE FROM events WHERE id IN (SELECT id FROM events ORDER BY random() LIMIT 3)")
+                    conn.execute(
+                        "DELETE FROM events WHERE id IN (SELECT id FROM events ORDER BY random() LIMIT 3)"
+                    )
                 elif r < 0.75:  # a bigger transaction, streamed by the server
-                    conn.execute("INSERT INTO events (account, payload) SELECT g % 500 + 1, '{\"bulk\": true}'"
-                                 " FROM generate_series(1, 3000) g")
+                    conn.execute(
+                        "INSERT INTO events (account, payload) SELECT g % 500 + 1, '{\"bulk\": true}'"
+                        " FROM generate_series(1, 3000) g"
+                    )
                 elif r < 0.8:  # move a key
                     k = rnd.randint(1, 500)
                     conn.execute("UPDATE accounts SET id = id + 100000 WHERE id = %s", (k,))
@@ -49,9 +55,15 @@ def workload(dsn: str, seed: int, stop: threading.Event, done: list[int]) -> Non
                     conn.execute("SAVEPOINT s")
                     conn.execute("INSERT INTO events (account, payload) VALUES (1, '{\"rolled\": 1}')")
                     conn.execute("ROLLBACK TO SAVEPOINT s")
-                    conn.execute("UPDATE accounts SET note = %s WHERE id = %s", (f"n{rnd.random()}", rnd.randint(1, 500)))
+                    conn.execute(
+                        "UPDATE accounts SET note = %s WHERE id = %s",
+                        (f"n{rnd.random()}", rnd.randint(1, 500)),
+                    )
                 else:
-                    conn.execute("UPDATE accounts SET note = %s WHERE id = %s", (f"n{rnd.random()}", rnd.randint(1, 500)))
+                    conn.execute(
+                        "UPDATE accounts SET note = %s WHERE id = %s",
+                        (f"n{rnd.random()}", rnd.randint(1, 500)),
+                    )
                 if rnd.random() < 0.03:
                     conn.rollback()
                 else:

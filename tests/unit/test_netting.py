@@ -18,10 +18,15 @@ from syncline.core.events import (
 from syncline.views.netting import DeltaStep, TruncateStep, net_steps
 
 REL = Relation(
-    1, "public", "t", "d",
-    (Column("id", 23, -1, "integer", "N", "", "integer", True),
-     Column("a", 25, -1, "text", "S", "", "text"),
-     Column("big", 25, -1, "text", "S", "", "text")),
+    1,
+    "public",
+    "t",
+    "d",
+    (
+        Column("id", 23, -1, "integer", "N", "", "integer", True),
+        Column("a", 25, -1, "text", "S", "", "text"),
+        Column("big", 25, -1, "text", "S", "", "text"),
+    ),
     ("id",),
 )
 
@@ -52,7 +57,7 @@ def sequential(state: dict[str, Row], changes: list[RowChange | Truncate]) -> di
             assert ch.new is not None
             old_k = str(ch.old[0]) if ch.old is not None else str(ch.new[0])
             prev = s.pop(old_k)
-            s[str(ch.new[0])] = tuple(p if n is UNCHANGED else n for p, n in zip(prev, ch.new))
+            s[str(ch.new[0])] = tuple(p if n is UNCHANGED else n for p, n in zip(prev, ch.new, strict=False))
     return s
 
 
@@ -66,7 +71,9 @@ def netted(state: dict[str, Row], txns: list[Transaction]) -> dict[str, Row]:
                 resolved = []
                 for row, origin in d.partials():
                     stored = s[str(origin[0])]
-                    resolved.append(tuple(p if n is UNCHANGED else n for p, n in zip(stored, row)))
+                    resolved.append(
+                        tuple(p if n is UNCHANGED else n for p, n in zip(stored, row, strict=False))
+                    )
                 for k in d.deleted:
                     s.pop(str(k[0]), None)
                 for row in [*d.upserts(), *resolved]:
@@ -105,11 +112,18 @@ def test_net_effect_equals_sequential(script: list, per_txn: int) -> None:
 
 def test_schema_change_is_a_barrier() -> None:
     rel2 = Relation(1, "public", "t", "d", (*REL.columns, Column("c", 23, -1, "integer")), ("id",))
-    txn = Transaction(1, 1, 1, 1, 0, [
-        RowChange("insert", 1, ("1", "a", "b")),
-        SchemaChange(rel2),
-        RowChange("insert", 1, ("2", "a", "b", "5")),
-    ])
+    txn = Transaction(
+        1,
+        1,
+        1,
+        1,
+        0,
+        [
+            RowChange("insert", 1, ("1", "a", "b")),
+            SchemaChange(rel2),
+            RowChange("insert", 1, ("2", "a", "b", "5")),
+        ],
+    )
     steps = list(net_steps([txn], {1: REL}))
     assert [type(s).__name__ for s in steps] == ["DeltaStep", "SchemaStep", "DeltaStep"]
 

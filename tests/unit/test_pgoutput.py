@@ -51,9 +51,7 @@ def test_framing_round_trip(msgs: list[bytes]) -> None:
 
 
 def test_relation_round_trip() -> None:
-    rel = p.RelationMessage(
-        16384, "public", "Weird \"name\"", "d", ((1, "id", 23, -1), (0, "ä", 1700, 655366))
-    )
+    rel = p.RelationMessage(16384, "public", 'Weird "name"', "d", ((1, "id", 23, -1), (0, "ä", 1700, 655366)))
     assert p.decode_relation(p.encode_relation(rel)) == rel
 
 
@@ -65,8 +63,7 @@ CAPTURED_COMMIT = b"C" + struct.pack("!BQQq", 0, 0x1517000, 0x1517030, 722_000_0
 
 
 CAPTURED_RELATION = bytes.fromhex(
-    "52000040007075626c69630074006400030169640000000017ffffffff0076000000"
-    "0019ffffffff006e0000000019ffffffff"
+    "52000040007075626c69630074006400030169640000000017ffffffff00760000000019ffffffff006e0000000019ffffffff"
 )
 CAPTURED_UPDATE = bytes.fromhex("55000040004e00037400000001317400000001786e")
 CAPTURED_DELETE = bytes.fromhex("44000040004b00037400000001316e6e")

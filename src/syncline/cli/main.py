@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
@@ -41,17 +42,28 @@ def cmd_status(args: argparse.Namespace) -> int:
     c = Console()
     src = st["source"]
     lg = st["log"]
-    c.print(f"[bold]source[/bold] slot={src.get('slot')} reachable={src.get('reachable')} "
-            f"confirmed={src.get('confirmed_lsn')} retained_wal_bytes={src.get('retained_wal_bytes')}"
-            + (f" error={src['error']}" if src.get("error") else ""))
-    c.print(f"[bold]log[/bold] {lg.get('path')} state={lg.get('state')} "
-            f"capture={lg.get('capture_state')} records={lg.get('records')} "
-            f"last_commit={lg.get('last_commit_lsn')} size={lg.get('size_bytes')}"
-            + (f" error={lg['capture_error']}" if lg.get("capture_error") else ""))
+    c.print(
+        f"[bold]source[/bold] slot={src.get('slot')} reachable={src.get('reachable')} "
+        f"confirmed={src.get('confirmed_lsn')} retained_wal_bytes={src.get('retained_wal_bytes')}"
+        + (f" error={src['error']}" if src.get("error") else "")
+    )
+    c.print(
+        f"[bold]log[/bold] {lg.get('path')} state={lg.get('state')} "
+        f"capture={lg.get('capture_state')} records={lg.get('records')} "
+        f"last_commit={lg.get('last_commit_lsn')} size={lg.get('size_bytes')}"
+        + (f" error={lg['capture_error']}" if lg.get("capture_error") else "")
+    )
     t = Table("view", "kind", "state", "applied_lsn", "lag_s", "lag_events", "error")
     for name, v in st["views"].items():
-        t.add_row(name, v["kind"], v["state"], str(v.get("applied_lsn")),
-                  f"{v.get('lag_seconds', 0):.3f}", str(v.get("lag_events")), v.get("error") or "")
+        t.add_row(
+            name,
+            v["kind"],
+            v["state"],
+            str(v.get("applied_lsn")),
+            f"{v.get('lag_seconds', 0):.3f}",
+            str(v.get("lag_events")),
+            v.get("error") or "",
+        )
     c.print(t)
     return 0
 
@@ -81,8 +93,11 @@ def cmd_wait(args: argparse.Namespace) -> int:
         if time.monotonic() >= deadline:
             from syncline.core.lsn import format_lsn
 
-            print(f"syncline: timeout: views {', '.join(names)} have not applied "
-                  f"{format_lsn(lsn)} within {args.timeout:g}s", file=sys.stderr)
+            print(
+                f"syncline: timeout: views {', '.join(names)} have not applied "
+                f"{format_lsn(lsn)} within {args.timeout:g}s",
+                file=sys.stderr,
+            )
             return 1
         time.sleep(0.02)
 
@@ -97,8 +112,9 @@ def _current_lsn(cfg: Any) -> int:
         with psycopg.connect(session_conninfo(cfg.source.dsn.value), autocommit=True) as conn:
             row = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()
     except psycopg.OperationalError as e:
-        raise SynclineError(f"cannot reach the source to read its WAL position: "
-                            f"{str(e).strip().splitlines()[0]}") from e
+        raise SynclineError(
+            f"cannot reach the source to read its WAL position: {str(e).strip().splitlines()[0]}"
+        ) from e
     assert row is not None
     return parse_lsn(str(row[0]))
 
@@ -145,10 +161,8 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args))
     except SynclineError as e:
         secrets: list[str] = []
-        try:
+        with contextlib.suppress(Exception):
             secrets = _load(args).secrets()
-        except Exception:  # noqa: S110 - the config itself may be the problem
-            pass
         print(f"syncline: error: {redact(str(e), secrets)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -18,7 +18,7 @@ class Backoff:
     def next_delay(self) -> float:
         d = min(self.cap, self.first * (2**self.attempt))
         self.attempt += 1
-        return d * (0.5 + random.random() / 2)
+        return float(d * (0.5 + random.random() / 2))
 
     def wait(self, stop: threading.Event) -> float:
         d = self.next_delay()

@@ -25,9 +25,7 @@ def setup_logging(secrets: list[str], level: int = logging.INFO, prefix: str = "
     for h in list(root.handlers):
         root.removeHandler(h)
     h = logging.StreamHandler(sys.stderr)
-    h.setFormatter(
-        logging.Formatter(f"%(asctime)s %(levelname)s {prefix}%(name)s: %(message)s", "%H:%M:%S")
-    )
+    h.setFormatter(logging.Formatter(f"%(asctime)s %(levelname)s {prefix}%(name)s: %(message)s", "%H:%M:%S"))
     h.addFilter(_Redact(secrets))
     root.addHandler(h)
     root.setLevel(level)

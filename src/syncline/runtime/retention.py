@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sqlite3
 import time
@@ -45,7 +46,5 @@ class Retention:
                 log.info("trimmed %d log records up to %d", cur.rowcount, upto)
         except sqlite3.OperationalError as e:  # busy: the capture holds a long write
             log.debug("retention skipped: %s", e)
-            try:
+            with contextlib.suppress(sqlite3.Error):
                 self.conn.execute("ROLLBACK")
-            except sqlite3.Error:
-                pass

@@ -18,15 +18,19 @@ def _lsn(v: int) -> str | None:
 
 
 def source_status(cfg: Config) -> dict[str, Any]:
-    out: dict[str, Any] = {"kind": cfg.source.kind, "slot": cfg.source.slot,
-                           "publication": cfg.source.publication}
+    out: dict[str, Any] = {
+        "kind": cfg.source.kind,
+        "slot": cfg.source.slot,
+        "publication": cfg.source.publication,
+    }
     try:
         import psycopg
 
         from syncline.sources.postgres.replication import session_conninfo
 
-        with psycopg.connect(session_conninfo(cfg.source.dsn.value, connect_timeout="5"),
-                             autocommit=True) as conn:
+        with psycopg.connect(
+            session_conninfo(cfg.source.dsn.value, connect_timeout="5"), autocommit=True
+        ) as conn:
             row = conn.execute(
                 "SELECT confirmed_flush_lsn::text, active, active_pid,"
                 " (pg_current_wal_lsn() - restart_lsn)::bigint, wal_status,"
@@ -36,12 +40,16 @@ def source_status(cfg: Config) -> dict[str, Any]:
             ).fetchone()
             if row is None:
                 cur = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()
-                out.update(reachable=True, slot_exists=False,
-                           current_lsn=cur[0] if cur else None)
+                out.update(reachable=True, slot_exists=False, current_lsn=cur[0] if cur else None)
             else:
                 out.update(
-                    reachable=True, slot_exists=True, confirmed_lsn=row[0], active=row[1],
-                    active_pid=row[2], retained_wal_bytes=row[3], wal_status=row[4],
+                    reachable=True,
+                    slot_exists=True,
+                    confirmed_lsn=row[0],
+                    active=row[1],
+                    active_pid=row[2],
+                    retained_wal_bytes=row[3],
+                    wal_status=row[4],
                     current_lsn=row[5],
                 )
     except Exception as e:  # the source may be down: status still answers
@@ -53,7 +61,7 @@ def source_status(cfg: Config) -> dict[str, Any]:
 
 
 def log_status(conn: sqlite3.Connection, path: Path) -> dict[str, Any]:
-    first, last, n = conn.execute("SELECT min(seq), max(seq), count(*) FROM records").fetchone()
+    first, _last, n = conn.execute("SELECT min(seq), max(seq), count(*) FROM records").fetchone()
     size = sum(f.stat().st_size for f in path.glob("log.db*") if f.is_file())
     return {
         "kind": "embedded",
@@ -75,8 +83,7 @@ def view_status(conn: sqlite3.Connection, cfg: Config) -> dict[str, Any]:
     rows = {
         str(r[0]): r
         for r in conn.execute(
-            "SELECT name, kind, seq, commit_lsn, state, error, applied_events, updated_at"
-            " FROM consumers"
+            "SELECT name, kind, seq, commit_lsn, state, error, applied_events, updated_at FROM consumers"
         )
     }
     out: dict[str, Any] = {}
@@ -85,8 +92,7 @@ def view_status(conn: sqlite3.Connection, cfg: Config) -> dict[str, Any]:
         r = rows.get(v.name)
         seq = int(r[2]) if r else 0
         lag_events, oldest = conn.execute(
-            "SELECT coalesce(sum(count), 0), min(commit_time) FROM records"
-            " WHERE seq > ? AND seq <= ?",
+            "SELECT coalesce(sum(count), 0), min(commit_time) FROM records WHERE seq > ? AND seq <= ?",
             (seq, hw),
         ).fetchone()
         lag_s = max(0.0, now - int(oldest) / 1e6) if lag_events and oldest else 0.0
@@ -117,8 +123,7 @@ def status(cfg: Config, with_source: bool = True) -> dict[str, Any]:
     else:
         result["log"] = {"kind": cfg.log.kind, "path": str(path), "state": "new"}
         result["views"] = {
-            v.name: {"kind": v.kind, "state": "new", "applied_lsn": None, "lag_seconds": 0.0,
-                     "lag_events": 0}
+            v.name: {"kind": v.kind, "state": "new", "applied_lsn": None, "lag_seconds": 0.0, "lag_events": 0}
             for v in cfg.views
         }
     return result

@@ -3,6 +3,7 @@ retries transient errors with backoff and reports its state in the log database.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import signal
@@ -113,10 +114,8 @@ def capture_main(cfg: Config) -> int:
 
 
 def _set_state(writer: EmbeddedLogWriter, state: str, error: str) -> None:
-    try:
+    with contextlib.suppress(Exception):
         writer.set_meta_now(capture_state=state, capture_error=error[:500])
-    except Exception:
-        pass
 
 
 def view_main(cfg: Config, vcfg: ViewConfig) -> int:
@@ -153,18 +152,14 @@ def view_main(cfg: Config, vcfg: ViewConfig) -> int:
             if view is not None:
                 _safe_close(view)
             log.exception("view %s failed", vcfg.name)
-            consumers.update(
-                vcfg.name, vcfg.kind, state="failed", error=f"{type(e).__name__}: {e}"[:500]
-            )
+            consumers.update(vcfg.name, vcfg.kind, state="failed", error=f"{type(e).__name__}: {e}"[:500])
             return EXIT_TERMINAL
     return 0
 
 
 def _safe_close(view: object) -> None:
-    try:
+    with contextlib.suppress(Exception):
         view.close()  # type: ignore[attr-defined]
-    except Exception:
-        pass
 
 
 def _view_loop(
@@ -215,8 +210,7 @@ def _view_loop(
                 continue
             last = txns[-1]
             events = sum(len(t.items) for t in txns)
-            batch = Batch(txns, relations, Checkpoint(last.seq, last.commit_lsn), events,
-                          commit=last.last)
+            batch = Batch(txns, relations, Checkpoint(last.seq, last.commit_lsn), events, commit=last.last)
             view.apply(batch)  # type: ignore[attr-defined]
             pos = batch.checkpoint
             open_txn = not last.last

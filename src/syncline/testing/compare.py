@@ -30,8 +30,10 @@ class TableDiff:
         return not self.missing and not self.extra
 
     def __str__(self) -> str:
-        return (f"{self.table}: source {self.source_rows} rows, view {self.view_rows}; "
-                f"missing {self.missing[:3]} extra {self.extra[:3]}")
+        return (
+            f"{self.table}: source {self.source_rows} rows, view {self.view_rows}; "
+            f"missing {self.missing[:3]} extra {self.extra[:3]}"
+        )
 
 
 def pg_rows(dsn: str, schema: str, table: str, columns: list[str], only: bool = False) -> list[TextRow]:
@@ -41,7 +43,7 @@ def pg_rows(dsn: str, schema: str, table: str, columns: list[str], only: bool = 
             sql.SQL("ONLY ") if only else sql.SQL(""),
             sql.Identifier(schema, table),
         )
-        return sorted(conn.execute(q).fetchall(), key=_sort_key)  # type: ignore[arg-type]
+        return sorted(conn.execute(q).fetchall(), key=_sort_key)
 
 
 def _sort_key(row: TextRow) -> tuple[tuple[int, str], ...]:
@@ -112,11 +114,11 @@ def compare_duckdb(source_dsn: str, path: str, tables: dict[str, list[str]]) -> 
         for q, cols in tables.items():
             schema, name = q.split(".", 1)
             src = pg_rows(source_dsn, schema, name, cols)
-            rel = rels.get(q)
-            if rel is None:
+            found = rels.get(q)
+            if found is None:
                 out.append(diff_rows(q, src, []))
                 continue
-            bycol = {c.name: c for c in rel.columns}
+            bycol = {c.name: c for c in found.columns}
             if set(cols) - set(bycol):
                 out.append(diff_rows(q, src, [("<columns differ>",)]))
                 continue

@@ -79,9 +79,7 @@ class Pipeline:
         log.close()
 
     def output(self) -> str:
-        return "\n".join(
-            p.read_text(errors="replace") for p in sorted(self.workdir.glob("run*.log"))
-        )
+        return "\n".join(p.read_text(errors="replace") for p in sorted(self.workdir.glob("run*.log")))
 
     def kill(self) -> None:
         """SIGKILL the whole process group (the supervisor and its workers)."""
@@ -106,7 +104,9 @@ class Pipeline:
             rc = self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             self.kill()
-            raise AssertionError(f"syncline run did not stop in {timeout}s:\n{self.output()[-3000:]}")
+            raise AssertionError(
+                f"syncline run did not stop in {timeout}s:\n{self.output()[-3000:]}"
+            ) from None
         self.proc = None
         return rc
 
@@ -124,8 +124,7 @@ class Pipeline:
             if failed:
                 raise AssertionError(f"views failed: {failed}:\n{self.output()[-4000:]}")
             if self.proc is not None and self.proc.poll() is not None:
-                raise AssertionError(f"syncline run exited {self.proc.returncode}:\n"
-                                     f"{self.output()[-4000:]}")
+                raise AssertionError(f"syncline run exited {self.proc.returncode}:\n{self.output()[-4000:]}")
             time.sleep(0.05)
         raise AssertionError(f"views not caught up with {lsn:X} in {timeout}s:\n{self.output()[-4000:]}")
 
@@ -158,5 +157,7 @@ class Pipeline:
     def close(self) -> None:
         self.kill()
         with contextlib.suppress(Exception):
-            self.sql(f"SELECT pg_drop_replication_slot('{self.slot}')"
-                     f" WHERE EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = '{self.slot}')")
+            self.sql(  # noqa: S608 - test-generated names
+                f"SELECT pg_drop_replication_slot('{self.slot}')"
+                f" WHERE EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = '{self.slot}')"
+            )

@@ -17,6 +17,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 DEFAULT_SETTINGS: dict[str, str] = {
     "wal_level": "logical",
@@ -44,9 +45,7 @@ def find_bindir() -> Path:
     env = os.environ.get("PG_BINDIR")
     if env:
         return Path(env)
-    cands = sorted(
-        glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(Path(p).parent.name)
-    )
+    cands = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(Path(p).parent.name))
     for c in reversed(cands):
         if (Path(c) / "initdb").exists():
             return Path(c)
@@ -65,7 +64,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _as_postgres() -> dict[str, object]:
+def _as_postgres() -> dict[str, Any]:
     """subprocess kwargs that drop root privileges to the postgres user (initdb refuses root)."""
     if os.geteuid() != 0:
         return {}
@@ -110,11 +109,22 @@ class PgCluster:
             if self._tmp:
                 os.chown(self._tmp, pw.pw_uid, pw.pw_gid)
         subprocess.run(
-            [str(self.bindir / "initdb"), "-D", str(self.datadir), "-U", "postgres",
-             "-A", "trust", "-E", "UTF8", "--locale=C.UTF-8", "--no-sync"],
+            [
+                str(self.bindir / "initdb"),
+                "-D",
+                str(self.datadir),
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--locale=C.UTF-8",
+                "--no-sync",
+            ],
             check=True,
             capture_output=True,
-            **_as_postgres(),  # type: ignore[arg-type]
+            **_as_postgres(),
         )
         with open(self.datadir / "postgresql.conf", "a") as f:
             for k, v in self.settings.items():
@@ -129,7 +139,7 @@ class PgCluster:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            **_as_postgres(),  # type: ignore[arg-type]
+            **_as_postgres(),
         )
         log.close()
         deadline = time.monotonic() + timeout
@@ -176,8 +186,18 @@ class PgCluster:
 
     def psql(self, sql: str, dbname: str = "postgres") -> str:
         r = subprocess.run(
-            [str(self.bindir / "psql"), "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1",
-             "-d", self.dsn(dbname), "-c", sql],
+            [
+                str(self.bindir / "psql"),
+                "-X",
+                "-q",
+                "-At",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-d",
+                self.dsn(dbname),
+                "-c",
+                sql,
+            ],
             check=True,
             capture_output=True,
             text=True,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import cast
 
 from syncline.core.events import (
     UNCHANGED,
@@ -42,9 +43,7 @@ class TableDelta:
 
     def partials(self) -> list[tuple[Row, Key]]:
         """Partial rows with the stored key that supplies their UNCHANGED values."""
-        return [
-            (r, self.origin.get(k, k)) for k, r in self.rows.items() if UNCHANGED in r
-        ]
+        return [(r, self.origin.get(k, k)) for k, r in self.rows.items() if UNCHANGED in r]
 
     def deletes(self) -> list[Key]:
         """Keys whose final state is absent (read partial origins before deleting)."""
@@ -131,17 +130,22 @@ def net_steps(
     yield from flush()
 
 
+def _key(row: Row, kidx: tuple[int, ...]) -> Key:
+    # key columns are never UNCHANGED (TOAST values cannot be part of an index key)
+    return cast(Key, tuple(row[i] for i in kidx))
+
+
 def _apply_change(d: TableDelta, rel: Relation, ch: RowChange) -> None:
     kidx = rel.key_indexes()
     if ch.op == "insert":
         assert ch.new is not None
-        k = tuple(ch.new[i] for i in kidx)  # type: ignore[misc]
+        k = _key(ch.new, kidx)
         d.deleted.discard(k)
         d.rows[k] = ch.new
         return
     if ch.op == "delete":
         assert ch.old is not None
-        k = tuple(ch.old[i] for i in kidx)  # type: ignore[misc]
+        k = _key(ch.old, kidx)
         d.rows.pop(k, None)
         d.deleted.add(k)
         return
@@ -156,10 +160,10 @@ def _apply_change(d: TableDelta, rel: Relation, ch: RowChange) -> None:
                 o if (n is UNCHANGED and o is not None and o is not UNCHANGED) else n
                 for n, o in zip(new, old, strict=False)
             )
-        old_k: Key = tuple(old[i] for i in kidx)  # type: ignore[misc]
+        old_k: Key = _key(old, kidx)
     else:
-        old_k = tuple(new[i] for i in kidx)  # type: ignore[misc]
-    k = tuple(new[i] for i in kidx)  # type: ignore[misc]
+        old_k = _key(new, kidx)
+    k = _key(new, kidx)
     prev = d.rows.pop(old_k, None)
     origin = d.origin.pop(old_k, old_k)
     if old_k != k:

@@ -90,8 +90,9 @@ class CompactedView:
                     relseq = self._next_relseq
                     self._next_relseq += 1
                     self._relseq[rel.oid] = relseq
-                    conn.execute("INSERT INTO shapes VALUES (?, ?, ?)",
-                                 (rel.oid, relseq, relation_to_json(rel)))
+                    conn.execute(
+                        "INSERT INTO shapes VALUES (?, ?, ?)", (rel.oid, relseq, relation_to_json(rel))
+                    )
                 elif isinstance(step, TruncateStep):
                     for rel in step.relations:
                         conn.execute("UPDATE rows SET row = NULL, seq = ? WHERE relid = ?", (seq, rel.oid))
@@ -101,14 +102,16 @@ class CompactedView:
                         relseq = self._relseq.get(oid, 0)
                         resolved: list[Row] = []
                         for row, origin in d.partials():
-                            got = conn.execute("SELECT row FROM rows WHERE relid = ? AND key = ?",
-                                               (oid, _key(origin))).fetchone()
+                            got = conn.execute(
+                                "SELECT row FROM rows WHERE relid = ? AND key = ?", (oid, _key(origin))
+                            ).fetchone()
                             if got is None or got[0] is None:
                                 resolved.append(tuple(None if v is UNCHANGED else v for v in row))
                                 continue
                             stored, _ = decode_tuple(bytes(got[0]), 0)
-                            resolved.append(tuple(s if v is UNCHANGED else v
-                                                  for s, v in zip(stored, row, strict=False)))
+                            resolved.append(
+                                tuple(s if v is UNCHANGED else v for s, v in zip(stored, row, strict=False))
+                            )
                         conn.executemany(
                             "INSERT INTO rows (relid, key, relseq, row, seq) VALUES (?, ?, ?, NULL, ?)"
                             " ON CONFLICT (relid, key) DO UPDATE SET row = NULL, seq = excluded.seq",
@@ -117,12 +120,15 @@ class CompactedView:
                         kidx = d.relation.key_indexes()
                         conn.executemany(
                             "INSERT OR REPLACE INTO rows (relid, key, relseq, row, seq) VALUES (?,?,?,?,?)",
-                            [(oid, _key(tuple(r[i] for i in kidx)), relseq, encode_tuple(r), seq)
-                             for r in [*d.upserts(), *resolved]],
+                            [
+                                (oid, _key(tuple(r[i] for i in kidx)), relseq, encode_tuple(r), seq)
+                                for r in [*d.upserts(), *resolved]
+                            ],
                         )
             if batch.commit:
-                conn.execute("INSERT OR REPLACE INTO position VALUES (1, ?, ?)",
-                             (seq, batch.checkpoint.commit_lsn))
+                conn.execute(
+                    "INSERT OR REPLACE INTO position VALUES (1, ?, ?)", (seq, batch.checkpoint.commit_lsn)
+                )
                 conn.execute("COMMIT")
                 self._in_tx = False
         except BaseException:

@@ -24,6 +24,7 @@ from syncline.core.codec import relation_from_json, relation_to_json
 from syncline.core.errors import LogError
 from syncline.core.events import (
     Checkpoint,
+    Item,
     Relation,
     SchemaChange,
     Transaction,
@@ -87,9 +88,7 @@ def connect(path: Path, readonly: bool = False) -> sqlite3.Connection:
     if readonly:
         if not db.exists():
             raise LogError(f"no log at {db}")
-        conn = sqlite3.connect(
-            f"file:{db}?mode=ro", uri=True, isolation_level=None, check_same_thread=False
-        )
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, isolation_level=None, check_same_thread=False)
     else:
         path.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(str(db), isolation_level=None, check_same_thread=False)
@@ -110,8 +109,7 @@ def get_meta(conn: sqlite3.Connection, key: str, default: str = "") -> str:
 
 def set_meta(conn: sqlite3.Connection, key: str, value: str | int) -> None:
     conn.execute(
-        "INSERT INTO meta (key, value) VALUES (?, ?) "
-        "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
         (key, str(value)),
     )
 
@@ -372,21 +370,15 @@ class EmbeddedLogWriter:
         self._write_rows()
         ids = [
             int(r[0])
-            for r in self.conn.execute(
-                "SELECT id FROM pending WHERE xid = ? ORDER BY id", (xid,)
-            ).fetchall()
+            for r in self.conn.execute("SELECT id FROM pending WHERE xid = ? ORDER BY id", (xid,)).fetchall()
         ]
         self.begin(xid, commit_lsn, commit_time)
         self._rows_relations.extend(self._stream_rels.pop(xid, []))
         for pid in ids:
-            count, data = self.conn.execute(
-                "SELECT count, data FROM pending WHERE id = ?", (pid,)
-            ).fetchone()
+            count, data = self.conn.execute("SELECT count, data FROM pending WHERE id = ?", (pid,)).fetchone()
             seq = self.next_seq
             self.next_seq += 1
-            self._rows.append(
-                (seq, commit_lsn, 0, xid, commit_time, 0, 0, self._tx_ord, count, data)
-            )
+            self._rows.append((seq, commit_lsn, 0, xid, commit_time, 0, 0, self._tx_ord, count, data))
             self._flush_rels_for(seq)
             self._tx_ord += count
             self._rows_bytes += len(data)
@@ -497,7 +489,7 @@ class EmbeddedLogReader:
             cur.close()
         return out
 
-    def _decode(self, data: bytes, first_ord: int) -> Iterator[object]:
+    def _decode(self, data: bytes, first_ord: int) -> Iterator[Item]:
         try:
             yield from decode_items(data, self.state, self.resolver, first_ord)
         except KeyError:  # pragma: no cover - relation details written after a reload

@@ -72,8 +72,7 @@ class Capture:
             tables = cat.discover_tables(conn, self.cfg.tables)
             if not tables:
                 raise SourceError(
-                    f"no table of database {info.database!r} matches source.tables "
-                    f"{list(self.cfg.tables)}"
+                    f"no table of database {info.database!r} matches source.tables {list(self.cfg.tables)}"
                 )
             cat.check_tables(tables)
             cat.ensure_publication(conn, self.cfg.publication, tables, info.version)
@@ -120,9 +119,7 @@ class Capture:
                 f"(delete {self.writer.path} and the views' data)"
             )
         if slot.plugin != "pgoutput":
-            raise SourceError(
-                f"replication slot {name!r} uses plugin {slot.plugin!r}, not pgoutput"
-            )
+            raise SourceError(f"replication slot {name!r} uses plugin {slot.plugin!r}, not pgoutput")
         if slot.active_pid is not None:
             raise TransientSourceError(
                 f"replication slot {name!r} is in use by another process (pid {slot.active_pid})"
@@ -173,9 +170,7 @@ class Capture:
             format_lsn(created.consistent_point),
             len(tables),
         )
-        take_snapshot(
-            self.dsn, created.snapshot_name, created.consistent_point, tables, self.writer
-        )
+        take_snapshot(self.dsn, created.snapshot_name, created.consistent_point, tables, self.writer)
         self.writer.set_meta_now(state="streaming", consistent_lsn=created.consistent_point)
 
     # -- streaming --------------------------------------------------------------------------
@@ -230,9 +225,7 @@ class Capture:
                     t = payload[0]
                     if t in (0x49, 0x55, 0x44, 0x54):  # I U D T
                         if stream_xid is not None:
-                            w.stream_add(
-                                stream_xid, streamed_xid(payload), strip_stream_xid(payload)
-                            )
+                            w.stream_add(stream_xid, streamed_xid(payload), strip_stream_xid(payload))
                         elif not skip:
                             w.add(payload)
                             stats.events += 1
@@ -280,7 +273,7 @@ class Capture:
                         w.stream_abort(a.xid, a.subxid)
                     # Y (type), O (origin), M (message): nothing to keep
                 elif kind == 0x6B:  # 'k' keepalive
-                    wal_end, reply = parse_keepalive(msg)
+                    wal_end, _reply = parse_keepalive(msg)
                     if dirty:
                         confirmed = max(confirmed, w.sync())
                         dirty = False

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -17,7 +18,7 @@ from syncline.sources.postgres.replication import session_conninfo
 SYSTEM_SCHEMAS = ("pg_catalog", "information_schema", "pg_toast", "_syncline")
 
 
-def connect(dsn: str, autocommit: bool = True) -> psycopg.Connection[tuple[object, ...]]:
+def connect(dsn: str, autocommit: bool = True) -> psycopg.Connection[Any]:
     try:
         conn = psycopg.connect(session_conninfo(dsn), autocommit=autocommit)
     except psycopg.OperationalError as e:
@@ -42,7 +43,7 @@ class ServerInfo:
     user: str
 
 
-def server_info(conn: psycopg.Connection[tuple[object, ...]]) -> ServerInfo:
+def server_info(conn: psycopg.Connection[Any]) -> ServerInfo:
     row = conn.execute(
         "SELECT current_setting('server_version_num')::int, current_setting('wal_level'),"
         " r.rolsuper, r.rolreplication, pg_encoding_to_char(d.encoding), current_database(),"
@@ -55,7 +56,7 @@ def server_info(conn: psycopg.Connection[tuple[object, ...]]) -> ServerInfo:
         str(row[1]),
         bool(row[2]),
         bool(row[3]),
-        str(row[4]),  # type: ignore[call-overload]
+        str(row[4]),
         str(row[5]),
         str(row[6]),
     )
@@ -69,8 +70,7 @@ def check_server(info: ServerInfo) -> None:
         )
     if not (info.superuser or info.replication):
         raise SourceError(
-            f"role {info.user!r} lacks the REPLICATION attribute "
-            f"(ALTER ROLE {info.user} WITH REPLICATION)"
+            f"role {info.user!r} lacks the REPLICATION attribute (ALTER ROLE {info.user} WITH REPLICATION)"
         )
     if info.encoding != "UTF8":
         raise SourceError(f"source database encoding is {info.encoding}; syncline needs UTF8")
@@ -93,9 +93,7 @@ class TableInfo:
         return f"{self.schema}.{self.name}"
 
 
-def discover_tables(
-    conn: psycopg.Connection[tuple[object, ...]], patterns: tuple[str, ...]
-) -> list[TableInfo]:
+def discover_tables(conn: psycopg.Connection[Any], patterns: tuple[str, ...]) -> list[TableInfo]:
     rows = conn.execute(
         "SELECT c.oid, n.nspname, c.relname, c.relkind, c.relreplident,"
         " EXISTS (SELECT 1 FROM pg_catalog.pg_index i WHERE i.indrelid = c.oid"
@@ -117,7 +115,7 @@ def discover_tables(
                     str(schema),
                     str(name),
                     str(relkind),
-                    str(ri),  # type: ignore[call-overload]
+                    str(ri),
                     bool(has_pk),
                     bool(sel),
                 )
@@ -145,7 +143,7 @@ def check_tables(tables: list[TableInfo]) -> None:
         raise SourceError("; ".join(problems))
 
 
-def publication_tables(conn: psycopg.Connection[tuple[object, ...]], name: str) -> set[str] | None:
+def publication_tables(conn: psycopg.Connection[Any], name: str) -> set[str] | None:
     row = conn.execute(
         "SELECT puballtables FROM pg_catalog.pg_publication WHERE pubname = %s", (name,)
     ).fetchone()
@@ -159,7 +157,7 @@ def publication_tables(conn: psycopg.Connection[tuple[object, ...]], name: str) 
 
 
 def ensure_publication(
-    conn: psycopg.Connection[tuple[object, ...]],
+    conn: psycopg.Connection[Any],
     name: str,
     tables: list[TableInfo],
     version: int,
@@ -168,23 +166,16 @@ def ensure_publication(
     that it publishes exactly them."""
     existing = publication_tables(conn, name)
     idents = sql.SQL(", ").join(sql.Identifier(t.schema, t.name) for t in tables)
-    opts = (
-        sql.SQL(" WITH (publish_via_partition_root = true)") if version >= 130000 else sql.SQL("")
-    )
+    opts = sql.SQL(" WITH (publish_via_partition_root = true)") if version >= 130000 else sql.SQL("")
     try:
         if existing is None:
             if not tables:
-                raise SourceError(
-                    f"no table matches source.tables; publication {name!r} not created"
-                )
+                raise SourceError(f"no table matches source.tables; publication {name!r} not created")
             conn.execute(
-                sql.SQL("CREATE PUBLICATION {} FOR TABLE {}").format(sql.Identifier(name), idents)
-                + opts
+                sql.SQL("CREATE PUBLICATION {} FOR TABLE {}").format(sql.Identifier(name), idents) + opts
             )
         elif existing != {t.qualified for t in tables} and tables:
-            conn.execute(
-                sql.SQL("ALTER PUBLICATION {} SET TABLE {}").format(sql.Identifier(name), idents)
-            )
+            conn.execute(sql.SQL("ALTER PUBLICATION {} SET TABLE {}").format(sql.Identifier(name), idents))
     except psycopg.errors.InsufficientPrivilege as e:
         raise SourceError(
             f"cannot create or alter publication {name!r}: {_short(e)} (a superuser can create it:"
@@ -203,7 +194,7 @@ class SlotInfo:
     wal_status: str
 
 
-def slot_info(conn: psycopg.Connection[tuple[object, ...]], name: str) -> SlotInfo | None:
+def slot_info(conn: psycopg.Connection[Any], name: str) -> SlotInfo | None:
     row = conn.execute(
         "SELECT slot_name, coalesce(plugin, ''), coalesce(database, ''), active_pid,"
         " coalesce(confirmed_flush_lsn - '0/0', 0)::bigint,"
@@ -217,11 +208,11 @@ def slot_info(conn: psycopg.Connection[tuple[object, ...]], name: str) -> SlotIn
         str(row[0]),
         str(row[1]),
         str(row[2]),
-        int(row[3]) if row[3] is not None else None,  # type: ignore[call-overload]
+        int(row[3]) if row[3] is not None else None,
         int(row[4]),
         int(row[5]),
         str(row[6]),
-    )  # type: ignore[call-overload]
+    )
 
 
 # --- relation details ---------------------------------------------------------------------
@@ -230,7 +221,7 @@ def slot_info(conn: psycopg.Connection[tuple[object, ...]], name: str) -> SlotIn
 class RelationCatalog:
     """Builds :class:`Relation` objects from Relation messages or table oids."""
 
-    def __init__(self, conn: psycopg.Connection[tuple[object, ...]]) -> None:
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
         self.conn = conn
         self._types: dict[tuple[int, int], tuple[str, str, str, str]] = {}
         self._cache: dict[RelationMessage, Relation] = {}
@@ -262,10 +253,10 @@ class RelationCatalog:
         else:
             name, typtype, cat, basetype, basemod, elem = row
             if typtype == "d":
-                bname, bcat, belem, bbase = self._type(int(basetype), int(basemod))  # type: ignore[call-overload]
+                _bname, bcat, belem, bbase = self._type(int(basetype), int(basemod))
                 res = (str(name), bcat, belem, bbase)
             elif cat == "A" and elem:
-                ename, _c, _e, ebase = self._type(int(elem), typmod)  # type: ignore[call-overload]
+                ename, _c, _e, ebase = self._type(int(elem), typmod)
                 res = (
                     str(name),
                     "A",
@@ -296,7 +287,7 @@ class RelationCatalog:
                 return
             nsp, name, typtype, elem, basetype, basemod, relid, cat = row
             if cat == "A" and elem:
-                visit(int(elem))  # type: ignore[call-overload]
+                visit(int(elem))
                 return
             if nsp in ("pg_catalog", "information_schema"):
                 return
@@ -311,14 +302,12 @@ class RelationCatalog:
                 )
                 out.append(UserType(str(nsp), str(name), "e", labels=labels))
             elif typtype == "d":
-                visit(int(basetype))  # type: ignore[call-overload]
+                visit(int(basetype))
                 base = self.conn.execute(
                     "SELECT pg_catalog.format_type(%s, %s)",
                     (basetype, basemod if basemod != -1 else None),
                 ).fetchone()
-                out.append(
-                    UserType(str(nsp), str(name), "d", base=str(base[0]) if base else "text")
-                )
+                out.append(UserType(str(nsp), str(name), "d", base=str(base[0]) if base else "text"))
             elif typtype == "c":
                 attrs = self.conn.execute(
                     "SELECT attname, atttypid, pg_catalog.format_type(atttypid, atttypmod)"
@@ -327,7 +316,7 @@ class RelationCatalog:
                     (relid,),
                 ).fetchall()
                 for _n, t, _f in attrs:
-                    visit(int(t))  # type: ignore[call-overload]
+                    visit(int(t))
                 out.append(
                     UserType(
                         str(nsp),
@@ -343,7 +332,7 @@ class RelationCatalog:
                     (oid,),
                 ).fetchone()
                 if sub is not None:
-                    visit(int(sub[0]))  # type: ignore[call-overload]
+                    visit(int(sub[0]))
                     out.append(UserType(str(nsp), str(name), "r", base=str(sub[1])))
 
         for t in type_oids:
@@ -392,7 +381,7 @@ class RelationCatalog:
             (table.oid,),
         ).fetchall()
         cols = tuple(
-            (1 if (table.replident == "f" or str(n) in ident) else 0, str(n), int(t), int(m))  # type: ignore[call-overload]
+            (1 if (table.replident == "f" or str(n) in ident) else 0, str(n), int(t), int(m))
             for n, t, m in rows
         )
         return RelationMessage(table.oid, table.schema, table.name, table.replident, cols)

@@ -68,8 +68,7 @@ class ReplicationConnection:
             msg = res.get_error_message("replace").strip()
             state = res.error_field(pq.DiagnosticField.SQLSTATE)
             raise SourceError(
-                f"{command.split()[0]} failed: {msg}"
-                + (f" (SQLSTATE {state.decode()})" if state else "")
+                f"{command.split()[0]} failed: {msg}" + (f" (SQLSTATE {state.decode()})" if state else "")
             )
         return res
 
@@ -100,9 +99,7 @@ class ReplicationConnection:
             msg = res.get_error_message("replace").strip()
             state = res.error_field(pq.DiagnosticField.SQLSTATE)
             code = state.decode() if state else ""
-            raise SourceError(
-                f"START_REPLICATION failed: {msg}" + (f" (SQLSTATE {code})" if code else "")
-            )
+            raise SourceError(f"START_REPLICATION failed: {msg}" + (f" (SQLSTATE {code})" if code else ""))
         self._copying = True
 
     def read(self, timeout: float) -> bytes | None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -63,7 +64,7 @@ def take_snapshot(
 
 
 def _copy_table(
-    conn: psycopg.Connection[tuple[object, ...]],
+    conn: psycopg.Connection[Any],
     t: TableInfo,
     rel: Relation,
     writer: EmbeddedLogWriter,
@@ -71,9 +72,7 @@ def _copy_table(
     started: float,
     total_before: int,
 ) -> int:
-    cols = sql.SQL(", ").join(
-        sql.SQL("{}::text").format(sql.Identifier(c.name)) for c in rel.columns
-    )
+    cols = sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(c.name)) for c in rel.columns)
     only = sql.SQL("ONLY ") if t.relkind == "r" else sql.SQL("")
     query = sql.SQL("COPY (SELECT {} FROM {}{}) TO STDOUT").format(
         cols, only, sql.Identifier(t.schema, t.name)
@@ -85,7 +84,7 @@ def _copy_table(
     add = writer.add
     with conn.cursor() as cur, cur.copy(query) as copy:
         for row in copy.rows():
-            add(encode_insert(oid, row))  # type: ignore[arg-type]
+            add(encode_insert(oid, row))
             n += 1
             if n & 0x3FFF == 0:
                 now = time.monotonic()

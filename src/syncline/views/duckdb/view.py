@@ -19,6 +19,7 @@ The type mapping is documented in :mod:`syncline.views.duckdb.values`.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -125,6 +126,21 @@ def _is_lock_error(e: BaseException) -> bool:
     return "lock" in text or "conflicting" in text
 
 
+class _Rows:
+    """A fully fetched result (DuckDB wants every result consumed before the next call)."""
+
+    __slots__ = ("rows",)
+
+    def __init__(self, rows: list[Any]) -> None:
+        self.rows = rows
+
+    def fetchone(self) -> Any:
+        return self.rows[0] if self.rows else None
+
+    def fetchall(self) -> list[Any]:
+        return self.rows
+
+
 class _Failure(Exception):
     """An error of ours inside apply (message already specific)."""
 
@@ -160,17 +176,14 @@ class DuckdbView:
                 raise TransientViewError(
                     f"view {self.name!r}: cannot open DuckDB file {self.path}: {e}"
                 ) from e
-            c = self._conn
-            try:
-                c.execute("SET TimeZone = 'UTC'")
-            except duckdb.Error:  # pragma: no cover - ICU missing: TIMESTAMPTZ still exact
-                pass
-            c.execute(f"CREATE SCHEMA IF NOT EXISTS {META}")
-            c.execute(
+            with contextlib.suppress(duckdb.Error):
+                self._run("SET TimeZone = 'UTC'")
+            self._run(f"CREATE SCHEMA IF NOT EXISTS {META}")
+            self._run(
                 f"CREATE TABLE IF NOT EXISTS {META}.positions "
                 "(view VARCHAR PRIMARY KEY, seq BIGINT, commit_lsn BIGINT)"
             )
-            c.execute(
+            self._run(
                 f"CREATE TABLE IF NOT EXISTS {META}.relations (view VARCHAR, oid BIGINT, relation JSON)"
             )
             self._in_txn = False
@@ -211,21 +224,20 @@ class DuckdbView:
             if not row or not row[0]:
                 return Checkpoint()
             got = c.execute(
-                f"SELECT seq, commit_lsn FROM {META}.positions WHERE view = ?", [self.name]
+                "SELECT seq, commit_lsn FROM _syncline.positions WHERE view = ?", [self.name]
             ).fetchone()
             return Checkpoint(int(got[0]), int(got[1])) if got else Checkpoint()
         finally:
             c.close()
 
     def count_rows(self, qualified: str) -> int:
-        c = self._require()
         for r in self._rels.values():
             if r.qualified == qualified:
                 schema, name = r.schema, r.name
                 break
         else:
             schema, _, name = qualified.partition(".")
-        row = c.execute(f"SELECT count(*) FROM {table_sql(schema, name)}").fetchone()  # noqa: S608
+        row = self._run(f"SELECT count(*) FROM {table_sql(schema, name)}").fetchone()  # noqa: S608
         return int(row[0]) if row else 0
 
     def table_types(self, oid: int) -> dict[str, str]:
@@ -242,13 +254,12 @@ class DuckdbView:
     def apply(self, batch: Batch) -> None:
         if self._conn is None:
             self.open()
-        c = self._conn
         if not self._in_txn:
             stored = self._stored_checkpoint()
             if stored.seq >= batch.checkpoint.seq:
                 log.debug("view %s: skipping batch up to seq %d", self.name, batch.checkpoint.seq)
                 return
-            c.execute("BEGIN TRANSACTION")
+            self._run("BEGIN TRANSACTION")
             self._in_txn = True
         where = "-"
         try:
@@ -262,19 +273,19 @@ class DuckdbView:
                         where = rel.qualified
                         if rel.oid in self._rels:
                             cur = self._rels[rel.oid]
-                            c.execute(f"DELETE FROM {table_sql(cur.schema, cur.name)}")  # noqa: S608
+                            self._run(f"DELETE FROM {table_sql(cur.schema, cur.name)}")  # noqa: S608
                 elif isinstance(step, DeltaStep):
                     for td in step.tables:
                         where = td.relation.qualified
                         self._apply_delta(td)
             where = "-"
             if batch.commit:
-                c.execute(
-                    f"INSERT INTO {META}.positions VALUES (?, ?, ?) ON CONFLICT (view) "
+                self._run(
+                    "INSERT INTO _syncline.positions VALUES (?, ?, ?) ON CONFLICT (view) "
                     "DO UPDATE SET seq = excluded.seq, commit_lsn = excluded.commit_lsn",
                     [self.name, batch.checkpoint.seq, batch.checkpoint.commit_lsn],
                 )
-                c.execute("COMMIT")
+                self._run("COMMIT")
                 self._in_txn = False
         except Exception as e:
             self._abort()
@@ -288,6 +299,10 @@ class DuckdbView:
 
     # ------------------------------------------------------------------ internals
 
+    def _run(self, sql: str, params: Sequence[Any] | None = None) -> _Rows:
+        cur = self._require().execute(sql, params)
+        return _Rows(cur.fetchall())
+
     def _require(self) -> Any:
         if self._conn is None:
             raise ViewError(f"view {self.name!r}: not open")
@@ -296,7 +311,7 @@ class DuckdbView:
     def _stored_checkpoint(self) -> Checkpoint:
         row = (
             self._require()
-            .execute(f"SELECT seq, commit_lsn FROM {META}.positions WHERE view = ?", [self.name])
+            .execute("SELECT seq, commit_lsn FROM _syncline.positions WHERE view = ?", [self.name])
             .fetchone()
         )
         return Checkpoint(int(row[0]), int(row[1])) if row else Checkpoint()
@@ -312,28 +327,23 @@ class DuckdbView:
         self._in_txn = False
         if c is None:
             return
-        try:
-            c.execute("ROLLBACK")
-        except duckdb.Error:
-            pass
+        with contextlib.suppress(duckdb.Error):
+            self._run("ROLLBACK")
         try:
             self._load_relations()
         except duckdb.Error:
             # the database is unusable (fatal error): reconnect on next use
-            try:
+            with contextlib.suppress(duckdb.Error):
                 c.close()
-            except duckdb.Error:
-                pass
             self._conn = None
             self._rels.clear()
             self._types.clear()
 
     def _load_relations(self) -> None:
-        c = self._require()
         self._rels = {}
         self._types = {}
-        for oid, doc in c.execute(
-            f"SELECT oid, relation FROM {META}.relations WHERE view = ?", [self.name]
+        for oid, doc in self._run(
+            "SELECT oid, relation FROM _syncline.relations WHERE view = ?", [self.name]
         ).fetchall():
             rel = relation_from_json(doc)
             self._rels[int(oid)] = rel
@@ -365,24 +375,22 @@ class DuckdbView:
         return sel
 
     def _store_relation(self, rel: Relation) -> None:
-        c = self._require()
-        c.execute(f"DELETE FROM {META}.relations WHERE view = ? AND oid = ?", [self.name, rel.oid])
-        c.execute(
-            f"INSERT INTO {META}.relations VALUES (?, ?, ?)",
+        self._run("DELETE FROM _syncline.relations WHERE view = ? AND oid = ?", [self.name, rel.oid])
+        self._run(
+            "INSERT INTO _syncline.relations VALUES (?, ?, ?)",
             [self.name, rel.oid, relation_to_json(rel)],
         )
         self._rels[rel.oid] = rel
         self._types[rel.oid] = self._load_types(rel)
 
     def _forget(self, oid: int) -> None:
-        self._require().execute(f"DELETE FROM {META}.relations WHERE view = ? AND oid = ?", [self.name, oid])
+        self._run("DELETE FROM _syncline.relations WHERE view = ? AND oid = ?", [self.name, oid])
         self._rels.pop(oid, None)
         self._types.pop(oid, None)
 
     # ------------------------------------------------------------------ DDL
 
     def _ensure_table(self, new: Relation) -> None:
-        c = self._require()
         old = self._rels.get(new.oid)
         target = table_sql(new.schema, new.name)
         same_name = (new.schema, new.name)
@@ -391,26 +399,25 @@ class DuckdbView:
             for oid, r in list(self._rels.items()):
                 if oid != new.oid and (r.schema, r.name) == same_name:
                     self._forget(oid)
-            c.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(new.schema)}")
+            self._run(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(new.schema)}")
         if old is None:
-            c.execute(f"DROP TABLE IF EXISTS {target}")
+            self._run(f"DROP TABLE IF EXISTS {target}")
             cols = ", ".join(f"{quote_ident(col.name)} {map_column(col).sql}" for col in new.columns)
-            c.execute(f"CREATE TABLE {target} ({cols})")
+            self._run(f"CREATE TABLE {target} ({cols})")
             self._store_relation(new)
             return
         if (old.schema, old.name) != same_name:
-            c.execute(f"DROP TABLE IF EXISTS {target}")
+            self._run(f"DROP TABLE IF EXISTS {target}")
             src = table_sql(old.schema, old.name)
             if old.schema == new.schema:
-                c.execute(f"ALTER TABLE {src} RENAME TO {quote_ident(new.name)}")
+                self._run(f"ALTER TABLE {src} RENAME TO {quote_ident(new.name)}")
             else:
-                c.execute(f"CREATE TABLE {target} AS SELECT * FROM {src}")  # noqa: S608
-                c.execute(f"DROP TABLE {src}")
+                self._run(f"CREATE TABLE {target} AS SELECT * FROM {src}")  # noqa: S608
+                self._run(f"DROP TABLE {src}")
         self._alter_columns(old, new, target)
         self._store_relation(new)
 
     def _alter_columns(self, old: Relation, new: Relation, target: str) -> None:
-        c = self._require()
         old_by_name = {col.name: (i, col) for i, col in enumerate(old.columns)}
         new_names = {col.name for col in new.columns}
         dropped = {i: col for i, col in enumerate(old.columns) if col.name not in new_names}
@@ -423,21 +430,21 @@ class DuckdbView:
                 renamed[d.name] = col.name
                 del dropped[i]
         for col in dropped.values():
-            c.execute(f"ALTER TABLE {target} DROP COLUMN {quote_ident(col.name)}")
+            self._run(f"ALTER TABLE {target} DROP COLUMN {quote_ident(col.name)}")
         for o, n in renamed.items():
-            c.execute(f"ALTER TABLE {target} RENAME COLUMN {quote_ident(o)} TO {quote_ident(n)}")
+            self._run(f"ALTER TABLE {target} RENAME COLUMN {quote_ident(o)} TO {quote_ident(n)}")
         for col in new.columns:
             q = quote_ident(col.name)
             if col.name in old_by_name:
                 before = map_column(old_by_name[col.name][1])
                 after = map_column(col)
                 if before.sql != after.sql:
-                    c.execute(
+                    self._run(
                         f"ALTER TABLE {target} ALTER COLUMN {q} SET DATA TYPE {after.sql} "
                         f"USING TRY_CAST({q} AS {after.sql})"
                     )
             elif col.name not in renamed.values():
-                c.execute(f"ALTER TABLE {target} ADD COLUMN {q} {map_column(col).sql}")
+                self._run(f"ALTER TABLE {target} ADD COLUMN {q} {map_column(col).sql}")
 
     # ------------------------------------------------------------------ DML
 
@@ -476,10 +483,8 @@ class DuckdbView:
     def _stage(self, name: str, columns: dict[str, tuple[list[Any], pa.DataType]]) -> None:
         table = pa.table({k: pa.array(v, type=t) for k, (v, t) in columns.items()})
         c = self._require()
-        try:
+        with contextlib.suppress(duckdb.Error):
             c.unregister(name)
-        except duckdb.Error:  # pragma: no cover
-            pass
         c.register(name, table)
 
     def _adapt_depths(
@@ -499,14 +504,13 @@ class DuckdbView:
                 raise _Failure(f"column {col.name}: arrays of different dimensionality {sorted(depths)}")
             (d,) = depths
             q = quote_ident(col.name)
-            c = self._require()
-            row = c.execute(f"SELECT count(*) FROM {target} WHERE len({q}) > 0").fetchone()  # noqa: S608
+            row = self._run(f"SELECT count(*) FROM {target} WHERE len({q}) > 0").fetchone()  # noqa: S608
             if row and row[0]:
                 raise _Failure(
                     f"column {col.name}: {d}-dimensional array where {m.depth}-dimensional arrays are stored"
                 )
             new = m.with_depth(d)
-            c.execute(
+            self._run(
                 f"ALTER TABLE {target} ALTER COLUMN {q} SET DATA TYPE {new.sql} USING "
                 f"CASE WHEN {q} IS NULL THEN NULL ELSE CAST([] AS {new.sql}) END"
             )
@@ -577,12 +581,12 @@ class DuckdbView:
                 f"t.{names[ki]} = {_from_stage(f's.o{j}', kmaps[j])}" for j, ki in enumerate(kidx)
             )
             found = f"(t.{names[kidx[0]]} IS NOT NULL) AS __syncline_found"
-            c.execute(
+            self._run(
                 f"CREATE OR REPLACE TEMP TABLE {_PARTIAL} AS SELECT {', '.join(sel)}, {found} "  # noqa: S608
                 f"FROM {_PSTAGE} s LEFT JOIN {target} t ON {on}"
             )
             c.unregister(_PSTAGE)
-            row = c.execute(f"SELECT count(*) FROM {_PARTIAL} WHERE NOT __syncline_found").fetchone()  # noqa: S608
+            row = self._run(f"SELECT count(*) FROM {_PARTIAL} WHERE NOT __syncline_found").fetchone()  # noqa: S608
             if row and row[0]:
                 log.warning(
                     "view %s: %s: %d updated rows with unchanged TOAST values have no stored "
@@ -597,7 +601,7 @@ class DuckdbView:
         if full or partials:
             keys += [tuple(r[i] for i in kidx) for r in all_rows]  # type: ignore[misc]
         if keys:
-            row = c.execute(f"SELECT EXISTS (SELECT 1 FROM {target})").fetchone()  # noqa: S608
+            row = self._run(f"SELECT EXISTS (SELECT 1 FROM {target})").fetchone()  # noqa: S608
             if row and row[0]:
                 kcols: dict[str, tuple[list[Any], pa.DataType]] = {}
                 for j, ki in enumerate(kidx):
@@ -609,7 +613,7 @@ class DuckdbView:
                 self._stage(_STAGE, kcols)
                 proj = ", ".join(f"{_from_stage(f'k{j}', maps[ki])} AS k{j}" for j, ki in enumerate(kidx))
                 on = " AND ".join(f"{target}.{names[ki]} = s.k{j}" for j, ki in enumerate(kidx))
-                c.execute(
+                self._run(
                     f"DELETE FROM {target} USING (SELECT DISTINCT {proj} FROM {_STAGE}) s "  # noqa: S608
                     f"WHERE {on}"
                 )
@@ -620,12 +624,12 @@ class DuckdbView:
             fcols = {f"c{i}": (converted[i][:nfull], _arrow_type(maps[i])) for i in range(ncols)}
             self._stage(_STAGE, fcols)
             proj = ", ".join(_from_stage(f"c{i}", maps[i]) for i in range(ncols))
-            c.execute(f"INSERT INTO {target} ({', '.join(names)}) SELECT {proj} FROM {_STAGE}")  # noqa: S608
+            self._run(f"INSERT INTO {target} ({', '.join(names)}) SELECT {proj} FROM {_STAGE}")  # noqa: S608
             c.unregister(_STAGE)
         if partials:
             cl = ", ".join(names)
-            c.execute(f"INSERT INTO {target} ({cl}) SELECT {cl} FROM {_PARTIAL}")  # noqa: S608
-            c.execute(f"DROP TABLE {_PARTIAL}")
+            self._run(f"INSERT INTO {target} ({cl}) SELECT {cl} FROM {_PARTIAL}")  # noqa: S608
+            self._run(f"DROP TABLE {_PARTIAL}")
 
 
 __all__ = ["DuckdbView", "relation_from_json", "relation_to_json"]
