@@ -156,8 +156,9 @@ class Pipeline:
 
     def close(self) -> None:
         self.kill()
-        with contextlib.suppress(Exception):
-            self.sql(  # noqa: S608 - test-generated names
-                f"SELECT pg_drop_replication_slot('{self.slot}')"
-                f" WHERE EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = '{self.slot}')"
+        with contextlib.suppress(Exception), psycopg.connect(self.source_dsn, autocommit=True) as c:
+            c.execute(
+                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots"
+                " WHERE slot_name = %s",
+                (self.slot,),
             )
