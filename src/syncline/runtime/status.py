@@ -137,17 +137,23 @@ def views_caught_up(cfg: Config, lsn: int, views: list[str]) -> bool:
         return False
     conn = connect(path, readonly=True)
     try:
-        received = int(get_meta(conn, "received_lsn", "0"))
-        if received < lsn:
-            return False
-        for name in views:
-            row = conn.execute("SELECT seq FROM consumers WHERE name = ?", (name,)).fetchone()
-            seq = int(row[0]) if row else 0
-            pending = conn.execute(
-                "SELECT 1 FROM records WHERE seq > ? AND commit_lsn <= ? LIMIT 1", (seq, lsn)
-            ).fetchone()
-            if pending is not None or row is None:
-                return False
-        return True
+        return _caught_up(conn, lsn, views)
+    except sqlite3.OperationalError:  # the log is being created
+        return False
     finally:
         conn.close()
+
+
+def _caught_up(conn: sqlite3.Connection, lsn: int, views: list[str]) -> bool:
+    if int(get_meta(conn, "received_lsn", "0")) < lsn:
+        return False
+    for name in views:
+        row = conn.execute("SELECT seq FROM consumers WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            return False
+        pending = conn.execute(
+            "SELECT 1 FROM records WHERE seq > ? AND commit_lsn <= ? LIMIT 1", (int(row[0]), lsn)
+        ).fetchone()
+        if pending is not None:
+            return False
+    return True

@@ -4,6 +4,7 @@ retries transient errors with backoff and reports its state in the log database.
 from __future__ import annotations
 
 import contextlib
+import sqlite3
 import ctypes
 import logging
 import signal
@@ -133,7 +134,10 @@ def view_main(cfg: Config, vcfg: ViewConfig) -> int:
             view = create_view(vcfg)
             cp = view.open()
             backoff.reset()
-            _view_loop(view, vcfg, path, cp, consumers, stop, log)
+            try:
+                _view_loop(view, vcfg, path, cp, consumers, stop, log)
+            except sqlite3.OperationalError as e:  # the log is busy or being created
+                raise TransientViewError(f"reading the log: {e}") from e
             view.close()
             consumers.update(vcfg.name, vcfg.kind, state="stopped")
             return 0

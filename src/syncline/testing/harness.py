@@ -4,6 +4,7 @@ restart, wait until caught up, compare every view with the source."""
 from __future__ import annotations
 
 import contextlib
+import sqlite3
 import os
 import signal
 import subprocess
@@ -137,6 +138,8 @@ class Pipeline:
         conn = connect(self.workdir / "log", readonly=True)
         try:
             return [str(r[0]) for r in conn.execute("SELECT name FROM consumers WHERE state = 'failed'")]
+        except sqlite3.OperationalError:  # the log is being created
+            return []
         finally:
             conn.close()
 

@@ -89,11 +89,13 @@ def net_steps(
     view keeps (None: all); rows of other tables are skipped, truncates filtered.
     """
     deltas: dict[int, TableDelta] = {}
+    kidx: dict[int, tuple[int, ...]] = {}
 
     def flush() -> Iterator[Step]:
         if deltas:
             yield DeltaStep([d for d in deltas.values() if len(d)])
             deltas.clear()
+            kidx.clear()
 
     for txn in transactions:
         for item in txn.items:
@@ -106,7 +108,8 @@ def net_steps(
                 d = deltas.get(item.relid)
                 if d is None:
                     d = deltas[item.relid] = TableDelta(rel)
-                _apply_change(d, rel, item)
+                    kidx[item.relid] = rel.key_indexes()
+                _apply_change(d, kidx[item.relid], item)
             elif isinstance(item, SchemaChange):
                 new = item.relation
                 old = relations.get(new.oid)
@@ -135,8 +138,7 @@ def _key(row: Row, kidx: tuple[int, ...]) -> Key:
     return cast(Key, tuple(row[i] for i in kidx))
 
 
-def _apply_change(d: TableDelta, rel: Relation, ch: RowChange) -> None:
-    kidx = rel.key_indexes()
+def _apply_change(d: TableDelta, kidx: tuple[int, ...], ch: RowChange) -> None:
     if ch.op == "insert":
         assert ch.new is not None
         k = _key(ch.new, kidx)

@@ -250,6 +250,12 @@ class EmbeddedLogWriter:
     def commit(self, commit_lsn: int, end_lsn: int, commit_time: int) -> None:
         xid, _c, _t = self._tx
         self._tx = (xid, commit_lsn, commit_time)
+        if self._tx_ord == 0 and not self._msgs and not self._tx_snapshot:
+            # An empty transaction (only unpublished tables): nothing to keep, but its end
+            # LSN is received and may be confirmed once durable.
+            self._pending_end = max(self._pending_end, end_lsn)
+            self._pending_commit_lsn = max(self._pending_commit_lsn, commit_lsn)
+            return
         self._cut(last=True, end_lsn=end_lsn)
         self._pending_hw = self.next_seq - 1
         self._pending_end = max(self._pending_end, end_lsn)
@@ -287,7 +293,12 @@ class EmbeddedLogWriter:
 
     def sync(self, received_lsn: int | None = None) -> int:
         """Write buffered records and commit durably; return the durable end LSN."""
-        dirty = bool(self._rows) or self._in_tx or self._pending_hw != self.hw
+        dirty = (
+            bool(self._rows)
+            or self._in_tx
+            or self._pending_hw != self.hw
+            or self._pending_end != self._durable_end
+        )
         if received_lsn is not None and received_lsn > self._received_lsn:
             dirty = True
         if not dirty:

@@ -50,7 +50,7 @@ def _expr(m: Mapping, x: str, depth: int = 1) -> str:
         )
         if inner == var:
             return x
-        return f"list_transform({x}, {var} -> {inner})"
+        return f"list_transform({x}, lambda {var}: {inner})"
     return x
 
 

@@ -298,8 +298,23 @@ _IV_PART = re.compile(r"([+-]?\d+) (year|mon|day)s?")
 _IV_TIME = re.compile(r"([+-])?(\d+):(\d\d):(\d\d)(?:\.(\d{1,6}))?")
 
 
+_I32_MAX = 2**31 - 1
+_I32_MIN = -(2**31)
+_I64_MAX = 2**63 - 1
+_I64_MIN = -(2**63)
+INTERVAL_INFINITY = (_I32_MAX, _I32_MAX, _I64_MAX)
+INTERVAL_MINUS_INFINITY = (_I32_MIN, _I32_MIN, _I64_MIN)
+
+
 def parse_interval(text: str) -> tuple[int, int, int]:
-    """PostgreSQL interval text (IntervalStyle postgres) -> (months, days, microseconds)."""
+    """PostgreSQL interval text (IntervalStyle postgres) -> (months, days, microseconds).
+
+    ``infinity`` / ``-infinity`` (PostgreSQL 17+) are the extreme values, as in PostgreSQL.
+    """
+    if text == "infinity":
+        return INTERVAL_INFINITY
+    if text == "-infinity":
+        return INTERVAL_MINUS_INFINITY
     months = days = micros = 0
     pos = 0
     t = text.strip()
@@ -343,7 +358,15 @@ def _tdiv(a: int, b: int) -> int:
 
 
 def render_interval(months: int, days: int, micros: int) -> str:
-    """PostgreSQL ``IntervalStyle = postgres`` output of (months, days, microseconds)."""
+    """PostgreSQL ``IntervalStyle = postgres`` output of (months, days, microseconds).
+
+    The extreme values are ``infinity`` / ``-infinity`` (as in PostgreSQL 17+; older servers
+    print them as finite intervals, which no real data uses).
+    """
+    if (months, days, micros) == INTERVAL_INFINITY:
+        return "infinity"
+    if (months, days, micros) == INTERVAL_MINUS_INFINITY:
+        return "-infinity"
     year = _tdiv(months, 12)
     mon = months - 12 * year
     out: list[str] = []
@@ -474,8 +497,11 @@ def _blob(v: str) -> Any:
 
 
 def _interval(v: str) -> Any:
+    """Interval text DuckDB parses exactly (explicit months, days and microseconds)."""
     months, days, micros = parse_interval(v)
-    return (months, days, micros * 1000)
+    if micros == _I64_MIN:  # DuckDB parses the magnitude first, which overflows
+        return f"{months} months {days} days {micros + 1} microseconds -1 microseconds"
+    return f"{months} months {days} days {micros} microseconds"
 
 
 def _decimal(v: str) -> Any:

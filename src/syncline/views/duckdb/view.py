@@ -110,8 +110,6 @@ def _arrow_type(m: Mapping) -> pa.DataType:
         for _ in range(m.depth):
             t = pa.list_(t)
         return t
-    if m.kind == "interval":
-        return pa.month_day_nano_interval()
     if m.kind == "blob":
         return pa.large_binary()
     return pa.large_string()

@@ -1,0 +1,192 @@
+"""Sampling processes through /proc: the tree of ``syncline run`` (peak RSS per process and
+of the whole tree) and the CPU time of each process, including PostgreSQL backends that are
+not our children (walsenders, the apply worker of a subscription)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def _read(path: str) -> str:
+    with open(path) as f:
+        return f.read()
+
+
+def status_kb(pid: int) -> tuple[int, int]:
+    """(VmRSS, VmHWM) in kB; (0, 0) if the process is gone."""
+    rss = hwm = 0
+    try:
+        for line in _read(f"/proc/{pid}/status").splitlines():
+            if line.startswith("VmRSS:"):
+                rss = int(line.split()[1])
+            elif line.startswith("VmHWM:"):
+                hwm = int(line.split()[1])
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return 0, 0
+    return rss, hwm
+
+
+def stat_fields(pid: int) -> list[str] | None:
+    try:
+        raw = _read(f"/proc/{pid}/stat")
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    # the command name is in parentheses and may contain spaces
+    return raw[raw.rindex(")") + 2 :].split()
+
+
+def cpu_seconds(pid: int) -> float | None:
+    f = stat_fields(pid)
+    if f is None:
+        return None
+    return (int(f[11]) + int(f[12])) / CLK_TCK  # utime, stime
+
+
+def tree(root: int) -> list[int]:
+    """``root`` and all its descendants (scanning /proc: no children files on this kernel)."""
+    kids: dict[int, list[int]] = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        f = stat_fields(int(d))
+        if f is not None:
+            kids.setdefault(int(f[1]), []).append(int(d))
+    out, todo = [], [root]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(kids.get(p, []))
+    return out
+
+
+def syncline_role(pid: int, root: int, views: dict[str, str]) -> str | None:
+    """Which process of ``syncline run`` this is, from what it has open; None: not yet known.
+
+    ``views`` maps a file name a view keeps open (e.g. its DuckDB file) to the view name."""
+    if pid == root:
+        return "supervisor"
+    try:
+        cmd = _read(f"/proc/{pid}/cmdline")
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    if "resource_tracker" in cmd:
+        return "mp resource tracker"
+    names = set()
+    with contextlib.suppress(FileNotFoundError, ProcessLookupError, PermissionError):
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            with contextlib.suppress(OSError):
+                names.add(Path(os.readlink(f"/proc/{pid}/fd/{fd}")).name)
+    if "writer.lock" in names:
+        return "capture"
+    if "compact.db" in names:
+        return "compactor"
+    for fname, view in views.items():
+        if fname in names:
+            return f"view {view}"
+    return None
+
+
+@dataclass
+class ProcStats:
+    label: str
+    hwm_kb: int = 0
+    cpu_s: float = 0.0
+
+
+@dataclass
+class Sampler:
+    """Samples every ``interval`` seconds until stopped.
+
+    ``root``: pid of a process whose tree is "ours" (its RSS is summed); ``label(pid)`` names
+    a process of the tree (None: try again later); ``extra()`` returns other processes to
+    watch for CPU (label -> pid), asked about once a second."""
+
+    root: int
+    label: Callable[[int], str | None] = lambda pid: None
+    extra: Callable[[], dict[str, int]] = dict
+    interval: float = 0.1
+    procs: dict[int, ProcStats] = field(default_factory=dict)
+    peak_tree_kb: int = 0
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+    _extra: dict[str, int] = field(default_factory=dict)
+
+    def start(self) -> Sampler:
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self.sample()  # a last look (if the processes still exist)
+
+    def _loop(self) -> None:
+        last_extra = 0.0
+        while not self._stop.is_set():
+            now = time.monotonic()
+            if now - last_extra >= 1.0:
+                with contextlib.suppress(Exception):
+                    self._extra = {k: v for k, v in self.extra().items() if v}
+                last_extra = now
+            self.sample()
+            self._stop.wait(self.interval)
+
+    def sample(self) -> None:
+        total = 0
+        for pid in tree(self.root):
+            rss, hwm = status_kb(pid)
+            if not rss and not hwm:
+                continue
+            total += rss
+            st = self.procs.get(pid)
+            if st is None or st.label.startswith("?"):
+                name = self.label(pid)
+                if st is None:
+                    st = self.procs[pid] = ProcStats(name or f"? pid {pid}")
+                elif name:
+                    st.label = name
+            st.hwm_kb = max(st.hwm_kb, hwm, rss)
+            cpu = cpu_seconds(pid)
+            if cpu is not None:
+                st.cpu_s = cpu
+        self.peak_tree_kb = max(self.peak_tree_kb, total)
+        for name, pid in list(self._extra.items()):
+            cpu = cpu_seconds(pid)
+            if cpu is None:
+                continue
+            st = self.procs.get(pid)
+            if st is None:
+                st = self.procs[pid] = ProcStats(name, cpu_s=cpu)
+                st.hwm_kb = -1  # not ours: no RSS accounting
+            st.cpu_s = cpu
+
+    # -- summaries ------------------------------------------------------------------------
+
+    def ours(self) -> list[ProcStats]:
+        return [p for p in self.procs.values() if p.hwm_kb >= 0]
+
+    def sum_hwm_mb(self) -> float:
+        return sum(p.hwm_kb for p in self.ours()) / 1024
+
+    def peak_tree_mb(self) -> float:
+        return self.peak_tree_kb / 1024
+
+    def by_label(self) -> dict[str, tuple[float, float]]:
+        """label -> (peak RSS MB or -1, CPU seconds), processes of the same label merged."""
+        out: dict[str, tuple[float, float]] = {}
+        for p in self.procs.values():
+            mb = p.hwm_kb / 1024 if p.hwm_kb >= 0 else -1.0
+            old = out.get(p.label)
+            out[p.label] = (max(old[0], mb), old[1] + p.cpu_s) if old else (mb, p.cpu_s)
+        return out

@@ -1,0 +1,575 @@
+"""The DuckDB view against real DuckDB files (and a real PostgreSQL for the type zoo)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from syncline.core.config_models import ViewConfig
+from syncline.core.errors import TransientViewError, ViewError
+from syncline.core.events import (
+    UNCHANGED,
+    Checkpoint,
+    Column,
+    Item,
+    Relation,
+    RowChange,
+    SchemaChange,
+    Transaction,
+    Truncate,
+    Value,
+)
+from syncline.testing.pgcluster import PgCluster, running_cluster
+from syncline.views.base import Batch
+from syncline.views.duckdb import DuckdbView, create_view
+from syncline.views.duckdb.compare import fetch_text_rows
+from syncline.views.duckdb.values import pg_float4, pg_float8
+
+
+def make_view(path: Path, tables: tuple[str, ...] = (), name: str = "warehouse") -> DuckdbView:
+    return create_view(
+        ViewConfig(name=name, kind="duckdb", tables=tables, options={"path": str(path)})
+    )
+
+
+class Warehouse:
+    """A view plus a hand-driven stream: seq numbers, batches and queries."""
+
+    def __init__(self, path: Path, tables: tuple[str, ...] = ()) -> None:
+        self.path = path
+        self.tables = tables
+        self.view = make_view(path, tables)
+        self.checkpoint = self.view.open()
+        self.seq = self.checkpoint.seq
+        self.relations: dict[int, Relation] = dict(self.view.relations())
+
+    def reopen(self) -> None:
+        self.view.close()
+        self.view = make_view(self.path, self.tables)
+        self.checkpoint = self.view.open()
+
+    def txn(self, *items: Item) -> Transaction:
+        self.seq += 1
+        for i, it in enumerate(items):
+            it.ordinal = i
+        return Transaction(
+            seq=self.seq,
+            commit_lsn=self.seq * 1000,
+            end_lsn=self.seq * 1000 + 8,
+            xid=700 + self.seq,
+            commit_time=0,
+            items=list(items),
+        )
+
+    def batch(self, *txns: Transaction, commit: bool = True) -> Batch:
+        b = Batch(
+            transactions=list(txns),
+            relations=dict(self.relations),
+            checkpoint=Checkpoint(txns[-1].seq, txns[-1].commit_lsn),
+            commit=commit,
+        )
+        for t in txns:
+            for it in t.items:
+                if isinstance(it, SchemaChange):
+                    self.relations[it.relation.oid] = it.relation
+        return b
+
+    def apply(self, *groups: list[Item]) -> Batch:
+        b = self.batch(*(self.txn(*g) for g in groups))
+        self.view.apply(b)
+        return b
+
+    def rows(self, query: str, params: Any = None) -> list[tuple[Any, ...]]:
+        return list(self.view.connection.execute(query, params).fetchall())
+
+    def table(self, qualified: str, order: str = "1") -> list[tuple[Any, ...]]:
+        schema, name = qualified.split(".", 1)
+        return self.rows(f'SELECT * FROM "{schema}"."{name}" ORDER BY {order}')
+
+
+@pytest.fixture()
+def wh(tmp_path: Path) -> Iterator[Warehouse]:
+    w = Warehouse(tmp_path / "w.duckdb")
+    yield w
+    w.view.close()
+
+
+def col(name: str, type_name: str = "text", ident: bool = False, **kw: Any) -> Column:
+    return Column(
+        name=name, type_oid=0, typmod=-1, type_name=type_name, base=type_name,
+        in_identity=ident, **kw,
+    )
+
+
+def rel(oid: int, name: str, *cols: Column, key: tuple[str, ...] = ("id",),
+        schema: str = "public") -> Relation:
+    return Relation(oid=oid, schema=schema, name=name, replident="d", columns=cols, key=key)
+
+
+ITEMS = rel(
+    10, "items", col("id", "integer", True), col("name"), col("price", "numeric(10,2)"),
+    col("note"),
+)
+
+
+def ins(relation: Relation, *values: Value) -> RowChange:
+    return RowChange("insert", relation.oid, tuple(values))
+
+
+def upd(relation: Relation, *values: Value, old: tuple[Value, ...] | None = None) -> RowChange:
+    return RowChange("update", relation.oid, tuple(values), old=old)
+
+
+def dele(relation: Relation, *key: Value) -> RowChange:
+    kidx = relation.key_indexes()
+    old: list[Value] = [None] * len(relation.columns)
+    for i, v in zip(kidx, key, strict=True):
+        old[i] = v
+    return RowChange("delete", relation.oid, None, old=tuple(old))
+
+
+# ------------------------------------------------------------------ basics
+
+
+def test_insert_update_delete(wh: Warehouse) -> None:
+    wh.apply([SchemaChange(ITEMS)], [ins(ITEMS, "1", "a", "1.50", None), ins(ITEMS, "2", "b", "2", "x")])
+    assert wh.table("public.items") == [
+        (1, "a", __import__("decimal").Decimal("1.50"), None),
+        (2, "b", __import__("decimal").Decimal("2.00"), "x"),
+    ]
+    wh.apply([upd(ITEMS, "1", "A", "9.99", "n")], [dele(ITEMS, "2")])
+    assert [r[:2] for r in wh.table("public.items")] == [(1, "A")]
+    assert wh.view.count_rows("public.items") == 1
+    assert wh.view.read_checkpoint() == Checkpoint(wh.seq, wh.seq * 1000)
+    types = wh.rows(
+        "SELECT column_name, data_type FROM duckdb_columns() WHERE table_name = 'items'"
+    )
+    assert types == [("id", "INTEGER"), ("name", "VARCHAR"), ("price", "DECIMAL(10,2)"),
+                     ("note", "VARCHAR")]
+    # no primary key constraint on data tables
+    assert wh.rows("SELECT count(*) FROM duckdb_constraints() WHERE table_name = 'items'") == [(0,)]
+
+
+def test_net_effect_in_one_batch(wh: Warehouse) -> None:
+    wh.apply([SchemaChange(ITEMS)], [ins(ITEMS, "1", "a", "1", None), ins(ITEMS, "2", "b", "2", None)])
+    wh.apply(
+        [ins(ITEMS, "3", "c", "3", None), upd(ITEMS, "3", "c2", "3", None)],
+        [dele(ITEMS, "1"), ins(ITEMS, "1", "again", "1", None)],
+        [dele(ITEMS, "2")],
+        [ins(ITEMS, "4", "d", "4", None), dele(ITEMS, "4")],
+        [upd(ITEMS, "1", "final", "1", None)],
+    )
+    assert [r[:2] for r in wh.table("public.items")] == [(1, "final"), (3, "c2")]
+
+
+def test_primary_key_update(wh: Warehouse) -> None:
+    wh.apply([SchemaChange(ITEMS)], [ins(ITEMS, "1", "a", "1", None), ins(ITEMS, "2", "b", "2", None)])
+    # swap keys 1 and 2 through 3, in one batch
+    wh.apply(
+        [upd(ITEMS, "3", "a", "1", None, old=("1", None, None, None))],
+        [upd(ITEMS, "1", "b", "2", None, old=("2", None, None, None))],
+        [upd(ITEMS, "2", "a", "1", None, old=("3", None, None, None))],
+    )
+    assert [r[:2] for r in wh.table("public.items")] == [(1, "b"), (2, "a")]
+
+
+def test_partial_rows_keep_stored_values(wh: Warehouse) -> None:
+    big = "x" * 10_000
+    wh.apply([SchemaChange(ITEMS)], [ins(ITEMS, "1", "a", "1", big), ins(ITEMS, "2", "b", "2", big + "2")])
+    # same key, unchanged TOAST value
+    wh.apply([upd(ITEMS, "1", "a2", "1.5", UNCHANGED)])
+    # moved key: the unchanged value comes from the row stored under the old key
+    wh.apply([upd(ITEMS, "20", "b2", "2", UNCHANGED, old=("2", None, None, None))])
+    rows = wh.table("public.items")
+    assert [(r[0], r[1], r[3]) for r in rows] == [(1, "a2", big), (20, "b2", big + "2")]
+    # partial after a full row in the same batch: netting merges; chain of moves
+    wh.apply(
+        [upd(ITEMS, "1", "a3", "1", UNCHANGED)],
+        [upd(ITEMS, "5", "a4", "1", UNCHANGED, old=("1", None, None, None))],
+        [upd(ITEMS, "6", "a5", "1", UNCHANGED, old=("5", None, None, None))],
+        [ins(ITEMS, "7", "n", "1", "new"), upd(ITEMS, "7", "n2", "1", UNCHANGED)],
+    )
+    rows = wh.table("public.items")
+    assert [(r[0], r[1], r[3]) for r in rows] == [
+        (6, "a5", big), (7, "n2", "new"), (20, "b2", big + "2")
+    ]
+
+
+def test_truncate(wh: Warehouse) -> None:
+    other = rel(11, "other", col("id", "bigint", True), col("v"))
+    wh.apply([SchemaChange(ITEMS), SchemaChange(other)],
+             [ins(ITEMS, "1", "a", "1", None), ins(other, "1", "x")])
+    wh.apply([ins(ITEMS, "2", "b", "2", None), Truncate((10, 11)), ins(ITEMS, "3", "c", "3", None)])
+    assert [r[0] for r in wh.table("public.items")] == [3]
+    assert wh.table("public.other") == []
+
+
+def test_schema_changes(wh: Warehouse) -> None:
+    t1 = rel(20, "evolve", col("id", "integer", True), col("a", "integer"), col("b"), col("c"))
+    wh.apply([SchemaChange(t1)], [ins(t1, "1", "10", "bee", "sea")])
+    # add a column, drop one, rename one, change a type
+    t2 = rel(20, "evolve", col("id", "integer", True), col("a", "bigint"), col("bb"),
+             col("d", "date"))
+    wh.apply([SchemaChange(t2), ins(t2, "2", "20000000000", "bee2", "2024-01-02")])
+    assert wh.rows(
+        "SELECT column_name, data_type FROM duckdb_columns() WHERE table_name = 'evolve'"
+    ) == [("id", "INTEGER"), ("a", "BIGINT"), ("bb", "VARCHAR"), ("d", "DATE")]
+    assert [tuple(map(str, r)) for r in wh.table("public.evolve")] == [
+        ("1", "10", "bee", "None"), ("2", "20000000000", "bee2", "2024-01-02")
+    ]
+    # rename the table (same schema) and move it to another schema
+    t3 = rel(20, "evolved", *t2.columns)
+    wh.apply([SchemaChange(t3), upd(t3, "1", "11", "b", None)])
+    assert [r[:2] for r in wh.table("public.evolved")] == [(1, 11), (2, 20000000000)]
+    t4 = rel(20, "evolved", *t2.columns, schema="archive")
+    wh.apply([SchemaChange(t4), dele(t4, "2")])
+    assert [r[:2] for r in wh.table("archive.evolved")] == [(1, 11)]
+    assert wh.rows("SELECT count(*) FROM duckdb_tables() WHERE table_name LIKE 'evolve%'") == [(1,)]
+    # relations survive a restart
+    wh.reopen()
+    assert wh.view.relations()[20] == t4
+
+
+def test_weird_identifiers(wh: Warehouse) -> None:
+    t = rel(30, 'we"ird.table', col('i"d', "integer", True), col("sel ect"),
+            key=('i"d',), schema="My Schema")
+    wh.apply([SchemaChange(t)], [ins(t, "1", "x"), ins(t, "2", "y")], [dele(t, "1")])
+    assert wh.rows('SELECT * FROM "My Schema"."we""ird.table"') == [(2, "y")]
+    assert wh.view.count_rows('My Schema.we"ird.table') == 1
+
+
+def test_idempotent_reapply_and_restart(wh: Warehouse) -> None:
+    b1 = wh.apply([SchemaChange(ITEMS)], [ins(ITEMS, "1", "a", "1", None)])
+    b2 = wh.apply([upd(ITEMS, "1", "b", "1", None)])
+    wh.view.apply(b1)
+    wh.view.apply(b2)
+    assert [r[:2] for r in wh.table("public.items")] == [(1, "b")]
+    wh.reopen()
+    assert wh.checkpoint == Checkpoint(b2.checkpoint.seq, b2.checkpoint.commit_lsn)
+    wh.view.apply(b2)
+    assert [r[:2] for r in wh.table("public.items")] == [(1, "b")]
+    assert wh.view.relations() == {10: ITEMS}
+
+
+def test_atomicity_on_failure(wh: Warehouse) -> None:
+    wh.apply([SchemaChange(ITEMS)], [ins(ITEMS, "1", "a", "1", None)])
+    before = wh.view.read_checkpoint()
+    t2 = rel(10, "items", *ITEMS.columns, col("extra", "integer"))
+    bad = wh.batch(
+        wh.txn(ins(ITEMS, "2", "b", "2", None), dele(ITEMS, "1")),
+        wh.txn(SchemaChange(t2), ins(t2, "3", "c", "3", None, "not a number")),
+    )
+    with pytest.raises(ViewError) as err:
+        wh.view.apply(bad)
+    msg = str(err.value)
+    assert "warehouse" in msg and "public.items" in msg and f"seq {before.seq}" in msg
+    assert not isinstance(err.value, TransientViewError)
+    assert wh.view.read_checkpoint() == before
+    assert [r[:2] for r in wh.table("public.items")] == [(1, "a")]
+    assert wh.view.relations() == {10: ITEMS}
+    assert [c for (c,) in wh.rows(
+        "SELECT column_name FROM duckdb_columns() WHERE table_name = 'items'")] == [
+        "id", "name", "price", "note"]
+    # the view keeps working: a corrected batch goes through
+    wh.relations = {10: ITEMS}
+    wh.seq = before.seq
+    wh.apply([ins(ITEMS, "2", "b", "2", None)])
+    assert [r[0] for r in wh.table("public.items")] == [1, 2]
+
+
+def test_batches_inside_one_source_transaction(wh: Warehouse) -> None:
+    wh.apply([SchemaChange(ITEMS)], [ins(ITEMS, "1", "a", "1", None)])
+    stored = wh.view.read_checkpoint()
+    t = wh.txn(ins(ITEMS, "2", "b", "2", None))
+    t.last = False
+    part1 = wh.batch(t, commit=False)
+    wh.view.apply(part1)
+    assert wh.view.read_checkpoint() == stored  # nothing committed yet
+    part2 = Batch([Transaction(t.seq, t.commit_lsn, t.end_lsn, t.xid, 0,
+                               [ins(ITEMS, "3", "c", "3", None)])],
+                  dict(wh.relations), Checkpoint(t.seq, t.commit_lsn))
+    wh.view.apply(part2)
+    assert wh.view.read_checkpoint() == Checkpoint(t.seq, t.commit_lsn)
+    assert [r[0] for r in wh.table("public.items")] == [1, 2, 3]
+    # an uncommitted part is rolled back by close
+    t4 = wh.txn(ins(ITEMS, "4", "d", "4", None))
+    wh.view.apply(wh.batch(t4, commit=False))
+    wh.reopen()
+    assert [r[0] for r in wh.table("public.items")] == [1, 2, 3]
+
+
+def test_table_filter(tmp_path: Path) -> None:
+    w = Warehouse(tmp_path / "f.duckdb", tables=("public.keep*",))
+    keep = rel(40, "keep_me", col("id", "integer", True), col("v"))
+    skip = rel(41, "skip_me", col("id", "integer", True), col("v"))
+    w.apply([SchemaChange(keep), SchemaChange(skip)], [ins(keep, "1", "a"), ins(skip, "1", "b")])
+    names = [n for (n,) in w.rows("SELECT table_name FROM duckdb_tables() WHERE schema_name='public'")]
+    assert names == ["keep_me"]
+    w.view.close()
+
+
+def test_arrays_dimensionality(wh: Warehouse) -> None:
+    t = rel(50, "arr", col("id", "integer", True), col("a", "integer[]", category="A",
+                                                          element="integer"))
+    wh.apply([SchemaChange(t)], [ins(t, "1", "{}"), ins(t, "2", None)])
+    wh.apply([ins(t, "3", "{{1,2},{NULL,4}}")])
+    assert wh.rows("SELECT data_type FROM duckdb_columns() WHERE table_name = 'arr' "
+                   "AND column_name = 'a'") == [("INTEGER[][]",)]
+    assert wh.table("public.arr") == [(1, []), (2, None), (3, [[1, 2], [None, 4]])]
+    with pytest.raises(ViewError, match="dimensional"):
+        wh.apply([ins(t, "4", "{5}")])
+
+
+# ------------------------------------------------------------------ locking
+
+
+def _hold_lock(path: Path) -> subprocess.Popen[str]:
+    code = textwrap.dedent(f"""
+        import duckdb, sys, time
+        c = duckdb.connect({str(path)!r})
+        print("ready", flush=True)
+        sys.stdin.readline()
+    """)
+    p = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, text=True)
+    assert p.stdout is not None
+    assert p.stdout.readline().strip() == "ready"
+    return p
+
+
+def test_locked_file_is_transient(tmp_path: Path) -> None:
+    path = tmp_path / "locked.duckdb"
+    w = Warehouse(path)
+    w.apply([SchemaChange(ITEMS)], [ins(ITEMS, "1", "a", "1", None)])
+    cp = w.view.read_checkpoint()
+    w.view.close()
+    assert make_view(path).read_checkpoint() == cp  # not open: reads the file read-only
+    holder = _hold_lock(path)
+    try:
+        v = make_view(path)
+        with pytest.raises(TransientViewError, match="warehouse"):
+            v.open()
+        assert v.read_checkpoint() is None
+    finally:
+        assert holder.stdin is not None
+        holder.stdin.write("\n")
+        holder.stdin.close()
+        holder.wait(timeout=30)
+        if holder.stdout is not None:
+            holder.stdout.close()
+    deadline = time.monotonic() + 10
+    v = make_view(path)
+    while True:
+        try:
+            assert v.open() == cp
+            break
+        except TransientViewError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+    v.close()
+
+
+# ------------------------------------------------------------------ type zoo
+
+
+ZOO_SETUP = """
+CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy');
+CREATE TYPE pair AS (n integer, s text);
+CREATE DOMAIN posint AS integer CHECK (VALUE > 0);
+"""
+
+# column -> (type, SQL literals, one per row; missing rows are NULL)
+ZOO: dict[str, tuple[str, list[str]]] = {
+    "n_big": ("numeric", [
+        "repeat('9', 1000)::numeric", "'NaN'", "'Infinity'", "'-Infinity'",
+        "'0.000000000000000000001'", "'-12345.678900'", "(repeat('1', 500) || '.' || repeat('2', 500))::numeric",
+    ]),
+    "n_fix": ("numeric(10,2)", ["'1.5'", "'-99999999.99'", "'0'", "'0.01'"]),
+    "n_38": ("numeric(38,10)", ["'9999999999999999999999999999.9999999999'", "'-1'"]),
+    "n_wide": ("numeric(50,5)", ["'123456789012345678901234567890123456789012345.12345'"]),
+    "f8": ("double precision", [
+        "'-0'", "'NaN'", "'Infinity'", "'-Infinity'", "'1e300'", "'1.5e-7'", "'0.1'",
+        "'123456789012345678'", "'1e15'", "'1e14'", "'2.2250738585072014e-308'", "'5e-324'",
+        "'-1.7976931348623157e308'",
+    ]),
+    "f4": ("real", [
+        "'-0'", "'NaN'", "'Infinity'", "'3.4028235e38'", "'1e-45'", "'0.1'", "'123456'",
+        "'1234567'", "'1.17549435e-38'", "'-Infinity'",
+    ]),
+    "si": ("smallint", ["-32768", "32767"]),
+    "i4": ("integer", ["-2147483648", "2147483647"]),
+    "i8": ("bigint", ["-9223372036854775808", "9223372036854775807"]),
+    "dom": ("posint", ["42"]),
+    "b": ("boolean", ["true", "false"]),
+    "t": ("text", [r"E'a\"b\\c'", "''", "'ünïcødé ✓ 😀'", r"E'line\nbreak\ttab'", "'NULL'"]),
+    "vc": ("varchar(5)", ["'abc'"]),
+    "ch": ("char(5)", ["'ab'"]),
+    "qc": ('"char"', ["'x'"]),
+    "d": ("date", [
+        "'infinity'", "'-infinity'", "'0044-03-15 BC'", "'0001-01-01 BC'", "'5874897-12-31'",
+        "'2024-02-29'", "'4713-01-01 BC'", "'0001-01-01'", "'10000-01-01'",
+    ]),
+    "ts": ("timestamp", [
+        "'infinity'", "'-infinity'", "'0044-03-15 12:00:00.5 BC'", "'2024-03-10 02:30:00'",
+        "'4713-01-01 00:00:00 BC'", "'10000-01-01 00:00:00'", "'2000-01-01 00:00:00.000001'",
+        "'1999-12-31 23:59:59.999999'",
+    ]),
+    "tstz": ("timestamptz", [
+        "'2024-03-10 02:30:00 America/New_York'", "'2024-11-03 01:30:00-04'",
+        "'2024-11-03 01:30:00-05'", "'infinity'", "'-infinity'", "'0044-03-15 12:00:00+00 BC'",
+        "'1900-01-01 00:00:00 Europe/Amsterdam'", "'2024-01-01 00:00:00.000001+00'",
+        "'2024-03-31 02:30:00 Europe/Berlin'", "'1883-11-18 12:00:00 America/New_York'",
+    ]),
+    "tm": ("time", ["'24:00:00'", "'00:00:00'", "'12:34:56.789'", "'23:59:59.999999'"]),
+    "ttz": ("timetz", ["'12:00:00+05:30'"]),
+    "iv": ("interval", [
+        "'1 year 2 mons 3 days 04:05:06.789'", "'-1 days +02:03:00'", "'0'",
+        "'-1 year -2 mons +3 days -04:05:06'",
+        "'178956970 years 7 mons 2147483647 days 2562047788:00:54.775806'",
+        "'-178956970 years -8 mons -2147483648 days -2562047788:00:54.775807'",
+        "'1 day -00:00:01'", "'-00:00:00.000001'", "'25 hours'", "'1 mon -1 day'",
+    ]),
+    "j": ("json", [
+        "'{\"a\" :  1, \"a\": 2}'", "'[1, 2.50, \"x\\u0000\", 1e400]'", "'\"str\"'", "'null'",
+    ]),
+    "jb": ("jsonb", ["'{\"b\": 1, \"a\": [1, 2.50, null]}'", "'\"é\"'", "'{}'"]),
+    "by": ("bytea", ["'\\x'", "'\\x00ff10'", "convert_to('hello', 'UTF8')"]),
+    "u": ("uuid", ["'A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11'", "'00000000-0000-0000-0000-000000000000'"]),
+    "ip": ("inet", ["'192.168.0.1/24'", "'::1'"]),
+    "mac": ("macaddr", ["'08:00:2b:01:02:03'"]),
+    "e": ("mood", ["'happy'", "'sad'"]),
+    "rng": ("int4range", ["'[1,5)'", "'empty'", "'(,3]'"]),
+    "tsr": ("tstzrange", ["'[2024-01-01 00:00:00+00,infinity)'"]),
+    "comp": ("pair", ["ROW(1, 'a b')::pair", "ROW(NULL, '\"')::pair"]),
+    "mon": ("money", ["'12.34'"]),
+    "bits": ("bit(4)", ["B'1010'"]),
+    "vbits": ("varbit", ["B'101'"]),
+    "pt": ("point", ["'(1.5,2)'"]),
+    "bx": ("box", ["'((0,0),(1,1))'"]),
+    "tsv": ("tsvector", ["'a fat cat'"]),
+    "arr1": ("integer[]", ["'{1,NULL,3}'", "'{}'", "'{-1}'"]),
+    "arr2": ("integer[][]", ["'{{1,2},{NULL,4}}'", "'{}'", "'{{5}}'"]),
+    "tarr": ("text[]", [
+        "ARRAY['a,b', '', 'NULL', NULL, 'x\"y', 'sp ace', 'back\\slash', '{}']",
+        "'{}'",
+    ]),
+    "tsarr": ("timestamptz[]", [
+        "ARRAY['infinity', '2024-01-01 00:00:00+00', '0044-03-15 12:00:00+00 BC']::timestamptz[]",
+    ]),
+    "darr": ("date[]", ["ARRAY['0044-03-15 BC', '-infinity', NULL]::date[]"]),
+    "ivarr": ("interval[]", ["ARRAY['1 day', '-00:00:01', '1 year 1 mon']::interval[]"]),
+    "byarr": ("bytea[]", ["ARRAY['\\x00ff'::bytea, NULL, '\\x'::bytea]"]),
+    "f8arr": ("float8[]", ["'{NaN,-0,1e+300,Infinity,0.1}'"]),
+    "f4arr": ("real[]", ["'{NaN,-0,0.1,1234567}'"]),
+    "numarr": ("numeric[]", ["'{1.10,NaN,-Infinity}'"]),
+    "nfixarr": ("numeric(6,2)[]", ["'{1.10,2}'"]),
+    "jarr": ("jsonb[]", ["ARRAY['{\"a\": 1}'::jsonb, 'null'::jsonb, NULL]"]),
+    "uarr": ("uuid[]", ["ARRAY['a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11'::uuid]"]),
+    "barr": ("boolean[]", ["'{t,f,NULL}'"]),
+    "earr": ("mood[]", ["'{ok,happy}'"]),
+    "bxarr": ("box[]", ["ARRAY['((0,0),(1,1))'::box, '((2,2),(3,3))'::box]"]),
+    "tmarr": ("time[]", ["'{24:00:00,12:00:00.5}'"]),
+    "rarr": ("int4range[]", ["ARRAY['[1,2)'::int4range, 'empty']"]),
+    "arr3": ("text[][][]", ["'{{{a,b}},{{\"c d\",NULL}}}'"]),
+}
+
+CATALOG = """
+SELECT a.attname, a.atttypid::int, a.atttypmod, format_type(a.atttypid, a.atttypmod),
+       b.typcategory,
+       CASE WHEN b.typcategory = 'A' THEN format_type(b.typelem, NULL) ELSE '' END,
+       format_type(b.oid, CASE WHEN t.typtype = 'd' THEN t.typtypmod ELSE a.atttypmod END)
+FROM pg_attribute a
+JOIN pg_type t ON t.oid = a.atttypid
+JOIN pg_type b ON b.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END
+WHERE a.attrelid = 'public.zoo'::regclass AND a.attnum > 0 AND NOT a.attisdropped
+ORDER BY a.attnum
+"""
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[PgCluster]:
+    with running_cluster() as c:
+        yield c
+
+
+def test_type_zoo_round_trip(cluster: PgCluster, tmp_path: Path) -> None:
+    nrows = max(len(v) for _, v in ZOO.values())
+    with psycopg.connect(cluster.dsn(), autocommit=True) as pg:
+        pg.execute("SET TimeZone = 'UTC'")
+        pg.execute(ZOO_SETUP)  # type: ignore[arg-type]
+        cols = ", ".join(f"{n} {t}" for n, (t, _) in ZOO.items())
+        pg.execute(f"CREATE TABLE zoo (id integer PRIMARY KEY, {cols})")  # type: ignore[arg-type]
+        for i in range(nrows):
+            vals = [v[i] if i < len(v) else "NULL" for _, v in ZOO.values()]
+            pg.execute(f"INSERT INTO zoo VALUES ({i}, {', '.join(vals)})")  # type: ignore[arg-type]
+        pg.execute("SET TimeZone = 'America/St_Johns'")
+        pg.execute("SET TimeZone = 'UTC'")
+        catalog = pg.execute(CATALOG).fetchall()  # type: ignore[arg-type]
+        text_cols = ", ".join(f"{n}::text" for n, _, *_ in catalog)
+        source = pg.execute(f"SELECT {text_cols} FROM zoo ORDER BY id").fetchall()  # type: ignore[arg-type]
+    columns = tuple(
+        Column(name=n, type_oid=oid, typmod=mod, type_name=tn, category=cat, element=el,
+               base=base, in_identity=(n == "id"))
+        for n, oid, mod, tn, cat, el, base in catalog
+    )
+    zoo = Relation(oid=99, schema="public", name="zoo", replident="d", columns=columns,
+                   key=("id",))
+    w = Warehouse(tmp_path / "zoo.duckdb")
+    try:
+        w.apply([SchemaChange(zoo)], [RowChange("insert", 99, tuple(r)) for r in source])
+        got = sorted(fetch_text_rows(w.view.connection, zoo, w.view.table_types(99)),
+                     key=lambda r: int(r[0] or 0))
+        types = dict(w.rows("SELECT column_name, data_type FROM duckdb_columns() "
+                            "WHERE table_name = 'zoo'"))
+        mismatches = [
+            (columns[j].name, types[columns[j].name], src[j], dst[j])
+            for src, dst in zip(source, got, strict=True)
+            for j in range(len(columns))
+            if src[j] != dst[j]
+        ]
+        # the documented gap: NaN in a constrained numeric column is stored as NULL
+        assert mismatches == []
+        assert types["n_fix"] == "DECIMAL(10,2)" and types["tstz"] == "TIMESTAMP WITH TIME ZONE"
+        assert types["arr2"] == "INTEGER[][]" and types["arr3"] == "VARCHAR[][][]"
+        assert types["iv"] == "INTERVAL" and types["by"] == "BLOB" and types["u"] == "UUID"
+        # updates of every row (values moved between rows) round-trip too
+        shifted = [tuple([r[0], *source[(i + 1) % len(source)][1:]]) for i, r in enumerate(source)]
+        w.apply([RowChange("update", 99, s) for s in shifted])
+        got2 = sorted(fetch_text_rows(w.view.connection, zoo, w.view.table_types(99)),
+                      key=lambda r: int(r[0] or 0))
+        assert got2 == shifted
+    finally:
+        w.view.close()
+
+
+def test_float_text_matches_postgres(cluster: PgCluster) -> None:
+    import random
+    import struct
+
+    rnd = random.Random(7)
+    doubles = [struct.unpack("d", rnd.randbytes(8))[0] for _ in range(3000)]
+    doubles += [10.0**e for e in range(-20, 25)] + [1.5 * 10.0**e for e in range(-8, 20)]
+    doubles = [d for d in doubles if d == d and abs(d) != float("inf")]
+    floats = [struct.unpack("f", rnd.randbytes(4))[0] for _ in range(3000)]
+    floats += [float(struct.unpack("f", struct.pack("f", 10.0**e))[0]) for e in range(-10, 12)]
+    floats = [f for f in floats if f == f and abs(f) != float("inf")]
+    with psycopg.connect(cluster.dsn(), autocommit=True) as pg:
+        d_out = pg.execute(
+            "SELECT x::float8::text FROM unnest(%s::text[]) WITH ORDINALITY AS u(x, i) ORDER BY i",
+            [[repr(d) for d in doubles]],
+        ).fetchall()
+        f_out = pg.execute(
+            "SELECT x::float4::text FROM unnest(%s::text[]) WITH ORDINALITY AS u(x, i) ORDER BY i",
+            [[repr(f) for f in floats]],
+        ).fetchall()
+    assert [pg_float8(d) for d in doubles] == [r[0] for r in d_out]
+    assert [pg_float4(f) for f in floats] == [r[0] for r in f_out]

@@ -1,0 +1,68 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from syncline.config import load_config, parse_config
+from syncline.core.errors import ConfigError
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "syncline.toml"
+    p.write_text(text)
+    return p
+
+
+def test_minimal_config_and_defaults(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, '[source]\ndsn = "postgresql://u@h/db"\n'), environ={})
+    assert cfg.source.slot == "syncline" and cfg.source.tables == ("*.*",)
+    assert cfg.log.kind == "embedded" and cfg.log.path == str(tmp_path / ".syncline")
+    assert cfg.views == ()
+
+
+def test_env_reference_and_secret_never_printed(tmp_path: Path) -> None:
+    text = '[source]\ndsn = "postgresql://u:${PW}@h/db"\n[views.r]\nkind = "postgres"\ndsn = "${RDSN}"\n'
+    cfg = load_config(write(tmp_path, text), environ={"PW": "s3cr3t", "RDSN": "host=x password=hunter2"})
+    assert cfg.source.dsn.value == "postgresql://u:s3cr3t@h/db"
+    assert "s3cr3t" not in repr(cfg) and "s3cr3t" not in str(cfg.source)
+    assert "hunter2" not in repr(cfg)
+    assert "s3cr3t" in cfg.secrets() and "hunter2" in cfg.secrets()
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("[source]\n", "source.dsn: missing"),
+        ('[source]\ndsn = 5\n', "source.dsn: expected a libpq URI"),
+        ('[source]\ndsn = "x"\nslot = "Bad-Slot"\n', "source.slot: expected lower-case"),
+        ('[source]\ndsn = "x"\ntables = ["nodot"]\n', "source.tables: pattern 'nodot' must be schema.table"),
+        ('[source]\ndsn = "x"\nwhat = 1\n', "source.what: unknown key"),
+        ('[source]\ndsn = "x"\n[views.a]\nkind = "nope"\n', "views.a.kind: expected one of"),
+        ('[source]\ndsn = "x"\n[views.a]\nkind = "duckdb"\n', "views.a.path: missing"),
+        ('[source]\ndsn = "${NOPE}"\n', "source.dsn: environment variable NOPE"),
+        ('[source]\ndsn = "x"\n[log]\nkind = "kafka"\n', "log.kind"),
+        ("[source\n", "not valid TOML"),
+    ],
+)
+def test_errors_name_file_key_and_expectation(tmp_path: Path, text: str, needle: str) -> None:
+    p = write(tmp_path, text)
+    with pytest.raises(ConfigError) as e:
+        load_config(p, environ={})
+    assert str(p) in str(e.value)
+    assert needle in str(e.value)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "none.toml")
+
+
+def test_parse_config_views(tmp_path: Path) -> None:
+    raw = {
+        "source": {"dsn": "x", "tables": ["public.*"]},
+        "views": {"w": {"kind": "duckdb", "path": "wh.duckdb", "tables": ["public.a"]}},
+    }
+    cfg = parse_config(raw, "f.toml", {}, base_dir=tmp_path)
+    assert cfg.views[0].options["path"] == str(tmp_path / "wh.duckdb")
+    assert cfg.views[0].tables == ("public.a",)
