@@ -21,6 +21,13 @@ def _read(path: str) -> str:
         return f.read()
 
 
+def machine_busy() -> float:
+    """CPU seconds all cores spent not idle since boot (/proc/stat)."""
+    f = _read("/proc/stat").splitlines()[0].split()[1:]
+    v = [int(x) for x in f]
+    return (sum(v[:8]) - v[3] - v[4]) / CLK_TCK  # minus idle and iowait
+
+
 def status_kb(pid: int) -> tuple[int, int]:
     """(VmRSS, VmHWM) in kB; (0, 0) if the process is gone."""
     rss = hwm = 0
@@ -71,7 +78,8 @@ def tree(root: int) -> list[int]:
 def syncline_role(pid: int, root: int, views: dict[str, str]) -> str | None:
     """Which process of ``syncline run`` this is, from what it has open; None: not yet known.
 
-    ``views`` maps a file name a view keeps open (e.g. its DuckDB file) to the view name."""
+    ``views`` maps a file name a view keeps open (e.g. its DuckDB file) to the view name;
+    key ``"*"``: the view for a process that has only the log open (after a few seconds)."""
     if pid == root:
         return "supervisor"
     try:
@@ -87,12 +95,26 @@ def syncline_role(pid: int, root: int, views: dict[str, str]) -> str | None:
                 names.add(Path(os.readlink(f"/proc/{pid}/fd/{fd}")).name)
     if "writer.lock" in names:
         return "capture"
+    for n in names:  # views hold view-NAME.lock while they run
+        if n.startswith("view-") and n.endswith(".lock"):
+            name = n[len("view-") : -len(".lock")]
+            return "compactor" if name == "_compactor" else f"view {name}"
     if "compact.db" in names:
         return "compactor"
     for fname, view in views.items():
         if fname in names:
             return f"view {view}"
+    if "*" in views and "log.db" in names and age_seconds(pid) > 5:
+        return f"view {views['*']}"  # the only view without a file of its own
     return None
+
+
+def age_seconds(pid: int) -> float:
+    f = stat_fields(pid)
+    if f is None:
+        return 0.0
+    uptime = float(_read("/proc/uptime").split()[0])
+    return uptime - int(f[19]) / CLK_TCK
 
 
 @dataclass
@@ -112,15 +134,19 @@ class Sampler:
 
     root: int
     label: Callable[[int], str | None] = lambda pid: None
-    extra: Callable[[], dict[str, int]] = dict
+    extra: Callable[[], list[tuple[str, int]]] = list
     interval: float = 0.1
     procs: dict[int, ProcStats] = field(default_factory=dict)
     peak_tree_kb: int = 0
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
-    _extra: dict[str, int] = field(default_factory=dict)
+    _extra: list[tuple[str, int]] = field(default_factory=list)
+    busy0: float = 0.0
+    busy: float = 0.0
+    """CPU seconds the whole machine spent busy while sampling (all processes, all cores)."""
 
     def start(self) -> Sampler:
+        self.busy0 = machine_busy()
         self._thread = threading.Thread(target=self._loop, daemon=True)
         self._thread.start()
         return self
@@ -130,6 +156,7 @@ class Sampler:
         if self._thread is not None:
             self._thread.join()
         self.sample()  # a last look (if the processes still exist)
+        self.busy = machine_busy() - self.busy0
 
     def _loop(self) -> None:
         last_extra = 0.0
@@ -137,7 +164,7 @@ class Sampler:
             now = time.monotonic()
             if now - last_extra >= 1.0:
                 with contextlib.suppress(Exception):
-                    self._extra = {k: v for k, v in self.extra().items() if v}
+                    self._extra = [(k, v) for k, v in self.extra() if v]
                 last_extra = now
             self.sample()
             self._stop.wait(self.interval)
@@ -161,7 +188,7 @@ class Sampler:
             if cpu is not None:
                 st.cpu_s = cpu
         self.peak_tree_kb = max(self.peak_tree_kb, total)
-        for name, pid in list(self._extra.items()):
+        for name, pid in list(self._extra):
             cpu = cpu_seconds(pid)
             if cpu is None:
                 continue
@@ -181,6 +208,11 @@ class Sampler:
 
     def peak_tree_mb(self) -> float:
         return self.peak_tree_kb / 1024
+
+    def others_cpu(self) -> float:
+        """Machine CPU seconds not spent in the processes watched (other work on the machine,
+        the benchmark's own polling, PostgreSQL processes not watched)."""
+        return max(0.0, self.busy - sum(p.cpu_s for p in self.procs.values()))
 
     def by_label(self) -> dict[str, tuple[float, float]]:
         """label -> (peak RSS MB or -1, CPU seconds), processes of the same label merged."""

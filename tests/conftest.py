@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,7 +23,8 @@ def pg() -> Iterator[PgCluster]:
 
 @pytest.fixture
 def pipeline(pg: PgCluster, tmp_path: Path) -> Iterator[Pipeline]:
-    p = Pipeline(pg, tmp_path)
+    kinds = tuple(os.environ.get("SYNCLINE_TEST_VIEWS", "postgres,duckdb").split(","))
+    p = Pipeline(pg, tmp_path, views=kinds)
     try:
         yield p
     finally:

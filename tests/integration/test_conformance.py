@@ -356,6 +356,13 @@ def test_partitioned_table_appears_under_root(pipeline: Pipeline) -> None:
         "INSERT INTO meas VALUES (3, 'eu', 3), (4, 'us', 4); UPDATE meas SET v = 10 WHERE id = 1;"
         "UPDATE meas SET region = 'us' WHERE id = 3; DELETE FROM meas WHERE id = 2"
     )
+    # a partition attached mid-stream, its columns in another order than the root's
+    p.sql(
+        "CREATE TABLE meas_ap (v int, region text NOT NULL, id int NOT NULL);"
+        " ALTER TABLE meas ATTACH PARTITION meas_ap FOR VALUES IN ('ap')"
+    )
+    p.sql("INSERT INTO meas VALUES (5, 'ap', 5); UPDATE meas SET v = 50, region = 'ap' WHERE id = 4")
+    p.sql("BEGIN; UPDATE meas SET v = 51 WHERE id = 5; DELETE FROM meas WHERE id = 1; COMMIT")
     p.wait_caught_up()
     assert p.stop() == 0
     p.assert_equal()

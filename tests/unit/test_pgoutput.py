@@ -102,3 +102,17 @@ def test_unchanged_toast_marker() -> None:
     ch = p.decode_change(msg, 0)
     assert isinstance(ch, RowChange)
     assert ch.new == ("7", UNCHANGED)
+
+
+def test_remap_leaf_partition_change_to_root() -> None:
+    # leaf columns (v, region, id); root columns (id, region, v)
+    leaves = {77: (10, (2, 1, 0))}
+    ins = p.decode_change(p.remap_change(p.encode_insert(77, ("5", "ap", "1")), leaves), 0)
+    assert isinstance(ins, RowChange) and ins.relid == 10 and ins.new == ("1", "ap", "5")
+    upd = p.remap_change(p.encode_update(77, ("6", "ap", "1"), ("5", "ap", "1"), b"O"), leaves)
+    ch = p.decode_change(upd, 0)
+    assert isinstance(ch, RowChange) and ch.new == ("1", "ap", "6") and ch.old == ("1", "ap", "5")
+    other = p.encode_insert(5, ("x",))
+    assert p.remap_change(other, leaves) == other
+    tr = p.decode_change(p.remap_change(p.encode_truncate((77, 10, 5), True, False), leaves), 0)
+    assert isinstance(tr, Truncate) and tr.relids == (10, 5)

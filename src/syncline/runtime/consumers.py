@@ -17,6 +17,8 @@ class ConsumerTable:
         self.conn = connect(path)
         init_schema(self.conn)
         self.conn.execute("PRAGMA synchronous=OFF")
+        self.conn.execute("PRAGMA busy_timeout=2000")
+        self._unreported = 0
 
     def update(self, name: str, kind: str, **fields: object) -> None:
         cols = {"kind": kind, "updated_at": time.time(), **fields}
@@ -37,11 +39,17 @@ class ConsumerTable:
                 time.sleep(0.05)
 
     def add_applied(self, name: str, events: int, seq: int, commit_lsn: int) -> None:
-        self.conn.execute(
-            "UPDATE consumers SET applied_events = applied_events + ?, seq = ?, commit_lsn = ?,"
-            " state = 'running', error = '', updated_at = ? WHERE name = ?",
-            (events, seq, commit_lsn, time.time(), name),
-        )
+        """Best effort: when the log is busy the progress is kept and written next time."""
+        self._unreported += events
+        try:
+            self.conn.execute(
+                "UPDATE consumers SET applied_events = applied_events + ?, seq = ?,"
+                " commit_lsn = ?, state = 'running', error = '', updated_at = ? WHERE name = ?",
+                (self._unreported, seq, commit_lsn, time.time(), name),
+            )
+            self._unreported = 0
+        except sqlite3.OperationalError:
+            pass
 
     def remove_others(self, keep: set[str]) -> list[str]:
         gone = [

@@ -15,8 +15,9 @@ log = logging.getLogger("syncline.retention")
 
 
 class Retention:
-    def __init__(self, path: Path, compactor: object, interval: float = 5.0) -> None:
+    def __init__(self, path: Path, compactor: object, views: list[str], interval: float = 5.0) -> None:
         self.path = path
+        self.views = views
         self.compactor = compactor
         self.interval = interval
         self._last = 0.0
@@ -28,10 +29,15 @@ class Retention:
             return
         self._last = now
         try:
-            views = [
-                int(r[0])
-                for r in self.conn.execute("SELECT seq FROM consumers WHERE name NOT LIKE '\\_%' ESCAPE '\\'")
-            ]
+            seqs = {
+                str(r[0]): int(r[1])
+                for r in self.conn.execute(
+                    "SELECT name, seq FROM consumers WHERE name NOT LIKE '\\_%' ESCAPE '\\'"
+                )
+            }
+            if any(v not in seqs for v in self.views):
+                return  # a configured view has not registered yet: it may still need the log
+            views = [seqs[v] for v in self.views]
             upto = min([compactor_seq, *views])
             if views and isinstance(self.compactor, CompactedView):
                 self.compactor.purge_tombstones(min(views))

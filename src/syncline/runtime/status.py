@@ -147,9 +147,10 @@ def views_caught_up(cfg: Config, lsn: int, views: list[str]) -> bool:
 def _caught_up(conn: sqlite3.Connection, lsn: int, views: list[str]) -> bool:
     if int(get_meta(conn, "received_lsn", "0")) < lsn:
         return False
+    trimmed = int(get_meta(conn, "trimmed_seq", "0"))
     for name in views:
         row = conn.execute("SELECT seq FROM consumers WHERE name = ?", (name,)).fetchone()
-        if row is None:
+        if row is None or int(row[0]) < trimmed:
             return False
         pending = conn.execute(
             "SELECT 1 FROM records WHERE seq > ? AND commit_lsn <= ? LIMIT 1", (int(row[0]), lsn)

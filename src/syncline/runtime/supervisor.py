@@ -32,7 +32,11 @@ class Supervisor:
             name="_compactor",
             kind="compacted",
             batch_events=100_000,
-            options={"path": cfg.log.path, "retention": cfg.log.retention},
+            options={
+                "path": cfg.log.path,
+                "retention": cfg.log.retention,
+                "views": [v.name for v in cfg.views],
+            },
         )
         self.all_views = [compactor, *cfg.views]
 

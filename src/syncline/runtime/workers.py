@@ -4,10 +4,13 @@ retries transient errors with backoff and reports its state in the log database.
 from __future__ import annotations
 
 import contextlib
-import sqlite3
 import ctypes
+import fcntl
 import logging
+import multiprocessing as mp
+import os
 import signal
+import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -32,6 +35,9 @@ def _child_setup(cfg: Config, name: str) -> threading.Event:
         libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except OSError:  # pragma: no cover - non-Linux
         pass
+    parent = mp.parent_process()
+    if parent is not None and os.getppid() != parent.pid:
+        raise SystemExit(1)  # the supervisor died before we could ask to die with it
     setup_logging(cfg.secrets(), prefix=f"[{name}] ")
     stop = threading.Event()
 
@@ -125,6 +131,9 @@ def view_main(cfg: Config, vcfg: ViewConfig) -> int:
     path = Path(cfg.log.path)
     while not (path / "log.db").exists() and not stop.is_set():
         stop.wait(0.2)
+    lock = _exclusive(path / f"view-{vcfg.name}.lock", stop, log)
+    if lock is None:
+        return 0
     consumers = ConsumerTable(path)
     consumers.update(vcfg.name, vcfg.kind, state="starting")
     backoff = Backoff()
@@ -180,7 +189,8 @@ def _view_loop(
     if vcfg.kind == "compacted" and vcfg.options.get("retention") == "applied":
         from syncline.runtime.retention import Retention
 
-        retention = Retention(path, view)
+        names = vcfg.options.get("views")
+        retention = Retention(path, view, [str(n) for n in names] if isinstance(names, list) else [])
     try:
         hw = reader.hw()
         if cp.seq > hw:
@@ -252,3 +262,20 @@ def _fill_from_compacted(
         view.apply(Batch([txn], relations, cp, len(txn.items), commit=txn.last))  # type: ignore[attr-defined, arg-type]
     log.info("view %s filled with %d rows and schema changes up to log record %d", vcfg.name, n, cp.seq)
     return cp
+
+
+def _exclusive(lockfile: Path, stop: threading.Event, log: logging.Logger) -> object | None:
+    """One process per view: wait for a previous one (e.g. still dying) to let go."""
+    f = open(lockfile, "a+")  # noqa: SIM115 - held for the life of the process
+    waited = 0.0
+    while not stop.is_set():
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return f
+        except BlockingIOError:
+            if waited == 5.0:
+                log.warning("waiting for another process holding %s", lockfile)
+            stop.wait(0.25)
+            waited += 0.25
+    f.close()
+    return None

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -100,7 +99,7 @@ def compare_postgres(source_dsn: str, replica_dsn: str, tables: dict[str, list[s
 def compare_duckdb(source_dsn: str, path: str, tables: dict[str, list[str]]) -> list[TableDiff]:
     import duckdb
 
-    from syncline.views.duckdb.compare import to_pg_text
+    from syncline.views.duckdb.compare import fetch_text_rows
 
     out = []
     con = duckdb.connect(path, read_only=True)
@@ -118,17 +117,10 @@ def compare_duckdb(source_dsn: str, path: str, tables: dict[str, list[str]]) -> 
             if found is None:
                 out.append(diff_rows(q, src, []))
                 continue
-            bycol = {c.name: c for c in found.columns}
-            if set(cols) - set(bycol):
+            if [c.name for c in found.columns] != cols:
                 out.append(diff_rows(q, src, [("<columns differ>",)]))
                 continue
-            qi = ", ".join('"' + c.replace('"', '""') + '"' for c in cols)
-            tname = '"' + schema.replace('"', '""') + '"."' + name.replace('"', '""') + '"'
-            raw: list[Any] = con.execute(f"SELECT {qi} FROM {tname}").fetchall()  # noqa: S608
-            dst = sorted(
-                (tuple(to_pg_text(v, bycol[c]) for v, c in zip(r, cols, strict=True)) for r in raw),
-                key=_sort_key,
-            )
+            dst = sorted(fetch_text_rows(con, found), key=_sort_key)
             out.append(diff_rows(q, src, dst))
     finally:
         con.close()

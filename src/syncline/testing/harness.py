@@ -4,9 +4,9 @@ restart, wait until caught up, compare every view with the source."""
 from __future__ import annotations
 
 import contextlib
-import sqlite3
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -161,7 +161,6 @@ class Pipeline:
         self.kill()
         with contextlib.suppress(Exception), psycopg.connect(self.source_dsn, autocommit=True) as c:
             c.execute(
-                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots"
-                " WHERE slot_name = %s",
+                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = %s",
                 (self.slot,),
             )

@@ -246,6 +246,7 @@ class EmbeddedLogWriter:
         self._msgs_bytes = 0
         if not last and self._rows_bytes >= PART_BYTES * 4:
             self._write_rows()
+            self._commit_partial()
 
     def commit(self, commit_lsn: int, end_lsn: int, commit_time: int) -> None:
         xid, _c, _t = self._tx
@@ -290,6 +291,17 @@ class EmbeddedLogWriter:
             raise LogError(f"cannot write the log at {self.path}: {e}") from e
         self._rows = []
         self._rows_bytes = 0
+
+    def _commit_partial(self) -> None:
+        """Commit rows of a transaction still being received, without moving ``hw``: the
+        write lock is released (readers and the views' bookkeeping are never blocked for
+        long), and after a crash these rows are above ``hw`` and deleted at open."""
+        if self._in_tx:
+            try:
+                self.conn.execute("COMMIT")
+            except sqlite3.Error as e:
+                raise LogError(f"cannot write the log at {self.path}: {e}") from e
+            self._in_tx = False
 
     def sync(self, received_lsn: int | None = None) -> int:
         """Write buffered records and commit durably; return the durable end LSN."""
@@ -352,6 +364,7 @@ class EmbeddedLogWriter:
             "INSERT INTO pending (xid, subxid, count, data) VALUES (?,?,?,?)",
             [(xid, sub, len(msgs), frame(msgs)) for sub, msgs in runs if msgs],
         )
+        self._commit_partial()
 
     def stream_abort(self, xid: int, subxid: int) -> None:
         if subxid == xid or subxid == 0:
@@ -395,6 +408,10 @@ class EmbeddedLogWriter:
             self._rows_bytes += len(data)
             if self._rows_bytes >= PART_BYTES * 4:
                 self._write_rows()
+                self._commit_partial()
+        if not self._in_tx:
+            self.conn.execute("BEGIN IMMEDIATE")
+            self._in_tx = True
         self.conn.execute("DELETE FROM pending WHERE xid = ?", (xid,))
         # an empty final part closes the transaction
         self.commit(commit_lsn, end_lsn, commit_time)

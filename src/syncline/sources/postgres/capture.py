@@ -30,6 +30,8 @@ from syncline.sources.postgres.pgoutput import (
     decode_stream_abort,
     decode_stream_commit,
     decode_stream_start,
+    encode_relation,
+    remap_change,
     streamed_xid,
     strip_stream_xid,
 )
@@ -206,6 +208,7 @@ class Capture:
         confirmed = max(w.durable_end_lsn(), int(w.meta("received_lsn", "0")))
         received = confirmed
         dirty = False
+        leaves: dict[int, tuple[int, tuple[int, ...]]] = {}
         try:
             while not stop.is_set():
                 msg = repl.read(0.0 if dirty else 0.5)
@@ -225,9 +228,12 @@ class Capture:
                     t = payload[0]
                     if t in (0x49, 0x55, 0x44, 0x54):  # I U D T
                         if stream_xid is not None:
-                            w.stream_add(stream_xid, streamed_xid(payload), strip_stream_xid(payload))
+                            plain = strip_stream_xid(payload)
+                            if leaves:
+                                plain = remap_change(plain, leaves)
+                            w.stream_add(stream_xid, streamed_xid(payload), plain)
                         elif not skip:
-                            w.add(payload)
+                            w.add(remap_change(payload, leaves) if leaves else payload)
                             stats.events += 1
                     elif t == 0x42:  # B
                         b = decode_begin(payload)
@@ -249,12 +255,27 @@ class Capture:
                             dirty = False
                             last_sync = now
                     elif t == 0x52:  # R
+                        plain = strip_stream_xid(payload) if stream_xid is not None else payload
+                        rmsg = decode_relation(plain)
+                        root = rcat.partition_root(rmsg.oid)
+                        if root is not None:
+                            # A leaf partition although the publication publishes via the
+                            # root: record the root's shape, map the leaf's changes onto it.
+                            rootmsg = rcat.relation_message(root)
+                            names = [c[1] for c in rmsg.columns]
+                            leaves[rmsg.oid] = (
+                                root.oid,
+                                tuple(names.index(c[1]) for c in rootmsg.columns),
+                            )
+                            rmsg = rootmsg
+                            plain = encode_relation(rootmsg)
+                        else:
+                            leaves.pop(rmsg.oid, None)
+                        rel = rcat.relation(rmsg)
                         if stream_xid is not None:
-                            plain = strip_stream_xid(payload)
-                            rel = rcat.relation(decode_relation(plain))
                             w.stream_add_relation(stream_xid, plain, rel)
                         elif not skip:
-                            w.add_relation(payload, rcat.relation(decode_relation(payload)))
+                            w.add_relation(plain, rel)
                     elif t == 0x53:  # S stream start
                         stream_xid = decode_stream_start(payload).xid
                     elif t == 0x45:  # E stream stop

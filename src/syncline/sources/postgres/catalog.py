@@ -359,6 +359,21 @@ class RelationCatalog:
         self._cache[msg] = rel
         return rel
 
+    def partition_root(self, oid: int) -> TableInfo | None:
+        """The partitioned root of a leaf partition (None for other relations)."""
+        row = self.conn.execute(
+            "SELECT r.oid, n.nspname, r.relname, r.relkind, r.relreplident,"
+            " EXISTS (SELECT 1 FROM pg_catalog.pg_index i WHERE i.indrelid = r.oid AND i.indisprimary)"
+            " FROM pg_catalog.pg_class c"
+            " JOIN pg_catalog.pg_class r ON r.oid = pg_catalog.pg_partition_root(c.oid)"
+            " JOIN pg_catalog.pg_namespace n ON n.oid = r.relnamespace"
+            " WHERE c.oid = %s AND c.relispartition",
+            (oid,),
+        ).fetchone()
+        if row is None:
+            return None
+        return TableInfo(int(row[0]), str(row[1]), str(row[2]), str(row[3]), str(row[4]), bool(row[5]), True)
+
     def relation_message(self, table: TableInfo) -> RelationMessage:
         """The Relation message pgoutput would send for ``table`` (for the snapshot)."""
         ident: set[str]

@@ -336,3 +336,35 @@ def relation_without_catalog(msg: RelationMessage) -> Relation:
     )
     key = tuple(c.name for c in cols if c.in_identity)
     return Relation(msg.oid, msg.schema, msg.name, msg.replident, cols, key)
+
+
+def remap_change(buf: bytes, relids: dict[int, tuple[int, tuple[int, ...]]]) -> bytes:
+    """Rewrite a change message of a leaf partition as one of its root: new relation id and
+    the root's column order (``relids``: leaf oid -> (root oid, leaf index per root column)).
+    Messages of other relations are returned unchanged."""
+    kind = buf[0]
+    if kind == 0x54:  # T
+        (n,) = _I32.unpack_from(buf, 1)
+        rels = struct.unpack_from(f"!{n}I", buf, 6)
+        mapped = list(dict.fromkeys(relids[r][0] if r in relids else r for r in rels))
+        return b"T" + _I32.pack(len(mapped)) + buf[5:6] + b"".join(_U32.pack(r) for r in mapped)
+    (relid,) = _U32.unpack_from(buf, 1)
+    found = relids.get(relid)
+    if found is None:
+        return buf
+    root, idx = found
+
+    def order(row: Row) -> Row:
+        return tuple(row[i] for i in idx)
+
+    ch = decode_change(buf, 0)
+    assert isinstance(ch, RowChange)
+    if ch.op == "insert":
+        assert ch.new is not None
+        return encode_insert(root, order(ch.new))
+    if ch.op == "delete":
+        assert ch.old is not None
+        return encode_delete(root, order(ch.old), bytes([buf[5]]))
+    assert ch.new is not None
+    old_kind = bytes([buf[5]]) if buf[5] in (0x4B, 0x4F) else b"O"
+    return encode_update(root, order(ch.new), order(ch.old) if ch.old is not None else None, old_kind)

@@ -72,7 +72,9 @@ def _copy_table(
     started: float,
     total_before: int,
 ) -> int:
-    cols = sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(c.name)) for c in rel.columns)
+    # COPY's text format prints each value with its type's output function: exactly what
+    # pgoutput sends for the same value (``::text`` would differ for boolean, char(n), inet).
+    cols = sql.SQL(", ").join(sql.Identifier(c.name) for c in rel.columns)
     only = sql.SQL("ONLY ") if t.relkind == "r" else sql.SQL("")
     query = sql.SQL("COPY (SELECT {} FROM {}{}) TO STDOUT").format(
         cols, only, sql.Identifier(t.schema, t.name)

@@ -35,10 +35,11 @@ def _expr(m: Mapping, x: str, depth: int = 1) -> str:
         return f"CAST(timezone('UTC', {x}) AS VARCHAR)"
     if m.kind == "interval":
         return (
+            f"CASE WHEN {x} IS NULL THEN NULL ELSE "
             f"struct_pack(m := datepart('year', {x}) * 12 + datepart('month', {x}), "
             f"d := datepart('day', {x}), "
             f"u := datepart('hour', {x}) * 3600000000 + datepart('minute', {x}) * 60000000"
-            f" + datepart('microseconds', {x}))"
+            f" + datepart('microseconds', {x})) END"
         )
     if m.kind == "list":
         assert m.element is not None
@@ -129,10 +130,32 @@ def _time_join(v: dt.datetime) -> str:
     return f"{v.date().isoformat()} {_time_text(v.time())}"
 
 
-def to_pg_text(value: Any, column: Column) -> str | None:
-    """PostgreSQL text output of a value read from DuckDB (see :func:`select_expr`)."""
+def _cast_text(text: str, column: Column) -> str:
+    """Output-function text -> what ``col::text`` prints, for the few types that differ."""
+    base = (column.base or column.type_name).strip()
+    if base == "boolean":
+        return "true" if text == "t" else "false"
+    if base == "bpchar" or base == "character" or base.startswith("character("):
+        return text.rstrip(" ")
+    if base == "inet" and "/" not in text:
+        return text + ("/128" if ":" in text else "/32")
+    return text
+
+
+def to_pg_text(value: Any, column: Column, *, cast: bool = True) -> str | None:
+    """PostgreSQL text of a value read from DuckDB (read it with :func:`select_expr`).
+
+    ``cast=True`` (default): what ``SELECT col::text`` prints (TimeZone UTC). ``cast=False``:
+    the type's output function, as logical replication sends it. They differ only for
+    ``boolean`` (``true`` / ``t``), ``char(n)`` (trailing blanks cut / kept) and ``inet``
+    (``/32`` always / only when not a host address); array elements always use the output
+    function, as PostgreSQL's array output does.
+    """
     if value is None:
         return None
+    if cast:
+        out = to_pg_text(value, column, cast=False)
+        return None if out is None else _cast_text(out, column)
     m = map_column(column)
     if m.kind == "list":
         if isinstance(value, str):  # stored as text
@@ -147,15 +170,27 @@ def to_pg_text(value: Any, column: Column) -> str | None:
     return _scalar(value, m)
 
 
+def table_types(conn: Any, schema: str, name: str) -> dict[str, str]:
+    """Actual DuckDB column types of a table, by column name."""
+    rows = conn.execute(
+        "SELECT column_name, data_type FROM duckdb_columns() WHERE schema_name = ? AND table_name = ?",
+        [schema, name],
+    ).fetchall()
+    return {str(n): str(t) for n, t in rows}
+
+
 def fetch_text_rows(
-    conn: Any, relation: Relation, types: dict[str, str] | None = None
+    conn: Any, relation: Relation, types: dict[str, str] | None = None, *, cast: bool = True
 ) -> list[tuple[str | None, ...]]:
     """Every row of ``relation``'s DuckDB table as PostgreSQL text tuples (unordered).
 
-    ``conn``: a DuckDB connection; ``types``: actual DuckDB column types by name.
+    ``conn``: a DuckDB connection (read-only is fine); ``types``: actual DuckDB column types
+    by name (default: looked up); ``cast``: see :func:`to_pg_text`.
     """
+    if types is None:
+        types = table_types(conn, relation.schema, relation.name)
     cols = relation.columns
-    exprs = [select_expr(c, quote_ident(c.name), (types or {}).get(c.name)) for c in cols]
+    exprs = [select_expr(c, quote_ident(c.name), types.get(c.name)) for c in cols]
     table = f"{quote_ident(relation.schema)}.{quote_ident(relation.name)}"
     rows = conn.execute(f"SELECT {', '.join(exprs)} FROM {table}").fetchall()  # noqa: S608
-    return [tuple(to_pg_text(v, c) for v, c in zip(r, cols, strict=True)) for r in rows]
+    return [tuple(to_pg_text(v, c, cast=cast) for v, c in zip(r, cols, strict=True)) for r in rows]

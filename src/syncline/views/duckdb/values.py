@@ -35,11 +35,12 @@ value of another dimensionality fails the batch.
 
 from __future__ import annotations
 
+import math
 import re
 import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from decimal import Decimal
+from fractions import Fraction
 from typing import Any
 
 # --------------------------------------------------------------------------- identifiers
@@ -428,12 +429,60 @@ def _special_float(x: float) -> str | None:
     return None
 
 
-def _digits_of(sci: str) -> tuple[str, int, bool]:
-    """'-1.2345e+07' -> ('12345', 7, True) with trailing zeros stripped."""
-    neg = sci.startswith("-")
-    mant, _, e = sci.lstrip("-").partition("e")
-    digits = mant.replace(".", "").rstrip("0") or "0"
-    return digits, int(e), neg
+def _neighbours(x: float, single: bool) -> tuple[Fraction, Fraction]:
+    """The adjacent representable values below and above ``x`` (> 0)."""
+    if single:
+        bits = struct.unpack("<I", struct.pack("<f", x))[0]
+        below = struct.unpack("<f", struct.pack("<I", bits - 1))[0]
+        above = struct.unpack("<f", struct.pack("<I", bits + 1))[0]
+    else:
+        below, above = math.nextafter(x, 0.0), math.nextafter(x, math.inf)
+    fb, fx = Fraction(below), Fraction(x)
+    # past the largest finite value the spacing continues as in the top binade
+    fa = Fraction(above) if math.isfinite(above) else fx + (fx - fb)
+    return fb, fa
+
+
+def _round_trip_length(x: float, single: bool) -> int:
+    """Digits of the shortest text that reads back as ``x`` (bounds inclusive): a lower
+    bound for the exclusive search."""
+    if not single:
+        mant = repr(x).partition("e")[0].replace(".", "").lstrip("0").rstrip("0")
+        return max(1, len(mant))
+    for p in range(1, 10):
+        if struct.unpack("f", struct.pack("f", float(f"{x:.{p - 1}e}")))[0] == x:
+            return p
+    return 9  # pragma: no cover
+
+
+def _shortest_digits(x: float, single: bool) -> tuple[str, int]:
+    """Shortest decimal digits (and decimal exponent of the first digit) that lie strictly
+    inside ``x``'s rounding interval, closest to ``x`` among those of that length.
+
+    This is PostgreSQL's ryu with ``acceptBounds = false``: a value exactly half-way to a
+    neighbour is never used, even when round-half-even would read it back correctly (where
+    Python's ``repr`` does use it)."""
+    fx = Fraction(x)
+    below, above = _neighbours(x, single)
+    lo = (fx + below) / 2
+    hi = (fx + above) / 2
+    e = math.floor(math.log10(x))
+    while Fraction(10) ** e > fx:
+        e -= 1
+    while Fraction(10) ** (e + 1) <= fx:
+        e += 1
+    for p in range(_round_trip_length(x, single), 18):
+        k = e - p + 1
+        scale = Fraction(10) ** k
+        base = math.floor(fx / scale)
+        # closest first; an exact tie goes to the even digit (ryu rounds half to even)
+        cands = sorted((base, base + 1), key=lambda c: (abs(c * scale - fx), c % 2))
+        for c in cands:
+            v = c * scale
+            if lo < v < hi:
+                text = str(c)
+                return text.rstrip("0") or "0", k + len(text) - 1
+    raise AssertionError(f"no shortest representation for {x!r}")  # pragma: no cover
 
 
 def pg_float8(x: float) -> str:
@@ -441,12 +490,8 @@ def pg_float8(x: float) -> str:
     special = _special_float(x)
     if special is not None:
         return special
-    d = Decimal(repr(x))
-    sign, dig, exp = d.as_tuple()
-    digits = "".join(map(str, dig)).rstrip("0")
-    assert isinstance(exp, int)
-    exp10 = exp + len(dig) - 1
-    return _shortest_text(digits, exp10, bool(sign), 15)
+    digits, exp10 = _shortest_digits(abs(x), single=False)
+    return _shortest_text(digits, exp10, x < 0, 15)
 
 
 def pg_float4(x: float) -> str:
@@ -454,12 +499,8 @@ def pg_float4(x: float) -> str:
     special = _special_float(x)
     if special is not None:
         return special
-    for p in range(1, 10):
-        s = f"{x:.{p - 1}e}"
-        if struct.unpack("f", struct.pack("f", float(s)))[0] == x:
-            break
-    digits, exp10, neg = _digits_of(s)
-    return _shortest_text(digits, exp10, neg, 6)
+    digits, exp10 = _shortest_digits(abs(x), single=True)
+    return _shortest_text(digits, exp10, x < 0, 6)
 
 
 # --------------------------------------------------------------------------- text -> staging

@@ -20,16 +20,16 @@ The type mapping is documented in :mod:`syncline.views.duckdb.values`.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import os
-from collections.abc import Sequence
-from typing import Any
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import duckdb
-import msgspec
 import pyarrow as pa
 
+from syncline.core import codec
 from syncline.core.config_models import ViewConfig
 from syncline.core.errors import ConfigError, TransientViewError, ViewError
 from syncline.core.events import (
@@ -39,7 +39,6 @@ from syncline.core.events import (
     Relation,
     Row,
     SchemaChange,
-    UserType,
 )
 from syncline.views.base import Batch, table_selected
 from syncline.views.duckdb.values import (
@@ -65,35 +64,12 @@ _PARTIAL = "__syncline_partial"
 # --------------------------------------------------------------------------- relation JSON
 
 
-def _fields(cls: Any, d: dict[str, Any]) -> dict[str, Any]:
-    names = {f.name for f in dataclasses.fields(cls)}
-    return {k: v for k, v in d.items() if k in names}
-
-
 def relation_to_json(rel: Relation) -> str:
-    return msgspec.json.encode(dataclasses.asdict(rel)).decode()
+    return codec.relation_to_json(rel).decode()
 
 
 def relation_from_json(doc: str | bytes) -> Relation:
-    d: dict[str, Any] = msgspec.json.decode(doc)
-    return Relation(
-        oid=int(d["oid"]),
-        schema=str(d["schema"]),
-        name=str(d["name"]),
-        replident=str(d["replident"]),
-        columns=tuple(Column(**_fields(Column, c)) for c in d["columns"]),
-        key=tuple(str(k) for k in d["key"]),
-        user_types=tuple(
-            UserType(
-                **{
-                    **_fields(UserType, u),
-                    "labels": tuple(u.get("labels", ())),
-                    "attributes": tuple(tuple(a) for a in u.get("attributes", ())),
-                }
-            )
-            for u in d.get("user_types", ())
-        ),
-    )
+    return codec.relation_from_json(doc)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -143,6 +119,20 @@ class _Failure(Exception):
     """An error of ours inside apply (message already specific)."""
 
 
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def _locked(fn: Callable[Concatenate[DuckdbView, P], T]) -> Callable[Concatenate[DuckdbView, P], T]:
+    def wrapper(self: DuckdbView, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        with self._lock:
+            return fn(self, *args, **kwargs)
+
+    wrapper.__name__ = fn.__name__
+    wrapper.__doc__ = fn.__doc__
+    return wrapper
+
+
 class DuckdbView:
     kind = "duckdb"
 
@@ -158,9 +148,13 @@ class DuckdbView:
         self._types: dict[int, dict[str, str]] = {}
         self._in_txn = False
         self._warned: set[tuple[str, str]] = set()
+        self._lock = threading.RLock()
+        """One DuckDB connection is not safe for concurrent use: status readers and the
+        applying worker take turns."""
 
     # ------------------------------------------------------------------ lifecycle
 
+    @_locked
     def open(self) -> Checkpoint:
         if self._conn is None:
             d = os.path.dirname(os.path.abspath(self.path))
@@ -188,6 +182,7 @@ class DuckdbView:
             self._load_relations()
         return self._stored_checkpoint()
 
+    @_locked
     def close(self) -> None:
         if self._conn is not None:
             try:
@@ -203,6 +198,7 @@ class DuckdbView:
     def relations(self) -> dict[int, Relation]:
         return dict(self._rels)
 
+    @_locked
     def read_checkpoint(self) -> Checkpoint | None:
         """The stored checkpoint; None when another process holds the file (DuckDB allows
         one writing process and no concurrent readers)."""
@@ -228,6 +224,7 @@ class DuckdbView:
         finally:
             c.close()
 
+    @_locked
     def count_rows(self, qualified: str) -> int:
         for r in self._rels.values():
             if r.qualified == qualified:
@@ -249,6 +246,7 @@ class DuckdbView:
 
     # ------------------------------------------------------------------ apply
 
+    @_locked
     def apply(self, batch: Batch) -> None:
         if self._conn is None:
             self.open()

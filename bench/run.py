@@ -1,0 +1,997 @@
+"""syncline benchmark: one private PostgreSQL cluster, one workload, four consumers.
+
+Workload on ``bench(id int primary key, v text, n int)``: ``--rows`` inserts (1,000 rows per
+transaction), then ``--rows`` single-row UPDATE statements (100 per transaction), all
+generated server side. Every consumer's slot exists before the workload, so each drains
+the same WAL afterwards, one after the other:
+
+  (a) ``pg_recvlogical`` (pgoutput, protocol 1, to /dev/null): the physical limit;
+  (b) syncline capture into the embedded log (no views): until ``received_lsn`` >= end;
+  (c) syncline end to end, views ``replica`` (PostgreSQL) and ``warehouse`` (DuckDB);
+  (d) PostgreSQL's own logical replication (a subscription on a pre-created slot).
+
+Then a single ``--big-rows`` transaction end to end, for memory (and (a) for reference).
+Peak RSS and CPU time of every syncline process (and of the walsenders) are sampled from
+/proc. Results are printed and written to ``docs/benchmarks.md``.
+
+    .venv/bin/python bench/run.py                 # full size (make bench)
+    .venv/bin/python bench/run.py --rows 50000 --big-rows 200000 --no-report   # quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import os
+import shlex
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+
+from procs import Sampler, machine_busy, syncline_role
+from syncline.config import load_config
+from syncline.core.errors import LogError
+from syncline.core.lsn import format_lsn, parse_lsn
+from syncline.log.embedded.store import connect, get_meta
+from syncline.runtime.status import views_caught_up
+from syncline.testing.pgcluster import PgCluster
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Same cluster, same settings for every consumer. On top of pgcluster's DEFAULT_SETTINGS
+# (fsync, synchronous_commit and full_page_writes off, wal_level logical):
+BENCH_SETTINGS = {
+    "logical_decoding_work_mem": "64MB",  # PostgreSQL's default (pgcluster uses 64kB for tests)
+    "shared_buffers": "512MB",
+    "max_wal_size": "16GB",  # no checkpoint storm while the workload runs
+    "checkpoint_timeout": "30min",
+    "autovacuum": "off",  # no background WAL between consumers: each reads the same stream
+    "max_worker_processes": "16",
+}
+
+PUB = "bench_pub"
+TABLE_DDL = "CREATE TABLE bench (id int PRIMARY KEY, v text, n int)"
+
+PROCEDURES = """
+CREATE PROCEDURE bench_insert(total int, batch int) LANGUAGE plpgsql AS $$
+DECLARE i int := 0;
+BEGIN
+  WHILE i < total LOOP
+    INSERT INTO bench SELECT g, md5(g::text), 0 FROM generate_series(i + 1, least(i + batch, total)) g;
+    COMMIT;
+    i := i + batch;
+  END LOOP;
+END $$;
+CREATE PROCEDURE bench_update(total int, batch int) LANGUAGE plpgsql AS $$
+BEGIN
+  FOR i IN 1..total LOOP
+    UPDATE bench SET n = n + 1 WHERE id = i;
+    IF i % batch = 0 THEN COMMIT; END IF;
+  END LOOP;
+  COMMIT;
+END $$;
+"""
+
+PG_CHECKSUM = (
+    "SELECT count(*), coalesce(sum(n), 0),"
+    " md5(coalesce(string_agg(id::text || ':' || v || ':' || n::text, ',' ORDER BY id), ''))"
+    " FROM public.bench"
+)
+DUCK_CHECKSUM = (
+    "SELECT count(*), coalesce(sum(n), 0),"
+    " md5(coalesce(string_agg(CAST(id AS VARCHAR) || ':' || v || ':' || CAST(n AS VARCHAR), ','"
+    " ORDER BY id), '')) FROM public.bench"
+)
+
+MB = 1024 * 1024
+
+
+def say(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+# -- PostgreSQL helpers ---------------------------------------------------------------------
+
+
+def sql(dsn: str, statement: str, params: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        cur = conn.execute(statement, params)  # type: ignore[call-overload]
+        return cur.fetchall() if cur.description else []
+
+
+def end_position(dsn: str) -> int:
+    """An LSN at or after the end of every transaction committed so far, with the WAL flushed
+    beyond it (the workload commits asynchronously; decoding only reads flushed WAL)."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        row = conn.execute("SELECT pg_current_wal_insert_lsn()::text").fetchone()
+        assert row is not None
+        conn.execute("SET synchronous_commit = on")
+        conn.execute("SELECT txid_current()")  # a synchronous commit: flushes the WAL past it
+    return parse_lsn(str(row[0]))
+
+
+def slot_pid(dsn: str, slot: str) -> int:
+    rows = sql(dsn, "SELECT active_pid FROM pg_replication_slots WHERE slot_name = %s", (slot,))
+    return int(rows[0][0]) if rows and rows[0][0] else 0  # type: ignore[call-overload]
+
+
+def pg_checksum(dsn: str) -> tuple[str, ...]:
+    row = sql(dsn, PG_CHECKSUM)[0]
+    return tuple(str(x) for x in row)
+
+
+def duck_checksum(path: Path) -> tuple[str, ...]:
+    import duckdb
+
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        row = con.execute(DUCK_CHECKSUM).fetchone()
+    finally:
+        con.close()
+    assert row is not None
+    return tuple(str(int(x)) if not isinstance(x, str) else x for x in row)
+
+
+def wait_quiet(max_wait: float, threshold: float = 0.3) -> float:
+    """Wait (up to ``max_wait`` s) until the machine is idle: less than ``threshold`` cores
+    busy over two consecutive seconds (other people's work would distort the timings).
+    Returns the cores busy in the last second."""
+    deadline = time.monotonic() + max_wait
+    quiet = 0
+    load = 0.0
+    while True:
+        b0 = machine_busy()
+        time.sleep(1.0)
+        load = machine_busy() - b0
+        quiet = quiet + 1 if load < threshold else 0
+        if quiet >= 2 or time.monotonic() > deadline:
+            return load
+
+
+def quiet(args: argparse.Namespace, what: str) -> float:
+    say(f"waiting for an idle machine, then {what}")
+    load = wait_quiet(args.quiet_wait)
+    if load >= 0.3:
+        say(f"the machine is still busy ({load:.1f} cores used by others); measuring anyway")
+    return load
+
+
+# -- results --------------------------------------------------------------------------------
+
+
+@dataclass
+class Result:
+    key: str
+    title: str
+    changes: int
+    seconds: float | None = None
+    error: str | None = None
+    verified: str = ""
+    sampler: Sampler | None = None
+    extra: dict[str, float] = field(default_factory=dict)  # e.g. per-view catch-up times
+    load_before: float = 0.0  # cores busy on the machine just before the run
+
+    def others(self) -> float | None:
+        """Cores used by everything not watched, on average during the run."""
+        if self.sampler is None or not self.seconds:
+            return None
+        return self.sampler.others_cpu() / self.seconds
+
+    @property
+    def ok(self) -> bool:
+        return self.seconds is not None and self.error is None
+
+    @property
+    def rate(self) -> float | None:
+        return self.changes / self.seconds if self.ok and self.seconds else None
+
+
+def rate_of(results: dict[str, Result], key: str, seconds: float | None = None) -> float | None:
+    r = results.get(key)
+    if r is None or not r.ok:
+        return None
+    s = seconds if seconds is not None else r.seconds
+    return r.changes / s if s else None
+
+
+# -- syncline -------------------------------------------------------------------------------
+
+
+class Syncline:
+    """A ``syncline run`` process with its own config, log and views (no harness: the
+    harness creates its own source database, and all consumers here share one)."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        source_dsn: str,
+        slot: str,
+        replica_dsn: str | None = None,
+        duckdb_path: Path | None = None,
+    ) -> None:
+        self.workdir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.log_path = workdir / "log"
+        lines = [
+            "[source]",
+            f'dsn = "{source_dsn}"',
+            'tables = ["public.bench"]',
+            f'slot = "{slot}"',
+            f'publication = "{PUB}"',
+            "[log]",
+            f'path = "{self.log_path}"',
+        ]
+        self.roles: dict[str, str] = {}
+        self.replica_db = replica_dsn.rsplit("/", 1)[1] if replica_dsn else ""
+        if replica_dsn:
+            lines += ["[views.replica]", 'kind = "postgres"', f'dsn = "{replica_dsn}"']
+            self.roles["*"] = "replica"
+        if duckdb_path:
+            lines += ["[views.warehouse]", 'kind = "duckdb"', f'path = "{duckdb_path}"']
+            self.roles[duckdb_path.name] = "warehouse"
+        self.config_path = workdir / "syncline.toml"
+        self.config_path.write_text("\n".join(lines) + "\n")
+        self.cfg = load_config(self.config_path)
+        self.names = [v.name for v in self.cfg.views]
+        self.source_dsn = source_dsn
+        self.slot = slot
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.runs = 0
+
+    def start(self) -> int:
+        self.runs += 1
+        with open(self.workdir / f"run{self.runs}.log", "wb") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "syncline", "run", "-c", str(self.config_path)],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                cwd=self.workdir,
+            )
+        return self.proc.pid
+
+    def output(self, tail: int = 3000) -> str:
+        text = "\n".join(p.read_text(errors="replace") for p in sorted(self.workdir.glob("run*.log")))
+        return text[-tail:]
+
+    def label(self, pid: int) -> str | None:
+        assert self.proc is not None
+        return syncline_role(pid, self.proc.pid, self.roles)
+
+    def meta(self, key: str) -> str:
+        try:
+            conn = connect(self.log_path, readonly=True)
+        except LogError:
+            return ""
+        try:
+            return get_meta(conn, key)
+        except sqlite3.Error:
+            return ""
+        finally:
+            conn.close()
+
+    def failures(self) -> str | None:
+        if self.meta("capture_state") == "failed":
+            return f"capture failed: {self.meta('capture_error')}"
+        if (self.log_path / "log.db").exists():
+            try:
+                conn = connect(self.log_path, readonly=True)
+                try:
+                    bad = conn.execute("SELECT name, error FROM consumers WHERE state = 'failed'").fetchall()
+                finally:
+                    conn.close()
+            except sqlite3.Error:
+                bad = []
+            if bad:
+                return "; ".join(f"view {n} failed: {e}" for n, e in bad)
+        if self.proc is not None and self.proc.poll() is not None:
+            return f"syncline run exited with {self.proc.returncode}"
+        return None
+
+    def caught_up(self, lsn: int, names: list[str] | None = None) -> bool:
+        try:
+            return views_caught_up(self.cfg, lsn, self.names if names is None else names)
+        except sqlite3.Error:  # the log is being created
+            return False
+
+    def wait(self, lsn: int, timeout: float, t0: float | None = None, poll: float = 0.1) -> dict[str, float]:
+        """Wait until the log received ``lsn`` and every view applied everything up to it.
+        Returns the time (since ``t0``) at which each of "capture" and the views got there."""
+        t0 = time.monotonic() if t0 is None else t0
+        deadline = time.monotonic() + timeout
+        done: dict[str, float] = {}
+        todo = ["capture", *self.names]
+        last_check = 0.0
+        while True:
+            now = time.monotonic()
+            for name in list(todo):
+                if self.caught_up(lsn, [] if name == "capture" else [name]):
+                    done[name] = now - t0
+                    todo.remove(name)
+            if not todo:
+                return done
+            if now - last_check > 1.0:
+                last_check = now
+                bad = self.failures()
+                if bad:
+                    raise RuntimeError(f"{bad}\n--- syncline output ---\n{self.output()}")
+            if now > deadline:
+                raise RuntimeError(
+                    f"not caught up with {format_lsn(lsn)} in {timeout:.0f}s (done: {done})\n"
+                    f"--- syncline output ---\n{self.output()}"
+                )
+            time.sleep(poll)
+
+    def stop(self, timeout: float = 120) -> None:
+        if self.proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+        self.proc = None
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+            self.proc = None
+
+    def prime(self, timeout: float = 300) -> None:
+        """First start: publication, slot, (empty) snapshot, views created; then stop."""
+        self.start()
+        try:
+            self.wait(end_position(self.source_dsn), timeout)
+        finally:
+            self.stop()
+
+    def backends(self) -> list[tuple[str, int]]:
+        """The PostgreSQL backends serving the replica view (the target side's work)."""
+        if not self.replica_db:
+            return []
+        rows = sql(
+            self.source_dsn,
+            "SELECT pid FROM pg_stat_activity WHERE datname = %s AND backend_type = 'client backend'"
+            " AND pid <> pg_backend_pid()",
+            (self.replica_db,),
+        )
+        return [("replica backend", int(r[0])) for r in rows]  # type: ignore[call-overload]
+
+    def log_bytes(self) -> int:
+        return sum(f.stat().st_size for f in self.log_path.glob("*.db*") if f.is_file())
+
+
+# -- consumers ------------------------------------------------------------------------------
+
+
+def run_recvlogical(
+    cluster: PgCluster, db: str, slot: str, endpos: int, changes: int, timeout: float, key: str
+) -> Result:
+    res = Result(key, "pg_recvlogical (pgoutput → /dev/null)", changes)
+    dsn = cluster.dsn(db)
+    cmd = [
+        str(cluster.bindir / "pg_recvlogical"),
+        "-d",
+        dsn,
+        "-S",
+        slot,
+        "--start",
+        "--no-loop",
+        "-o",
+        "proto_version=1",
+        "-o",
+        f"publication_names={PUB}",
+        "-E",
+        format_lsn(endpos),
+        "-f",
+        "/dev/null",
+    ]
+    t0 = time.monotonic()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    sampler = Sampler(
+        proc.pid, label=lambda pid: "pg_recvlogical", extra=lambda: [("walsender", slot_pid(dsn, slot))]
+    ).start()
+    try:
+        _out, err = proc.communicate(timeout=timeout)
+        res.seconds = time.monotonic() - t0
+        if proc.returncode != 0:
+            res.error = f"pg_recvlogical exited {proc.returncode}: {err.decode(errors='replace')[-500:]}"
+        else:
+            res.verified = f"reached --endpos {format_lsn(endpos)}"
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        res.error = f"timeout after {timeout:.0f}s"
+    finally:
+        sampler.stop()
+    res.sampler = sampler
+    return res
+
+
+def run_syncline(
+    s: Syncline, endpos: int, changes: int, timeout: float, key: str, title: str, expect: Callable[[], str]
+) -> Result:
+    res = Result(key, title, changes)
+    t0 = time.monotonic()
+    pid = s.start()
+    sampler = Sampler(
+        pid, label=s.label, extra=lambda: [("walsender", slot_pid(s.source_dsn, s.slot)), *s.backends()]
+    ).start()
+    try:
+        done = s.wait(endpos, timeout, t0=t0)
+        res.seconds = time.monotonic() - t0
+        res.extra = done
+        sampler.stop()
+        s.stop()
+        res.verified = expect()
+    except Exception as e:
+        res.error = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+        say(f"{key} failed:\n{e}")
+        sampler.stop()
+        s.kill()
+    res.sampler = sampler
+    return res
+
+
+def verify_views(source_dsn: str, replica_dsn: str, duckdb_path: Path) -> str:
+    want = pg_checksum(source_dsn)
+    got_r = pg_checksum(replica_dsn)
+    got_w = duck_checksum(duckdb_path)
+    if got_r != want or got_w != want:
+        raise RuntimeError(f"views differ from the source: source {want}, replica {got_r}, warehouse {got_w}")
+    return f"replica and warehouse equal to the source ({want[0]} rows, md5 {want[2][:8]})"
+
+
+def run_native(
+    cluster: PgCluster, src_db: str, dst_db: str, slot: str, endpos: int, changes: int, timeout: float
+) -> Result:
+    res = Result("d", "PostgreSQL logical replication (subscription)", changes)
+    src, dst = cluster.dsn(src_db), cluster.dsn(dst_db)
+    conninfo = f"host=127.0.0.1 port={cluster.port} dbname={src_db} user=postgres"
+
+    def apply_pid() -> int:
+        rows = sql(
+            dst, "SELECT pid FROM pg_stat_subscription WHERE subname = 'bench_sub' AND pid IS NOT NULL"
+        )
+        return int(rows[0][0]) if rows else 0  # type: ignore[call-overload]
+
+    # no process tree of ours (root -1): only the PostgreSQL workers' CPU
+    sampler = Sampler(-1, extra=lambda: [("walsender", slot_pid(src, slot)), ("apply worker", apply_pid())])
+    t0 = time.monotonic()
+    sql(
+        dst,
+        f"CREATE SUBSCRIPTION bench_sub CONNECTION '{conninfo}' PUBLICATION {PUB}"
+        f" WITH (create_slot = false, slot_name = '{slot}', copy_data = false)",
+    )
+    sampler.start()
+    try:
+        deadline = t0 + timeout
+        while True:
+            rows = sql(
+                src,
+                "SELECT (confirmed_flush_lsn - '0/0')::bigint FROM pg_replication_slots WHERE slot_name = %s",
+                (slot,),
+            )
+            if rows and rows[0][0] is not None and int(rows[0][0]) >= endpos:  # type: ignore[call-overload]
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"subscription not caught up in {timeout:.0f}s")
+            time.sleep(0.1)
+        res.seconds = time.monotonic() - t0
+        sampler.stop()
+        want, got = pg_checksum(src), pg_checksum(dst)
+        if want != got:
+            raise RuntimeError(f"target differs from the source: {want} vs {got}")
+        res.verified = f"target equal to the source ({want[0]} rows)"
+    except Exception as e:
+        res.error = str(e)[:300]
+        sampler.stop()
+    finally:
+        with contextlib.suppress(Exception):
+            sql(dst, "ALTER SUBSCRIPTION bench_sub DISABLE")
+            sql(dst, "ALTER SUBSCRIPTION bench_sub SET (slot_name = NONE)")
+            sql(dst, "DROP SUBSCRIPTION bench_sub")
+    res.sampler = sampler
+    return res
+
+
+def drop_slot(dsn: str, slot: str) -> None:
+    for _ in range(100):
+        try:
+            sql(
+                dsn,
+                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = %s",
+                (slot,),
+            )
+            return
+        except psycopg.errors.ObjectInUse:
+            time.sleep(0.1)
+
+
+# -- the machine ----------------------------------------------------------------------------
+
+
+def machine(cluster: PgCluster) -> dict[str, str]:
+    cpu = "?"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    mem = "?"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                mem = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
+    pg = str(sql(cluster.dsn(), "SHOW server_version")[0][0])
+    import duckdb
+
+    return {
+        "CPU": cpu,
+        "cores": str(os.cpu_count()),
+        "RAM": mem,
+        "PostgreSQL": pg,
+        "Python": sys.version.split()[0],
+        "DuckDB": duckdb.__version__,
+        "OS": f"{os.uname().sysname} {os.uname().release}",
+    }
+
+
+# -- the report -----------------------------------------------------------------------------
+
+
+def fmt_rate(r: float | None) -> str:
+    return f"{r:,.0f}" if r else "-"
+
+
+def fmt_pct(x: float | None) -> str:
+    return f"{x * 100:.0f} %" if x is not None else "-"
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a and b else None
+
+
+def verdict(value: float | None, target: float, higher: bool = True) -> str:
+    if value is None:
+        return "not measured"
+    ok = value >= target if higher else value <= target
+    return "**met**" if ok else "**missed**"
+
+
+def build_report(
+    args: argparse.Namespace,
+    info: dict[str, str],
+    results: dict[str, Result],
+    workload: dict[str, float],
+    command: str,
+) -> str:
+    a, b, c, d = (rate_of(results, k) for k in "abcd")
+    rc = results.get("c")
+    replica_s = rc.extra.get("replica") if rc and rc.ok else None
+    replica = rate_of(results, "c", replica_s) if replica_s else None
+    big = results.get("big")
+    big_rss = big.sampler.peak_tree_mb() if big and big.ok and big.sampler else None
+    big_hwm = big.sampler.sum_hwm_mb() if big and big.ok and big.sampler else None
+    n = args.rows
+    L: list[str] = []
+    L += [
+        "# Benchmarks",
+        "",
+        f"Written by `bench/run.py` on {info['date']}. Command: `{command}`",
+        "",
+        "## Workload",
+        "",
+        f"Table `bench(id int primary key, v text, n int)`: {n:,} inserts (1,000 rows per",
+        f"transaction: `INSERT … SELECT generate_series`), then {n:,} single-row `UPDATE`",
+        "statements (100 per transaction, a PL/pgSQL procedure that commits every 100), i.e.",
+        f"**{2 * n:,} row changes** in {n // args.insert_batch + -(-n // args.update_batch):,} transactions,",
+        f"{workload['wal_bytes'] / MB:,.0f} MB of WAL. The source itself took"
+        f" {workload['insert_s']:.1f} s for the inserts and {workload['update_s']:.1f} s for the updates.",
+        "",
+        "Every consumer's slot was created *before* the workload; afterwards each consumer drained",
+        "the same WAL alone (one after the other, 2 cores), timed from its start until it had",
+        f"everything up to the end position ({format_lsn(int(workload['endpos']))}):",
+        "",
+        "- **(a)** `pg_recvlogical` on a pgoutput slot (protocol 1, same publication) writing to",
+        "  `/dev/null`, `--endpos`: what the server can decode and send, the physical limit;",
+        "- **(b)** syncline capture only (no views): until the embedded log's `received_lsn` (durable)",
+        "  ≥ the end position;",
+        "- **(c)** syncline end to end with both views (`replica`: PostgreSQL in another database of",
+        "  the same cluster; `warehouse`: DuckDB): until `views_caught_up` for the end position;",
+        "- **(d)** PostgreSQL's own logical replication: `CREATE SUBSCRIPTION … (create_slot = false,",
+        "  copy_data = false)` on a slot created before the workload, into another database of the",
+        "  same cluster: until the slot's `confirmed_flush_lsn` ≥ the end position.",
+        "",
+        "Times include process start-up (syncline: about a second of Python imports and process",
+        "spawning). Results were verified after each run (row count, sum and an md5 over all rows).",
+        "",
+        "## Results",
+        "",
+        "| consumer | time (s) | row changes/s | vs (a) | verified |",
+        "|---|---:|---:|---:|---|",
+    ]
+    for k in "abcd":
+        r = results.get(k)
+        if r is None:
+            continue
+        t = f"{r.seconds:.1f}" if r.ok and r.seconds else "-"
+        st = r.verified if r.ok else f"FAILED: {r.error}"
+        L.append(f"| ({k}) {r.title} | {t} | {fmt_rate(r.rate)} | {fmt_pct(ratio(r.rate, a))} | {st} |")
+    if rc and rc.ok:
+        for name, secs in rc.extra.items():
+            if name == "capture":
+                continue
+            rr = rc.changes / secs if secs else None
+            L.append(
+                f"| (c) … view `{name}` caught up | {secs:.1f} | {fmt_rate(rr)} | {fmt_pct(ratio(rr, a))} | |"
+            )
+    L += [
+        "",
+        "## Targets",
+        "",
+        "| target | measured | |",
+        "|---|---:|---|",
+        f"| (b) capture ≥ 60 % of (a) | {fmt_pct(ratio(b, a))} | {verdict(ratio(b, a), 0.60)} |",
+        f"| (c) end to end ≥ 35 % of (a) | {fmt_pct(ratio(c, a))} | {verdict(ratio(c, a), 0.35)} |",
+        f"| replica (c) ≥ PostgreSQL logical replication (d) | {fmt_pct(ratio(replica, d))} of (d) |"
+        f" {verdict(ratio(replica, d), 1.0)} |",
+        f"| peak RSS ≤ 300 MB through one {args.big_rows:,}-row transaction (all syncline processes) |"
+        f" {big_rss:,.0f} MB |" + f" {verdict(big_rss, 300, higher=False)} |"
+        if big_rss is not None
+        else f"| peak RSS ≤ 300 MB through one {args.big_rows:,}-row transaction | - | not measured |",
+        "",
+    ]
+    if big is not None:
+        ab = results.get("big_a")
+        L += [
+            f"## One {args.big_rows:,}-row transaction",
+            "",
+            "A fresh source database and pipeline; one"
+            f" `INSERT … SELECT generate_series(1, {args.big_rows})`",
+            f"({workload.get('big_wal_bytes', 0) / MB:,.0f} MB of WAL; syncline streams it with protocol 2"
+            " once it exceeds `logical_decoding_work_mem`).",
+            "",
+            "| consumer | time (s) | row changes/s |",
+            "|---|---:|---:|",
+        ]
+        if ab is not None:
+            L.append(
+                f"| (a) pg_recvlogical | {ab.seconds or 0:.1f} | {fmt_rate(ab.rate)} |"
+                if ab.ok
+                else f"| (a) pg_recvlogical | FAILED: {ab.error} | |"
+            )
+        if big.ok:
+            L.append(f"| (c) syncline end to end | {big.seconds or 0:.1f} | {fmt_rate(big.rate)} |")
+            for name, secs in big.extra.items():
+                rr = big.changes / secs if secs else None
+                L.append(f"| (c) … {name} caught up | {secs:.1f} | {fmt_rate(rr)} |")
+        else:
+            L.append(f"| (c) syncline end to end | FAILED: {big.error} | |")
+        if big_rss is not None and big_hwm is not None:
+            L += [
+                "",
+                f"Peak RSS of the whole `syncline run` process tree (sum of VmRSS sampled every 0.1 s):"
+                f" **{big_rss:,.0f} MB**; sum of each process's own peak (VmHWM, an upper bound):"
+                f" {big_hwm:,.0f} MB.",
+            ]
+        L.append("")
+    L += ["## Processes: peak RSS and CPU time", ""]
+    L += [
+        "Per run, from /proc (`VmHWM`; CPU = user + system seconds). `walsender` and `apply worker`",
+        "are PostgreSQL processes (CPU only). A process busy for about the whole run is the",
+        "bottleneck of that consumer.",
+        "",
+        "| run | wall (s) | process | peak RSS (MB) | CPU (s) | CPU / wall |",
+        "|---|---:|---|---:|---:|---:|",
+    ]
+    for key in ("a", "b", "c", "d", "big_a", "big"):
+        r = results.get(key)
+        if r is None or r.sampler is None or not r.seconds:
+            continue
+        for label, (mb, cpu) in sorted(r.sampler.by_label().items()):
+            rss = f"{mb:,.0f}" if mb >= 0 else "-"
+            L.append(
+                f"| {key} | {r.seconds:.1f} | {label} | {rss} | {cpu:.1f} | {cpu / r.seconds * 100:.0f} % |"
+            )
+    L += ["", "## Machine", ""]
+    L += [f"- {k}: {v}" for k, v in info.items() if k != "date"]
+    L += [
+        "- cluster settings (same for all consumers): pgcluster defaults (`fsync`, `synchronous_commit`,"
+        " `full_page_writes` off) plus " + ", ".join(f"`{k} = {v}`" for k, v in BENCH_SETTINGS.items()),
+        "",
+    ]
+    return "\n".join(L)
+
+
+def print_summary(results: dict[str, Result]) -> None:
+    a = rate_of(results, "a")
+    print()
+    print(f"{'run':<6} {'seconds':>9} {'changes/s':>12} {'vs (a)':>7}  title")
+    for k, r in results.items():
+        secs = f"{r.seconds:.1f}" if r.ok and r.seconds else "FAILED"
+        vs = fmt_pct(ratio(r.rate, a)) if k in "abcd" else ""
+        print(f"{k:<6} {secs:>9} {fmt_rate(r.rate):>12} {vs:>7}  {r.title}")
+        if not r.ok:
+            print(f"       error: {r.error}")
+        others = r.others()
+        print(
+            f"       machine: {r.load_before:.1f} cores busy before;"
+            + (
+                f" {others:.1f} cores used by unwatched processes during the run"
+                if others is not None
+                else ""
+            )
+        )
+        for name, s in r.extra.items():
+            print(f"       {name} caught up after {s:.1f} s ({fmt_rate(r.changes / s if s else None)}/s)")
+        if r.sampler is not None and r.sampler.ours():
+            print(
+                f"       peak RSS: tree {r.sampler.peak_tree_mb():.0f} MB (sampled),"
+                f" sum of VmHWM {r.sampler.sum_hwm_mb():.0f} MB"
+            )
+        if r.sampler is not None:
+            parts = [
+                f"{lab} {cpu:.1f}s cpu" + (f"/{mb:.0f}MB" if mb >= 0 else "")
+                for lab, (mb, cpu) in sorted(r.sampler.by_label().items())
+            ]
+            print("       " + ", ".join(parts))
+    b, c, d = rate_of(results, "b"), rate_of(results, "c"), rate_of(results, "d")
+    rc = results.get("c")
+    replica = (
+        rate_of(results, "c", rc.extra.get("replica")) if rc and rc.ok and rc.extra.get("replica") else None
+    )
+    print()
+    print(f"(b)/(a) = {fmt_pct(ratio(b, a))}  (target ≥ 60 %)")
+    print(f"(c)/(a) = {fmt_pct(ratio(c, a))}  (target ≥ 35 %)")
+    print(f"replica (c)/(d) = {fmt_pct(ratio(replica, d))}  (target ≥ 100 %)")
+    big = results.get("big")
+    if big and big.ok and big.sampler:
+        print(f"peak RSS through the big transaction: {big.sampler.peak_tree_mb():.0f} MB (target ≤ 300 MB)")
+
+
+# -- main -----------------------------------------------------------------------------------
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rows", type=int, default=1_000_000, help="rows inserted, then updated (default 1M)")
+    ap.add_argument("--big-rows", type=int, default=2_000_000, help="rows of the single big transaction")
+    ap.add_argument("--insert-batch", type=int, default=1000, help="rows per insert transaction")
+    ap.add_argument("--update-batch", type=int, default=100, help="updates per transaction")
+    ap.add_argument("--only", default="a,b,c,d,big", help="consumers to run (default a,b,c,d,big)")
+    ap.add_argument("--timeout", type=float, default=3600, help="seconds per consumer")
+    ap.add_argument("--output", default=str(ROOT / "docs" / "benchmarks.md"), help="the report")
+    ap.add_argument("--no-report", action="store_true", help="print only, do not write the report")
+    ap.add_argument(
+        "--quiet-wait", type=float, default=300, help="seconds to wait for an idle machine before each run"
+    )
+    ap.add_argument("--keep", action="store_true", help="keep the working directory")
+    args = ap.parse_args()
+    only = set(args.only.split(","))
+    python = os.path.relpath(sys.executable, ROOT) if sys.executable.startswith(str(ROOT)) else sys.executable
+    command = shlex.join([python, os.path.relpath(os.path.abspath(sys.argv[0]), ROOT), *sys.argv[1:]])
+
+    work = Path(tempfile.mkdtemp(prefix="syncline-bench-"))
+    say(f"working directory {work}")
+    cluster = PgCluster(settings=BENCH_SETTINGS)
+    results: dict[str, Result] = {}
+    workload: dict[str, float] = {}
+    pipes: list[Syncline] = []
+    failed = False
+    try:
+        cluster.init()
+        cluster.start()
+        info = machine(cluster)
+        info["date"] = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+        say(f"cluster on port {cluster.port}, PostgreSQL {info['PostgreSQL']}")
+        for db in ("bench_src", "bench_native", "bench_replica"):
+            cluster.psql(f"CREATE DATABASE {db}")
+        src = cluster.dsn("bench_src")
+        cluster.psql(TABLE_DDL, "bench_src")
+        cluster.psql(TABLE_DDL, "bench_native")
+        cluster.psql(PROCEDURES, "bench_src")
+        cluster.psql(
+            f"CREATE PUBLICATION {PUB} FOR TABLE bench WITH (publish_via_partition_root = true)", "bench_src"
+        )
+
+        # slots first: every consumer drains the same WAL
+        for slot in ("bench_recvlogical", "bench_native"):
+            sql(src, "SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", (slot,))
+        cap = Syncline(work / "capture", src, "bench_capture")
+        e2e = Syncline(
+            work / "e2e",
+            src,
+            "bench_e2e",
+            replica_dsn=cluster.dsn("bench_replica"),
+            duckdb_path=work / "e2e" / "wh.duckdb",
+        )
+        pipes += [cap, e2e]
+        if "b" in only:
+            say("priming (b): syncline capture only (slot, empty snapshot)")
+            cap.prime()
+        if "c" in only:
+            say("priming (c): syncline with both views (slot, empty snapshot, empty views)")
+            try:
+                e2e.prime()
+            except Exception as e:
+                say(f"(c) could not be primed: {e}")
+                results["c"] = Result(
+                    "c", "syncline end to end (both views)", 2 * args.rows, error=str(e)[:300]
+                )
+                only.discard("c")
+
+        say(f"workload: {args.rows:,} inserts, then {args.rows:,} single-row updates")
+        start_lsn = parse_lsn(str(sql(src, "SELECT pg_current_wal_insert_lsn()::text")[0][0]))
+        t = time.monotonic()
+        sql(src, "CALL bench_insert(%s, %s)", (args.rows, args.insert_batch))
+        workload["insert_s"] = time.monotonic() - t
+        t = time.monotonic()
+        sql(src, "CALL bench_update(%s, %s)", (args.rows, args.update_batch))
+        workload["update_s"] = time.monotonic() - t
+        endpos = end_position(src)
+        workload["endpos"] = endpos
+        workload["wal_bytes"] = endpos - start_lsn
+        changes = 2 * args.rows
+        say(
+            f"workload done: inserts {workload['insert_s']:.1f}s, updates {workload['update_s']:.1f}s,"
+            f" {workload['wal_bytes'] / MB:.0f} MB WAL, end {format_lsn(endpos)}"
+        )
+
+        def measure(key: str, title: str, run: Callable[[], Result]) -> None:
+            load = quiet(args, f"({key}) {title}")
+            r = results[key] = run()
+            r.load_before = load
+            say(f"({key}) " + (f"{r.seconds:.1f} s" if r.ok and r.seconds else f"FAILED: {r.error}"))
+
+        if "a" in only:
+            measure(
+                "a",
+                "pg_recvlogical",
+                lambda: run_recvlogical(
+                    cluster, "bench_src", "bench_recvlogical", endpos, changes, args.timeout, "a"
+                ),
+            )
+        drop_slot(src, "bench_recvlogical")
+        if "b" in only:
+            measure(
+                "b",
+                "syncline capture into the embedded log",
+                lambda: run_syncline(
+                    cap,
+                    endpos,
+                    changes,
+                    args.timeout,
+                    "b",
+                    "syncline capture → embedded log",
+                    lambda: (
+                        f"log received_lsn {format_lsn(int(cap.meta('received_lsn') or 0))},"
+                        f" log files {cap.log_bytes() / MB:,.0f} MB"
+                    ),
+                ),
+            )
+        drop_slot(src, "bench_capture")
+        if "c" in only:
+            measure(
+                "c",
+                "syncline end to end (replica + warehouse)",
+                lambda: run_syncline(
+                    e2e,
+                    endpos,
+                    changes,
+                    args.timeout,
+                    "c",
+                    "syncline end to end (both views)",
+                    lambda: verify_views(src, cluster.dsn("bench_replica"), work / "e2e" / "wh.duckdb"),
+                ),
+            )
+        drop_slot(src, "bench_e2e")
+        if "d" in only:
+            measure(
+                "d",
+                "PostgreSQL logical replication",
+                lambda: run_native(
+                    cluster, "bench_src", "bench_native", "bench_native", endpos, changes, args.timeout
+                ),
+            )
+        drop_slot(src, "bench_native")
+
+        if "big" in only:
+            big_phase(cluster, work, args, results, workload, pipes)
+    except BaseException:
+        failed = True
+        raise
+    finally:
+        for p in pipes:
+            p.kill()
+        cluster.cleanup()
+        if args.keep or failed or any(not r.ok for r in results.values()):
+            say(f"kept {work} (syncline logs: */run*.log)")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+    print_summary(results)
+    if not args.no_report:
+        text = build_report(args, info, results, workload, command)
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.output).write_text(text)
+        say(f"wrote {args.output}")
+    return 0 if all(r.ok for r in results.values()) else 1
+
+
+def big_phase(
+    cluster: PgCluster,
+    work: Path,
+    args: argparse.Namespace,
+    results: dict[str, Result],
+    workload: dict[str, float],
+    pipes: list[Syncline],
+) -> None:
+    """One big transaction into a fresh database: end to end, with RSS sampling."""
+    for db in ("big_src", "big_replica"):
+        cluster.psql(f"CREATE DATABASE {db}")
+    src = cluster.dsn("big_src")
+    cluster.psql(TABLE_DDL, "big_src")
+    cluster.psql(
+        f"CREATE PUBLICATION {PUB} FOR TABLE bench WITH (publish_via_partition_root = true)", "big_src"
+    )
+    sql(src, "SELECT pg_create_logical_replication_slot('big_recvlogical', 'pgoutput')")
+    s = Syncline(
+        work / "big",
+        src,
+        "big_e2e",
+        replica_dsn=cluster.dsn("big_replica"),
+        duckdb_path=work / "big" / "wh.duckdb",
+    )
+    pipes.append(s)
+    say("priming the big-transaction pipeline")
+    try:
+        s.prime()
+    except Exception as e:
+        results["big"] = Result(
+            "big", "syncline end to end, one transaction", args.big_rows, error=str(e)[:300]
+        )
+        say(f"big: could not be primed: {e}")
+        return
+    say(f"one transaction of {args.big_rows:,} rows")
+    start = parse_lsn(str(sql(src, "SELECT pg_current_wal_insert_lsn()::text")[0][0]))
+    t = time.monotonic()
+    sql(src, "INSERT INTO bench SELECT g, md5(g::text), 0 FROM generate_series(1, %s) g", (args.big_rows,))
+    workload["big_insert_s"] = time.monotonic() - t
+    endpos = end_position(src)
+    workload["big_wal_bytes"] = endpos - start
+    load = quiet(args, "big (a) pg_recvlogical")
+    r = results["big_a"] = run_recvlogical(
+        cluster, "big_src", "big_recvlogical", endpos, args.big_rows, args.timeout, "big_a"
+    )
+    r.load_before = load
+    drop_slot(src, "big_recvlogical")
+    load = quiet(args, "big (c) syncline end to end")
+    r = results["big"] = run_syncline(
+        s,
+        endpos,
+        args.big_rows,
+        args.timeout,
+        "big",
+        f"syncline end to end, one {args.big_rows:,}-row transaction",
+        lambda: verify_views(src, cluster.dsn("big_replica"), work / "big" / "wh.duckdb"),
+    )
+    r.load_before = load
+    drop_slot(src, "big_e2e")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
