@@ -162,7 +162,7 @@ class Sampler:
         last_extra = 0.0
         while not self._stop.is_set():
             now = time.monotonic()
-            if now - last_extra >= 1.0:
+            if now - last_extra >= (1.0 if self._extra else 0.1):  # look often until found
                 with contextlib.suppress(Exception):
                     self._extra = [(k, v) for k, v in self.extra() if v]
                 last_extra = now

@@ -42,10 +42,10 @@ def workload(dsn: str, seed: int, stop: threading.Event, done: list[int]) -> Non
                     conn.execute(
                         "DELETE FROM events WHERE id IN (SELECT id FROM events ORDER BY random() LIMIT 3)"
                     )
-                elif r < 0.75:  # a bigger transaction, streamed by the server
+                elif r < 0.72:  # a bigger transaction, streamed by the server
                     conn.execute(
                         "INSERT INTO events (account, payload) SELECT g % 500 + 1, '{\"bulk\": true}'"
-                        " FROM generate_series(1, 3000) g"
+                        " FROM generate_series(1, 1500) g"
                     )
                 elif r < 0.8:  # move a key
                     k = rnd.randint(1, 500)

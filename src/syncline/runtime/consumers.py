@@ -38,14 +38,17 @@ class ConsumerTable:
                     raise
                 time.sleep(0.05)
 
-    def add_applied(self, name: str, events: int, seq: int, commit_lsn: int) -> None:
+    def add_applied(self, name: str, kind: str, events: int, seq: int, commit_lsn: int) -> None:
         """Best effort: when the log is busy the progress is kept and written next time."""
         self._unreported += events
         try:
             self.conn.execute(
-                "UPDATE consumers SET applied_events = applied_events + ?, seq = ?,"
-                " commit_lsn = ?, state = 'running', error = '', updated_at = ? WHERE name = ?",
-                (self._unreported, seq, commit_lsn, time.time(), name),
+                "INSERT INTO consumers (name, kind, seq, commit_lsn, state, error, applied_events,"
+                " updated_at) VALUES (?, ?, ?, ?, 'running', '', ?, ?) ON CONFLICT (name) DO UPDATE"
+                " SET applied_events = applied_events + excluded.applied_events,"
+                " seq = excluded.seq, commit_lsn = excluded.commit_lsn, state = 'running',"
+                " error = '', updated_at = excluded.updated_at",
+                (name, kind, seq, commit_lsn, self._unreported, time.time()),
             )
             self._unreported = 0
         except sqlite3.OperationalError:

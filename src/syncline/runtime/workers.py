@@ -229,7 +229,7 @@ def _view_loop(
             pos = batch.checkpoint
             open_txn = not last.last
             if last.last:
-                consumers.add_applied(vcfg.name, events, pos.seq, pos.commit_lsn)
+                consumers.add_applied(vcfg.name, vcfg.kind, events, pos.seq, pos.commit_lsn)
                 if retention is not None:
                     retention.maybe_trim(pos.seq)
         if open_txn:

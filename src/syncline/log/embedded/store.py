@@ -426,7 +426,7 @@ class EmbeddedLogWriter:
     def reset(self) -> None:
         """Discard everything (an unfinished first snapshot)."""
         self.conn.execute("BEGIN IMMEDIATE")
-        for t in ("records", "relations", "pending", "consumers", "meta"):
+        for t in ("records", "relations", "pending", "meta"):
             self.conn.execute(f"DELETE FROM {t}")  # noqa: S608 - fixed table names
         self.conn.execute("COMMIT")
         self.hw = 0
