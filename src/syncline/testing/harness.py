@@ -30,6 +30,8 @@ class Pipeline:
         views: tuple[str, ...] = ("postgres", "duckdb"),
         tables: str = "public.*",
         extra_source: str = "",
+        replica_cluster: PgCluster | None = None,
+        log_path: Path | None = None,
     ) -> None:
         self.cluster = cluster
         self.workdir = workdir
@@ -39,9 +41,11 @@ class Pipeline:
         self.replica_db = f"rep_{tag}"
         cluster.psql(f"CREATE DATABASE {self.source_db}")
         self.source_dsn = cluster.dsn(self.source_db)
-        self.replica_dsn = cluster.dsn(self.replica_db)
+        self.replica_cluster = replica_cluster or cluster
+        self.replica_dsn = self.replica_cluster.dsn(self.replica_db)
         self.slot = f"s_{tag}"
         self.views = views
+        self.log_path = log_path or workdir / "log"
         lines = [
             "[source]",
             f'dsn = "{self.source_dsn}"',
@@ -50,10 +54,10 @@ class Pipeline:
             f'publication = "p_{tag}"',
             extra_source,
             "[log]",
-            f'path = "{workdir / "log"}"',
+            f'path = "{log_path or workdir / "log"}"',
         ]
         if "postgres" in views:
-            cluster.psql(f"CREATE DATABASE {self.replica_db}")
+            self.replica_cluster.psql(f"CREATE DATABASE {self.replica_db}")
             lines += ["[views.replica]", 'kind = "postgres"', f'dsn = "{self.replica_dsn}"']
         if "duckdb" in views:
             lines += ["[views.warehouse]", 'kind = "duckdb"', f'path = "{workdir / "wh.duckdb"}"']
@@ -130,12 +134,12 @@ class Pipeline:
         raise AssertionError(f"views not caught up with {lsn:X} in {timeout}s:\n{self.output()[-4000:]}")
 
     def failed_views(self) -> list[str]:
-        db = self.workdir / "log" / "log.db"
+        db = self.log_path / "log.db"
         if not db.exists():
             return []
         from syncline.log.embedded.store import connect
 
-        conn = connect(self.workdir / "log", readonly=True)
+        conn = connect(self.log_path, readonly=True)
         try:
             return [str(r[0]) for r in conn.execute("SELECT name FROM consumers WHERE state = 'failed'")]
         except sqlite3.OperationalError:  # the log is being created
