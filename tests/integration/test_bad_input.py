@@ -24,7 +24,9 @@ def test_wal_level_not_logical(tmp_path: Path) -> None:
     with running_cluster(settings={"wal_level": "replica"}) as c:
         c.psql("CREATE TABLE t (id int PRIMARY KEY)")
         cfg = tmp_path / "s.toml"
-        cfg.write_text(f'[source]\ndsn = "{c.dsn()}"\ntables = ["public.*"]\n[log]\npath = "{tmp_path}/log"\n')
+        cfg.write_text(
+            f'[source]\ndsn = "{c.dsn()}"\ntables = ["public.*"]\n[log]\npath = "{tmp_path}/log"\n'
+        )
         r = run_once(cfg)
     assert r.returncode != 0
     assert "wal_level is 'replica'" in r.stderr and "wal_level = logical" in r.stderr
@@ -33,8 +35,10 @@ def test_wal_level_not_logical(tmp_path: Path) -> None:
 def test_table_without_primary_key_or_identity(pg: PgCluster, tmp_path: Path) -> None:
     p = Pipeline(pg, tmp_path, views=())
     try:
-        p.sql("CREATE TABLE nopk (a int); CREATE TABLE nothing (id int PRIMARY KEY);"
-              " ALTER TABLE nothing REPLICA IDENTITY NOTHING; CREATE TABLE fine (id int PRIMARY KEY)")
+        p.sql(
+            "CREATE TABLE nopk (a int); CREATE TABLE nothing (id int PRIMARY KEY);"
+            " ALTER TABLE nothing REPLICA IDENTITY NOTHING; CREATE TABLE fine (id int PRIMARY KEY)"
+        )
         r = run_once(p.config_path)
         assert r.returncode != 0
         assert "public.nopk has no primary key" in r.stderr
@@ -84,8 +88,20 @@ def test_slot_in_use_by_another_process(pg: PgCluster, tmp_path: Path) -> None:
         p.wait_caught_up()
         assert p.stop() == 0
         holder = subprocess.Popen(
-            [str(pg.bindir / "pg_recvlogical"), "-d", p.source_dsn, "--slot", p.slot, "--start",
-             "-o", "proto_version=1", "-o", f"publication_names=p_{p.slot[2:]}", "-f", "/dev/null"],
+            [
+                str(pg.bindir / "pg_recvlogical"),
+                "-d",
+                p.source_dsn,
+                "--slot",
+                p.slot,
+                "--start",
+                "-o",
+                "proto_version=1",
+                "-o",
+                f"publication_names=p_{p.slot[2:]}",
+                "-f",
+                "/dev/null",
+            ],
         )
         time.sleep(1.0)
         p.start()
@@ -102,19 +118,26 @@ def test_slot_in_use_by_another_process(pg: PgCluster, tmp_path: Path) -> None:
 def test_unreachable_source_retries_and_hides_password(tmp_path: Path) -> None:
     cfg = tmp_path / "s.toml"
     cfg.write_text(
-        '[source]\ndsn = "postgresql://app:hunter2secret@127.0.0.1:1/db"\n'
-        f'[log]\npath = "{tmp_path}/log"\n'
+        f'[source]\ndsn = "postgresql://app:hunter2secret@127.0.0.1:1/db"\n[log]\npath = "{tmp_path}/log"\n'
     )
-    proc = subprocess.Popen([sys.executable, "-m", "syncline", "run", "-c", str(cfg)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "syncline", "run", "-c", str(cfg)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     time.sleep(5)
     proc.terminate()
     out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 0
     assert "retrying in" in out and "cannot connect to the source" in out
     assert "hunter2secret" not in out
-    st = subprocess.run([sys.executable, "-m", "syncline", "status", "--json", "-c", str(cfg)],
-                        capture_output=True, text=True, timeout=60)
+    st = subprocess.run(
+        [sys.executable, "-m", "syncline", "status", "--json", "-c", str(cfg)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert st.returncode == 0
     assert "hunter2secret" not in st.stdout + st.stderr
     assert '"reachable": false' in st.stdout
@@ -127,15 +150,37 @@ def test_status_and_wait(pg: PgCluster, tmp_path: Path) -> None:
         p.start()
         p.wait_caught_up()
         p.sql("INSERT INTO t VALUES (1)")
-        w = subprocess.run([sys.executable, "-m", "syncline", "wait", "-c", str(p.config_path),
-                            "--timeout", "30"], capture_output=True, text=True, timeout=60)
+        w = subprocess.run(
+            [sys.executable, "-m", "syncline", "wait", "-c", str(p.config_path), "--timeout", "30"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert w.returncode == 0, w.stderr
-        st = subprocess.run([sys.executable, "-m", "syncline", "status", "--json", "-c",
-                             str(p.config_path)], capture_output=True, text=True, timeout=60)
+        st = subprocess.run(
+            [sys.executable, "-m", "syncline", "status", "--json", "-c", str(p.config_path)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert '"slot_exists": true' in st.stdout
-        bad = subprocess.run([sys.executable, "-m", "syncline", "wait", "-c", str(p.config_path),
-                              "--lsn", "FFFFFFFF/0", "--timeout", "0.5"], capture_output=True,
-                             text=True, timeout=60)
+        bad = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "syncline",
+                "wait",
+                "-c",
+                str(p.config_path),
+                "--lsn",
+                "FFFFFFFF/0",
+                "--timeout",
+                "0.5",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert bad.returncode == 1 and "timeout" in bad.stderr
     finally:
         p.close()
@@ -144,8 +189,10 @@ def test_status_and_wait(pg: PgCluster, tmp_path: Path) -> None:
 def test_idle_publication_still_advances_the_slot(pg: PgCluster, tmp_path: Path) -> None:
     p = Pipeline(pg, tmp_path, views=())
     try:
-        p.sql("CREATE TABLE t (id int PRIMARY KEY); CREATE SCHEMA other;"
-              " CREATE TABLE other.unpublished (id int)")
+        p.sql(
+            "CREATE TABLE t (id int PRIMARY KEY); CREATE SCHEMA other;"
+            " CREATE TABLE other.unpublished (id int)"
+        )
         p.start()
         p.wait_caught_up()
         for _ in range(50):  # busy database, idle publication
@@ -154,8 +201,10 @@ def test_idle_publication_still_advances_the_slot(pg: PgCluster, tmp_path: Path)
         deadline = time.monotonic() + 60
         confirmed = 0
         while time.monotonic() < deadline:
-            row = p.sql("SELECT (confirmed_flush_lsn - '0/0')::bigint FROM pg_replication_slots"
-                        f" WHERE slot_name = '{p.slot}'")
+            row = p.sql(
+                "SELECT (confirmed_flush_lsn - '0/0')::bigint FROM pg_replication_slots"
+                f" WHERE slot_name = '{p.slot}'"
+            )
             confirmed = int(row[0][0])  # type: ignore[call-overload]
             if confirmed >= target:
                 break

@@ -56,8 +56,9 @@ def test_view_store_down_retries_and_catches_up(
 
 def _mount_tmpfs(where: Path, size: str) -> bool:
     where.mkdir(parents=True, exist_ok=True)
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
-                       capture_output=True)
+    r = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], capture_output=True
+    )
     return r.returncode == 0
 
 
@@ -83,8 +84,10 @@ def test_log_disk_full_stops_cleanly_without_advancing_the_slot(pg: PgCluster, t
                 durable = int(get_meta(conn, "received_lsn", "0"))
             finally:
                 conn.close()
-            row = p.sql(f"SELECT (confirmed_flush_lsn - '0/0')::bigint FROM pg_replication_slots"
-                        f" WHERE slot_name = '{p.slot}'")
+            row = p.sql(
+                f"SELECT (confirmed_flush_lsn - '0/0')::bigint FROM pg_replication_slots"
+                f" WHERE slot_name = '{p.slot}'"
+            )
             assert int(row[0][0]) <= durable  # type: ignore[call-overload]
             # more room: a restart resumes and loses nothing
             subprocess.run(["mount", "-o", "remount,size=300M", str(logdir)], check=True)

@@ -34,7 +34,7 @@ def test_env_reference_and_secret_never_printed(tmp_path: Path) -> None:
     ("text", "needle"),
     [
         ("[source]\n", "source.dsn: missing"),
-        ('[source]\ndsn = 5\n', "source.dsn: expected a libpq URI"),
+        ("[source]\ndsn = 5\n", "source.dsn: expected a libpq URI"),
         ('[source]\ndsn = "x"\nslot = "Bad-Slot"\n', "source.slot: expected lower-case"),
         ('[source]\ndsn = "x"\ntables = ["nodot"]\n', "source.tables: pattern 'nodot' must be schema.table"),
         ('[source]\ndsn = "x"\nwhat = 1\n', "source.what: unknown key"),
