@@ -173,6 +173,15 @@ def main(args: argparse.Namespace) -> int:
         console.print(
             "[green]all views equal the source[/green]" if ok else "[red]views differ from the source[/red]"
         )
+        console.print(
+            f"\nEverything is under {root}: the config {p.config_path}, the log {p.log_path},\n"
+            f"the warehouse {p.workdir / 'wh.duckdb'}, the replica in database {p.replica_db} and\n"
+            f"the source in {p.source_db} of the private server in {root / 'pg'} (stopped now).\n"
+            "To run syncline on your own database: write a syncline.toml like the one above, then\n"
+            "  syncline run -c syncline.toml      # Ctrl-C stops; running it again resumes\n"
+            "  syncline status -c syncline.toml   # positions and lag of every view\n"
+            "  syncline wait -c syncline.toml     # returns once views have your latest writes"
+        )
         p.close()
         return 0 if ok else 1
     finally:
