@@ -30,6 +30,8 @@ def test_wal_level_not_logical(tmp_path: Path) -> None:
         r = run_once(cfg)
     assert r.returncode != 0
     assert "wal_level is 'replica'" in r.stderr and "wal_level = logical" in r.stderr
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("syncline: error: wal_level is 'replica'")
 
 
 def test_table_without_primary_key_or_identity(pg: PgCluster, tmp_path: Path) -> None:

@@ -71,7 +71,6 @@ class Supervisor:
                     if rc == 0 and not self.stopping:
                         rc = 1
                     if rc != 0:
-                        log.error("capture stopped (exit %s); stopping", rc)
                         code = 1
                         break
                 for v in self.all_views:
@@ -93,7 +92,26 @@ class Supervisor:
                         self._start_view(v)
         finally:
             self._stop_all()
+        if code != 0:
+            import sys
+
+            from syncline.core.errors import redact
+
+            reason = self._capture_error() or "the capture stopped unexpectedly (see the log above)"
+            print(f"syncline: error: {redact(reason, self.cfg.secrets())}", file=sys.stderr)
         return code
+
+    def _capture_error(self) -> str:
+        from syncline.log.embedded.store import connect, get_meta
+
+        try:
+            conn = connect(Path(self.cfg.log.path), readonly=True)
+            try:
+                return get_meta(conn, "capture_error")
+            finally:
+                conn.close()
+        except Exception:
+            return ""
 
     def _forget_removed_views(self) -> None:
         db = Path(self.cfg.log.path) / "log.db"
