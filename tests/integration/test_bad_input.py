@@ -215,3 +215,26 @@ def test_idle_publication_still_advances_the_slot(pg: PgCluster, tmp_path: Path)
         assert p.stop() == 0
     finally:
         p.close()
+
+
+def test_invalidated_slot_fails_closed(tmp_path: Path) -> None:
+    with running_cluster(settings={"max_slot_wal_keep_size": "1MB", "min_wal_size": "32MB"}) as c:
+        p = Pipeline(c, tmp_path, views=())
+        try:
+            p.sql("CREATE TABLE t (id int PRIMARY KEY, v text)")
+            p.start()
+            p.wait_caught_up()
+            assert p.stop() == 0
+            for i in range(5):
+                p.sql(
+                    f"INSERT INTO t SELECT g, md5(g::text) FROM generate_series({i * 50000 + 1}, {(i + 1) * 50000}) g"
+                )
+                p.sql("SELECT pg_switch_wal()")
+            p.sql("CHECKPOINT")
+            status = p.sql(f"SELECT wal_status FROM pg_replication_slots WHERE slot_name = '{p.slot}'")
+            assert status == [("lost",)]
+            r = run_once(p.config_path)
+            assert r.returncode != 0
+            assert "was invalidated by the server" in r.stderr
+        finally:
+            p.close()
