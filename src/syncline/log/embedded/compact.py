@@ -89,10 +89,13 @@ class CompactedView:
                     rel = step.new
                     relseq = self._next_relseq
                     self._next_relseq += 1
+                    old_seq = self._relseq.get(rel.oid)
                     self._relseq[rel.oid] = relseq
                     conn.execute(
                         "INSERT INTO shapes VALUES (?, ?, ?)", (rel.oid, relseq, relation_to_json(rel))
                     )
+                    if step.old is not None and old_seq is not None:
+                        self._reshape_rows(step.old, rel, old_seq, relseq)
                 elif isinstance(step, TruncateStep):
                     for rel in step.relations:
                         conn.execute("UPDATE rows SET row = NULL, seq = ? WHERE relid = ?", (seq, rel.oid))
@@ -139,6 +142,23 @@ class CompactedView:
             self._next_relseq = 1
             self.close()
             raise
+
+    def _reshape_rows(self, old: Relation, new: Relation, old_seq: int, new_seq: int) -> None:
+        """Rewrite a table's stored rows into its new shape: columns matched by name, or by
+        position and type for a renamed one; added columns are NULL."""
+        assert self.conn is not None
+        mapping = column_mapping(old, new)
+        rows = self.conn.execute(
+            "SELECT key, row FROM rows WHERE relid = ? AND relseq = ? AND row IS NOT NULL",
+            (new.oid, old_seq),
+        ).fetchall()
+        out = []
+        for key, data in rows:
+            row, _ = decode_tuple(bytes(data), 0)
+            reshaped = tuple(None if i is None else row[i] for i in mapping)
+            out.append((new_seq, encode_tuple(reshaped), new.oid, key))
+        self.conn.executemany("UPDATE rows SET relseq = ?, row = ? WHERE relid = ? AND key = ?", out)
+        self.conn.execute("UPDATE rows SET relseq = ? WHERE relid = ? AND row IS NULL", (new_seq, new.oid))
 
     def purge_tombstones(self, upto_seq: int) -> int:
         """Drop tombstones every view has applied."""
@@ -194,3 +214,22 @@ def iter_compacted(path: Path, rows_per_part: int = 20_000) -> Iterator[Transact
         conn.execute("COMMIT")
     finally:
         conn.close()
+
+
+def column_mapping(old: Relation, new: Relation) -> list[int | None]:
+    """For each column of ``new``, the index of the same column in ``old`` (None if new)."""
+    old_names = [c.name for c in old.columns]
+    new_names = {c.name for c in new.columns}
+    out: list[int | None] = []
+    for i, c in enumerate(new.columns):
+        if c.name in old_names:
+            out.append(old_names.index(c.name))
+        elif (
+            i < len(old.columns)
+            and old.columns[i].name not in new_names
+            and old.columns[i].type_oid == c.type_oid
+        ):
+            out.append(i)  # renamed
+        else:
+            out.append(None)
+    return out

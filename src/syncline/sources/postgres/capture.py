@@ -77,7 +77,14 @@ class Capture:
                     f"no table of database {info.database!r} matches source.tables {list(self.cfg.tables)}"
                 )
             cat.check_tables(tables)
-            cat.ensure_publication(conn, self.cfg.publication, tables, info.version)
+            added = cat.ensure_publication(conn, self.cfg.publication, tables, info.version)
+            if added and self.writer.meta("state") == "streaming":
+                log.warning(
+                    "tables added to publication %s: %s. Their changes are captured from now on; "
+                    "rows they already hold are not copied to the views (no per-table snapshot yet)",
+                    self.cfg.publication,
+                    ", ".join(added),
+                )
             repl = ReplicationConnection(self.dsn)
             try:
                 sysid, _tl, _pos, dbname = repl.identify_system()

@@ -161,9 +161,9 @@ def ensure_publication(
     name: str,
     tables: list[TableInfo],
     version: int,
-) -> None:
+) -> list[str]:
     """Create the publication for ``tables`` (via partition roots), or add/remove tables so
-    that it publishes exactly them."""
+    that it publishes exactly them. Returns the tables added to an existing publication."""
     existing = publication_tables(conn, name)
     idents = sql.SQL(", ").join(sql.Identifier(t.schema, t.name) for t in tables)
     opts = sql.SQL(" WITH (publish_via_partition_root = true)") if version >= 130000 else sql.SQL("")
@@ -176,11 +176,13 @@ def ensure_publication(
             )
         elif existing != {t.qualified for t in tables} and tables:
             conn.execute(sql.SQL("ALTER PUBLICATION {} SET TABLE {}").format(sql.Identifier(name), idents))
+            return sorted({t.qualified for t in tables} - existing)
     except psycopg.errors.InsufficientPrivilege as e:
         raise SourceError(
             f"cannot create or alter publication {name!r}: {_short(e)} (a superuser can create it:"
             f" CREATE PUBLICATION {name} FOR TABLE ... WITH (publish_via_partition_root = true))"
         ) from e
+    return []
 
 
 @dataclass(frozen=True, slots=True)
