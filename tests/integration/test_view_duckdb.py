@@ -320,6 +320,46 @@ def test_batches_inside_one_source_transaction(wh: Warehouse) -> None:
     assert [r[0] for r in wh.table("public.items")] == [1, 2, 3]
 
 
+def test_batches_share_the_callers_relations(tmp_path: Path) -> None:
+    """Regression: the runtime passes one ``relations`` dict (the schema state where it
+    started reading) with every batch and relies on views advancing it in place. The view
+    used a copy, so a batch without the table's SchemaChange skipped all its rows while
+    storing its checkpoint: the warehouse silently stopped changing."""
+    view = make_view(tmp_path / "r.duckdb")
+    view.open()
+    relations: dict[int, Relation] = {}  # like reader.relations_at(0)
+
+    def txn(seq: int, *items: Item) -> Transaction:
+        return Transaction(seq, seq * 10, seq * 10 + 1, 700 + seq, 0, list(items))
+
+    def apply(*txns: Transaction) -> None:
+        last = txns[-1]
+        view.apply(Batch(list(txns), relations, Checkpoint(last.seq, last.commit_lsn), commit=last.last))
+
+    try:
+        snap = txn(1, SchemaChange(ITEMS), ins(ITEMS, "1", "a", "1", None))
+        snap.last = False
+        apply(snap)  # a snapshot larger than a batch: ends inside the transaction
+        apply(txn(1, ins(ITEMS, "2", "b", "2", None)))
+        apply(txn(2, upd(ITEMS, "1", "A", "1", None)), txn(3, ins(ITEMS, "3", "c", "3", None)))
+        apply(txn(4, dele(ITEMS, "2")))
+        assert relations == {ITEMS.oid: ITEMS}
+        assert view.read_checkpoint() == Checkpoint(4, 40)
+        rows = view.connection.execute("SELECT id, name FROM public.items ORDER BY id").fetchall()
+        assert rows == [(1, "A"), (3, "c")]
+        # a caller whose relations are stale (here: empty) still gets every row applied:
+        # the view knows the shape of the tables it holds, also after a restart
+        view.close()
+        view.open()
+        relations = {}
+        apply(txn(5, ins(ITEMS, "5", "e", "5", None)))
+        rows = view.connection.execute("SELECT id, name FROM public.items ORDER BY id").fetchall()
+        assert rows == [(1, "A"), (3, "c"), (5, "e")]
+        assert relations == {}  # no schema change in that batch
+    finally:
+        view.close()
+
+
 def test_table_filter(tmp_path: Path) -> None:
     w = Warehouse(tmp_path / "f.duckdb", tables=("public.keep*",))
     keep = rel(40, "keep_me", col("id", "integer", True), col("v"))
@@ -330,16 +370,93 @@ def test_table_filter(tmp_path: Path) -> None:
     w.view.close()
 
 
-def test_arrays_dimensionality(wh: Warehouse) -> None:
+def _type(wh: Warehouse, table: str, column: str) -> str:
+    rows = wh.rows(
+        "SELECT data_type FROM duckdb_columns() WHERE table_name = ? AND column_name = ?", [table, column]
+    )
+    return str(rows[0][0])
+
+
+def _text_rows(wh: Warehouse, relation: Relation) -> list[tuple[str | None, ...]]:
+    rows = fetch_text_rows(wh.view.connection, relation, cast=False)
+    return sorted(rows, key=lambda r: int(r[0] or 0))
+
+
+def test_arrays_dimensionality(wh: Warehouse, caplog: pytest.LogCaptureFixture) -> None:
     t = rel(50, "arr", col("id", "integer", True), col("a", "integer[]", category="A", element="integer"))
     wh.apply([SchemaChange(t)], [ins(t, "1", "{}"), ins(t, "2", None)])
     wh.apply([ins(t, "3", "{{1,2},{NULL,4}}")])
-    assert wh.rows(
-        "SELECT data_type FROM duckdb_columns() WHERE table_name = 'arr' AND column_name = 'a'"
-    ) == [("INTEGER[][]",)]
+    assert _type(wh, "arr", "a") == "INTEGER[][]"
     assert wh.table("public.arr") == [(1, []), (2, None), (3, [[1, 2], [None, 4]])]
-    with pytest.raises(ViewError, match="dimensional"):
-        wh.apply([ins(t, "4", "{5}")])
+    # PostgreSQL does not enforce dimensions: a 1-D value turns the column into text
+    with caplog.at_level("WARNING"):
+        wh.apply([ins(t, "4", "{5}")], [ins(t, "5", "{{{1}},{{2}}}")])
+    assert _type(wh, "arr", "a") == "VARCHAR"
+    assert caplog.text.count("now VARCHAR") == 1
+    assert wh.table("public.arr") == [
+        (1, "{}"),
+        (2, None),
+        (3, "{{1,2},{NULL,4}}"),
+        (4, "{5}"),
+        (5, "{{{1}},{{2}}}"),
+    ]
+    wh.apply([upd(t, "1", "[0:1]={7,8}")], [dele(t, "4")])
+    assert _text_rows(wh, t) == [
+        ("1", "[0:1]={7,8}"),
+        ("2", None),
+        ("3", "{{1,2},{NULL,4}}"),
+        ("5", "{{{1}},{{2}}}"),
+    ]
+
+
+def test_mixed_dimensionality_in_one_batch_and_rendering(wh: Warehouse) -> None:
+    """Stored lists of every element kind are re-rendered as PostgreSQL's array text."""
+    cols: dict[str, tuple[str, str, list[str | None]]] = {
+        "ints": ("integer[]", "integer", ["{{1,2},{3,NULL}}", "{}", "{NULL}"]),
+        "texts": ("text[]", "text", ['{"a b","c,d","\\"q\\"",NULL,"NULL",""}', "{x}", None]),
+        "f8": ("double precision[]", "double precision", ["{NaN,-0,1e+300,Infinity,0.1}", "{1}", None]),
+        "ts": (
+            "timestamp with time zone[]",
+            "timestamp with time zone",
+            ['{"0044-03-15 12:00:00+00 BC",infinity,"2021-03-14 02:30:00.5+00"}', "{}", None],
+        ),
+        "ivs": (
+            "interval[]",
+            "interval",
+            ['{"1 year 2 mons 3 days 04:05:06.789","-1 days +02:00:00"}', "{}", None],
+        ),
+        "nums": ("numeric(5,2)[]", "numeric(5,2)", ["{1.50,-0.25}", "{0.00}", None]),
+        "blobs": ("bytea[]", "bytea", ['{"\\\\x00ff",NULL}', "{}", None]),
+        "bools": ("boolean[]", "boolean", ["{t,f,NULL}", "{}", None]),
+    }
+    t = rel(
+        51,
+        "zarr",
+        col("id", "integer", True),
+        *(col(n, tn, category="A", element=el) for n, (tn, el, _) in cols.items()),
+    )
+    rows = [tuple([str(i + 1), *(v[i] for _, _, v in cols.values())]) for i in range(3)]
+    wh.apply([SchemaChange(t)], [ins(t, *r) for r in rows])
+    assert _type(wh, "zarr", "ints") == "VARCHAR"  # 2-D and 1-D in one batch
+    assert _type(wh, "zarr", "texts") == "VARCHAR[]"
+    assert _text_rows(wh, t) == rows
+    # every list column meets a value of another dimensionality: converted from stored lists
+    odd = {
+        "texts": '{{"a b",NULL}}',
+        "f8": "{{-0}}",
+        "ts": '{{"2000-01-01 00:00:00+00"}}',
+        "ivs": "{{00:00:01}}",
+        "nums": "{NaN}",  # NaN does not fit DECIMAL either
+        "blobs": '{{"\\\\x01"}}',
+        "bools": "[2:2]={t}",  # lower bounds are kept by text
+    }
+    row4 = tuple(["4", "{1}", *odd.values()])
+    wh.apply([ins(t, *row4)])
+    for name in cols:
+        assert _type(wh, "zarr", name) == "VARCHAR", name
+    assert _text_rows(wh, t) == [*rows, row4]
+    wh.reopen()
+    assert _text_rows(wh, t) == [*rows, row4]
 
 
 # ------------------------------------------------------------------ locking
@@ -691,12 +808,46 @@ def test_float_text_matches_postgres(cluster: PgCluster) -> None:
     assert [pg_float4(f) for f in floats] == [r[0] for r in f_out]
 
 
-def test_nan_in_constrained_numeric_is_null(wh: Warehouse, caplog: pytest.LogCaptureFixture) -> None:
-    t = rel(60, "nums", col("id", "integer", True), col("n", "numeric(10,2)"), col("u", "numeric"))
+def test_nan_in_constrained_numeric_turns_the_column_into_text(
+    wh: Warehouse, caplog: pytest.LogCaptureFixture
+) -> None:
+    t = rel(
+        60,
+        "nums",
+        col("id", "integer", True),
+        col("n", "numeric(10,2)"),
+        col("u", "numeric"),
+        col("s", "numeric(3,3)"),
+    )
+    wh.apply(
+        [SchemaChange(t)],
+        [
+            ins(t, "1", "-0.50", "NaN", "-0.100"),
+            ins(t, "2", "1.25", "Infinity", "0.001"),
+            ins(t, "3", None, None, None),
+        ],
+    )
+    assert _type(wh, "nums", "n") == "DECIMAL(10,2)"
     with caplog.at_level("WARNING"):
-        wh.apply([SchemaChange(t)], [ins(t, "1", "NaN", "NaN"), ins(t, "2", "1.25", "Infinity")])
-    assert [tuple(map(str, r)) for r in wh.table("public.nums")] == [
-        ("1", "None", "NaN"),
-        ("2", "1.25", "Infinity"),
+        wh.apply([ins(t, "4", "NaN", "1", "NaN")])
+    assert _type(wh, "nums", "n") == "VARCHAR" and _type(wh, "nums", "s") == "VARCHAR"
+    assert "NaN cannot be stored in DECIMAL" in caplog.text
+    expected = [
+        ("1", "-0.50", "NaN", "-0.100"),
+        ("2", "1.25", "Infinity", "0.001"),
+        ("3", None, None, None),
+        ("4", "NaN", "1", "NaN"),
     ]
-    assert "NaN cannot be stored" in caplog.text
+    assert _text_rows(wh, t) == expected
+    # a later type change of the source column keeps the text (and NaN)
+    wider = rel(
+        60,
+        "nums",
+        col("id", "integer", True),
+        col("n", "numeric(12,3)"),
+        col("u", "numeric"),
+        col("s", "numeric(3,3)"),
+    )
+    wh.apply([SchemaChange(wider)], [ins(wider, "5", "2.000", "2", "0.200")])
+    assert _type(wh, "nums", "n") == "VARCHAR"
+    assert [r[1] for r in _text_rows(wh, wider)] == ["-0.500", "1.250", None, "NaN", "2.000"]

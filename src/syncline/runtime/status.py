@@ -152,8 +152,10 @@ def _caught_up(conn: sqlite3.Connection, lsn: int, views: list[str]) -> bool:
         row = conn.execute("SELECT seq FROM consumers WHERE name = ?", (name,)).fetchone()
         if row is None or int(row[0]) < trimmed:
             return False
+        # an unapplied snapshot holds every transaction committed before its position
         pending = conn.execute(
-            "SELECT 1 FROM records WHERE seq > ? AND commit_lsn <= ? LIMIT 1", (int(row[0]), lsn)
+            "SELECT 1 FROM records WHERE seq > ? AND (commit_lsn <= ? OR snapshot = 1) LIMIT 1",
+            (int(row[0]), lsn),
         ).fetchone()
         if pending is not None:
             return False

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from syncline.core.config_models import Config, ViewConfig
 from syncline.core.errors import LogError, SynclineError, TransientViewError, ViewError
-from syncline.core.events import Checkpoint
+from syncline.core.events import Checkpoint, Relation, SchemaChange, Transaction
 from syncline.log.embedded.store import EmbeddedLogReader, EmbeddedLogWriter, LogLocked
 from syncline.runtime.backoff import Backoff
 from syncline.runtime.consumers import ConsumerTable
@@ -226,6 +226,7 @@ def _view_loop(
             events = sum(len(t.items) for t in txns)
             batch = Batch(txns, relations, Checkpoint(last.seq, last.commit_lsn), events, commit=last.last)
             view.apply(batch)  # type: ignore[attr-defined]
+            _advance_relations(relations, txns)
             pos = batch.checkpoint
             open_txn = not last.last
             if last.last:
@@ -251,7 +252,7 @@ def _fill_from_compacted(
 
     log.info("view %s is new and the log was trimmed: filling it from the compacted log", vcfg.name)
     consumers.update(vcfg.name, vcfg.kind, state="filling")
-    relations: dict[int, object] = {}
+    relations: dict[int, Relation] = {}
     cp = Checkpoint()
     n = 0
     for txn in iter_compacted(path):
@@ -259,7 +260,8 @@ def _fill_from_compacted(
             raise TransientViewError("stopped while filling from the compacted log")
         cp = Checkpoint(txn.seq, txn.commit_lsn)
         n += len(txn.items)
-        view.apply(Batch([txn], relations, cp, len(txn.items), commit=txn.last))  # type: ignore[attr-defined, arg-type]
+        view.apply(Batch([txn], relations, cp, len(txn.items), commit=txn.last))  # type: ignore[attr-defined]
+        _advance_relations(relations, [txn])
     log.info("view %s filled with %d rows and schema changes up to log record %d", vcfg.name, n, cp.seq)
     return cp
 
@@ -279,3 +281,11 @@ def _exclusive(lockfile: Path, stop: threading.Event, log: logging.Logger) -> ob
             waited += 0.25
     f.close()
     return None
+
+
+def _advance_relations(relations: dict[int, Relation], txns: list[Transaction]) -> None:
+    """The schema state after ``txns`` (views may also advance the dict themselves)."""
+    for t in txns:
+        for item in t.items:
+            if isinstance(item, SchemaChange):
+                relations[item.relation.oid] = item.relation

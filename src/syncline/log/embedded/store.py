@@ -455,7 +455,7 @@ class EmbeddedLogReader:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.conn = connect(path, readonly=True)
-        self.resolver = RelationResolver()
+        self.resolver = RelationResolver(reload=self._load_relations)
         self.state: dict[int, Relation] = {}
         self._load_relations()
 

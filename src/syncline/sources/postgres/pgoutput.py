@@ -8,7 +8,7 @@ so one decoder serves live streams, the log and synthetic snapshot records.
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from syncline.core.events import (
@@ -310,12 +310,20 @@ class RelationResolver:
     """Turns a Relation message into a :class:`Relation` with catalogue details
     (type names, primary key) that the log stored beside it."""
 
-    def __init__(self, details: dict[tuple[int, bytes], Relation] | None = None) -> None:
+    def __init__(
+        self,
+        details: dict[tuple[int, bytes], Relation] | None = None,
+        reload: Callable[[], None] | None = None,
+    ) -> None:
         self.details = details if details is not None else {}
+        self.reload = reload
 
     def __call__(self, msg: RelationMessage) -> Relation:
         key = (msg.oid, encode_relation(msg))
         found = self.details.get(key)
+        if found is None and self.reload is not None:
+            self.reload()  # written by the capture after this reader started
+            found = self.details.get(key)
         if found is not None:
             return found
         return relation_without_catalog(msg)

@@ -19,6 +19,7 @@ from syncline.core.events import Column, Relation
 from syncline.views.duckdb.values import (
     Mapping,
     astronomical_to_bc,
+    list_depth,
     map_column,
     pg_float4,
     pg_float8,
@@ -60,14 +61,19 @@ def select_expr(column: Column, ident_sql: str, sql_type: str | None = None) -> 
     form :func:`to_pg_text` expects. ``sql_type``: the column's actual DuckDB type, which
     fixes the nesting depth of arrays (default: the mapping's)."""
     m = map_column(column)
+    if stored_as_text(column, sql_type):
+        return ident_sql
     if m.kind == "list" and sql_type is not None:
-        from syncline.views.duckdb.values import list_depth
-
-        depth = list_depth(sql_type)
-        if depth == 0:  # stored as text
-            return ident_sql
-        m = m.with_depth(depth)
+        m = m.with_depth(list_depth(sql_type))
     return _expr(m, ident_sql)
+
+
+def stored_as_text(column: Column, sql_type: str | None) -> bool:
+    """True when a column of a non-text mapping holds PostgreSQL's text instead (a DECIMAL
+    column that met NaN, an array column that met arrays of mixed dimensionality...)."""
+    if sql_type is None or map_column(column).kind == "text":
+        return False
+    return sql_type == "VARCHAR"
 
 
 def _bc_zone(text: str, zone: str) -> str:
@@ -142,20 +148,23 @@ def _cast_text(text: str, column: Column) -> str:
     return text
 
 
-def to_pg_text(value: Any, column: Column, *, cast: bool = True) -> str | None:
+def to_pg_text(value: Any, column: Column, *, cast: bool = True, sql_type: str | None = None) -> str | None:
     """PostgreSQL text of a value read from DuckDB (read it with :func:`select_expr`).
 
     ``cast=True`` (default): what ``SELECT col::text`` prints (TimeZone UTC). ``cast=False``:
     the type's output function, as logical replication sends it. They differ only for
     ``boolean`` (``true`` / ``t``), ``char(n)`` (trailing blanks cut / kept) and ``inet``
     (``/32`` always / only when not a host address); array elements always use the output
-    function, as PostgreSQL's array output does.
+    function, as PostgreSQL's array output does. ``sql_type``: the column's actual DuckDB
+    type (see :func:`select_expr`).
     """
     if value is None:
         return None
     if cast:
-        out = to_pg_text(value, column, cast=False)
+        out = to_pg_text(value, column, cast=False, sql_type=sql_type)
         return None if out is None else _cast_text(out, column)
+    if isinstance(value, str) and stored_as_text(column, sql_type):
+        return value
     m = map_column(column)
     if m.kind == "list":
         if isinstance(value, str):  # stored as text
@@ -193,4 +202,8 @@ def fetch_text_rows(
     exprs = [select_expr(c, quote_ident(c.name), types.get(c.name)) for c in cols]
     table = f"{quote_ident(relation.schema)}.{quote_ident(relation.name)}"
     rows = conn.execute(f"SELECT {', '.join(exprs)} FROM {table}").fetchall()  # noqa: S608
-    return [tuple(to_pg_text(v, c, cast=cast) for v, c in zip(r, cols, strict=True)) for r in rows]
+    kinds = [types.get(c.name) for c in cols]
+    return [
+        tuple(to_pg_text(v, c, cast=cast, sql_type=t) for v, c, t in zip(r, cols, kinds, strict=True))
+        for r in rows
+    ]

@@ -6,7 +6,7 @@ Type mapping (source ``format_type()`` after resolving domains -> DuckDB column 
 PostgreSQL                                      DuckDB                 how text is converted
 ==============================================  =====================  =========================
 smallint / integer / bigint                     SMALLINT/INTEGER/BIGINT CAST from VARCHAR
-numeric(p,s), 1 <= p <= 38, 0 <= s <= p         DECIMAL(p,s)           CAST; ``NaN`` -> NULL (*)
+numeric(p,s), 1 <= p <= 38, 0 <= s <= p         DECIMAL(p,s)           CAST (*)
 numeric, numeric(p>38), negative scale          VARCHAR                text form, lossless
 real / double precision                         REAL / DOUBLE          CAST (NaN, ±Infinity, -0)
 boolean                                         BOOLEAN                CAST (``t``/``f``)
@@ -25,12 +25,14 @@ enum, inet, cidr, macaddr, money, bit, ranges,  VARCHAR                PostgreSQ
 composite, geometric, xml, tsvector, timetz...
 ==============================================  =====================  =========================
 
-(*) DuckDB's DECIMAL cannot hold NaN, which a constrained PostgreSQL numeric column accepts:
-such a value is stored as NULL and logged as a warning. ``±infinity`` and BC dates
-round-trip; timestamps after 294247-01-10 (DuckDB's limit; PostgreSQL allows up to 294276 AD)
-cannot be stored and fail the batch. Array lower bounds other than 1 (``[0:2]={...}``) are
-dropped. An array column's nesting depth is fixed by the first non-empty value it stores; a
-value of another dimensionality fails the batch.
+(*) DuckDB's DECIMAL cannot hold NaN, which a constrained PostgreSQL numeric column accepts,
+and PostgreSQL does not enforce array dimensions. A DECIMAL column that meets NaN, and an
+array column that meets arrays of another dimensionality, lower bounds other than 1 or NaN
+elements of a numeric array, is converted by the view to VARCHAR holding PostgreSQL's text
+(stored values re-rendered): see :meth:`DuckdbView._adapt_columns`. An array column's
+nesting depth is otherwise fixed by the first non-empty value it stores. ``±infinity`` and
+BC dates round-trip; timestamps after 294247-01-10 (DuckDB's limit; PostgreSQL allows up to
+294276 AD) cannot be stored and fail the batch.
 """
 
 from __future__ import annotations
@@ -545,10 +547,6 @@ def _interval(v: str) -> Any:
     return f"{months} months {days} days {micros} microseconds"
 
 
-def _decimal(v: str) -> Any:
-    return None if v == "NaN" else v
-
-
 def converter(m: Mapping) -> Converter:
     """Function from PostgreSQL text (never None) to the staging value of mapping ``m``."""
     if m.kind in ("date", "timestamp", "timestamptz"):
@@ -557,8 +555,6 @@ def converter(m: Mapping) -> Converter:
         return _interval
     if m.kind == "blob":
         return _blob
-    if m.kind == "decimal":
-        return _decimal
     if m.kind == "list":
         assert m.element is not None
         elem = converter(m.element)
@@ -576,3 +572,8 @@ def converter(m: Mapping) -> Converter:
 
 def is_identity(m: Mapping) -> bool:
     return converter(m) is _identity
+
+
+def decimal_text(expr: str) -> str:
+    """SQL: PostgreSQL's text of a DECIMAL value (DuckDB prints ``-.5`` for ``-0.5``)."""
+    return f"regexp_replace(CAST({expr} AS VARCHAR), '^(-?)\\.', '\\10.')"

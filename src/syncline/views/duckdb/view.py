@@ -11,6 +11,11 @@ rows/s; INSERT OR REPLACE / MERGE 17-22k rows/s; row-by-row executemany ~400 row
   deleted with one join against an Arrow staging table; then all new rows are inserted from
   Arrow staging with vectorised ``CAST``s from the PostgreSQL text (Python converts only
   what DuckDB cannot parse: BC years, intervals, bytea hex, array text);
+* a DECIMAL or LIST column that meets a value it cannot hold losslessly (NaN, arrays of
+  another dimensionality) is converted once to VARCHAR holding PostgreSQL's text;
+* the rows of a batch are read with the view's own relations (the schema state at its
+  stored checkpoint) for the tables it holds, ``batch.relations`` for others; the latter is
+  advanced in place past the batch's schema changes, which the runtime relies on;
 * bookkeeping lives in schema ``_syncline``: ``positions(view, seq, commit_lsn)`` and
   ``relations(view, oid, relation JSON)``, written in the same transaction as the data.
 
@@ -41,10 +46,12 @@ from syncline.core.events import (
     SchemaChange,
 )
 from syncline.views.base import Batch, table_selected
+from syncline.views.duckdb.compare import select_expr, to_pg_text
 from syncline.views.duckdb.values import (
     TEXT,
     Mapping,
     converter,
+    decimal_text,
     is_identity,
     list_depth,
     map_column,
@@ -59,6 +66,7 @@ META = "_syncline"
 _STAGE = "__syncline_stage"
 _PSTAGE = "__syncline_pstage"
 _PARTIAL = "__syncline_partial"
+_TEXT_TMP = "__syncline_text"
 
 
 # --------------------------------------------------------------------------- relation JSON
@@ -93,6 +101,19 @@ def _arrow_type(m: Mapping) -> pa.DataType:
 
 def _from_stage(expr: str, m: Mapping) -> str:
     return expr if m.kind == "text" else f"CAST({expr} AS {m.sql})"
+
+
+def _list_text_reason(values: Sequence[Any], element: Mapping) -> str | None:
+    """Why array texts cannot be stored as lists of ``element`` losslessly (None: they can)."""
+    numeric = element.kind == "decimal"
+    for v in values:
+        if v is None:
+            continue
+        if v.startswith("["):
+            return "array lower bounds other than 1"
+        if numeric and "NaN" in v:
+            return "NaN cannot be stored in DECIMAL"
+    return None
 
 
 def _is_lock_error(e: BaseException) -> bool:
@@ -147,7 +168,6 @@ class DuckdbView:
         self._rels: dict[int, Relation] = {}
         self._types: dict[int, dict[str, str]] = {}
         self._in_txn = False
-        self._warned: set[tuple[str, str]] = set()
         self._lock = threading.RLock()
         """One DuckDB connection is not safe for concurrent use: status readers and the
         applying worker take turns."""
@@ -248,18 +268,26 @@ class DuckdbView:
 
     @_locked
     def apply(self, batch: Batch) -> None:
+        """Apply ``batch`` (see :class:`~syncline.views.base.View`).
+
+        The relations the batch's rows are read with are the view's own (stored with its
+        checkpoint, so they are the schema state at the view's position) and, for tables the
+        view does not hold, ``batch.relations``. ``batch.relations`` is then advanced in place
+        past the batch's schema changes, as every view does, so that the caller can pass the
+        same dict with the next batch."""
         if self._conn is None:
             self.open()
         if not self._in_txn:
             stored = self._stored_checkpoint()
             if stored.seq >= batch.checkpoint.seq:
                 log.debug("view %s: skipping batch up to seq %d", self.name, batch.checkpoint.seq)
+                _advance(batch)
                 return
             self._run("BEGIN TRANSACTION")
             self._in_txn = True
         where = "-"
         try:
-            rels = dict(batch.relations)
+            rels = {**batch.relations, **self._rels}
             for step in net_steps(batch.transactions, rels, self._selected(batch, rels)):
                 if isinstance(step, SchemaStep):
                     where = step.new.qualified
@@ -292,6 +320,7 @@ class DuckdbView:
             )
             transient = isinstance(e, duckdb.IOException | OSError | TransientViewError)
             raise (TransientViewError if transient else ViewError)(msg) from e
+        _advance(batch)
 
     # ------------------------------------------------------------------ internals
 
@@ -429,45 +458,57 @@ class DuckdbView:
             self._run(f"ALTER TABLE {target} DROP COLUMN {quote_ident(col.name)}")
         for o, n in renamed.items():
             self._run(f"ALTER TABLE {target} RENAME COLUMN {quote_ident(o)} TO {quote_ident(n)}")
+        types = self._types.get(old.oid, {})
         for col in new.columns:
             q = quote_ident(col.name)
             if col.name in old_by_name:
                 before = map_column(old_by_name[col.name][1])
                 after = map_column(col)
                 if before.sql != after.sql:
-                    self._run(
-                        f"ALTER TABLE {target} ALTER COLUMN {q} SET DATA TYPE {after.sql} "
-                        f"USING TRY_CAST({q} AS {after.sql})"
-                    )
+                    self._alter_type(target, q, before, after, types.get(col.name))
             elif col.name not in renamed.values():
                 self._run(f"ALTER TABLE {target} ADD COLUMN {q} {map_column(col).sql}")
+
+    def _alter_type(self, target: str, q: str, before: Mapping, after: Mapping, actual: str | None) -> None:
+        """Follow a source column type change; values that do not convert become NULL."""
+        if actual == "VARCHAR" and before.kind in ("decimal", "list"):
+            # converted to text (NaN, mixed array dimensionality): stays text
+            if after.kind == "decimal":
+                render = decimal_text(f"TRY_CAST({q} AS {after.sql})")
+                self._run(
+                    f"ALTER TABLE {target} ALTER COLUMN {q} SET DATA TYPE VARCHAR "
+                    f"USING CASE WHEN {q} = 'NaN' THEN {q} ELSE {render} END"
+                )
+                return
+            if after.kind in ("list", "text"):
+                return
+        elif after.kind == "list" and actual is not None and list_depth(actual) > 1:
+            after = after.with_depth(list_depth(actual))
+        self._run(
+            f"ALTER TABLE {target} ALTER COLUMN {q} SET DATA TYPE {after.sql} "
+            f"USING TRY_CAST({q} AS {after.sql})"
+        )
 
     # ------------------------------------------------------------------ DML
 
     def _mappings(self, rel: Relation) -> list[Mapping]:
+        """Each column's mapping as actually stored: array depth from the column type, and
+        VARCHAR (PostgreSQL text as is) for a column converted to text."""
         types = self._types.get(rel.oid, {})
         out = []
         for col in rel.columns:
             m = map_column(col)
             actual = types.get(col.name)
-            if m.kind == "list" and actual is not None:
-                depth = list_depth(actual)
-                m = m.with_depth(depth) if depth else TEXT
+            if actual is not None and m.kind != "text":
+                if m.kind == "list":
+                    depth = list_depth(actual)
+                    m = m.with_depth(depth) if depth else TEXT
+                elif actual == "VARCHAR":
+                    m = TEXT
             out.append(m)
         return out
 
-    def _convert(self, rel: Relation, values: Sequence[Any], m: Mapping, col: Column) -> list[Any]:
-        if m.kind == "decimal" and "NaN" in values:
-            key = (rel.qualified, col.name)
-            if key not in self._warned:
-                self._warned.add(key)
-                log.warning(
-                    "view %s: %s.%s: NaN cannot be stored in DuckDB %s; storing NULL",
-                    self.name,
-                    rel.qualified,
-                    col.name,
-                    m.sql,
-                )
+    def _convert(self, values: Sequence[Any], m: Mapping, col: Column) -> list[Any]:
         if is_identity(m):
             return list(values)
         conv = converter(m)
@@ -483,37 +524,105 @@ class DuckdbView:
             c.unregister(name)
         c.register(name, table)
 
-    def _adapt_depths(
-        self, rel: Relation, maps: list[Mapping], converted: list[list[Any]], target: str
-    ) -> bool:
-        """Fix the nesting depth of array columns from the data; True if a column changed."""
-        changed = False
+    def _adapt_columns(
+        self,
+        rel: Relation,
+        maps: list[Mapping],
+        values: list[list[Any]],
+        target: str,
+    ) -> tuple[list[Mapping], dict[int, list[Any]]]:
+        """Make every column able to hold the batch's values losslessly.
+
+        ``values``: per column, the PostgreSQL text of every value the batch stages. An array
+        column takes the dimensionality of its first non-empty values; a DECIMAL column or
+        an array column that meets a value it cannot represent (NaN, arrays of another
+        dimensionality or with lower bounds other than 1, NaN elements of numeric arrays)
+        becomes VARCHAR holding PostgreSQL's text, its stored values re-rendered.
+
+        Returns the mappings to stage with and, per array column that stays a list, its
+        values already converted."""
+        done: dict[int, list[Any]] = {}
+        to_text: list[tuple[int, str]] = []
+        redepth: list[tuple[int, int]] = []
         for i, m in enumerate(maps):
+            vals = values[i]
+            if m.kind == "decimal":
+                if "NaN" in vals:
+                    to_text.append((i, "NaN cannot be stored in DECIMAL"))
+                continue
             if m.kind != "list":
                 continue
-            depths = {value_depth(v) for v in converted[i] if v}
+            assert m.element is not None
+            reason = _list_text_reason(vals, m.element)
+            if reason is not None:
+                to_text.append((i, reason))
+                continue
+            conv = self._convert(vals, m, rel.columns[i])
+            depths = {value_depth(v) for v in conv if v}
             depths.discard(0)
+            done[i] = conv
             if not depths or depths == {m.depth}:
                 continue
-            col = rel.columns[i]
             if len(depths) > 1:
-                raise _Failure(f"column {col.name}: arrays of different dimensionality {sorted(depths)}")
+                to_text.append((i, f"arrays of different dimensionality {sorted(depths)}"))
+                continue
             (d,) = depths
-            q = quote_ident(col.name)
+            q = quote_ident(rel.columns[i].name)
             row = self._run(f"SELECT count(*) FROM {target} WHERE len({q}) > 0").fetchone()  # noqa: S608
             if row and row[0]:
-                raise _Failure(
-                    f"column {col.name}: {d}-dimensional array where {m.depth}-dimensional arrays are stored"
-                )
-            new = m.with_depth(d)
+                to_text.append((i, f"{d}-dimensional arrays where {m.depth}-dimensional ones are stored"))
+            else:
+                redepth.append((i, d))
+        if not to_text and not redepth:
+            return maps, done
+        for i, d in redepth:
+            new = maps[i].with_depth(d)
+            q = quote_ident(rel.columns[i].name)
             self._run(
                 f"ALTER TABLE {target} ALTER COLUMN {q} SET DATA TYPE {new.sql} USING "
                 f"CASE WHEN {q} IS NULL THEN NULL ELSE CAST([] AS {new.sql}) END"
             )
-            changed = True
-        if changed:
-            self._types[rel.oid] = self._load_types(rel)
-        return changed
+        for i, reason in to_text:
+            done.pop(i, None)
+            self._column_to_text(rel, i, maps[i], target, reason)
+        self._types[rel.oid] = self._load_types(rel)
+        return self._mappings(rel), done
+
+    def _column_to_text(self, rel: Relation, i: int, m: Mapping, target: str, reason: str) -> None:
+        """Convert a DECIMAL or LIST column to VARCHAR holding each stored value's PostgreSQL
+        text (inside the batch's transaction)."""
+        col = rel.columns[i]
+        q = quote_ident(col.name)
+        if m.kind == "decimal":
+            self._run(f"ALTER TABLE {target} ALTER COLUMN {q} SET DATA TYPE VARCHAR USING {decimal_text(q)}")
+        else:
+            # rendered in Python, exactly as verification reads them back
+            actual = self._types.get(rel.oid, {}).get(col.name)
+            got = self._run(
+                f"SELECT rowid, {select_expr(col, q, actual)} FROM {target} WHERE {q} IS NOT NULL"  # noqa: S608
+            ).fetchall()
+            self._stage(
+                _STAGE,
+                {
+                    "r": ([r for r, _ in got], pa.int64()),
+                    "v": ([to_pg_text(v, col, cast=False) for _, v in got], pa.large_string()),
+                },
+            )
+            tmp = quote_ident(_TEXT_TMP)
+            self._run(f"ALTER TABLE {target} ADD COLUMN {tmp} VARCHAR")
+            self._run(f"UPDATE {target} SET {tmp} = s.v FROM {_STAGE} s WHERE {target}.rowid = s.r")  # noqa: S608
+            self._require().unregister(_STAGE)
+            self._run(f"ALTER TABLE {target} ALTER COLUMN {q} SET DATA TYPE VARCHAR USING {tmp}")
+            self._run(f"ALTER TABLE {target} DROP COLUMN {tmp}")
+        log.warning(
+            "view %s: %s.%s (%s): %s; the column is now VARCHAR holding PostgreSQL's text "
+            "(stored values converted)",
+            self.name,
+            rel.qualified,
+            col.name,
+            col.type_name,
+            reason,
+        )
 
     def _apply_delta(self, td: TableDelta) -> None:
         rel = td.relation
@@ -544,10 +653,17 @@ class DuckdbView:
                 unchanged.append(flags)
                 if any(flags):
                     raw_cols[i] = [None if v is UNCHANGED else v for v in col_vals]
-        maps = self._mappings(rel)
-        converted = [self._convert(rel, raw_cols[i], maps[i], rel.columns[i]) for i in range(ncols)]
-        if self._adapt_depths(rel, maps, converted, target):
-            maps = self._mappings(rel)
+        # every value staged per column (key columns: also deleted keys and origin keys)
+        staged = list(raw_cols)
+        for j, ki in enumerate(kidx):
+            extra = [k[j] for k in deletes] + [o[j] for _, o in partials]
+            if extra:
+                staged[ki] = staged[ki] + extra
+        maps, done = self._adapt_columns(rel, self._mappings(rel), staged, target)
+        converted = [
+            done[i][: len(raw_cols[i])] if i in done else self._convert(raw_cols[i], maps[i], rel.columns[i])
+            for i in range(ncols)
+        ]
         names = [quote_ident(col.name) for col in rel.columns]
         nfull = len(full)
 
@@ -562,7 +678,7 @@ class DuckdbView:
             origin_vals = [[o[j] for _, o in partials] for j in range(len(kidx))]
             for j, ki in enumerate(kidx):
                 cols[f"o{j}"] = (
-                    self._convert(rel, origin_vals[j], kmaps[j], rel.columns[ki]),
+                    self._convert(origin_vals[j], kmaps[j], rel.columns[ki]),
                     _arrow_type(kmaps[j]),
                 )
             self._stage(_PSTAGE, cols)
@@ -603,7 +719,7 @@ class DuckdbView:
                 for j, ki in enumerate(kidx):
                     vals = [k[j] for k in keys]
                     kcols[f"k{j}"] = (
-                        self._convert(rel, vals, maps[ki], rel.columns[ki]),
+                        self._convert(vals, maps[ki], rel.columns[ki]),
                         _arrow_type(maps[ki]),
                     )
                 self._stage(_STAGE, kcols)
@@ -626,6 +742,14 @@ class DuckdbView:
             cl = ", ".join(names)
             self._run(f"INSERT INTO {target} ({cl}) SELECT {cl} FROM {_PARTIAL}")  # noqa: S608
             self._run(f"DROP TABLE {_PARTIAL}")
+
+
+def _advance(batch: Batch) -> None:
+    """Move ``batch.relations`` past the batch's schema changes (in place)."""
+    for txn in batch.transactions:
+        for it in txn.items:
+            if isinstance(it, SchemaChange):
+                batch.relations[it.relation.oid] = it.relation
 
 
 __all__ = ["DuckdbView", "relation_from_json", "relation_to_json"]
