@@ -108,6 +108,16 @@ class PgCluster:
             os.chown(root, pw.pw_uid, pw.pw_gid)
             if self._tmp:
                 os.chown(self._tmp, pw.pw_uid, pw.pw_gid)
+            reachable = subprocess.run(["test", "-w", str(root)], **_as_postgres()).returncode == 0
+            if not reachable:
+                # The postgres user cannot reach this directory (e.g. under /root): keep the
+                # server's files in /tmp and leave a symlink where they were asked for.
+                real = Path(tempfile.mkdtemp(prefix="syncline-pg-"))
+                os.chown(real, pw.pw_uid, pw.pw_gid)
+                os.rmdir(root)
+                root.symlink_to(real, target_is_directory=True)
+                self._tmp = self._tmp or str(real)
+                self.datadir = real / self.datadir.name
         subprocess.run(
             [
                 str(self.bindir / "initdb"),
