@@ -127,6 +127,11 @@ def _set_state(writer: EmbeddedLogWriter, state: str, error: str) -> None:
 
 def view_main(cfg: Config, vcfg: ViewConfig) -> int:
     stop = _child_setup(cfg, f"view {vcfg.name}")
+    if vcfg.kind == "compacted":
+        # The compactor only serves retention and future views: it yields the CPU to the
+        # capture and the views, and catches up when they are idle.
+        with contextlib.suppress(OSError):
+            os.nice(10)
     log = logging.getLogger(f"syncline.view.{vcfg.name}")
     path = Path(cfg.log.path)
     while not (path / "log.db").exists() and not stop.is_set():

@@ -11,8 +11,9 @@ values are UNCHANGED (unchanged TOAST) and the view must keep what it stores.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import cast
 
 from syncline.core.events import (
@@ -89,7 +90,7 @@ def net_steps(
     view keeps (None: all); rows of other tables are skipped, truncates filtered.
     """
     deltas: dict[int, TableDelta] = {}
-    kidx: dict[int, tuple[int, ...]] = {}
+    kidx: dict[int, KeyFn] = {}
 
     def flush() -> Iterator[Step]:
         if deltas:
@@ -108,7 +109,7 @@ def net_steps(
                 d = deltas.get(item.relid)
                 if d is None:
                     d = deltas[item.relid] = TableDelta(rel)
-                    kidx[item.relid] = rel.key_indexes()
+                    kidx[item.relid] = key_function(rel.key_indexes())
                 _apply_change(d, kidx[item.relid], item)
             elif isinstance(item, SchemaChange):
                 new = item.relation
@@ -133,21 +134,27 @@ def net_steps(
     yield from flush()
 
 
-def _key(row: Row, kidx: tuple[int, ...]) -> Key:
-    # key columns are never UNCHANGED (TOAST values cannot be part of an index key)
-    return cast(Key, tuple(row[i] for i in kidx))
+KeyFn = Callable[[Row], Key]
 
 
-def _apply_change(d: TableDelta, kidx: tuple[int, ...], ch: RowChange) -> None:
+def key_function(kidx: tuple[int, ...]) -> KeyFn:
+    """Row -> key tuple (key columns are never UNCHANGED: TOAST values are not index keys)."""
+    if len(kidx) == 1:
+        i = kidx[0]
+        return lambda row: (row[i],)  # type: ignore[return-value]
+    return cast(KeyFn, itemgetter(*kidx))
+
+
+def _apply_change(d: TableDelta, _key: KeyFn, ch: RowChange) -> None:
     if ch.op == "insert":
         assert ch.new is not None
-        k = _key(ch.new, kidx)
+        k = _key(ch.new)
         d.deleted.discard(k)
         d.rows[k] = ch.new
         return
     if ch.op == "delete":
         assert ch.old is not None
-        k = _key(ch.old, kidx)
+        k = _key(ch.old)
         d.rows.pop(k, None)
         d.deleted.add(k)
         return
@@ -162,10 +169,10 @@ def _apply_change(d: TableDelta, kidx: tuple[int, ...], ch: RowChange) -> None:
                 o if (n is UNCHANGED and o is not None and o is not UNCHANGED) else n
                 for n, o in zip(new, old, strict=False)
             )
-        old_k: Key = _key(old, kidx)
+        old_k: Key = _key(old)
     else:
-        old_k = _key(new, kidx)
-    k = _key(new, kidx)
+        old_k = _key(new)
+    k = _key(new)
     prev = d.rows.pop(old_k, None)
     origin = d.origin.pop(old_k, old_k)
     if old_k != k:

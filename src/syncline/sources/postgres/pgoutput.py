@@ -29,6 +29,7 @@ _I16 = struct.Struct("!h")
 _I32 = struct.Struct("!i")
 _U32 = struct.Struct("!I")
 _I64 = struct.Struct("!q")
+_I32_FROM = _I32.unpack_from
 _BEGIN = struct.Struct("!QqI")  # final lsn, commit ts, xid
 _COMMIT = struct.Struct("!BQQq")  # flags, commit lsn, end lsn, ts
 _STREAM_COMMIT = struct.Struct("!IBQQq")  # xid, flags, commit lsn, end lsn, ts
@@ -126,26 +127,28 @@ def _cstring(buf: bytes, pos: int) -> tuple[str, int]:
 
 
 def decode_tuple(buf: bytes, pos: int) -> tuple[Row, int]:
-    (n,) = _I16.unpack_from(buf, pos)
+    """Decode TupleData at ``pos``; return the values and the position after them."""
+    n = (buf[pos] << 8) | buf[pos + 1]
     pos += 2
     values: list[Value] = []
     append = values.append
+    i32 = _I32_FROM
     for _ in range(n):
         kind = buf[pos]
-        pos += 1
-        if kind == 0x74:  # 't'
-            (length,) = _I32.unpack_from(buf, pos)
-            pos += 4
-            append(buf[pos : pos + length].decode("utf-8"))
-            pos += length
+        if kind == 0x74:  # 't': the common case first
+            end = pos + 5 + i32(buf, pos + 1)[0]
+            append(buf[pos + 5 : end].decode())
+            pos = end
         elif kind == 0x6E:  # 'n'
             append(None)
+            pos += 1
         elif kind == 0x75:  # 'u'
             append(UNCHANGED)
+            pos += 1
         elif kind == 0x62:  # 'b'
             raise ProtocolError("binary tuple values are not requested and not supported")
         else:
-            raise ProtocolError(f"unknown tuple value kind {kind!r} at {pos - 1}")
+            raise ProtocolError(f"unknown tuple value kind {kind!r} at {pos}")
     return tuple(values), pos
 
 
