@@ -10,7 +10,6 @@ stores its checkpoint in the same transaction.
 from __future__ import annotations
 
 import contextlib
-import json
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -26,7 +25,7 @@ NAME = "_compactor"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS rows (
-    relid INTEGER NOT NULL, key TEXT NOT NULL, relseq INTEGER NOT NULL,
+    relid INTEGER NOT NULL, key BLOB NOT NULL, relseq INTEGER NOT NULL,
     row BLOB, seq INTEGER NOT NULL, PRIMARY KEY (relid, key)
 );
 CREATE INDEX IF NOT EXISTS rows_tombstones ON rows (seq) WHERE row IS NULL;
@@ -37,8 +36,9 @@ CREATE TABLE IF NOT EXISTS position (id INTEGER PRIMARY KEY CHECK (id = 1), seq 
 """
 
 
-def _key(k: tuple[object, ...]) -> str:
-    return json.dumps(k, separators=(",", ":"))
+def _key(k: tuple[object, ...]) -> bytes:
+    """A key's stored form: its values in pgoutput tuple encoding (NULL-safe, compact)."""
+    return encode_tuple(k)  # type: ignore[arg-type]
 
 
 def open_compact(path: Path, readonly: bool = False) -> sqlite3.Connection:
