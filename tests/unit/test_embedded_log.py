@@ -27,7 +27,7 @@ def read_all(path: Path) -> list[tuple[int, list[str]]]:
                 return out
             for t in txns:
                 vals = [str(i.new[0]) for i in t.items if isinstance(i, RowChange) and i.new]
-                if out and out[-1][0] == t.commit_lsn and not out[-1][1][-1:] == ["<end>"]:
+                if out and out[-1][0] == t.commit_lsn and out[-1][1][-1:] != ["<end>"]:
                     out[-1][1].extend(vals)
                 else:
                     out.append((t.commit_lsn, vals))
