@@ -22,6 +22,8 @@ from syncline.log.embedded.store import EmbeddedLogReader, EmbeddedLogWriter, Lo
 from syncline.runtime.backoff import Backoff
 from syncline.runtime.consumers import ConsumerTable
 from syncline.runtime.logsetup import setup_logging
+from syncline.runtime.prefetch import Prefetcher
+from syncline.runtime.retention import Retention
 from syncline.views.base import Batch
 from syncline.views.registry import create_view
 
@@ -190,10 +192,8 @@ def _view_loop(
     log: logging.Logger,
 ) -> None:
     reader = EmbeddedLogReader(path)
-    retention = None
+    retention: Retention | None = None
     if vcfg.kind == "compacted" and vcfg.options.get("retention") == "applied":
-        from syncline.runtime.retention import Retention
-
         names = vcfg.options.get("views")
         retention = Retention(path, view, [str(n) for n in names] if isinstance(names, list) else [])
     try:
@@ -218,30 +218,45 @@ def _view_loop(
         log.info("view %s (%s) resumes after log record %d", vcfg.name, vcfg.kind, cp.seq)
         pos = cp
         open_txn = False
-        while not stop.is_set():
-            txns = reader.read(pos, vcfg.batch_events)
-            if not txns:
-                if open_txn:
-                    # the rest of a transaction is not committed to the log yet: wait for it
-                    stop.wait(0.02)
-                    continue
-                stop.wait(0.02)
-                continue
-            last = txns[-1]
-            events = sum(len(t.items) for t in txns)
-            batch = Batch(txns, relations, Checkpoint(last.seq, last.commit_lsn), events, commit=last.last)
-            view.apply(batch)  # type: ignore[attr-defined]
-            _advance_relations(relations, txns)
-            pos = batch.checkpoint
-            open_txn = not last.last
-            if last.last:
-                consumers.add_applied(vcfg.name, vcfg.kind, events, pos.seq, pos.commit_lsn)
-                if retention is not None:
-                    retention.maybe_trim(pos.seq)
+        prefetch = Prefetcher(path, cp, vcfg.batch_events)
+        try:
+            open_txn = _apply_loop(view, vcfg, prefetch, relations, pos, consumers, stop, retention)
+        finally:
+            prefetch.close()
         if open_txn:
             raise TransientViewError("stopped inside a transaction; it is rolled back")
     finally:
         reader.close()
+
+
+def _apply_loop(
+    view: object,
+    vcfg: ViewConfig,
+    prefetch: Prefetcher,
+    relations: dict[int, Relation],
+    pos: Checkpoint,
+    consumers: ConsumerTable,
+    stop: threading.Event,
+    retention: Retention | None,
+) -> bool:
+    """Apply batches until stopped; return True if stopped inside a source transaction."""
+    open_txn = False
+    while not stop.is_set():
+        txns = prefetch.get(0.05)
+        if not txns:
+            continue
+        last = txns[-1]
+        events = sum(len(t.items) for t in txns)
+        batch = Batch(txns, relations, Checkpoint(last.seq, last.commit_lsn), events, commit=last.last)
+        view.apply(batch)  # type: ignore[attr-defined]
+        _advance_relations(relations, txns)
+        pos = batch.checkpoint
+        open_txn = not last.last
+        if last.last:
+            consumers.add_applied(vcfg.name, vcfg.kind, events, pos.seq, pos.commit_lsn)
+            if retention is not None:
+                retention.maybe_trim(pos.seq)
+    return open_txn
 
 
 def _fill_from_compacted(
