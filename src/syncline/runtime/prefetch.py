@@ -13,7 +13,7 @@ from syncline.log.embedded.store import EmbeddedLogReader
 
 
 class Prefetcher:
-    def __init__(self, path: Path, start: Checkpoint, batch_events: int, depth: int = 2) -> None:
+    def __init__(self, path: Path, start: Checkpoint, batch_events: int, depth: int = 1) -> None:
         self.path = path
         self.start = start
         self.batch_events = batch_events

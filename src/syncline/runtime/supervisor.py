@@ -31,7 +31,7 @@ class Supervisor:
         compactor = ViewConfig(
             name="_compactor",
             kind="compacted",
-            batch_events=100_000,
+            batch_events=20_000,
             options={
                 "path": cfg.log.path,
                 "retention": cfg.log.retention,
