@@ -7,18 +7,13 @@ from pathlib import Path
 import pytest
 
 from syncline.testing.harness import Pipeline
-from syncline.testing.pgcluster import PgCluster
+from syncline.testing.pgcluster import PgCluster, running_cluster
 
 
 @pytest.fixture(scope="session")
 def pg() -> Iterator[PgCluster]:
-    c = PgCluster()
-    c.init()
-    c.start()
-    try:
+    with running_cluster() as c:
         yield c
-    finally:
-        c.cleanup()
 
 
 @pytest.fixture

@@ -11,18 +11,13 @@ import pytest
 
 from syncline.log.embedded.store import connect, get_meta
 from syncline.testing.harness import Pipeline
-from syncline.testing.pgcluster import PgCluster
+from syncline.testing.pgcluster import PgCluster, running_cluster
 
 
 @pytest.fixture
 def second_cluster() -> Iterator[PgCluster]:
-    c = PgCluster()
-    c.init()
-    c.start()
-    try:
+    with running_cluster() as c:
         yield c
-    finally:
-        c.cleanup()
 
 
 def test_view_store_down_retries_and_catches_up(

@@ -30,6 +30,7 @@ from syncline.core.events import (
     Value,
 )
 from syncline.testing.pgcluster import PgCluster, running_cluster
+from syncline.testing.scripted import ScriptedBatches
 from syncline.views.base import Batch
 from syncline.views.duckdb import DuckdbView, create_view
 from syncline.views.duckdb.compare import fetch_text_rows
@@ -41,7 +42,7 @@ def make_view(path: Path, tables: tuple[str, ...] = (), name: str = "warehouse")
     return create_view(ViewConfig(name=name, kind="duckdb", tables=tables, options={"path": str(path)}))
 
 
-class Warehouse:
+class Warehouse(ScriptedBatches):
     """A view plus a hand-driven stream: seq numbers, batches and queries."""
 
     def __init__(self, path: Path, tables: tuple[str, ...] = ()) -> None:
@@ -56,32 +57,6 @@ class Warehouse:
         self.view.close()
         self.view = make_view(self.path, self.tables)
         self.checkpoint = self.view.open()
-
-    def txn(self, *items: Item) -> Transaction:
-        self.seq += 1
-        for i, it in enumerate(items):
-            it.ordinal = i
-        return Transaction(
-            seq=self.seq,
-            commit_lsn=self.seq * 1000,
-            end_lsn=self.seq * 1000 + 8,
-            xid=700 + self.seq,
-            commit_time=0,
-            items=list(items),
-        )
-
-    def batch(self, *txns: Transaction, commit: bool = True) -> Batch:
-        b = Batch(
-            transactions=list(txns),
-            relations=dict(self.relations),
-            checkpoint=Checkpoint(txns[-1].seq, txns[-1].commit_lsn),
-            commit=commit,
-        )
-        for t in txns:
-            for it in t.items:
-                if isinstance(it, SchemaChange):
-                    self.relations[it.relation.oid] = it.relation
-        return b
 
     def apply(self, *groups: list[Item]) -> Batch:
         b = self.batch(*(self.txn(*g) for g in groups))

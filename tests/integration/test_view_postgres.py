@@ -19,12 +19,12 @@ from syncline.core.events import (
     Relation,
     RowChange,
     SchemaChange,
-    Transaction,
     Truncate,
     UserType,
     Value,
 )
 from syncline.testing.pgcluster import PgCluster, running_cluster
+from syncline.testing.scripted import ScriptedBatches
 from syncline.views.base import Batch
 from syncline.views.postgres import PostgresView, create_view
 
@@ -49,7 +49,7 @@ def make_view(dsn: str, tables: tuple[str, ...] = (), name: str = "replica") -> 
     return create_view(ViewConfig(name=name, kind="postgres", tables=tables, options={"dsn": Secret(dsn)}))
 
 
-class Replica:
+class Replica(ScriptedBatches):
     """A view plus a hand-driven stream: seq numbers, batches and queries."""
 
     def __init__(self, dsn: str, tables: tuple[str, ...] = ()) -> None:
@@ -58,32 +58,6 @@ class Replica:
         self.checkpoint = self.view.open()
         self.seq = self.checkpoint.seq
         self.relations: dict[int, Relation] = dict(self.view.relations())
-
-    def txn(self, *items: Item) -> Transaction:
-        self.seq += 1
-        for i, it in enumerate(items):
-            it.ordinal = i
-        return Transaction(
-            seq=self.seq,
-            commit_lsn=self.seq * 1000,
-            end_lsn=self.seq * 1000 + 8,
-            xid=700 + self.seq,
-            commit_time=0,
-            items=list(items),
-        )
-
-    def batch(self, *txns: Transaction, commit: bool = True) -> Batch:
-        b = Batch(
-            transactions=list(txns),
-            relations=dict(self.relations),
-            checkpoint=Checkpoint(txns[-1].seq, txns[-1].commit_lsn),
-            commit=commit,
-        )
-        for t in txns:
-            for it in t.items:
-                if isinstance(it, SchemaChange):
-                    self.relations[it.relation.oid] = it.relation
-        return b
 
     def apply(self, *groups: list[Item]) -> Batch:
         """Apply one batch of transactions, each given as a list of items."""
