@@ -22,9 +22,27 @@ from syncline.core.errors import ConfigError
 _ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _NAME_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
-VIEW_KINDS: dict[str, dict[str, type | tuple[type, ...]]] = {
-    "postgres": {"dsn": str},
-    "duckdb": {"path": str},
+REQUIRED = object()
+
+# kind -> key -> (type, what is expected, default or REQUIRED)
+VIEW_KINDS: dict[str, dict[str, tuple[type | tuple[type, ...], str, object]]] = {
+    "postgres": {"dsn": (str, "a libpq URI or key=value string", REQUIRED)},
+    "duckdb": {"path": (str, "a file path", REQUIRED)},
+    "redis": {
+        "url": (str, "a redis:// URL", REQUIRED),
+        "key": (str, "a key template like {table}:{pk}", "{table}:{pk}"),
+        "mode": (str, '"hash" or "invalidate"', "hash"),
+        "ttl": (int, "seconds (0: none)", 0),
+        "columns": (list, "a list of column names", None),
+        "on_error": (str, '"stop" or "skip"', "stop"),
+    },
+    "tantivy": {
+        "path": (str, "a directory path", REQUIRED),
+        "text_fields": (list, "a list of column names", None),
+        "tokenizer": (str, "a tantivy tokenizer name, e.g. en_stem", "default"),
+        "commit_interval": (float, "seconds between commits (0: every batch)", 0.0),
+        "on_error": (str, '"stop" or "skip"', "stop"),
+    },
 }
 SECRET_KEYS = {"dsn", "url", "token", "password"}
 
@@ -181,8 +199,13 @@ def parse_config(
         spec = VIEW_KINDS[vkind]
         _unknown(ctx, v, prefix, {"kind", "tables", "batch_events", *spec})
         opts: dict[str, object] = {}
-        for key, typ in spec.items():
-            val = _get(ctx, v, prefix, key, typ, "a string", environ=environ)
+        for key, (typ, expected, default) in spec.items():
+            if default is REQUIRED:
+                val = _get(ctx, v, prefix, key, typ, expected, environ=environ)
+            else:
+                val = _get(ctx, v, prefix, key, typ, expected, default, environ=environ)
+            if val is None:
+                continue
             if key == "path":
                 val = _resolve(val, base_dir)
             opts[key] = Secret(val) if key in SECRET_KEYS else val

@@ -11,6 +11,8 @@ from syncline.core.errors import ConfigError
 KINDS = {
     "postgres": ("syncline.views.postgres", "postgres"),
     "duckdb": ("syncline.views.duckdb", "duckdb"),
+    "redis": ("syncline.views.redis", "redis"),
+    "tantivy": ("syncline.views.tantivy", "tantivy"),
 }
 
 
