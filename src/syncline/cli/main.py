@@ -110,7 +110,8 @@ def _current_lsn(cfg: Any) -> int:
 
     try:
         with psycopg.connect(session_conninfo(cfg.source.dsn.value), autocommit=True) as conn:
-            row = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()
+            # the insert position covers commits not yet flushed (synchronous_commit = off)
+            row = conn.execute("SELECT pg_current_wal_insert_lsn()::text").fetchone()
     except psycopg.OperationalError as e:
         raise SynclineError(
             f"cannot reach the source to read its WAL position: {str(e).strip().splitlines()[0]}"

@@ -116,7 +116,7 @@ class Pipeline:
         return rc
 
     def current_lsn(self) -> int:
-        return parse_lsn(str(self.sql("SELECT pg_current_wal_lsn()::text")[0][0]))
+        return parse_lsn(str(self.sql("SELECT pg_current_wal_insert_lsn()::text")[0][0]))
 
     def wait_caught_up(self, timeout: float = 120) -> None:
         lsn = self.current_lsn()
