@@ -158,3 +158,23 @@ class Checkpoint:
 def key_text(values: tuple[str, ...]) -> str:
     """The row key as users see it: key columns' text joined by ':'."""
     return ":".join(values)
+
+
+def column_mapping(old: Relation, new: Relation) -> list[int | None]:
+    """For each column of ``new``, the index of the same column in ``old`` (None if new):
+    matched by name, or by position and type for a renamed column."""
+    old_names = [c.name for c in old.columns]
+    new_names = {c.name for c in new.columns}
+    out: list[int | None] = []
+    for i, c in enumerate(new.columns):
+        if c.name in old_names:
+            out.append(old_names.index(c.name))
+        elif (
+            i < len(old.columns)
+            and old.columns[i].name not in new_names
+            and old.columns[i].type_oid == c.type_oid
+        ):
+            out.append(i)  # renamed
+        else:
+            out.append(None)
+    return out

@@ -125,3 +125,43 @@ def compare_duckdb(source_dsn: str, path: str, tables: dict[str, list[str]]) -> 
     finally:
         con.close()
     return out
+
+
+def primary_key(dsn: str, qualified: str) -> list[str]:
+    with psycopg.connect(session_conninfo(dsn), autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid"
+            " AND a.attnum = ANY(i.indkey::int2[]) WHERE i.indrelid = %s::regclass AND i.indisprimary"
+            " ORDER BY array_position(i.indkey::int2[], a.attnum)",
+            (qualified,),
+        ).fetchall()
+    return [str(r[0]) for r in rows]
+
+
+def compare_redis(source_dsn: str, url: str, tables: dict[str, list[str]]) -> list[TableDiff]:
+    """Each row as the hash under ``{schema.table}:{pk}`` (default key template), fields in
+    ``col::text`` form, NULL columns absent; no other keys of the table."""
+    import redis
+
+    client = redis.Redis.from_url(url, decode_responses=True)
+    out = []
+    try:
+        for q, cols in tables.items():
+            schema, name = q.split(".", 1)
+            pk = primary_key(source_dsn, q)
+            src = pg_rows(source_dsn, schema, name, cols)
+            idx = [cols.index(k) for k in pk]
+            view: list[TextRow] = []
+            seen = set()
+            for row in src:
+                key = f"{q}:" + ":".join(str(row[i]) for i in idx)
+                seen.add(key)
+                h = client.hgetall(key)
+                if h:
+                    view.append(tuple(None if h.get(c) is None else str(h.get(c)) for c in cols))
+            extra = [k for k in client.scan_iter(match=f"{q}:*", count=1000) if k not in seen]
+            view += [(f"<extra key {k}>",) for k in extra]
+            out.append(diff_rows(q, src, sorted(view, key=_sort_key)))
+    finally:
+        client.close()
+    return out

@@ -18,7 +18,13 @@ import psycopg
 from syncline.config import load_config
 from syncline.core.lsn import parse_lsn
 from syncline.runtime.status import views_caught_up
-from syncline.testing.compare import TableDiff, compare_duckdb, compare_postgres, source_tables
+from syncline.testing.compare import (
+    TableDiff,
+    compare_duckdb,
+    compare_postgres,
+    compare_redis,
+    source_tables,
+)
 from syncline.testing.pgcluster import PgCluster
 
 
@@ -61,6 +67,10 @@ class Pipeline:
             lines += ["[views.replica]", 'kind = "postgres"', f'dsn = "{self.replica_dsn}"']
         if "duckdb" in views:
             lines += ["[views.warehouse]", 'kind = "duckdb"', f'path = "{workdir / "wh.duckdb"}"']
+        self.redis: RedisServer | None = None
+        if "redis" in views:
+            self.redis = RedisServer(workdir / "redis")
+            lines += ["[views.cache]", 'kind = "redis"', f'url = "{self.redis.url}"']
         self.config_path = workdir / "syncline.toml"
         self.config_path.write_text("\n".join(lines) + "\n")
         self.cfg = load_config(self.config_path)
@@ -155,6 +165,8 @@ class Pipeline:
             out["replica"] = compare_postgres(self.source_dsn, self.replica_dsn, tables)
         if "duckdb" in self.views:
             out["warehouse"] = compare_duckdb(self.source_dsn, str(self.workdir / "wh.duckdb"), tables)
+        if self.redis is not None:
+            out["cache"] = compare_redis(self.source_dsn, self.redis.url, tables)
         return out
 
     def assert_equal(self) -> None:
@@ -163,8 +175,60 @@ class Pipeline:
 
     def close(self) -> None:
         self.kill()
+        if self.redis is not None:
+            self.redis.stop()
         with contextlib.suppress(Exception), psycopg.connect(self.source_dsn, autocommit=True) as c:
             c.execute(
                 "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = %s",
                 (self.slot,),
             )
+
+
+class RedisServer:
+    """A private redis-server (no persistence) on a free port."""
+
+    def __init__(self, workdir: Path) -> None:
+        from syncline.testing.pgcluster import free_port
+
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.workdir = workdir
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.workdir),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        import socket
+
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), 0.2):
+                return
+            time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None

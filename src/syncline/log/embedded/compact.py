@@ -16,7 +16,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from syncline.core.codec import relation_from_json, relation_to_json
-from syncline.core.events import UNCHANGED, Checkpoint, Relation, Row, RowChange, SchemaChange, Transaction
+from syncline.core.events import (
+    UNCHANGED,
+    Checkpoint,
+    Relation,
+    Row,
+    RowChange,
+    SchemaChange,
+    Transaction,
+    column_mapping,
+)
 from syncline.sources.postgres.pgoutput import decode_tuple, encode_tuple
 from syncline.views.base import Batch
 from syncline.views.netting import DeltaStep, SchemaStep, TruncateStep, net_steps
@@ -214,22 +223,3 @@ def iter_compacted(path: Path, rows_per_part: int = 20_000) -> Iterator[Transact
         conn.execute("COMMIT")
     finally:
         conn.close()
-
-
-def column_mapping(old: Relation, new: Relation) -> list[int | None]:
-    """For each column of ``new``, the index of the same column in ``old`` (None if new)."""
-    old_names = [c.name for c in old.columns]
-    new_names = {c.name for c in new.columns}
-    out: list[int | None] = []
-    for i, c in enumerate(new.columns):
-        if c.name in old_names:
-            out.append(old_names.index(c.name))
-        elif (
-            i < len(old.columns)
-            and old.columns[i].name not in new_names
-            and old.columns[i].type_oid == c.type_oid
-        ):
-            out.append(i)  # renamed
-        else:
-            out.append(None)
-    return out

@@ -43,7 +43,7 @@ from redis import exceptions as rex
 from syncline.core import codec
 from syncline.core.config_models import Secret, ViewConfig
 from syncline.core.errors import ConfigError, TransientViewError, ViewError
-from syncline.core.events import UNCHANGED, Checkpoint, Relation, Row, SchemaChange, key_text
+from syncline.core.events import UNCHANGED, Checkpoint, Relation, Row, SchemaChange, column_mapping, key_text
 from syncline.views.base import Batch, table_selected
 from syncline.views.netting import DeltaStep, Key, SchemaStep, TableDelta, TruncateStep, net_steps
 from syncline.views.redis.values import Converter, converter
@@ -355,7 +355,27 @@ class RedisView:
                 self.name,
                 new.qualified,
             )
-        dropped = [c.name for c in cur.columns if c.name not in set(new.column_names)]
+        mapping = column_mapping(cur, new)
+        renamed = [
+            (cur.columns[i].name, c.name)
+            for c, i in zip(new.columns, mapping, strict=True)
+            if i is not None and cur.columns[i].name != c.name
+        ]
+        if renamed and cur.qualified == new.qualified:
+            # rename the fields in every stored row of the table
+            script = (
+                "local ks = redis.call('SMEMBERS', KEYS[1])\n"
+                "for _, k in ipairs(ks) do\n"
+                "  for j = 1, #ARGV, 2 do\n"
+                "    local v = redis.call('HGET', k, ARGV[j])\n"
+                "    if v then redis.call('HSET', k, ARGV[j + 1], v); redis.call('HDEL', k, ARGV[j]) end\n"
+                "  end\n"
+                "end\n"
+                "return #ks"
+            )
+            self._send("EVAL", script, 1, self.keys_key(new), *[n for pair in renamed for n in pair])
+        kept = {i for i in mapping if i is not None}
+        dropped = [c.name for i, c in enumerate(cur.columns) if i not in kept]
         if dropped and cur.qualified == new.qualified:
             # drop removed columns' fields from every stored row of the table
             script = (
