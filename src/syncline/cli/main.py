@@ -120,6 +120,26 @@ def _current_lsn(cfg: Any) -> int:
     return parse_lsn(str(row[0]))
 
 
+def cmd_search(args: argparse.Namespace) -> int:
+    cfg = _load(args)
+    vcfg = next((v for v in cfg.views if v.name == args.view), None)
+    if vcfg is None or vcfg.kind != "tantivy":
+        print(f"syncline: error: no search (tantivy) view named {args.view!r} in {cfg.path}", file=sys.stderr)
+        return 2
+    from syncline.views.tantivy import search
+
+    hits = search(str(vcfg.options["path"]), args.query, args.limit)
+    if args.json:
+        print(json.dumps(hits, indent=2, default=str))
+        return 0
+    for h in hits:
+        fields = " ".join(f"{k}={v}" for k, v in h["fields"].items() if v is not None)
+        print(f"{h['score']:.3f}  {h['table']}  {h['key']}  {fields}")
+    if not hits:
+        print("no hits", file=sys.stderr)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from syncline.demo import main as demo_main
 
@@ -149,6 +169,12 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--view", action="append", help="view name (repeatable; default all)")
     w.add_argument("--timeout", type=float, default=60.0)
     w.set_defaults(func=cmd_wait)
+    q = add("search", "query a search (tantivy) view")
+    q.add_argument("view")
+    q.add_argument("query")
+    q.add_argument("--limit", type=int, default=10)
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(func=cmd_search)
     d = sub.add_parser("demo", help="run the main job on embedded defaults (see README)")
     d.add_argument("--duration", type=float, default=10.0, help="seconds of workload")
     d.add_argument("--dir", default=".syncline-demo", help="where the demo keeps its files")

@@ -1,0 +1,307 @@
+"""The tantivy search view against real index directories (hand-built transactions)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from syncline.core.config_models import ViewConfig
+from syncline.core.errors import TransientViewError, ViewError
+from syncline.core.events import (
+    UNCHANGED,
+    Checkpoint,
+    Column,
+    Item,
+    Relation,
+    RowChange,
+    SchemaChange,
+    Truncate,
+    Value,
+)
+from syncline.testing.scripted import ScriptedBatches
+from syncline.views.base import Batch
+from syncline.views.tantivy import TantivyView, create_view, search
+
+
+def make_view(path: Path, **options: Any) -> TantivyView:
+    return create_view(ViewConfig(name="search", kind="tantivy", options={"path": str(path), **options}))
+
+
+def col(name: str, type_name: str = "text") -> Column:
+    return Column(name=name, type_oid=0, typmod=-1, type_name=type_name, base=type_name)
+
+
+def rel(oid: int, name: str, *cols: Column, key: tuple[str, ...] = ("id",)) -> Relation:
+    return Relation(oid=oid, schema="public", name=name, replident="d", columns=cols, key=key)
+
+
+ITEMS = rel(10, "items", col("id", "integer"), col("name"), col("body"), col("price", "numeric(10,2)"))
+USERS = rel(11, "users", col("id", "integer"), col("name"))
+
+
+def ins(r: Relation, *values: Value) -> RowChange:
+    return RowChange("insert", r.oid, tuple(values))
+
+
+def upd(r: Relation, *values: Value, old: tuple[Value, ...] | None = None) -> RowChange:
+    return RowChange("update", r.oid, tuple(values), old=old)
+
+
+def dele(r: Relation, *key: Value) -> RowChange:
+    old: list[Value] = [None] * len(r.columns)
+    for i, v in zip(r.key_indexes(), key, strict=True):
+        old[i] = v
+    return RowChange("delete", r.oid, None, old=tuple(old))
+
+
+class Index(ScriptedBatches):
+    def __init__(self, path: Path, **options: Any) -> None:
+        self.path = path
+        self.options = options
+        self.view = make_view(path, **options)
+        self.checkpoint = self.view.open()
+        self.seq = self.checkpoint.seq
+        self.relations: dict[int, Relation] = dict(self.view.relations())
+
+    def reopen(self) -> None:
+        self.view.close()
+        self.view = make_view(self.path, **self.options)
+        self.checkpoint = self.view.open()
+
+    def apply(self, *groups: list[Item], commit: bool = True) -> Batch:
+        b = self.batch(*(self.txn(*g) for g in groups), commit=commit)
+        self.view.apply(b)
+        return b
+
+    def find(self, query: str, limit: int = 10) -> list[dict[str, Any]]:
+        return search(str(self.path), query, limit)
+
+    def keys(self, query: str) -> list[str]:
+        return sorted(h["key"] for h in self.find(query, 100))
+
+    def fields(self, table: str, key: str) -> dict[str, Any]:
+        hits = [h for h in self.find(f'_table:"{table}" AND _key:"{key}"', 5)]
+        assert len(hits) == 1, hits
+        return dict(hits[0]["fields"])
+
+
+@pytest.fixture()
+def ix(tmp_path: Path) -> Iterator[Index]:
+    i = Index(tmp_path / "idx", text_fields=["name", "body"], tokenizer="en_stem")
+    yield i
+    i.view.close()
+
+
+def setup_items(ix: Index) -> None:
+    ix.apply(
+        [SchemaChange(ITEMS), SchemaChange(USERS)],
+        [
+            ins(ITEMS, "1", "red running shoes", "fast and light", "10.50"),
+            ins(ITEMS, "2", "blue hat", "warm wool", "5.00"),
+            ins(USERS, "1", "alice runner"),
+        ],
+    )
+
+
+def test_insert_update_delete_and_search(ix: Index) -> None:
+    setup_items(ix)
+    assert ix.view.count_rows("public.items") == 2
+    hit = ix.find("wool")[0]
+    assert hit["table"] == "public.items" and hit["key"] == "2"
+    assert hit["fields"] == {"id": "2", "name": "blue hat", "body": "warm wool", "price": "5.00"}
+    assert hit["score"] > 0
+    # en_stem: "run" finds "running" (not "runner", another stem)
+    assert ix.keys("run") == ["1"]
+    assert ix.keys("doc.name:hat") == ["2"]
+    assert ix.keys("num.price:[5 TO 6]") == ["2"]
+    ix.apply([upd(ITEMS, "2", "green hat", "cotton", "6.00")])
+    assert ix.keys("wool") == []
+    assert ix.keys("cotton") == ["2"]
+    ix.apply([dele(ITEMS, "1")])
+    assert ix.keys("run") == []
+    assert ix.view.count_rows("public.items") == 1
+    assert ix.view.read_checkpoint() == Checkpoint(4, 4000)
+
+
+def test_partial_toast_keeps_stored_values(ix: Index) -> None:
+    setup_items(ix)
+    ix.apply([upd(ITEMS, "1", "red shoes", UNCHANGED, "11.00")])
+    assert ix.fields("public.items", "1") == {
+        "id": "1",
+        "name": "red shoes",
+        "body": "fast and light",
+        "price": "11.00",
+    }
+    assert ix.keys("light") == ["1"]
+    # within one uncommitted span: a partial row resolved against an uncommitted document
+    ix.apply([upd(ITEMS, "2", "blue cap", "thick wool", "5.00")], commit=False)
+    ix.apply([upd(ITEMS, "2", "blue cap", UNCHANGED, "7.00")])
+    assert ix.fields("public.items", "2")["body"] == "thick wool"
+
+
+def test_primary_key_move_with_partial_row(ix: Index) -> None:
+    setup_items(ix)
+    ix.apply([upd(ITEMS, "9", "red shoes", UNCHANGED, "10.50", old=("1", None, None, None))])
+    assert ix.keys('_table:"public.items"') == ["2", "9"]
+    assert ix.fields("public.items", "9")["body"] == "fast and light"
+
+
+def test_truncate_one_table_only(ix: Index) -> None:
+    setup_items(ix)
+    ix.apply([Truncate((ITEMS.oid,)), ins(ITEMS, "3", "new item", None, None)])
+    assert ix.view.count_rows("public.items") == 1
+    assert ix.view.count_rows("public.users") == 1
+    assert ix.keys("runner") == ["1"]
+    assert ix.fields("public.items", "3") == {"id": "3", "name": "new item", "body": None, "price": None}
+
+
+def test_new_column_and_dropped_column(ix: Index) -> None:
+    setup_items(ix)
+    wider = rel(10, "items", *ITEMS.columns, col("color"))
+    ix.apply([SchemaChange(wider), ins(wider, "4", "scarf", "long", "3.00", "crimson")])
+    assert ix.fields("public.items", "4")["color"] == "crimson"
+    assert ix.keys("doc.color:crimson") == ["4"]
+    narrower = rel(10, "items", col("id", "integer"), col("name"), col("price", "numeric(10,2)"))
+    ix.apply([SchemaChange(narrower)])
+    assert ix.fields("public.items", "1") == {"id": "1", "name": "red running shoes", "price": "10.50"}
+    assert ix.view.relations()[10] == narrower
+
+
+def test_failing_batch_leaves_documents_and_checkpoint(ix: Index) -> None:
+    setup_items(ix)
+    keyless = Relation(oid=12, schema="public", name="nokey", replident="n", columns=(col("x"),), key=())
+    b = ix.batch(
+        ix.txn(ins(ITEMS, "5", "ghost", "boo", None)),
+        ix.txn(SchemaChange(keyless), ins(keyless, "x")),
+    )
+    with pytest.raises(ViewError, match=r"public\.nokey"):
+        ix.view.apply(b)
+    assert ix.keys("ghost") == []
+    assert ix.view.read_checkpoint() == Checkpoint(2, 2000)
+    ix.reopen()
+    assert ix.checkpoint == Checkpoint(2, 2000)
+    assert 12 not in ix.view.relations()
+
+
+def test_reopen_reads_checkpoint_and_relations(ix: Index) -> None:
+    setup_items(ix)
+    ix.apply([ins(USERS, "2", "bob")])
+    ix.reopen()
+    assert ix.checkpoint == Checkpoint(3, 3000)
+    assert ix.view.relations()[10] == ITEMS
+    # a replayed batch (at or before the checkpoint) is skipped
+    ix.view.apply(Batch([], {}, Checkpoint(3, 3000)))
+    assert ix.view.count_rows("public.users") == 2
+
+
+def test_second_writer_gets_clear_error_and_readers_work(ix: Index) -> None:
+    setup_items(ix)
+    other = make_view(ix.path)
+    with pytest.raises(TransientViewError, match="held by another writer") as e:
+        other.open()
+    assert str(ix.path) in str(e.value)
+    assert other.read_checkpoint() == Checkpoint(2, 2000)
+    assert other.count_rows("public.items") == 2
+
+
+def test_commit_false_not_visible_until_commit(ix: Index) -> None:
+    setup_items(ix)
+    ix.apply([ins(ITEMS, "6", "lamp", "bright", None)], commit=False)
+    assert ix.keys("lamp") == []
+    assert ix.view.read_checkpoint() == Checkpoint(2, 2000)
+    ix.apply([ins(ITEMS, "7", "desk", "oak", None)])
+    assert ix.keys("lamp") == ["6"] and ix.keys("oak") == ["7"]
+    assert ix.view.read_checkpoint() == Checkpoint(4, 4000)
+
+
+def test_close_inside_transaction_rolls_back(ix: Index) -> None:
+    setup_items(ix)
+    ix.apply([ins(ITEMS, "6", "lamp", "bright", None)], commit=False)
+    ix.reopen()
+    assert ix.checkpoint == Checkpoint(2, 2000)
+    assert ix.keys("lamp") == []
+
+
+def test_commit_interval_defers_and_close_flushes(tmp_path: Path) -> None:
+    ix = Index(tmp_path / "i", commit_interval=3600)
+    try:
+        setup_items(ix)
+        assert ix.view.read_checkpoint() == Checkpoint()
+        ix.apply([ins(USERS, "2", "bob")])
+        ix.reopen()
+        assert ix.checkpoint == Checkpoint(3, 3000)
+        assert ix.keys("bob") == ["2"]
+    finally:
+        ix.view.close()
+
+
+def test_default_text_fields_are_all_columns(tmp_path: Path) -> None:
+    ix = Index(tmp_path / "i")
+    try:
+        setup_items(ix)
+        assert ix.keys("wool") == ["2"]
+        assert ix.keys("running") == ["1"]
+        assert ix.keys("run") == []  # default tokenizer: no stemming
+    finally:
+        ix.view.close()
+
+
+def test_skip_on_error_counts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ix = Index(tmp_path / "i", on_error="skip")
+    try:
+        real = ix.view._document
+
+        def reject(r: Relation, key: Any, fields: Any) -> Any:
+            if key == ("2",):
+                raise ValueError("rejected")
+            return real(r, key, fields)
+
+        monkeypatch.setattr(ix.view, "_document", reject)
+        setup_items(ix)
+        assert ix.view.skipped == 1
+        assert ix.view.count_rows("public.items") == 1
+    finally:
+        ix.view.close()
+
+
+def test_rejected_document_names_table_and_key(ix: Index, monkeypatch: pytest.MonkeyPatch) -> None:
+    def reject(r: Relation, key: Any, fields: Any) -> Any:
+        raise ValueError("rejected")
+
+    monkeypatch.setattr(ix.view, "_document", reject)
+    with pytest.raises(ViewError, match=r"public\.items.*key '1'"):
+        setup_items(ix)
+
+
+def test_bad_query_and_unknown_tokenizer(ix: Index, tmp_path: Path) -> None:
+    setup_items(ix)
+    with pytest.raises(ViewError, match="invalid search query"):
+        ix.find("nosuchfield:x")
+    from syncline.core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="tokenizer"):
+        make_view(tmp_path / "t", tokenizer="bogus").open()
+
+
+def test_throughput_100k_upserts(tmp_path: Path) -> None:
+    ix = Index(tmp_path / "big", text_fields=["name", "body"])
+    try:
+        ix.apply([SchemaChange(ITEMS)])
+        n, per = 100_000, 10_000
+        t0 = time.perf_counter()
+        for b in range(n // per):
+            ix.apply(
+                [
+                    ins(ITEMS, str(i), f"item {i} widget", f"body text number {i % 97}", f"{i}.25")
+                    for i in range(b * per, (b + 1) * per)
+                ]
+            )
+        took = time.perf_counter() - t0
+        print(f"\n100k upserts: {n / took:,.0f} docs/s")
+        assert ix.view.count_rows("public.items") == n
+    finally:
+        ix.view.close()
