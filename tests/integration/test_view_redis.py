@@ -22,13 +22,11 @@ from syncline.core.events import (
     Column,
     Item,
     Relation,
-    RowChange,
     SchemaChange,
     Truncate,
-    Value,
 )
 from syncline.testing.pgcluster import PgCluster
-from syncline.testing.scripted import ScriptedBatches
+from syncline.testing.scripted import ScriptedBatches, dele, ins, upd
 from syncline.views.base import Batch
 from syncline.views.redis import RedisView, create_view
 from syncline.views.redis import view as redis_view
@@ -143,21 +141,6 @@ def rel(
 ITEMS = rel(10, "items", col("id", "integer"), col("name"), col("price", "numeric(10,2)"), col("note"))
 OTHER = rel(11, "other", col("id", "integer"), col("v"))
 PAIR = rel(12, "pair", col("a", "integer"), col("b"), col("v"), key=("a", "b"), schema="s")
-
-
-def ins(relation: Relation, *values: Value) -> RowChange:
-    return RowChange("insert", relation.oid, tuple(values))
-
-
-def upd(relation: Relation, *values: Value, old: tuple[Value, ...] | None = None) -> RowChange:
-    return RowChange("update", relation.oid, tuple(values), old=old)
-
-
-def dele(relation: Relation, *key: Value) -> RowChange:
-    old: list[Value] = [None] * len(relation.columns)
-    for i, v in zip(relation.key_indexes(), key, strict=True):
-        old[i] = v
-    return RowChange("delete", relation.oid, None, old=tuple(old))
 
 
 # ------------------------------------------------------------------ basics

@@ -17,12 +17,10 @@ from syncline.core.events import (
     Column,
     Item,
     Relation,
-    RowChange,
     SchemaChange,
     Truncate,
-    Value,
 )
-from syncline.testing.scripted import ScriptedBatches
+from syncline.testing.scripted import ScriptedBatches, dele, ins, upd
 from syncline.views.base import Batch
 from syncline.views.tantivy import TantivyView, create_view, search
 
@@ -41,21 +39,6 @@ def rel(oid: int, name: str, *cols: Column, key: tuple[str, ...] = ("id",)) -> R
 
 ITEMS = rel(10, "items", col("id", "integer"), col("name"), col("body"), col("price", "numeric(10,2)"))
 USERS = rel(11, "users", col("id", "integer"), col("name"))
-
-
-def ins(r: Relation, *values: Value) -> RowChange:
-    return RowChange("insert", r.oid, tuple(values))
-
-
-def upd(r: Relation, *values: Value, old: tuple[Value, ...] | None = None) -> RowChange:
-    return RowChange("update", r.oid, tuple(values), old=old)
-
-
-def dele(r: Relation, *key: Value) -> RowChange:
-    old: list[Value] = [None] * len(r.columns)
-    for i, v in zip(r.key_indexes(), key, strict=True):
-        old[i] = v
-    return RowChange("delete", r.oid, None, old=tuple(old))
 
 
 class Index(ScriptedBatches):

@@ -3,7 +3,7 @@ our own interface: the view under test is real)."""
 
 from __future__ import annotations
 
-from syncline.core.events import Checkpoint, Item, Relation, SchemaChange, Transaction
+from syncline.core.events import Checkpoint, Item, Relation, RowChange, SchemaChange, Transaction, Value
 from syncline.views.base import Batch
 
 
@@ -40,3 +40,19 @@ class ScriptedBatches:
                 if isinstance(it, SchemaChange):
                     self.relations[it.relation.oid] = it.relation
         return b
+
+
+def ins(relation: Relation, *values: Value) -> RowChange:
+    return RowChange("insert", relation.oid, tuple(values))
+
+
+def upd(relation: Relation, *values: Value, old: tuple[Value, ...] | None = None) -> RowChange:
+    return RowChange("update", relation.oid, tuple(values), old=old)
+
+
+def dele(relation: Relation, *key: Value) -> RowChange:
+    """A delete as pgoutput sends it with REPLICA IDENTITY DEFAULT: key columns only."""
+    old: list[Value] = [None] * len(relation.columns)
+    for i, v in zip(relation.key_indexes(), key, strict=True):
+        old[i] = v
+    return RowChange("delete", relation.oid, None, old=tuple(old))

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from syncline.core.events import Checkpoint, Relation, Transaction
+from syncline.core.events import Checkpoint, Relation, SchemaChange, Transaction
 
 
 @dataclass(slots=True)
@@ -51,3 +51,16 @@ def table_selected(patterns: tuple[str, ...], qualified: str) -> bool:
     from fnmatch import fnmatchcase
 
     return not patterns or any(fnmatchcase(qualified, p) for p in patterns)
+
+
+def selected_oids(patterns: tuple[str, ...], batch: Batch, relations: dict[int, Relation]) -> set[int] | None:
+    """Relation oids a view with table ``patterns`` keeps, among those known before the batch
+    and those the batch introduces (None: every table)."""
+    if not patterns:
+        return None
+    sel = {oid for oid, r in relations.items() if table_selected(patterns, r.qualified)}
+    for txn in batch.transactions:
+        for it in txn.items:
+            if isinstance(it, SchemaChange) and table_selected(patterns, it.relation.qualified):
+                sel.add(it.relation.oid)
+    return sel

@@ -45,7 +45,7 @@ from syncline.core.events import (
     Row,
     SchemaChange,
 )
-from syncline.views.base import Batch, table_selected
+from syncline.views.base import Batch, selected_oids, table_selected
 from syncline.views.duckdb.compare import select_expr, to_pg_text
 from syncline.views.duckdb.values import (
     TEXT,
@@ -390,14 +390,7 @@ class DuckdbView:
         return table_selected(self.patterns, rel.qualified)
 
     def _selected(self, batch: Batch, rels: dict[int, Relation]) -> set[int] | None:
-        if not self.patterns:
-            return None
-        sel = {oid for oid, r in rels.items() if self._wanted(r)}
-        for txn in batch.transactions:
-            for it in txn.items:
-                if isinstance(it, SchemaChange) and self._wanted(it.relation):
-                    sel.add(it.relation.oid)
-        return sel
+        return selected_oids(self.patterns, batch, rels)
 
     def _store_relation(self, rel: Relation) -> None:
         self._run("DELETE FROM _syncline.relations WHERE view = ? AND oid = ?", [self.name, rel.oid])

@@ -35,7 +35,7 @@ from syncline.core.events import (
     UserType,
 )
 from syncline.core.lsn import format_lsn
-from syncline.views.base import Batch, table_selected
+from syncline.views.base import Batch, selected_oids
 from syncline.views.netting import (
     DeltaStep,
     Key,
@@ -315,12 +315,7 @@ class PostgresView:
     # -- batch application ----------------------------------------------------------------
 
     def _selected(self, batch: Batch) -> set[int] | None:
-        if not self.patterns:
-            return None
-        rels: list[Relation] = [*self._relations.values(), *batch.relations.values()]
-        for txn in batch.transactions:
-            rels.extend(it.relation for it in txn.items if isinstance(it, SchemaChange))
-        return {r.oid for r in rels if table_selected(self.patterns, r.qualified)}
+        return selected_oids(self.patterns, batch, {**self._relations, **batch.relations})
 
     def _apply(self, conn: Conn, batch: Batch) -> None:
         selected = self._selected(batch)

@@ -44,7 +44,7 @@ from syncline.core import codec
 from syncline.core.config_models import Secret, ViewConfig
 from syncline.core.errors import ConfigError, TransientViewError, ViewError
 from syncline.core.events import UNCHANGED, Checkpoint, Relation, Row, SchemaChange, column_mapping, key_text
-from syncline.views.base import Batch, table_selected
+from syncline.views.base import Batch, selected_oids, table_selected
 from syncline.views.netting import DeltaStep, Key, SchemaStep, TableDelta, TruncateStep, net_steps
 from syncline.views.redis.values import Converter, converter
 
@@ -528,14 +528,7 @@ class RedisView:
         return table_selected(self.patterns, rel.qualified)
 
     def _selected(self, batch: Batch, rels: dict[int, Relation]) -> set[int] | None:
-        if not self.patterns:
-            return None
-        sel = {oid for oid, r in rels.items() if self._wanted(r)}
-        for txn in batch.transactions:
-            for it in txn.items:
-                if isinstance(it, SchemaChange) and self._wanted(it.relation):
-                    sel.add(it.relation.oid)
-        return sel
+        return selected_oids(self.patterns, batch, rels)
 
     def _secrets(self) -> list[str]:
         out = [self._url]

@@ -47,7 +47,7 @@ from syncline.core.events import (
     column_mapping,
     key_text,
 )
-from syncline.views.base import Batch, table_selected
+from syncline.views.base import Batch, selected_oids
 from syncline.views.netting import DeltaStep, Key, SchemaStep, TableDelta, TruncateStep, net_steps
 
 log = logging.getLogger(__name__)
@@ -432,14 +432,7 @@ class TantivyView:
                 log.debug("wait_merging_threads failed", exc_info=True)
 
     def _selected(self, batch: Batch, rels: dict[int, Relation]) -> set[int] | None:
-        if not self.patterns:
-            return None
-        sel = {oid for oid, r in rels.items() if table_selected(self.patterns, r.qualified)}
-        for txn in batch.transactions:
-            for it in txn.items:
-                if isinstance(it, SchemaChange) and table_selected(self.patterns, it.relation.qualified):
-                    sel.add(it.relation.oid)
-        return sel
+        return selected_oids(self.patterns, batch, rels)
 
     def _lookup(self, qualified: str, key: Key) -> Fields | None:
         """The stored (or written since the last commit) columns of a row."""
