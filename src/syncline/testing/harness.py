@@ -187,14 +187,15 @@ class Pipeline:
 class RedisServer:
     """A private redis-server (no persistence) on a free port."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, start: bool = True) -> None:
         from syncline.testing.pgcluster import free_port
 
         workdir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.workdir = workdir
         self.proc: subprocess.Popen[bytes] | None = None
-        self.start()
+        if start:
+            self.start()
 
     @property
     def url(self) -> str:
