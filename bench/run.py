@@ -47,7 +47,7 @@ from syncline.core.errors import LogError
 from syncline.core.lsn import format_lsn, parse_lsn
 from syncline.log.embedded.store import connect, get_meta
 from syncline.runtime.status import views_caught_up
-from syncline.testing.pgcluster import PgCluster
+from syncline.testing.pgcluster import PgCluster, kill_group
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -354,11 +354,8 @@ class Syncline:
         self.proc = None
 
     def kill(self) -> None:
-        if self.proc is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
-            self.proc = None
+        kill_group(self.proc)
+        self.proc = None
 
     def prime(self, timeout: float = 300) -> None:
         """First start: publication, slot, (empty) snapshot, views created; then stop."""

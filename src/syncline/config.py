@@ -147,7 +147,7 @@ def parse_config(
         ctx,
         s,
         "source",
-        {"kind", "dsn", "tables", "slot", "publication", "streaming", "heartbeat_seconds"},
+        {"kind", "dsn", "tables", "slot", "publication", "streaming"},
     )
     kind = _get(ctx, s, "source", "kind", str, '"postgres"', "postgres")
     if kind != "postgres":
@@ -164,7 +164,6 @@ def parse_config(
         slot=slot,
         publication=pub,
         streaming=_get(ctx, s, "source", "streaming", bool, "true or false", True),
-        heartbeat_seconds=_get(ctx, s, "source", "heartbeat_seconds", float, "seconds", 10.0),
     )
     lraw = raw.get("log", {})
     if not isinstance(lraw, dict):

@@ -30,8 +30,6 @@ class SourceConfig:
     kind: str = "postgres"
     streaming: bool = True
     """Ask for protocol 2 streaming of in-progress transactions where the server has it."""
-    heartbeat_seconds: float = 10.0
-    snapshot_batch_rows: int = 10_000
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,6 @@ restart, wait until caught up, compare every view with the source."""
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import sqlite3
 import subprocess
@@ -25,7 +24,7 @@ from syncline.testing.compare import (
     compare_redis,
     source_tables,
 )
-from syncline.testing.pgcluster import PgCluster
+from syncline.testing.pgcluster import PgCluster, kill_group
 
 
 class Pipeline:
@@ -98,11 +97,8 @@ class Pipeline:
 
     def kill(self) -> None:
         """SIGKILL the whole process group (the supervisor and its workers)."""
-        if self.proc is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
-            self.proc = None
+        kill_group(self.proc)
+        self.proc = None
 
     def kill_supervisor_only(self) -> None:
         if self.proc is not None:

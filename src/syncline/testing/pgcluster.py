@@ -58,6 +58,14 @@ def find_bindir() -> Path:
     )
 
 
+def kill_group(proc: subprocess.Popen[bytes] | None) -> None:
+    """SIGKILL a process started with ``start_new_session`` and everything in its group."""
+    if proc is not None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -183,11 +191,8 @@ class PgCluster:
         self.proc = None
 
     def kill(self) -> None:
-        if self.proc is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
-            self.proc = None
+        kill_group(self.proc)
+        self.proc = None
 
     def cleanup(self) -> None:
         self.stop()

@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import os
 import sqlite3
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,14 +24,11 @@ from syncline.core.events import (
     Checkpoint,
     Item,
     Relation,
-    SchemaChange,
     Transaction,
 )
 from syncline.sources.postgres.pgoutput import (
     RelationResolver,
     decode_items,
-    decode_relation,
-    encode_relation,
     frame,
 )
 
@@ -534,31 +529,3 @@ class EmbeddedLogReader:
 
     def close(self) -> None:
         self.conn.close()
-
-
-def wait_for_hw(reader: EmbeddedLogReader, after: int, timeout: float) -> bool:
-    """Poll until the log has records after ``after``."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if reader.hw() > after:
-            return True
-        time.sleep(0.02)
-    return False
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-__all__ = [
-    "EmbeddedLogReader",
-    "EmbeddedLogWriter",
-    "LogLocked",
-    "SchemaChange",
-    "decode_relation",
-    "encode_relation",
-]

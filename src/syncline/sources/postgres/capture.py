@@ -16,7 +16,6 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from syncline.core.config_models import SourceConfig
 from syncline.core.errors import SourceError, TransientSourceError
@@ -322,7 +321,3 @@ class Capture:
             repl.send_status(received, confirmed, confirmed)
         finally:
             catalog_conn.close()
-
-
-def open_writer(path: str) -> EmbeddedLogWriter:
-    return EmbeddedLogWriter(Path(path))
