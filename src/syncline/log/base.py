@@ -10,7 +10,6 @@ stored by the views themselves and reported to the log for retention.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -55,8 +54,7 @@ class LogReader(Protocol):
         """Schema state after record ``seq``."""
         ...
 
-    def iter_compacted(self) -> Iterator[Transaction]:
-        """The compacted log (latest row per key) as synthetic transactions, for filling a
-        new view without touching the source. The last one carries the checkpoint from
-        which the view continues."""
+    def trimmed_seq(self) -> int:
+        """Records up to this seq were removed by retention; a new view is then filled from
+        the compacted log (``log.embedded.compact.iter_compacted``)."""
         ...
