@@ -8,7 +8,9 @@ the same WAL afterwards, one after the other:
   (a) ``pg_recvlogical`` (pgoutput, protocol 1, to /dev/null): the physical limit;
   (b) syncline capture into the embedded log (no views): until ``received_lsn`` >= end;
   (c) syncline end to end, views ``replica`` (PostgreSQL) and ``warehouse`` (DuckDB);
-  (d) PostgreSQL's own logical replication (a subscription on a pre-created slot).
+  (d) PostgreSQL's own logical replication (a subscription on a pre-created slot);
+  (e) syncline end to end, one Redis view (a private redis-server, no persistence);
+  (f) syncline end to end, one tantivy (search) view.
 
 Then a single ``--big-rows`` transaction end to end, for memory (and (a) for reference).
 Peak RSS and CPU time of every syncline process (and of the walsenders) are sampled from
@@ -38,6 +40,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
@@ -228,6 +231,8 @@ class Syncline:
         slot: str,
         replica_dsn: str | None = None,
         duckdb_path: Path | None = None,
+        redis_url: str | None = None,
+        tantivy_path: Path | None = None,
     ) -> None:
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
@@ -249,6 +254,15 @@ class Syncline:
         if duckdb_path:
             lines += ["[views.warehouse]", 'kind = "duckdb"', f'path = "{duckdb_path}"']
             self.roles[duckdb_path.name] = "warehouse"
+        if redis_url:
+            lines += ["[views.cache]", 'kind = "redis"', f'url = "{redis_url}"']
+        if tantivy_path:
+            lines += [
+                "[views.search]",
+                'kind = "tantivy"',
+                f'path = "{tantivy_path}"',
+                'text_fields = ["v"]',
+            ]
         self.config_path = workdir / "syncline.toml"
         self.config_path.write_text("\n".join(lines) + "\n")
         self.cfg = load_config(self.config_path)
@@ -257,6 +271,8 @@ class Syncline:
         self.slot = slot
         self.proc: subprocess.Popen[bytes] | None = None
         self.runs = 0
+        self.others: list[tuple[str, int]] = []
+        """Other processes doing the view's work (label, pid), e.g. the redis-server."""
 
     def start(self) -> int:
         self.runs += 1
@@ -366,16 +382,17 @@ class Syncline:
             self.stop()
 
     def backends(self) -> list[tuple[str, int]]:
-        """The PostgreSQL backends serving the replica view (the target side's work)."""
+        """The PostgreSQL backends serving the replica view (the target side's work), and
+        ``others``."""
         if not self.replica_db:
-            return []
+            return list(self.others)
         rows = sql(
             self.source_dsn,
             "SELECT pid FROM pg_stat_activity WHERE datname = %s AND backend_type = 'client backend'"
             " AND pid <> pg_backend_pid()",
             (self.replica_db,),
         )
-        return [("replica backend", int(r[0])) for r in rows]  # type: ignore[call-overload]
+        return [("replica backend", int(r[0])) for r in rows] + self.others  # type: ignore[call-overload]
 
     def log_bytes(self) -> int:
         return sum(f.stat().st_size for f in self.log_path.glob("*.db*") if f.is_file())
@@ -524,6 +541,65 @@ def verify_views(source_dsn: str, replica_dsn: str, duckdb_path: Path) -> str:
     return f"both views equal to the source ({describe(want)})"
 
 
+def redis_checksum(url: str) -> tuple[str, ...]:
+    """The bench table as the Redis view holds it (hashes ``public.bench:{id}``)."""
+    import redis
+
+    r = redis.Redis.from_url(url, decode_responses=True)
+    try:
+        keys = list(r.scan_iter(match="public.bench:*", count=10_000))
+        rows: list[tuple[int, str]] = []
+        total = 0
+        for i in range(0, len(keys), 10_000):
+            pipe = r.pipeline(transaction=False)
+            for k in keys[i : i + 10_000]:
+                pipe.hgetall(k)
+            for h in pipe.execute():
+                rows.append((int(h["id"]), f"{h['id']}:{h.get('v')}:{h.get('n')}"))
+                total += int(h.get("n") or 0)
+    finally:
+        r.close()
+    rows.sort()
+    digest = hashlib.md5(",".join(t for _i, t in rows).encode(), usedforsecurity=False).hexdigest()
+    return (str(len(rows)), str(total), digest)
+
+
+def tantivy_checksum(path: Path) -> tuple[str, ...]:
+    """The bench table as the tantivy view holds it (stored ``_row`` of every document)."""
+    import json
+
+    import tantivy
+
+    from syncline.views.tantivy.view import F_ROW, F_TABLE
+
+    index: Any = tantivy.Index.open(str(path))
+    index.reload()
+    searcher = index.searcher()
+    query = tantivy.Query.term_query(index.schema, F_TABLE, "public.bench")
+    n = searcher.search(query, 1).count or 0
+    rows: list[tuple[int, str]] = []
+    total = 0
+    for _score, addr in searcher.search(query, n).hits if n else []:
+        raw = searcher.doc(addr).get_first(F_ROW)
+        row = json.loads(bytes(raw) if not isinstance(raw, str) else raw)
+        rows.append((int(row["id"]), f"{row['id']}:{row.get('v')}:{row.get('n')}"))
+        total += int(row.get("n") or 0)
+    rows.sort()
+    digest = hashlib.md5(",".join(t for _i, t in rows).encode(), usedforsecurity=False).hexdigest()
+    return (str(len(rows)), str(total), digest)
+
+
+def verify_one(source_dsn: str, name: str, checksum: Callable[[], tuple[str, ...]]) -> str:
+    want = pg_checksum(source_dsn)
+    try:
+        got = checksum()
+    except Exception as e:  # the view's layout is its business: report, don't fail
+        return f"content not checked ({type(e).__name__}: {str(e)[:200]})"
+    if got != want:
+        raise Mismatch(f"{name} has {describe(got)} (source: {describe(want)})", [name])
+    return f"view equal to the source ({describe(want)})"
+
+
 def run_native(
     cluster: PgCluster, src_db: str, dst_db: str, slot: str, endpos: int, changes: int, timeout: float
 ) -> Result:
@@ -595,6 +671,19 @@ def drop_slot(dsn: str, slot: str) -> None:
 # -- the machine ----------------------------------------------------------------------------
 
 
+def redis_version() -> str:
+    try:
+        out = subprocess.run(
+            ["redis-server", "--version"], capture_output=True, text=True, check=False
+        ).stdout
+    except OSError:
+        return "?"
+    for part in out.split():
+        if part.startswith("v="):
+            return part[2:]
+    return out.strip() or "?"
+
+
 def machine(cluster: PgCluster) -> dict[str, str]:
     cpu = "?"
     with contextlib.suppress(OSError):
@@ -622,6 +711,29 @@ def machine(cluster: PgCluster) -> dict[str, str]:
 
 
 # -- the report -----------------------------------------------------------------------------
+
+
+VIEW_TARGETS = (
+    ("e", "Redis view end to end", 100_000),
+    ("f", "tantivy view end to end", 50_000),
+)
+"""(run, what, row changes/s the issue asks for)."""
+
+
+def base_of(results: dict[str, Result], key: str) -> str:
+    """The (a) run a run is compared with: (f) may have a workload, and an (a), of its own."""
+    return "f_a" if key in ("f", "f_a") and "f_a" in results else "a"
+
+
+def target_row(results: dict[str, Result], key: str, what: str, floor: int, a: float | None) -> str:
+    a = rate_of(results, base_of(results, key)) or a
+    r = results.get(key)
+    if r is None:
+        return f"| ({key}) {what} ≥ {floor:,} row changes/s | - | not measured |"
+    rate = r.rate
+    note = "" if r.ok else (" (run failed)" if r.error else " (wrong result)")
+    shown = f"{fmt_rate(rate)}/s ({fmt_pct(ratio(rate, a))} of ({base_of(results, key)}))" if rate else "-"
+    return f"| ({key}) {what} ≥ {floor:,} row changes/s | {shown} | {verdict(rate, floor)}{note} |"
 
 
 def fmt_rate(r: float | None) -> str:
@@ -692,21 +804,22 @@ def build_report(
         f"| replica (c) ≥ PostgreSQL logical replication (d) | {fmt_pct(ratio(replica, d))} of (d) |"
         f" {verdict(ratio(replica, d), 1.0)} |",
         rss_row,
+        *[target_row(results, k, what, floor, a) for k, what, floor in VIEW_TARGETS],
         "",
         "## Results",
         "",
         "| consumer | time (s) | row changes/s | vs (a) | others' load | result |",
         "|---|---:|---:|---:|---:|---|",
     ]
-    for k in "abcd":
+    for k in ("a", "b", "c", "d", "e", "f_a", "f"):
         r = results.get(k)
         if r is None:
             continue
         t = f"{r.seconds:.1f}" if r.seconds else "-"
         load = f"{r.others():.1f} cores" if r.others() is not None else "-"
-        vs = fmt_pct(ratio(r.rate, a))
+        vs = fmt_pct(ratio(r.rate, rate_of(results, base_of(results, k))))
         L.append(f"| ({k}) {r.title} | {t} | {fmt_rate(r.rate)} | {vs} | {load} | {check_text(r)} |")
-        if k in ("b", "c") and r.seconds is not None and not r.error:
+        if k in ("b", "c", "e", "f") and r.seconds is not None and not r.error:
             for name, secs in r.extra.items():
                 if k == "b" and name == "capture":
                     continue
@@ -714,7 +827,8 @@ def build_report(
                 rr = r.changes / secs if secs and good else None
                 what = "log received everything" if name == "capture" else f"view `{name}` caught up"
                 L.append(
-                    f"| ({k}) … {what} | {secs:.1f} | {fmt_rate(rr)} | {fmt_pct(ratio(rr, a))} | |"
+                    f"| ({k}) … {what} | {secs:.1f} | {fmt_rate(rr)} |"
+                    f" {fmt_pct(ratio(rr, rate_of(results, base_of(results, k))))} | |"
                     + (" |" if good else " wrong result, not counted |")
                 )
     L += [
@@ -773,7 +887,7 @@ def build_report(
         "| run | wall (s) | process | peak RSS (MB) | CPU (s) | CPU / wall |",
         "|---|---:|---|---:|---:|---:|",
     ]
-    for key in ("a", "b", "c", "d", "big_a", "big"):
+    for key in ("a", "b", "c", "d", "e", "f_a", "f", "big_a", "big"):
         r = results.get(key)
         if r is None or r.sampler is None or not r.seconds:
             continue
@@ -813,7 +927,19 @@ def build_report(
         "  when each view had applied everything);",
         "- **(d)** PostgreSQL's own logical replication: `CREATE SUBSCRIPTION … WITH (create_slot = false,",
         "  copy_data = false)` on a slot created before the workload, into another database of the",
-        "  same cluster: until the slot's `confirmed_flush_lsn` ≥ the end position.",
+        "  same cluster: until the slot's `confirmed_flush_lsn` ≥ the end position;",
+        "- **(e)** `syncline run` with one Redis view (`cache`, default options: a hash per row) on a",
+        "  private `redis-server` (no persistence, same machine; its CPU is listed as `redis-server`):",
+        "  until the view caught up; checked by reading every hash back;",
+        '- **(f)** `syncline run` with one tantivy view (`search`, `text_fields = ["v"]`): until the',
+        "  view caught up (its documents searchable); checked by reading every stored document back."
+        + (
+            f" Unless `--search-rows` is 0 it runs on a workload of its own, the same shape with"
+            f" {args.search_rows:,} rows ({2 * args.search_rows:,} row changes), in another database,"
+            " compared with a `pg_recvlogical` run on that workload (`f_a`), to keep `make bench` short."
+            if args.search_rows and args.search_rows != args.rows
+            else ""
+        ),
         "",
         "Times include start-up (for syncline about a second: Python imports, spawning its processes).",
         "Results are checked afterwards against the source: row count, sum(n) and an md5 over all rows",
@@ -886,7 +1012,8 @@ def print_summary(results: dict[str, Result]) -> None:
     print(f"{'run':<6} {'seconds':>9} {'changes/s':>12} {'vs (a)':>7}  title")
     for k, r in results.items():
         secs = f"{r.seconds:.1f}" if r.seconds else "FAILED"
-        vs = fmt_pct(ratio(r.rate, a)) if k in "abcd" else ""
+        base = rate_of(results, base_of(results, k))
+        vs = fmt_pct(ratio(r.rate, base)) if k in ("a", "b", "c", "d", "e", "f", "f_a") else ""
         print(f"{k:<6} {secs:>9} {fmt_rate(r.rate):>12} {vs:>7}  {r.title}")
         print(f"       {check_text(r)}")
         others = r.others()
@@ -918,6 +1045,13 @@ def print_summary(results: dict[str, Result]) -> None:
     print(f"(b)/(a) = {fmt_pct(ratio(b, a))}  (target ≥ 60 %)")
     print(f"(c)/(a) = {fmt_pct(ratio(c, a))}  (target ≥ 35 %)")
     print(f"replica (c)/(d) = {fmt_pct(ratio(replica, d))}  (target ≥ 100 %)")
+    for k, what, floor in VIEW_TARGETS:
+        rate = rate_of(results, k)
+        a = rate_of(results, base_of(results, k))
+        print(
+            f"({k}) {what}: {fmt_rate(rate)} row changes/s, {fmt_pct(ratio(rate, a))} of (a)"
+            f"  (target ≥ {floor:,})"
+        )
     big = results.get("big")
     if big and big.seconds and big.sampler:
         print(f"peak RSS through the big transaction: {big.sampler.peak_tree_mb():.0f} MB (target ≤ 300 MB)")
@@ -930,14 +1064,20 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=int, default=1_000_000, help="rows inserted, then updated (default 1M)")
     ap.add_argument("--big-rows", type=int, default=2_000_000, help="rows of the single big transaction")
+    ap.add_argument(
+        "--search-rows",
+        type=int,
+        default=200_000,
+        help="rows inserted, then updated, for the tantivy view (f), with its own (a); 0: --rows",
+    )
     ap.add_argument("--insert-batch", type=int, default=1000, help="rows per insert transaction")
     ap.add_argument("--update-batch", type=int, default=100, help="updates per transaction")
-    ap.add_argument("--only", default="a,b,c,d,big", help="consumers to run (default a,b,c,d,big)")
+    ap.add_argument("--only", default="a,b,c,d,e,f,big", help="consumers to run (default a,b,c,d,e,f,big)")
     ap.add_argument("--timeout", type=float, default=3600, help="seconds per consumer")
     ap.add_argument("--output", default=str(ROOT / "docs" / "benchmarks.md"), help="the report")
     ap.add_argument("--no-report", action="store_true", help="print only, do not write the report")
     ap.add_argument(
-        "--quiet-wait", type=float, default=300, help="seconds to wait for an idle machine before each run"
+        "--quiet-wait", type=float, default=20, help="seconds to wait for an idle machine before each run"
     )
     ap.add_argument("--keep", action="store_true", help="keep the working directory")
     args = ap.parse_args()
@@ -951,6 +1091,7 @@ def main() -> int:
     results: dict[str, Result] = {}
     workload: dict[str, float] = {}
     pipes: list[Syncline] = []
+    servers: list[Any] = []
     failed = False
     try:
         cluster.init()
@@ -980,6 +1121,30 @@ def main() -> int:
             duckdb_path=work / "e2e" / "wh.duckdb",
         )
         pipes += [cap, e2e]
+        from syncline.testing.harness import RedisServer
+
+        redis_server = RedisServer(work / "redis", start="e" in only)
+        servers.append(redis_server)
+        if redis_server.proc is not None:
+            info["Redis"] = redis_version()
+        cache = Syncline(work / "cache", src, "bench_cache", redis_url=redis_server.url)
+        if redis_server.proc is not None:
+            cache.others = [("redis-server", redis_server.proc.pid)]
+        search = Syncline(work / "search", src, "bench_search", tantivy_path=work / "search" / "index")
+        pipes += [cache, search]
+        separate_search = bool(args.search_rows) and args.search_rows != args.rows
+        for key, pipe, title in (("e", cache, "Redis"), ("f", search, "tantivy")):
+            if key not in only or (key == "f" and separate_search):
+                continue
+            say(f"priming ({key}): syncline with one {title} view")
+            try:
+                pipe.prime()
+            except Exception as e:
+                say(f"({key}) could not be primed: {e}")
+                results[key] = Result(
+                    key, f"syncline end to end ({title} view)", 2 * args.rows, error=str(e)[:300]
+                )
+                only.discard(key)
         if "b" in only:
             say("priming (b): syncline capture only (slot, empty snapshot)")
             cap.prime()
@@ -1066,6 +1231,39 @@ def main() -> int:
                 ),
             )
         drop_slot(src, "bench_native")
+        if "e" in only:
+            measure(
+                "e",
+                "syncline end to end (Redis view)",
+                lambda: run_syncline(
+                    cache,
+                    endpos,
+                    changes,
+                    args.timeout,
+                    "e",
+                    "syncline end to end (Redis view)",
+                    lambda: verify_one(src, "cache", lambda: redis_checksum(redis_server.url)),
+                ),
+            )
+        drop_slot(src, "bench_cache")
+        redis_server.stop()
+        if "f" in only and separate_search:
+            search_phase(cluster, work, args, results, pipes, measure)
+        elif "f" in only:
+            measure(
+                "f",
+                "syncline end to end (tantivy view)",
+                lambda: run_syncline(
+                    search,
+                    endpos,
+                    changes,
+                    args.timeout,
+                    "f",
+                    "syncline end to end (tantivy view)",
+                    lambda: verify_one(src, "search", lambda: tantivy_checksum(work / "search" / "index")),
+                ),
+            )
+        drop_slot(src, "bench_search")
 
         if "big" in only:
             big_phase(cluster, work, args, results, workload, pipes)
@@ -1075,6 +1273,8 @@ def main() -> int:
     finally:
         for p in pipes:
             p.kill()
+        for srv in servers:
+            srv.stop()
         cluster.cleanup()
         if args.keep or failed or any(not r.ok for r in results.values()):
             say(f"kept {work} (syncline logs: */run*.log)")
@@ -1088,6 +1288,62 @@ def main() -> int:
         Path(args.output).write_text(text)
         say(f"wrote {args.output}")
     return 0 if all(r.ok for r in results.values()) else 1
+
+
+def search_phase(
+    cluster: PgCluster,
+    work: Path,
+    args: argparse.Namespace,
+    results: dict[str, Result],
+    pipes: list[Syncline],
+    measure: Callable[[str, str, Callable[[], Result]], None],
+) -> None:
+    """(f) on a smaller workload of its own (``--search-rows``), with its own (a)."""
+    n = args.search_rows
+    cluster.psql("CREATE DATABASE search_src")
+    src = cluster.dsn("search_src")
+    cluster.psql(TABLE_DDL, "search_src")
+    cluster.psql(PROCEDURES, "search_src")
+    cluster.psql(
+        f"CREATE PUBLICATION {PUB} FOR TABLE bench WITH (publish_via_partition_root = true)", "search_src"
+    )
+    sql(src, "SELECT pg_create_logical_replication_slot('search_recvlogical', 'pgoutput')")
+    s = Syncline(work / "search_small", src, "search_e2e", tantivy_path=work / "search_small" / "index")
+    pipes.append(s)
+    say("priming (f): syncline with one tantivy view")
+    try:
+        s.prime()
+    except Exception as e:
+        say(f"(f) could not be primed: {e}")
+        results["f"] = Result("f", "syncline end to end (tantivy view)", 2 * n, error=str(e)[:300])
+        return
+    say(f"(f) workload: {n:,} inserts, then {n:,} single-row updates")
+    sql(src, "CALL bench_insert(%s, %s)", (n, args.insert_batch))
+    sql(src, "CALL bench_update(%s, %s)", (n, args.update_batch))
+    endpos = end_position(src)
+    measure(
+        "f_a",
+        f"pg_recvlogical, the {2 * n:,}-change workload of (f)",
+        lambda: run_recvlogical(
+            cluster, "search_src", "search_recvlogical", endpos, 2 * n, args.timeout, "f_a"
+        ),
+    )
+    results["f_a"].title = f"pg_recvlogical, the {2 * n:,}-change workload of (f)"
+    drop_slot(src, "search_recvlogical")
+    measure(
+        "f",
+        "syncline end to end (tantivy view)",
+        lambda: run_syncline(
+            s,
+            endpos,
+            2 * n,
+            args.timeout,
+            "f",
+            f"syncline end to end (tantivy view; {2 * n:,} changes)",
+            lambda: verify_one(src, "search", lambda: tantivy_checksum(work / "search_small" / "index")),
+        ),
+    )
+    drop_slot(src, "search_e2e")
 
 
 def big_phase(

@@ -18,7 +18,7 @@ def pg() -> Iterator[PgCluster]:
 
 @pytest.fixture
 def pipeline(pg: PgCluster, tmp_path: Path) -> Iterator[Pipeline]:
-    kinds = tuple(os.environ.get("SYNCLINE_TEST_VIEWS", "postgres,duckdb,redis").split(","))
+    kinds = tuple(os.environ.get("SYNCLINE_TEST_VIEWS", "postgres,duckdb,redis,tantivy").split(","))
     p = Pipeline(pg, tmp_path, views=kinds)
     try:
         yield p

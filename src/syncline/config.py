@@ -220,13 +220,28 @@ def parse_config(
     hraw = raw.get("http", {})
     if not isinstance(hraw, dict):
         raise ctx.err("http", "a table", hraw)
-    _unknown(ctx, hraw, "http", {"listen", "token"})
-    token = _get(ctx, hraw, "http", "token", str, "a string", None, environ=environ)
-    http = HttpConfig(
-        listen=_get(ctx, hraw, "http", "listen", str, "HOST:PORT", "127.0.0.1:8474"),
-        token=Secret(token) if token else None,
-    )
+    http = _http(ctx, hraw, environ)
     return Config(path=file, source=source, log=logc, views=tuple(views), http=http)
+
+
+def _http(ctx: _Ctx, hraw: dict[str, Any], environ: dict[str, str]) -> HttpConfig:
+    """``[http]``: where ``syncline run`` serves its HTTP API, and its bearer token."""
+    _unknown(ctx, hraw, "http", {"listen", "token"})
+    expected = 'HOST:PORT (e.g. "127.0.0.1:8474", "[::1]:8474"), or "off"'
+    listen = _get(ctx, hraw, "http", "listen", str, expected, "127.0.0.1:8474", environ=environ)
+    token = _get(ctx, hraw, "http", "token", str, "a string", None, environ=environ)
+    http = HttpConfig(listen=listen.strip(), token=Secret(token) if token else None)
+    if not http.enabled:
+        return http
+    m = re.match(r"^(\[[0-9A-Fa-f:.]+\]|[^:\[\]]*):([0-9]{1,5})$", http.listen)
+    if m is None or not 0 < int(m.group(2)) < 65536:
+        raise ctx.err("http.listen", expected, listen)
+    if not http.loopback and http.token is None:
+        raise ConfigError(
+            f"{ctx.file}: http.listen: {http.listen!r} is reachable beyond this machine: set "
+            'http.token (e.g. token = "${SYNCLINE_HTTP_TOKEN}") or listen on 127.0.0.1'
+        )
+    return http
 
 
 def _resolve(path: str, base: Path | None) -> str:

@@ -27,7 +27,6 @@ from syncline.testing.pgcluster import PgCluster
 from syncline.testing.scripted import ScriptedBatches, dele, ins, upd
 from syncline.views.base import Batch
 from syncline.views.redis import RedisView, create_view
-from syncline.views.redis import view as redis_view
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 pytestmark = pytest.mark.skipif(not Path(REDIS_SERVER).exists(), reason="redis-server not installed")
@@ -228,31 +227,92 @@ def test_ttl(server: RedisServer) -> None:
 # ------------------------------------------------------------------ atomicity, restarts, errors
 
 
-def test_batch_failure_leaves_nothing(cache: Cache, monkeypatch: pytest.MonkeyPatch) -> None:
-    cache.apply([SchemaChange(ITEMS), ins(ITEMS, "1", "a", "1.00", None)])
+def test_value_above_the_server_limit(cache: Cache) -> None:
+    """A value above Redis's proto-max-bulk-len (read from the server): the view stops at the
+    batch before, naming table and key; with on_error = "skip" the row is skipped, counted."""
+    cache.r.config_set("proto-max-bulk-len", 1024 * 1024)  # the smallest Redis allows
+    try:
+        cache.view.close()
+        cache.view.open()  # reads the limit
+        cache.apply([SchemaChange(ITEMS), ins(ITEMS, "1", "a", "1.00", None)])
+        before = cache.view.read_checkpoint()
+        big = "é" * (600 * 1024)  # 1.2 MB in UTF-8 (600k characters)
+        with pytest.raises(
+            ViewError, match=r"'cache'.*public\.items key public\.items:3.*note.*exceeds"
+        ) as ei:
+            cache.apply(
+                [ins(ITEMS, "2", "ok", None, None), upd(ITEMS, "1", "changed", None, None)],
+                [ins(ITEMS, "3", "x", None, big)],
+            )
+        assert not isinstance(ei.value, TransientViewError)
+        assert "stored checkpoint seq" in str(ei.value)
+        assert cache.view.read_checkpoint() == before
+        assert not cache.r.exists("public.items:2")
+        assert cache.h("public.items:1")["name"] == "a"
+        # the same batch with on_error = "skip": the row's key is deleted, the row counted
+        cache.r.hset("public.items:3", "stale", "x")
+        skip = make_view(cache.server.url, on_error="skip")
+        skip.open()
+        b = ScriptedBatches(cache.seq, {10: ITEMS})
+        t = b.txn(ins(ITEMS, "2", "ok", None, None), ins(ITEMS, "3", "x", None, big))
+        skip.apply(b.batch(t))
+        assert skip.skipped == 1
+        assert cache.h("public.items:2") == {"id": "2", "name": "ok"}
+        assert not cache.r.exists("public.items:3")
+        assert skip.read_checkpoint() == Checkpoint(b.seq, b.seq * 1000)
+        # just below the limit is stored
+        ok = "y" * (1024 * 1024 - 1)
+        skip.apply(b.batch(b.txn(ins(ITEMS, "4", "x", None, ok))))
+        assert skip.skipped == 1
+        assert cache.r.hget("public.items:4", "note") == ok
+        skip.close()
+    finally:
+        cache.r.config_set("proto-max-bulk-len", 512 * 1024 * 1024)
+
+
+def test_command_refused_names_table_and_key(server: RedisServer) -> None:
+    """Redis refuses a command (here: an ACL that allows only some keys): nothing of the
+    batch is applied, the view stops with an error naming table and key."""
+    admin = redis.Redis.from_url(server.url, decode_responses=True)
+    admin.flushall()
+    admin.acl_setuser(
+        "limited",
+        enabled=True,
+        passwords=["+pw123456"],
+        keys=["public.items:*", "_syncline:*"],
+        commands=["+@all"],
+    )
+    url = server.url.replace("redis://", "redis://limited:pw123456@")
+    v = make_view(url)
+    try:
+        assert v.open() == Checkpoint()
+        b = ScriptedBatches()
+        v.apply(b.batch(b.txn(SchemaChange(ITEMS), SchemaChange(OTHER), ins(ITEMS, "1", "a", None, None))))
+        before = v.read_checkpoint()
+        with pytest.raises(ViewError, match=r"'cache'.*table public\.other.*public\.other:7.*NOPERM") as ei:
+            v.apply(b.batch(b.txn(ins(ITEMS, "2", "b", None, None)), b.txn(ins(OTHER, "7", "no"))))
+        assert not isinstance(ei.value, TransientViewError)
+        assert "pw123456" not in str(ei.value)
+        assert v.read_checkpoint() == before
+        assert not admin.exists("public.items:2")
+    finally:
+        v.close()
+        admin.acl_deluser("limited")
+
+
+def test_exec_time_failure_keeps_the_position(cache: Cache) -> None:
+    """A command failing while EXEC runs (a user replaced a stored key set by a string):
+    Redis applied the rest, but the position stays before the batch and the error names
+    the table and key."""
+    cache.apply([SchemaChange(ITEMS), ins(ITEMS, "1", "a", None, None)])
     before = cache.view.read_checkpoint()
-    monkeypatch.setattr(redis_view, "MAX_VALUE", 10)
-    with pytest.raises(ViewError, match=r"public\.items.*public\.items:3.*exceeds") as ei:
-        cache.apply(
-            [ins(ITEMS, "2", "ok", None, None), upd(ITEMS, "1", "changed", None, None)],
-            [ins(ITEMS, "3", "x" * 50, None, None)],
-        )
-    assert not isinstance(ei.value, TransientViewError)
-    assert "stored checkpoint seq" in str(ei.value)
+    cache.r.delete("_syncline:keys:cache:public.items")
+    cache.r.set("_syncline:keys:cache:public.items", "not a set")
+    with pytest.raises(
+        ViewError, match=r"table public\.items.*_syncline:keys:cache:public\.items.*WRONGTYPE"
+    ):
+        cache.apply([ins(ITEMS, "2", "b", None, None)])
     assert cache.view.read_checkpoint() == before
-    assert not cache.r.exists("public.items:2")
-    assert cache.h("public.items:1")["name"] == "a"
-    # the view keeps working afterwards; the same batch with on_error = "skip"
-    skip = make_view(cache.server.url, on_error="skip")
-    skip.open()
-    rels = {10: ITEMS}
-    b = ScriptedBatches(cache.seq, rels)
-    t = b.txn(ins(ITEMS, "2", "ok", None, None), ins(ITEMS, "3", "x" * 50, None, None))
-    skip.apply(b.batch(t))
-    assert skip.skipped == 1
-    assert cache.h("public.items:2") == {"id": "2", "name": "ok"}
-    assert not cache.r.exists("public.items:3")
-    skip.close()
 
 
 def test_batches_inside_one_transaction(cache: Cache) -> None:

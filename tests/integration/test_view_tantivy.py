@@ -238,10 +238,10 @@ def test_skip_on_error_counts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     try:
         real = ix.view._document
 
-        def reject(r: Relation, key: Any, fields: Any) -> Any:
-            if key == ("2",):
+        def reject(plan: Any, vals: Any) -> Any:
+            if vals[0] == "2":
                 raise ValueError("rejected")
-            return real(r, key, fields)
+            return real(plan, vals)
 
         monkeypatch.setattr(ix.view, "_document", reject)
         setup_items(ix)
@@ -252,7 +252,7 @@ def test_skip_on_error_counts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
 
 
 def test_rejected_document_names_table_and_key(ix: Index, monkeypatch: pytest.MonkeyPatch) -> None:
-    def reject(r: Relation, key: Any, fields: Any) -> Any:
+    def reject(plan: Any, vals: Any) -> Any:
         raise ValueError("rejected")
 
     monkeypatch.setattr(ix.view, "_document", reject)
@@ -288,3 +288,135 @@ def test_throughput_100k_upserts(tmp_path: Path) -> None:
         assert ix.view.count_rows("public.items") == n
     finally:
         ix.view.close()
+
+
+ORDERS = rel(
+    20,
+    "orders",
+    col("id", "integer"),
+    col("note"),
+    col("total", "numeric(12,2)"),
+    col("qty", "bigint"),
+    col("at", "timestamp with time zone"),
+    col("day", "date"),
+    col("paid", "boolean"),
+    col("code", "character(4)"),
+)
+
+
+def setup_orders(ix: Index) -> None:
+    ix.apply(
+        [SchemaChange(ORDERS)],
+        [
+            ins(ORDERS, "1", "first", "10.50", "3", "2024-01-15 10:00:00+00", "2024-01-15", "t", "ab  "),
+            ins(
+                ORDERS,
+                "2",
+                "2024-05-01T00:00:00Z",
+                "5.25",
+                "-7",
+                "2024-06-30 23:59:59.5+00",
+                "2024-06-30",
+                "f",
+                "x   ",
+            ),
+            ins(
+                ORDERS,
+                "3",
+                "big",
+                "1200.00",
+                "9000000000",
+                "2023-12-31 23:00:00+00",
+                "2023-12-31",
+                None,
+                None,
+            ),
+            ins(ORDERS, "4", "inf", "NaN", None, "infinity", "0044-03-15 BC", "t", "z   "),
+            ins(ORDERS, "5", "old", "7", "0", "0001-01-01 00:00:00+00 BC", "1500-01-01", "f", "y   "),
+        ],
+    )
+
+
+def test_numbers_and_dates_filter_and_sort(ix: Index) -> None:
+    setup_orders(ix)
+    assert ix.keys("num.total:[5 TO 11]") == ["1", "2", "5"]
+    assert ix.keys("num.total:[5.5 TO 11.5]") == ["1", "5"]
+    assert ix.keys("num.qty:>1000") == ["3"]
+    assert ix.keys("num.qty:<0") == ["2"]
+    assert ix.keys("date.at:[2024-01-01T00:00:00Z TO *]") == ["1", "2"]
+    assert ix.keys("date.at:[2024-01-15T10:00:00Z TO 2024-01-15T10:00:00Z]") == ["1"]
+    assert ix.keys("date.day:<2024-01-01T00:00:00Z") == ["3"]  # BC and 1500: stored only
+    assert ix.keys("doc.note:first AND date.at:>=2024-01-01T00:00:00Z") == ["1"]
+
+    def order(by: str, query: str = "*") -> list[str]:
+        return [h["key"] for h in search(str(ix.path), query, 10, order_by=by)]
+
+    assert order("total") == ["2", "5", "1", "3"]  # NaN: not a number, left out
+    assert order("-total") == ["3", "1", "5", "2"]
+    assert order("qty") == ["2", "5", "1", "3"]
+    assert order("-at") == ["2", "1", "3"]  # infinity and BC are stored only
+    assert order("day") == ["3", "1", "2"]
+    assert order("-day", "num.total:<100") == ["2", "1"]
+    assert order("total", "* -doc.note:first") == ["2", "5", "3"]
+    assert order("nosuchcolumn") == []
+    assert search(str(ix.path), "*", 2, order_by="total")[0]["fields"]["total"] == "5.25"
+    # mixed integer / fractional bounds make tantivy panic: a clear error instead
+    with pytest.raises(ViewError, match="fraction"):
+        ix.find("num.total:[1.5 TO 11]")
+    # after an update the sort follows the new value
+    ix.apply([upd(ORDERS, "2", "moved", "2000", "1", "2025-01-01 00:00:00+00", "2025-01-01", "t", "x   ")])
+    assert order("-total") == ["2", "3", "1", "5"]
+    assert order("-at") == ["2", "1", "3"]
+
+
+def test_stored_text_is_exactly_the_source_text(ix: Index) -> None:
+    setup_orders(ix)
+    # a string that looks like an RFC 3339 date stays a string; bool and char(n) as ::text
+    assert ix.fields("public.orders", "2") == {
+        "id": "2",
+        "note": "2024-05-01T00:00:00Z",
+        "total": "5.25",
+        "qty": "-7",
+        "at": "2024-06-30 23:59:59.5+00",
+        "day": "2024-06-30",
+        "paid": "false",
+        "code": "x",
+    }
+    assert ix.fields("public.orders", "4")["at"] == "infinity"
+    assert ix.fields("public.orders", "4")["day"] == "0044-03-15 BC"
+    assert ix.fields("public.orders", "5")["at"] == "0001-01-01 00:00:00+00 BC"
+    assert ix.fields("public.orders", "3")["paid"] is None
+
+
+def test_default_text_fields_skip_numbers_and_dates(tmp_path: Path) -> None:
+    ix = Index(tmp_path / "i")
+    try:
+        setup_orders(ix)
+        assert ix.keys("first") == ["1"]
+        assert ix.keys("1200.00") == []  # numbers: num.total / doc.total
+        assert ix.keys("doc.total:1200.00") == ["3"]
+    finally:
+        ix.view.close()
+
+
+def test_char_and_bool_keys_match_snapshot_text(ix: Index) -> None:
+    """Output text (t, padded char) and ::text (snapshot) name the same document."""
+    flags = rel(21, "flags", col("k", "character(3)"), col("on", "boolean"), col("v"), key=("k", "on"))
+    ix.apply([SchemaChange(flags)], [ins(flags, "ab", "true", "snap")])
+    ix.apply([upd(flags, "ab ", "t", "streamed")])
+    assert ix.view.count_rows("public.flags") == 1
+    assert ix.fields("public.flags", "ab:true") == {"k": "ab", "on": "true", "v": "streamed"}
+    ix.apply([dele(flags, "ab ", "t")])
+    assert ix.view.count_rows("public.flags") == 0
+
+
+def test_index_of_an_older_layout_is_refused(tmp_path: Path) -> None:
+    import tantivy
+
+    sb = tantivy.SchemaBuilder()
+    sb.add_text_field("_id", stored=True, tokenizer_name="raw")
+    sb.add_text_field("text")
+    (tmp_path / "old").mkdir()
+    tantivy.Index(sb.build(), path=str(tmp_path / "old"))
+    with pytest.raises(ViewError, match="did not create"):
+        make_view(tmp_path / "old").open()

@@ -6,7 +6,6 @@ import argparse
 import contextlib
 import json
 import sys
-import time
 from typing import Any
 
 from syncline import __version__
@@ -44,24 +43,34 @@ def cmd_status(args: argparse.Namespace) -> int:
     lg = st["log"]
     c.print(
         f"[bold]source[/bold] slot={src.get('slot')} reachable={src.get('reachable')} "
-        f"confirmed={src.get('confirmed_lsn')} retained_wal_bytes={src.get('retained_wal_bytes')}"
+        f"active={src.get('active')} confirmed={src.get('confirmed_lsn')} "
+        f"current={src.get('current_lsn')} retained_wal_bytes={src.get('retained_wal_bytes')}"
+        + (f" wal_status={src['wal_status']}" if src.get("wal_status") else "")
         + (f" error={src['error']}" if src.get("error") else "")
     )
     c.print(
         f"[bold]log[/bold] {lg.get('path')} state={lg.get('state')} "
         f"capture={lg.get('capture_state')} records={lg.get('records')} "
-        f"last_commit={lg.get('last_commit_lsn')} size={lg.get('size_bytes')}"
+        f"seq={lg.get('first_seq')}..{lg.get('last_seq')} last_commit={lg.get('last_commit_lsn')} "
+        f"received={lg.get('received_lsn')} size={lg.get('size_bytes')}"
+        + (f" snapshot_rows={lg['snapshot_rows']}" if lg.get("snapshot_rows") is not None else "")
+        + (f" retries={lg['capture_retries']}" if lg.get("capture_retries") else "")
+        + (f" errors={lg['capture_errors']}" if lg.get("capture_errors") else "")
         + (f" error={lg['capture_error']}" if lg.get("capture_error") else "")
     )
-    t = Table("view", "kind", "state", "applied_lsn", "lag_s", "lag_events", "error")
+    cols = ("view", "kind", "state", "applied_lsn", "applied_seq", "applied_events", "lag_s", "lag_events")
+    t = Table(*cols, "retries", "error")
     for name, v in st["views"].items():
         t.add_row(
             name,
             v["kind"],
             v["state"],
             str(v.get("applied_lsn")),
+            str(v.get("applied_seq", 0)),
+            str(v.get("applied_events", 0)),
             f"{v.get('lag_seconds', 0):.3f}",
             str(v.get("lag_events")),
+            str(v.get("retries", 0)),
             v.get("error") or "",
         )
     c.print(t)
@@ -69,8 +78,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_wait(args: argparse.Namespace) -> int:
-    from syncline.core.lsn import parse_lsn
-    from syncline.runtime.status import views_caught_up
+    from syncline.core.lsn import format_lsn, parse_lsn
+    from syncline.runtime.status import source_position, wait_caught_up
 
     cfg = _load(args)
     names = args.view or [v.name for v in cfg.views]
@@ -85,39 +94,100 @@ def cmd_wait(args: argparse.Namespace) -> int:
             print(f"syncline: error: --lsn: {e}", file=sys.stderr)
             return 2
     else:
-        lsn = _current_lsn(cfg)
-    deadline = time.monotonic() + args.timeout
-    while True:
-        if views_caught_up(cfg, lsn, names):
-            return 0
-        if time.monotonic() >= deadline:
-            from syncline.core.lsn import format_lsn
-
-            print(
-                f"syncline: timeout: views {', '.join(names)} have not applied "
-                f"{format_lsn(lsn)} within {args.timeout:g}s",
-                file=sys.stderr,
-            )
-            return 1
-        time.sleep(0.02)
+        lsn = source_position(cfg)
+    if wait_caught_up(cfg, lsn, names, args.timeout):
+        return 0
+    print(
+        f"syncline: timeout: views {', '.join(names)} have not applied "
+        f"{format_lsn(lsn)} within {args.timeout:g}s",
+        file=sys.stderr,
+    )
+    return 1
 
 
-def _current_lsn(cfg: Any) -> int:
-    import psycopg
+def cmd_verify(args: argparse.Namespace) -> int:
+    from syncline.verify.engine import Options, exit_code, report_json, stderr_progress, verify, verify_keys
+    from syncline.verify.readers import VerifyError
 
-    from syncline.core.lsn import parse_lsn
-    from syncline.sources.postgres.replication import session_conninfo
-
+    cfg = _load(args)
+    opts = Options(
+        views=args.view or [],
+        tables=args.table or [],
+        chunk_rows=args.chunk_rows,
+        limit=args.limit,
+        progress=None if args.quiet else stderr_progress(),
+    )
     try:
-        with psycopg.connect(session_conninfo(cfg.source.dsn.value), autocommit=True) as conn:
-            # the insert position covers commits not yet flushed (synchronous_commit = off)
-            row = conn.execute("SELECT pg_current_wal_insert_lsn()::text").fetchone()
-    except psycopg.OperationalError as e:
-        raise SynclineError(
-            f"cannot reach the source to read its WAL position: {str(e).strip().splitlines()[0]}"
-        ) from e
-    assert row is not None
-    return parse_lsn(str(row[0]))
+        results = verify(cfg, opts)
+        if args.repair and exit_code(results) == 1:
+            from pathlib import Path
+
+            from syncline.verify.engine import lock_held
+            from syncline.verify.repair import (
+                RepairStale,
+                append_repair,
+                await_repair,
+                catch_up,
+                submit_repair,
+            )
+
+            keys = {
+                name: {q: t.diff.all_keys() for q, t in r.tables.items() if not t.diff.equal}
+                for name, r in results.items()
+                if r.status == "different"
+            }
+            if lock_held(Path(cfg.log.path) / "writer.lock"):  # `run` runs: through the capture
+                for attempt in range(1, 4):
+                    request, info = submit_repair(cfg, results)
+                    if not request:
+                        break
+                    try:
+                        info = await_repair(cfg, request, info, args.repair_timeout)
+                        break
+                    except RepairStale:
+                        if attempt == 3:
+                            raise
+            else:  # `run` is stopped: append, then apply to the verified views here
+                info = append_repair(cfg, results)
+                for name in keys:
+                    catch_up(cfg, next(v for v in cfg.views if v.name == name))
+            again = verify_keys(cfg, opts, keys)
+            for name, r in again.items():
+                r.repair = {**info, "before": results[name].to_json(opts.limit)}
+            results.update(again)
+    except VerifyError as e:
+        print(f"syncline: error: {e}", file=sys.stderr)
+        return 2
+    code = exit_code(results)
+    if args.json:
+        print(json.dumps(report_json(results, opts.limit), indent=2))
+        return code
+    for name, r in results.items():
+        print(f"{name} ({r.kind}): {r.status}" + (f" — {r.error}" if r.error else ""))
+        if r.note:
+            print(f"  note: {r.note}")
+        if r.repair:
+            print(
+                f"  repaired: log record {r.repair['seq']}, {r.repair['upserts']} rows written, "
+                f"{r.repair['deletes']} deleted"
+            )
+        for q, t in r.tables.items():
+            if t.error:
+                print(f"  {q}: error: {t.error}")
+                continue
+            d = t.diff
+            if d.equal:
+                print(f"  {q}: equal ({t.source_rows} rows)")
+                continue
+            print(
+                f"  {q}: different: {len(d.missing)} missing, {len(d.extra)} extra, "
+                f"{len(d.different)} different (source {t.source_rows} rows, view {t.view_rows})"
+            )
+            for label, ks in (("missing", d.missing), ("extra", d.extra), ("different", d.different)):
+                if ks:
+                    more = f" … (+{len(ks) - opts.limit})" if len(ks) > opts.limit else ""
+                    print(f"    {label}: {', '.join(ks[: opts.limit])}{more}")
+    return code
 
 
 def cmd_search(args: argparse.Namespace) -> int:
@@ -169,6 +239,18 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--view", action="append", help="view name (repeatable; default all)")
     w.add_argument("--timeout", type=float, default=60.0)
     w.set_defaults(func=cmd_wait)
+    v = add("verify", "compare views with the source; list (and --repair) the differing keys")
+    v.add_argument("--view", action="append", help="view name (repeatable; default all)")
+    v.add_argument("--table", action="append", help="schema.table or glob (repeatable; default all)")
+    v.add_argument("--json", action="store_true")
+    v.add_argument("--repair", action="store_true", help="rewrite the differing keys from the source")
+    v.add_argument(
+        "--repair-timeout", type=float, default=60.0, help="seconds to wait for `run` to take a repair"
+    )
+    v.add_argument("--limit", type=int, default=20, help="keys listed per kind of difference")
+    v.add_argument("--chunk-rows", type=int, default=1000, help="rows per checksum chunk")
+    v.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
+    v.set_defaults(func=cmd_verify)
     q = add("search", "query a search (tantivy) view")
     q.add_argument("view")
     q.add_argument("query")
@@ -176,7 +258,17 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--json", action="store_true")
     q.set_defaults(func=cmd_search)
     d = sub.add_parser("demo", help="run the main job on embedded defaults (see README)")
-    d.add_argument("--duration", type=float, default=10.0, help="seconds of workload")
+    d.add_argument(
+        "scenario",
+        nargs="?",
+        default="shop",
+        choices=["shop", "dual-writes"],
+        help="shop (default): the main demo; dual-writes: dual writes vs syncline, side by side",
+    )
+    d.add_argument("--duration", type=float, default=20.0, help="seconds of workload (shop)")
+    d.add_argument("--no-dashboard", action="store_true", help="plain progress lines, no live view")
+    d.add_argument("--clients", type=int, default=4, help="concurrent clients (dual-writes)")
+    d.add_argument("--seed", type=int, default=11, help="seed of the interleavings (dual-writes)")
     d.add_argument("--dir", default=".syncline-demo", help="where the demo keeps its files")
     d.set_defaults(func=cmd_demo)
     return p

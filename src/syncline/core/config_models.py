@@ -51,10 +51,40 @@ class ViewConfig:
     """Kind-specific settings (dsn, path, ...), validated by the view's module."""
 
 
+OFF = ("", "off")
+"""``[http] listen`` values that turn the HTTP API off."""
+
+
 @dataclass(frozen=True)
 class HttpConfig:
     listen: str = "127.0.0.1:8474"
+    """``HOST:PORT`` (IPv6 as ``[::1]:8474``) the HTTP API of ``syncline run`` listens on;
+    ``""`` or ``"off"``: no HTTP API."""
     token: Secret | None = None
+    """Bearer token every endpoint but ``/healthz`` requires when set (required itself when
+    the API listens beyond loopback)."""
+
+    @property
+    def enabled(self) -> bool:
+        return self.listen.strip().lower() not in OFF
+
+    def address(self) -> tuple[str, int]:
+        """(host, port) of ``listen`` (validated when the configuration was loaded)."""
+        host, _, port = self.listen.strip().rpartition(":")
+        return host.strip("[]"), int(port)
+
+    @property
+    def loopback(self) -> bool:
+        """Whether the API is reachable from this machine only."""
+        import ipaddress
+
+        host = self.address()[0]
+        if host.lower() == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(host).is_loopback
+        except ValueError:  # a host name (or "" = every interface): assume it is reachable
+            return False
 
 
 @dataclass(frozen=True)

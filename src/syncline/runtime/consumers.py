@@ -11,6 +11,46 @@ from pathlib import Path
 
 from syncline.log.embedded.store import connect, init_schema
 
+ERRORS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS errors (
+    component TEXT NOT NULL,
+    name TEXT NOT NULL,
+    error TEXT NOT NULL,
+    transient INTEGER NOT NULL,
+    n INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (component, name, error, transient)
+)
+"""
+"""Errors met by the capture (``component`` = "capture") and the view workers ("view",
+``name`` = the view), by exception class; a transient one was followed by a retry."""
+
+
+def count_error(
+    conn: sqlite3.Connection, component: str, name: str, error: BaseException, transient: bool
+) -> None:
+    """Best effort: a busy log loses the count, never the worker."""
+    with contextlib.suppress(sqlite3.Error):
+        conn.execute(ERRORS_SCHEMA)
+        conn.execute(
+            "INSERT INTO errors (component, name, error, transient, n) VALUES (?, ?, ?, ?, 1)"
+            " ON CONFLICT (component, name, error, transient) DO UPDATE SET n = n + 1",
+            (component, name, type(error).__name__, int(transient)),
+        )
+
+
+def count_capture_error(path: Path, error: BaseException, transient: bool) -> None:
+    """For the capture process, which has no consumer table open."""
+    if not (path / "log.db").exists():
+        return
+    try:
+        conn = connect(path)
+    except Exception:
+        return
+    try:
+        count_error(conn, "capture", "", error, transient)
+    finally:
+        conn.close()
+
 
 class ConsumerTable:
     def __init__(self, path: Path) -> None:
@@ -38,8 +78,12 @@ class ConsumerTable:
                     raise
                 time.sleep(0.05)
 
-    def add_applied(self, name: str, kind: str, events: int, seq: int, commit_lsn: int) -> None:
-        """Best effort: when the log is busy the progress is kept and written next time."""
+    def count_error(self, name: str, error: BaseException, transient: bool) -> None:
+        count_error(self.conn, "view", name, error, transient)
+
+    def add_applied(self, name: str, kind: str, events: int, seq: int, commit_lsn: int) -> bool:
+        """Best effort: when the log is busy the progress is kept and written next time
+        (False: not written)."""
         self._unreported += events
         try:
             self.conn.execute(
@@ -51,8 +95,9 @@ class ConsumerTable:
                 (name, kind, seq, commit_lsn, self._unreported, time.time()),
             )
             self._unreported = 0
+            return True
         except sqlite3.OperationalError:
-            pass
+            return False
 
     def remove_others(self, keep: set[str]) -> list[str]:
         gone = [

@@ -45,8 +45,21 @@ class Retention:
             if upto <= trimmed:
                 return
             self.conn.execute("BEGIN IMMEDIATE")
+            (events, newest) = self.conn.execute(
+                "SELECT coalesce(sum(count), 0), max(commit_lsn) FROM records WHERE seq <= ?", (upto,)
+            ).fetchone()
+            if newest is not None:
+                # a repair read at a snapshot older than this can no longer see every newer
+                # change it must give way to: the capture refuses it (apply_repair_requests)
+                set_meta(
+                    self.conn,
+                    "trimmed_commit_lsn",
+                    max(int(newest), int(get_meta(self.conn, "trimmed_commit_lsn", "0"))),
+                )
             cur = self.conn.execute("DELETE FROM records WHERE seq <= ?", (upto,))
             set_meta(self.conn, "trimmed_seq", upto)
+            # events ever captured = trimmed_events + those of the records kept (metrics)
+            set_meta(self.conn, "trimmed_events", int(get_meta(self.conn, "trimmed_events", "0")) + events)
             self.conn.execute("COMMIT")
             if cur.rowcount:
                 log.info("trimmed %d log records up to %d", cur.rowcount, upto)

@@ -3,13 +3,17 @@ consumer positions) and the source (slot, retained WAL). Works whether or not ``
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
+import threading
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from syncline.core.config_models import Config
-from syncline.core.lsn import format_lsn
+from syncline.core.errors import LogError, SynclineError
+from syncline.core.lsn import format_lsn, parse_lsn
 from syncline.log.embedded.store import connect, get_meta
 
 
@@ -60,14 +64,77 @@ def source_status(cfg: Config) -> dict[str, Any]:
     return out
 
 
+def source_position(cfg: Config) -> int:
+    """The source's current WAL insert position: it covers every transaction that has
+    committed, also one whose commit record is not flushed yet (synchronous_commit = off)."""
+    import psycopg
+
+    from syncline.sources.postgres.replication import session_conninfo
+
+    try:
+        with psycopg.connect(
+            session_conninfo(cfg.source.dsn.value, connect_timeout="5"), autocommit=True
+        ) as conn:
+            row = conn.execute("SELECT pg_current_wal_insert_lsn()::text").fetchone()
+    except psycopg.OperationalError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise SynclineError(f"cannot reach the source to read its WAL position: {first}") from e
+    assert row is not None
+    return parse_lsn(str(row[0]))
+
+
+def error_counts(conn: sqlite3.Connection) -> dict[tuple[str, str], dict[str, int]]:
+    """(component, name) -> {"retries": transient errors, "errors": terminal ones}."""
+    out: dict[tuple[str, str], dict[str, int]] = {}
+    try:
+        rows = conn.execute(
+            "SELECT component, name, transient, sum(n) FROM errors GROUP BY 1, 2, 3"
+        ).fetchall()
+    except sqlite3.OperationalError:  # no error recorded yet (the table is created lazily)
+        return out
+    for comp, name, transient, n in rows:
+        c = out.setdefault((str(comp), str(name)), {"retries": 0, "errors": 0})
+        c["retries" if transient else "errors"] += int(n)
+    return out
+
+
+def snapshot_rows(conn: sqlite3.Connection) -> int:
+    """Rows the initial snapshot has copied into the log (so far, while it runs), while the
+    log still holds them (the snapshot is the log's first records)."""
+    end = "coalesce((SELECT min(seq) FROM records WHERE snapshot = 0), 9223372036854775807)"
+    first, last, n = conn.execute(
+        "SELECT min(seq), max(seq), coalesce(sum(count), 0) FROM records"  # noqa: S608 - fixed text
+        f" WHERE snapshot = 1 AND seq < {end}"
+    ).fetchone()
+    if not n:
+        return 0
+    # each table's shape (a Relation message) is counted among the records' messages
+    (shapes,) = conn.execute(
+        "SELECT count(*) FROM relations WHERE seq BETWEEN ? AND ?", (first, last)
+    ).fetchone()
+    return max(0, int(n) - int(shapes))
+
+
+def capture_state(conn: sqlite3.Connection) -> str:
+    """The capture's recorded state: ``starting`` (started: connecting, snapshotting or
+    streaming), ``retrying``, ``failed`` or ``stopped``. The first snapshot clears the log's
+    metadata, so a log past ``new`` without a record was started and not stopped since."""
+    got = get_meta(conn, "capture_state")
+    if got:
+        return got
+    return "stopped" if (get_meta(conn, "state") or "new") == "new" else "starting"
+
+
 def log_status(conn: sqlite3.Connection, path: Path) -> dict[str, Any]:
     first, _last, n = conn.execute("SELECT min(seq), max(seq), count(*) FROM records").fetchone()
     size = sum(f.stat().st_size for f in path.glob("log.db*") if f.is_file())
+    state = get_meta(conn, "state") or "new"
+    errs = error_counts(conn).get(("capture", ""), {"retries": 0, "errors": 0})
     return {
         "kind": "embedded",
         "path": str(path),
-        "state": get_meta(conn, "state") or "new",
-        "capture_state": get_meta(conn, "capture_state") or "stopped",
+        "state": state,
+        "capture_state": capture_state(conn),
         "capture_error": get_meta(conn, "capture_error") or None,
         "first_seq": int(first or 0),
         "last_seq": int(get_meta(conn, "hw", "0")),
@@ -75,6 +142,10 @@ def log_status(conn: sqlite3.Connection, path: Path) -> dict[str, Any]:
         "last_commit_lsn": _lsn(int(get_meta(conn, "last_commit_lsn", "0"))),
         "received_lsn": _lsn(int(get_meta(conn, "received_lsn", "0"))),
         "size_bytes": size,
+        "trimmed_seq": int(get_meta(conn, "trimmed_seq", "0")),
+        "snapshot_rows": snapshot_rows(conn) if state == "snapshotting" else None,
+        "capture_retries": errs["retries"],
+        "capture_errors": errs["errors"],
     }
 
 
@@ -88,6 +159,7 @@ def view_status(conn: sqlite3.Connection, cfg: Config) -> dict[str, Any]:
     }
     out: dict[str, Any] = {}
     now = time.time()
+    errors = error_counts(conn)
     for v in cfg.views:
         r = rows.get(v.name)
         seq = int(r[2]) if r else 0
@@ -105,6 +177,7 @@ def view_status(conn: sqlite3.Connection, cfg: Config) -> dict[str, Any]:
             "lag_events": int(lag_events),
             "applied_events": int(r[6]) if r else 0,
             "error": (str(r[5]) or None) if r else None,
+            **errors.get(("view", v.name), {"retries": 0, "errors": 0}),
         }
     return out
 
@@ -127,6 +200,59 @@ def status(cfg: Config, with_source: bool = True) -> dict[str, Any]:
             for v in cfg.views
         }
     return result
+
+
+def wait_caught_up(
+    cfg: Config,
+    lsn: int,
+    views: Iterable[str],
+    timeout: float,
+    stop: threading.Event | None = None,
+    interval: float = 0.02,
+) -> bool:
+    """Poll the log until :func:`views_caught_up` (True) or ``timeout`` seconds or ``stop``
+    (False). One read-only connection for the whole wait."""
+    names = list(views)
+    path = Path(cfg.log.path)
+    deadline = time.monotonic() + timeout
+    conn: sqlite3.Connection | None = None
+    try:
+        while True:
+            if conn is None and (path / "log.db").exists():
+                with contextlib.suppress(LogError, sqlite3.Error):
+                    conn = connect(path, readonly=True)
+            if conn is not None:
+                with contextlib.suppress(sqlite3.OperationalError):  # the log is being created
+                    if _caught_up(conn, lsn, names):
+                        return True
+            left = deadline - time.monotonic()
+            if left <= 0 or (stop is not None and stop.is_set()):
+                return False
+            if stop is not None:
+                stop.wait(min(interval, left))
+            else:
+                time.sleep(min(interval, left))
+    finally:
+        if conn is not None:
+            conn.close()
+
+
+def applied_positions(cfg: Config, views: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """Each named view's recorded state and applied position (for ``/wait``'s answer)."""
+    names = list(views)
+    out: dict[str, dict[str, Any]] = {n: {"state": "new", "applied_lsn": None} for n in names}
+    path = Path(cfg.log.path)
+    if not (path / "log.db").exists():
+        return out
+    with contextlib.suppress(LogError, sqlite3.Error):
+        conn = connect(path, readonly=True)
+        try:
+            for name, state, clsn in conn.execute("SELECT name, state, commit_lsn FROM consumers"):
+                if name in out:
+                    out[name] = {"state": str(state), "applied_lsn": _lsn(int(clsn))}
+        finally:
+            conn.close()
+    return out
 
 
 def views_caught_up(cfg: Config, lsn: int, views: list[str]) -> bool:

@@ -15,6 +15,7 @@ from pathlib import Path
 from syncline.core.config_models import Config, ViewConfig
 from syncline.runtime import workers
 from syncline.runtime.backoff import Backoff
+from syncline.runtime.http import ApiServer, Processes
 
 log = logging.getLogger("syncline.run")
 
@@ -28,6 +29,8 @@ class Supervisor:
         self.view_backoff: dict[str, tuple[Backoff, float]] = {}
         self.failed_views: set[str] = set()
         self.stopping = False
+        self.processes = Processes()
+        """Read by the HTTP thread (``/healthz``); replaced, never mutated."""
         compactor = ViewConfig(
             name="_compactor",
             kind="compacted",
@@ -54,6 +57,8 @@ class Supervisor:
         def on_signal(_sig: int, _frm: object) -> None:
             self.stopping = True
 
+        # bound first: a port in use is one clear error before anything starts
+        api = ApiServer(self.cfg, lambda: self.processes) if self.cfg.http.enabled else None
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
         Path(self.cfg.log.path).mkdir(parents=True, exist_ok=True)
@@ -61,11 +66,14 @@ class Supervisor:
         self._start_capture()
         for v in self.all_views:
             self._start_view(v)
+        if api is not None:
+            api.start()
         code = 0
         try:
             while not self.stopping:
                 time.sleep(0.2)
                 assert self.capture is not None
+                self.processes = Processes(self.capture.is_alive(), frozenset(self.failed_views))
                 if not self.capture.is_alive():
                     rc = self.capture.exitcode
                     if rc == 0 and not self.stopping:
@@ -91,6 +99,8 @@ class Supervisor:
                         self.view_backoff[v.name] = (b, 0.0)
                         self._start_view(v)
         finally:
+            if api is not None:
+                api.stop()
             self._stop_all()
         if code != 0:
             import sys

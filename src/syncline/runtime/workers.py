@@ -14,13 +14,14 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 from syncline.core.config_models import Config, ViewConfig
 from syncline.core.errors import LogError, SynclineError, TransientViewError, ViewError
 from syncline.core.events import Checkpoint, Relation, SchemaChange, Transaction
 from syncline.log.embedded.store import EmbeddedLogReader, EmbeddedLogWriter, LogLocked
 from syncline.runtime.backoff import Backoff
-from syncline.runtime.consumers import ConsumerTable
+from syncline.runtime.consumers import ConsumerTable, count_capture_error
 from syncline.runtime.logsetup import setup_logging
 from syncline.runtime.prefetch import Prefetcher
 from syncline.runtime.retention import Retention
@@ -28,6 +29,21 @@ from syncline.views.base import Batch
 from syncline.views.registry import create_view
 
 EXIT_TERMINAL = 3
+
+
+@runtime_checkable
+class DeferredCommit(Protocol):
+    """A view that may keep applied batches uncommitted for a while (tantivy with
+    ``commit_interval``): only its committed checkpoint is reported as applied, so that
+    ``wait`` and retention never count on what a crash would lose."""
+
+    def flush(self) -> None:
+        """Commit what was applied (outside a source transaction) now."""
+        ...
+
+    def read_checkpoint(self) -> Checkpoint | None:
+        """The committed checkpoint."""
+        ...
 
 
 def _child_setup(cfg: Config, name: str) -> threading.Event:
@@ -91,6 +107,7 @@ def capture_main(cfg: Config) -> int:
             _set_state(writer, "stopped", "")
             return 0
         except SynclineError as e:
+            count_capture_error(path, e, e.transient)
             if not e.transient:
                 log.error("%s", e)
                 _set_state(writer, "failed", str(e))
@@ -104,6 +121,7 @@ def capture_main(cfg: Config) -> int:
         except Exception as e:
             import psycopg
 
+            count_capture_error(path, e, isinstance(e, psycopg.OperationalError))
             if isinstance(e, psycopg.OperationalError):
                 delay = backoff.next_delay()
                 log.warning(
@@ -155,11 +173,15 @@ def view_main(cfg: Config, vcfg: ViewConfig) -> int:
             except sqlite3.OperationalError as e:  # the log is busy or being created
                 raise TransientViewError(f"reading the log: {e}") from e
             view.close()
+            done = view.read_checkpoint() if isinstance(view, DeferredCommit) else None
+            if done is not None:  # committed on close
+                consumers.add_applied(vcfg.name, vcfg.kind, 0, done.seq, done.commit_lsn)
             consumers.update(vcfg.name, vcfg.kind, state="stopped")
             return 0
         except SynclineError as e:
             if view is not None:
                 _safe_close(view)
+            consumers.count_error(vcfg.name, e, e.transient)
             if not e.transient:
                 log.error("%s", e)
                 consumers.update(vcfg.name, vcfg.kind, state="failed", error=str(e)[:500])
@@ -172,6 +194,7 @@ def view_main(cfg: Config, vcfg: ViewConfig) -> int:
             if view is not None:
                 _safe_close(view)
             log.exception("view %s failed", vcfg.name)
+            consumers.count_error(vcfg.name, e, False)
             consumers.update(vcfg.name, vcfg.kind, state="failed", error=f"{type(e).__name__}: {e}"[:500])
             return EXIT_TERMINAL
     return 0
@@ -203,6 +226,9 @@ def _view_loop(
                 f"view {vcfg.name} has applied log record {cp.seq} but the log at {path} ends at "
                 f"{hw}: the log was reset; empty the view's store to rebuild it"
             )
+        # the store's own position, which may be behind the recorded one (a store restored
+        # or emptied): `wait` must not count on more than the store holds
+        consumers.update(vcfg.name, vcfg.kind, seq=cp.seq, commit_lsn=cp.commit_lsn)
         trimmed = reader.trimmed_seq()
         if cp.seq < trimmed:
             if cp.seq != 0:
@@ -211,6 +237,8 @@ def _view_loop(
                     f"{trimmed}: empty the view's store to refill it from the compacted log"
                 )
             cp = _fill_from_compacted(view, vcfg, path, consumers, stop, log)
+            if isinstance(view, DeferredCommit):
+                view.flush()
         relations = reader.relations_at(cp.seq)
         consumers.update(
             vcfg.name, vcfg.kind, state="running", error="", seq=cp.seq, commit_lsn=cp.commit_lsn
@@ -239,23 +267,49 @@ def _apply_loop(
     stop: threading.Event,
     retention: Retention | None,
 ) -> bool:
-    """Apply batches until stopped; return True if stopped inside a source transaction."""
+    """Apply batches until stopped; return True if stopped inside a source transaction.
+
+    The position recorded in the consumer table (what ``wait``, ``status`` and retention
+    read) is always one the view has committed: for a :class:`DeferredCommit` view its
+    committed checkpoint, which an idle loop commits after ``commit_interval``."""
     open_txn = False
+    deferred = isinstance(view, DeferredCommit)
+    opt = vcfg.options.get("commit_interval", 0.0)
+    interval = float(opt) if deferred and isinstance(opt, int | float) else 0.0
+    reported = pos
+    applied = pos
+    applied_at = 0.0
+    events = 0
     while not stop.is_set():
         txns = prefetch.get(0.05)
-        if not txns:
+        if txns:
+            last = txns[-1]
+            n = sum(len(t.items) for t in txns)
+            batch = Batch(txns, relations, Checkpoint(last.seq, last.commit_lsn), n, commit=last.last)
+            view.apply(batch)  # type: ignore[attr-defined]
+            _advance_relations(relations, txns)
+            pos = batch.checkpoint
+            open_txn = not last.last
+            if not last.last:
+                continue
+            if applied == reported:
+                applied_at = time.monotonic()
+            applied = pos
+            events += n
+        elif applied == reported:
             continue
-        last = txns[-1]
-        events = sum(len(t.items) for t in txns)
-        batch = Batch(txns, relations, Checkpoint(last.seq, last.commit_lsn), events, commit=last.last)
-        view.apply(batch)  # type: ignore[attr-defined]
-        _advance_relations(relations, txns)
-        pos = batch.checkpoint
-        open_txn = not last.last
-        if last.last:
-            consumers.add_applied(vcfg.name, vcfg.kind, events, pos.seq, pos.commit_lsn)
-            if retention is not None:
-                retention.maybe_trim(pos.seq)
+        elif deferred and time.monotonic() - applied_at >= interval:
+            view.flush()  # type: ignore[attr-defined]
+        done = view.read_checkpoint() if deferred else applied  # type: ignore[attr-defined]
+        if done is None or (done.seq <= reported.seq and not events):
+            continue
+        # events not written now are kept by the consumer table for the next call
+        written = consumers.add_applied(vcfg.name, vcfg.kind, events, done.seq, done.commit_lsn)
+        events = 0
+        if written and done.seq > reported.seq:
+            reported = applied if done.seq >= applied.seq else done
+        if retention is not None:
+            retention.maybe_trim(reported.seq)
     return open_txn
 
 

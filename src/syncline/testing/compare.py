@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -164,4 +165,45 @@ def compare_redis(source_dsn: str, url: str, tables: dict[str, list[str]]) -> li
             out.append(diff_rows(q, src, sorted(view, key=_sort_key)))
     finally:
         client.close()
+    return out
+
+
+def compare_tantivy(source_dsn: str, index_path: str, tables: dict[str, list[str]]) -> list[TableDiff]:
+    """Each row as the document of ``_table`` = schema.table: its stored ``_row`` (columns in
+    ``col::text`` form, NULL as null; a column added after the document was written may be
+    absent), a ``_key`` that is the primary-key columns' text joined by ':', no column the
+    source does not have."""
+    import json
+
+    import tantivy
+
+    from syncline.views.tantivy.view import F_KEY, F_ROW, F_TABLE
+
+    index: Any = tantivy.Index.open(index_path)
+    index.reload()
+    searcher = index.searcher()
+    out = []
+    for q, cols in tables.items():
+        schema, name = q.split(".", 1)
+        src = pg_rows(source_dsn, schema, name, cols)
+        idx = [cols.index(k) for k in primary_key(source_dsn, q)]
+        known = set(cols)
+        query = tantivy.Query.term_query(index.schema, F_TABLE, q)
+        n = searcher.search(query, 1).count or 0
+        view: list[TextRow] = []
+        for _score, addr in searcher.search(query, n).hits if n else []:
+            d = searcher.doc(addr)
+            raw = d.get_first(F_ROW)
+            stored = json.loads(bytes(raw)) if raw is not None else None
+            fields: dict[str, object] = dict(stored) if isinstance(stored, dict) else {}
+            row = tuple(None if fields.get(c) is None else str(fields.get(c)) for c in cols)
+            key = d.get_first(F_KEY)
+            unknown = sorted(set(fields) - known)
+            if unknown:
+                view.append((f"<key {key}: columns the source lacks {unknown}>",))
+            elif idx and key != ":".join(str(row[i]) for i in idx):
+                view.append((f"<key {key} does not match the row {row}>",))
+            else:
+                view.append(row)
+        out.append(diff_rows(q, src, sorted(view, key=_sort_key)))
     return out

@@ -22,6 +22,7 @@ from syncline.testing.compare import (
     compare_duckdb,
     compare_postgres,
     compare_redis,
+    compare_tantivy,
     source_tables,
 )
 from syncline.testing.pgcluster import PgCluster, kill_group
@@ -37,6 +38,7 @@ class Pipeline:
         extra_source: str = "",
         replica_cluster: PgCluster | None = None,
         log_path: Path | None = None,
+        http_listen: str | None = None,
     ) -> None:
         self.cluster = cluster
         self.workdir = workdir
@@ -60,6 +62,8 @@ class Pipeline:
             extra_source,
             "[log]",
             f'path = "{log_path or workdir / "log"}"',
+            "[http]",  # off unless asked for: tests run side by side
+            f'listen = "{http_listen or "off"}"',
         ]
         if "postgres" in views:
             self.replica_cluster.psql(f"CREATE DATABASE {self.replica_db}")
@@ -70,6 +74,8 @@ class Pipeline:
         if "redis" in views:
             self.redis = RedisServer(workdir / "redis")
             lines += ["[views.cache]", 'kind = "redis"', f'url = "{self.redis.url}"']
+        if "tantivy" in views:
+            lines += ["[views.search]", 'kind = "tantivy"', f'path = "{workdir / "search"}"']
         self.config_path = workdir / "syncline.toml"
         self.config_path.write_text("\n".join(lines) + "\n")
         self.cfg = load_config(self.config_path)
@@ -163,6 +169,8 @@ class Pipeline:
             out["warehouse"] = compare_duckdb(self.source_dsn, str(self.workdir / "wh.duckdb"), tables)
         if self.redis is not None:
             out["cache"] = compare_redis(self.source_dsn, self.redis.url, tables)
+        if "tantivy" in self.views:
+            out["search"] = compare_tantivy(self.source_dsn, str(self.workdir / "search"), tables)
         return out
 
     def assert_equal(self) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,12 +25,16 @@ from syncline.core.events import (
     Checkpoint,
     Item,
     Relation,
+    RowChange,
     Transaction,
+    Truncate,
 )
 from syncline.sources.postgres.pgoutput import (
     RelationResolver,
+    decode_change,
     decode_items,
     frame,
+    iter_framed,
 )
 
 SCHEMA = """
@@ -416,6 +421,125 @@ class EmbeddedLogWriter:
             self._rels_to_write.extend((o, seq, m, d) for o, m, d in self._rows_relations)
             self._rows_relations = []
 
+    # -- repairs (``syncline verify --repair``) ------------------------------------------------
+
+    def append_repair(self, messages: list[bytes], commit_time: int) -> int:
+        """Append ``messages`` (Insert / Delete, protocol-1 form) as one synthetic transaction
+        at the end of the log; return its seq (0 when there is nothing to append).
+
+        Its commit LSN is the log's newest (not above it): the capture skips a transaction
+        only when its commit LSN is not above the log's newest, so every source transaction
+        not yet captured is still appended after the repair. xid 0 and the meta keys
+        ``repairs`` / ``last_repair_seq`` mark it as a repair."""
+        if not messages:
+            return 0
+        self.sync()
+        lsn = self.last_commit_lsn()
+        self.begin(0, lsn, commit_time)
+        for m in messages:
+            self.add(m)
+        self.commit(lsn, self.durable_end_lsn(), commit_time)
+        seq = self.next_seq - 1
+        self.sync()
+        self.set_meta_now(repairs=int(self.meta("repairs", "0")) + 1, last_repair_seq=seq)
+        return seq
+
+    def apply_repair_requests(self) -> int:
+        """Append the repairs requested (:func:`request_repair`) by ``syncline verify
+        --repair`` while ``run`` runs; return how many were appended.
+
+        The capture calls this at a transaction boundary (no source transaction or stream
+        part being received). A request read at snapshot position ``P`` waits until the log
+        has received everything before ``P``; then, in ONE write transaction (nothing can
+        interleave), every requested key that a logged transaction with commit LSN >= ``P``
+        touched is dropped (the log already holds a newer value), and the rest is appended
+        as a repair record with the next seq."""
+        try:
+            pending = self.conn.execute(
+                "SELECT id, lsn, data FROM repair_requests WHERE state = 'pending' ORDER BY id"
+            ).fetchall()
+        except sqlite3.OperationalError:  # no request was ever made
+            return 0
+        self.sync()
+        received = max(self._durable_end, int(self.meta("received_lsn", "0")))
+        due = [(int(i), int(lsn), bytes(d)) for i, lsn, d in pending if int(lsn) <= received]
+        if not due:
+            return 0
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            trimmed_lsn = int(self.meta("trimmed_commit_lsn", "0"))
+            for rid, lsn, data in due:
+                if trimmed_lsn >= lsn:
+                    # records committed after the snapshot may be trimmed already: their keys
+                    # cannot be known, so the rows may be older than what views hold
+                    self.conn.execute("UPDATE repair_requests SET state = 'stale' WHERE id = ?", (rid,))
+                    continue
+                rels = {
+                    int(o): relation_from_json(d)
+                    for o, d in self.conn.execute(
+                        "SELECT oid, detail FROM relations r WHERE seq = "
+                        "(SELECT max(seq) FROM relations r2 WHERE r2.oid = r.oid)"
+                    )
+                }
+                touched: set[tuple[int, tuple[object, ...]]] = set()
+                # tables whose shape changed since P: their keys may have moved
+                whole: set[int] = {
+                    int(o)
+                    for (o,) in self.conn.execute(
+                        "SELECT oid FROM relations WHERE seq >= (SELECT min(seq) FROM records"
+                        " WHERE commit_lsn >= ? AND xid <> 0)",
+                        (lsn,),
+                    )
+                }
+                for (blob,) in self.conn.execute(
+                    "SELECT data FROM records WHERE commit_lsn >= ? AND xid <> 0 ORDER BY seq", (lsn,)
+                ):
+                    _touched_keys(bytes(blob), rels, touched, whole)
+                keep: list[bytes] = []
+                for m in iter_framed(data):
+                    ch = decode_change(m, 0)
+                    keys: set[tuple[int, tuple[object, ...]]] = set()
+                    _touched_keys(frame([m]), rels, keys, set())
+                    relid = ch.relid if isinstance(ch, RowChange) else -1
+                    if relid in whole or keys & touched:
+                        continue
+                    keep.append(m)
+                seq = 0
+                if keep:
+                    seq = self.next_seq
+                    self.next_seq += 1
+                    lsn_now = self._pending_commit_lsn
+                    self.conn.execute(
+                        "INSERT INTO records (seq, commit_lsn, end_lsn, xid, commit_time, last,"
+                        " snapshot, first_ord, count, data) VALUES (?,?,?,0,?,1,0,0,?,?)",
+                        (
+                            seq,
+                            lsn_now,
+                            self._durable_end,
+                            int(time.time() * 1_000_000),
+                            len(keep),
+                            frame(keep),
+                        ),
+                    )
+                    set_meta(self.conn, "hw", seq)
+                    set_meta(self.conn, "repairs", int(self.meta("repairs", "0")) + 1)
+                    set_meta(self.conn, "last_repair_seq", seq)
+                self.conn.execute(
+                    "UPDATE repair_requests SET state = 'done', seq = ?, dropped = ? WHERE id = ?",
+                    (seq, sum(1 for _ in iter_framed(data)) - len(keep), rid),
+                )
+                if seq:
+                    self.hw = self._pending_hw = seq
+            self.conn.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                self.conn.execute("ROLLBACK")
+            self.next_seq = (
+                max(self.hw, int(self.conn.execute("SELECT max(seq) FROM records").fetchone()[0] or 0)) + 1
+            )
+            raise
+        return len(due)
+
     # -- snapshot bookkeeping --------------------------------------------------------------
 
     def reset(self) -> None:
@@ -529,3 +653,66 @@ class EmbeddedLogReader:
 
     def close(self) -> None:
         self.conn.close()
+
+
+# -- repair requests (``syncline verify --repair`` while ``run`` runs) -------------------------
+
+REPAIR_SCHEMA = """
+CREATE TABLE IF NOT EXISTS repair_requests (
+    id INTEGER PRIMARY KEY,
+    lsn INTEGER NOT NULL,
+    data BLOB NOT NULL,
+    state TEXT NOT NULL DEFAULT 'pending',
+    seq INTEGER NOT NULL DEFAULT 0,
+    dropped INTEGER NOT NULL DEFAULT 0
+);
+"""
+
+
+def request_repair(path: Path, lsn: int, messages: list[bytes]) -> int:
+    """Ask the capture to append ``messages`` (read at snapshot position ``lsn``) as a repair
+    (see :meth:`EmbeddedLogWriter.apply_repair_requests`); return the request id."""
+    conn = connect(path)
+    try:
+        conn.executescript(REPAIR_SCHEMA)
+        cur = conn.execute("INSERT INTO repair_requests (lsn, data) VALUES (?, ?)", (lsn, frame(messages)))
+        return int(cur.lastrowid or 0)
+    finally:
+        conn.close()
+
+
+def repair_request_state(path: Path, request: int) -> tuple[str, int, int]:
+    """(state, appended seq, dropped messages) of a repair request."""
+    conn = connect(path, readonly=True)
+    try:
+        row = conn.execute(
+            "SELECT state, seq, dropped FROM repair_requests WHERE id = ?", (request,)
+        ).fetchone()
+    finally:
+        conn.close()
+    return (str(row[0]), int(row[1]), int(row[2])) if row else ("missing", 0, 0)
+
+
+def _touched_keys(
+    blob: bytes,
+    rels: dict[int, Relation],
+    into: set[tuple[int, tuple[object, ...]]],
+    whole: set[int],
+) -> None:
+    """Add (relation oid, key values) of every row a framed blob changes; relations that a
+    truncate touched (or whose shape is unknown) go to ``whole``."""
+    for m in iter_framed(blob):
+        if m[0] == 0x52:  # R: sent once per session and table; shape changes are in `relations`
+            continue
+        ch = decode_change(m, 0)
+        if isinstance(ch, Truncate):
+            whole.update(ch.relids)
+            continue
+        rel = rels.get(ch.relid)
+        if rel is None:
+            whole.add(ch.relid)
+            continue
+        idx = rel.key_indexes()
+        for row in (ch.old, ch.new):
+            if row is not None:
+                into.add((ch.relid, tuple(row[i] for i in idx)))

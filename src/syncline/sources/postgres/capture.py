@@ -45,6 +45,8 @@ log = logging.getLogger("syncline.capture")
 SYNC_INTERVAL = 0.05
 SYNC_BYTES = 8 << 20
 STATUS_INTERVAL = 1.0
+REPAIR_INTERVAL = 0.5
+"""How often the capture looks for repairs requested by ``syncline verify --repair``."""
 
 
 @dataclass
@@ -211,6 +213,7 @@ class Capture:
         stream_xid: int | None = None
         last_sync = time.monotonic()
         last_status = 0.0
+        last_repairs = 0.0
         confirmed = max(w.durable_end_lsn(), int(w.meta("received_lsn", "0")))
         received = confirmed
         dirty = False
@@ -227,6 +230,9 @@ class Capture:
                     if now - last_status >= STATUS_INTERVAL:
                         repl.send_status(received, confirmed, confirmed)
                         last_status = now
+                    if not in_txn and stream_xid is None and now - last_repairs >= REPAIR_INTERVAL:
+                        last_repairs = now
+                        w.apply_repair_requests()  # `verify --repair` while `run` runs
                     continue
                 kind = msg[0]
                 if kind == 0x77:  # 'w' XLogData

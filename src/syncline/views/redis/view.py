@@ -26,15 +26,27 @@ moved key first ``COPY``s the stored hash of its origin key to a scratch key; tr
 a small Lua script unlinking the table's keys (``UNLINK``: memory is freed in the
 background). Redis does not roll back a command that fails at run time inside
 ``EXEC`` (only commands refused while queueing abort the transaction); the commands used
-fail at run time only when a user replaced one of our hashes by another type.
+fail at run time only when a user replaced one of our keys by another type: the view then
+puts the position back to before the batch and stops.
+
+Speed: full rows (the common case) go in chunks of ``ROWS``: one ``UNLINK`` of the chunk's
+keys, one ``HSET`` per row built by a function generated for the table's columns, one
+``SADD``/``SREM`` on the key set. Commands are encoded here (:mod:`.resp`) and written once
+per chunk; the ``+QUEUED`` replies are checked in bulk one chunk later.
+
+Restarts: the position is ``WATCH``ed and read on the connection that sends ``MULTI``; a
+position other than the one this view last wrote (Redis restarted empty or older) is a
+transient error, so the worker reopens the view from what Redis holds (an empty Redis is
+refilled).
 """
 
 from __future__ import annotations
 
+import bisect
 import logging
 import string
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import redis
@@ -45,7 +57,16 @@ from syncline.core.config_models import Secret, ViewConfig
 from syncline.core.errors import ConfigError, TransientViewError, ViewError
 from syncline.core.events import UNCHANGED, Checkpoint, Relation, Row, SchemaChange, column_mapping, key_text
 from syncline.views.base import Batch, selected_oids, table_selected
-from syncline.views.netting import DeltaStep, Key, SchemaStep, TableDelta, TruncateStep, net_steps
+from syncline.views.netting import (
+    DeltaStep,
+    Key,
+    SchemaStep,
+    TableDelta,
+    TruncateStep,
+    key_function,
+    net_steps,
+)
+from syncline.views.redis.resp import Pipe, bulk, byte_len, command, multi_key
 from syncline.views.redis.values import Converter, converter
 
 log = logging.getLogger(__name__)
@@ -53,8 +74,10 @@ log = logging.getLogger(__name__)
 PREFIX = "_syncline:"
 MAX_VALUE = 512 * 1024 * 1024
 """Redis's limit for one string (``proto-max-bulk-len`` default)."""
-CHUNK = 1000
-"""Commands sent to Redis per round trip while queueing a batch."""
+CHUNK = 2000
+"""Commands per write to Redis while queueing a batch (their replies are read one write later)."""
+ROWS = 1000
+"""Rows per chunk of the row path: one UNLINK, one SADD and one SREM for that many rows."""
 PLACEHOLDERS = frozenset({"table", "schema", "name", "pk"})
 
 _TRUNCATE_SET = """
@@ -63,6 +86,23 @@ for i = 1, #ks, 500 do
   redis.call('UNLINK', unpack(ks, i, math.min(i + 499, #ks)))
 end
 redis.call('UNLINK', KEYS[1])
+return #ks
+"""
+
+_RENAME = """
+local ks = redis.call('SMEMBERS', KEYS[1])
+for _, k in ipairs(ks) do
+  for j = 1, #ARGV, 2 do
+    local v = redis.call('HGET', k, ARGV[j])
+    if v then redis.call('HSET', k, ARGV[j + 1], v); redis.call('HDEL', k, ARGV[j]) end
+  end
+end
+return #ks
+"""
+
+_DROP = """
+local ks = redis.call('SMEMBERS', KEYS[1])
+for _, k in ipairs(ks) do redis.call('HDEL', k, unpack(ARGV)) end
 return #ks
 """
 
@@ -148,11 +188,28 @@ class RedisView:
         self._pool: redis.ConnectionPool | None = None
         self._client: redis.Redis | None = None
         self._rels: dict[int, Relation] = {}
-        self._txn: Any = None
+        self._conn: Any = None
         """The connection holding an open MULTI (between batches of one source transaction)."""
+        self._pipe: Pipe | None = None
+        """Its socket, written and read by the apply path (None: no MULTI open)."""
         self._txn_rels: dict[int, Relation] = {}
-        self._queue: list[tuple[Any, ...]] = []
         self._scratch = 0
+        self._prev = Checkpoint()
+        """The position stored when the open MULTI began."""
+        self._out: list[str] = []
+        """Encoded commands not sent yet (``self._n`` commands)."""
+        self._n = 0
+        self._desc: list[str] = []
+        """What each unanswered command is about (a key, mostly), from ``_desc_base`` on."""
+        self._desc_base = 0
+        self._watch: dict[int, str] = {}
+        """Commands that can fail while EXEC runs, by index: what they are about."""
+        self._spans: list[tuple[int, str]] = []
+        """(index of the first command, table) for every part of the transaction."""
+        self._max_value = MAX_VALUE
+        self._known: Checkpoint | None = None
+        """The position this view last read or wrote (None: not opened)."""
+        self._kparts: dict[str, list[str]] = {}
         self._lock = threading.RLock()
 
     # ------------------------------------------------------------------ names
@@ -169,8 +226,15 @@ class RedisView:
         return f"{PREFIX}keys:{self.name}:{rel.qualified}"
 
     def row_key(self, rel: Relation, key: Key) -> str:
-        pk = key_text(tuple("" if v is None else v for v in key))
-        return self.template.format(table=rel.qualified, schema=rel.schema, name=rel.name, pk=pk)
+        return key_text(tuple("" if v is None else v for v in key)).join(self._key_parts(rel))
+
+    def _key_parts(self, rel: Relation) -> list[str]:
+        """The template for ``rel`` split around ``{pk}`` (key = pk.join(parts))."""
+        parts = self._kparts.get(rel.qualified)
+        if parts is None:
+            text = self.template.format(table=rel.qualified, schema=rel.schema, name=rel.name, pk="\x00")
+            parts = self._kparts[rel.qualified] = text.split("\x00")
+        return parts
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -183,7 +247,9 @@ class RedisView:
                 self._client = redis.Redis(connection_pool=self._pool)
             try:
                 self._load_relations()
-                return self._stored_checkpoint()
+                self._max_value = self._server_limit()
+                self._known = self._stored_checkpoint()
+                return self._known
             except Exception as e:
                 raise self._error(e, "opening") from e
 
@@ -237,31 +303,44 @@ class RedisView:
             self.open()
         where = "-"
         try:
-            if self._txn is None:
-                stored = self._stored_checkpoint()
+            if self._pipe is None:
+                stored = self._watch_position()
+                if self._known is not None and stored != self._known:
+                    raise TransientViewError(
+                        f"the position stored in Redis is log record {stored.seq}, but this view "
+                        f"had applied up to {self._known.seq}: Redis lost data (restarted without "
+                        "persistence, or restored an older copy); starting again from the stored "
+                        "position (an empty Redis is refilled)"
+                    )
                 if stored.seq >= batch.checkpoint.seq:
                     log.debug("view %s: skipping batch up to seq %d", self.name, batch.checkpoint.seq)
+                    self._unwatch()
                     _advance(batch)
                     return
-                self._begin()
+                self._begin(stored)
             rels = {**batch.relations, **self._rels, **self._txn_rels}
             for step in net_steps(batch.transactions, rels, self._selected(batch, rels)):
                 if isinstance(step, SchemaStep):
                     where = step.new.qualified
+                    self._mark(where)
                     self._schema(step.old, step.new)
                 elif isinstance(step, TruncateStep):
                     for rel in step.relations:
                         where = rel.qualified
+                        self._mark(where)
                         self._truncate(rel)
                 elif isinstance(step, DeltaStep):
                     for td in step.tables:
                         where = td.relation.qualified
+                        self._mark(where)
                         if td.relation.oid not in self._rels and td.relation.oid not in self._txn_rels:
                             self._remember(td.relation)
                         self._delta(td)
             where = "-"
             if batch.commit:
-                self._send(
+                self._mark("-")
+                self._cmd(
+                    "position",
                     "HSET",
                     self.position_key,
                     "seq",
@@ -270,6 +349,12 @@ class RedisView:
                     batch.checkpoint.commit_lsn,
                 )
                 self._commit()
+                self._known = batch.checkpoint
+            else:
+                self._flush()
+        except _Failure as e:
+            self._abort()
+            raise self._error(e, "", batch) from e
         except Exception as e:
             self._abort()
             raise self._error(e, f"table {where}", batch) from e
@@ -277,58 +362,138 @@ class RedisView:
 
     # ------------------------------------------------------------------ transaction plumbing
 
-    def _begin(self) -> None:
+    def _watch_position(self) -> Checkpoint:
+        """Take a connection for the next MULTI, WATCH the position key and read it there:
+        EXEC fails if anything else changes it meanwhile (and a Redis that restarts drops
+        the connection)."""
         assert self._pool is not None
         conn: Any = self._pool.get_connection()
-        self._txn = conn
-        self._txn_rels = {}
-        self._queue = []
-        self._scratch = 0
-        conn.send_command("MULTI")
+        self._conn = conn
+        conn.send_command("WATCH", self.position_key)
         conn.read_response()
+        conn.send_command("HGETALL", self.position_key)
+        got = conn.read_response()
+        if isinstance(got, list):
+            got = dict(zip(got[::2], got[1::2], strict=True))
+        if not got:
+            return Checkpoint()
+        return Checkpoint(int(got[b"seq"]), int(got[b"commit_lsn"]))
 
-    def _send(self, *args: Any) -> None:
-        self._queue.append(args)
-        if len(self._queue) >= CHUNK:
-            self._flush()
-
-    def _flush(self) -> None:
-        if not self._queue:
-            return
-        conn = self._txn
-        cmds, self._queue = self._queue, []
-        conn.send_packed_command(conn.pack_commands(cmds))
-        first: Exception | None = None
-        for cmd in cmds:
-            try:
-                conn.read_response()
-            except rex.ResponseError as e:
-                # refused while queueing: EXEC will abort the whole transaction
-                first = first or _Failure(f"Redis refused {cmd[0]}: {e}")
-        if first is not None:
-            raise first
-
-    def _commit(self) -> None:
-        self._flush()
-        conn = self._txn
-        conn.send_command("EXEC")
-        result = conn.read_response()
-        self._release(conn)
-        self._rels.update(self._txn_rels)
-        self._txn_rels = {}
-        errors = [r for r in (result or []) if isinstance(r, Exception)]
-        if errors:
-            raise _Failure(f"{len(errors)} commands failed inside EXEC (first: {errors[0]})")
-
-    def _release(self, conn: Any) -> None:
-        self._txn = None
+    def _unwatch(self) -> None:
+        conn, self._conn = self._conn, None
+        conn.send_command("UNWATCH")
+        conn.read_response()
         assert self._pool is not None
         self._pool.release(conn)
 
+    def _begin(self, stored: Checkpoint) -> None:
+        conn = self._conn
+        self._txn_rels = {}
+        self._scratch = 0
+        self._prev = stored
+        self._out = []
+        self._n = 0
+        self._desc = []
+        self._desc_base = 0
+        self._watch = {}
+        self._spans = []
+        conn.send_command("MULTI")
+        conn.read_response()
+        # the apply path writes RESP itself on the connection's socket (see .resp)
+        self._pipe = Pipe(conn._sock)
+
+    def _mark(self, table: str) -> None:
+        """Commands queued from here on belong to ``table`` (for error messages)."""
+        assert self._pipe is not None
+        self._spans.append((self._pipe.sent + self._n, table))
+
+    def _table_at(self, index: int) -> str:
+        i = bisect.bisect_right(self._spans, (index, "\U0010ffff")) - 1
+        return self._spans[i][1] if i >= 0 else "-"
+
+    def _cmd(self, what: str, *args: str | int, watch: bool = True) -> None:
+        """Queue one command; ``what`` names it in errors (a key, usually). ``watch``: the
+        command can fail while EXEC runs (remember what it was until then)."""
+        assert self._pipe is not None
+        if watch:
+            self._watch[self._pipe.sent + self._n] = what
+        self._out.append(command(*args))
+        self._desc.append(what)
+        self._n += 1
+        if self._n >= CHUNK:
+            self._flush()
+
+    def _flush(self) -> None:
+        """Send the queued commands; check the replies of those sent before (one chunk of
+        lag, so Redis queues a chunk while the next one is built)."""
+        pipe = self._pipe
+        if pipe is None or not self._out:
+            return
+        n = self._n
+        text = "".join(self._out)
+        self._out = []
+        self._n = 0
+        pipe.send(text, n)
+        self._check(pipe.check_queued(keep=n))
+
+    def _check(self, refused: tuple[int, str] | None) -> None:
+        assert self._pipe is not None
+        if refused is not None:
+            i, text = refused
+            j = i - self._desc_base
+            what = self._desc[j] if 0 <= j < len(self._desc) else "a command"
+            if what.startswith("$"):  # a key as a bulk string
+                what = what.split("\r\n", 2)[1]
+            raise _Failure(f"table {self._table_at(i)}: Redis refused the command for {what}: {text}")
+        drop = self._pipe.read - self._desc_base
+        if drop > 0:
+            del self._desc[:drop]
+            self._desc_base = self._pipe.read
+
+    def _commit(self) -> None:
+        pipe = self._pipe
+        assert pipe is not None
+        self._flush()
+        self._check(pipe.check_queued(0))
+        result = pipe.exec()
+        conn = self._conn
+        self._pipe = None
+        self._conn = None
+        assert self._pool is not None
+        self._pool.release(conn)
+        self._rels.update(self._txn_rels)
+        self._txn_rels = {}
+        if isinstance(result, Exception):
+            raise _Failure(f"Redis refused the transaction: {result}")
+        if result is None:
+            raise TransientViewError(
+                "the position key changed while the batch was queued (another writer?); "
+                "nothing of the batch was applied"
+            )
+        errors = [i for i, r in enumerate(result or ()) if isinstance(r, Exception)]
+        if errors:
+            first = errors[0]
+            what = self._watch.get(first, "a command")
+            # Redis applied every other command (it has no rollback), including the position:
+            # put the position back, so that the view stops before this batch.
+            prev = self._prev
+            c = self._require()
+            if prev.seq:
+                c.hset(self.position_key, mapping={"seq": prev.seq, "commit_lsn": prev.commit_lsn})
+            else:
+                c.delete(self.position_key)
+            raise _Failure(
+                f"table {self._table_at(first)}: {len(errors)} command(s) failed while Redis "
+                f"ran the transaction, first for {what}: {result[first]} (Redis applied the "
+                "others; the stored position was left before this batch: fix the key and "
+                "restart, the batch is applied again)"
+            )
+
     def _abort(self) -> None:
         """Drop an open MULTI: closing its connection discards what Redis queued."""
-        conn, self._txn = self._txn, None
-        self._queue = []
+        conn, self._conn, self._pipe = self._conn, None, None
+        self._out = []
+        self._n = 0
         self._txn_rels = {}
         if conn is not None:
             try:
@@ -341,7 +506,13 @@ class RedisView:
 
     def _remember(self, rel: Relation) -> None:
         self._txn_rels[rel.oid] = rel
-        self._send("HSET", self.relations_key, str(rel.oid), codec.relation_to_json(rel))
+        self._cmd(
+            f"relations {self.relations_key}",
+            "HSET",
+            self.relations_key,
+            str(rel.oid),
+            codec.relation_to_json(rel).decode(),
+        )
 
     def _schema(self, old: Relation | None, new: Relation) -> None:
         cur = self._txn_rels.get(new.oid) or self._rels.get(new.oid) or old
@@ -361,35 +532,28 @@ class RedisView:
             for c, i in zip(new.columns, mapping, strict=True)
             if i is not None and cur.columns[i].name != c.name
         ]
+        kset = self.keys_key(new)
         if renamed and cur.qualified == new.qualified:
             # rename the fields in every stored row of the table
-            script = (
-                "local ks = redis.call('SMEMBERS', KEYS[1])\n"
-                "for _, k in ipairs(ks) do\n"
-                "  for j = 1, #ARGV, 2 do\n"
-                "    local v = redis.call('HGET', k, ARGV[j])\n"
-                "    if v then redis.call('HSET', k, ARGV[j + 1], v); redis.call('HDEL', k, ARGV[j]) end\n"
-                "  end\n"
-                "end\n"
-                "return #ks"
+            self._cmd(
+                f"renaming fields of the keys in {kset}",
+                "EVAL",
+                _RENAME,
+                1,
+                kset,
+                *[n for pair in renamed for n in pair],
             )
-            self._send("EVAL", script, 1, self.keys_key(new), *[n for pair in renamed for n in pair])
         kept = {i for i in mapping if i is not None}
         dropped = [c.name for i, c in enumerate(cur.columns) if i not in kept]
         if dropped and cur.qualified == new.qualified:
             # drop removed columns' fields from every stored row of the table
-            script = (
-                "local ks = redis.call('SMEMBERS', KEYS[1])\n"
-                "for _, k in ipairs(ks) do redis.call('HDEL', k, unpack(ARGV)) end\n"
-                "return #ks"
-            )
-            self._send("EVAL", script, 1, self.keys_key(new), *dropped)
+            self._cmd(f"dropping fields of the keys in {kset}", "EVAL", _DROP, 1, kset, *dropped)
 
     def _truncate(self, rel: Relation) -> None:
         if self.mode == "hash":
-            self._send("EVAL", _TRUNCATE_SET, 1, self.keys_key(rel))
+            self._cmd(f"truncate of {self.keys_key(rel)}", "EVAL", _TRUNCATE_SET, 1, self.keys_key(rel))
         else:
-            self._send("EVAL", _TRUNCATE_SCAN, 0, self._pattern(rel))
+            self._cmd(f"truncate of {self._pattern(rel)}", "EVAL", _TRUNCATE_SCAN, 0, self._pattern(rel))
 
     def _pattern(self, rel: Relation) -> str:
         parts = {
@@ -404,26 +568,26 @@ class RedisView:
         rel = td.relation
         kidx = rel.key_indexes()
         if not kidx:
-            raise _Failure("table has no primary key or replica identity columns")
-        full = td.upserts()
+            raise _Failure(f"table {rel.qualified}: has no primary key or replica identity columns")
+        key_of = key_function(kidx)
         partials = td.partials()
         deletes = td.deletes()
 
-        def key_of(row: Row) -> Key:
-            return tuple(row[i] for i in kidx)  # type: ignore[misc]
-
         if self.mode == "invalidate":
             keys = {self.row_key(rel, k) for k in deletes}
-            keys.update(self.row_key(rel, key_of(r)) for r in full)
+            keys.update(self.row_key(rel, key_of(r)) for r in td.upserts())
             for r, origin in partials:
                 keys.add(self.row_key(rel, key_of(r)))
                 keys.add(self.row_key(rel, origin))
-            for k in sorted(keys):
-                self._send("UNLINK", k)
+            ordered = sorted(keys)
+            for i in range(0, len(ordered), ROWS):
+                part = ordered[i : i + ROWS]
+                self._emit(
+                    [multi_key("UNLINK", [bulk(k) for k in part])], [f"{len(part)} keys from {part[0]}"]
+                )
             return
 
         kset = self.keys_key(rel)
-        fields = self._fields(rel)
         # (1) stored hashes of moved partial rows' origins, to scratch keys
         moved: dict[int, str] = {}
         for i, (r, origin) in enumerate(partials):
@@ -431,77 +595,171 @@ class RedisView:
                 self._scratch += 1
                 tmp = f"{PREFIX}scratch:{self.name}:{self._scratch}"
                 moved[i] = tmp
-                self._send("COPY", self.row_key(rel, origin), tmp, "REPLACE")
-        # (2) deletes
-        for dk in deletes:
-            rk = self.row_key(rel, dk)
-            self._send("UNLINK", rk)
-            self._send("SREM", kset, rk)
-        # (3) full rows
-        for r in full:
-            rk = self.row_key(rel, key_of(r))
-            mapping = self._mapping(rel, r, fields, rk)
-            self._send("UNLINK", rk)
-            if mapping is None:
-                self._send("SREM", kset, rk)
-                continue
-            if mapping:
-                self._send("HSET", rk, *mapping)
-                if self.ttl:
-                    self._send("EXPIRE", rk, self.ttl)
-                self._send("SADD", kset, rk)
-            else:
-                self._send("SREM", kset, rk)  # no stored column is non-NULL: no hash
+                ok = self.row_key(rel, origin)
+                self._cmd(ok, "COPY", ok, tmp, "REPLACE", watch=False)
+        # (2) deletes and (3) full rows, in chunks: UNLINK of the chunk's keys, HSET (and
+        # EXPIRE) per row, SADD/SREM of the chunk's keys to the table's key set
+        self._rows(rel, kset, deletes, td.upserts())
         # (4) partial rows over the stored hash
+        fields = self._fields(rel)
         for i, (r, _origin) in enumerate(partials):
             rk = self.row_key(rel, key_of(r))
             if i in moved:
-                self._send("UNLINK", rk)
-                self._send("COPY", moved[i], rk, "REPLACE")
-                self._send("UNLINK", moved[i])
+                self._cmd(rk, "UNLINK", rk, watch=False)
+                self._cmd(rk, "COPY", moved[i], rk, "REPLACE", watch=False)
+                self._cmd(rk, "UNLINK", moved[i], watch=False)
             mapping = self._mapping(rel, r, fields, rk)
             if mapping is None:
-                self._send("UNLINK", rk)
-                self._send("SREM", kset, rk)
+                self._cmd(rk, "UNLINK", rk, watch=False)
+                self._cmd(rk, "SREM", kset, rk)
                 continue
-            nulls = [rel.columns[j].name for j, _ in fields if r[j] is None]
+            nulls = [rel.columns[j].name for j, _h, _c in fields if r[j] is None]
             if nulls:
-                self._send("HDEL", rk, *nulls)
+                self._cmd(rk, "HDEL", rk, *nulls)
             if mapping:
-                self._send("HSET", rk, *mapping)
+                self._cmd(rk, "HSET", rk, *mapping)
                 if self.ttl:
-                    self._send("EXPIRE", rk, self.ttl)
-            self._send("SADD", kset, rk)
+                    self._cmd(rk, "EXPIRE", rk, self.ttl, watch=False)
+            self._cmd(rk, "SADD", kset, rk)
 
-    def _fields(self, rel: Relation) -> list[tuple[int, Converter | None]]:
+    def _rows(self, rel: Relation, kset: str, deletes: list[Key], full: list[Row]) -> None:
+        """Deleted keys and full rows: per chunk of ROWS rows one ``UNLINK`` of every key
+        (so a row's hash is exactly its new row, and ``HSET`` cannot meet another type),
+        ``HSET`` per row, one ``SADD`` and one ``SREM`` on the key set."""
+        if not deletes and not full:
+            return
+        kparts = self._key_parts(rel)
+        pk_of = _pk_function(rel.key_indexes())
+        fields = self._fields(rel)
+        limit = min(self._max_value, MAX_VALUE)
+        kset_b = bulk(kset)
+        expire = f"${len(str(self.ttl))}\r\n{self.ttl}\r\n" if self.ttl else ""
+        up: list[str] = []
+        gone: list[str] = []
+        body: list[str] = []
+        what: list[str] = []
+        for k in deletes:
+            gone.append(bulk(":".join([v or "" for v in k]).join(kparts)))
+            if len(gone) >= ROWS:
+                self._chunk(kset, kset_b, up, gone, body, what)
+                gone = []
+        rows: list[Any] = full
+        fast = _row_encoder(rel, fields, kparts, limit)
+        for r in rows:
+            got = fast(r)
+            if got is not None:  # the common case, in one generated function
+                kb, text = got
+                body.append(text)
+                what.append(kb)
+                if expire:
+                    body.append(f"*3\r\n$6\r\nEXPIRE\r\n{kb}{expire}")
+                    what.append(kb)
+                up.append(kb)
+                if len(up) + len(gone) >= ROWS:
+                    self._chunk(kset, kset_b, up, gone, body, what)
+                    up, gone, body, what = [], [], [], []
+                continue
+            rk = pk_of(r).join(kparts)
+            kb = f"${len(rk) if rk.isascii() else len(rk.encode())}\r\n{rk}\r\n"
+            parts: list[str] = []
+            for j, hdr, conv in fields:
+                v = r[j]
+                if v is None:
+                    continue
+                if conv is not None:
+                    v = conv(v)
+                n = len(v) if v.isascii() else len(v.encode())
+                if n > limit:
+                    self._too_large(rel, rk, rel.columns[j].name, n, limit)
+                    parts = []
+                    break
+                parts.append(f"{hdr}${n}\r\n{v}\r\n")
+            if parts:
+                body.append(f"*{2 * len(parts) + 2}\r\n$4\r\nHSET\r\n{kb}")
+                body += parts
+                what.append(rk)
+                if expire:
+                    body.append(f"*3\r\n$6\r\nEXPIRE\r\n{kb}{expire}")
+                    what.append(rk)
+                up.append(kb)
+            else:  # no stored column is non-NULL, or skipped: no hash
+                gone.append(kb)
+            if len(up) + len(gone) >= ROWS:
+                self._chunk(kset, kset_b, up, gone, body, what)
+                up, gone, body, what = [], [], [], []
+        self._chunk(kset, kset_b, up, gone, body, what)
+
+    def _chunk(
+        self, kset: str, kset_b: str, up: list[str], gone: list[str], body: list[str], what: list[str]
+    ) -> None:
+        if not up and not gone:
+            return
+        assert self._pipe is not None
+        keys = gone + up
+        texts, names = [], []
+        if keys:
+            first = keys[0].split("\r\n", 2)[1]
+            texts = [f"*{len(keys) + 1}\r\n$6\r\nUNLINK\r\n" + "".join(keys)]
+            names = [f"{len(keys)} keys from {first}"]
+        texts += body
+        names += what
+        if up:
+            self._watch[self._pipe.sent + self._n + len(names)] = f"key set {kset}"
+            texts.append(f"*{len(up) + 2}\r\n$4\r\nSADD\r\n{kset_b}" + "".join(up))
+            names.append(f"key set {kset}")
+        if gone:
+            self._watch[self._pipe.sent + self._n + len(names)] = f"key set {kset}"
+            texts.append(f"*{len(gone) + 2}\r\n$4\r\nSREM\r\n{kset_b}" + "".join(gone))
+            names.append(f"key set {kset}")
+        self._emit(texts, names)
+
+    def _emit(self, texts: list[str], names: list[str]) -> None:
+        """Queue already encoded commands (``body`` may hold a command in several pieces:
+        ``names`` has one entry per command)."""
+        self._out += texts
+        self._desc += names
+        self._n += len(names)
+        if self._n >= CHUNK:
+            self._flush()
+
+    def _too_large(self, rel: Relation, rk: str, column: str, size: int, limit: int) -> None:
+        msg = (
+            f"table {rel.qualified} key {rk}: column {column} value of {size} bytes exceeds "
+            f"Redis's limit of {limit} bytes (proto-max-bulk-len)"
+        )
+        if self.on_error == "skip":
+            self.skipped += 1
+            log.error(
+                "view %s: %s; row skipped (key deleted; %d skipped so far)", self.name, msg, self.skipped
+            )
+            return
+        raise _Failure(msg)
+
+    def _fields(self, rel: Relation) -> list[tuple[int, str, Converter | None]]:
+        """(column index, the column name as a RESP bulk string, text conversion)."""
         return [
-            (j, converter(c))
+            (j, bulk(c.name), converter(c))
             for j, c in enumerate(rel.columns)
             if self.columns is None or c.name in self.columns
         ]
 
     def _mapping(
-        self, rel: Relation, row: Row, fields: Sequence[tuple[int, Converter | None]], rk: str
+        self, rel: Relation, row: Row, fields: Sequence[tuple[int, str, Converter | None]], rk: str
     ) -> list[str] | None:
         """Field/value pairs of the row's sent, non-NULL columns (None: skipped row)."""
         out: list[str] = []
-        for j, conv in fields:
+        limit = min(self._max_value, MAX_VALUE)
+        for j, _hdr, conv in fields:
             v = row[j]
             if v is None or v is UNCHANGED:
                 continue
             assert isinstance(v, str)
             if conv is not None:
                 v = conv(v)
-            if len(v) * 4 > MAX_VALUE and len(v.encode()) > MAX_VALUE:
-                msg = (
-                    f"{rel.qualified} key {rk}: column {rel.columns[j].name} value of "
-                    f"{len(v.encode())} bytes exceeds Redis's {MAX_VALUE} byte limit"
-                )
-                if self.on_error == "skip":
-                    self.skipped += 1
-                    log.error("view %s: %s; row skipped (key deleted)", self.name, msg)
-                    return None
-                raise _Failure(msg)
+            n = byte_len(v)
+            if n > limit:
+                self._too_large(rel, rk, rel.columns[j].name, n, limit)
+                return None
             out += (rel.columns[j].name, v)
         return out
 
@@ -511,6 +769,15 @@ class RedisView:
         if self._client is None:
             raise ViewError(f"view {self.name!r}: not open")
         return self._client
+
+    def _server_limit(self) -> int:
+        """The largest value Redis accepts (``proto-max-bulk-len``; 512 MB if not readable)."""
+        try:
+            got: dict[Any, Any] = self._require().config_get("proto-max-bulk-len")
+            value = got.get("proto-max-bulk-len") or got.get(b"proto-max-bulk-len")
+            return int(value) if value else MAX_VALUE
+        except (rex.ResponseError, ValueError):  # CONFIG disabled (managed Redis): the default
+            return MAX_VALUE
 
     def _stored_checkpoint(self) -> Checkpoint:
         got = self._require().hgetall(self.position_key)
@@ -554,14 +821,65 @@ class RedisView:
                 f" (stored checkpoint seq {stored}, batch up to seq {batch.checkpoint.seq} "
                 f"lsn {batch.checkpoint.commit_lsn})"
             )
-        transient = isinstance(e, rex.ConnectionError | rex.TimeoutError | OSError | TransientViewError)
-        if transient:
+        at = f" {where}" if where else ""
+        if isinstance(e, TransientViewError):
+            return TransientViewError(f"view {self.name!r} (redis){at}: {text}")
+        if isinstance(e, rex.ConnectionError | rex.TimeoutError | OSError):
             return TransientViewError(
-                f"view {self.name!r}: Redis unavailable ({type(e).__name__}) {where}: {text}"
+                f"view {self.name!r}: Redis unavailable ({type(e).__name__}){at}: {text}"
             )
         if isinstance(e, ViewError):
             return e
-        return ViewError(f"view {self.name!r}: {where}: {text}")
+        return ViewError(f"view {self.name!r} (redis){at}: {text}")
+
+
+RowEncoder = Callable[[Any], "tuple[str, str] | None"]
+
+
+def _row_encoder(
+    rel: Relation, fields: Sequence[tuple[int, str, Converter | None]], kparts: list[str], limit: int
+) -> RowEncoder:
+    """A function, generated for the table's columns, that encodes a full row as
+    (its key as a bulk string, its ``HSET`` command) with no loop over the columns; None
+    for the rows the general path handles (a NULL, non-ASCII text, a value above
+    ``limit``, a template with more than one ``{pk}``)."""
+    if len(kparts) != 2 or not fields:
+        return lambda row: None
+    ns: dict[str, Any] = {"PRE": kparts[0], "POST": kparts[1], "LIMIT": limit}
+    kidx = rel.key_indexes()
+    used = sorted({j for j, _h, _c in fields} | set(kidx))
+    lines = ["def enc(r):"]
+    lines += [f"    v{j} = r[{j}]" for j in used]
+    lines.append("    if " + " or ".join(f"v{j} is None" for j in used) + ":")
+    lines.append("        return None")
+    for j, _hdr, conv in fields:
+        if conv is not None:
+            ns[f"C{j}"] = conv
+            lines.append(f"    v{j} = C{j}(v{j})")
+    pk = f"v{kidx[0]}" if len(kidx) == 1 else "':'.join((" + "".join(f"v{j}, " for j in kidx) + "))"
+    lines.append(f"    rk = PRE + {pk} + POST")
+    checks = " and ".join(["rk.isascii()"] + [f"v{j}.isascii()" for j, _h, _c in fields])
+    lines.append(f"    if not ({checks}):")
+    lines.append("        return None")
+    lines.append("    if " + " or ".join(f"len(v{j}) > LIMIT" for j, _h, _c in fields) + ":")
+    lines.append("        return None")
+    lines.append('    kb = f"${len(rk)}\\r\\n{rk}\\r\\n"')
+    text = f"*{2 * len(fields) + 2}\\r\\n$4\\r\\nHSET\\r\\n{{kb}}"
+    for j, hdr, _conv in fields:
+        ns[f"H{j}"] = hdr
+        text += f"{{H{j}}}${{len(v{j})}}\\r\\n{{v{j}}}\\r\\n"
+    lines.append(f'    return kb, f"{text}"')
+    exec("\n".join(lines), ns)  # our own code: names and constants only
+    fn: RowEncoder = ns["enc"]
+    return fn
+
+
+def _pk_function(kidx: tuple[int, ...]) -> Callable[[Any], str]:
+    """Row -> the key columns' text joined by ':' (NULL as empty)."""
+    if len(kidx) == 1:
+        i = kidx[0]
+        return lambda row: row[i] or ""
+    return lambda row: ":".join([row[i] or "" for i in kidx])
 
 
 def _advance(batch: Batch) -> None:

@@ -3,16 +3,24 @@
 Layout (fixed at index creation; tables and columns arrive later, so columns are not
 schema fields):
 
-* ``_id`` (raw, stored, indexed): ``["schema.table", key...]`` as compact JSON, unique
-  across tables; upserts and deletes go by this term;
+* ``_id`` (raw, stored, indexed, fast): ``["schema.table", key...]`` as compact JSON, unique
+  across tables; upserts and deletes go by this term (fast: results sorted by a column
+  identify their documents through it);
 * ``_key`` (raw, stored, indexed): the primary-key columns' text joined by ``:``;
 * ``_table`` (raw, stored, indexed): ``schema.table``; truncate deletes by this term;
 * ``text`` (tokenized with the configured tokenizer, not stored): the values of the
-  configured ``text_fields`` (all columns when absent): the default field of queries;
-* ``doc`` (JSON, stored, tokenized): every column by name as PostgreSQL text (NULL: null);
-  query one column with ``doc.name:word``;
-* ``num`` (JSON, fast, not stored): integer and floating-point/numeric columns as numbers,
-  for range queries (``num.price:[10 TO 20]``) and aggregations;
+  configured ``text_fields`` (when absent: every string, enum, JSON or XML column, and
+  arrays of them): the default field of queries;
+* ``doc`` (JSON, indexed with the tokenizer, not stored): every column by name as
+  PostgreSQL text; query one column with ``doc.name:word``;
+* ``_row`` (bytes, stored only): the row as compact JSON, every column by name as its
+  ``::text`` (null for NULL). Stored apart from ``doc`` because tantivy turns a JSON string
+  that looks like an RFC 3339 date into a date value, which would not give the text back;
+* ``num`` (JSON, fast, not stored): integer and floating-point/numeric columns as numbers
+  (finite values), for range queries (``num.price:[10 TO 20]``), sorting and aggregations;
+* ``date`` (JSON, fast, not stored): date, timestamp and timestamptz columns as RFC 3339 UTC
+  dates (years 1678-2261; infinity and BC values are stored only), for
+  ``date.at:[2024-01-01T00:00:00Z TO *]`` and sorting;
 * ``_meta`` (bytes, stored only): on the bookkeeping document (``_table`` = ``_syncline``,
   ``_key`` = ``_syncline:position``) the checkpoint and the relations JSON, replaced in
   every commit, so the index is never ahead of or behind its recorded position.
@@ -22,16 +30,25 @@ documents it wrote since the last commit (and the tables it truncated) to resolv
 rows (unchanged TOAST values) against. A batch with ``commit=False`` is applied into the
 open writer; the index is committed at a batch with ``commit=True`` (at most every
 ``commit_interval`` seconds). Any failure rolls the writer back to the last commit.
+
+Each document is handed to tantivy as one JSON text (``IndexWriter.add_json``): one C-level
+encode per row instead of a Python call per field. The documents of a step replace earlier
+ones through a single delete-by-term-set query, issued before they are added (tantivy
+applies a delete to the documents added before it), and not at all for a table that has no
+committed document and keys not written since the last commit (snapshot, bulk loads).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import threading
 import time
+from binascii import b2a_base64
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from json.encoder import encode_basestring
 from typing import Any
 
 import tantivy
@@ -44,11 +61,21 @@ from syncline.core.events import (
     Checkpoint,
     Relation,
     SchemaChange,
+    Value,
     column_mapping,
     key_text,
 )
 from syncline.views.base import Batch, selected_oids
 from syncline.views.netting import DeltaStep, Key, SchemaStep, TableDelta, TruncateStep, net_steps
+from syncline.views.tantivy.values import (
+    Converter,
+    Date,
+    Number,
+    date_converter,
+    is_wordy,
+    number_converter,
+    text_converter,
+)
 
 log = logging.getLogger(__name__)
 
@@ -57,13 +84,20 @@ F_KEY = "_key"
 F_TABLE = "_table"
 F_TEXT = "text"
 F_DOC = "doc"
+F_ROW = "_row"
 F_NUM = "num"
+F_DATE = "date"
 F_META = "_meta"
 META_TABLE = "_syncline"
 META_KEY = "_syncline:position"
+LAYOUT = 2
+"""Version of the index layout (stored in the bookkeeping document)."""
+WRITER_HEAP = 256_000_000
+"""Bytes of indexing memory shared by the writer's threads (fewer, larger segments)."""
+WRITER_THREADS = max(1, min(4, (os.cpu_count() or 2) // 2))
+"""Indexing threads: one per two cores (the capture, the other views and this process's
+Python thread need the rest; on 2 cores a second thread costs more CPU than it saves)."""
 
-_INTS = {"smallint", "integer", "bigint", "int2", "int4", "int8", "oid"}
-_FLOATS = {"real", "double precision", "float4", "float8"}
 Fields = dict[str, str | None]
 
 
@@ -77,12 +111,15 @@ META_ID = doc_id(META_TABLE, (META_KEY,))
 
 def build_schema(tokenizer: str) -> Any:
     sb = tantivy.SchemaBuilder()
-    sb.add_text_field(F_ID, stored=True, tokenizer_name="raw")
-    sb.add_text_field(F_KEY, stored=True, tokenizer_name="raw")
-    sb.add_text_field(F_TABLE, stored=True, tokenizer_name="raw")
+    # single-token fields record no frequencies or positions (cheaper to index)
+    sb.add_text_field(F_ID, stored=True, tokenizer_name="raw", fast=True, index_option="basic")
+    sb.add_text_field(F_KEY, stored=True, tokenizer_name="raw", index_option="basic")
+    sb.add_text_field(F_TABLE, stored=True, tokenizer_name="raw", index_option="basic")
     sb.add_text_field(F_TEXT, stored=False, tokenizer_name=tokenizer)
-    sb.add_json_field(F_DOC, stored=True, tokenizer_name=tokenizer)
-    sb.add_json_field(F_NUM, stored=False, fast=True)
+    sb.add_json_field(F_DOC, stored=False, tokenizer_name=tokenizer)
+    sb.add_bytes_field(F_ROW, stored=True)
+    sb.add_json_field(F_NUM, stored=False, fast=True, tokenizer_name="raw", index_option="basic")
+    sb.add_json_field(F_DATE, stored=False, fast=True, tokenizer_name="raw", index_option="basic")
     sb.add_bytes_field(F_META, stored=True)
     return sb.build()
 
@@ -105,23 +142,18 @@ def _check_tokenizer(tokenizer: str) -> bool:
     return True
 
 
-def _number(type_name: str, v: str) -> int | float | None:
-    t = type_name.split("(", 1)[0].strip()
-    try:
-        if t in _INTS:
-            return int(v)
-        if t in _FLOATS or t == "numeric":
-            f = float(v)
-            return f if math.isfinite(f) else None
-    except ValueError:
-        return None
-    return None
+def _check_layout(index: Any) -> None:
+    """Raise ValueError unless ``index`` has this version's fields."""
+    index.parse_query("x", [F_TEXT, F_ID, F_KEY, F_TABLE, F_DOC, F_NUM, F_DATE])
+    index.searcher().search(tantivy.Query.exists_query(F_ID), 1)  # _id must be fast
 
 
-def _stored_fields(searcher: Any, addr: Any) -> tuple[str, Fields]:
-    d = searcher.doc(addr)
-    got = d.get_first(F_DOC)
-    return str(d.get_first(F_ID)), dict(got) if isinstance(got, dict) else {}
+def _stored_fields(d: Any) -> Fields:
+    raw = d.get_first(F_ROW)
+    if raw is None:
+        return {}
+    got = json.loads(bytes(raw))
+    return dict(got) if isinstance(got, dict) else {}
 
 
 def _read_meta(index: Any) -> tuple[Checkpoint, dict[int, Relation]]:
@@ -141,13 +173,35 @@ def _open_existing(path: str) -> Any:
     return tantivy.Index.open(path)
 
 
-def search(path: str, query: str, limit: int = 10) -> list[dict[str, Any]]:
+def _not_meta(index: Any, q: Any) -> Any:
+    return tantivy.Query.boolean_query(
+        [
+            (tantivy.Occur.Must, q),
+            (tantivy.Occur.MustNot, tantivy.Query.term_query(index.schema, F_TABLE, META_TABLE)),
+        ]
+    )
+
+
+def _hit(d: Any, score: float) -> dict[str, Any]:
+    return {
+        "table": d.get_first(F_TABLE),
+        "key": d.get_first(F_KEY),
+        "score": score,
+        "fields": _stored_fields(d),
+    }
+
+
+def search(path: str, query: str, limit: int = 10, order_by: str | None = None) -> list[dict[str, Any]]:
     """Search the index of a tantivy view (for ``syncline search VIEW QUERY``).
 
     ``query`` uses tantivy's query language over the text fields (``word``, ``"a phrase"``,
-    ``+must -not``, ``doc.column:word``, ``num.column:[1 TO 5]``, ``_table:public.items``).
-    Returns up to ``limit`` hits, best first: ``{"table", "key", "score", "fields"}`` where
-    ``fields`` holds every column's stored PostgreSQL text by name."""
+    ``+must -not``, ``doc.column:word``, ``num.column:[1 TO 5]``,
+    ``date.column:[2024-01-01T00:00:00Z TO *]``, ``_table:public.items``; ``*`` matches
+    every row). Returns up to ``limit`` hits, best first: ``{"table", "key", "score",
+    "fields"}`` where ``fields`` holds every column's stored PostgreSQL text by name.
+
+    ``order_by``: a number or date column (``"price"``, ``"-price"`` for descending) to sort
+    by instead of relevance; rows without a value in it are left out, ``score`` is 0."""
     if limit <= 0:
         return []
     try:
@@ -158,30 +212,130 @@ def search(path: str, query: str, limit: int = 10) -> list[dict[str, Any]]:
         parsed = index.parse_query(query, [F_TEXT])
     except ValueError as e:
         raise ViewError(f"invalid search query {query!r}: {e}") from e
+    searcher = index.searcher()
+    try:
+        if order_by:
+            return _sorted_search(index, searcher, parsed, limit, order_by)
+        return [
+            _hit(searcher.doc(addr), float(score))
+            for score, addr in searcher.search(_not_meta(index, parsed), limit).hits
+        ]
+    except ValueError as e:
+        raise ViewError(f"search {query!r} failed: {e}") from e
+    except BaseException as e:  # tantivy panics surface as pyo3_runtime.PanicException
+        if type(e).__name__ != "PanicException":
+            raise
+        raise ViewError(
+            f"search {query!r} failed inside tantivy ({e}); for a numeric range with one "
+            "fractional bound write both bounds with a fraction (num.x:[1.5 TO 3.5]) or use "
+            "num.x:>=1.5 AND num.x:<=3"
+        ) from None
+
+
+def _sorted_search(index: Any, searcher: Any, parsed: Any, limit: int, order_by: str) -> list[dict[str, Any]]:
+    desc = order_by.startswith("-")
+    column = order_by.lstrip("-+")
+    field = ""
+    for f in (F_NUM, F_DATE):
+        if searcher.search(tantivy.Query.exists_query(f"{f}.{column}"), 1).count:
+            field = f"{f}.{column}"
+            break
+    if not field:
+        return []
     q = tantivy.Query.boolean_query(
         [
-            (tantivy.Occur.Must, parsed),
-            (tantivy.Occur.MustNot, tantivy.Query.term_query(index.schema, F_TABLE, META_TABLE)),
+            (tantivy.Occur.Must, _not_meta(index, parsed)),
+            (tantivy.Occur.Must, tantivy.Query.exists_query(field)),
         ]
     )
-    searcher = index.searcher()
-    out: list[dict[str, Any]] = []
-    for score, addr in searcher.search(q, limit).hits:
-        d = searcher.doc(addr)
-        fields = d.get_first(F_DOC)
-        out.append(
-            {
-                "table": d.get_first(F_TABLE),
-                "key": d.get_first(F_KEY),
-                "score": float(score),
-                "fields": dict(fields) if isinstance(fields, dict) else {},
+    agg = {
+        "top": {
+            "top_hits": {
+                "size": limit,
+                "sort": [{field: "desc" if desc else "asc"}],
+                "docvalue_fields": [F_ID],
             }
-        )
+        }
+    }
+    out = []
+    for h in searcher.aggregate(q, agg)["top"]["hits"]:
+        ids = h["docvalue_fields"].get(F_ID) or []
+        if not ids:
+            continue
+        res = searcher.search(tantivy.Query.term_query(index.schema, F_ID, ids[0]), 1)
+        if res.hits:
+            out.append(_hit(searcher.doc(res.hits[0][1]), 0.0))
     return out
 
 
 class _Failure(Exception):
     """An error of ours inside apply (message already specific)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """How the rows of one table shape become documents (computed once per shape)."""
+
+    rel: Relation
+    qualified: str
+    names: tuple[str, ...]
+    kidx: tuple[int, ...]
+    texts: tuple[Converter | None, ...] | None
+    """Per column the ``::text`` conversion; None when no column needs one."""
+    key_texts: tuple[Converter | None, ...] | None
+    """The same for the key columns."""
+    text_idx: tuple[int, ...]
+    enames: tuple[str, ...]
+    """Each column's name as a JSON object key: ``"name":``."""
+    nums: tuple[tuple[str, int, Number], ...]
+    """(JSON key, column index, conversion) of the number columns."""
+    dates: tuple[tuple[str, int, Date], ...]
+    """(JSON key, column index, conversion) of the date and timestamp columns."""
+    head: str
+    """The start of every document of the table: ``{"_table":"schema.table","_id":``."""
+    id_prefix: str
+
+
+def _plan(rel: Relation, text_fields: tuple[str, ...] | None) -> _Plan:
+    names = rel.column_names
+    convs = tuple(text_converter(c) for c in rel.columns)
+    kidx = rel.key_indexes()
+    kconvs = tuple(convs[i] for i in kidx)
+    wanted = {c.name for c in rel.columns if is_wordy(c)} if text_fields is None else set(text_fields)
+    enames = tuple(encode_basestring(n) + ":" for n in names)
+    nums = tuple(
+        (enames[i], i, f) for i, c in enumerate(rel.columns) if (f := number_converter(c)) is not None
+    )
+    dates = tuple(
+        (enames[i], i, d) for i, c in enumerate(rel.columns) if (d := date_converter(c)) is not None
+    )
+    q = rel.qualified
+    id_prefix = "[" + encode_basestring(q) + ","
+    return _Plan(
+        rel=rel,
+        qualified=q,
+        names=names,
+        kidx=kidx,
+        texts=convs if any(convs) else None,
+        key_texts=kconvs if any(kconvs) else None,
+        text_idx=tuple(i for i, n in enumerate(names) if n in wanted),
+        enames=enames,
+        nums=nums,
+        dates=dates,
+        head='{"_table":' + encode_basestring(q) + ',"_id":',
+        id_prefix=id_prefix,
+    )
+
+
+def _key_of(plan: _Plan, key: Key) -> Key:
+    """A netting key (output text) in ``::text`` form, as documents are keyed."""
+    if plan.key_texts is None:
+        return key
+    return tuple(v if f is None or v is None else f(v) for f, v in zip(plan.key_texts, key, strict=True))
+
+
+def _id_of(plan: _Plan, key: Key) -> str:
+    return plan.id_prefix + ",".join("null" if k is None else encode_basestring(k) for k in key) + "]"
 
 
 class TantivyView:
@@ -221,8 +375,12 @@ class TantivyView:
         self._committed_rels: dict[int, Relation] = {}
         self._applied = Checkpoint()
         self._committed = Checkpoint()
-        self._pending: dict[str, Fields | None] = {}
+        self._pending: dict[str, str | None] = {}
+        """Documents written since the last commit: id -> the row's JSON (None: deleted)."""
         self._truncated: set[str] = set()
+        self._has_committed: dict[str, bool] = {}
+        self._plans: dict[int, _Plan] = {}
+        self._searcher_cache: Any = None
         self._dirty = False
         self._in_txn = False
         self._last_commit = time.monotonic()
@@ -244,18 +402,19 @@ class TantivyView:
             if tantivy.Index.exists(self.path):
                 index = tantivy.Index.open(self.path)
                 try:
-                    index.parse_query("x", [F_TEXT, F_ID, F_KEY, F_TABLE, F_DOC, F_NUM])
+                    _check_layout(index)
                 except ValueError as e:
                     raise ViewError(
-                        f"view {self.name!r}: {self.path} holds a tantivy index that syncline did "
-                        f"not create ({e}); remove it or choose another path"
+                        f"view {self.name!r}: {self.path} holds a tantivy index that this syncline "
+                        f"did not create (another program, or an older index layout: {e}); remove "
+                        "it (the view is rebuilt from the log) or choose another path"
                     ) from e
             else:
                 index = tantivy.Index(build_schema(self.tokenizer), path=self.path)
         except OSError as e:
             raise TransientViewError(f"view {self.name!r}: cannot open search index {self.path}: {e}") from e
         try:
-            writer = index.writer()
+            writer = index.writer(WRITER_HEAP, WRITER_THREADS)
         except ValueError as e:
             if "lock" in str(e).lower():
                 raise TransientViewError(
@@ -386,12 +545,21 @@ class TantivyView:
     def _reset_pending(self) -> None:
         self._pending.clear()
         self._truncated.clear()
+        self._has_committed.clear()
+        self._searcher_cache = None
         self._dirty = False
+
+    def _searcher(self) -> Any:
+        """A searcher of the last commit (the index is reloaded only when committing)."""
+        if self._searcher_cache is None:
+            self._searcher_cache = self._index.searcher()
+        return self._searcher_cache
 
     def _commit(self) -> None:
         w = self._writer
         meta = {
             "view": self.name,
+            "layout": LAYOUT,
             "seq": self._applied.seq,
             "commit_lsn": self._applied.commit_lsn,
             "tokenizer": self.tokenizer,
@@ -434,42 +602,60 @@ class TantivyView:
     def _selected(self, batch: Batch, rels: dict[int, Relation]) -> set[int] | None:
         return selected_oids(self.patterns, batch, rels)
 
-    def _lookup(self, qualified: str, key: Key) -> Fields | None:
-        """The stored (or written since the last commit) columns of a row."""
-        i = doc_id(qualified, key)
-        if i in self._pending:
-            return self._pending[i]
+    def _plan_for(self, rel: Relation) -> _Plan:
+        p = self._plans.get(rel.oid)
+        if p is None or p.rel != rel:
+            p = self._plans[rel.oid] = _plan(rel, self.text_fields)
+        return p
+
+    def _may_have_committed(self, qualified: str) -> bool:
+        """Whether the last commit holds documents of the table (not truncated since)."""
         if qualified in self._truncated:
+            return False
+        got = self._has_committed.get(qualified)
+        if got is None:
+            q = tantivy.Query.term_query(self._index.schema, F_TABLE, qualified)
+            got = self._has_committed[qualified] = bool(self._searcher().search(q, 1).count)
+        return got
+
+    def _lookup(self, qualified: str, i: str) -> Fields | None:
+        """The stored (or written since the last commit) columns of the row with id ``i``."""
+        if i in self._pending:
+            row = self._pending[i]
+            return None if row is None else dict(json.loads(row))
+        if not self._may_have_committed(qualified):
             return None
-        searcher = self._index.searcher()
+        searcher = self._searcher()
         res = searcher.search(tantivy.Query.term_query(self._index.schema, F_ID, i), 1)
         if not res.hits:
             return None
-        return _stored_fields(searcher, res.hits[0][1])[1]
+        return _stored_fields(searcher.doc(res.hits[0][1]))
 
     def _table_docs(self, qualified: str) -> dict[str, Fields]:
         """Every document of a table (committed, overlaid with uncommitted writes)."""
         out: dict[str, Fields] = {}
-        if qualified not in self._truncated:
-            searcher = self._index.searcher()
+        if self._may_have_committed(qualified):
+            searcher = self._searcher()
             q = tantivy.Query.term_query(self._index.schema, F_TABLE, qualified)
             n = searcher.search(q, 1).count or 0
             if n:
                 for _, addr in searcher.search(q, n).hits:
-                    i, stored = _stored_fields(searcher, addr)
-                    out[i] = stored
+                    d = searcher.doc(addr)
+                    out[str(d.get_first(F_ID))] = _stored_fields(d)
+        prefix = "[" + encode_basestring(qualified) + ","
         for i, pending in self._pending.items():
-            if json.loads(i)[0] != qualified:
+            if not i.startswith(prefix):
                 continue
             if pending is None:
                 out.pop(i, None)
             else:
-                out[i] = pending
+                out[i] = dict(json.loads(pending))
         return out
 
     def _truncate(self, qualified: str) -> None:
         self._writer.delete_documents_by_term(F_TABLE, qualified)
-        for i in [i for i in self._pending if json.loads(i)[0] == qualified]:
+        prefix = "[" + encode_basestring(qualified) + ","
+        for i in [i for i in self._pending if i.startswith(prefix)]:
             del self._pending[i]
         self._truncated.add(qualified)
 
@@ -491,30 +677,35 @@ class TantivyView:
             renamed = True
         if not renamed and not dropped:
             return
-        for i, fields in self._table_docs(prev.qualified).items():
-            key = tuple(json.loads(i)[1:])
-            out: Fields = {
-                c.name: (fields.get(prev.columns[j].name) if j is not None else None)
-                for c, j in zip(new.columns, mapping, strict=True)
-            }
-            self._writer.delete_documents_by_term(F_ID, i)
+        docs = self._table_docs(prev.qualified)
+        if not docs:
+            return
+        if not new.key_indexes():
+            raise _Failure("table has no primary key or replica identity columns")
+        self._writer.delete_documents_by_query(
+            tantivy.Query.term_set_query(self._index.schema, F_ID, list(docs))
+        )
+        for i in docs:
             self._pending[i] = None
-            self._put(new, key, out)
+        rows = [
+            [fields.get(prev.columns[j].name) if j is not None else None for j in mapping]
+            for fields in docs.values()
+        ]
+        self._write(self._plan_for(new), [], rows)
 
     def _apply_delta(self, td: TableDelta) -> None:
         rel = td.relation
         cur = self._rels.get(rel.oid)
         if cur is None or not cur.same_shape(rel):
             self._schema_step(cur, rel)
-        kidx = rel.key_indexes()
-        if not kidx:
+        if not rel.key_indexes():
             raise _Failure("table has no primary key or replica identity columns")
-        q = rel.qualified
-        names = rel.column_names
+        plan = self._plan_for(rel)
+        q = plan.qualified
+        rows: list[Sequence[Value]] = list(td.upserts())
         # partial rows: read the stored row of the origin key before anything is deleted
-        resolved: list[tuple[Key, Fields]] = []
         for row, origin in td.partials():
-            stored = self._lookup(q, origin)
+            stored = self._lookup(q, _id_of(plan, _key_of(plan, origin)))
             if stored is None:
                 self.missing_partials += 1
                 log.warning(
@@ -522,63 +713,100 @@ class TantivyView:
                     "document; its unchanged columns are null",
                     self.name,
                     q,
-                    key_text(tuple(str(row[i]) for i in kidx)),
+                    key_text(tuple(str(row[i]) for i in plan.kidx)),
                 )
-            fields: Fields = {}
-            for n, v in zip(names, row, strict=True):
-                if v is UNCHANGED:
-                    fields[n] = stored.get(n) if stored is not None else None
-                else:
-                    fields[n] = v
-            resolved.append((tuple(row[i] for i in kidx), fields))  # type: ignore[misc]
+            rows.append(
+                [
+                    (stored.get(n) if stored is not None else None) if v is UNCHANGED else v
+                    for n, v in zip(plan.names, row, strict=True)
+                ]
+            )
+        self._write(plan, [_id_of(plan, _key_of(plan, k)) for k in td.deletes()], rows)
+
+    def _write(self, plan: _Plan, deletes: list[str], rows: Iterable[Sequence[Value]]) -> None:
+        """Delete the documents ``deletes`` and replace those of ``rows`` (full rows, output
+        or ``::text`` form), keys distinct."""
+        docs: list[tuple[str, str, str]] = []
+        for vals in rows:
+            try:
+                docs.append(self._document(plan, vals))
+            except Exception as e:
+                self._reject(plan, vals, e)
+        pending = self._pending
+        ids = [*deletes, *(d[0] for d in docs)]
+        if not self._may_have_committed(plan.qualified):
+            ids = [i for i in ids if pending.get(i) is not None]
         w = self._writer
-        for k in td.deletes():
-            i = doc_id(q, k)
-            w.delete_documents_by_term(F_ID, i)
-            self._pending[i] = None
-        for row in td.upserts():
-            key: Key = tuple(row[i] for i in kidx)  # type: ignore[misc]
-            self._put(rel, key, dict(zip(names, row, strict=True)))  # type: ignore[arg-type]
-        for key, fields in resolved:
-            self._put(rel, key, fields)
+        if ids:
+            # one delete for the step, before the new documents (a tantivy delete applies
+            # to the documents added before it)
+            w.delete_documents_by_query(tantivy.Query.term_set_query(self._index.schema, F_ID, ids))
+        for i in deletes:
+            pending[i] = None
+        for i, text, row in docs:
+            try:
+                w.add_json(text)
+            except ValueError as e:
+                pending[i] = None
+                self._reject(plan, list(json.loads(row).values()), e)
+                continue
+            pending[i] = row
 
-    def _put(self, rel: Relation, key: Key, fields: Fields) -> None:
-        """Replace the document of ``key`` by one holding ``fields``."""
-        i = doc_id(rel.qualified, key)
-        try:
-            d = self._document(rel, key, fields)
-            self._writer.delete_documents_by_term(F_ID, i)
-            self._writer.add_document(d)
-        except Exception as e:
-            kt = key_text(tuple("" if k is None else k for k in key))
-            if not self.skip_errors:
-                raise _Failure(f"row with key {kt!r}: tantivy rejected the document: {e}") from e
-            self.skipped += 1
-            log.warning("view %s: %s: skipped row with key %r: %s", self.name, rel.qualified, kt, e)
-            return
-        self._pending[i] = fields
+    def _reject(self, plan: _Plan, vals: Sequence[Value], e: Exception) -> None:
+        kt = key_text(tuple("" if vals[k] is None else str(vals[k]) for k in plan.kidx))
+        if not self.skip_errors:
+            raise _Failure(f"row with key {kt!r}: tantivy rejected the document: {e}") from e
+        self.skipped += 1
+        log.warning("view %s: %s: skipped row with key %r: %s", self.name, plan.qualified, kt, e)
 
-    def _document(self, rel: Relation, key: Key, fields: Fields) -> Any:
-        d = tantivy.Document()
-        d.add_text(F_ID, doc_id(rel.qualified, key))
-        d.add_text(F_KEY, key_text(tuple("" if k is None else k for k in key)))
-        d.add_text(F_TABLE, rel.qualified)
-        names = self.text_fields if self.text_fields is not None else rel.column_names
-        for n in names:
-            v = fields.get(n)
-            if v:
-                d.add_text(F_TEXT, v)
-        d.add_json(F_DOC, fields)
-        nums: dict[str, int | float] = {}
-        for c in rel.columns:
-            v = fields.get(c.name)
-            if v is not None:
-                x = _number(c.base or c.type_name, v)
-                if x is not None:
-                    nums[c.name] = x
-        if nums:
-            d.add_json(F_NUM, nums)
-        return d
+    def _document(self, plan: _Plan, vals: Sequence[Any]) -> tuple[str, str, str]:
+        """(id, the document as JSON text for ``add_json``, the row's JSON) of a row.
+
+        The JSON is assembled from each value's encoding, done once (this is the hot path)."""
+        texts = plan.texts
+        if texts is not None:
+            vals = [v if f is None or v is None else f(v) for f, v in zip(texts, vals, strict=True)]
+        enc = [None if v is None else encode_basestring(v) for v in vals]
+        kenc = [enc[k] for k in plan.kidx]
+        i = plan.id_prefix + ",".join(["null" if e is None else e for e in kenc]) + "]"
+        key = ":".join(["" if vals[k] is None else vals[k] for k in plan.kidx])
+        row = (
+            "{"
+            + ",".join([n + ("null" if e is None else e) for n, e in zip(plan.enames, enc, strict=True)])
+            + "}"
+        )
+        parts = [
+            plan.head,
+            encode_basestring(i),
+            ',"_key":',
+            encode_basestring(key),
+            ',"doc":',
+            row,
+            ',"_row":"',
+            b2a_base64(row.encode(), newline=False).decode("ascii"),
+            '"',
+        ]
+        words = [e for j in plan.text_idx if (e := enc[j]) is not None and vals[j]]
+        if words:
+            parts += [',"text":[', ",".join(words), "]"]
+        if plan.nums:
+            nums = [
+                n + repr(x)
+                for n, j, num in plan.nums
+                if (v := vals[j]) is not None and (x := num(v)) is not None
+            ]
+            if nums:
+                parts += [',"num":{', ",".join(nums), "}"]
+        if plan.dates:
+            dates = [
+                n + '"' + t + '"'
+                for n, j, date in plan.dates
+                if (v := vals[j]) is not None and (t := date(v)) is not None
+            ]
+            if dates:
+                parts += [',"date":{', ",".join(dates), "}"]
+        parts.append("}")
+        return i, "".join(parts), row
 
 
 def _advance(batch: Batch) -> None:

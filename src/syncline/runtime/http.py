@@ -1,0 +1,260 @@
+"""The HTTP API of ``syncline run``: a small stdlib server in a thread of the supervisor.
+
+``GET /status``   the JSON of ``syncline status --json``
+``GET /wait``     ``?lsn=X/Y&view=NAME&timeout=SECONDS``: 200 once every named view (``view``
+                  repeatable or comma-separated; default all) has applied every transaction
+                  that committed at or before ``lsn`` (default: the source's current WAL
+                  insert position), 408 when ``timeout`` (default 30, at most 300) passes first
+``GET /healthz``  200 when the capture and every view run (or retry), 503 when one failed
+``GET /metrics``  Prometheus text format (:mod:`syncline.runtime.metrics`)
+
+With ``[http] token`` set, every endpoint but ``/healthz`` requires
+``Authorization: Bearer TOKEN`` (401 otherwise); ``/healthz`` tells only states, for probes.
+"""
+
+from __future__ import annotations
+
+import errno
+import hmac
+import json
+import logging
+import math
+import socket
+import socketserver
+import sqlite3
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from syncline.core.config_models import Config
+from syncline.core.errors import LogError, SynclineError, redact
+from syncline.core.lsn import format_lsn, parse_lsn
+from syncline.log.embedded.store import connect
+from syncline.runtime.metrics import CONTENT_TYPE, Metrics
+from syncline.runtime.status import (
+    applied_positions,
+    capture_state,
+    source_position,
+    status,
+    wait_caught_up,
+)
+
+log = logging.getLogger("syncline.http")
+
+DEFAULT_WAIT = 30.0
+MAX_WAIT = 300.0
+MAX_WAITERS = 64
+"""Concurrent ``/wait`` requests; more get 503 (each holds a thread and polls the log)."""
+
+
+@dataclass(frozen=True)
+class Processes:
+    """What the supervisor knows of its processes (for ``/healthz``)."""
+
+    capture_alive: bool = True
+    failed_views: frozenset[str] = field(default_factory=frozenset)
+
+
+@dataclass(frozen=True)
+class Response:
+    code: int
+    body: bytes
+    content_type: str = "application/json"
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+def _json(code: int, doc: dict[str, Any], headers: tuple[tuple[str, str], ...] = ()) -> Response:
+    return Response(code, (json.dumps(doc, default=str) + "\n").encode(), headers=headers)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, api: ApiServer, address: tuple[str, int], family: socket.AddressFamily) -> None:
+        self.address_family = family
+        self.api = api
+        super().__init__(address, _Handler)
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind also looks the host name up (getfqdn): slow without DNS
+        socketserver.TCPServer.server_bind(self)
+        host, port = self.server_address[:2]
+        self.server_name = str(host)
+        self.server_port = int(port)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+    timeout = 60  # seconds a client may take to send its request
+
+    def do_GET(self) -> None:
+        try:
+            r = self.server.api.get(self.path, self.headers.get("Authorization"))
+        except Exception as e:  # one bad request must not kill the server
+            log.exception("HTTP %s failed", self.path)
+            msg = redact(f"{type(e).__name__}: {e}", self.server.api.cfg.secrets())
+            r = _json(500, {"error": msg})
+        self.send_response(r.code)
+        self.send_header("Content-Type", r.content_type)
+        self.send_header("Content-Length", str(len(r.body)))
+        self.send_header("Cache-Control", "no-store")
+        for k, v in r.headers:
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(r.body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("%s %s", self.address_string(), format % args)
+
+
+class ApiServer:
+    """Bound at construction (a port in use is one clear error before anything starts);
+    serves from :meth:`start` until :meth:`stop`."""
+
+    def __init__(self, cfg: Config, processes: Callable[[], Processes] | None = None) -> None:
+        self.cfg = cfg
+        self.processes = processes or Processes
+        self.metrics = Metrics(cfg, lambda: self.processes().capture_alive)
+        self.stopping = threading.Event()
+        self.waiters = threading.BoundedSemaphore(MAX_WAITERS)
+        self.thread: threading.Thread | None = None
+        host, port = cfg.http.address()
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        try:
+            self.httpd = _Server(self, (host, port), family)
+        except OSError as e:
+            why = "address already in use" if e.errno == errno.EADDRINUSE else (e.strerror or str(e))
+            raise SynclineError(
+                f"http.listen {cfg.http.listen}: cannot listen: {why} (is another syncline run "
+                'serving there? set [http] listen to a free port, or to "off")'
+            ) from None
+
+    @property
+    def port(self) -> int:
+        return int(self.httpd.server_address[1])
+
+    def start(self) -> None:
+        self.thread = threading.Thread(
+            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.2}, name="http", daemon=True
+        )
+        self.thread.start()
+        log.info("HTTP API on %s (status, wait, healthz, metrics)", self.cfg.http.listen)
+
+    def stop(self) -> None:
+        self.stopping.set()  # waits in progress answer 503
+        if self.thread is not None:
+            self.httpd.shutdown()
+            self.thread.join(5)
+        self.httpd.server_close()
+
+    # ------------------------------------------------------------------ routing
+
+    def get(self, target: str, authorization: str | None) -> Response:
+        url = urlsplit(target)
+        route = url.path.rstrip("/") or "/"
+        if route == "/healthz":
+            return self._healthz()
+        if not self._authorized(authorization):
+            return _json(
+                401,
+                {"error": "missing or wrong bearer token (Authorization: Bearer TOKEN)"},
+                (("WWW-Authenticate", 'Bearer realm="syncline"'),),
+            )
+        query = parse_qs(url.query, keep_blank_values=True)
+        if route == "/status":
+            return _json(200, status(self.cfg))
+        if route == "/wait":
+            return self._wait(query)
+        if route == "/metrics":
+            return Response(200, self.metrics.render(), CONTENT_TYPE)
+        return _json(404, {"error": f"no such endpoint {url.path!r} (status, wait, healthz, metrics)"})
+
+    def _authorized(self, header: str | None) -> bool:
+        token = self.cfg.http.token
+        if token is None:
+            return True
+        scheme, _, value = (header or "").strip().partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(
+            value.strip().encode(), token.value.encode()
+        )
+
+    def _wait(self, query: dict[str, list[str]]) -> Response:
+        configured = [v.name for v in self.cfg.views]
+        names = [n.strip() for v in query.get("view", []) for n in v.split(",") if n.strip()]
+        names = names or configured
+        unknown = [n for n in names if n not in configured]
+        if unknown:
+            return _json(400, {"error": f"no view named {', '.join(unknown)}"})
+        try:
+            timeout = float(query.get("timeout", [str(DEFAULT_WAIT)])[-1])
+        except ValueError:
+            timeout = math.nan
+        if not 0 <= timeout <= MAX_WAIT:
+            return _json(400, {"error": f"timeout: expected seconds from 0 to {MAX_WAIT:g}"})
+        text = query.get("lsn", [""])[-1].strip()
+        try:
+            lsn = parse_lsn(text) if text else source_position(self.cfg)
+        except ValueError as e:
+            return _json(400, {"error": f"lsn: {e}"})
+        except SynclineError as e:
+            return _json(503, {"error": redact(str(e), self.cfg.secrets())})
+        if not self.waiters.acquire(blocking=False):
+            return _json(503, {"error": f"more than {MAX_WAITERS} waits in progress"})
+        try:
+            done = wait_caught_up(self.cfg, lsn, names, timeout, stop=self.stopping)
+        finally:
+            self.waiters.release()
+        doc: dict[str, Any] = {
+            "applied": done,
+            "lsn": format_lsn(lsn),
+            "views": applied_positions(self.cfg, names),
+        }
+        if done:
+            return _json(200, doc)
+        if self.stopping.is_set():
+            return _json(503, {**doc, "error": "syncline run is stopping"})
+        return _json(408, {**doc, "error": f"not applied within {timeout:g}s"})
+
+    def _healthz(self) -> Response:
+        procs = self.processes()
+        capture, views = _states(self.cfg)
+        problems = []
+        if not procs.capture_alive:
+            problems.append("the capture process is not running")
+        if capture == "failed":
+            problems.append("the capture failed")
+        for name in sorted(procs.failed_views | {n for n, s in views.items() if s == "failed"}):
+            problems.append(f"view {name} failed")
+        doc = {
+            "status": "failing" if problems else "ok",
+            "capture": capture,
+            "views": views,
+            "problems": problems,
+        }
+        return _json(503 if problems else 200, doc)
+
+
+def _states(cfg: Config) -> tuple[str, dict[str, str]]:
+    """The capture's state and each configured view's, as recorded in the log."""
+    views = {v.name: "new" for v in cfg.views}
+    path = Path(cfg.log.path)
+    if not (path / "log.db").exists():
+        return "starting", views
+    try:
+        conn = connect(path, readonly=True)
+    except (LogError, sqlite3.Error):
+        return "starting", views
+    try:
+        capture = capture_state(conn)
+        for name, state in conn.execute("SELECT name, state FROM consumers"):
+            if name in views:
+                views[name] = str(state)
+    except sqlite3.OperationalError:  # the log is being created
+        capture = "starting"
+    finally:
+        conn.close()
+    return capture, views

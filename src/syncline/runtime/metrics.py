@@ -1,0 +1,270 @@
+"""Prometheus metrics of ``syncline run`` (``GET /metrics``), read at scrape time.
+
+Nothing is counted in memory: every value comes from the log database (capture state and
+positions, each view's recorded progress, error counts kept by the workers) and from the
+source (slot, retained WAL), so a scrape shows what ``syncline status`` shows, and counters
+survive restarts. Every name starts with ``syncline_``; LSNs are exported as numbers (bytes
+of WAL), seqs as log record numbers."""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import threading
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.registry import Collector, CollectorRegistry
+
+from syncline.core.config_models import Config
+from syncline.core.errors import LogError
+from syncline.core.lsn import parse_lsn
+from syncline.log.embedded.store import connect, get_meta
+from syncline.runtime.status import capture_state, snapshot_rows, source_status, view_status
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+CAPTURE_STATES = ("starting", "retrying", "failed", "stopped")
+LOG_STATES = ("new", "snapshotting", "streaming")
+VIEW_STATES = ("new", "starting", "filling", "running", "retrying", "failed", "stopped")
+
+
+def _lsn(text: object) -> float | None:
+    if not isinstance(text, str) or not text:
+        return None
+    try:
+        return float(parse_lsn(text))
+    except ValueError:
+        return None
+
+
+class SynclineCollector(Collector):
+    """A custom collector: one read of the log (in one SQLite read transaction) and one
+    query of the source per scrape."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        source: Callable[[Config], dict[str, Any]] = source_status,
+        capture_alive: Callable[[], bool] | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.source = source
+        self.capture_alive = capture_alive
+        """The supervisor's view of its capture process (``syncline_capture_up``)."""
+        self._captured: tuple[int, int] | None = None
+        """(log seq, events captured up to it): later scrapes only sum the new records."""
+        self._lock = threading.Lock()
+
+    def describe(self) -> Iterable[Metric]:
+        return []  # no scrape at registration
+
+    def collect(self) -> Iterable[Metric]:
+        with self._lock:  # scrapes may overlap (one thread per request)
+            return self._collect()
+
+    def _collect(self) -> list[Metric]:
+        out: list[Metric] = []
+        if self.capture_alive is not None:
+            up = GaugeMetricFamily("syncline_capture_up", "1 while the capture process runs")
+            up.add_metric([], 1.0 if self.capture_alive() else 0.0)
+            out.append(up)
+        self._source_metrics(out)
+        path = Path(self.cfg.log.path)
+        conn: sqlite3.Connection | None = None
+        if (path / "log.db").exists():
+            with contextlib.suppress(LogError, sqlite3.Error):
+                conn = connect(path, readonly=True)
+        if conn is None:
+            self._views(out, {v.name: {"kind": v.kind, "state": "new"} for v in self.cfg.views}, [])
+            return out
+        try:
+            conn.execute("BEGIN")  # one consistent read
+            self._log_metrics(out, conn, path)
+            errors = (
+                conn.execute("SELECT component, name, error, transient, n FROM errors").fetchall()
+                if _has_table(conn, "errors")
+                else []
+            )
+            self._views(out, view_status(conn, self.cfg), errors)
+        except sqlite3.OperationalError:  # the log is being created
+            pass
+        finally:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("COMMIT")
+            conn.close()
+        return out
+
+    # ------------------------------------------------------------------ parts
+
+    def _source_metrics(self, out: list[Metric]) -> None:
+        src = self.source(self.cfg)
+        up = GaugeMetricFamily("syncline_source_up", "1 when the source answered this scrape")
+        up.add_metric([], 1.0 if src.get("reachable") else 0.0)
+        out.append(up)
+        retained = src.get("retained_wal_bytes")
+        if retained is not None:
+            g = GaugeMetricFamily(
+                "syncline_source_retained_wal_bytes", "WAL the replication slot keeps on the source"
+            )
+            g.add_metric([], float(retained))
+            out.append(g)
+        for key, name, doc in (
+            ("confirmed_lsn", "syncline_source_confirmed_lsn", "the slot's confirmed flush LSN"),
+            ("current_lsn", "syncline_source_current_lsn", "the source's current WAL LSN"),
+        ):
+            v = _lsn(src.get(key))
+            if v is not None:
+                g = GaugeMetricFamily(name, doc + " (bytes)")
+                g.add_metric([], v)
+                out.append(g)
+
+    def _captured_events(self, conn: sqlite3.Connection, hw: int) -> int:
+        trimmed = int(get_meta(conn, "trimmed_seq", "0"))
+        cached = self._captured
+        if cached is None or cached[0] < trimmed or cached[0] > hw:
+            start, total = trimmed, int(get_meta(conn, "trimmed_events", "0"))
+        else:
+            start, total = cached
+        (n,) = conn.execute(
+            "SELECT coalesce(sum(count), 0) FROM records WHERE seq > ? AND seq <= ?", (start, hw)
+        ).fetchone()
+        total += int(n)
+        self._captured = (hw, total)
+        return total
+
+    def _log_metrics(self, out: list[Metric], conn: sqlite3.Connection, path: Path) -> None:
+        hw = int(get_meta(conn, "hw", "0"))
+        captured = CounterMetricFamily(
+            "syncline_events_captured", "change events (rows of the snapshot included) appended to the log"
+        )
+        captured.add_metric([], float(self._captured_events(conn, hw)))
+        out.append(captured)
+        for name, doc, states, cur in (
+            (
+                "syncline_capture_state",
+                "1 for the capture process's state (starting: connecting or running)",
+                CAPTURE_STATES,
+                capture_state(conn),
+            ),
+            (
+                "syncline_log_state",
+                "1 for the log's state (new, snapshotting: the initial snapshot, streaming)",
+                LOG_STATES,
+                get_meta(conn, "state") or "new",
+            ),
+        ):
+            g = GaugeMetricFamily(name, doc, labels=["state"])
+            for s in sorted({*states, cur}):
+                g.add_metric([s], 1.0 if s == cur else 0.0)
+            out.append(g)
+        first, n = conn.execute("SELECT min(seq), count(*) FROM records").fetchone()
+        size = sum(f.stat().st_size for f in path.glob("log.db*") if f.is_file())
+        for name, doc, value in (
+            ("syncline_log_size_bytes", "bytes of the log database files", size),
+            ("syncline_log_records", "records (transaction parts) the log holds", n or 0),
+            ("syncline_log_first_seq", "the oldest record the log holds (0: none)", first or 0),
+            ("syncline_log_last_seq", "the newest complete transaction's last record", hw),
+            (
+                "syncline_log_trimmed_seq",
+                "records up to this one were trimmed",
+                get_meta(conn, "trimmed_seq", "0"),
+            ),
+            (
+                "syncline_log_last_commit_lsn",
+                "commit LSN of the newest transaction in the log (bytes)",
+                get_meta(conn, "last_commit_lsn", "0"),
+            ),
+            (
+                "syncline_log_received_lsn",
+                "the log has every transaction that committed before this LSN (bytes)",
+                get_meta(conn, "received_lsn", "0"),
+            ),
+        ):
+            g = GaugeMetricFamily(name, doc)
+            g.add_metric([], float(value))
+            out.append(g)
+        snapshotting = (get_meta(conn, "state") or "new") == "snapshotting"
+        g = GaugeMetricFamily("syncline_snapshot_in_progress", "1 while the initial snapshot runs")
+        g.add_metric([], 1.0 if snapshotting else 0.0)
+        out.append(g)
+        g = GaugeMetricFamily(
+            "syncline_snapshot_rows",
+            "rows the initial snapshot copied into the log (so far, while it runs; 0 once trimmed)",
+        )
+        g.add_metric([], float(snapshot_rows(conn)))
+        out.append(g)
+
+    def _views(self, out: list[Metric], views: dict[str, Any], errors: list[tuple[Any, ...]]) -> None:
+        labels = ["view", "kind"]
+        applied = CounterMetricFamily(
+            "syncline_view_applied_events", "change events the view has applied", labels=labels
+        )
+        seq = GaugeMetricFamily(
+            "syncline_view_applied_seq", "the last log record the view applied", labels=labels
+        )
+        lsn = GaugeMetricFamily(
+            "syncline_view_applied_lsn",
+            "commit LSN of the last transaction the view applied (bytes)",
+            labels=labels,
+        )
+        lag_s = GaugeMetricFamily(
+            "syncline_view_lag_seconds",
+            "age of the oldest transaction the view has not applied",
+            labels=labels,
+        )
+        lag_e = GaugeMetricFamily(
+            "syncline_view_lag_events", "change events in the log the view has not applied", labels=labels
+        )
+        state = GaugeMetricFamily(
+            "syncline_view_state", "1 for the view's current state", labels=[*labels, "state"]
+        )
+        for name, v in views.items():
+            lv = [name, str(v.get("kind", ""))]
+            applied.add_metric(lv, float(v.get("applied_events", 0)))
+            seq.add_metric(lv, float(v.get("applied_seq", 0)))
+            lsn.add_metric(lv, _lsn(v.get("applied_lsn")) or 0.0)
+            lag_s.add_metric(lv, float(v.get("lag_seconds", 0.0)))
+            lag_e.add_metric(lv, float(v.get("lag_events", 0)))
+            cur = str(v.get("state", "new"))
+            for s in sorted({*VIEW_STATES, cur}):
+                state.add_metric([*lv, s], 1.0 if s == cur else 0.0)
+        out += [applied, seq, lsn, lag_s, lag_e, state]
+        errs = CounterMetricFamily(
+            "syncline_errors",
+            "errors by component (capture, view), view, error class and kind (transient: retried)",
+            labels=["component", "view", "error", "kind"],
+        )
+        retries = CounterMetricFamily(
+            "syncline_retries", "restarts after a transient error", labels=["component", "view"]
+        )
+        per: dict[tuple[str, str], float] = {("capture", ""): 0.0}
+        per.update({("view", n): 0.0 for n in views})
+        for comp, name, error, transient, n in errors:
+            key = (str(comp), str(name))
+            errs.add_metric([*key, str(error), "transient" if transient else "terminal"], float(n))
+            if transient:
+                per[key] = per.get(key, 0.0) + float(n)
+        for key, n in sorted(per.items()):
+            retries.add_metric(list(key), n)
+        out += [errs, retries]
+
+
+def _has_table(conn: sqlite3.Connection, name: str) -> bool:
+    row = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone()
+    return row is not None
+
+
+class Metrics:
+    """The registry ``GET /metrics`` renders (only syncline's own collector: every name
+    starts with ``syncline_``)."""
+
+    def __init__(self, cfg: Config, capture_alive: Callable[[], bool] | None = None) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.collector = SynclineCollector(cfg, capture_alive=capture_alive)
+        self.registry.register(self.collector)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,115 @@
+"""Pure checksum and diff logic of ``syncline verify`` (no I/O).
+
+A table's rows are spread over ``n`` chunks by a hash of their key text (the key columns'
+``col::text`` joined by ':'), so that the source (in SQL, :data:`SQL_BUCKET`) and every
+view kind (in Python, :func:`bucket`) put a row in the same chunk without comparing keys
+by PostgreSQL's collation rules. A chunk's checksum is the row count and the sum modulo
+2**64 of a 64-bit digest of each row's text: independent of row order, so each side
+streams its rows once in any order with memory proportional to the number of chunks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+TextRow = tuple[str | None, ...]
+MASK = (1 << 64) - 1
+
+SQL_ROW_TEXT = "concat({})"
+"""Per column: ``'N'`` for NULL, else ``'T' || length(v) || ':' || v`` (see :func:`row_text`)."""
+
+
+def sql_value(expr: str) -> str:
+    """SQL encoding of one ``col::text`` expression, as :func:`row_text` encodes it."""
+    return f"CASE WHEN ({expr}) IS NULL THEN 'N' ELSE 'T' || length({expr}) || ':' || ({expr}) END"
+
+
+def sql_digest(row_text_sql: str) -> str:
+    """SQL expression: the signed 64-bit digest of a row text (first 16 hex digits of md5)."""
+    return f"('x' || substr(md5({row_text_sql}), 1, 16))::bit(64)::bigint"
+
+
+def sql_bucket(key_text_sql: str, n: int) -> str:
+    """SQL expression: the chunk (0..n-1) of a key text, as :func:`bucket` computes it."""
+    return f"mod(('x' || substr(md5({key_text_sql}), 1, 8))::bit(32)::bigint, {int(n)})"
+
+
+def row_text(row: TextRow) -> str:
+    return "".join("N" if v is None else f"T{len(v)}:{v}" for v in row)
+
+
+def digest(row: TextRow) -> int:
+    """Unsigned 64-bit digest of a row (equal to the SQL digest modulo 2**64)."""
+    return int(hashlib.md5(row_text(row).encode(), usedforsecurity=False).hexdigest()[:16], 16)
+
+
+def key_text(row: TextRow, key_idx: tuple[int, ...]) -> str:
+    return ":".join("" if row[i] is None else str(row[i]) for i in key_idx)
+
+
+def bucket(key: str, n: int) -> int:
+    return int(hashlib.md5(key.encode(), usedforsecurity=False).hexdigest()[:8], 16) % n
+
+
+def chunk_count(rows: int, chunk_rows: int) -> int:
+    """Chunks for a table of ``rows`` rows, about ``chunk_rows`` each."""
+    return max(1, -(-rows // max(1, chunk_rows)))
+
+
+@dataclass
+class ChunkSums:
+    """Row count and digest sum per chunk (absent chunks are empty)."""
+
+    n: int
+    sums: dict[int, tuple[int, int]] = field(default_factory=dict)
+
+    def add(self, key: str, row: TextRow) -> None:
+        b = bucket(key, self.n)
+        c, s = self.sums.get(b, (0, 0))
+        self.sums[b] = (c + 1, (s + digest(row)) & MASK)
+
+    def put(self, b: int, count: int, total: int) -> None:
+        """A chunk summed elsewhere (SQL); ``total`` any integer, taken modulo 2**64."""
+        self.sums[b] = (count, total & MASK)
+
+    @property
+    def rows(self) -> int:
+        return sum(c for c, _ in self.sums.values())
+
+
+def differing_chunks(a: ChunkSums, b: ChunkSums) -> list[int]:
+    """Chunks whose count or sum differ, in order."""
+    keys = set(a.sums) | set(b.sums)
+    return sorted(k for k in keys if a.sums.get(k, (0, 0)) != b.sums.get(k, (0, 0)))
+
+
+@dataclass
+class KeyDiff:
+    """Keys (key text) missing from the view, extra in it, or with a different row."""
+
+    missing: list[str] = field(default_factory=list)
+    extra: list[str] = field(default_factory=list)
+    different: list[str] = field(default_factory=list)
+
+    @property
+    def equal(self) -> bool:
+        return not (self.missing or self.extra or self.different)
+
+    def all_keys(self) -> set[str]:
+        return set(self.missing) | set(self.extra) | set(self.different)
+
+    def only(self, keys: set[str]) -> KeyDiff:
+        return KeyDiff(
+            [k for k in self.missing if k in keys],
+            [k for k in self.extra if k in keys],
+            [k for k in self.different if k in keys],
+        )
+
+
+def diff_rows(source: dict[str, TextRow], view: dict[str, TextRow]) -> KeyDiff:
+    """Compare rows by key text; each list sorted."""
+    missing = sorted(k for k in source if k not in view)
+    extra = sorted(k for k in view if k not in source)
+    different = sorted(k for k, r in source.items() if k in view and view[k] != r)
+    return KeyDiff(missing, extra, different)
