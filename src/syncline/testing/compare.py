@@ -154,12 +154,17 @@ def compare_redis(source_dsn: str, url: str, tables: dict[str, list[str]]) -> li
             idx = [cols.index(k) for k in pk]
             view: list[TextRow] = []
             seen = set()
-            for row in src:
-                key = f"{q}:" + ":".join(str(row[i]) for i in idx)
-                seen.add(key)
-                h = client.hgetall(key)
-                if h:
-                    view.append(tuple(None if h.get(c) is None else str(h.get(c)) for c in cols))
+            known = set(cols)
+            for start in range(0, len(src), 2000):  # pipelined: one round trip per chunk
+                keys = [f"{q}:" + ":".join(str(row[i]) for i in idx) for row in src[start : start + 2000]]
+                seen.update(keys)
+                pipe = client.pipeline(transaction=False)
+                for key in keys:
+                    pipe.hgetall(key)
+                for key, h in zip(keys, pipe.execute(), strict=True):
+                    if h:
+                        view.append(tuple(None if h.get(c) is None else str(h.get(c)) for c in cols))
+                        view += [(f"<{key}: field {f} not in the source>",) for f in h if f not in known]
             extra = [k for k in client.scan_iter(match=f"{q}:*", count=1000) if k not in seen]
             view += [(f"<extra key {k}>",) for k in extra]
             out.append(diff_rows(q, src, sorted(view, key=_sort_key)))
