@@ -18,6 +18,7 @@ from syncline.core.config_models import (
     ViewConfig,
 )
 from syncline.core.errors import ConfigError
+from syncline.core.keytemplate import validate_template
 
 _ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _NAME_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
@@ -208,6 +209,7 @@ def parse_config(
             if key == "path":
                 val = _resolve(val, base_dir)
             opts[key] = Secret(val) if key in SECRET_KEYS else val
+        _check_choices(file, prefix, opts)
         views.append(
             ViewConfig(
                 name=name,
@@ -222,6 +224,23 @@ def parse_config(
         raise ctx.err("http", "a table", hraw)
     http = _http(ctx, hraw, environ)
     return Config(path=file, source=source, log=logc, views=tuple(views), http=http)
+
+
+CHOICES = {"mode": ("hash", "invalidate"), "on_error": ("stop", "skip")}
+
+
+def _check_choices(file: str, prefix: str, opts: dict[str, object]) -> None:
+    """Options with a fixed set of values, and the Redis key template, checked at load."""
+    for key, allowed in CHOICES.items():
+        if key in opts and opts[key] not in allowed:
+            raise ConfigError(
+                f"{file}: {prefix}.{key}: expected {' or '.join(map(repr, allowed))}, got {opts[key]!r}"
+            )
+    if isinstance(opts.get("key"), str):
+        try:
+            validate_template(prefix.split(".", 1)[1], str(opts["key"]))
+        except ConfigError as e:
+            raise ConfigError(f"{file}: {prefix}.key: {e}") from None
 
 
 def _http(ctx: _Ctx, hraw: dict[str, Any], environ: dict[str, str]) -> HttpConfig:

@@ -43,6 +43,19 @@ def test_env_reference_and_secret_never_printed(tmp_path: Path) -> None:
         ('[source]\ndsn = "${NOPE}"\n', "source.dsn: environment variable NOPE"),
         ('[source]\ndsn = "x"\n[log]\nkind = "kafka"\n', "log.kind"),
         ("[source\n", "not valid TOML"),
+        (
+            '[source]\ndsn = "x"\n[views.c]\nkind = "redis"\nurl = "redis://h"\nkey = "{table}:{price}"\n',
+            "views.c.key: view 'c' (redis): option 'key' '{table}:{price}': unknown placeholder {price}",
+        ),
+        (
+            '[source]\ndsn = "x"\n[views.c]\nkind = "redis"\nurl = "redis://h"\nkey = "{table}"\n',
+            "must contain {pk}",
+        ),
+        ('[source]\ndsn = "x"\n[views.c]\nkind = "redis"\nurl = "redis://h"\nmode = "x"\n', "views.c.mode"),
+        (
+            '[source]\ndsn = "x"\n[views.s]\nkind = "tantivy"\npath = "p"\non_error = "go"\n',
+            "views.s.on_error",
+        ),
     ],
 )
 def test_errors_name_file_key_and_expectation(tmp_path: Path, text: str, needle: str) -> None:

@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import bisect
 import logging
-import string
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -56,6 +55,7 @@ from syncline.core import codec
 from syncline.core.config_models import Secret, ViewConfig
 from syncline.core.errors import ConfigError, TransientViewError, ViewError
 from syncline.core.events import UNCHANGED, Checkpoint, Relation, Row, SchemaChange, column_mapping, key_text
+from syncline.core.keytemplate import validate_template
 from syncline.views.base import Batch, selected_oids, table_selected
 from syncline.views.netting import (
     DeltaStep,
@@ -78,7 +78,6 @@ CHUNK = 2000
 """Commands per write to Redis while queueing a batch (their replies are read one write later)."""
 ROWS = 1000
 """Rows per chunk of the row path: one UNLINK, one SADD and one SREM for that many rows."""
-PLACEHOLDERS = frozenset({"table", "schema", "name", "pk"})
 
 _TRUNCATE_SET = """
 local ks = redis.call('SMEMBERS', KEYS[1])
@@ -119,27 +118,6 @@ repeat
 until cursor == '0'
 return n
 """
-
-
-def validate_template(view: str, template: str) -> None:
-    """Raise ConfigError unless ``template`` uses only the known placeholders."""
-    try:
-        parts = list(string.Formatter().parse(template))
-    except ValueError as e:
-        raise ConfigError(f"view {view!r} (redis): option 'key' {template!r}: {e}") from None
-    used = set()
-    for _, field, spec, conv in parts:
-        if field is None:
-            continue
-        if field not in PLACEHOLDERS or spec or conv:
-            raise ConfigError(
-                f"view {view!r} (redis): option 'key' {template!r}: unknown placeholder "
-                f"{{{field}{'!' + conv if conv else ''}{':' + spec if spec else ''}}} "
-                f"(expected {', '.join('{' + p + '}' for p in sorted(PLACEHOLDERS))})"
-            )
-        used.add(field)
-    if "pk" not in used:
-        raise ConfigError(f"view {view!r} (redis): option 'key' {template!r}: must contain {{pk}}")
 
 
 def _glob_escape(s: str) -> str:
