@@ -127,7 +127,7 @@ def test_status_wait_healthz_metrics(served: tuple[Pipeline, str]) -> None:
     assert before[("syncline_snapshot_in_progress", ())] == 0
     assert before[("syncline_log_state", (("state", "streaming"),))] == 1
     assert before[("syncline_capture_up", ())] == 1
-    assert before[("syncline_capture_state", (("state", "starting"),))] == 1
+    assert before[("syncline_capture_state", (("state", "streaming"),))] == 1
     assert before[("syncline_capture_state", (("state", "failed"),))] == 0
     replica = (("kind", "postgres"), ("view", "replica"))
     assert before[("syncline_view_applied_events_total", replica)] >= 25

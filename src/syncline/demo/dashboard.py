@@ -16,6 +16,8 @@ from syncline.runtime.status import status
 
 STATE_STYLE = {
     "running": "green",
+    "streaming": "green",
+    "snapshotting": "yellow",
     "starting": "yellow",
     "filling": "yellow",
     "new": "yellow",

@@ -26,7 +26,7 @@ from syncline.log.embedded.store import connect, get_meta
 from syncline.runtime.status import capture_state, snapshot_rows, source_status, view_status
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
-CAPTURE_STATES = ("starting", "retrying", "failed", "stopped")
+CAPTURE_STATES = ("starting", "snapshotting", "streaming", "retrying", "failed", "stopped")
 LOG_STATES = ("new", "snapshotting", "streaming")
 VIEW_STATES = ("new", "starting", "filling", "running", "retrying", "failed", "stopped")
 
@@ -145,7 +145,7 @@ class SynclineCollector(Collector):
         for name, doc, states, cur in (
             (
                 "syncline_capture_state",
-                "1 for the capture process's state (starting: connecting or running)",
+                "1 for the capture process's state (starting: connecting and checking the source)",
                 CAPTURE_STATES,
                 capture_state(conn),
             ),

@@ -116,9 +116,9 @@ def snapshot_rows(conn: sqlite3.Connection) -> int:
 
 
 def capture_state(conn: sqlite3.Connection) -> str:
-    """The capture's recorded state: ``starting`` (started: connecting, snapshotting or
-    streaming), ``retrying``, ``failed`` or ``stopped``. The first snapshot clears the log's
-    metadata, so a log past ``new`` without a record was started and not stopped since."""
+    """The capture's recorded state: ``starting`` (connecting, checking), ``snapshotting``,
+    ``streaming``, ``retrying``, ``failed`` or ``stopped``. (A log written by an earlier
+    version may lack the record: past ``new``, it was started and not stopped since.)"""
     got = get_meta(conn, "capture_state")
     if got:
         return got

@@ -172,7 +172,14 @@ class Capture:
             log.info("dropping slot %s left by an unfinished snapshot", name)
             repl.drop_slot(name)
         self.writer.reset()
-        self.writer.set_meta_now(state="snapshotting", slot=name, system_id=sysid, database=dbname)
+        self.writer.set_meta_now(
+            state="snapshotting",
+            slot=name,
+            system_id=sysid,
+            database=dbname,
+            capture_state="snapshotting",
+            capture_error="",
+        )
         created = repl.create_slot(name)
         log.info(
             "created slot %s at %s; snapshot of %d tables",
@@ -204,6 +211,7 @@ class Capture:
             proto,
             format_lsn(self.writer.durable_end_lsn()),
         )
+        self.writer.set_meta_now(capture_state="streaming", capture_error="")
         catalog_conn = cat.connect(self.dsn)
         rcat = cat.RelationCatalog(catalog_conn)
         w = self.writer
