@@ -199,6 +199,10 @@ def test_verify_every_view_kind(pipe: Pipeline, capsys: pytest.CaptureFixture[st
         v = rep["views"][name]
         assert v["status"] == "equal" and v["repair"]["seq"] > 0, (name, v)
         assert v["repair"]["before"]["tables"][TABLE]["missing_keys"] == ["2"]
+    from syncline.runtime.status import status
+
+    log_st = status(p.cfg)["log"]
+    assert log_st["repairs"] >= 2 and log_st["last_repair_seq"] == rep["views"]["replica"]["repair"]["seq"]
     code, rep = verify_json(p, capsys)
     assert code == 0, rep
     p.start()

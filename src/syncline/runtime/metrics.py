@@ -178,6 +178,11 @@ class SynclineCollector(Collector):
                 get_meta(conn, "last_commit_lsn", "0"),
             ),
             (
+                "syncline_log_repairs",
+                "repair transactions `syncline verify --repair` appended to the log",
+                get_meta(conn, "repairs", "0"),
+            ),
+            (
                 "syncline_log_received_lsn",
                 "the log has every transaction that committed before this LSN (bytes)",
                 get_meta(conn, "received_lsn", "0"),

@@ -143,6 +143,8 @@ def log_status(conn: sqlite3.Connection, path: Path) -> dict[str, Any]:
         "received_lsn": _lsn(int(get_meta(conn, "received_lsn", "0"))),
         "size_bytes": size,
         "trimmed_seq": int(get_meta(conn, "trimmed_seq", "0")),
+        "repairs": int(get_meta(conn, "repairs", "0")),
+        "last_repair_seq": int(get_meta(conn, "last_repair_seq", "0")) or None,
         "snapshot_rows": snapshot_rows(conn) if state == "snapshotting" else None,
         "capture_retries": errs["retries"],
         "capture_errors": errs["errors"],
