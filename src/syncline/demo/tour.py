@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.live import Live
 
 from syncline.config import load_config
+from syncline.core.config_models import Config
 from syncline.demo import shop
 from syncline.demo.check import SEARCH_QUERY, Targets, ask_questions, end_check, print_end_check
 from syncline.demo.dashboard import Dashboard
@@ -262,9 +263,29 @@ def _tour(
     console.rule("[bold]the end check")
     check = end_check(targets)
     print_end_check(console, check)
+    verified = _verify(console, cfg, config)
     script = svc.write_script()
     _print_next_steps(console, root, config, script, svc)
-    return 0 if check.equal else 1
+    return 0 if check.equal and verified else 1
+
+
+def _verify(console: Console, cfg: Config, config: Path) -> bool:
+    """The same question through ``syncline verify`` (chunked checksums, no row shipping)."""
+    from syncline.verify.engine import Options, exit_code, verify
+
+    results = verify(cfg, Options(limit=5))
+    summary = ", ".join(f"{name} {r.status}" for name, r in results.items())
+    ok = exit_code(results) == 0
+    style = "green" if ok else "red"
+    console.print(
+        f"[bold]{_syncline_cmd()} verify -c {shlex.quote(_rel(config))}[/bold]: [{style}]{summary}[/{style}]",
+        highlight=False,
+    )
+    for name, r in results.items():
+        for q, t in r.tables.items():
+            if not t.equal:
+                console.print(f"  {name} {q}: {t.to_json(5)}", highlight=False)
+    return ok
 
 
 def _counts(dsn: str) -> dict[str, int]:
