@@ -1,6 +1,6 @@
 """Redis cache view: one hash per row (or key invalidation), atomically per batch.
 
-See :mod:`syncline.views.redis.view` for the design and :mod:`syncline.views.redis.values`
+See :mod:`syncline.views.redis.view` for the design and :mod:`syncline.core.textcast`
 for the ``::text`` conversion of values.
 """
 

@@ -56,6 +56,7 @@ from syncline.core.config_models import Secret, ViewConfig
 from syncline.core.errors import ConfigError, TransientViewError, ViewError
 from syncline.core.events import UNCHANGED, Checkpoint, Relation, Row, SchemaChange, column_mapping, key_text
 from syncline.core.keytemplate import validate_template
+from syncline.core.textcast import Converter, converter
 from syncline.views.base import Batch, selected_oids, table_selected
 from syncline.views.netting import (
     DeltaStep,
@@ -67,7 +68,6 @@ from syncline.views.netting import (
     net_steps,
 )
 from syncline.views.redis.resp import Pipe, bulk, byte_len, command, multi_key
-from syncline.views.redis.values import Converter, converter
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Column values of a tantivy document: ``::text`` normalisation, numbers and dates (pure).
 
 The source sends each value as its type's output function prints it; documents store what
-``SELECT col::text`` returns (as the Redis view does, see :mod:`syncline.views.redis.values`):
+``SELECT col::text`` returns (the conversion is :mod:`syncline.core.textcast`, shared with the Redis view):
 
 * ``boolean``: output ``t``/``f``, ``::text`` ``true``/``false``;
 * ``character(n)``: output pads with spaces, ``::text`` trims trailing spaces;
@@ -23,8 +23,9 @@ import re
 from collections.abc import Callable
 
 from syncline.core.events import Column
+from syncline.core.textcast import Converter
+from syncline.core.textcast import converter as text_converter
 
-Converter = Callable[[str], str]
 Number = Callable[[str], int | float | None]
 Date = Callable[[str], str | None]
 
@@ -34,38 +35,6 @@ _FLOATS = {"real", "double precision", "float4", "float8", "numeric", "decimal"}
 
 def _type(col: Column) -> str:
     return (col.base or col.type_name).split("(", 1)[0].strip().lower()
-
-
-def _bool(v: str) -> str:
-    if v == "t":
-        return "true"
-    if v == "f":
-        return "false"
-    return v
-
-
-def _bpchar(v: str) -> str:
-    return v.rstrip(" ")
-
-
-def _inet(v: str) -> str:
-    if "/" in v:
-        return v
-    return v + ("/128" if ":" in v else "/32")
-
-
-def text_converter(col: Column) -> Converter | None:
-    """The conversion to ``::text`` for ``col`` (None: the output text already is)."""
-    if col.category == "A":
-        return None  # arrays are cast with array_out: element output text
-    t = (col.base or col.type_name).lower()
-    if t in ("boolean", "bool"):
-        return _bool
-    if t in ("bpchar", "character", "char") or t.startswith(("character(", "char(", "bpchar(")):
-        return _bpchar
-    if t == "inet":
-        return _inet
-    return None
 
 
 _WORDY = {

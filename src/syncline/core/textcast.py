@@ -1,4 +1,5 @@
-"""PostgreSQL output-function text -> the text ``SELECT col::text`` returns.
+"""PostgreSQL output-function text -> the text ``SELECT col::text`` returns (pure; used by
+the views that store values as text: Redis, tantivy).
 
 The source sends each value as its type's output function prints it. For most types the
 cast to ``text`` is that same I/O conversion; a few types have their own cast to text
