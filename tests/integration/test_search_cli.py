@@ -53,6 +53,26 @@ def test_search_finds_rows_by_words(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     hits = json.loads(r.stdout)
     assert [(h["table"], h["key"]) for h in hits] == [("public.products", "1")]
+    for sort, keys in (("id", ["1", "2"]), ("-id", ["2", "1"])):
+        r = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "syncline",
+                "search",
+                "search",
+                "*",
+                f"--sort={sort}",
+                "--json",
+                "-c",
+                str(cfg_path),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert r.returncode == 0, r.stderr
+        assert [h["key"] for h in json.loads(r.stdout)] == keys
     bad = subprocess.run(
         [sys.executable, "-m", "syncline", "search", "nope", "x", "-c", str(cfg_path)],
         capture_output=True,

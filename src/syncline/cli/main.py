@@ -198,7 +198,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         return 2
     from syncline.views.tantivy import search
 
-    hits = search(str(vcfg.options["path"]), args.query, args.limit)
+    hits = search(str(vcfg.options["path"]), args.query, args.limit, order_by=args.sort)
     if args.json:
         print(json.dumps(hits, indent=2, default=str))
         return 0
@@ -255,6 +255,11 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("view")
     q.add_argument("query")
     q.add_argument("--limit", type=int, default=10)
+    q.add_argument(
+        "--sort",
+        metavar="COLUMN",
+        help="sort by a number or date column instead of relevance (--sort=-COLUMN: descending)",
+    )
     q.add_argument("--json", action="store_true")
     q.set_defaults(func=cmd_search)
     d = sub.add_parser("demo", help="run the main job on embedded defaults (see README)")
