@@ -281,6 +281,46 @@ def test_schema_changes_mid_stream(pipeline: Pipeline) -> None:
     p.assert_equal()
 
 
+def test_quoted_names_composite_keys_and_ddl_inside_a_transaction(pipeline: Pipeline) -> None:
+    """Schema, table and column names that need quoting (spaces, capitals, a keyword), a
+    composite key whose text holds the key separator, type changes with TOASTed rows, DDL
+    inside a transaction between two updates, then truncate and reuse."""
+    p = pipeline
+    p.sql(
+        'CREATE TABLE "Order Items" ("Id" int, "k 2" text, "Val" text, "select" int, big text,'
+        ' PRIMARY KEY ("Id", "k 2"));'
+        "INSERT INTO \"Order Items\" SELECT g, 'a:' || g, 'x', g, repeat('z', 9000) || g"
+        " FROM generate_series(1, 30) g"
+    )
+    p.start()
+    p.wait_caught_up()
+    p.sql('UPDATE "Order Items" SET "Val" = \'y\' WHERE "Id" = 1')
+    p.sql('DELETE FROM "Order Items" WHERE "Id" = 2')
+    p.sql('ALTER TABLE "Order Items" ALTER COLUMN "select" TYPE numeric(30,2)')
+    p.sql('UPDATE "Order Items" SET "select" = 1.25 WHERE "Id" = 3')
+    p.sql(
+        'BEGIN; UPDATE "Order Items" SET "select" = 2 WHERE "Id" = 4;'
+        ' ALTER TABLE "Order Items" ADD COLUMN "New Col" char(3), ADD COLUMN flag boolean;'
+        ' UPDATE "Order Items" SET "New Col" = \'x\', flag = true WHERE "Id" % 2 = 0; COMMIT'
+    )
+    p.sql('TRUNCATE "Order Items"')
+    p.sql("INSERT INTO \"Order Items\" VALUES (1, 'a:1', 'again', 1, repeat('q', 20000), 'ab', false)")
+    p.sql('UPDATE "Order Items" SET "Val" = \'last\' WHERE "Id" = 1')
+    p.wait_caught_up()
+    assert p.stop() == 0
+    p.assert_equal()
+    import subprocess
+    import sys
+
+    r = subprocess.run(
+        [sys.executable, "-m", "syncline", "verify", "-q", "-c", str(p.config_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
 def test_two_phase_and_subtransactions(pipeline: Pipeline) -> None:
     p = pipeline
     p.sql("CREATE TABLE t (id int PRIMARY KEY, v text)")
