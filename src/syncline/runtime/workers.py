@@ -18,14 +18,14 @@ from typing import Protocol, runtime_checkable
 
 from syncline.core.config_models import Config, ViewConfig
 from syncline.core.errors import LogError, SynclineError, TransientViewError, ViewError
-from syncline.core.events import Checkpoint, Relation, SchemaChange, Transaction
+from syncline.core.events import Checkpoint, Relation
 from syncline.log.embedded.store import EmbeddedLogReader, EmbeddedLogWriter, LogLocked
 from syncline.runtime.backoff import Backoff
 from syncline.runtime.consumers import ConsumerTable, count_capture_error
 from syncline.runtime.logsetup import setup_logging
 from syncline.runtime.prefetch import Prefetcher
 from syncline.runtime.retention import Retention
-from syncline.views.base import Batch
+from syncline.views.base import Batch, advance_relations
 from syncline.views.registry import create_view
 
 EXIT_TERMINAL = 3
@@ -287,7 +287,7 @@ def _apply_loop(
             n = sum(len(t.items) for t in txns)
             batch = Batch(txns, relations, Checkpoint(last.seq, last.commit_lsn), n, commit=last.last)
             view.apply(batch)  # type: ignore[attr-defined]
-            _advance_relations(relations, txns)
+            advance_relations(batch)  # views may have done it: idempotent
             pos = batch.checkpoint
             open_txn = not last.last
             if not last.last:
@@ -334,8 +334,9 @@ def _fill_from_compacted(
             raise TransientViewError("stopped while filling from the compacted log")
         cp = Checkpoint(txn.seq, txn.commit_lsn)
         n += len(txn.items)
-        view.apply(Batch([txn], relations, cp, len(txn.items), commit=txn.last))  # type: ignore[attr-defined]
-        _advance_relations(relations, [txn])
+        batch = Batch([txn], relations, cp, len(txn.items), commit=txn.last)
+        view.apply(batch)  # type: ignore[attr-defined]
+        advance_relations(batch)
     log.info("view %s filled with %d rows and schema changes up to log record %d", vcfg.name, n, cp.seq)
     return cp
 
@@ -355,11 +356,3 @@ def _exclusive(lockfile: Path, stop: threading.Event, log: logging.Logger) -> ob
             waited += 0.25
     f.close()
     return None
-
-
-def _advance_relations(relations: dict[int, Relation], txns: list[Transaction]) -> None:
-    """The schema state after ``txns`` (views may also advance the dict themselves)."""
-    for t in txns:
-        for item in t.items:
-            if isinstance(item, SchemaChange):
-                relations[item.relation.oid] = item.relation

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from syncline.core.config_models import Config, ViewConfig
-from syncline.core.events import Checkpoint, Relation, Row, SchemaChange
+from syncline.core.events import Checkpoint, Relation, Row
 from syncline.log.embedded.store import (
     EmbeddedLogReader,
     EmbeddedLogWriter,
@@ -37,7 +37,7 @@ from syncline.sources.postgres.pgoutput import encode_delete, encode_insert
 from syncline.verify.engine import ViewResult
 from syncline.verify.readers import VerifyError
 from syncline.verify.source import SourceSnapshot, TableSpec
-from syncline.views.base import Batch
+from syncline.views.base import Batch, advance_relations
 from syncline.views.registry import create_view
 
 Hook = Callable[[], None]
@@ -208,11 +208,9 @@ def catch_up(cfg: Config, vcfg: ViewConfig) -> Checkpoint:
                     break
                 last = txns[-1]
                 n = sum(len(t.items) for t in txns)
-                view.apply(Batch(txns, relations, Checkpoint(last.seq, last.commit_lsn), n, commit=last.last))
-                for t in txns:
-                    for it in t.items:
-                        if isinstance(it, SchemaChange):
-                            relations[it.relation.oid] = it.relation
+                batch = Batch(txns, relations, Checkpoint(last.seq, last.commit_lsn), n, commit=last.last)
+                view.apply(batch)
+                advance_relations(batch)
                 cp = Checkpoint(last.seq, last.commit_lsn)
                 events += n
             flush = getattr(view, "flush", None)

@@ -64,3 +64,12 @@ def selected_oids(patterns: tuple[str, ...], batch: Batch, relations: dict[int, 
             if isinstance(it, SchemaChange) and table_selected(patterns, it.relation.qualified):
                 sel.add(it.relation.oid)
     return sel
+
+
+def advance_relations(batch: Batch) -> None:
+    """Move ``batch.relations`` past the batch's schema changes (in place), so the next
+    batch starts from the shapes in force after this one."""
+    for txn in batch.transactions:
+        for it in txn.items:
+            if isinstance(it, SchemaChange):
+                batch.relations[it.relation.oid] = it.relation

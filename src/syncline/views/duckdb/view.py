@@ -43,9 +43,8 @@ from syncline.core.events import (
     Column,
     Relation,
     Row,
-    SchemaChange,
 )
-from syncline.views.base import Batch, selected_oids, table_selected
+from syncline.views.base import Batch, advance_relations, selected_oids, table_selected
 from syncline.views.duckdb.compare import select_expr, to_pg_text
 from syncline.views.duckdb.values import (
     TEXT,
@@ -281,7 +280,7 @@ class DuckdbView:
             stored = self._stored_checkpoint()
             if stored.seq >= batch.checkpoint.seq:
                 log.debug("view %s: skipping batch up to seq %d", self.name, batch.checkpoint.seq)
-                _advance(batch)
+                advance_relations(batch)
                 return
             self._run("BEGIN TRANSACTION")
             self._in_txn = True
@@ -320,7 +319,7 @@ class DuckdbView:
             )
             transient = isinstance(e, duckdb.IOException | OSError | TransientViewError)
             raise (TransientViewError if transient else ViewError)(msg) from e
-        _advance(batch)
+        advance_relations(batch)
 
     # ------------------------------------------------------------------ internals
 
@@ -735,14 +734,6 @@ class DuckdbView:
             cl = ", ".join(names)
             self._run(f"INSERT INTO {target} ({cl}) SELECT {cl} FROM {_PARTIAL}")  # noqa: S608
             self._run(f"DROP TABLE {_PARTIAL}")
-
-
-def _advance(batch: Batch) -> None:
-    """Move ``batch.relations`` past the batch's schema changes (in place)."""
-    for txn in batch.transactions:
-        for it in txn.items:
-            if isinstance(it, SchemaChange):
-                batch.relations[it.relation.oid] = it.relation
 
 
 __all__ = ["DuckdbView", "relation_from_json", "relation_to_json"]

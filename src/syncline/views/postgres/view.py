@@ -35,7 +35,7 @@ from syncline.core.events import (
     UserType,
 )
 from syncline.core.lsn import format_lsn
-from syncline.views.base import Batch, selected_oids
+from syncline.views.base import Batch, advance_relations, selected_oids
 from syncline.views.netting import (
     DeltaStep,
     Key,
@@ -239,7 +239,7 @@ class PostgresView:
         ``batch.relations`` is advanced in place past the batch's schema changes, like
         :func:`~syncline.views.netting.net_steps` does, so the caller can pass it on."""
         if not self._in_txn and batch.checkpoint.seq <= self._checkpoint.seq:
-            _advance(batch)
+            advance_relations(batch)
             return
         if self._in_txn and (self._conn is None or self._conn.closed or self._conn.broken):
             self._reset_after_error()
@@ -250,7 +250,7 @@ class PostgresView:
         self._table = ""
         try:
             self._apply(conn, batch)
-            _advance(batch)
+            advance_relations(batch)
         except psycopg.Error as e:
             self._reset_after_error()
             where = f"batch up to seq {batch.checkpoint.seq} (commit LSN " + (
@@ -629,14 +629,6 @@ class PostgresView:
                 len(partials),
                 rel.qualified,
             )
-
-
-def _advance(batch: Batch) -> None:
-    """Move ``batch.relations`` past the batch's schema changes (in place)."""
-    for txn in batch.transactions:
-        for it in txn.items:
-            if isinstance(it, SchemaChange):
-                batch.relations[it.relation.oid] = it.relation
 
 
 def create_view(cfg: ViewConfig) -> PostgresView:

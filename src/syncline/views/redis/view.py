@@ -54,10 +54,10 @@ from redis import exceptions as rex
 from syncline.core import codec
 from syncline.core.config_models import Secret, ViewConfig
 from syncline.core.errors import ConfigError, TransientViewError, ViewError
-from syncline.core.events import UNCHANGED, Checkpoint, Relation, Row, SchemaChange, column_mapping, key_text
+from syncline.core.events import UNCHANGED, Checkpoint, Relation, Row, column_mapping, key_text
 from syncline.core.keytemplate import validate_template
 from syncline.core.textcast import Converter, converter
-from syncline.views.base import Batch, selected_oids, table_selected
+from syncline.views.base import Batch, advance_relations, selected_oids, table_selected
 from syncline.views.netting import (
     DeltaStep,
     Key,
@@ -293,7 +293,7 @@ class RedisView:
                 if stored.seq >= batch.checkpoint.seq:
                     log.debug("view %s: skipping batch up to seq %d", self.name, batch.checkpoint.seq)
                     self._unwatch()
-                    _advance(batch)
+                    advance_relations(batch)
                     return
                 self._begin(stored)
             rels = {**batch.relations, **self._rels, **self._txn_rels}
@@ -336,7 +336,7 @@ class RedisView:
         except Exception as e:
             self._abort()
             raise self._error(e, f"table {where}", batch) from e
-        _advance(batch)
+        advance_relations(batch)
 
     # ------------------------------------------------------------------ transaction plumbing
 
@@ -858,14 +858,6 @@ def _pk_function(kidx: tuple[int, ...]) -> Callable[[Any], str]:
         i = kidx[0]
         return lambda row: row[i] or ""
     return lambda row: ":".join([row[i] or "" for i in kidx])
-
-
-def _advance(batch: Batch) -> None:
-    """Move ``batch.relations`` past the batch's schema changes (in place)."""
-    for txn in batch.transactions:
-        for it in txn.items:
-            if isinstance(it, SchemaChange):
-                batch.relations[it.relation.oid] = it.relation
 
 
 __all__ = ["MAX_VALUE", "RedisView", "validate_template"]

@@ -60,12 +60,11 @@ from syncline.core.events import (
     UNCHANGED,
     Checkpoint,
     Relation,
-    SchemaChange,
     Value,
     column_mapping,
     key_text,
 )
-from syncline.views.base import Batch, selected_oids
+from syncline.views.base import Batch, advance_relations, selected_oids
 from syncline.views.netting import DeltaStep, Key, SchemaStep, TableDelta, TruncateStep, net_steps
 from syncline.views.tantivy.values import (
     Converter,
@@ -495,7 +494,7 @@ class TantivyView:
                 self.open()
             if not self._in_txn and self._applied.seq >= batch.checkpoint.seq:
                 log.debug("view %s: skipping batch up to seq %d", self.name, batch.checkpoint.seq)
-                _advance(batch)
+                advance_relations(batch)
                 return
             where = "-"
             try:
@@ -532,7 +531,7 @@ class TantivyView:
                 )
                 transient = isinstance(e, OSError | TransientViewError)
                 raise (TransientViewError if transient else ViewError)(msg) from e
-            _advance(batch)
+            advance_relations(batch)
 
     def flush(self) -> None:
         """Commit applied batches now (with ``commit_interval`` > 0)."""
@@ -807,14 +806,6 @@ class TantivyView:
                 parts += [',"date":{', ",".join(dates), "}"]
         parts.append("}")
         return i, "".join(parts), row
-
-
-def _advance(batch: Batch) -> None:
-    """Move ``batch.relations`` past the batch's schema changes (in place)."""
-    for txn in batch.transactions:
-        for it in txn.items:
-            if isinstance(it, SchemaChange):
-                batch.relations[it.relation.oid] = it.relation
 
 
 __all__ = ["TantivyView", "build_schema", "doc_id", "search"]
