@@ -132,9 +132,10 @@ def primary_key(dsn: str, qualified: str) -> list[str]:
     with psycopg.connect(session_conninfo(dsn), autocommit=True) as conn:
         rows = conn.execute(
             "SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid"
-            " AND a.attnum = ANY(i.indkey::int2[]) WHERE i.indrelid = (SELECT c.oid FROM pg_class c"
+            " AND a.attnum = ANY((i.indkey::int2[])[0:i.indnkeyatts - 1])"
+            " WHERE i.indrelid = (SELECT c.oid FROM pg_class c"
             " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s)"
-            " AND i.indisprimary ORDER BY array_position(i.indkey::int2[], a.attnum)",
+            " AND i.indisprimary ORDER BY array_position((i.indkey::int2[])[0:i.indnkeyatts - 1], a.attnum)",
             tuple(qualified.split(".", 1)),
         ).fetchall()
     return [str(r[0]) for r in rows]

@@ -220,6 +220,10 @@ def slot_info(conn: psycopg.Connection[Any], name: str) -> SlotInfo | None:
 # --- relation details ---------------------------------------------------------------------
 
 
+# An index's key columns are (i.indkey::int2[])[0:i.indnkeyatts - 1]: ``indkey`` also lists
+# its INCLUDE columns, which are stored in the index but are not part of its key.
+
+
 class RelationCatalog:
     """Builds :class:`Relation` objects from Relation messages or table oids."""
 
@@ -232,9 +236,9 @@ class RelationCatalog:
         rows = self.conn.execute(
             "SELECT a.attname FROM pg_catalog.pg_index i"
             " JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid"
-            "  AND a.attnum = ANY(i.indkey::int2[])"
+            "  AND a.attnum = ANY((i.indkey::int2[])[0:i.indnkeyatts - 1])"
             " WHERE i.indrelid = %s AND i.indisprimary"
-            " ORDER BY array_position(i.indkey::int2[], a.attnum)",
+            " ORDER BY array_position((i.indkey::int2[])[0:i.indnkeyatts - 1], a.attnum)",
             (oid,),
         ).fetchall()
         return tuple(str(r[0]) for r in rows)
@@ -384,7 +388,8 @@ class RelationCatalog:
         elif table.replident == "i":
             rows = self.conn.execute(
                 "SELECT a.attname FROM pg_catalog.pg_index i JOIN pg_catalog.pg_attribute a"
-                " ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey::int2[])"
+                " ON a.attrelid = i.indrelid"
+                " AND a.attnum = ANY((i.indkey::int2[])[0:i.indnkeyatts - 1])"
                 " WHERE i.indrelid = %s AND i.indisreplident",
                 (table.oid,),
             ).fetchall()
