@@ -10,7 +10,7 @@ numeric(p,s), 1 <= p <= 38, 0 <= s <= p         DECIMAL(p,s)           CAST (*)
 numeric, numeric(p>38), negative scale          VARCHAR                text form, lossless
 real / double precision                         REAL / DOUBLE          CAST (NaN, ±Infinity, -0)
 boolean                                         BOOLEAN                CAST (``t``/``f``)
-text, varchar(n), char(n), name, "char"         VARCHAR                as is (char(n) padded)
+text, varchar(n), char(n), name, "char"         VARCHAR                as is (char(n): ``::text``)
 date                                            DATE                   BC -> astronomical year
 timestamp [(p)] without time zone               TIMESTAMP              BC -> astronomical year
 timestamp [(p)] with time zone                  TIMESTAMPTZ            BC -> astronomical year
@@ -31,8 +31,10 @@ array column that meets arrays of another dimensionality, lower bounds other tha
 elements of a numeric array, is converted by the view to VARCHAR holding PostgreSQL's text
 (stored values re-rendered): see :meth:`DuckdbView._adapt_columns`. An array column's
 nesting depth is otherwise fixed by the first non-empty value it stores. ``±infinity`` and
-BC dates round-trip; timestamps after 294247-01-10 (DuckDB's limit; PostgreSQL allows up to
-294276 AD) cannot be stored and fail the batch.
+BC dates round-trip. A TIMESTAMP[TZ] column (or a list of them) that meets a value after
+294247-01-10 04:00:54.775806 (DuckDB's limit; PostgreSQL allows up to 294276 AD) becomes
+VARCHAR the same way. ``char(n)`` values are stored as ``::text`` gives them (trailing
+blanks cut), so that ``=`` compares as in PostgreSQL.
 """
 
 from __future__ import annotations
@@ -568,6 +570,33 @@ def converter(m: Mapping) -> Converter:
 
         return conv_list
     return _identity
+
+
+DUCKDB_MAX_TIMESTAMP = "294247-01-10 04:00:54.775806"
+"""DuckDB's largest TIMESTAMP (PostgreSQL's is 294276-12-31 23:59:59.999999)."""
+
+_YEARS = re.compile(r'(?:^|[{,"(\[])(\d{6,})-(\d\d)-(\d\d)[ T](\d\d:\d\d:\d\d(?:\.\d+)?)')
+
+
+def beyond_duckdb_timestamp(text: str) -> bool:
+    """True when a timestamp text (or an array or range text holding timestamps) has a value
+    after DuckDB's largest TIMESTAMP. Years before 294247 are always in range; BC years
+    PostgreSQL accepts (to 4713 BC) are too."""
+    for m in _YEARS.finditer(text):
+        year = int(m.group(1))
+        if year > 294247:
+            return True
+        if year == 294247 and (m.group(2), m.group(3), m.group(4)) > ("01", "10", "04:00:54.775806"):
+            return True
+    return False
+
+
+def is_bpchar(col: Any) -> bool:
+    """A scalar ``character(n)`` column (domains resolved)."""
+    if col.category == "A":
+        return False
+    t = (col.base or col.type_name).strip().lower()
+    return t in ("bpchar", "character", "char") or t.startswith(("character(", "char(", "bpchar("))
 
 
 def is_identity(m: Mapping) -> bool:

@@ -47,10 +47,13 @@ from syncline.core.events import (
 from syncline.views.base import Batch, advance_relations, selected_oids, table_selected
 from syncline.views.duckdb.compare import select_expr, to_pg_text
 from syncline.views.duckdb.values import (
+    DUCKDB_MAX_TIMESTAMP,
     TEXT,
     Mapping,
+    beyond_duckdb_timestamp,
     converter,
     decimal_text,
+    is_bpchar,
     is_identity,
     list_depth,
     map_column,
@@ -105,13 +108,16 @@ def _from_stage(expr: str, m: Mapping) -> str:
 def _list_text_reason(values: Sequence[Any], element: Mapping) -> str | None:
     """Why array texts cannot be stored as lists of ``element`` losslessly (None: they can)."""
     numeric = element.kind == "decimal"
+    stamps = element.kind in ("timestamp", "timestamptz")
     for v in values:
-        if v is None:
+        if not isinstance(v, str):
             continue
         if v.startswith("["):
             return "array lower bounds other than 1"
         if numeric and "NaN" in v:
             return "NaN cannot be stored in DECIMAL"
+        if stamps and beyond_duckdb_timestamp(v):
+            return f"a value after {DUCKDB_MAX_TIMESTAMP} (DuckDB's limit)"
     return None
 
 
@@ -501,6 +507,10 @@ class DuckdbView:
         return out
 
     def _convert(self, values: Sequence[Any], m: Mapping, col: Column) -> list[Any]:
+        if m.kind == "text" and is_bpchar(col):
+            # store what ``col::text`` gives (trailing blanks cut), as the snapshot reads it,
+            # so that ``WHERE c = 'English'`` finds the row as it does in PostgreSQL
+            return [v.rstrip(" ") if isinstance(v, str) else v for v in values]
         if is_identity(m):
             return list(values)
         conv = converter(m)
@@ -541,6 +551,10 @@ class DuckdbView:
             if m.kind == "decimal":
                 if "NaN" in vals:
                     to_text.append((i, "NaN cannot be stored in DECIMAL"))
+                continue
+            if m.kind in ("timestamp", "timestamptz"):
+                if any(isinstance(v, str) and beyond_duckdb_timestamp(v) for v in vals):
+                    to_text.append((i, f"a value after {DUCKDB_MAX_TIMESTAMP} (DuckDB's limit)"))
                 continue
             if m.kind != "list":
                 continue
