@@ -117,32 +117,61 @@ def test_slot_in_use_by_another_process(pg: PgCluster, tmp_path: Path) -> None:
         p.close()
 
 
-def test_unreachable_source_retries_and_hides_password(tmp_path: Path) -> None:
+def test_unreachable_source_on_first_start_stops_with_one_line(tmp_path: Path) -> None:
+    """A source never reached (wrong host or port) is a configuration error: one clear line,
+    exit 1, no retrying forever, no password anywhere; ``status`` exits 1 too."""
     cfg = tmp_path / "s.toml"
     cfg.write_text(
         f'[source]\ndsn = "postgresql://app:hunter2secret@127.0.0.1:1/db"\n[log]\npath = "{tmp_path}/log"\n'
     )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "syncline", "run", "-c", str(cfg)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    time.sleep(5)
-    proc.terminate()
-    out, _ = proc.communicate(timeout=30)
-    assert proc.returncode == 0
-    assert "retrying in" in out and "cannot connect to the source" in out
-    assert "hunter2secret" not in out
+    t0 = time.monotonic()
+    r = run_once(cfg, timeout=60)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert time.monotonic() - t0 < 30
+    assert "cannot connect to the source" in r.stderr and "check [source] dsn" in r.stderr
+    assert "retrying in" not in r.stdout + r.stderr
+    assert "hunter2secret" not in r.stdout + r.stderr
     st = subprocess.run(
         [sys.executable, "-m", "syncline", "status", "--json", "-c", str(cfg)],
         capture_output=True,
         text=True,
         timeout=60,
     )
-    assert st.returncode == 0
+    assert st.returncode == 1
     assert "hunter2secret" not in st.stdout + st.stderr
     assert '"reachable": false' in st.stdout
+
+
+def test_wrong_database_or_password_on_first_start(pg: PgCluster, tmp_path: Path) -> None:
+    for dsn in (pg.dsn("no_such_database"), pg.dsn(user="no_such_role")):
+        cfg = tmp_path / "s.toml"
+        cfg.write_text(f'[source]\ndsn = "{dsn}"\n[log]\npath = "{tmp_path}/log-{len(dsn)}"\n')
+        r = run_once(cfg, timeout=60)
+        assert r.returncode == 1, r.stdout + r.stderr
+        assert "check [source] dsn" in r.stderr
+        lines = [ln for ln in r.stderr.splitlines() if ln.startswith("syncline: error")]
+        assert len(lines) == 1, r.stderr
+
+
+def test_source_lost_after_it_worked_is_retried(tmp_path: Path) -> None:
+    """Transient retries are for a source that worked before: stop it, then bring it back."""
+    with running_cluster() as c:
+        p = Pipeline(c, tmp_path / "w", views=("postgres",))
+        try:
+            p.sql("CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1)")
+            p.start()
+            p.wait_caught_up()
+            c.stop()
+            time.sleep(4)
+            assert p.proc is not None and p.proc.poll() is None, p.output()
+            c.start()
+            p.sql("INSERT INTO t VALUES (2)")
+            p.wait_caught_up(timeout=120)
+            assert "retrying in" in p.output()
+            assert p.stop() == 0
+            p.assert_equal()
+        finally:
+            p.close()
 
 
 def test_status_and_wait(pg: PgCluster, tmp_path: Path) -> None:

@@ -27,29 +27,42 @@ def cmd_run(args: argparse.Namespace) -> int:
     return run(cfg)
 
 
+def status_problems(st: dict[str, Any]) -> list[str]:
+    """What makes ``syncline status`` exit 1: an unreachable source, a failed capture or view."""
+    out = []
+    src = st.get("source", {})
+    if src.get("reachable") is False:
+        out.append(f"source unreachable: {src.get('error') or 'no connection'}")
+    lg = st.get("log", {})
+    if lg.get("capture_state") == "failed":
+        out.append(f"capture failed: {lg.get('capture_error') or ''}".rstrip(": "))
+    for name, v in st.get("views", {}).items():
+        if v.get("state") == "failed":
+            out.append(f"view {name} failed: {v.get('error') or ''}".rstrip(": "))
+    return out
+
+
 def cmd_status(args: argparse.Namespace) -> int:
+    """Exit 0 when the source is reachable and nothing has failed, 1 otherwise."""
     from syncline.runtime.status import status
 
     cfg = _load(args)
     st = status(cfg)
+    code = 1 if status_problems(st) else 0
     if args.json:
         print(json.dumps(st, indent=2, default=str))
-        return 0
-    from rich.console import Console
-    from rich.table import Table
-
-    c = Console()
+        return code
     src = st["source"]
     lg = st["log"]
-    c.print(
-        f"[bold]source[/bold] slot={src.get('slot')} reachable={src.get('reachable')} "
+    source_line = (
+        f"source slot={src.get('slot')} reachable={src.get('reachable')} "
         f"active={src.get('active')} confirmed={src.get('confirmed_lsn')} "
         f"current={src.get('current_lsn')} retained_wal_bytes={src.get('retained_wal_bytes')}"
         + (f" wal_status={src['wal_status']}" if src.get("wal_status") else "")
         + (f" error={src['error']}" if src.get("error") else "")
     )
-    c.print(
-        f"[bold]log[/bold] {lg.get('path')} state={lg.get('state')} "
+    log_line = (
+        f"log {lg.get('path')} state={lg.get('state')} "
         f"capture={lg.get('capture_state')} records={lg.get('records')} "
         f"seq={lg.get('first_seq')}..{lg.get('last_seq')} last_commit={lg.get('last_commit_lsn')} "
         f"received={lg.get('received_lsn')} size={lg.get('size_bytes')}"
@@ -59,9 +72,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         + (f" error={lg['capture_error']}" if lg.get("capture_error") else "")
     )
     cols = ("view", "kind", "state", "applied_lsn", "applied_seq", "applied_events", "lag_s", "lag_events")
-    t = Table(*cols, "retries", "error")
-    for name, v in st["views"].items():
-        t.add_row(
+    header = (*cols, "retries", "error")
+    rows = [
+        (
             name,
             v["kind"],
             v["state"],
@@ -73,8 +86,28 @@ def cmd_status(args: argparse.Namespace) -> int:
             str(v.get("retries", 0)),
             v.get("error") or "",
         )
+        for name, v in st["views"].items()
+    ]
+    if not sys.stdout.isatty():
+        # piped or redirected: plain text, every column in full (no terminal width to fit)
+        print(source_line)
+        print(log_line)
+        widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+        for r in [header, *rows]:
+            print("  ".join(x.ljust(w) for x, w in zip(r, widths, strict=True)).rstrip())
+        return code
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    c = Console()
+    c.print("[bold]source[/bold]" + escape(source_line.removeprefix("source")))
+    c.print("[bold]log[/bold]" + escape(log_line.removeprefix("log")))
+    t = Table(*header)
+    for r in rows:
+        t.add_row(*r)
     c.print(t)
-    return 0
+    return code
 
 
 def cmd_wait(args: argparse.Namespace) -> int:

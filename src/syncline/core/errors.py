@@ -22,6 +22,12 @@ class TransientSourceError(SourceError):
     transient = True
 
 
+class SourceUnreachable(TransientSourceError):
+    """No connection to the source could be made (refused, wrong host, password or database).
+    Transient for a source syncline has reached before; terminal on a first start, where it
+    is almost always a wrong ``[source] dsn``."""
+
+
 class LogError(SynclineError):
     """The durable log failed (disk full, corrupt, held by another process)."""
 

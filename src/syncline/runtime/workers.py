@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from syncline.core.config_models import Config, ViewConfig
-from syncline.core.errors import LogError, SynclineError, TransientViewError, ViewError
+from syncline.core.errors import LogError, SourceUnreachable, SynclineError, TransientViewError, ViewError
 from syncline.core.events import Checkpoint, Relation
 from syncline.log.embedded.store import EmbeddedLogReader, EmbeddedLogWriter, LogLocked
 from syncline.runtime.backoff import Backoff
@@ -107,7 +107,16 @@ def capture_main(cfg: Config) -> int:
             _set_state(writer, "stopped", "")
             return 0
         except SynclineError as e:
-            count_capture_error(path, e, e.transient)
+            first = isinstance(e, SourceUnreachable) and not (
+                writer.meta("source_reached") or writer.meta("system_id")
+            )
+            count_capture_error(path, e, e.transient and not first)
+            if first:
+                # never reached: almost always a wrong dsn; retrying forever would hide it
+                msg = f"{e} (syncline has never reached this source: check [source] dsn)"
+                log.error("%s", msg)
+                _set_state(writer, "failed", msg)
+                return EXIT_TERMINAL
             if not e.transient:
                 log.error("%s", e)
                 _set_state(writer, "failed", str(e))

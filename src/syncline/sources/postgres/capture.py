@@ -71,6 +71,8 @@ class Capture:
         conn = cat.connect(self.dsn)
         try:
             info = cat.server_info(conn)
+            if not self.writer.meta("source_reached"):
+                self.writer.set_meta_now(source_reached=1)
             cat.check_server(info)
             tables = cat.discover_tables(conn, self.cfg.tables)
             if not tables:

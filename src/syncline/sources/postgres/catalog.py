@@ -10,7 +10,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from syncline.core.errors import SourceError, TransientSourceError
+from syncline.core.errors import SourceError, SourceUnreachable, TransientSourceError
 from syncline.core.events import Column, Relation, UserType
 from syncline.sources.postgres.pgoutput import RelationMessage
 from syncline.sources.postgres.replication import session_conninfo
@@ -22,7 +22,7 @@ def connect(dsn: str, autocommit: bool = True) -> psycopg.Connection[Any]:
     try:
         conn = psycopg.connect(session_conninfo(dsn), autocommit=autocommit)
     except psycopg.OperationalError as e:
-        raise TransientSourceError(f"cannot connect to the source database: {_short(e)}") from e
+        raise SourceUnreachable(f"cannot connect to the source database: {_short(e)}") from e
     conn.execute("SET search_path = ''")
     return conn
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from psycopg import pq
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from syncline.core.errors import SourceError, TransientSourceError
+from syncline.core.errors import SourceError, SourceUnreachable, TransientSourceError
 from syncline.core.lsn import format_lsn, parse_lsn
 from syncline.sources.postgres.pgoutput import PG_EPOCH_OFFSET_US
 
@@ -57,15 +57,15 @@ class ReplicationConnection:
         info = session_conninfo(dsn, replication="database")
         self.conn = pq.PGconn.connect(info.encode())
         if self.conn.status != pq.ConnStatus.OK:
-            msg = self.conn.get_error_message("replace")
+            msg = self.conn.get_error_message()
             self.conn.finish()
-            raise TransientSourceError(f"cannot open a replication connection: {msg.strip()}")
+            raise SourceUnreachable(f"cannot open a replication connection: {msg.strip()}")
         self._copying = False
 
     def _exec(self, command: str) -> pq.abc.PGresult:
         res = self.conn.exec_(command.encode())
         if res.status not in (pq.ExecStatus.TUPLES_OK, pq.ExecStatus.COMMAND_OK):
-            msg = res.get_error_message("replace").strip()
+            msg = res.get_error_message().strip()
             state = res.error_field(pq.DiagnosticField.SQLSTATE)
             raise SourceError(
                 f"{command.split()[0]} failed: {msg}" + (f" (SQLSTATE {state.decode()})" if state else "")
@@ -96,7 +96,7 @@ class ReplicationConnection:
         cmd = f'START_REPLICATION SLOT "{slot}" LOGICAL {format_lsn(lsn)} ({opts})'
         res = self.conn.exec_(cmd.encode())
         if res.status != pq.ExecStatus.COPY_BOTH:
-            msg = res.get_error_message("replace").strip()
+            msg = res.get_error_message().strip()
             state = res.error_field(pq.DiagnosticField.SQLSTATE)
             code = state.decode() if state else ""
             raise SourceError(f"START_REPLICATION failed: {msg}" + (f" (SQLSTATE {code})" if code else ""))
@@ -122,8 +122,8 @@ class ReplicationConnection:
         res = conn.get_result()
         msg = ""
         if res is not None:
-            msg = res.get_error_message("replace").strip()
-        msg = msg or conn.get_error_message("replace").strip() or "stream ended"
+            msg = res.get_error_message().strip()
+        msg = msg or conn.get_error_message().strip() or "stream ended"
         raise TransientSourceError(f"replication stream ended: {msg}")
 
     def send_status(self, write: int, flush: int, apply: int, reply: bool = False) -> None:
