@@ -29,6 +29,7 @@ class Supervisor:
         self.view_backoff: dict[str, tuple[Backoff, float]] = {}
         self.failed_views: set[str] = set()
         self.stopping = False
+        self._seen_exits: set[int] = set()
         self.processes = Processes()
         """Read by the HTTP thread (``/healthz``); replaced, never mutated."""
         compactor = ViewConfig(
@@ -61,6 +62,7 @@ class Supervisor:
         api = ApiServer(self.cfg, lambda: self.processes) if self.cfg.http.enabled else None
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
+        workers.set_title("supervisor")
         Path(self.cfg.log.path).mkdir(parents=True, exist_ok=True)
         self._forget_removed_views()
         self._start_capture()
@@ -69,18 +71,36 @@ class Supervisor:
         if api is not None:
             api.start()
         code = 0
+        capture_backoff = (Backoff(1.0, 60.0), 0.0)
         try:
             while not self.stopping:
                 time.sleep(0.2)
+                if self._children_exited_cleanly():
+                    # SIGTERM/SIGINT sent to the whole process group (Ctrl-C, systemd, kill
+                    # -- -PGID) reaches the children first: give our own signal a moment
+                    # rather than "restart" children that were asked to stop
+                    deadline = time.monotonic() + 2.0
+                    while not self.stopping and time.monotonic() < deadline:
+                        time.sleep(0.05)
+                    if self.stopping:
+                        break
                 assert self.capture is not None
                 self.processes = Processes(self.capture.is_alive(), frozenset(self.failed_views))
                 if not self.capture.is_alive():
                     rc = self.capture.exitcode
-                    if rc == 0 and not self.stopping:
-                        rc = 1
-                    if rc != 0:
+                    if rc == workers.EXIT_TERMINAL:
                         code = 1
                         break
+                    # killed or crashed (not a configuration or source error): restart it,
+                    # the log and the slot carry on from the last durable position
+                    b, due = capture_backoff
+                    now = time.monotonic()
+                    if due == 0.0:
+                        capture_backoff = (b, now + b.next_delay())
+                        log.warning("capture exited (%s); restarting", rc)
+                    elif now >= capture_backoff[1]:
+                        capture_backoff = (b, 0.0)
+                        self._start_capture()
                 for v in self.all_views:
                     p = self.views.get(v.name)
                     if p is None or p.is_alive() or v.name in self.failed_views:
@@ -102,6 +122,8 @@ class Supervisor:
             if api is not None:
                 api.stop()
             self._stop_all()
+        if code == 0:
+            log.info("stopped")
         if code != 0:
             import sys
 
@@ -110,6 +132,17 @@ class Supervisor:
             reason = self._capture_error() or "the capture stopped unexpectedly (see the log above)"
             print(f"syncline: error: {redact(reason, self.cfg.secrets())}", file=sys.stderr)
         return code
+
+    def _children_exited_cleanly(self) -> bool:
+        """Some child exited with 0 (it only does when asked to stop) and we were not asked."""
+        procs = [self.capture, *self.views.values()]
+        fresh = [
+            p
+            for p in procs
+            if p is not None and not p.is_alive() and p.exitcode == 0 and p.pid not in self._seen_exits
+        ]
+        self._seen_exits.update(p.pid for p in fresh if p.pid is not None)
+        return bool(fresh)
 
     def _capture_error(self) -> str:
         from syncline.log.embedded.store import connect, get_meta

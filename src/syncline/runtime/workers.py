@@ -46,6 +46,13 @@ class DeferredCommit(Protocol):
         ...
 
 
+def set_title(role: str) -> None:
+    """Name the process ``syncline: ROLE`` in ps and top (``capture``, ``view replica``)."""
+    import setproctitle
+
+    setproctitle.setproctitle(f"syncline: {role}")
+
+
 def _child_setup(cfg: Config, name: str) -> threading.Event:
     """Die with the parent, stop on SIGTERM/SIGINT, log with secrets redacted."""
     try:
@@ -56,6 +63,7 @@ def _child_setup(cfg: Config, name: str) -> threading.Event:
     parent = mp.parent_process()
     if parent is not None and os.getppid() != parent.pid:
         raise SystemExit(1)  # the supervisor died before we could ask to die with it
+    set_title(name)
     setup_logging(cfg.secrets(), prefix=f"[{name}] ")
     stop = threading.Event()
 
