@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from syncline.core.config_models import Config
-from syncline.core.errors import SynclineError
+from syncline.core.errors import SynclineError, TablesNotFollowed, ViewFailed
 from syncline.core.lsn import format_lsn, parse_lsn
 
 DEFAULT_URL = "http://127.0.0.1:8474"
@@ -115,6 +115,11 @@ class Client:
             raise ClientError(f"cannot reach syncline at {self.url}: {reason}") from None
 
     def _json(self, path: str, params: list[tuple[str, str]], timeout: float, ok: tuple[int, ...]) -> Any:
+        return self._answer(path, params, timeout, ok)[1]
+
+    def _answer(
+        self, path: str, params: list[tuple[str, str]], timeout: float, ok: tuple[int, ...]
+    ) -> tuple[int, Any]:
         code, body = self._get(path, params, timeout)
         try:
             doc = json.loads(body) if body else {}
@@ -123,7 +128,7 @@ class Client:
         if code not in ok:
             msg = doc.get("error", "") if isinstance(doc, dict) else ""
             raise ClientError(f"{path}: HTTP {code}: {msg or 'unexpected answer'}")
-        return doc
+        return code, doc
 
     def status(self, timeout: float = 30.0) -> dict[str, Any]:
         """What ``syncline status --json`` prints."""
@@ -153,15 +158,19 @@ class Client:
             params = [("timeout", f"{chunk:.3f}"), *(("view", v) for v in views or ())]
             if text:
                 params.append(("lsn", text))
-            doc = self._json("/wait", params, chunk + 30.0, (200, 408))
+            code, doc = self._answer("/wait", params, chunk + 30.0, (200, 408, 503))
             if doc.get("applied"):
                 return dict(doc)
+            if code == 503:
+                if doc.get("unfollowed"):
+                    raise TablesNotFollowed([str(t) for t in doc["unfollowed"]])
+                if doc.get("view"):
+                    raise ViewFailed(str(doc["view"]), str(doc.get("error", "")).split(": ", 1)[-1])
+                raise ClientError(f"/wait: HTTP 503: {doc.get('error') or 'unavailable'}")
             text = str(doc.get("lsn") or text)
             if time.monotonic() >= deadline:
-                raise WaitTimeout(
-                    f"views {', '.join(views or doc.get('views', {}))} have not applied {text} "
-                    f"within {timeout:g}s"
-                )
+                behind = doc.get("behind") or views or list(doc.get("views", {}))
+                raise WaitTimeout(f"views {', '.join(behind)} have not applied {text} within {timeout:g}s")
 
 
 def wait_for(
@@ -184,7 +193,7 @@ def wait_for(
         Client(url, token).wait_for(lsn, views, timeout)
         return
     from syncline.config import load_config
-    from syncline.runtime.status import source_position, wait_caught_up
+    from syncline.runtime.status import check_followed, source_position, views_behind, wait_caught_up
 
     cfg = config if isinstance(config, Config) else load_config(config)
     configured = [v.name for v in cfg.views]
@@ -194,8 +203,19 @@ def wait_for(
         raise ValueError(f"no view named {', '.join(unknown)} in {cfg.path}")
     text = _lsn_text(lsn)
     pos = parse_lsn(text) if text else source_position(cfg)
+    check_followed(cfg)
     if not wait_caught_up(cfg, pos, names, timeout):
-        raise WaitTimeout(f"views {', '.join(names)} have not applied {format_lsn(pos)} within {timeout:g}s")
+        behind = views_behind(cfg, pos, names) or names
+        raise WaitTimeout(f"views {', '.join(behind)} have not applied {format_lsn(pos)} within {timeout:g}s")
 
 
-__all__ = ["DEFAULT_URL", "Client", "ClientError", "WaitTimeout", "current_position", "wait_for"]
+__all__ = [
+    "DEFAULT_URL",
+    "Client",
+    "ClientError",
+    "TablesNotFollowed",
+    "ViewFailed",
+    "WaitTimeout",
+    "current_position",
+    "wait_for",
+]

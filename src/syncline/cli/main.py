@@ -111,8 +111,9 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_wait(args: argparse.Namespace) -> int:
+    from syncline.core.errors import TablesNotFollowed, ViewFailed
     from syncline.core.lsn import format_lsn, parse_lsn
-    from syncline.runtime.status import source_position, wait_caught_up
+    from syncline.runtime.status import check_followed, source_position, views_behind, wait_caught_up
 
     cfg = _load(args)
     names = args.view or [v.name for v in cfg.views]
@@ -128,11 +129,17 @@ def cmd_wait(args: argparse.Namespace) -> int:
             return 2
     else:
         lsn = source_position(cfg)
-    if wait_caught_up(cfg, lsn, names, args.timeout):
-        return 0
+    try:
+        check_followed(cfg)
+        if wait_caught_up(cfg, lsn, names, args.timeout):
+            return 0
+    except (ViewFailed, TablesNotFollowed) as e:
+        print(f"syncline: error: {redact(str(e), cfg.secrets())} (see syncline status)", file=sys.stderr)
+        return 2
+    behind = views_behind(cfg, lsn, names) or names
     print(
-        f"syncline: timeout: views {', '.join(names)} have not applied "
-        f"{format_lsn(lsn)} within {args.timeout:g}s",
+        f"syncline: timeout: {'view' if len(behind) == 1 else 'views'} {', '.join(behind)} "
+        f"{'has' if len(behind) == 1 else 'have'} not applied {format_lsn(lsn)} within {args.timeout:g}s",
         file=sys.stderr,
     )
     return 1

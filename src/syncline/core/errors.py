@@ -46,3 +46,25 @@ def redact(text: str, secrets: list[str]) -> str:
         if s:
             text = text.replace(s, "***")
     return text
+
+
+class ViewFailed(SynclineError):
+    """A view asked for (``wait``) has failed: waiting longer cannot help."""
+
+    def __init__(self, view: str, error: str) -> None:
+        super().__init__(f"view {view} has failed: {error or 'see syncline status'}")
+        self.view = view
+        self.error = error
+
+
+class TablesNotFollowed(SynclineError):
+    """Tables match ``[source] tables`` but are not captured yet (created after ``run``
+    started): ``wait`` cannot promise their rows reached any view."""
+
+    def __init__(self, tables: list[str]) -> None:
+        super().__init__(
+            f"table{'s' if len(tables) > 1 else ''} {', '.join(tables)} match source.tables but "
+            "were created after `syncline run` started and are not followed yet: their changes reach "
+            "no view (restart `syncline run` to follow them; rows they already hold are not copied)"
+        )
+        self.tables = tables

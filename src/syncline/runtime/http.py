@@ -23,6 +23,7 @@ import socket
 import socketserver
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -31,7 +32,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from syncline.core.config_models import Config
-from syncline.core.errors import LogError, SynclineError, redact
+from syncline.core.errors import LogError, SynclineError, TablesNotFollowed, ViewFailed, redact
 from syncline.core.lsn import format_lsn, parse_lsn
 from syncline.log.embedded.store import connect
 from syncline.runtime.metrics import CONTENT_TYPE, Metrics
@@ -40,6 +41,8 @@ from syncline.runtime.status import (
     capture_state,
     source_position,
     status,
+    unfollowed_tables,
+    views_behind,
     wait_caught_up,
 )
 
@@ -121,6 +124,9 @@ class ApiServer:
         self.metrics = Metrics(cfg, lambda: self.processes().capture_alive)
         self.stopping = threading.Event()
         self.waiters = threading.BoundedSemaphore(MAX_WAITERS)
+        self._unfollowed_lock = threading.Lock()
+        self._unfollowed_at = -1e9
+        self._unfollowed_cache: list[str] = []
         self.thread: threading.Thread | None = None
         host, port = cfg.http.address()
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -202,10 +208,30 @@ class ApiServer:
             return _json(400, {"error": f"lsn: {e}"})
         except SynclineError as e:
             return _json(503, {"error": redact(str(e), self.cfg.secrets())})
+        try:
+            missing = self._unfollowed()
+        except SynclineError as e:
+            return _json(503, {"error": redact(str(e), self.cfg.secrets())})
+        if missing:
+            err = TablesNotFollowed(missing)
+            return _json(
+                503, {"applied": False, "lsn": format_lsn(lsn), "unfollowed": missing, "error": str(err)}
+            )
         if not self.waiters.acquire(blocking=False):
             return _json(503, {"error": f"more than {MAX_WAITERS} waits in progress"})
         try:
             done = wait_caught_up(self.cfg, lsn, names, timeout, stop=self.stopping)
+        except ViewFailed as e:
+            return _json(
+                503,
+                {
+                    "applied": False,
+                    "lsn": format_lsn(lsn),
+                    "view": e.view,
+                    "error": redact(str(e), self.cfg.secrets()),
+                    "views": applied_positions(self.cfg, names),
+                },
+            )
         finally:
             self.waiters.release()
         doc: dict[str, Any] = {
@@ -217,7 +243,20 @@ class ApiServer:
             return _json(200, doc)
         if self.stopping.is_set():
             return _json(503, {**doc, "error": "syncline run is stopping"})
-        return _json(408, {**doc, "error": f"not applied within {timeout:g}s"})
+        behind = views_behind(self.cfg, lsn, names)
+        return _json(
+            408,
+            {**doc, "behind": behind, "error": f"{', '.join(behind) or 'views'} behind after {timeout:g}s"},
+        )
+
+    def _unfollowed(self) -> list[str]:
+        """:func:`unfollowed_tables`, asked at most once a second (``/wait`` is a hot path)."""
+        now = time.monotonic()
+        with self._unfollowed_lock:
+            if now - self._unfollowed_at > 1.0:
+                self._unfollowed_cache = unfollowed_tables(self.cfg)
+                self._unfollowed_at = now
+            return self._unfollowed_cache
 
     def _healthz(self) -> Response:
         procs = self.processes()

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from syncline.core.config_models import Config
-from syncline.core.errors import LogError, SynclineError
+from syncline.core.errors import LogError, SynclineError, TablesNotFollowed, ViewFailed
 from syncline.core.lsn import format_lsn, parse_lsn
 from syncline.log.embedded.store import connect, get_meta
 
@@ -81,6 +81,30 @@ def source_position(cfg: Config) -> int:
         raise SynclineError(f"cannot reach the source to read its WAL position: {first}") from e
     assert row is not None
     return parse_lsn(str(row[0]))
+
+
+def unfollowed_tables(cfg: Config) -> list[str]:
+    """Tables of the source that match ``[source] tables`` but are not in the publication
+    (created after ``syncline run`` started). Empty before the first start."""
+    from syncline.sources.postgres import catalog as cat
+
+    conn = cat.connect(cfg.source.dsn.value)
+    try:
+        published = cat.publication_tables(conn, cfg.source.publication)
+        if published is None:
+            return []
+        return sorted(
+            t.qualified for t in cat.discover_tables(conn, cfg.source.tables) if t.qualified not in published
+        )
+    finally:
+        conn.close()
+
+
+def check_followed(cfg: Config) -> None:
+    """Raise :class:`TablesNotFollowed` when :func:`unfollowed_tables` finds any."""
+    missing = unfollowed_tables(cfg)
+    if missing:
+        raise TablesNotFollowed(missing)
 
 
 def error_counts(conn: sqlite3.Connection) -> dict[tuple[str, str], dict[str, int]]:
@@ -213,7 +237,8 @@ def wait_caught_up(
     interval: float = 0.02,
 ) -> bool:
     """Poll the log until :func:`views_caught_up` (True) or ``timeout`` seconds or ``stop``
-    (False). One read-only connection for the whole wait."""
+    (False). One read-only connection for the whole wait. Raises :class:`ViewFailed` at once
+    when one of ``views`` has failed."""
     names = list(views)
     path = Path(cfg.log.path)
     deadline = time.monotonic() + timeout
@@ -227,6 +252,7 @@ def wait_caught_up(
                 with contextlib.suppress(sqlite3.OperationalError):  # the log is being created
                     if _caught_up(conn, lsn, names):
                         return True
+                    _raise_failed(conn, names)
             left = deadline - time.monotonic()
             if left <= 0 or (stop is not None and stop.is_set()):
                 return False
@@ -270,6 +296,20 @@ def views_caught_up(cfg: Config, lsn: int, views: list[str]) -> bool:
         return False
     finally:
         conn.close()
+
+
+def _raise_failed(conn: sqlite3.Connection, views: list[str]) -> None:
+    """Raise :class:`ViewFailed` for the first of ``views`` recorded as failed."""
+    for name in views:
+        row = conn.execute("SELECT state, error FROM consumers WHERE name = ?", (name,)).fetchone()
+        if row is not None and row[0] == "failed":
+            raise ViewFailed(name, str(row[1] or ""))
+
+
+def views_behind(cfg: Config, lsn: int, views: Iterable[str]) -> list[str]:
+    """The views of ``views`` that have not applied everything committed up to ``lsn``
+    (all of them when the log cannot be read)."""
+    return [n for n in views if not views_caught_up(cfg, lsn, [n])]
 
 
 def _caught_up(conn: sqlite3.Connection, lsn: int, views: list[str]) -> bool:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from syncline.core.config_models import Config, ViewConfig
+from syncline.core.errors import ViewFailed
 from syncline.core.lsn import format_lsn
 from syncline.runtime.status import wait_caught_up
 from syncline.verify.chunks import KeyDiff, TextRow, bucket, chunk_count, diff_rows, differing_chunks
@@ -205,7 +206,12 @@ class Verifier:
         res = ViewResult(vcfg.name, vcfg.kind, snap.lsn)
         is_live = live(self.cfg, vcfg.name)
         if is_live:
-            if not wait_caught_up(self.cfg, snap.lsn, [vcfg.name], self.opts.wait_timeout):
+            try:
+                applied = wait_caught_up(self.cfg, snap.lsn, [vcfg.name], self.opts.wait_timeout)
+            except ViewFailed as e:
+                res.error = str(e)
+                return res
+            if not applied:
                 res.error = (
                     f"view {vcfg.name} has not applied {format_lsn(snap.lsn)} within "
                     f"{self.opts.wait_timeout:g}s (see `syncline status`)"
@@ -283,7 +289,10 @@ class Verifier:
         keys = diff.all_keys()
         chunks = {bucket(k, n) for k in keys}
         with SourceSnapshot(self.dsn) as snap:
-            if not wait_caught_up(self.cfg, snap.lsn, [view], self.opts.wait_timeout):
+            try:
+                if not wait_caught_up(self.cfg, snap.lsn, [view], self.opts.wait_timeout):
+                    return diff
+            except ViewFailed:
                 return diff
             srows = snap.chunk_rows(spec, n, chunks)
         vrows = reader.chunk_rows(spec, n, chunks)
@@ -316,7 +325,12 @@ def verify_keys(cfg: Config, opts: Options, keys: dict[str, dict[str, set[str]]]
         for name, tables in keys.items():
             vcfg = views[name]
             res = results[name] = ViewResult(name, vcfg.kind, snap.lsn)
-            if live(cfg, name) and not wait_caught_up(cfg, snap.lsn, [name], opts.wait_timeout):
+            try:
+                behind = live(cfg, name) and not wait_caught_up(cfg, snap.lsn, [name], opts.wait_timeout)
+            except ViewFailed as e:
+                res.error = str(e)
+                continue
+            if behind:
                 res.error = f"view {name} has not applied {format_lsn(snap.lsn)}"
                 continue
             try:
