@@ -9,6 +9,20 @@ import pytest
 from syncline.testing.harness import Pipeline
 from syncline.testing.pgcluster import PgCluster, running_cluster
 
+CI = os.environ.get("CI", "").lower() == "true"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """Under ``CI=true`` a skipped test fails: a test that needs something missing must
+    install it or fail, never pass silently."""
+    outcome = yield
+    rep = outcome.get_result()  # type: ignore[attr-defined]
+    if CI and rep.skipped and not hasattr(rep, "wasxfail"):
+        reason = rep.longrepr[2] if isinstance(rep.longrepr, tuple) else str(rep.longrepr)
+        rep.outcome = "failed"
+        rep.longrepr = f"skipped under CI=true (a skip is a failure here): {reason}"
+
 
 @pytest.fixture(scope="session")
 def pg() -> Iterator[PgCluster]:
