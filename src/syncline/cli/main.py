@@ -84,9 +84,19 @@ def cmd_status(args: argparse.Namespace) -> int:
             f"{v.get('lag_seconds', 0):.3f}",
             str(v.get("lag_events")),
             str(v.get("retries", 0)),
-            v.get("error") or "",
+            " ".join((v.get("error") or "").split()),
         )
         for name, v in st["views"].items()
+    ]
+    fixes = [
+        f"view {name}: to fix: {v['action']}"
+        + (
+            f" (next automatic retry in {v['next_retry_seconds']:.0f}s)"
+            if v.get("next_retry_seconds")
+            else ""
+        )
+        for name, v in st["views"].items()
+        if v.get("state") == "failed" and v.get("action")
     ]
     if not sys.stdout.isatty():
         # piped or redirected: plain text, every column in full (no terminal width to fit)
@@ -95,6 +105,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
         for r in [header, *rows]:
             print("  ".join(x.ljust(w) for x, w in zip(r, widths, strict=True)).rstrip())
+        for f in fixes:
+            print(f)
         return code
     from rich.console import Console
     from rich.markup import escape
@@ -107,7 +119,39 @@ def cmd_status(args: argparse.Namespace) -> int:
     for r in rows:
         t.add_row(*r)
     c.print(t)
+    for f in fixes:
+        c.print(escape(f))
     return code
+
+
+def cmd_retry(args: argparse.Namespace) -> int:
+    """Ask the running ``syncline run`` to restart a failed view (its next start does anyway)."""
+    from pathlib import Path
+
+    from syncline.runtime.consumers import ConsumerTable
+    from syncline.runtime.status import status
+
+    cfg = _load(args)
+    if args.view not in {v.name for v in cfg.views}:
+        print(f"syncline: error: no view named {args.view} in {cfg.path}", file=sys.stderr)
+        return 2
+    if not (Path(cfg.log.path) / "log.db").exists():
+        print(f"view {args.view} has not started yet: nothing to retry")
+        return 0
+    state = status(cfg, with_source=False)["views"][args.view]["state"]
+    if state != "failed":
+        print(f"view {args.view} is {state}, not failed: nothing to retry")
+        return 0
+    t = ConsumerTable(Path(cfg.log.path))
+    try:
+        t.request_retry(args.view)
+    finally:
+        t.close()
+    print(
+        f"retry of view {args.view} requested: a running `syncline run` restarts it within a second "
+        "(otherwise its next start does); `syncline status` shows how it goes"
+    )
+    return 0
 
 
 def cmd_wait(args: argparse.Namespace) -> int:
@@ -279,6 +323,9 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--view", action="append", help="view name (repeatable; default all)")
     w.add_argument("--timeout", type=float, default=60.0)
     w.set_defaults(func=cmd_wait)
+    rt = add("retry", "restart a failed view (after fixing its cause; see `syncline status`)")
+    rt.add_argument("view")
+    rt.set_defaults(func=cmd_retry)
     v = add("verify", "compare views with the source; list (and --repair) the differing keys")
     v.add_argument("--view", action="append", help="view name (repeatable; default all)")
     v.add_argument("--table", action="append", help="schema.table or glob (repeatable; default all)")

@@ -33,11 +33,46 @@ class LogError(SynclineError):
 
 
 class ViewError(SynclineError):
-    """A view could not apply a batch."""
+    """A view could not apply a batch.
+
+    ``fixable``: the cause lies in the target and a change there can remove it (a
+    constraint, a privilege, a schema changed behind syncline's back): the view is retried
+    with back-off. ``action``: what the operator should do, for ``status`` and the log."""
+
+    def __init__(self, message: str, *, fixable: bool = False, action: str = "") -> None:
+        super().__init__(message)
+        self.fixable = fixable
+        self.action = action
 
 
 class TransientViewError(ViewError):
     transient = True
+
+
+def target_fix(sqlstate: str | None, view: str) -> tuple[bool, str]:
+    """(fixable, action) for a SQL error a target database raised while a view applied."""
+    state = sqlstate or ""
+    retry = f"syncline retries it by itself with back-off, or at once with `syncline retry {view}`"
+    if state.startswith("23"):
+        return True, (
+            "a constraint in the target rejects a row the source holds (syncline creates only "
+            f"primary keys): drop or relax it in the target; {retry}"
+        )
+    if state == "42501":
+        return True, f"grant the view's role the privileges it needs in the target; {retry}"
+    if state.startswith("42"):
+        return True, (
+            "the target's schema no longer matches what syncline created (a table, column or type "
+            f"was changed or dropped there): restore it in the target; {retry}"
+        )
+    if state.startswith("22"):
+        return True, (
+            "the target cannot store a value the source holds: make the column's type (or the "
+            f"enum's labels) in the target match the source; {retry}"
+        )
+    if state[:2] in ("53", "54", "55", "57"):
+        return True, f"the target is out of resources or busy (SQLSTATE {state}): fix that; {retry}"
+    return False, f"fix the cause, then run `syncline retry {view}`"
 
 
 def redact(text: str, secrets: list[str]) -> str:

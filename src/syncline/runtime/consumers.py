@@ -99,6 +99,42 @@ class ConsumerTable:
         except sqlite3.OperationalError:
             return False
 
+    # -- failed views: what to do, retries ------------------------------------------------
+
+    def set_failure(self, name: str, fixable: bool, action: str) -> None:
+        self.conn.execute(
+            "INSERT INTO view_control (name, fixable, action, retry_requested, next_retry)"
+            " VALUES (?, ?, ?, 0, 0) ON CONFLICT (name) DO UPDATE SET fixable = excluded.fixable,"
+            " action = excluded.action, next_retry = 0",
+            (name, int(fixable), action),
+        )
+
+    def set_next_retry(self, name: str, at: float) -> None:
+        self.conn.execute("UPDATE view_control SET next_retry = ? WHERE name = ?", (at, name))
+
+    def control(self, name: str) -> tuple[bool, str, bool]:
+        """(fixable, action, retry requested) of a failed view."""
+        row = self.conn.execute(
+            "SELECT fixable, action, retry_requested FROM view_control WHERE name = ?", (name,)
+        ).fetchone()
+        return (bool(row[0]), str(row[1]), bool(row[2])) if row else (False, "", False)
+
+    def request_retry(self, name: str) -> None:
+        """``syncline retry NAME``: the supervisor restarts the failed view."""
+        self.conn.execute(
+            "INSERT INTO view_control (name, retry_requested) VALUES (?, 1)"
+            " ON CONFLICT (name) DO UPDATE SET retry_requested = 1",
+            (name,),
+        )
+
+    def clear_retry_request(self, name: str) -> None:
+        self.conn.execute(
+            "UPDATE view_control SET retry_requested = 0, next_retry = 0 WHERE name = ?", (name,)
+        )
+
+    def clear_failure(self, name: str) -> None:
+        self.conn.execute("DELETE FROM view_control WHERE name = ?", (name,))
+
     def remove_others(self, keep: set[str]) -> list[str]:
         gone = [
             str(r[0])

@@ -186,6 +186,12 @@ def view_status(conn: sqlite3.Connection, cfg: Config) -> dict[str, Any]:
     out: dict[str, Any] = {}
     now = time.time()
     errors = error_counts(conn)
+    control: dict[str, tuple[bool, str, float]] = {}
+    with contextlib.suppress(sqlite3.OperationalError):  # a log older than view_control
+        for name, fixable, action, next_retry in conn.execute(
+            "SELECT name, fixable, action, next_retry FROM view_control"
+        ):
+            control[str(name)] = (bool(fixable), str(action), float(next_retry))
     for v in cfg.views:
         r = rows.get(v.name)
         seq = int(r[2]) if r else 0
@@ -205,6 +211,10 @@ def view_status(conn: sqlite3.Connection, cfg: Config) -> dict[str, Any]:
             "error": (str(r[5]) or None) if r else None,
             **errors.get(("view", v.name), {"retries": 0, "errors": 0}),
         }
+        c = control.get(v.name)
+        if r and str(r[4]) == "failed" and c is not None:
+            out[v.name]["action"] = c[1] or None
+            out[v.name]["next_retry_seconds"] = round(max(0.0, c[2] - now), 1) if c[0] and c[2] else None
     return out
 
 

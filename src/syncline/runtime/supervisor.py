@@ -5,9 +5,11 @@ would otherwise serialise them), and a view that crashes cannot take the capture
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing as mp
 import signal
+import sqlite3
 import time
 from multiprocessing.process import BaseProcess
 from pathlib import Path
@@ -15,6 +17,7 @@ from pathlib import Path
 from syncline.core.config_models import Config, ViewConfig
 from syncline.runtime import workers
 from syncline.runtime.backoff import Backoff
+from syncline.runtime.consumers import ConsumerTable
 from syncline.runtime.http import ApiServer, Processes
 
 log = logging.getLogger("syncline.run")
@@ -30,6 +33,10 @@ class Supervisor:
         self.failed_views: set[str] = set()
         self.stopping = False
         self._seen_exits: set[int] = set()
+        self.fixable_backoff: dict[str, Backoff] = {}
+        self.fixable_due: dict[str, float] = {}
+        self._consumers: ConsumerTable | None = None
+        self._last_control_check = 0.0
         self.processes = Processes()
         """Read by the HTTP thread (``/healthz``); replaced, never mutated."""
         compactor = ViewConfig(
@@ -101,13 +108,13 @@ class Supervisor:
                     elif now >= capture_backoff[1]:
                         capture_backoff = (b, 0.0)
                         self._start_capture()
+                self._retry_failed_views()
                 for v in self.all_views:
                     p = self.views.get(v.name)
                     if p is None or p.is_alive() or v.name in self.failed_views:
                         continue
                     if p.exitcode == workers.EXIT_TERMINAL:
-                        self.failed_views.add(v.name)
-                        log.error("view %s failed; the others go on (see syncline status)", v.name)
+                        self._view_failed(v)
                         continue
                     b, due = self.view_backoff.get(v.name, (Backoff(1.0, 60.0), 0.0))
                     now = time.monotonic()
@@ -122,6 +129,8 @@ class Supervisor:
             if api is not None:
                 api.stop()
             self._stop_all()
+            if self._consumers is not None:
+                self._consumers.close()
         if code == 0:
             log.info("stopped")
         if code != 0:
@@ -132,6 +141,58 @@ class Supervisor:
             reason = self._capture_error() or "the capture stopped unexpectedly (see the log above)"
             print(f"syncline: error: {redact(reason, self.cfg.secrets())}", file=sys.stderr)
         return code
+
+    def _control(self) -> ConsumerTable:
+        if self._consumers is None:
+            self._consumers = ConsumerTable(Path(self.cfg.log.path))
+        return self._consumers
+
+    def _view_failed(self, v: ViewConfig) -> None:
+        """A view exited with a terminal error: keep it stopped, unless the cause is one a
+        change in the target can fix: then retry it with back-off (1 s doubling to 5 min)."""
+        self.failed_views.add(v.name)
+        try:
+            fixable, action, _ = self._control().control(v.name)
+        except sqlite3.Error:
+            fixable, action = False, ""
+        if not fixable:
+            log.error("view %s failed; the others go on (see syncline status). To fix: %s", v.name, action)
+            return
+        b = self.fixable_backoff.setdefault(v.name, Backoff(1.0, 300.0))
+        delay = b.next_delay()
+        self.fixable_due[v.name] = time.monotonic() + delay
+        with contextlib.suppress(sqlite3.Error):
+            self._control().set_next_retry(v.name, time.time() + delay)
+        log.error("view %s failed; retrying in %.0fs. To fix: %s", v.name, delay, action)
+
+    def _retry_failed_views(self) -> None:
+        """Restart failed views whose retry is due or was asked for (``syncline retry``)."""
+        if not self.failed_views:
+            return
+        now = time.monotonic()
+        if now - self._last_control_check < 0.5:
+            return
+        self._last_control_check = now
+        for v in self.all_views:
+            if v.name not in self.failed_views:
+                continue
+            try:
+                _, _, asked = self._control().control(v.name)
+            except sqlite3.Error:
+                continue
+            due = self.fixable_due.get(v.name)
+            if not asked and (due is None or now < due):
+                continue
+            if asked:
+                self.fixable_backoff.pop(v.name, None)
+                log.info("view %s: retry requested; restarting it", v.name)
+            else:
+                log.info("view %s: retrying", v.name)
+            self.failed_views.discard(v.name)
+            self.fixable_due.pop(v.name, None)
+            with contextlib.suppress(sqlite3.Error):
+                self._control().clear_retry_request(v.name)
+            self._start_view(v)
 
     def _children_exited_cleanly(self) -> bool:
         """Some child exited with 0 (it only does when asked to stop) and we were not asked."""

@@ -178,6 +178,7 @@ def view_main(cfg: Config, vcfg: ViewConfig) -> int:
         return 0
     consumers = ConsumerTable(path)
     consumers.update(vcfg.name, vcfg.kind, state="starting")
+    consumers.clear_failure(vcfg.name)
     backoff = Backoff()
     while not stop.is_set():
         view = None
@@ -200,8 +201,13 @@ def view_main(cfg: Config, vcfg: ViewConfig) -> int:
                 _safe_close(view)
             consumers.count_error(vcfg.name, e, e.transient)
             if not e.transient:
-                log.error("%s", e)
+                fixable = isinstance(e, ViewError) and e.fixable
+                action = (e.action if isinstance(e, ViewError) else "") or (
+                    f"fix the cause, then run `syncline retry {vcfg.name}`"
+                )
+                log.error("%s; to fix: %s", e, action)
                 consumers.update(vcfg.name, vcfg.kind, state="failed", error=str(e)[:500])
+                consumers.set_failure(vcfg.name, fixable, action)
                 return EXIT_TERMINAL
             delay = backoff.next_delay()
             log.warning("%s; retrying in %.1fs (the log keeps the changes)", e, delay)
@@ -213,6 +219,9 @@ def view_main(cfg: Config, vcfg: ViewConfig) -> int:
             log.exception("view %s failed", vcfg.name)
             consumers.count_error(vcfg.name, e, False)
             consumers.update(vcfg.name, vcfg.kind, state="failed", error=f"{type(e).__name__}: {e}"[:500])
+            consumers.set_failure(
+                vcfg.name, False, f"a defect in syncline: report it; `syncline retry {vcfg.name}` tries again"
+            )
             return EXIT_TERMINAL
     return 0
 

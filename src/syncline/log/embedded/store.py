@@ -77,6 +77,13 @@ CREATE TABLE IF NOT EXISTS consumers (
     applied_events INTEGER NOT NULL DEFAULT 0,
     updated_at REAL NOT NULL DEFAULT 0
 );
+CREATE TABLE IF NOT EXISTS view_control (
+    name TEXT PRIMARY KEY,
+    fixable INTEGER NOT NULL DEFAULT 0,
+    action TEXT NOT NULL DEFAULT '',
+    retry_requested INTEGER NOT NULL DEFAULT 0,
+    next_retry REAL NOT NULL DEFAULT 0
+);
 """
 
 PART_BYTES = 4 << 20

@@ -25,6 +25,7 @@ from syncline.core.errors import (
     TransientViewError,
     ViewError,
     redact,
+    target_fix,
 )
 from syncline.core.events import (
     UNCHANGED,
@@ -261,7 +262,10 @@ class PostgresView:
             if isinstance(e, psycopg.OperationalError | psycopg.InterfaceError):
                 raise self._transient(e, f"replica unavailable while applying {where}") from None
             detail = redact(str(e).strip(), self._secrets)
-            raise ViewError(f"view {self.name}: cannot apply {where}: {detail}") from None
+            fixable, action = target_fix(e.sqlstate, self.name)
+            raise ViewError(
+                f"view {self.name}: cannot apply {where}: {detail}", fixable=fixable, action=action
+            ) from None
         except SynclineError:
             self._reset_after_error()
             raise
