@@ -148,7 +148,7 @@ def parse_config(
         ctx,
         s,
         "source",
-        {"kind", "dsn", "tables", "slot", "publication", "streaming"},
+        {"kind", "dsn", "tables", "slot", "publication", "streaming", "failover"},
     )
     kind = _get(ctx, s, "source", "kind", str, '"postgres"', "postgres")
     if kind != "postgres":
@@ -165,6 +165,7 @@ def parse_config(
         slot=slot,
         publication=pub,
         streaming=_get(ctx, s, "source", "streaming", bool, "true or false", True),
+        failover=_get(ctx, s, "source", "failover", bool, "true or false", False),
     )
     lraw = raw.get("log", {})
     if not isinstance(lraw, dict):

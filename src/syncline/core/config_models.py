@@ -30,6 +30,9 @@ class SourceConfig:
     kind: str = "postgres"
     streaming: bool = True
     """Ask for protocol 2 streaming of in-progress transactions where the server has it."""
+    failover: bool = False
+    """Create the slot as a failover slot (PostgreSQL 17+): standbys with
+    ``sync_replication_slots`` keep a copy, so the slot survives a promotion."""
 
 
 @dataclass(frozen=True)

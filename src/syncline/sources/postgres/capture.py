@@ -74,6 +74,11 @@ class Capture:
             if not self.writer.meta("source_reached"):
                 self.writer.set_meta_now(source_reached=1)
             cat.check_server(info)
+            if self.cfg.failover and info.version < 170000:
+                raise SourceError(
+                    "source.failover = true needs PostgreSQL 17 or newer (failover slots); "
+                    f"the source runs {info.version // 10000}"
+                )
             tables = cat.discover_tables(conn, self.cfg.tables)
             if not tables:
                 raise SourceError(
@@ -96,6 +101,8 @@ class Capture:
                 state = self.writer.meta("state")
                 if state == "streaming":
                     self._check_slot(slot)
+                    if self.cfg.failover:
+                        repl.set_failover(self.cfg.slot)
                 else:
                     self._first_snapshot(repl, slot, tables, sysid, dbname)
                 self._check_not_behind(cat.slot_info(conn, self.cfg.slot))
@@ -182,7 +189,7 @@ class Capture:
             capture_state="snapshotting",
             capture_error="",
         )
-        created = repl.create_slot(name)
+        created = repl.create_slot(name, failover=self.cfg.failover)
         log.info(
             "created slot %s at %s; snapshot of %d tables",
             name,

@@ -74,8 +74,11 @@ def check_server(info: ServerInfo) -> None:
         )
     if info.encoding != "UTF8":
         raise SourceError(f"source database encoding is {info.encoding}; syncline needs UTF8")
-    if info.version < 100000:
-        raise SourceError("PostgreSQL 10 or newer is required")
+    if info.version < 130000:
+        raise SourceError(
+            f"PostgreSQL 13 or newer is required (the source runs {info.version // 10000}); "
+            "15, 16 and 18 are tested"
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -81,12 +81,18 @@ class ReplicationConnection:
 
         return v(0), int(v(1)), parse_lsn(v(2)), v(3)
 
-    def create_slot(self, name: str) -> SlotCreated:
-        res = self._exec(f'CREATE_REPLICATION_SLOT "{name}" LOGICAL pgoutput EXPORT_SNAPSHOT')
+    def create_slot(self, name: str, failover: bool = False) -> SlotCreated:
+        """A logical pgoutput slot with an exported snapshot (``failover``: PostgreSQL 17+)."""
+        options = "(SNAPSHOT 'export', FAILOVER true)" if failover else "EXPORT_SNAPSHOT"
+        res = self._exec(f'CREATE_REPLICATION_SLOT "{name}" LOGICAL pgoutput {options}')
         cp = res.get_value(0, 1)
         snap = res.get_value(0, 2)
         assert cp is not None and snap is not None
         return SlotCreated(name, parse_lsn(cp.decode()), snap.decode())
+
+    def set_failover(self, name: str) -> None:
+        """Make an existing slot a failover slot (PostgreSQL 17+)."""
+        self._exec(f'ALTER_REPLICATION_SLOT "{name}" (FAILOVER true)')
 
     def drop_slot(self, name: str) -> None:
         self._exec(f'DROP_REPLICATION_SLOT "{name}" WAIT')
