@@ -19,6 +19,7 @@ from syncline.core.events import Column, Relation
 from syncline.views.duckdb.values import (
     Mapping,
     astronomical_to_bc,
+    is_bpchar,
     list_depth,
     map_column,
     pg_float4,
@@ -163,6 +164,9 @@ def to_pg_text(value: Any, column: Column, *, cast: bool = True, sql_type: str |
     if cast:
         out = to_pg_text(value, column, cast=False, sql_type=sql_type)
         return None if out is None else _cast_text(out, column)
+    if isinstance(value, str) and is_bpchar(column):
+        # stored as ``::text`` gives it; the output function pads to the declared length
+        return value.ljust(column.typmod - 4) if column.typmod > 4 else value
     if isinstance(value, str) and stored_as_text(column, sql_type):
         return value
     m = map_column(column)
