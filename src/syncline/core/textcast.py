@@ -41,6 +41,14 @@ def _inet(v: str) -> str:
     return v + ("/128" if ":" in v else "/32")
 
 
+def is_bpchar(col: Column) -> bool:
+    """A scalar ``character(n)`` column (domains resolved)."""
+    if col.category == "A":
+        return False
+    t = (col.base or col.type_name).strip().lower()
+    return t in ("bpchar", "character", "char") or t.startswith(("character(", "char(", "bpchar("))
+
+
 def converter(col: Column) -> Converter | None:
     """The text conversion for ``col`` (None: the output text is already ``::text``)."""
     if col.category == "A":
@@ -48,11 +56,11 @@ def converter(col: Column) -> Converter | None:
     t = (col.base or col.type_name).lower()
     if t in ("boolean", "bool"):
         return _bool
-    if t in ("bpchar", "character", "char") or t.startswith(("character(", "char(", "bpchar(")):
+    if is_bpchar(col):
         return _bpchar
     if t == "inet":
         return _inet
     return None
 
 
-__all__ = ["Converter", "converter"]
+__all__ = ["Converter", "converter", "is_bpchar"]

@@ -16,10 +16,10 @@ from decimal import Decimal
 from typing import Any
 
 from syncline.core.events import Column, Relation
+from syncline.core.textcast import is_bpchar
 from syncline.views.duckdb.values import (
     Mapping,
     astronomical_to_bc,
-    is_bpchar,
     list_depth,
     map_column,
     pg_float4,
@@ -142,7 +142,7 @@ def _cast_text(text: str, column: Column) -> str:
     base = (column.base or column.type_name).strip()
     if base == "boolean":
         return "true" if text == "t" else "false"
-    if base == "bpchar" or base == "character" or base.startswith("character("):
+    if is_bpchar(column):
         return text.rstrip(" ")
     if base == "inet" and "/" not in text:
         return text + ("/128" if ":" in text else "/32")

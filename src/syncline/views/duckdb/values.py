@@ -591,14 +591,6 @@ def beyond_duckdb_timestamp(text: str) -> bool:
     return False
 
 
-def is_bpchar(col: Any) -> bool:
-    """A scalar ``character(n)`` column (domains resolved)."""
-    if col.category == "A":
-        return False
-    t = (col.base or col.type_name).strip().lower()
-    return t in ("bpchar", "character", "char") or t.startswith(("character(", "char(", "bpchar("))
-
-
 def is_identity(m: Mapping) -> bool:
     return converter(m) is _identity
 

@@ -44,6 +44,7 @@ from syncline.core.events import (
     Relation,
     Row,
 )
+from syncline.core.textcast import is_bpchar
 from syncline.views.base import Batch, advance_relations, selected_oids, table_selected
 from syncline.views.duckdb.compare import select_expr, to_pg_text
 from syncline.views.duckdb.values import (
@@ -53,7 +54,6 @@ from syncline.views.duckdb.values import (
     beyond_duckdb_timestamp,
     converter,
     decimal_text,
-    is_bpchar,
     is_identity,
     list_depth,
     map_column,
