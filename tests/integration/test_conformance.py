@@ -309,16 +309,7 @@ def test_quoted_names_composite_keys_and_ddl_inside_a_transaction(pipeline: Pipe
     p.wait_caught_up()
     assert p.stop() == 0
     p.assert_equal()
-    import subprocess
-    import sys
-
-    r = subprocess.run(
-        [sys.executable, "-m", "syncline", "verify", "-q", "-c", str(p.config_path)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert r.returncode == 0, r.stdout + r.stderr
+    p.assert_verified()
 
 
 def test_two_phase_and_subtransactions(pipeline: Pipeline) -> None:

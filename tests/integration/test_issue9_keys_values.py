@@ -5,20 +5,7 @@ runs the real pipeline into all four views and ends with the harness comparison 
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 from syncline.testing.harness import Pipeline
-
-
-def verify(p: Pipeline) -> None:
-    r = subprocess.run(
-        [sys.executable, "-m", "syncline", "verify", "-q", "-c", str(p.config_path)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert r.returncode == 0, r.stdout + r.stderr
 
 
 def test_primary_key_with_include_columns(pipeline: Pipeline) -> None:
@@ -41,7 +28,7 @@ def test_primary_key_with_include_columns(pipeline: Pipeline) -> None:
     assert not p.failed_views()
     assert p.stop() == 0
     p.assert_equal()
-    verify(p)
+    p.assert_verified()
     nulls = p.sql(
         "SELECT a.attname, a.attnotnull FROM pg_attribute a WHERE a.attrelid = 'public.inc'::regclass"
         " AND a.attname = 'b'",
@@ -123,7 +110,7 @@ def test_minimum_and_maximum_legal_values(pipeline: Pipeline) -> None:
     assert not p.failed_views(), p.output()[-3000:]
     assert p.stop() == 0
     p.assert_equal()
-    verify(p)
+    p.assert_verified()
 
 
 def test_char_n_compares_as_in_postgres_in_duckdb(pipeline: Pipeline) -> None:
@@ -137,7 +124,7 @@ def test_char_n_compares_as_in_postgres_in_duckdb(pipeline: Pipeline) -> None:
     p.wait_caught_up()
     assert p.stop() == 0
     p.assert_equal()
-    verify(p)
+    p.assert_verified()
     con = duckdb.connect(str(p.workdir / "wh.duckdb"), read_only=True)
     try:
         got = con.execute("SELECT id FROM public.lang WHERE name = 'French' OR name = 'German' ORDER BY id")

@@ -39,10 +39,6 @@ def worker_pids(p: Pipeline) -> dict[int, str]:
     return {c: cmd.strip() for c, cmd in children(p.proc.pid).items() if cmd.startswith("syncline: ")}
 
 
-def after(text: str, marker: str) -> str:
-    return text[text.index(marker) :] if marker in text else text
-
-
 @pytest.mark.parametrize(
     ("sig", "group", "when"),
     [

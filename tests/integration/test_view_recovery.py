@@ -5,20 +5,13 @@ view failed for any other reason."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 
 from syncline.testing.harness import Pipeline
 
 
 def status(p: Pipeline) -> tuple[int, dict[str, object]]:
-    r = subprocess.run(
-        [sys.executable, "-m", "syncline", "status", "--json", "-c", str(p.config_path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    r = p.cli("status", "--json")
     return r.returncode, json.loads(r.stdout)
 
 
@@ -36,15 +29,6 @@ def wait_state(p: Pipeline, name: str, state: str, timeout: float = 60) -> dict[
         time.sleep(0.3)
 
 
-def syncline(p: Pipeline, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "syncline", *args, "-c", str(p.config_path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
-
 def test_constraint_in_the_replica_is_retried_once_fixed(pipeline: Pipeline) -> None:
     p = pipeline
     p.sql("CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t VALUES (1, 'ok')")
@@ -55,7 +39,7 @@ def test_constraint_in_the_replica_is_retried_once_fixed(pipeline: Pipeline) -> 
     v = wait_state(p, "replica", "failed")
     assert "no_bad" in str(v["error"]) and "constraint" in str(v["action"])
     assert status(p)[0] == 1  # a failed view: status exits 1
-    plain = syncline(p, "status")
+    plain = p.cli("status")
     assert "to fix:" in plain.stdout and "repl…" not in plain.stdout, plain.stdout
     p.sql("INSERT INTO t VALUES (4, 'more')")  # the other views go on
     time.sleep(3)
@@ -85,17 +69,17 @@ def test_retry_command_restarts_a_failed_view(pipeline: Pipeline) -> None:
         p.sql("INSERT INTO t VALUES (5, 'five')")
         v = wait_state(p, "cache", "failed")
         assert "retry cache" in str(v["action"]) and v.get("next_retry_seconds") is None
-        out = syncline(p, "retry", "replica")
+        out = p.cli("retry", "replica")
         assert out.returncode == 0 and "not failed" in out.stdout
         r.delete("_syncline:keys:cache:public.t")  # fixed, but this kind is not retried alone
         time.sleep(4)
         assert view_state(p, "cache")["state"] == "failed"
-        out = syncline(p, "retry", "cache")
+        out = p.cli("retry", "cache")
         assert out.returncode == 0 and "requested" in out.stdout, out.stdout + out.stderr
         wait_state(p, "cache", "running")
         p.wait_caught_up(timeout=120)
         assert view_state(p, "cache")["state"] == "running"
-        bad = syncline(p, "retry", "nosuchview")
+        bad = p.cli("retry", "nosuchview")
         assert bad.returncode == 2 and "no view named nosuchview" in bad.stderr
     finally:
         r.close()

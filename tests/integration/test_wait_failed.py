@@ -5,8 +5,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -21,12 +19,7 @@ from syncline.testing.pgcluster import PgCluster, free_port
 
 def cli_wait(p: Pipeline, *args: str, timeout: float = 120) -> tuple[int, str, float]:
     t0 = time.monotonic()
-    r = subprocess.run(
-        [sys.executable, "-m", "syncline", "wait", "-c", str(p.config_path), *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    r = p.cli("wait", *args, timeout=timeout)
     return r.returncode, r.stdout + r.stderr, time.monotonic() - t0
 
 

@@ -101,6 +101,20 @@ class Pipeline:
     def output(self) -> str:
         return "\n".join(p.read_text(errors="replace") for p in sorted(self.workdir.glob("run*.log")))
 
+    def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        """``syncline ARGS -c CONFIG`` as a user runs it (output captured)."""
+        return subprocess.run(
+            [sys.executable, "-m", "syncline", *args, "-c", str(self.config_path)],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    def assert_verified(self, timeout: float = 300) -> None:
+        """``syncline verify`` finds every view equal."""
+        r = self.cli("verify", "-q", timeout=timeout)
+        assert r.returncode == 0, r.stdout + r.stderr
+
     def kill(self) -> None:
         """SIGKILL the whole process group (the supervisor and its workers)."""
         kill_group(self.proc)
