@@ -6,11 +6,13 @@ would otherwise serialise them), and a view that crashes cannot take the capture
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import multiprocessing as mp
 import signal
 import sqlite3
 import time
+from collections.abc import Callable
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 
@@ -29,7 +31,7 @@ class Supervisor:
         self.ctx = mp.get_context("spawn")
         self.capture: BaseProcess | None = None
         self.views: dict[str, BaseProcess] = {}
-        self.view_backoff: dict[str, tuple[Backoff, float]] = {}
+        self.restart_backoff: dict[str, tuple[Backoff, float]] = {}
         self.failed_views: set[str] = set()
         self.stopping = False
         self._seen_exits: set[int] = set()
@@ -78,7 +80,6 @@ class Supervisor:
         if api is not None:
             api.start()
         code = 0
-        capture_backoff = (Backoff(1.0, 60.0), 0.0)
         try:
             while not self.stopping:
                 time.sleep(0.2)
@@ -100,14 +101,7 @@ class Supervisor:
                         break
                     # killed or crashed (not a configuration or source error): restart it,
                     # the log and the slot carry on from the last durable position
-                    b, due = capture_backoff
-                    now = time.monotonic()
-                    if due == 0.0:
-                        capture_backoff = (b, now + b.next_delay())
-                        log.warning("capture exited (%s); restarting", rc)
-                    elif now >= capture_backoff[1]:
-                        capture_backoff = (b, 0.0)
-                        self._start_capture()
+                    self._restart_when_due("capture", rc, self._start_capture)
                 self._retry_failed_views()
                 for v in self.all_views:
                     p = self.views.get(v.name)
@@ -116,15 +110,8 @@ class Supervisor:
                     if p.exitcode == workers.EXIT_TERMINAL:
                         self._view_failed(v)
                         continue
-                    b, due = self.view_backoff.get(v.name, (Backoff(1.0, 60.0), 0.0))
-                    now = time.monotonic()
-                    if due == 0.0:
-                        due = now + b.next_delay()
-                        self.view_backoff[v.name] = (b, due)
-                        log.warning("view %s exited (%s); restarting", v.name, p.exitcode)
-                    if now >= due:
-                        self.view_backoff[v.name] = (b, 0.0)
-                        self._start_view(v)
+                    restart = functools.partial(self._start_view, v)
+                    self._restart_when_due(f"view {v.name}", p.exitcode, restart)
         finally:
             if api is not None:
                 api.stop()
@@ -141,6 +128,19 @@ class Supervisor:
             reason = self._capture_error() or "the capture stopped unexpectedly (see the log above)"
             print(f"syncline: error: {redact(reason, self.cfg.secrets())}", file=sys.stderr)
         return code
+
+    def _restart_when_due(self, what: str, exitcode: int | None, start: Callable[[], None]) -> None:
+        """A process that exited without a terminal error: restart it after a back-off
+        (1 s doubling to 60 s), logging once per exit."""
+        b, due = self.restart_backoff.get(what, (Backoff(1.0, 60.0), 0.0))
+        now = time.monotonic()
+        if due == 0.0:
+            due = now + b.next_delay()
+            self.restart_backoff[what] = (b, due)
+            log.warning("%s exited (%s); restarting", what, exitcode)
+        if now >= due:
+            self.restart_backoff[what] = (b, 0.0)
+            start()
 
     def _control(self) -> ConsumerTable:
         if self._consumers is None:
