@@ -193,7 +193,7 @@ def wait_for(
         Client(url, token).wait_for(lsn, views, timeout)
         return
     from syncline.config import load_config
-    from syncline.runtime.status import check_followed, source_position, views_behind, wait_caught_up
+    from syncline.runtime.status import followed_position, views_behind, wait_caught_up
 
     cfg = config if isinstance(config, Config) else load_config(config)
     configured = [v.name for v in cfg.views]
@@ -202,8 +202,8 @@ def wait_for(
     if unknown:
         raise ValueError(f"no view named {', '.join(unknown)} in {cfg.path}")
     text = _lsn_text(lsn)
-    pos = parse_lsn(text) if text else source_position(cfg)
-    check_followed(cfg)
+    current = followed_position(cfg)
+    pos = parse_lsn(text) if text else current
     if not wait_caught_up(cfg, pos, names, timeout):
         behind = views_behind(cfg, pos, names) or names
         raise WaitTimeout(f"views {', '.join(behind)} have not applied {format_lsn(pos)} within {timeout:g}s")

@@ -157,7 +157,7 @@ def cmd_retry(args: argparse.Namespace) -> int:
 def cmd_wait(args: argparse.Namespace) -> int:
     from syncline.core.errors import TablesNotFollowed, ViewFailed
     from syncline.core.lsn import format_lsn, parse_lsn
-    from syncline.runtime.status import check_followed, source_position, views_behind, wait_caught_up
+    from syncline.runtime.status import followed_position, views_behind, wait_caught_up
 
     cfg = _load(args)
     names = args.view or [v.name for v in cfg.views]
@@ -165,16 +165,14 @@ def cmd_wait(args: argparse.Namespace) -> int:
     if unknown:
         print(f"syncline: error: no view named {', '.join(unknown)} in {cfg.path}", file=sys.stderr)
         return 2
-    if args.lsn:
-        try:
-            lsn = parse_lsn(args.lsn)
-        except ValueError as e:
-            print(f"syncline: error: --lsn: {e}", file=sys.stderr)
-            return 2
-    else:
-        lsn = source_position(cfg)
     try:
-        check_followed(cfg)
+        given = parse_lsn(args.lsn) if args.lsn else None
+    except ValueError as e:
+        print(f"syncline: error: --lsn: {e}", file=sys.stderr)
+        return 2
+    try:
+        current = followed_position(cfg)
+        lsn = current if given is None else given
         if wait_caught_up(cfg, lsn, names, args.timeout):
             return 0
     except (ViewFailed, TablesNotFollowed) as e:

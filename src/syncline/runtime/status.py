@@ -83,6 +83,16 @@ def source_position(cfg: Config) -> int:
     return parse_lsn(str(row[0]))
 
 
+def _unfollowed(conn: Any, cfg: Config) -> list[str]:
+    from syncline.sources.postgres import catalog as cat
+
+    published = cat.publication_tables(conn, cfg.source.publication)
+    if published is None:
+        return []
+    tables = cat.discover_tables(conn, cfg.source.tables)
+    return sorted(t.qualified for t in tables if t.qualified not in published)
+
+
 def unfollowed_tables(cfg: Config) -> list[str]:
     """Tables of the source that match ``[source] tables`` but are not in the publication
     (created after ``syncline run`` started). Empty before the first start."""
@@ -90,21 +100,26 @@ def unfollowed_tables(cfg: Config) -> list[str]:
 
     conn = cat.connect(cfg.source.dsn.value)
     try:
-        published = cat.publication_tables(conn, cfg.source.publication)
-        if published is None:
-            return []
-        return sorted(
-            t.qualified for t in cat.discover_tables(conn, cfg.source.tables) if t.qualified not in published
-        )
+        return _unfollowed(conn, cfg)
     finally:
         conn.close()
 
 
-def check_followed(cfg: Config) -> None:
-    """Raise :class:`TablesNotFollowed` when :func:`unfollowed_tables` finds any."""
-    missing = unfollowed_tables(cfg)
-    if missing:
-        raise TablesNotFollowed(missing)
+def followed_position(cfg: Config) -> int:
+    """For ``wait``, in one source connection: raise :class:`TablesNotFollowed` when
+    :func:`unfollowed_tables` finds any, else return :func:`source_position`."""
+    from syncline.sources.postgres import catalog as cat
+
+    conn = cat.connect(cfg.source.dsn.value)
+    try:
+        missing = _unfollowed(conn, cfg)
+        if missing:
+            raise TablesNotFollowed(missing)
+        row = conn.execute("SELECT pg_current_wal_insert_lsn()::text").fetchone()
+    finally:
+        conn.close()
+    assert row is not None
+    return parse_lsn(str(row[0]))
 
 
 def error_counts(conn: sqlite3.Connection) -> dict[tuple[str, str], dict[str, int]]:
