@@ -36,6 +36,7 @@ import shlex
 import shutil
 import signal
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -192,11 +193,6 @@ class Result:
     mismatch: str = ""  # timed, but the result differs from the source
     wrong: list[str] = field(default_factory=list)  # the views that differ
 
-    def view_ok(self, name: str) -> bool:
-        return (
-            self.seconds is not None and self.error is None and name in self.extra and name not in self.wrong
-        )
-
     def others(self) -> float | None:
         """Cores used by everything not watched, on average during the run."""
         if self.sampler is None or not self.seconds:
@@ -210,14 +206,6 @@ class Result:
     @property
     def rate(self) -> float | None:
         return self.changes / self.seconds if self.ok and self.seconds else None
-
-
-def rate_of(results: dict[str, Result], key: str, seconds: float | None = None) -> float | None:
-    r = results.get(key)
-    if r is None or not r.ok:
-        return None
-    s = seconds if seconds is not None else r.seconds
-    return r.changes / s if s else None
 
 
 # -- syncline -------------------------------------------------------------------------------
@@ -531,17 +519,6 @@ def describe(c: tuple[str, ...]) -> str:
     return f"{int(c[0]):,} rows, sum(n) {int(c[1]):,}, md5 {c[2][:8]}"
 
 
-def verify_views(source_dsn: str, replica_dsn: str, duckdb_path: Path) -> str:
-    """Both views equal to the source (count, sum and md5 over all rows), else Mismatch."""
-    want = pg_checksum(source_dsn)
-    got = {"replica": pg_checksum(replica_dsn), "warehouse": duck_checksum(duckdb_path)}
-    wrong = [name for name, c in got.items() if c != want]
-    if wrong:
-        text = "; ".join(f"{n} has {describe(got[n])}" for n in wrong)
-        raise Mismatch(f"{text} (source: {describe(want)})", wrong)
-    return f"both views equal to the source ({describe(want)})"
-
-
 def redis_checksum(url: str) -> tuple[str, ...]:
     """The bench table as the Redis view holds it (hashes ``public.bench:{id}``)."""
     import redis
@@ -588,14 +565,6 @@ def tantivy_checksum(path: Path) -> tuple[str, ...]:
     rows.sort()
     digest = hashlib.md5(",".join(t for _i, t in rows).encode(), usedforsecurity=False).hexdigest()
     return (str(len(rows)), str(total), digest)
-
-
-def verify_one(source_dsn: str, name: str, checksum: Callable[[], tuple[str, ...]]) -> str:
-    want = pg_checksum(source_dsn)
-    got = checksum()  # a check that cannot run fails the run
-    if got != want:
-        raise Mismatch(f"{name} has {describe(got)} (source: {describe(want)})", [name])
-    return f"view equal to the source ({describe(want)})"
 
 
 def run_native(
@@ -934,11 +903,8 @@ def big_round(
 
 
 def median(xs: list[float]) -> float | None:
-    if not xs:
-        return None
-    s = sorted(xs)
-    m = len(s) // 2
-    return s[m] if len(s) % 2 else (s[m - 1] + s[m]) / 2
+    """:func:`statistics.median`, None for no values."""
+    return statistics.median(xs) if xs else None
 
 
 @dataclass
