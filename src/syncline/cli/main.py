@@ -188,6 +188,7 @@ def cmd_wait(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    from syncline.verify.chunks import display_key
     from syncline.verify.engine import Options, exit_code, report_json, stderr_progress, verify, verify_keys
     from syncline.verify.readers import VerifyError
 
@@ -268,7 +269,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
             for label, ks in (("missing", d.missing), ("extra", d.extra), ("different", d.different)):
                 if ks:
                     more = f" … (+{len(ks) - opts.limit})" if len(ks) > opts.limit else ""
-                    print(f"    {label}: {', '.join(ks[: opts.limit])}{more}")
+                    print(f"    {label}: {', '.join(display_key(k) for k in ks[: opts.limit])}{more}")
     return code
 
 

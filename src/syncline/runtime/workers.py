@@ -17,15 +17,23 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from syncline.core.config_models import Config, ViewConfig
-from syncline.core.errors import LogError, SourceUnreachable, SynclineError, TransientViewError, ViewError
+from syncline.core.errors import (
+    LogError,
+    SourceError,
+    SourceUnreachable,
+    SynclineError,
+    TransientViewError,
+    ViewError,
+)
 from syncline.core.events import Checkpoint, Relation
+from syncline.core.patterns import selection_warnings, table_selected
 from syncline.log.embedded.store import EmbeddedLogReader, EmbeddedLogWriter, LogLocked
 from syncline.runtime.backoff import Backoff
 from syncline.runtime.consumers import ConsumerTable, count_capture_error
 from syncline.runtime.logsetup import setup_logging
 from syncline.runtime.prefetch import Prefetcher
 from syncline.runtime.retention import Retention
-from syncline.views.base import Batch, advance_relations
+from syncline.views.base import KEYED_KINDS, Batch, advance_relations, keyless_refusal
 from syncline.views.registry import create_view
 
 EXIT_TERMINAL = 3
@@ -91,6 +99,20 @@ def capture_main(cfg: Config) -> int:
 
     path = Path(cfg.log.path)
     backoff = Backoff()
+    warned = False
+
+    def on_tables(every: list[str], columns: dict[str, list[str]], keyless: list[str]) -> None:
+        nonlocal warned
+        if not warned:
+            warned = True
+            for w in selection_warnings(cfg.source.tables, view_selections(cfg), every, columns):
+                log.warning("%s", w)
+        for v in cfg.views:
+            if v.kind in KEYED_KINDS:
+                for q in keyless:
+                    if table_selected(v.tables, q):
+                        raise SourceError(keyless_refusal(v.name, v.kind, q))
+
     locked_since: float | None = None
     while not stop.is_set():
         try:
@@ -110,7 +132,7 @@ def capture_main(cfg: Config) -> int:
         started = time.monotonic()
         try:
             _set_state(writer, "starting", "")
-            cap = Capture(cfg.source, writer)
+            cap = Capture(cfg.source, writer, on_tables)
             cap.run(stop)
             _set_state(writer, "stopped", "")
             return 0
@@ -155,6 +177,15 @@ def capture_main(cfg: Config) -> int:
         finally:
             writer.close()
     return 0
+
+
+def view_selections(cfg: Config) -> list[tuple[str, tuple[str, ...], tuple[str, ...]]]:
+    """(name, tables, text_fields) of every configured view, for :func:`selection_warnings`."""
+    out = []
+    for v in cfg.views:
+        tf = v.options.get("text_fields")
+        out.append((v.name, v.tables, tuple(str(f) for f in tf) if isinstance(tf, list) else ()))
+    return out
 
 
 def _set_state(writer: EmbeddedLogWriter, state: str, error: str) -> None:

@@ -4,6 +4,7 @@ restart, wait until caught up, compare every view with the source."""
 from __future__ import annotations
 
 import contextlib
+import json
 import signal
 import sqlite3
 import subprocess
@@ -34,7 +35,7 @@ class Pipeline:
         cluster: PgCluster,
         workdir: Path,
         views: tuple[str, ...] = ("postgres", "duckdb"),
-        tables: str = "public.*",
+        tables: str | tuple[str, ...] = "public.*",
         extra_source: str = "",
         replica_cluster: PgCluster | None = None,
         log_path: Path | None = None,
@@ -56,7 +57,7 @@ class Pipeline:
         lines = [
             "[source]",
             f'dsn = "{self.source_dsn}"',
-            f'tables = ["{tables}"]',
+            "tables = " + json.dumps([tables] if isinstance(tables, str) else list(tables)),
             f'slot = "{self.slot}"',
             f'publication = "p_{tag}"',
             extra_source,

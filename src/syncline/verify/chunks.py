@@ -48,7 +48,30 @@ def key_text(row: TextRow, key_idx: tuple[int, ...]) -> str:
     return ":".join("" if row[i] is None else str(row[i]) for i in key_idx)
 
 
+def put_row(out: dict[str, TextRow], key: str, row: TextRow) -> None:
+    """Add ``row`` under ``key``; a second row with the same key text (a duplicate row of a
+    table without a primary key, or a collision in a view) goes under a numbered copy,
+    so that a multiset with a duplicate never compares equal to one without. The suffix
+    follows a NUL, which no PostgreSQL text holds (see :func:`display_key`)."""
+    if key in out:
+        n = 2
+        while f"{key}{DUP}{n}" in out:
+            n += 1
+        key = f"{key}{DUP}{n}"
+    out[key] = row
+
+
+DUP = "\x00"
+"""Separates a key text from the copy number of a duplicate row (see :func:`put_row`)."""
+
+
+def display_key(key: str) -> str:
+    base, _, n = key.partition(DUP)
+    return f"{base} (copy {n})" if n else base
+
+
 def bucket(key: str, n: int) -> int:
+    key = key.partition(DUP)[0]
     return int(hashlib.md5(key.encode(), usedforsecurity=False).hexdigest()[:8], 16) % n
 
 

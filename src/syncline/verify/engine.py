@@ -16,13 +16,13 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
 from syncline.core.config_models import Config, ViewConfig
 from syncline.core.errors import ViewFailed
 from syncline.core.lsn import format_lsn
+from syncline.core.patterns import table_selected, unmatched_patterns
 from syncline.runtime.status import wait_caught_up
 from syncline.verify.chunks import KeyDiff, TextRow, bucket, chunk_count, diff_rows, differing_chunks
 from syncline.verify.readers import VerifyError, ViewReader, open_reader
@@ -168,9 +168,9 @@ def select_views(cfg: Config, names: list[str]) -> list[ViewConfig]:
 def view_tables(specs: list[TableSpec], vcfg: ViewConfig, only: list[str]) -> list[TableSpec]:
     out = []
     for s in specs:
-        if vcfg.tables and not any(fnmatchcase(s.qualified, p) for p in vcfg.tables):
+        if not table_selected(vcfg.tables, s.qualified):
             continue
-        if only and not any(fnmatchcase(s.qualified, p) for p in only):
+        if only and not table_selected(only, s.qualified):
             continue
         out.append(s)
     return out
@@ -192,7 +192,7 @@ class Verifier:
             specs = snap.tables(self.cfg.source.tables)
             if self.opts.tables:
                 names = {s.qualified for s in specs}
-                unmatched = [p for p in self.opts.tables if not any(fnmatchcase(q, p) for q in names)]
+                unmatched = unmatched_patterns(self.opts.tables, names)
                 if unmatched:
                     raise VerifyError(f"--table {', '.join(unmatched)}: no such captured table")
             counts: dict[str, int] = {}

@@ -12,7 +12,7 @@ import psycopg
 from syncline.core.config_models import ViewConfig
 from syncline.core.errors import SynclineError
 from syncline.sources.postgres.replication import session_conninfo
-from syncline.verify.chunks import ChunkSums, TextRow, bucket, key_text
+from syncline.verify.chunks import ChunkSums, TextRow, bucket, key_text, put_row
 from syncline.verify.source import TableSpec, pg_chunk_rows, pg_chunk_sums
 
 
@@ -53,7 +53,12 @@ class _RowReader:
         return out
 
     def chunk_rows(self, spec: TableSpec, n: int, chunks: set[int]) -> dict[str, TextRow]:
-        return {k: r for k, r in self.rows(spec) if bucket(k, n) in chunks} if chunks else {}
+        out: dict[str, TextRow] = {}
+        if chunks:
+            for k, r in self.rows(spec):
+                if bucket(k, n) in chunks:
+                    put_row(out, k, r)
+        return out
 
     def close(self) -> None:
         pass

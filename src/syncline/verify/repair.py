@@ -88,6 +88,9 @@ def _build(
         if rel is None or spec is None or rel.column_names != spec.columns:
             info["skipped"][q] = "the table's columns changed since the log last saw it"
             continue
+        if not rel.key:
+            info["skipped"][q] = "no primary key: repair cannot tell its equal rows apart"
+            continue
         rows = snap.output_rows(spec, set(ks))
         m, ups, dels = _messages(rel, spec, ks, rows)
         msgs += m

@@ -16,7 +16,7 @@ from syncline.core.errors import SourceError
 from syncline.core.lsn import parse_lsn
 from syncline.sources.postgres import catalog as cat
 from syncline.sources.postgres.replication import ReplicationConnection
-from syncline.verify.chunks import ChunkSums, TextRow, key_text, sql_bucket, sql_digest, sql_value
+from syncline.verify.chunks import ChunkSums, TextRow, key_text, put_row, sql_bucket, sql_digest, sql_value
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +83,7 @@ def pg_chunk_rows(
     with conn.cursor() as cur:
         for r in cur.execute(q, (sorted(chunks),)):
             row = tuple(None if v is None else str(v) for v in r)
-            out[key_text(row, spec.key_idx)] = row
+            put_row(out, key_text(row, spec.key_idx), row)
     return out
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from syncline.core.events import Checkpoint, Relation, SchemaChange, Transaction
+from syncline.core.patterns import table_selected
 
 
 @dataclass(slots=True)
@@ -46,11 +47,17 @@ class View(Protocol):
     def close(self) -> None: ...
 
 
-def table_selected(patterns: tuple[str, ...], qualified: str) -> bool:
-    """Glob match of ``schema.table`` against the configured patterns (empty: all)."""
-    from fnmatch import fnmatchcase
+KEYED_KINDS = ("redis", "tantivy")
+"""View kinds that store one entry per key: they cannot hold a table without a key."""
 
-    return not patterns or any(fnmatchcase(qualified, p) for p in patterns)
+
+def keyless_refusal(view: str, kind: str, qualified: str) -> str:
+    """The one error for a table without a key in a view that needs one."""
+    return (
+        f"view {view!r} ({kind}) cannot follow table {qualified}: it has no primary key "
+        f"(REPLICA IDENTITY FULL), so its rows have no key to store them under. Add a "
+        f'primary key to {qualified}, or leave it out of the view: tables = [..., "!{qualified}"]'
+    )
 
 
 def selected_oids(patterns: tuple[str, ...], batch: Batch, relations: dict[int, Relation]) -> set[int] | None:

@@ -7,6 +7,10 @@ everything before a barrier is flushed first, in order.
 
 For each key the final state is one of: deleted; a full row; a *partial* row, where some
 values are UNCHANGED (unchanged TOAST) and the view must keep what it stores.
+
+A table without a key (REPLICA IDENTITY FULL, no primary key) may hold equal rows; its
+changes are not netted but kept in order as :class:`KeylessOp`: an update or delete acts on
+*one* stored row equal to ``old``, as PostgreSQL's own subscriber does.
 """
 
 from __future__ import annotations
@@ -29,6 +33,16 @@ from syncline.core.events import (
 Key = tuple[str | None, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class KeylessOp:
+    """One change of a table without a key: insert ``new``; delete one row equal to ``old``;
+    update one row equal to ``old`` to ``new`` (UNCHANGED values already filled from ``old``)."""
+
+    op: str
+    old: Row | None
+    new: Row | None
+
+
 @dataclass(slots=True)
 class TableDelta:
     relation: Relation
@@ -38,6 +52,8 @@ class TableDelta:
     origin: dict[Key, Key] = field(default_factory=dict)
     """For partial rows whose key changed: the key under which the view stores the row that
     supplies the UNCHANGED values (read it before applying ``deleted``)."""
+    ops: list[KeylessOp] = field(default_factory=list)
+    """Tables without a key only (then every other field is empty): the changes in order."""
 
     def upserts(self) -> list[Row]:
         return [r for r in self.rows.values() if UNCHANGED not in r]
@@ -51,7 +67,7 @@ class TableDelta:
         return list(self.deleted)
 
     def __len__(self) -> int:
-        return len(self.deleted) + len(self.rows)
+        return len(self.deleted) + len(self.rows) + len(self.ops)
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,8 +125,12 @@ def net_steps(
                 d = deltas.get(item.relid)
                 if d is None:
                     d = deltas[item.relid] = TableDelta(rel)
-                    kidx[item.relid] = key_function(rel.key_indexes())
-                _apply_change(d, kidx[item.relid], item)
+                    if rel.key:
+                        kidx[item.relid] = key_function(rel.key_indexes())
+                if rel.key:
+                    _apply_change(d, kidx[item.relid], item)
+                else:
+                    d.ops.append(keyless_op(item))
             elif isinstance(item, SchemaChange):
                 new = item.relation
                 old = relations.get(new.oid)
@@ -143,6 +163,15 @@ def key_function(kidx: tuple[int, ...]) -> KeyFn:
         i = kidx[0]
         return lambda row: (row[i],)  # type: ignore[return-value]
     return cast(KeyFn, itemgetter(*kidx))
+
+
+def keyless_op(ch: RowChange) -> KeylessOp:
+    """The change as applied to a table without a key (REPLICA IDENTITY FULL sends the
+    whole old row with every update and delete, TOASTed values included)."""
+    new = ch.new
+    if ch.op == "update" and new is not None and ch.old is not None and UNCHANGED in new:
+        new = _merge(ch.old, new)
+    return KeylessOp(ch.op, ch.old, new)
 
 
 def _apply_change(d: TableDelta, _key: KeyFn, ch: RowChange) -> None:

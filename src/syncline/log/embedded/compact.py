@@ -10,6 +10,7 @@ stores its checkpoint in the same transaction.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -28,7 +29,7 @@ from syncline.core.events import (
 )
 from syncline.sources.postgres.pgoutput import decode_tuple, encode_tuple
 from syncline.views.base import Batch
-from syncline.views.netting import DeltaStep, SchemaStep, TruncateStep, net_steps
+from syncline.views.netting import DeltaStep, KeylessOp, SchemaStep, TruncateStep, net_steps
 
 NAME = "_compactor"
 
@@ -76,6 +77,7 @@ class CompactedView:
         self._next_relseq = 1
         self._in_tx = False
         self._last_purge = 0.0
+        self._keyless_n = itertools.count()
 
     def open(self) -> Checkpoint:
         self.conn = open_compact(self.path)
@@ -112,6 +114,9 @@ class CompactedView:
                     for d in step.tables:
                         oid = d.relation.oid
                         relseq = self._relseq.get(oid, 0)
+                        if d.ops:
+                            self._keyless(oid, relseq, seq, d.ops)
+                            continue
                         resolved: list[Row] = []
                         for row, origin in d.partials():
                             got = conn.execute(
@@ -151,6 +156,30 @@ class CompactedView:
             self._next_relseq = 1
             self.close()
             raise
+
+    def _keyless(self, oid: int, relseq: int, seq: int, ops: list[KeylessOp]) -> None:
+        """A table without a key: every row stored under its own key (log record and
+        number); an update or delete removes one stored row equal to the old row."""
+        assert self.conn is not None
+        for op in ops:
+            if op.op != "insert":
+                assert op.old is not None
+                self.conn.execute(
+                    "DELETE FROM rows WHERE rowid = (SELECT rowid FROM rows WHERE relid = ?"
+                    " AND row = ? LIMIT 1)",
+                    (oid, encode_tuple(op.old)),
+                )
+            if op.new is not None and op.op != "delete":
+                self.conn.execute(
+                    "INSERT INTO rows (relid, key, relseq, row, seq) VALUES (?, ?, ?, ?, ?)",
+                    (
+                        oid,
+                        _key(("", str(seq), str(next(self._keyless_n)))),
+                        relseq,
+                        encode_tuple(op.new),
+                        seq,
+                    ),
+                )
 
     def _reshape_rows(self, old: Relation, new: Relation, old_seq: int, new_seq: int) -> None:
         """Rewrite a table's stored rows into its new shape: columns matched by name, or by

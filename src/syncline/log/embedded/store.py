@@ -720,6 +720,9 @@ def _touched_keys(
             whole.add(ch.relid)
             continue
         idx = rel.key_indexes()
+        if not idx:  # no key: any change may concern any row
+            whole.add(ch.relid)
+            continue
         for row in (ch.old, ch.new):
             if row is not None:
                 into.add((ch.relid, tuple(row[i] for i in idx)))

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from syncline.core.config_models import SourceConfig
@@ -58,9 +59,18 @@ class CaptureStats:
 
 
 class Capture:
-    def __init__(self, cfg: SourceConfig, writer: EmbeddedLogWriter) -> None:
+    def __init__(
+        self,
+        cfg: SourceConfig,
+        writer: EmbeddedLogWriter,
+        on_tables: Callable[[list[str], dict[str, list[str]], list[str]], None] | None = None,
+    ) -> None:
+        """``on_tables(every table, captured tables' columns, captured tables without a
+        key)`` is called once the tables are discovered: it warns about names that match
+        nothing and may refuse the start (raise)."""
         self.cfg = cfg
         self.writer = writer
+        self.on_tables = on_tables
         self.stats = CaptureStats()
         self.dsn = cfg.dsn.value
 
@@ -80,6 +90,10 @@ class Capture:
                     f"the source runs {info.version // 10000}"
                 )
             tables = cat.discover_tables(conn, self.cfg.tables)
+            if self.on_tables is not None:
+                every = [t.qualified for t in cat.discover_tables(conn, ())]
+                keyless = [t.qualified for t in tables if t.replident == "f" and not t.has_pk]
+                self.on_tables(every, cat.table_columns(conn, tables), keyless)
             if not tables:
                 raise SourceError(
                     f"no table of database {info.database!r} matches source.tables {list(self.cfg.tables)}"

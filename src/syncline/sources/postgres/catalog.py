@@ -4,7 +4,6 @@ publication, slot state, and relation details (type names, primary keys, user ty
 from __future__ import annotations
 
 from dataclasses import dataclass
-from fnmatch import fnmatchcase
 from typing import Any
 
 import psycopg
@@ -12,6 +11,7 @@ from psycopg import sql
 
 from syncline.core.errors import SourceError, SourceUnreachable, TransientSourceError
 from syncline.core.events import Column, Relation, UserType
+from syncline.core.patterns import table_selected
 from syncline.sources.postgres.pgoutput import RelationMessage
 from syncline.sources.postgres.replication import session_conninfo
 
@@ -111,7 +111,7 @@ def discover_tables(conn: psycopg.Connection[Any], patterns: tuple[str, ...]) ->
     out = []
     for oid, schema, name, relkind, ri, has_pk, sel in rows:
         q = f"{schema}.{name}"
-        if any(fnmatchcase(q, p) for p in patterns):
+        if table_selected(patterns, q):
             out.append(
                 TableInfo(
                     int(oid),
@@ -124,6 +124,19 @@ def discover_tables(conn: psycopg.Connection[Any], patterns: tuple[str, ...]) ->
                 )
             )
     return out
+
+
+def table_columns(conn: psycopg.Connection[Any], tables: list[TableInfo]) -> dict[str, list[str]]:
+    """Column names of ``tables`` by ``schema.table`` (in column order)."""
+    rows = conn.execute(
+        "SELECT attrelid, attname FROM pg_catalog.pg_attribute"
+        " WHERE attrelid = ANY(%s) AND attnum > 0 AND NOT attisdropped ORDER BY attrelid, attnum",
+        ([t.oid for t in tables],),
+    ).fetchall()
+    by_oid: dict[int, list[str]] = {t.oid: [] for t in tables}
+    for oid, name in rows:
+        by_oid[int(oid)].append(str(name))
+    return {t.qualified: by_oid[t.oid] for t in tables}
 
 
 def check_tables(tables: list[TableInfo]) -> None:
@@ -360,7 +373,9 @@ class RelationCatalog:
             pk = self.primary_key(msg.oid)
             names = {c.name for c in cols}
             if not pk or not set(pk) <= names:
-                pk = tuple(c.name for c in cols if c.in_identity)
+                # REPLICA IDENTITY USING INDEX: the index's (NOT NULL) columns are a key.
+                # FULL without a primary key: no key; rows are matched by all their values.
+                pk = () if msg.replident == "f" else tuple(c.name for c in cols if c.in_identity)
             utypes = self.user_types([c.type_oid for c in cols])
         except psycopg.OperationalError as e:
             raise TransientSourceError(f"catalogue lookup failed: {_short(e)}") from e

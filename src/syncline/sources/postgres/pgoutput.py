@@ -345,7 +345,7 @@ def relation_without_catalog(msg: RelationMessage) -> Relation:
         )
         for flags, name, typ, typmod in msg.columns
     )
-    key = tuple(c.name for c in cols if c.in_identity)
+    key = () if msg.replident == "f" else tuple(c.name for c in cols if c.in_identity)
     return Relation(msg.oid, msg.schema, msg.name, msg.replident, cols, key)
 
 

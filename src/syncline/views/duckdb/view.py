@@ -44,8 +44,9 @@ from syncline.core.events import (
     Relation,
     Row,
 )
+from syncline.core.patterns import table_selected
 from syncline.core.textcast import is_bpchar
-from syncline.views.base import Batch, advance_relations, selected_oids, table_selected
+from syncline.views.base import Batch, advance_relations, selected_oids
 from syncline.views.duckdb.compare import select_expr, to_pg_text
 from syncline.views.duckdb.values import (
     DUCKDB_MAX_TIMESTAMP,
@@ -60,7 +61,7 @@ from syncline.views.duckdb.values import (
     quote_ident,
     value_depth,
 )
-from syncline.views.netting import DeltaStep, Key, SchemaStep, TableDelta, TruncateStep, net_steps
+from syncline.views.netting import DeltaStep, Key, KeylessOp, SchemaStep, TableDelta, TruncateStep, net_steps
 
 log = logging.getLogger(__name__)
 
@@ -637,6 +638,9 @@ class DuckdbView:
             self._ensure_table(rel)
         c = self._require()
         target = table_sql(rel.schema, rel.name)
+        if td.ops:
+            self._apply_keyless(rel, td.ops, target)
+            return
         kidx = rel.key_indexes()
         if not kidx:
             raise _Failure("table has no primary key or replica identity columns")
@@ -748,6 +752,69 @@ class DuckdbView:
             cl = ", ".join(names)
             self._run(f"INSERT INTO {target} ({cl}) SELECT {cl} FROM {_PARTIAL}")  # noqa: S608
             self._run(f"DROP TABLE {_PARTIAL}")
+
+    def _apply_keyless(self, rel: Relation, ops: list[KeylessOp], target: str) -> None:
+        """A table without a key, in order: every old and new row staged once (row ``n``),
+        runs of inserts in one statement, an update or delete acting on one stored row
+        equal to the old row (``rowid`` of the first match), as PostgreSQL's subscriber."""
+        rows: list[Row] = []
+        plan: list[tuple[str, int, int]] = []  # (op, index of old row, index of new row)
+        for op in ops:
+            o = n = -1
+            if op.old is not None and op.op != "insert":
+                o = len(rows)
+                rows.append(op.old)
+            if op.new is not None and op.op != "delete":
+                n = len(rows)
+                rows.append(op.new)
+            plan.append((op.op, o, n))
+        ncols = len(rel.columns)
+        raw = [list(col) for col in zip(*rows, strict=True)]
+        maps, done = self._adapt_columns(rel, self._mappings(rel), raw, target)
+        cols: dict[str, tuple[list[Any], pa.DataType]] = {"n": (list(range(len(rows))), pa.int64())}
+        for i in range(ncols):
+            vals = done[i] if i in done else self._convert(raw[i], maps[i], rel.columns[i])
+            cols[f"c{i}"] = (vals, _arrow_type(maps[i]))
+        self._stage(_STAGE, cols)
+        names = [quote_ident(col.name) for col in rel.columns]
+        proj = ", ".join(_from_stage(f"s.c{i}", maps[i]) for i in range(ncols))
+        same = " AND ".join(
+            [f"t.{names[i]} IS NOT DISTINCT FROM {_from_stage(f's.c{i}', maps[i])}" for i in range(ncols)]
+            or ["true"]
+        )
+        delete = (
+            f"DELETE FROM {target} WHERE rowid = (SELECT t.rowid FROM {target} t "  # noqa: S608
+            f"JOIN {_STAGE} s ON s.n = ? AND {same} LIMIT 1)"
+        )
+        insert = f"INSERT INTO {target} ({', '.join(names)}) SELECT {proj} FROM {_STAGE} s"  # noqa: S608
+        pending: list[int] = []
+        missed = 0
+
+        def flush() -> None:
+            if pending:
+                self._run(f"{insert} WHERE s.n BETWEEN ? AND ? ORDER BY s.n", [pending[0], pending[-1]])
+                pending.clear()
+
+        for kind, o, n in plan:
+            if kind != "insert":
+                flush()
+                got = self._run(delete, [o]).fetchone()
+                if not got or not got[0]:
+                    missed += 1
+                    continue  # as PostgreSQL's subscriber: an update of a missing row is skipped
+            if n >= 0:
+                if pending and pending[-1] != n - 1:
+                    flush()
+                pending.append(n)
+        flush()
+        self._require().unregister(_STAGE)
+        if missed:
+            log.warning(
+                "view %s: %d updates or deletes of %s (no primary key) found no equal row",
+                self.name,
+                missed,
+                rel.qualified,
+            )
 
 
 __all__ = ["DuckdbView", "relation_from_json", "relation_to_json"]

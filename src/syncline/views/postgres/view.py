@@ -40,6 +40,7 @@ from syncline.views.base import Batch, advance_relations, selected_oids
 from syncline.views.netting import (
     DeltaStep,
     Key,
+    KeylessOp,
     SchemaStep,
     TableDelta,
     TruncateStep,
@@ -458,6 +459,9 @@ class PostgresView:
 
     def _delta(self, cur: Cur, d: TableDelta) -> None:
         rel = d.relation
+        if d.ops:
+            self._keyless(cur, rel, d.ops)
+            return
         if rel.key:
             partials = d.partials()
             if partials:
@@ -474,6 +478,54 @@ class PostgresView:
         upserts = d.upserts()
         if upserts:
             self._upsert(cur, rel, upserts)
+
+    def _keyless(self, cur: Cur, rel: Relation, ops: list[KeylessOp]) -> None:
+        """A table without a key, in order: runs of inserts in one statement; an update or
+        delete acts on one row equal to the old row (compared in text form, so that types
+        without an equality operator, json for one, match too)."""
+        target = sql.Identifier(rel.schema, rel.name)
+        conds: list[sql.Composable] = [
+            sql.SQL("{}::text IS NOT DISTINCT FROM ({}::{})::text").format(
+                sql.Identifier(c.name), sql.Placeholder(), ddl.type_sql(c.type_name)
+            )
+            for c in rel.columns
+        ]
+        match = sql.SQL(" AND ").join(conds or [sql.SQL("true")])
+        one = sql.SQL("SELECT ctid FROM {} WHERE {} LIMIT 1").format(target, match)
+        delete = sql.SQL("DELETE FROM {} WHERE ctid = ({})").format(target, one)
+        update = sql.SQL("UPDATE {} SET {} WHERE ctid = ({})").format(
+            target,
+            sql.SQL(", ").join(
+                sql.SQL("{} = {}").format(sql.Identifier(c), sql.Placeholder()) for c in rel.column_names
+            ),
+            one,
+        )
+        inserts: list[Row] = []
+        missed = 0
+        for op in ops:
+            if op.op == "insert":
+                assert op.new is not None
+                inserts.append(op.new)
+                continue
+            if inserts:
+                self._upsert(cur, rel, inserts)
+                inserts = []
+            assert op.old is not None
+            if op.op == "delete" or not rel.columns:
+                cur.execute(delete if op.op == "delete" else one, list(op.old))
+            else:
+                assert op.new is not None
+                cur.execute(update, [*op.new, *op.old])
+            missed += cur.rowcount == 0
+        if inserts:
+            self._upsert(cur, rel, inserts)
+        if missed:
+            log.warning(
+                "view %s: %d updates or deletes of %s (no primary key) found no equal row",
+                self.name,
+                missed,
+                rel.qualified,
+            )
 
     def _stage_like(
         self, cur: Cur, rel: Relation, cols: Sequence[str], extra: sql.Composable | None = None

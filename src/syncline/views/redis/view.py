@@ -56,8 +56,9 @@ from syncline.core.config_models import Secret, ViewConfig
 from syncline.core.errors import ConfigError, TransientViewError, ViewError
 from syncline.core.events import UNCHANGED, Checkpoint, Relation, Row, column_mapping, key_text
 from syncline.core.keytemplate import validate_template
+from syncline.core.patterns import table_selected
 from syncline.core.textcast import Converter, converter
-from syncline.views.base import Batch, advance_relations, selected_oids, table_selected
+from syncline.views.base import Batch, advance_relations, keyless_refusal, selected_oids
 from syncline.views.netting import (
     DeltaStep,
     Key,
@@ -546,7 +547,7 @@ class RedisView:
         rel = td.relation
         kidx = rel.key_indexes()
         if not kidx:
-            raise _Failure(f"table {rel.qualified}: has no primary key or replica identity columns")
+            raise _Failure(keyless_refusal(self.name, self.kind, rel.qualified))
         key_of = key_function(kidx)
         partials = td.partials()
         deletes = td.deletes()

@@ -64,7 +64,7 @@ from syncline.core.events import (
     column_mapping,
     key_text,
 )
-from syncline.views.base import Batch, advance_relations, selected_oids
+from syncline.views.base import Batch, advance_relations, keyless_refusal, selected_oids
 from syncline.views.netting import DeltaStep, Key, SchemaStep, TableDelta, TruncateStep, net_steps
 from syncline.views.tantivy.values import (
     Converter,
@@ -680,7 +680,7 @@ class TantivyView:
         if not docs:
             return
         if not new.key_indexes():
-            raise _Failure("table has no primary key or replica identity columns")
+            raise _Failure(keyless_refusal(self.name, self.kind, new.qualified))
         self._writer.delete_documents_by_query(
             tantivy.Query.term_set_query(self._index.schema, F_ID, list(docs))
         )
@@ -698,7 +698,7 @@ class TantivyView:
         if cur is None or not cur.same_shape(rel):
             self._schema_step(cur, rel)
         if not rel.key_indexes():
-            raise _Failure("table has no primary key or replica identity columns")
+            raise _Failure(keyless_refusal(self.name, self.kind, rel.qualified))
         plan = self._plan_for(rel)
         q = plan.qualified
         rows: list[Sequence[Value]] = list(td.upserts())
