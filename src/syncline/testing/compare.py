@@ -67,14 +67,13 @@ def checksum(rows: list[TextRow]) -> str:
 
 
 def source_tables(dsn: str, schemas: tuple[str, ...] = ("public",)) -> dict[str, list[str]]:
-    """schema.table -> column names (no generated columns), for ordinary and partitioned roots."""
+    """schema.table -> column names, for ordinary and partitioned roots."""
     with psycopg.connect(session_conninfo(dsn), autocommit=True) as conn:
         rows = conn.execute(
             "SELECT n.nspname, c.relname, c.relkind,"
             " array_agg(a.attname::text ORDER BY a.attnum)"
             " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
             " JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped"
-            "  AND a.attgenerated = ''"
             " WHERE c.relkind IN ('r','p') AND NOT c.relispartition AND n.nspname = ANY(%s)"
             " GROUP BY 1, 2, 3 ORDER BY 1, 2",
             (list(schemas),),

@@ -123,7 +123,7 @@ class SourceSnapshot:
                 str(r[0])
                 for r in self.conn.execute(
                     "SELECT attname FROM pg_catalog.pg_attribute WHERE attrelid = %s AND attnum > 0"
-                    " AND NOT attisdropped AND attgenerated = '' ORDER BY attnum",
+                    " AND NOT attisdropped ORDER BY attnum",
                     (t.oid,),
                 )
             ]

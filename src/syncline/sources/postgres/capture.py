@@ -23,6 +23,7 @@ from syncline.core.errors import SourceError, TransientSourceError
 from syncline.core.lsn import format_lsn
 from syncline.log.embedded.store import EmbeddedLogWriter
 from syncline.sources.postgres import catalog as cat
+from syncline.sources.postgres.generated import GeneratedColumns
 from syncline.sources.postgres.pgoutput import (
     decode_begin,
     decode_commit,
@@ -237,6 +238,7 @@ class Capture:
         self.writer.set_meta_now(capture_state="streaming", capture_error="")
         catalog_conn = cat.connect(self.dsn)
         rcat = cat.RelationCatalog(catalog_conn)
+        gen = GeneratedColumns(catalog_conn)
         w = self.writer
         stats = self.stats
         in_txn = False
@@ -274,9 +276,12 @@ class Capture:
                             plain = strip_stream_xid(payload)
                             if leaves:
                                 plain = remap_change(plain, leaves)
+                            if gen.plans:
+                                plain = gen.change(plain)
                             w.stream_add(stream_xid, streamed_xid(payload), plain)
                         elif not skip:
-                            w.add(remap_change(payload, leaves) if leaves else payload)
+                            plain = remap_change(payload, leaves) if leaves else payload
+                            w.add(gen.change(plain) if gen.plans else plain)
                             stats.events += 1
                     elif t == 0x42:  # B
                         b = decode_begin(payload)
@@ -314,6 +319,9 @@ class Capture:
                             plain = encode_relation(rootmsg)
                         else:
                             leaves.pop(rmsg.oid, None)
+                        full = gen.relation(rmsg)
+                        if full is not rmsg:
+                            rmsg, plain = full, encode_relation(full)
                         rel = rcat.relation(rmsg)
                         if stream_xid is not None:
                             w.stream_add_relation(stream_xid, plain, rel)

@@ -183,6 +183,10 @@ def ensure_publication(
     existing = publication_tables(conn, name)
     idents = sql.SQL(", ").join(sql.Identifier(t.schema, t.name) for t in tables)
     opts = sql.SQL(" WITH (publish_via_partition_root = true)") if version >= 130000 else sql.SQL("")
+    if version >= 180000:
+        # PostgreSQL 18 refuses updates of a REPLICA IDENTITY FULL table whose generated
+        # columns its publications do not publish; published, they need no computing.
+        opts = sql.SQL(" WITH (publish_via_partition_root = true, publish_generated_columns = stored)")
     try:
         if existing is None:
             if not tables:
@@ -190,9 +194,22 @@ def ensure_publication(
             conn.execute(
                 sql.SQL("CREATE PUBLICATION {} FOR TABLE {}").format(sql.Identifier(name), idents) + opts
             )
-        elif existing != {t.qualified for t in tables} and tables:
-            conn.execute(sql.SQL("ALTER PUBLICATION {} SET TABLE {}").format(sql.Identifier(name), idents))
-            return sorted({t.qualified for t in tables} - existing)
+        else:
+            if version >= 180000:
+                row = conn.execute(
+                    "SELECT pubgencols::text FROM pg_catalog.pg_publication WHERE pubname = %s", (name,)
+                ).fetchone()
+                if row is not None and row[0] != "s":
+                    conn.execute(
+                        sql.SQL("ALTER PUBLICATION {} SET (publish_generated_columns = stored)").format(
+                            sql.Identifier(name)
+                        )
+                    )
+            if existing != {t.qualified for t in tables} and tables:
+                conn.execute(
+                    sql.SQL("ALTER PUBLICATION {} SET TABLE {}").format(sql.Identifier(name), idents)
+                )
+                return sorted({t.qualified for t in tables} - existing)
     except psycopg.errors.InsufficientPrivilege as e:
         raise SourceError(
             f"cannot create or alter publication {name!r}: {_short(e)} (a superuser can create it:"
@@ -398,8 +415,9 @@ class RelationCatalog:
             return None
         return TableInfo(int(row[0]), str(row[1]), str(row[2]), str(row[3]), str(row[4]), bool(row[5]), True)
 
-    def relation_message(self, table: TableInfo) -> RelationMessage:
-        """The Relation message pgoutput would send for ``table`` (for the snapshot)."""
+    def relation_message(self, table: TableInfo, generated: bool = False) -> RelationMessage:
+        """The Relation message pgoutput would send for ``table``; with ``generated``, the
+        stored generated columns too (as the capture logs them, see ``generated.py``)."""
         ident: set[str]
         if table.replident == "f":
             ident = set()
@@ -416,9 +434,9 @@ class RelationCatalog:
             ident = set(self.primary_key(table.oid))
         rows = self.conn.execute(
             "SELECT attname, atttypid, atttypmod FROM pg_catalog.pg_attribute"
-            " WHERE attrelid = %s AND attnum > 0 AND NOT attisdropped AND attgenerated = ''"
+            " WHERE attrelid = %s AND attnum > 0 AND NOT attisdropped AND (attgenerated = '' OR %s)"
             " ORDER BY attnum",
-            (table.oid,),
+            (table.oid, generated),
         ).fetchall()
         cols = tuple(
             (1 if (table.replident == "f" or str(n) in ident) else 0, str(n), int(t), int(m))

@@ -41,7 +41,7 @@ def take_snapshot(
         started = time.monotonic()
         total = 0
         for t in tables:
-            msg = catalog.relation_message(t)
+            msg = catalog.relation_message(t, generated=True)
             rel = catalog.relation(msg)
             writer.add_relation(encode_relation(msg), rel)
             n = _copy_table(conn, t, rel, writer, progress_every, started, total)
