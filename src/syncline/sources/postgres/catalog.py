@@ -330,6 +330,16 @@ class RelationCatalog:
                 return
             if nsp in ("pg_catalog", "information_schema"):
                 return
+            ext = self.conn.execute(
+                "SELECT e.extname FROM pg_catalog.pg_depend d"
+                " JOIN pg_catalog.pg_extension e ON e.oid = d.refobjid"
+                " WHERE d.classid = 'pg_catalog.pg_type'::regclass AND d.objid = %s"
+                " AND d.refclassid = 'pg_catalog.pg_extension'::regclass AND d.deptype = 'e'",
+                (oid,),
+            ).fetchone()
+            if ext is not None:  # hstore, citext, ltree...: the extension brings it
+                out.append(UserType(str(nsp), str(name), "x", base=str(ext[0])))
+                return
             if typtype == "e":
                 labels = tuple(
                     str(r[0])

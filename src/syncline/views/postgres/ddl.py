@@ -13,6 +13,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from syncline.core.errors import ViewError
 from syncline.core.events import Relation, UserType
 
 Cur = psycopg.Cursor[tuple[Any, ...]]
@@ -41,6 +42,58 @@ def _enum_labels(cur: Cur, ut: UserType) -> list[str]:
         (ut.schema, ut.name),
     )
     return [str(r[0]) for r in cur.fetchall()]
+
+
+class MissingExtension(ViewError):
+    """The replica lacks an extension a source column's type comes from (fixable there)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(
+            message,
+            fixable=True,
+            action="do what the error says in the replica; syncline retries by itself with back-off",
+        )
+
+
+def create_extension(cur: Cur, ut: UserType) -> None:
+    """Create the extension that brings type ``ut`` (kind ``x``, ``base`` = extension), in
+    the schema the source has it in; a clear error when the server does not ship it."""
+    cur.execute("SELECT 1 FROM pg_available_extensions WHERE name = %s", (ut.base,))
+    if cur.fetchone() is None:
+        raise MissingExtension(
+            f"type {ut.schema}.{ut.name} comes from extension {ut.base!r}, which the replica's "
+            f"server does not have: install it there (for hstore, citext, ltree, cube: "
+            f"PostgreSQL's contrib package), then CREATE EXTENSION {ut.base} SCHEMA {ut.schema} "
+            "in the replica database"
+        )
+    cur.execute(sql.SQL("SELECT 1 FROM pg_extension WHERE extname = %s"), (ut.base,))
+    if cur.fetchone() is not None:
+        raise MissingExtension(
+            f"type {ut.schema}.{ut.name} comes from extension {ut.base!r}, which the replica has "
+            f"in another schema: ALTER EXTENSION {ut.base} SET SCHEMA {ut.schema} in the replica"
+        )
+    cur.execute(
+        sql.SQL("CREATE EXTENSION IF NOT EXISTS {} SCHEMA {}").format(
+            sql.Identifier(ut.base), sql.Identifier(ut.schema)
+        )
+    )
+
+
+def add_enum_labels(cur: Cur, wanted: dict[tuple[str, str], set[str]]) -> list[str]:
+    """Add the labels of ``wanted`` (enum schema, name -> labels the rows use) that the
+    replica's enums lack, after their last label (pgoutput does not announce labels added
+    on the source). Returns the labels added, as ``schema.enum.label``; commit before use."""
+    added = []
+    for (schema, name), labels in wanted.items():
+        have = set(_enum_labels(cur, UserType(schema, name, "e")))
+        for label in sorted(labels - have):
+            cur.execute(
+                sql.SQL("ALTER TYPE {} ADD VALUE IF NOT EXISTS {}").format(
+                    sql.Identifier(schema, name), sql.Literal(label)
+                )
+            )
+            added.append(f"{schema}.{name}.{label}")
+    return added
 
 
 def ensure_user_types(cur: Cur, types: Iterable[UserType]) -> bool:
@@ -78,6 +131,10 @@ def ensure_user_types(cur: Cur, types: Iterable[UserType]) -> bool:
                     changed = True
             continue
         cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(ut.schema)))
+        if ut.kind == "x":
+            create_extension(cur, ut)
+            changed = True
+            continue
         if ut.kind == "e":
             stmt = sql.SQL("CREATE TYPE {} AS ENUM ({})").format(
                 ident, sql.SQL(", ").join(sql.Literal(x) for x in ut.labels)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import psycopg
@@ -32,6 +32,7 @@ from syncline.core.events import (
     Checkpoint,
     Relation,
     Row,
+    RowChange,
     SchemaChange,
     UserType,
 )
@@ -103,6 +104,45 @@ def _conflict(rel: Relation) -> sql.Composable:
             sql.SQL("{} = EXCLUDED.{}").format(sql.Identifier(c), sql.Identifier(c)) for c in non_key
         ),
     )
+
+
+def _unknown_enum_labels(batch: Batch, keep: Callable[[int], bool]) -> dict[tuple[str, str], set[str]]:
+    """Per enum type, the values of the batch's rows that its last known labels lack."""
+    rels = dict(batch.relations)
+    out: dict[tuple[str, str], set[str]] = {}
+    plans: dict[int, list[tuple[int, UserType]]] = {}
+    for txn in batch.transactions:
+        for it in txn.items:
+            if isinstance(it, SchemaChange):
+                rels[it.relation.oid] = it.relation
+                plans.pop(it.relation.oid, None)
+            elif isinstance(it, RowChange) and it.new is not None and keep(it.relid):
+                rel = rels.get(it.relid)
+                if rel is None:
+                    continue
+                plan = plans.get(it.relid)
+                if plan is None:
+                    plan = plans[it.relid] = _enum_columns(rel)
+                for i, ut in plan:
+                    v = it.new[i]
+                    if isinstance(v, str) and v not in ut.labels:
+                        out.setdefault((ut.schema, ut.name), set()).add(v)
+    return out
+
+
+def _enum_columns(rel: Relation) -> list[tuple[int, UserType]]:
+    """(column index, enum type) of the relation's enum-typed columns (not arrays)."""
+    enums = {f"{u.schema}.{u.name}": u for u in rel.user_types if u.kind == "e"}
+    if not enums:
+        return []
+    out = []
+    for i, c in enumerate(rel.columns):
+        if c.category == "E":
+            bare = c.base.replace('"', "")
+            ut = enums.get(bare) or enums.get(f"public.{bare}")
+            if ut is not None:
+                out.append((i, ut))
+    return out
 
 
 class PostgresView:
@@ -344,6 +384,14 @@ class PostgresView:
                 ddl.ensure_user_types(cur, types)
             if not self._in_txn:
                 conn.commit()
+        wanted = _unknown_enum_labels(batch, keep)
+        if wanted:
+            # labels added on the source later: pgoutput does not resend the relation. Added
+            # on a connection of their own, so that this batch's transaction can use them.
+            with self._short() as short, short.cursor() as cur:
+                added = ddl.add_enum_labels(cur, wanted)
+            if added:
+                log.info("view %s: added enum labels %s", self.name, ", ".join(added))
 
         with conn.cursor() as cur:
             if not self._in_txn:
