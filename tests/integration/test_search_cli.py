@@ -80,3 +80,11 @@ def test_search_finds_rows_by_words(tmp_path: Path) -> None:
         timeout=60,
     )
     assert bad.returncode == 2 and "no search (tantivy) view named 'nope'" in bad.stderr
+    # columns by name (issue 9, item 11): name:kettle, a range over id, a quoted colon
+    from syncline.views.tantivy.view import search
+
+    idx = str(tmp_path / "idx")
+    assert [h["key"] for h in search(idx, "name:kettle")] == ["2"]
+    assert [h["key"] for h in search(idx, "id:[2 TO 9]")] == ["2"]
+    assert [h["key"] for h in search(idx, "doc.name:running AND _table:public.products")] == ["1"]
+    assert search(idx, '"name:kettle"') == []

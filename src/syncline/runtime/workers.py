@@ -25,7 +25,7 @@ from syncline.core.errors import (
     TransientViewError,
     ViewError,
 )
-from syncline.core.events import Checkpoint, Relation
+from syncline.core.events import Checkpoint, Relation, RowChange, SchemaChange, Truncate
 from syncline.core.patterns import selection_warnings, table_selected
 from syncline.log.embedded.store import EmbeddedLogReader, EmbeddedLogWriter, LogLocked
 from syncline.runtime.backoff import Backoff
@@ -33,7 +33,7 @@ from syncline.runtime.consumers import ConsumerTable, count_capture_error
 from syncline.runtime.logsetup import setup_logging
 from syncline.runtime.prefetch import Prefetcher
 from syncline.runtime.retention import Retention
-from syncline.views.base import KEYED_KINDS, Batch, advance_relations, keyless_refusal
+from syncline.views.base import KEYED_KINDS, Batch, advance_relations, keyless_refusal, selected_oids
 from syncline.views.registry import create_view
 
 EXIT_TERMINAL = 3
@@ -314,6 +314,23 @@ def _view_loop(
         reader.close()
 
 
+def view_events(batch: Batch, patterns: tuple[str, ...]) -> int:
+    """The batch's events that concern a view following ``patterns`` (all when none)."""
+    sel = selected_oids(patterns, batch, batch.relations)
+    if sel is None:
+        return batch.events
+    n = 0
+    for txn in batch.transactions:
+        for it in txn.items:
+            if isinstance(it, RowChange):
+                n += it.relid in sel
+            elif isinstance(it, SchemaChange):
+                n += it.relation.oid in sel
+            elif isinstance(it, Truncate):
+                n += any(r in sel for r in it.relids)
+    return n
+
+
 def _apply_loop(
     view: object,
     vcfg: ViewConfig,
@@ -337,12 +354,14 @@ def _apply_loop(
     applied = pos
     applied_at = 0.0
     events = 0
+    in_txn = 0  # events of the batches of a source transaction not yet committed
     while not stop.is_set():
         txns = prefetch.get(0.05)
         if txns:
             last = txns[-1]
             n = sum(len(t.items) for t in txns)
             batch = Batch(txns, relations, Checkpoint(last.seq, last.commit_lsn), n, commit=last.last)
+            in_txn += view_events(batch, vcfg.tables)
             view.apply(batch)  # type: ignore[attr-defined]
             advance_relations(batch)  # views may have done it: idempotent
             pos = batch.checkpoint
@@ -352,7 +371,8 @@ def _apply_loop(
             if applied == reported:
                 applied_at = time.monotonic()
             applied = pos
-            events += n
+            events += in_txn
+            in_txn = 0
         elif applied == reported:
             continue
         elif deferred and time.monotonic() - applied_at >= interval:

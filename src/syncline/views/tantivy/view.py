@@ -43,6 +43,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import threading
 import time
 from binascii import b2a_base64
@@ -207,11 +208,11 @@ def search(path: str, query: str, limit: int = 10, order_by: str | None = None) 
         index = _open_existing(path)
     except (OSError, ValueError) as e:
         raise ViewError(f"cannot open the search index at {path}: {e}") from e
+    searcher = index.searcher()
     try:
-        parsed = index.parse_query(query, [F_TEXT])
+        parsed = index.parse_query(column_fields(query, searcher), [F_TEXT])
     except ValueError as e:
         raise ViewError(f"invalid search query {query!r}: {e}") from e
-    searcher = index.searcher()
     try:
         if order_by:
             return _sorted_search(index, searcher, parsed, limit, order_by)
@@ -229,6 +230,33 @@ def search(path: str, query: str, limit: int = 10, order_by: str | None = None) 
             "fractional bound write both bounds with a fraction (num.x:[1.5 TO 3.5]) or use "
             "num.x:>=1.5 AND num.x:<=3"
         ) from None
+
+
+_QUOTED = re.compile(r'("(?:[^"\\]|\\.)*")')
+_FIELD = re.compile(r"(?<![\w.\\])([A-Za-z_][A-Za-z0-9_]*):(?=\S)")
+_OWN_FIELDS = frozenset((F_TEXT, F_ID, F_KEY, F_TABLE, F_DOC, F_NUM, F_DATE))
+
+
+def column_fields(query: str, searcher: Any) -> str:
+    """Let a query name columns directly: ``name:lamp`` means ``doc.name:lamp``, and a
+    range ``price:[1 TO 5]`` means ``num.price`` (or ``date.price`` for a date column)."""
+
+    def field(m: re.Match[str]) -> str:
+        name = m.group(1)
+        if name in _OWN_FIELDS:
+            return m.group(0)
+        rest = m.string[m.end() :]
+        if rest[:1] in ("[", "{", ">", "<"):
+            for f in (F_NUM, F_DATE):
+                if searcher.search(tantivy.Query.exists_query(f"{f}.{name}"), 1).count:
+                    return f"{f}.{name}:"
+            return f"{F_NUM}.{name}:"
+        return f"{F_DOC}.{name}:"
+
+    parts = _QUOTED.split(query)
+    for i in range(0, len(parts), 2):  # outside quoted phrases
+        parts[i] = _FIELD.sub(field, parts[i])
+    return "".join(parts)
 
 
 def _sorted_search(index: Any, searcher: Any, parsed: Any, limit: int, order_by: str) -> list[dict[str, Any]]:
