@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import json
 import sys
+import time
 from typing import Any
 
 from syncline import __version__
@@ -170,12 +171,16 @@ def cmd_wait(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"syncline: error: --lsn: {e}", file=sys.stderr)
         return 2
+    deadline = time.monotonic() + args.timeout
     try:
-        current = followed_position(cfg)
+        current = followed_position(cfg, deadline)
         lsn = current if given is None else given
-        if wait_caught_up(cfg, lsn, names, args.timeout):
+        if wait_caught_up(cfg, lsn, names, max(0.0, deadline - time.monotonic())):
             return 0
-    except (ViewFailed, TablesNotFollowed) as e:
+    except TablesNotFollowed as e:
+        print(f"syncline: timeout: {redact(str(e), cfg.secrets())}", file=sys.stderr)
+        return 1
+    except ViewFailed as e:
         print(f"syncline: error: {redact(str(e), cfg.secrets())} (see syncline status)", file=sys.stderr)
         return 2
     behind = views_behind(cfg, lsn, names) or names

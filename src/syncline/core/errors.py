@@ -93,13 +93,13 @@ class ViewFailed(SynclineError):
 
 
 class TablesNotFollowed(SynclineError):
-    """Tables match ``[source] tables`` but are not captured yet (created after ``run``
-    started): ``wait`` cannot promise their rows reached any view."""
+    """Tables match ``[source] tables`` but are not followed yet (created while ``run``
+    runs, and not yet added and copied): ``wait`` cannot promise their rows reached a view."""
 
     def __init__(self, tables: list[str]) -> None:
         super().__init__(
             f"table{'s' if len(tables) > 1 else ''} {', '.join(tables)} match source.tables but "
-            "were created after `syncline run` started and are not followed yet: their changes reach "
-            "no view (restart `syncline run` to follow them; rows they already hold are not copied)"
+            "are not followed yet: `syncline run` adds a new table and copies its rows within "
+            "seconds while it runs (see its log and `syncline status`)"
         )
         self.tables = tables

@@ -208,8 +208,16 @@ class ApiServer:
             return _json(400, {"error": f"lsn: {e}"})
         except SynclineError as e:
             return _json(503, {"error": redact(str(e), self.cfg.secrets())})
+        deadline = time.monotonic() + timeout
         try:
             missing = self._unfollowed()
+            # a new table is added and copied within seconds: wait for it, within the timeout
+            waited = bool(missing)
+            while missing and time.monotonic() < deadline and not self.stopping.is_set():
+                time.sleep(0.25)
+                missing = self._unfollowed()
+            if waited and not missing:  # its copy is logged after the position asked for
+                lsn = max(lsn, source_position(self.cfg))
         except SynclineError as e:
             return _json(503, {"error": redact(str(e), self.cfg.secrets())})
         if missing:
@@ -220,7 +228,8 @@ class ApiServer:
         if not self.waiters.acquire(blocking=False):
             return _json(503, {"error": f"more than {MAX_WAITERS} waits in progress"})
         try:
-            done = wait_caught_up(self.cfg, lsn, names, timeout, stop=self.stopping)
+            left = max(0.0, deadline - time.monotonic())
+            done = wait_caught_up(self.cfg, lsn, names, left, stop=self.stopping)
         except ViewFailed as e:
             return _json(
                 503,

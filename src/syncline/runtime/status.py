@@ -4,6 +4,7 @@ consumer positions) and the source (slot, retained WAL). Works whether or not ``
 from __future__ import annotations
 
 import contextlib
+import json
 import sqlite3
 import threading
 import time
@@ -85,12 +86,40 @@ def source_position(cfg: Config) -> int:
 
 def _unfollowed(conn: Any, cfg: Config) -> list[str]:
     from syncline.sources.postgres import catalog as cat
+    from syncline.sources.postgres.follow import META_KEY, usable
 
     published = cat.publication_tables(conn, cfg.source.publication)
     if published is None:
         return []
     tables = cat.discover_tables(conn, cfg.source.tables)
-    return sorted(t.qualified for t in tables if t.qualified not in published)
+    copying: set[str] = set()
+    try:
+        log_conn = connect(Path(cfg.log.path), readonly=True)
+    except (LogError, sqlite3.Error):
+        log_conn = None
+    if log_conn is not None:
+        try:
+            saved = get_meta(log_conn, META_KEY)
+            copying = {str(c["table"]) for c in json.loads(saved).values()} if saved else set()
+        except (sqlite3.Error, ValueError, KeyError, TypeError):
+            copying = set()
+        finally:
+            log_conn.close()
+    # tables without a key are never followed (the capture warns about them)
+    return sorted(
+        t.qualified for t in tables if usable(t) and (t.qualified not in published or t.qualified in copying)
+    )
+
+
+def wait_followed(cfg: Config, deadline: float, stop: threading.Event | None = None) -> list[str]:
+    """Wait (until the ``time.monotonic()`` deadline) for the capture to follow every
+    table matching ``source.tables`` (new tables are added and copied within seconds);
+    return those still not followed."""
+    while True:
+        missing = unfollowed_tables(cfg)
+        if not missing or time.monotonic() >= deadline or (stop is not None and stop.is_set()):
+            return missing
+        time.sleep(0.2)
 
 
 def unfollowed_tables(cfg: Config) -> list[str]:
@@ -105,16 +134,19 @@ def unfollowed_tables(cfg: Config) -> list[str]:
         conn.close()
 
 
-def followed_position(cfg: Config) -> int:
-    """For ``wait``, in one source connection: raise :class:`TablesNotFollowed` when
-    :func:`unfollowed_tables` finds any, else return :func:`source_position`."""
+def followed_position(cfg: Config, deadline: float = 0.0) -> int:
+    """For ``wait``: the source's position once every table is followed; raise
+    :class:`TablesNotFollowed` when some are still not followed at ``deadline``."""
     from syncline.sources.postgres import catalog as cat
 
     conn = cat.connect(cfg.source.dsn.value)
     try:
         missing = _unfollowed(conn, cfg)
         if missing:
-            raise TablesNotFollowed(missing)
+            conn.close()
+            if wait_followed(cfg, deadline):
+                raise TablesNotFollowed(missing)
+            conn = cat.connect(cfg.source.dsn.value)
         row = conn.execute("SELECT pg_current_wal_insert_lsn()::text").fetchone()
     finally:
         conn.close()

@@ -20,9 +20,11 @@ from dataclasses import dataclass, field
 
 from syncline.core.config_models import SourceConfig
 from syncline.core.errors import SourceError, TransientSourceError
+from syncline.core.events import Relation
 from syncline.core.lsn import format_lsn
 from syncline.log.embedded.store import EmbeddedLogWriter
 from syncline.sources.postgres import catalog as cat
+from syncline.sources.postgres.follow import TableFollower
 from syncline.sources.postgres.generated import GeneratedColumns
 from syncline.sources.postgres.pgoutput import (
     decode_begin,
@@ -44,6 +46,8 @@ from syncline.sources.postgres.snapshot import take_snapshot
 
 log = logging.getLogger("syncline.capture")
 
+FOLLOW_VERSION = 140000
+"""pgoutput sends logical decoding messages (the watermarks) from PostgreSQL 14 on."""
 SYNC_INTERVAL = 0.05
 SYNC_BYTES = 8 << 20
 STATUS_INTERVAL = 1.0
@@ -95,19 +99,27 @@ class Capture:
                 every = [t.qualified for t in cat.discover_tables(conn, ())]
                 keyless = [t.qualified for t in tables if t.replident == "f" and not t.has_pk]
                 self.on_tables(every, cat.table_columns(conn, tables), keyless)
-            if not tables:
+            streaming = self.writer.meta("state") == "streaming"
+            if not tables and info.version < FOLLOW_VERSION:
                 raise SourceError(
                     f"no table of database {info.database!r} matches source.tables {list(self.cfg.tables)}"
+                    " (PostgreSQL 13 cannot follow tables created later: create them first)"
                 )
-            cat.check_tables(tables)
-            added = cat.ensure_publication(conn, self.cfg.publication, tables, info.version)
-            if added and self.writer.meta("state") == "streaming":
-                log.warning(
-                    "tables added to publication %s: %s. Their changes are captured from now on; "
-                    "rows they already hold are not copied to the views (no per-table snapshot yet)",
-                    self.cfg.publication,
-                    ", ".join(added),
-                )
+            if not streaming:
+                cat.check_tables(tables)
+                cat.ensure_publication(conn, self.cfg.publication, tables, info.version)
+            elif info.version < FOLLOW_VERSION:
+                added = cat.ensure_publication(conn, self.cfg.publication, tables, info.version)
+                if added:
+                    log.warning(
+                        "tables added to publication %s: %s. Their changes are captured from now on; "
+                        "rows they already hold are not copied (PostgreSQL 14 or newer copies them)",
+                        self.cfg.publication,
+                        ", ".join(added),
+                    )
+            elif cat.publication_tables(conn, self.cfg.publication) is None:
+                # dropped behind our back: recreated empty, the follower adds and copies tables
+                cat.ensure_publication(conn, self.cfg.publication, [], info.version)
             repl = ReplicationConnection(self.dsn)
             try:
                 sysid, _tl, _pos, dbname = repl.identify_system()
@@ -228,6 +240,8 @@ class Capture:
         options = {"proto_version": str(proto), "publication_names": f'"{self.cfg.publication}"'}
         if proto >= 2:
             options["streaming"] = "on"
+        if version >= FOLLOW_VERSION:
+            options["messages"] = "true"
         repl.start(self.cfg.slot, 0, options)
         log.info(
             "streaming from slot %s (protocol %d), log holds up to %s",
@@ -239,6 +253,15 @@ class Capture:
         catalog_conn = cat.connect(self.dsn)
         rcat = cat.RelationCatalog(catalog_conn)
         gen = GeneratedColumns(catalog_conn)
+        follower: TableFollower | None = None
+        if version >= FOLLOW_VERSION:
+
+            def relation_of(t: cat.TableInfo) -> tuple[bytes, Relation]:
+                m = rcat.relation_message(t, generated=True)
+                return encode_relation(m), rcat.relation(m)
+
+            follower = TableFollower(self.cfg, self.writer, catalog_conn, relation_of)
+            follower.load()
         w = self.writer
         stats = self.stats
         in_txn = False
@@ -255,6 +278,8 @@ class Capture:
             while not stop.is_set():
                 msg = repl.read(0.0 if dirty else 0.5)
                 now = time.monotonic()
+                if follower is not None and not in_txn and stream_xid is None:
+                    follower.tick(now)
                 if msg is None:
                     if dirty:
                         confirmed = max(confirmed, w.sync())
@@ -278,10 +303,16 @@ class Capture:
                                 plain = remap_change(plain, leaves)
                             if gen.plans:
                                 plain = gen.change(plain)
+                            if follower is not None:
+                                follower.stream_change(stream_xid, plain)
                             w.stream_add(stream_xid, streamed_xid(payload), plain)
                         elif not skip:
                             plain = remap_change(payload, leaves) if leaves else payload
-                            w.add(gen.change(plain) if gen.plans else plain)
+                            if gen.plans:
+                                plain = gen.change(plain)
+                            if follower is not None:
+                                follower.on_change(plain)
+                            w.add(plain)
                             stats.events += 1
                     elif t == 0x42:  # B
                         b = decode_begin(payload)
@@ -333,6 +364,8 @@ class Capture:
                         stream_xid = None
                     elif t == 0x63:  # c stream commit
                         sc = decode_stream_commit(payload)
+                        if follower is not None:
+                            follower.stream_end(sc.xid, committed=True)
                         if sc.commit_lsn <= w.last_commit_lsn():
                             w.stream_discard(sc.xid)
                         else:
@@ -343,6 +376,11 @@ class Capture:
                     elif t == 0x41:  # A stream abort
                         a = decode_stream_abort(payload)
                         w.stream_abort(a.xid, a.subxid)
+                        if follower is not None and a.xid == a.subxid:
+                            follower.stream_end(a.xid, committed=False)
+                    elif t == 0x4D and follower is not None and stream_xid is None and not in_txn:
+                        # M: a logical decoding message (our watermarks)
+                        dirty = follower.on_message(payload) or dirty
                     # Y (type), O (origin), M (message): nothing to keep
                 elif kind == 0x6B:  # 'k' keepalive
                     wal_end, _reply = parse_keepalive(msg)

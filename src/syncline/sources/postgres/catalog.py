@@ -189,11 +189,8 @@ def ensure_publication(
         opts = sql.SQL(" WITH (publish_via_partition_root = true, publish_generated_columns = stored)")
     try:
         if existing is None:
-            if not tables:
-                raise SourceError(f"no table matches source.tables; publication {name!r} not created")
-            conn.execute(
-                sql.SQL("CREATE PUBLICATION {} FOR TABLE {}").format(sql.Identifier(name), idents) + opts
-            )
+            what = sql.SQL(" FOR TABLE {}").format(idents) if tables else sql.SQL("")
+            conn.execute(sql.SQL("CREATE PUBLICATION {}").format(sql.Identifier(name)) + what + opts)
         else:
             if version >= 180000:
                 row = conn.execute(

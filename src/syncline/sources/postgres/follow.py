@@ -1,0 +1,393 @@
+"""Tables that appear, change key or go away while the capture streams (issue 10).
+
+The publication lists tables (a ``FOR ALL TABLES`` publication would make PostgreSQL refuse
+updates of every table without a replica identity, breaking the application). So the
+capture polls the catalogue: a new table matching ``source.tables`` with a usable key is
+added to the publication (from then on its changes are streamed), and the rows it held
+before are copied by a *watermark snapshot* (DBLog):
+
+1. a low watermark is written into the WAL (``pg_logical_emit_message``, not
+   transactional, so it reaches the stream at its WAL position);
+2. a chunk of rows is read, in key order after the last chunk;
+3. a high watermark is written.
+
+The stream between the two watermarks holds every change committed while the chunk was
+read. At the high watermark the chunk's rows, minus those whose key such a change touched,
+are logged as one transaction: each row is either the chunk's value (unchanged since) or
+left to the stream's newer event, so the views end exact, without locks or pauses. A table
+without a key (``REPLICA IDENTITY FULL``) is copied whole in one chunk, logged as a truncate
+then its rows, and read again when the stream touched it inside the window.
+
+Pending copies are kept in the log's metadata with the last key copied: after a crash a copy
+resumes at its last finished chunk. A followed table that is dropped, or renamed out of
+``source.tables``, is emptied in every view (a truncate in stream order) and leaves the
+publication.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from syncline.core.config_models import SourceConfig
+from syncline.core.errors import TransientSourceError
+from syncline.core.events import Relation, Row, RowChange
+from syncline.core.lsn import parse_lsn
+from syncline.log.embedded.store import EmbeddedLogWriter
+from syncline.sources.postgres import catalog as cat
+from syncline.sources.postgres.pgoutput import decode_change, encode_insert, encode_truncate
+
+log = logging.getLogger("syncline.capture")
+
+PREFIX = "syncline.watermark"
+POLL_INTERVAL = 1.0
+"""Seconds between two looks at the catalogue for new or dropped tables."""
+CHUNK_ROWS = 20_000
+META_KEY = "follow_copies"
+
+
+@dataclass
+class Copy:
+    """A table being copied by watermark chunks."""
+
+    oid: int
+    qualified: str
+    after: list[str | None] | None = None
+    """Key of the last row copied (None: from the start)."""
+    done_rows: int = 0
+    # the chunk in flight
+    token: str = ""
+    rows: list[Row] = field(default_factory=list)
+    key_idx: tuple[int, ...] = ()
+    window: bool = False
+    touched: set[tuple[object, ...]] = field(default_factory=set)
+    touched_all: bool = False
+    started: float = field(default_factory=time.monotonic)
+
+
+def usable(t: cat.TableInfo) -> bool:
+    """Whether the table's updates and deletes can be captured (a key or FULL)."""
+    return t.replident == "f" or t.replident == "i" or (t.replident == "d" and t.has_pk)
+
+
+class TableFollower:
+    """Keeps the publication in step with ``source.tables`` and copies new tables."""
+
+    def __init__(
+        self,
+        cfg: SourceConfig,
+        writer: EmbeddedLogWriter,
+        conn: psycopg.Connection[Any],
+        relation_of: Callable[[cat.TableInfo], tuple[bytes, Relation]],
+    ) -> None:
+        self.cfg = cfg
+        self.writer = writer
+        self.conn = conn
+        self.relation_of = relation_of
+        """The table's Relation message (generated columns included) and Relation."""
+        self.stream_rels: dict[int, set[int]] = {}
+        """Per streamed (in-progress) transaction, the tables being copied it changed."""
+        self.followed: dict[int, str] = {}
+        self.copies: dict[int, Copy] = {}
+        self.current: Copy | None = None
+        self._last_poll = 0.0
+        self._warned: set[tuple[int, str]] = set()
+        self._announced_empty = False
+
+    # -- state ------------------------------------------------------------------------------
+
+    def load(self) -> None:
+        """The publication's tables, and the copies a previous run left unfinished."""
+        rows = self.conn.execute(
+            "SELECT r.prrelid, n.nspname, c.relname FROM pg_catalog.pg_publication_rel r"
+            " JOIN pg_catalog.pg_publication p ON p.oid = r.prpubid"
+            " JOIN pg_catalog.pg_class c ON c.oid = r.prrelid"
+            " JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE p.pubname = %s",
+            (self.cfg.publication,),
+        ).fetchall()
+        self.followed = {int(o): f"{s}.{t}" for o, s, t in rows}
+        saved = self.writer.meta(META_KEY)
+        for oid, st in (json.loads(saved) if saved else {}).items():
+            self.copies[int(oid)] = Copy(int(oid), str(st["table"]), st.get("after"), int(st.get("rows", 0)))
+
+    def _save(self) -> None:
+        doc = {
+            str(c.oid): {"table": c.qualified, "after": c.after, "rows": c.done_rows}
+            for c in self.copies.values()
+        }
+        self.writer.set_meta_now(**{META_KEY: json.dumps(doc)})
+
+    @property
+    def copying(self) -> bool:
+        return bool(self.copies)
+
+    # -- polling ----------------------------------------------------------------------------
+
+    def tick(self, now: float) -> None:
+        """Poll the catalogue now and then; start the next chunk when none is in flight
+        (call between transactions)."""
+        if now - self._last_poll >= POLL_INTERVAL:
+            self._last_poll = now
+            self.poll()
+        if self.current is None and self.copies:
+            self._start_chunk(next(iter(self.copies.values())))
+
+    def poll(self) -> None:
+        try:
+            tables = cat.discover_tables(self.conn, self.cfg.tables)
+        except psycopg.OperationalError as e:
+            raise TransientSourceError(f"catalogue lookup failed: {e}") from e
+        if not tables and not self.followed and not self._announced_empty:
+            self._announced_empty = True
+            log.info(
+                "no table matches source.tables %s yet; following tables as they appear",
+                list(self.cfg.tables),
+            )
+        by_oid = {t.oid: t for t in tables}
+        for oid in [o for o in self.followed if o not in by_oid]:
+            self._leave(oid)
+        for t in tables:
+            if t.oid in self.followed:
+                continue
+            if not usable(t):
+                self._warn_once(
+                    t.oid,
+                    "key",
+                    f"table {t.qualified} is not followed: it has no primary key. Add one, or "
+                    f"ALTER TABLE {t.qualified} REPLICA IDENTITY FULL (it is then followed and copied)",
+                )
+                continue
+            if not t.can_select:
+                self._warn_once(
+                    t.oid, "select", f"table {t.qualified} is not followed: no SELECT privilege on it"
+                )
+                continue
+            self._join(t)
+
+    def _warn_once(self, oid: int, what: str, message: str) -> None:
+        if (oid, what) not in self._warned:
+            self._warned.add((oid, what))
+            log.warning("%s", message)
+
+    def _join(self, t: cat.TableInfo) -> None:
+        try:
+            self.conn.execute(
+                sql.SQL("ALTER PUBLICATION {} ADD TABLE {}").format(
+                    sql.Identifier(self.cfg.publication), sql.Identifier(t.schema, t.name)
+                )
+            )
+        except psycopg.errors.DuplicateObject:
+            pass  # added by hand or by a previous run that stopped right after
+        except psycopg.errors.UndefinedTable:
+            return  # dropped meanwhile
+        except psycopg.Error as e:
+            self._warn_once(
+                t.oid,
+                "publication",
+                f"table {t.qualified} is not followed: cannot add it to publication "
+                f"{self.cfg.publication!r}: {str(e).strip().splitlines()[0]}",
+            )
+            return
+        self.followed[t.oid] = t.qualified
+        self.copies[t.oid] = Copy(t.oid, t.qualified)
+        self._save()
+        log.info(
+            "following new table %s: its changes stream from now on, its rows are being copied", t.qualified
+        )
+
+    def _leave(self, oid: int) -> None:
+        """A followed table dropped or no longer matching: empty it in the views."""
+        name = self.followed.pop(oid)
+        self.copies.pop(oid, None)
+        if self.current is not None and self.current.oid == oid:
+            self.current = None
+        self._save()
+        row = self.conn.execute(
+            "SELECT c.oid::regclass::text FROM pg_catalog.pg_class c WHERE c.oid = %s", (oid,)
+        ).fetchone()
+        if row is not None:  # renamed out of source.tables: stop publishing it
+            try:
+                self.conn.execute(
+                    sql.SQL("ALTER PUBLICATION {} DROP TABLE {}").format(
+                        sql.Identifier(self.cfg.publication), sql.SQL(str(row[0]))
+                    )
+                )
+            except psycopg.Error as e:
+                log.warning("cannot remove %s from publication %s: %s", row[0], self.cfg.publication, e)
+        # emptied in stream order: when the marker comes back, every change before it is in
+        self._emit(f"gone:{oid}")
+        log.info(
+            "table %s (oid %d) was dropped or left source.tables: it is emptied in every view", name, oid
+        )
+
+    # -- watermark chunks -------------------------------------------------------------------
+
+    def _emit(self, content: str) -> int:
+        row = self.conn.execute(
+            "SELECT pg_catalog.pg_logical_emit_message(false, %s, %s)::text", (PREFIX, content)
+        ).fetchone()
+        assert row is not None
+        return parse_lsn(str(row[0]))
+
+    def _start_chunk(self, c: Copy) -> None:
+        c.token = uuid.uuid4().hex[:12]
+        c.window = False
+        c.touched = set()
+        c.touched_all = False
+        self.current = c
+        self._emit(f"low:{c.token}")
+        try:
+            self._read_chunk(c)
+        except psycopg.errors.UndefinedTable:
+            c.rows = []  # dropped: the next poll empties it
+        self._emit(f"high:{c.token}")
+
+    def _read_chunk(self, c: Copy) -> None:
+        msg_bytes, rel = self.relation_of_oid(c.oid)
+        cols = sql.SQL(", ").join(sql.Identifier(col.name) for col in rel.columns)
+        target = sql.Identifier(rel.schema, rel.name)
+        c.key_idx = rel.key_indexes()
+        if rel.key:
+            keys = sql.SQL(", ").join(sql.Identifier(k) for k in rel.key)
+            where: sql.Composable = sql.SQL("")
+            if c.after is not None:
+                casts = sql.SQL(", ").join(
+                    sql.SQL("{}::{}").format(sql.Literal(v), sql.SQL(rel.columns[i].type_name))
+                    for v, i in zip(c.after, c.key_idx, strict=True)
+                )
+                where = sql.SQL(" WHERE ({}) > ({})").format(keys, casts)
+            query = sql.SQL("COPY (SELECT {} FROM {}{} ORDER BY {} LIMIT {}) TO STDOUT").format(
+                cols, target, where, keys, sql.Literal(CHUNK_ROWS)
+            )
+        else:
+            query = sql.SQL("COPY (SELECT {} FROM {}) TO STDOUT").format(cols, target)
+        rows: list[Row] = []
+        with self.conn.cursor() as cur, cur.copy(query) as cp:
+            for r in cp.rows():
+                rows.append(tuple(r))
+        c.rows = rows
+        self._msg, self._rel = msg_bytes, rel
+
+    def relation_of_oid(self, oid: int) -> tuple[bytes, Any]:
+        row = self.conn.execute(
+            "SELECT c.oid, n.nspname, c.relname, c.relkind, c.relreplident,"
+            " EXISTS (SELECT 1 FROM pg_catalog.pg_index i WHERE i.indrelid = c.oid AND i.indisprimary)"
+            " FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE c.oid = %s",
+            (oid,),
+        ).fetchone()
+        if row is None:
+            raise psycopg.errors.UndefinedTable(f"table {oid} is gone")
+        t = cat.TableInfo(int(row[0]), str(row[1]), str(row[2]), str(row[3]), str(row[4]), bool(row[5]), True)
+        return self.relation_of(t)
+
+    # -- the stream -------------------------------------------------------------------------
+
+    def on_change(self, payload: bytes) -> None:
+        """A change of the stream (protocol-1 form): note keys touched inside a window."""
+        c = self.current
+        if c is None or not c.window:
+            return
+        if payload[0] == 0x54:  # T
+            ch = decode_change(payload, 0)
+            if c.oid in getattr(ch, "relids", ()):
+                c.touched_all = True
+            return
+        if int.from_bytes(payload[1:5], "big") != c.oid:
+            return
+        ch = decode_change(payload, 0)
+        assert isinstance(ch, RowChange)
+        if not c.key_idx:
+            c.touched_all = True
+            return
+        for r in (ch.old, ch.new):
+            if r is not None:
+                c.touched.add(tuple(r[i] for i in c.key_idx))
+
+    def stream_change(self, xid: int, payload: bytes) -> None:
+        """A change of a streamed transaction: remember which copied tables it touches."""
+        if self.copies and payload[0] != 0x54:
+            relid = int.from_bytes(payload[1:5], "big")
+            if relid in self.copies:
+                self.stream_rels.setdefault(xid, set()).add(relid)
+
+    def stream_end(self, xid: int, committed: bool) -> None:
+        """A streamed transaction committed (its changes land here, in stream order) or
+        aborted. Committed inside a window over a table it changed: read the chunk again."""
+        rels = self.stream_rels.pop(xid, set())
+        c = self.current
+        if committed and c is not None and c.window and c.oid in rels:
+            c.touched_all = True
+
+    def on_message(self, payload: bytes) -> bool:
+        """A logical decoding message ('M'): our watermarks. True when it logged something."""
+        """A logical decoding message ('M'); watermarks of the chunk in flight."""
+        pos = 1
+        flags = payload[pos]
+        pos += 1
+        lsn = int.from_bytes(payload[pos : pos + 8], "big")
+        pos += 8
+        end = payload.index(b"\0", pos)
+        prefix = payload[pos:end].decode()
+        pos = end + 1
+        n = int.from_bytes(payload[pos : pos + 4], "big")
+        content = payload[pos + 4 : pos + 4 + n].decode()
+        if prefix != PREFIX or flags & 1:
+            return False
+        kind, _, token = content.partition(":")
+        if kind == "gone":
+            now = int(time.time() * 1_000_000)
+            self.writer.begin(0, lsn, now)
+            self.writer.add(encode_truncate((int(token),), False, False))
+            self.writer.commit(lsn, lsn, now)
+            return True
+        c = self.current
+        if c is None or token != c.token:
+            return False
+        if kind == "low":
+            c.window = True
+        elif kind == "high" and c.window:
+            self._finish_chunk(c, lsn)
+            return True
+        return False
+
+    def _finish_chunk(self, c: Copy, lsn: int) -> None:
+        self.current = None
+        if c.oid not in self.copies:
+            return
+        if c.touched_all:
+            log.info("table %s changed as a whole while a chunk was read: reading it again", c.qualified)
+            return  # the next tick reads the same chunk again
+        now = int(time.time() * 1_000_000)
+        w = self.writer
+        w.begin(0, lsn, now)
+        w.add_relation(self._msg, self._rel)
+        if not c.key_idx:
+            w.add(encode_truncate((c.oid,), False, False))
+        kept = 0
+        for r in c.rows:
+            if c.key_idx and tuple(r[i] for i in c.key_idx) in c.touched:
+                continue
+            w.add(encode_insert(c.oid, r))
+            kept += 1
+        w.commit(lsn, lsn, now)
+        c.done_rows += len(c.rows)
+        last = c.rows[-1] if c.rows else None
+        if c.key_idx and last is not None and len(c.rows) >= CHUNK_ROWS:
+            c.after = [last[i] for i in c.key_idx]  # type: ignore[misc]
+            log.info("copy of %s: %d rows so far", c.qualified, c.done_rows)
+        else:
+            del self.copies[c.oid]
+            elapsed = time.monotonic() - c.started
+            log.info("copy of %s done: %d rows in %.1fs", c.qualified, c.done_rows, elapsed)
+        c.rows = []
+        w.sync()
+        self._save()

@@ -1,0 +1,99 @@
+"""A schema that lives (issue 10): syncline started on an empty database follows tables as
+the application creates them, with every row (including rows written in the creating
+transaction and rows written before the table was added to the publication), follows a
+table that gets its key later, and empties a table that is dropped."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import psycopg
+
+from syncline.testing.harness import Pipeline
+from syncline.testing.pgcluster import PgCluster
+
+
+def wait_followed(p: Pipeline, timeout: float = 90) -> None:
+    r = p.cli("wait", "--timeout", str(timeout), timeout=timeout + 30)
+    assert r.returncode == 0, r.stdout + r.stderr + p.output()[-3000:]
+
+
+def test_start_on_an_empty_database_then_migrate(pipeline: Pipeline) -> None:
+    p = pipeline
+    p.start()
+    time.sleep(2)
+    assert p.proc is not None and p.proc.poll() is None, p.output()
+    assert "no table matches source.tables" in p.output()
+    # a migration: tables created with rows in the same transaction, a partitioned table
+    p.sql(
+        "BEGIN;"
+        "CREATE TABLE customer (id int PRIMARY KEY, name text);"
+        "INSERT INTO customer SELECT g, 'c' || g FROM generate_series(1, 30000) g;"
+        "CREATE TABLE orders (id bigserial PRIMARY KEY, customer int, total numeric)"
+        "  PARTITION BY RANGE (id);"
+        "CREATE TABLE orders_1 PARTITION OF orders FOR VALUES FROM (1) TO (100000);"
+        "CREATE TABLE orders_2 PARTITION OF orders FOR VALUES FROM (100000) TO (MAXVALUE);"
+        "INSERT INTO orders (customer, total) SELECT g % 100 + 1, g FROM generate_series(1, 500) g;"
+        "COMMIT"
+    )
+    # writers keep changing the new tables while they are copied
+    stop = threading.Event()
+
+    def writer() -> None:
+        with psycopg.connect(p.source_dsn, autocommit=True) as c:
+            i = 0
+            while not stop.is_set():
+                i += 1
+                c.execute("UPDATE customer SET name = name || '+' WHERE id = %s", (i * 7919 % 30000 + 1,))
+                c.execute("INSERT INTO orders (customer, total) VALUES (%s, %s)", (i % 100 + 1, i))
+                if i % 10 == 0:
+                    c.execute("DELETE FROM customer WHERE id = %s", (i * 104729 % 30000 + 1,))
+
+    t = threading.Thread(target=writer)
+    t.start()
+    try:
+        time.sleep(4)
+    finally:
+        stop.set()
+        t.join()
+    # a table created without a key and given one later; one dropped
+    p.sql(
+        "CREATE TABLE tag AS SELECT g AS id, 'tag' || g AS label FROM generate_series(1, 50) g;"
+        "CREATE TABLE scratch (id int PRIMARY KEY); INSERT INTO scratch VALUES (1), (2)"
+    )
+    wait_followed(p)
+    assert "table public.tag is not followed: it has no primary key" in p.output()
+    p.sql("ALTER TABLE tag ADD PRIMARY KEY (id); UPDATE tag SET label = 'x' WHERE id = 3")
+    wait_followed(p)
+    p.sql("DROP TABLE scratch")
+    time.sleep(2)
+    wait_followed(p)
+    if "postgres" in p.views:
+        deadline = time.monotonic() + 30
+        while p.sql("SELECT count(*) FROM public.scratch", p.replica_db) != [(0,)]:
+            assert time.monotonic() < deadline, p.output()[-3000:]
+            time.sleep(0.3)
+    assert p.stop() == 0
+    p.assert_equal()
+    p.assert_verified()
+
+
+def test_new_keyless_table_is_copied_whole(pg: PgCluster, tmp_path: Path) -> None:
+    p = Pipeline(pg, tmp_path, views=("postgres", "duckdb"))
+    try:
+        p.sql("CREATE TABLE first (id int PRIMARY KEY)")
+        p.start()
+        p.wait_caught_up()
+        p.sql(
+            "CREATE TABLE log (at int, what text); ALTER TABLE log REPLICA IDENTITY FULL;"
+            "INSERT INTO log VALUES (1, 'a'), (1, 'a'), (2, NULL)"
+        )
+        wait_followed(p)
+        p.sql("INSERT INTO log VALUES (3, 'c'); DELETE FROM log WHERE ctid = (SELECT min(ctid) FROM log)")
+        p.wait_caught_up()
+        assert p.stop() == 0
+        p.assert_equal()
+    finally:
+        p.close()
