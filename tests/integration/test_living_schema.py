@@ -97,3 +97,22 @@ def test_new_keyless_table_is_copied_whole(pg: PgCluster, tmp_path: Path) -> Non
         p.assert_equal()
     finally:
         p.close()
+
+
+def test_ddl_that_rewrites_rows_is_copied_again(pipeline: Pipeline) -> None:
+    p = pipeline
+    p.sql(
+        "CREATE TYPE mood AS ENUM ('sad', 'ok');"
+        "CREATE TABLE item (id int PRIMARY KEY, price numeric, m mood);"
+        "INSERT INTO item SELECT g, g * 1.5, 'ok' FROM generate_series(1, 2000) g"
+    )
+    p.start()
+    p.wait_caught_up()
+    p.sql("ALTER TABLE item ADD COLUMN stock int DEFAULT 7")
+    p.sql("ALTER TABLE item ADD COLUMN added timestamptz DEFAULT clock_timestamp()")
+    p.sql("ALTER TABLE item ALTER COLUMN price TYPE text USING price::text || ' EUR'")
+    p.sql("ALTER TYPE mood RENAME VALUE 'ok' TO 'fine'")
+    time.sleep(3)  # noticed on the next look at the catalogue
+    wait_followed(p)
+    assert p.stop() == 0
+    p.assert_equal()

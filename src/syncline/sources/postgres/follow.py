@@ -93,6 +93,8 @@ class TableFollower:
         self.conn = conn
         self.relation_of = relation_of
         """The table's Relation message (generated columns included) and Relation."""
+        self.shapes: dict[int, dict[int, tuple[int, int, bool, str | None]]] = {}
+        """Per followed table and column number: type, typmod, has a default, enum labels."""
         self.stream_rels: dict[int, set[int]] = {}
         """Per streamed (in-progress) transaction, the tables being copied it changed."""
         self.followed: dict[int, str] = {}
@@ -171,6 +173,46 @@ class TableFollower:
                 )
                 continue
             self._join(t)
+        self._check_rewrites()
+
+    def _check_rewrites(self) -> None:
+        """DDL that changes stored values without row events (ADD COLUMN with a default,
+        ALTER COLUMN TYPE, an enum label renamed): copy the table again."""
+        if not self.followed:
+            return
+        rows = self.conn.execute(
+            "SELECT a.attrelid, a.attnum, a.atttypid, a.atttypmod, a.atthasdef OR a.atthasmissing,"
+            " (SELECT string_agg(e.enumlabel, E'\\x01' ORDER BY e.enumsortorder) FROM pg_catalog.pg_enum e"
+            "  WHERE e.enumtypid = a.atttypid)"
+            " FROM pg_catalog.pg_attribute a"
+            " WHERE a.attrelid = ANY(%s) AND a.attnum > 0 AND NOT a.attisdropped",
+            (list(self.followed),),
+        ).fetchall()
+        now: dict[int, dict[int, tuple[int, int, bool, str | None]]] = {}
+        for relid, attnum, typ, typmod, has_default, labels in rows:
+            now.setdefault(int(relid), {})[int(attnum)] = (int(typ), int(typmod), bool(has_default), labels)
+        for oid, cols in now.items():
+            before = self.shapes.get(oid)
+            self.shapes[oid] = cols
+            if before is None or oid in self.copies:
+                continue
+            why = ""
+            for attnum, (typ, typmod, has_default, labels) in cols.items():
+                old = before.get(attnum)
+                if old is None:
+                    if has_default:
+                        why = "a column added with a default"
+                elif old[:2] != (typ, typmod):
+                    why = "a column's type changed"
+                elif old[3] and labels and set(old[3].split("\x01")) - set(labels.split("\x01")):
+                    why = "an enum label renamed"
+                if why:
+                    break
+            if why:
+                name = self.followed[oid]
+                log.info("%s: %s changed its stored rows without row events: copying it again", name, why)
+                self.copies[oid] = Copy(oid, name)
+                self._save()
 
     def _warn_once(self, oid: int, what: str, message: str) -> None:
         if (oid, what) not in self._warned:
