@@ -116,3 +116,21 @@ def test_ddl_that_rewrites_rows_is_copied_again(pipeline: Pipeline) -> None:
     wait_followed(p)
     assert p.stop() == 0
     p.assert_equal()
+
+
+def test_snapshot_command_copies_a_table_again_online(pipeline: Pipeline) -> None:
+    p = pipeline
+    p.sql(
+        "CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t SELECT g, 'v' FROM generate_series(1, 45000) g"
+    )
+    p.start()
+    p.wait_caught_up()
+    if "postgres" in p.views:  # damage the replica behind syncline's back
+        p.sql("UPDATE public.t SET v = 'damaged' WHERE id % 1000 = 0", p.replica_db)
+    bad = p.cli("snapshot", "--table", "public.nope")
+    assert bad.returncode == 2 and "no followed table matches" in bad.stderr, bad.stderr
+    r = p.cli("snapshot", "--table", "public.*", timeout=300)
+    assert r.returncode == 0 and "done" in r.stdout, r.stdout + r.stderr
+    wait_followed(p)
+    assert p.stop() == 0
+    p.assert_equal()

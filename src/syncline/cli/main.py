@@ -7,6 +7,7 @@ import contextlib
 import json
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from syncline import __version__
@@ -298,6 +299,75 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_snapshot(args: argparse.Namespace) -> int:
+    """Copy tables again into every view, online (watermark chunks taken by `run`)."""
+    import json as _json
+
+    from syncline.core.patterns import table_selected
+    from syncline.log.embedded.store import connect, get_meta
+    from syncline.sources.postgres import catalog as cat
+    from syncline.sources.postgres.follow import META_KEY
+    from syncline.verify.engine import lock_held
+
+    cfg = _load(args)
+    path = Path(cfg.log.path)
+    if not (path / "log.db").exists():
+        print(f"syncline: error: no log at {path}: start `syncline run` first", file=sys.stderr)
+        return 2
+    unknown = [v for v in args.view or [] if v not in {x.name for x in cfg.views}]
+    if unknown:
+        print(f"syncline: error: no view named {', '.join(unknown)} in {cfg.path}", file=sys.stderr)
+        return 2
+    conn = cat.connect(cfg.source.dsn.value)
+    try:
+        published = cat.publication_tables(conn, cfg.source.publication) or set()
+    finally:
+        conn.close()
+    wanted = sorted(q for q in published if any(table_selected((t,), q) for t in args.table))
+    if not wanted:
+        print(
+            f"syncline: error: --table {', '.join(args.table)}: no followed table matches "
+            f"(followed: {', '.join(sorted(published)) or 'none'})",
+            file=sys.stderr,
+        )
+        return 2
+    log_conn = connect(path)
+    try:
+        log_conn.execute(
+            "INSERT INTO copy_requests (tables, requested_at) VALUES (?, ?)",
+            (_json.dumps(wanted), time.time()),
+        )
+    finally:
+        log_conn.close()
+    note = " (every view receives the rows: a copy is idempotent)" if args.view else ""
+    if not lock_held(path / "writer.lock"):
+        print(f"requested a copy of {', '.join(wanted)}; `syncline run` takes it when it starts{note}")
+        return 0
+    print(f"copying {', '.join(wanted)} into the views while `syncline run` streams{note}")
+    if args.no_wait:
+        return 0
+    deadline = time.monotonic() + args.timeout
+    started = False
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        ro = connect(path, readonly=True)
+        try:
+            saved = get_meta(ro, META_KEY)
+            pending_req = ro.execute("SELECT count(*) FROM copy_requests").fetchone()
+        finally:
+            ro.close()
+        copies = _json.loads(saved) if saved else {}
+        busy = {str(c["table"]): int(c.get("rows", 0)) for c in copies.values() if c["table"] in wanted}
+        if busy:
+            started = True
+            print("  " + ", ".join(f"{q}: {n} rows" for q, n in sorted(busy.items())), flush=True)
+        elif started or (pending_req and not pending_req[0]):
+            print("done: the rows are logged; `syncline wait` returns once the views applied them")
+            return 0
+    print(f"syncline: timeout: the copy is still under way after {args.timeout:g}s", file=sys.stderr)
+    return 1
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from syncline.demo import main as demo_main
 
@@ -342,6 +412,12 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--chunk-rows", type=int, default=1000, help="rows per checksum chunk")
     v.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
     v.set_defaults(func=cmd_verify)
+    sn = add("snapshot", "copy tables again into the views, online (no lock, no pause)")
+    sn.add_argument("--table", action="append", required=True, help="schema.table or glob (repeatable)")
+    sn.add_argument("--view", action="append", help="view name (repeatable; every view gets the rows)")
+    sn.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait for the copy")
+    sn.add_argument("--no-wait", action="store_true", help="return once requested")
+    sn.set_defaults(func=cmd_snapshot)
     q = add("search", "query a search (tantivy) view")
     q.add_argument("view")
     q.add_argument("query")

@@ -77,6 +77,11 @@ CREATE TABLE IF NOT EXISTS consumers (
     applied_events INTEGER NOT NULL DEFAULT 0,
     updated_at REAL NOT NULL DEFAULT 0
 );
+CREATE TABLE IF NOT EXISTS copy_requests (
+    id INTEGER PRIMARY KEY,
+    tables TEXT NOT NULL,
+    requested_at REAL NOT NULL DEFAULT 0
+);
 CREATE TABLE IF NOT EXISTS view_control (
     name TEXT PRIMARY KEY,
     fixable INTEGER NOT NULL DEFAULT 0,

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 import time
 import uuid
 from collections.abc import Callable
@@ -38,10 +39,10 @@ import psycopg
 from psycopg import sql
 
 from syncline.core.config_models import SourceConfig
-from syncline.core.errors import TransientSourceError
+from syncline.core.errors import LogError, TransientSourceError
 from syncline.core.events import Relation, Row, RowChange
 from syncline.core.lsn import parse_lsn
-from syncline.log.embedded.store import EmbeddedLogWriter
+from syncline.log.embedded.store import EmbeddedLogWriter, connect
 from syncline.sources.postgres import catalog as cat
 from syncline.sources.postgres.pgoutput import decode_change, encode_insert, encode_truncate
 
@@ -174,6 +175,33 @@ class TableFollower:
                 continue
             self._join(t)
         self._check_rewrites()
+        self._take_requests()
+
+    def _take_requests(self) -> None:
+        """``syncline snapshot --table T``: copy followed tables again."""
+        try:
+            conn = connect(self.writer.path)
+        except (LogError, sqlite3.Error):
+            return
+        try:
+            rows = conn.execute("SELECT id, tables FROM copy_requests ORDER BY id").fetchall()
+            if not rows:
+                return
+            by_name = {q: o for o, q in self.followed.items()}
+            for _id, tables in rows:
+                for q in json.loads(tables):
+                    oid = by_name.get(str(q))
+                    if oid is None:
+                        log.warning("snapshot of %s requested, but it is not followed", q)
+                        continue
+                    log.info("copying %s again (syncline snapshot)", q)
+                    self.copies[oid] = Copy(oid, str(q))
+            self._save()  # before the requests go: `snapshot` sees the copy under way
+            conn.execute("DELETE FROM copy_requests WHERE id <= ?", (max(int(r[0]) for r in rows),))
+        except sqlite3.Error:
+            return  # busy: next time
+        finally:
+            conn.close()
 
     def _check_rewrites(self) -> None:
         """DDL that changes stored values without row events (ADD COLUMN with a default,
