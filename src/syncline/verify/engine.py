@@ -27,6 +27,7 @@ from syncline.runtime.status import wait_caught_up
 from syncline.verify.chunks import KeyDiff, TextRow, bucket, chunk_count, diff_rows, differing_chunks
 from syncline.verify.readers import VerifyError, ViewReader, open_reader
 from syncline.verify.source import SourceSnapshot, TableSpec
+from syncline.views.base import KEYED_KINDS
 
 Progress = Callable[[str], None]
 
@@ -170,6 +171,8 @@ def view_tables(specs: list[TableSpec], vcfg: ViewConfig, only: list[str]) -> li
     for s in specs:
         if not table_selected(vcfg.tables, s.qualified):
             continue
+        if s.keyless and vcfg.kind in KEYED_KINDS:
+            continue  # such a view refuses a table without a key
         if only and not table_selected(only, s.qualified):
             continue
         out.append(s)

@@ -15,6 +15,7 @@ from psycopg import pq, sql
 from syncline.core.errors import SourceError
 from syncline.core.lsn import parse_lsn
 from syncline.sources.postgres import catalog as cat
+from syncline.sources.postgres.follow import usable
 from syncline.sources.postgres.replication import ReplicationConnection
 from syncline.verify.chunks import ChunkSums, TextRow, key_text, put_row, sql_bucket, sql_digest, sql_value
 
@@ -28,6 +29,8 @@ class TableSpec:
     columns: tuple[str, ...]
     key: tuple[str, ...]
     partitioned: bool = False
+    keyless: bool = False
+    """No primary key (REPLICA IDENTITY FULL): compared as a multiset, all columns as key."""
 
     @property
     def qualified(self) -> str:
@@ -40,7 +43,7 @@ class TableSpec:
     def with_columns(self, keep: Iterable[str]) -> TableSpec:
         wanted = set(keep) | set(self.key)
         cols = tuple(c for c in self.columns if c in wanted)
-        return TableSpec(self.schema, self.name, cols, self.key, self.partitioned)
+        return TableSpec(self.schema, self.name, cols, self.key, self.partitioned, self.keyless)
 
 
 def _table(spec: TableSpec, only: bool) -> sql.Composable:
@@ -119,6 +122,8 @@ class SourceSnapshot:
         out = []
         rc = cat.RelationCatalog(self.conn)
         for t in cat.discover_tables(self.conn, patterns):
+            if not usable(t):
+                continue  # never followed (no key): the capture warns about it
             cols = [
                 str(r[0])
                 for r in self.conn.execute(
@@ -128,7 +133,8 @@ class SourceSnapshot:
                 )
             ]
             key = rc.primary_key(t.oid) or tuple(cols)
-            out.append(TableSpec(t.schema, t.name, tuple(cols), tuple(key), t.relkind == "p"))
+            keyless = t.replident == "f" and not t.has_pk
+            out.append(TableSpec(t.schema, t.name, tuple(cols), tuple(key), t.relkind == "p", keyless))
         return out
 
     def count(self, spec: TableSpec) -> int:

@@ -53,6 +53,7 @@ POLL_INTERVAL = 1.0
 """Seconds between two looks at the catalogue for new or dropped tables."""
 CHUNK_ROWS = 20_000
 META_KEY = "follow_copies"
+FOLLOWED_KEY = "follow_tables"
 
 
 @dataclass
@@ -117,16 +118,24 @@ class TableFollower:
             (self.cfg.publication,),
         ).fetchall()
         self.followed = {int(o): f"{s}.{t}" for o, s, t in rows}
+        # tables followed before and gone from the publication while `run` was stopped
+        # (a dropped table leaves it by itself): emptied at the first poll
+        known = self.writer.meta(FOLLOWED_KEY)
+        for oid, name in (json.loads(known) if known else {}).items():
+            self.followed.setdefault(int(oid), str(name))
         saved = self.writer.meta(META_KEY)
         for oid, st in (json.loads(saved) if saved else {}).items():
             self.copies[int(oid)] = Copy(int(oid), str(st["table"]), st.get("after"), int(st.get("rows", 0)))
+        if json.loads(known or "{}") != {str(o): q for o, q in self.followed.items()}:
+            self._save()
 
     def _save(self) -> None:
         doc = {
             str(c.oid): {"table": c.qualified, "after": c.after, "rows": c.done_rows}
             for c in self.copies.values()
         }
-        self.writer.set_meta_now(**{META_KEY: json.dumps(doc)})
+        followed = {str(o): q for o, q in self.followed.items()}
+        self.writer.set_meta_now(**{META_KEY: json.dumps(doc), FOLLOWED_KEY: json.dumps(followed)})
 
     @property
     def copying(self) -> bool:
@@ -279,7 +288,6 @@ class TableFollower:
         self.copies.pop(oid, None)
         if self.current is not None and self.current.oid == oid:
             self.current = None
-        self._save()
         row = self.conn.execute(
             "SELECT c.oid::regclass::text FROM pg_catalog.pg_class c WHERE c.oid = %s", (oid,)
         ).fetchone()
@@ -294,6 +302,7 @@ class TableFollower:
                 log.warning("cannot remove %s from publication %s: %s", row[0], self.cfg.publication, e)
         # emptied in stream order: when the marker comes back, every change before it is in
         self._emit(f"gone:{oid}")
+        self._save()  # after the marker: a crash in between empties it twice, harmlessly
         log.info(
             "table %s (oid %d) was dropped or left source.tables: it is emptied in every view", name, oid
         )
