@@ -149,3 +149,33 @@ def test_snapshot_command_copies_a_table_again_online(pipeline: Pipeline) -> Non
     wait_followed(p)
     assert p.stop() == 0
     p.assert_equal()
+
+
+def test_renamed_schema_and_a_new_table_under_the_old_name(pg: PgCluster, tmp_path: Path) -> None:
+    p = Pipeline(pg, tmp_path, views=("postgres", "duckdb"), tables="*.*")
+    try:
+        _renamed_schema(p)
+    finally:
+        p.close()
+
+
+def _renamed_schema(p: Pipeline) -> None:
+    p.start()
+    p.sql(
+        "CREATE SCHEMA s1; CREATE TABLE s1.t1 (id int PRIMARY KEY, v text); INSERT INTO s1.t1 VALUES (1, 'old')"
+    )
+    p.sql("CREATE TABLE public.keep (id int PRIMARY KEY)")
+    wait_followed(p)
+    p.sql("ALTER SCHEMA s1 RENAME TO s2")
+    time.sleep(2)
+    p.sql(
+        "CREATE SCHEMA s1; CREATE TABLE s1.t1 (id int PRIMARY KEY, v text);"
+        "INSERT INTO s1.t1 VALUES (2, 'new'), (3, 'new')"
+    )
+    wait_followed(p)
+    p.sql("UPDATE s2.t1 SET v = 'old2'")
+    wait_followed(p)
+    assert p.sql("SELECT id, v FROM s2.t1", p.replica_db) == [(1, "old2")]
+    assert p.sql("SELECT id, v FROM s1.t1 ORDER BY id", p.replica_db) == [(2, "new"), (3, "new")]
+    assert p.stop() == 0
+    p.assert_verified()

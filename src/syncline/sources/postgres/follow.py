@@ -166,6 +166,16 @@ class TableFollower:
         by_oid = {t.oid: t for t in tables}
         for oid in [o for o in self.followed if o not in by_oid]:
             self._leave(oid)
+        for oid, q in list(self.followed.items()):
+            if by_oid[oid].qualified != q:
+                # renamed (table or schema): the views move it in stream order, before a
+                # new table may take the old name
+                self.followed[oid] = by_oid[oid].qualified
+                if oid in self.copies:
+                    self.copies[oid].qualified = by_oid[oid].qualified
+                self._emit(f"rename:{oid}")
+                self._save()
+                log.info("table %s is now %s", q, by_oid[oid].qualified)
         for t in tables:
             if t.oid in self.followed:
                 continue
@@ -422,6 +432,16 @@ class TableFollower:
         if prefix != PREFIX or flags & 1:
             return False
         kind, _, token = content.partition(":")
+        if kind == "rename":
+            try:
+                msg, rel = self.relation_of_oid(int(token))
+            except psycopg.errors.UndefinedTable:
+                return False  # dropped since: the poll empties it
+            now = int(time.time() * 1_000_000)
+            self.writer.begin(0, lsn, now)
+            self.writer.add_relation(msg, rel)
+            self.writer.commit(lsn, lsn, now)
+            return True
         if kind == "gone":
             now = int(time.time() * 1_000_000)
             self.writer.begin(0, lsn, now)
