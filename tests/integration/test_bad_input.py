@@ -35,7 +35,7 @@ def test_wal_level_not_logical(tmp_path: Path) -> None:
 
 
 def test_table_without_primary_key_or_identity(pg: PgCluster, tmp_path: Path) -> None:
-    p = Pipeline(pg, tmp_path, views=())
+    p = Pipeline(pg, tmp_path, views=(), tables=("public.nopk", "public.nothing", "public.fine"))
     try:
         p.sql(
             "CREATE TABLE nopk (a int); CREATE TABLE nothing (id int PRIMARY KEY);"
@@ -267,3 +267,23 @@ def test_invalidated_slot_fails_closed(tmp_path: Path) -> None:
             assert "was invalidated by the server" in r.stderr
         finally:
             p.close()
+
+
+def test_tables_without_key_matched_by_a_glob_are_left_out_with_a_warning(
+    pg: PgCluster, tmp_path: Path
+) -> None:
+    p = Pipeline(pg, tmp_path, views=("postgres",))
+    try:
+        p.sql(
+            "CREATE TABLE nopk (a int); INSERT INTO nopk VALUES (1); CREATE TABLE fine (id int PRIMARY KEY)"
+        )
+        p.start()
+        p.wait_caught_up()
+        assert "table public.nopk is not followed: it has no primary key" in p.output()
+        p.sql("ALTER TABLE nopk REPLICA IDENTITY FULL")  # followed and copied from now on
+        r = p.cli("wait", "--timeout", "60")
+        assert r.returncode == 0, r.stderr
+        assert p.sql("SELECT a FROM public.nopk", p.replica_db) == [(1,)]
+        assert p.stop() == 0
+    finally:
+        p.close()

@@ -179,3 +179,28 @@ def _renamed_schema(p: Pipeline) -> None:
     assert p.sql("SELECT id, v FROM s1.t1 ORDER BY id", p.replica_db) == [(2, "new"), (3, "new")]
     assert p.stop() == 0
     p.assert_verified()
+
+
+def test_attach_detach_and_drop_partitions(pipeline: Pipeline) -> None:
+    p = pipeline
+    p.sql(
+        "CREATE TABLE m (id int, region text, v int, PRIMARY KEY (id, region)) PARTITION BY LIST (region);"
+        "CREATE TABLE m_eu PARTITION OF m FOR VALUES IN ('eu');"
+        "CREATE TABLE m_us PARTITION OF m FOR VALUES IN ('us');"
+        "INSERT INTO m SELECT g, CASE WHEN g % 2 = 0 THEN 'eu' ELSE 'us' END, g FROM generate_series(1, 100) g;"
+        "CREATE TABLE m_asia (id int NOT NULL, region text NOT NULL, v int);"
+        "INSERT INTO m_asia SELECT g, 'asia', g FROM generate_series(1000, 1010) g"
+    )
+    p.start()
+    p.wait_caught_up()
+    p.sql("ALTER TABLE m ATTACH PARTITION m_asia FOR VALUES IN ('asia')")
+    time.sleep(2.5)
+    wait_followed(p)
+    p.sql("ALTER TABLE m DETACH PARTITION m_us; DROP TABLE m_us")
+    time.sleep(2.5)
+    wait_followed(p)
+    p.sql("UPDATE m SET v = -v WHERE id < 10")
+    wait_followed(p)
+    assert p.stop() == 0
+    p.assert_equal()
+    p.assert_verified()

@@ -24,7 +24,7 @@ from syncline.core.events import Relation
 from syncline.core.lsn import format_lsn
 from syncline.log.embedded.store import EmbeddedLogWriter
 from syncline.sources.postgres import catalog as cat
-from syncline.sources.postgres.follow import TableFollower
+from syncline.sources.postgres.follow import TableFollower, usable
 from syncline.sources.postgres.generated import GeneratedColumns
 from syncline.sources.postgres.pgoutput import (
     decode_begin,
@@ -106,7 +106,19 @@ class Capture:
                     " (PostgreSQL 13 cannot follow tables created later: create them first)"
                 )
             if not streaming:
-                cat.check_tables(tables)
+                # a table named exactly must be capturable; one a glob matches is left out
+                # with a warning (followed once it has a key)
+                named = [t for t in tables if t.qualified in self.cfg.tables]
+                cat.check_tables(named + [t for t in tables if not t.can_select])
+                for t in tables:
+                    if not usable(t):
+                        log.warning(
+                            "table %s is not followed: it has no primary key. Add one, or ALTER TABLE "
+                            "%s REPLICA IDENTITY FULL (it is then followed and copied)",
+                            t.qualified,
+                            t.qualified,
+                        )
+                tables = [t for t in tables if usable(t)]
                 cat.ensure_publication(conn, self.cfg.publication, tables, info.version)
             elif info.version < FOLLOW_VERSION:
                 added = cat.ensure_publication(conn, self.cfg.publication, tables, info.version)

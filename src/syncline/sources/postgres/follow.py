@@ -65,6 +65,8 @@ class Copy:
     after: list[str | None] | None = None
     """Key of the last row copied (None: from the start)."""
     done_rows: int = 0
+    reset: bool = False
+    """Empty the table in the views with the first chunk (rows vanished without events)."""
     # the chunk in flight
     token: str = ""
     rows: list[Row] = field(default_factory=list)
@@ -97,6 +99,8 @@ class TableFollower:
         """The table's Relation message (generated columns included) and Relation."""
         self.shapes: dict[int, dict[int, tuple[int, int, bool, str | None]]] = {}
         """Per followed table and column number: type, typmod, has a default, enum labels."""
+        self.leaves: dict[int, set[int]] = {}
+        """Per followed partitioned table, its leaf partitions."""
         self.stream_rels: dict[int, set[int]] = {}
         """Per streamed (in-progress) transaction, the tables being copied it changed."""
         self.followed: dict[int, str] = {}
@@ -125,13 +129,15 @@ class TableFollower:
             self.followed.setdefault(int(oid), str(name))
         saved = self.writer.meta(META_KEY)
         for oid, st in (json.loads(saved) if saved else {}).items():
-            self.copies[int(oid)] = Copy(int(oid), str(st["table"]), st.get("after"), int(st.get("rows", 0)))
+            self.copies[int(oid)] = Copy(
+                int(oid), str(st["table"]), st.get("after"), int(st.get("rows", 0)), bool(st.get("reset"))
+            )
         if json.loads(known or "{}") != {str(o): q for o, q in self.followed.items()}:
             self._save()
 
     def _save(self) -> None:
         doc = {
-            str(c.oid): {"table": c.qualified, "after": c.after, "rows": c.done_rows}
+            str(c.oid): {"table": c.qualified, "after": c.after, "rows": c.done_rows, "reset": c.reset}
             for c in self.copies.values()
         }
         followed = {str(o): q for o, q in self.followed.items()}
@@ -227,6 +233,7 @@ class TableFollower:
         ALTER COLUMN TYPE, an enum label renamed): copy the table again."""
         if not self.followed:
             return
+        self._check_partitions()
         rows = self.conn.execute(
             "SELECT a.attrelid, a.attnum, a.atttypid, a.atttypmod, a.atthasdef OR a.atthasmissing,"
             " (SELECT string_agg(e.enumlabel, E'\\x01' ORDER BY e.enumsortorder) FROM pg_catalog.pg_enum e"
@@ -260,6 +267,42 @@ class TableFollower:
                 log.info("%s: %s changed its stored rows without row events: copying it again", name, why)
                 self.copies[oid] = Copy(oid, name)
                 self._save()
+
+    def _check_partitions(self) -> None:
+        """ATTACH, DETACH or DROP of a partition adds or removes rows of the root without
+        row events: copy the root again (emptied first when rows went away)."""
+        rows = self.conn.execute(
+            "SELECT r.oid, ARRAY(SELECT t.relid::oid FROM pg_catalog.pg_partition_tree(r.oid) t"
+            "   WHERE t.isleaf AND t.relid <> r.oid)"
+            " FROM pg_catalog.pg_class r WHERE r.oid = ANY(%s) AND r.relkind = 'p'",
+            (list(self.followed),),
+        ).fetchall()
+        for root, leaves in rows:
+            oid, now = int(root), {int(x) for x in leaves}
+            before = self.leaves.get(oid)
+            self.leaves[oid] = now
+            if before is None or before == now or oid in self.copies:
+                continue
+            gone = before - now
+            added = [leaf for leaf in now - before if self._has_rows(leaf)]
+            if gone or added:
+                name = self.followed[oid]
+                why = "partitions detached or dropped" if gone else "partitions attached with rows"
+                log.info("%s: %s: copying it again", name, why)
+                self.copies[oid] = Copy(oid, name, reset=bool(gone))
+                self._save()
+
+    def _has_rows(self, oid: int) -> bool:
+        row = self.conn.execute("SELECT %s::oid::regclass::text", (oid,)).fetchone()
+        if row is None:
+            return False
+        try:
+            got = self.conn.execute(
+                sql.SQL("SELECT EXISTS (SELECT 1 FROM ONLY {})").format(sql.SQL(str(row[0])))
+            ).fetchone()
+        except psycopg.errors.UndefinedTable:
+            return False
+        return bool(got and got[0])
 
     def _warn_once(self, oid: int, what: str, message: str) -> None:
         if (oid, what) not in self._warned:
@@ -469,8 +512,9 @@ class TableFollower:
         w = self.writer
         w.begin(0, lsn, now)
         w.add_relation(self._msg, self._rel)
-        if not c.key_idx:
+        if not c.key_idx or (c.reset and c.after is None):
             w.add(encode_truncate((c.oid,), False, False))
+        c.reset = False
         kept = 0
         for r in c.rows:
             if c.key_idx and tuple(r[i] for i in c.key_idx) in c.touched:
