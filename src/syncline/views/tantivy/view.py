@@ -210,7 +210,8 @@ def search(path: str, query: str, limit: int = 10, order_by: str | None = None) 
         raise ViewError(f"cannot open the search index at {path}: {e}") from e
     searcher = index.searcher()
     try:
-        parsed = index.parse_query(column_fields(query, searcher), [F_TEXT])
+        columns = {c.name for rel in _read_meta(index)[1].values() for c in rel.columns}
+        parsed = index.parse_query(column_fields(query, searcher, columns), [F_TEXT])
     except ValueError as e:
         raise ViewError(f"invalid search query {query!r}: {e}") from e
     try:
@@ -237,14 +238,18 @@ _FIELD = re.compile(r"(?<![\w.\\])([A-Za-z_][A-Za-z0-9_]*):(?=\S)")
 _OWN_FIELDS = frozenset((F_TEXT, F_ID, F_KEY, F_TABLE, F_DOC, F_NUM, F_DATE))
 
 
-def column_fields(query: str, searcher: Any) -> str:
+def column_fields(query: str, searcher: Any, columns: set[str]) -> str:
     """Let a query name columns directly: ``name:lamp`` means ``doc.name:lamp``, and a
-    range ``price:[1 TO 5]`` means ``num.price`` (or ``date.price`` for a date column)."""
+    range ``price:[1 TO 5]`` means ``num.price`` (or ``date.price`` for a date column).
+    A name that is no column of the indexed tables is an error (ValueError)."""
 
     def field(m: re.Match[str]) -> str:
         name = m.group(1)
         if name in _OWN_FIELDS:
             return m.group(0)
+        if name not in columns:
+            known = ", ".join(sorted(columns))
+            raise ValueError(f"no column named {name!r} in this index (columns: {known})")
         rest = m.string[m.end() :]
         if rest[:1] in ("[", "{", ">", "<"):
             for f in (F_NUM, F_DATE):
