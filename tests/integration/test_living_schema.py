@@ -5,6 +5,7 @@ table that gets its key later, and empties a table that is dropped."""
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from pathlib import Path
@@ -204,3 +205,51 @@ def test_attach_detach_and_drop_partitions(pipeline: Pipeline) -> None:
     assert p.stop() == 0
     p.assert_equal()
     p.assert_verified()
+
+
+def test_kill_during_a_watermark_copy_resumes_it(pg: PgCluster, tmp_path: Path) -> None:
+    p = Pipeline(pg, tmp_path, views=("postgres", "duckdb"))
+    stop = threading.Event()
+    try:
+        p.sql("CREATE TABLE first (id int PRIMARY KEY)")
+        p.start()
+        p.wait_caught_up()
+        p.sql(
+            "CREATE TABLE big (id int PRIMARY KEY, v int, pad text);"
+            "INSERT INTO big SELECT g, 0, repeat('x', 200) FROM generate_series(1, 300000) g"
+        )
+
+        def writer() -> None:
+            with psycopg.connect(p.source_dsn, autocommit=True) as c:
+                i = 0
+                while not stop.is_set():
+                    i += 1
+                    k = i * 7919 % 300000 + 1
+                    c.execute("UPDATE big SET v = v + 1 WHERE id = %s", (k,))
+                    if i % 50 == 0:
+                        c.execute("DELETE FROM big WHERE id = %s", (k,))
+                        c.execute("INSERT INTO big VALUES (%s, -1, 'again')", (k,))
+
+        t = threading.Thread(target=writer)
+        t.start()
+        deadline = time.monotonic() + 60
+        while "rows so far" not in p.output():
+            assert time.monotonic() < deadline, p.output()[-3000:]
+            time.sleep(0.05)
+        p.kill()  # inside the copy
+        p.start()
+        deadline = time.monotonic() + 60
+        while "resuming the copy of public.big" not in p.output():
+            assert time.monotonic() < deadline, p.output()[-3000:]
+            time.sleep(0.1)
+        m = re.search(r"resuming the copy of public\.big after (\d+) rows", p.output())
+        assert m is not None and int(m.group(1)) > 0, p.output()[-3000:]  # resumed, not restarted
+        time.sleep(1)
+        stop.set()
+        t.join()
+        wait_followed(p, timeout=180)
+        assert p.stop() == 0
+        p.assert_equal()
+    finally:
+        stop.set()
+        p.close()

@@ -132,6 +132,8 @@ class TableFollower:
             self.copies[int(oid)] = Copy(
                 int(oid), str(st["table"]), st.get("after"), int(st.get("rows", 0)), bool(st.get("reset"))
             )
+        for c in self.copies.values():
+            log.info("resuming the copy of %s after %d rows", c.qualified, c.done_rows)
         if json.loads(known or "{}") != {str(o): q for o, q in self.followed.items()}:
             self._save()
 
@@ -524,13 +526,17 @@ class TableFollower:
         w.commit(lsn, lsn, now)
         c.done_rows += len(c.rows)
         last = c.rows[-1] if c.rows else None
-        if c.key_idx and last is not None and len(c.rows) >= CHUNK_ROWS:
+        more = bool(c.key_idx) and last is not None and len(c.rows) >= CHUNK_ROWS
+        if more:
+            assert last is not None
             c.after = [last[i] for i in c.key_idx]  # type: ignore[misc]
-            log.info("copy of %s: %d rows so far", c.qualified, c.done_rows)
         else:
             del self.copies[c.oid]
-            elapsed = time.monotonic() - c.started
-            log.info("copy of %s done: %d rows in %.1fs", c.qualified, c.done_rows, elapsed)
         c.rows = []
         w.sync()
-        self._save()
+        self._save()  # the chunk is durable, then its progress: a crash repeats at most one
+        if more:
+            log.info("copy of %s: %d rows so far", c.qualified, c.done_rows)
+        else:
+            elapsed = time.monotonic() - c.started
+            log.info("copy of %s done: %d rows in %.1fs", c.qualified, c.done_rows, elapsed)
