@@ -5,6 +5,7 @@ table that gets its key later, and empties a table that is dropped."""
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 import time
@@ -236,6 +237,8 @@ def test_kill_during_a_watermark_copy_resumes_it(pg: PgCluster, tmp_path: Path) 
         while "rows so far" not in p.output():
             assert time.monotonic() < deadline, p.output()[-3000:]
             time.sleep(0.05)
+        st = json.loads(p.cli("status", "--json").stdout)
+        assert "public.big" in st["log"]["copying"], st["log"]
         p.kill()  # inside the copy
         p.start()
         deadline = time.monotonic() + 60

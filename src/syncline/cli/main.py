@@ -72,6 +72,11 @@ def cmd_status(args: argparse.Namespace) -> int:
         + (f" retries={lg['capture_retries']}" if lg.get("capture_retries") else "")
         + (f" errors={lg['capture_errors']}" if lg.get("capture_errors") else "")
         + (f" error={lg['capture_error']}" if lg.get("capture_error") else "")
+        + (
+            " copying=" + ",".join(f"{q}({n} rows)" for q, n in sorted(lg["copying"].items()))
+            if lg.get("copying")
+            else ""
+        )
     )
     cols = ("view", "kind", "state", "applied_lsn", "applied_seq", "applied_events", "lag_s", "lag_events")
     header = (*cols, "retries", "error")

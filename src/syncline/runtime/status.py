@@ -219,7 +219,19 @@ def log_status(conn: sqlite3.Connection, path: Path) -> dict[str, Any]:
         "snapshot_rows": snapshot_rows(conn) if state == "snapshotting" else None,
         "capture_retries": errs["retries"],
         "capture_errors": errs["errors"],
+        "copying": copying_tables(conn),
     }
+
+
+def copying_tables(conn: sqlite3.Connection) -> dict[str, int]:
+    """Tables being copied by watermark chunks (new, changed by DDL, or asked for by
+    ``syncline snapshot``): rows copied so far."""
+    saved = get_meta(conn, "follow_copies")
+    try:
+        doc = json.loads(saved) if saved else {}
+        return {str(c["table"]): int(c.get("rows", 0)) for c in doc.values()}
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return {}
 
 
 def view_status(conn: sqlite3.Connection, cfg: Config) -> dict[str, Any]:
