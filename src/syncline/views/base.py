@@ -60,6 +60,21 @@ def keyless_refusal(view: str, kind: str, qualified: str) -> str:
     )
 
 
+_LEFT_OUT: set[tuple[str, int]] = set()
+
+
+def leave_out_keyless(view: str, kind: str, rel: Relation) -> None:
+    """A table without a key met while streaming (created later): a view that stores one
+    entry per key leaves it out, with one warning (at start it is an error instead)."""
+    import logging
+
+    if (view, rel.oid) not in _LEFT_OUT:
+        _LEFT_OUT.add((view, rel.oid))
+        logging.getLogger(f"syncline.view.{view}").warning(
+            "%s; its rows are left out of this view", keyless_refusal(view, kind, rel.qualified)
+        )
+
+
 def selected_oids(patterns: tuple[str, ...], batch: Batch, relations: dict[int, Relation]) -> set[int] | None:
     """Relation oids a view with table ``patterns`` keeps, among those known before the batch
     and those the batch introduces (None: every table)."""

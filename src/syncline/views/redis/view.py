@@ -58,7 +58,7 @@ from syncline.core.events import UNCHANGED, Checkpoint, Relation, Row, column_ma
 from syncline.core.keytemplate import validate_template
 from syncline.core.patterns import table_selected
 from syncline.core.textcast import Converter, converter
-from syncline.views.base import Batch, advance_relations, keyless_refusal, selected_oids
+from syncline.views.base import Batch, advance_relations, leave_out_keyless, selected_oids
 from syncline.views.netting import (
     DeltaStep,
     Key,
@@ -547,7 +547,8 @@ class RedisView:
         rel = td.relation
         kidx = rel.key_indexes()
         if not kidx:
-            raise _Failure(keyless_refusal(self.name, self.kind, rel.qualified))
+            leave_out_keyless(self.name, self.kind, rel)
+            return
         key_of = key_function(kidx)
         partials = td.partials()
         deletes = td.deletes()

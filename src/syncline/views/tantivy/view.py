@@ -65,7 +65,7 @@ from syncline.core.events import (
     column_mapping,
     key_text,
 )
-from syncline.views.base import Batch, advance_relations, keyless_refusal, selected_oids
+from syncline.views.base import Batch, advance_relations, keyless_refusal, leave_out_keyless, selected_oids
 from syncline.views.netting import DeltaStep, Key, SchemaStep, TableDelta, TruncateStep, net_steps
 from syncline.views.tantivy.values import (
     Converter,
@@ -731,7 +731,8 @@ class TantivyView:
         if cur is None or not cur.same_shape(rel):
             self._schema_step(cur, rel)
         if not rel.key_indexes():
-            raise _Failure(keyless_refusal(self.name, self.kind, rel.qualified))
+            leave_out_keyless(self.name, self.kind, rel)
+            return
         plan = self._plan_for(rel)
         q = plan.qualified
         rows: list[Sequence[Value]] = list(td.upserts())
