@@ -278,3 +278,33 @@ def test_keyed_views_leave_out_a_keyless_table_created_later(pg: PgCluster, tmp_
         assert p.stop() == 0
     finally:
         p.close()
+
+
+def test_resync_after_a_lost_slot(pg: PgCluster, tmp_path: Path) -> None:
+    p = Pipeline(pg, tmp_path, views=("postgres", "duckdb"))
+    try:
+        p.sql(
+            "CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t SELECT g, 'v' FROM generate_series(1, 30) g"
+        )
+        p.start()
+        p.wait_caught_up()
+        assert p.stop() == 0
+        p.sql(f"SELECT pg_drop_replication_slot('{p.slot}')")  # lost, as after a failover
+        p.sql(
+            "DELETE FROM t WHERE id <= 10; UPDATE t SET v = 'gap' WHERE id = 20; INSERT INTO t VALUES (99, 'new')"
+        )
+        p.start()
+        assert p.proc is not None and p.proc.wait(60) != 0
+        assert "syncline resync" in p.output()
+        r = p.cli("resync")
+        assert r.returncode == 0 and "new slot" in r.stdout, r.stdout + r.stderr
+        again = p.cli("resync")
+        assert again.returncode == 2 and "healthy" in again.stderr, again.stderr
+        p.start()
+        wait_followed(p)
+        p.sql("UPDATE t SET v = 'after' WHERE id = 30")
+        p.wait_caught_up()
+        assert p.stop() == 0
+        p.assert_equal()
+    finally:
+        p.close()

@@ -373,6 +373,13 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
     return 1
 
 
+def cmd_resync(args: argparse.Namespace) -> int:
+    from syncline.sources.postgres.resync import resync
+
+    print(resync(_load(args), force=args.force))
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from syncline.demo import main as demo_main
 
@@ -423,6 +430,9 @@ def build_parser() -> argparse.ArgumentParser:
     sn.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait for the copy")
     sn.add_argument("--no-wait", action="store_true", help="return once requested")
     sn.set_defaults(func=cmd_snapshot)
+    rs = add("resync", "after a lost or invalidated slot: a new slot, then every table copied online")
+    rs.add_argument("--force", action="store_true", help="resync even though the slot is healthy")
+    rs.set_defaults(func=cmd_resync)
     q = add("search", "query a search (tantivy) view")
     q.add_argument("view")
     q.add_argument("query")

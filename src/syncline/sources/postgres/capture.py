@@ -166,15 +166,15 @@ class Capture:
         if slot is None:
             raise SourceError(
                 f"replication slot {name!r} is missing, but this log has streamed from it: "
-                "changes since may be lost. syncline will not re-create it silently. To start "
-                f"over, delete the log directory {self.writer.path} and the views' data, then "
-                "run again (a new snapshot is taken)"
+                "changes since may be lost. syncline will not re-create it silently: run "
+                "`syncline resync` (a new slot, every table copied again online), or start over "
+                f"(delete the log directory {self.writer.path} and the views' data)"
             )
         if slot.wal_status == "lost":
             raise SourceError(
                 f"replication slot {name!r} was invalidated by the server (wal_status = lost): "
-                "the WAL it needed is gone. Drop the slot and start over with a new snapshot "
-                f"(delete {self.writer.path} and the views' data)"
+                "the WAL it needed is gone. Run `syncline resync` (a new slot, every table copied "
+                f"again online), or start over (delete {self.writer.path} and the views' data)"
             )
         if slot.plugin != "pgoutput":
             raise SourceError(f"replication slot {name!r} uses plugin {slot.plugin!r}, not pgoutput")
