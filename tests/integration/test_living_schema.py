@@ -308,3 +308,39 @@ def test_resync_after_a_lost_slot(pg: PgCluster, tmp_path: Path) -> None:
         p.assert_equal()
     finally:
         p.close()
+
+
+def test_replica_sequences_follow_the_source(pg: PgCluster, tmp_path: Path) -> None:
+    p = Pipeline(pg, tmp_path, views=("postgres",))
+    try:
+        p.sql(
+            "CREATE TABLE a (id bigserial PRIMARY KEY, v text);"
+            "CREATE TABLE b (id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY, v text);"
+            "CREATE TABLE tick (id int PRIMARY KEY, n int); INSERT INTO tick VALUES (1, 0)"
+        )
+        p.start()
+        p.wait_caught_up()
+        p.sql(
+            "INSERT INTO a (v) SELECT 'x' FROM generate_series(1, 42); INSERT INTO b (v) VALUES ('y'), ('z')"
+        )
+        want = p.sql("SELECT last_value FROM a_id_seq")[0][0], p.sql("SELECT last_value FROM b_id_seq")[0][0]
+        deadline = time.monotonic() + 30
+        while True:
+            p.sql("UPDATE tick SET n = n + 1")  # batches carry the sequences to the replica
+            p.wait_caught_up()
+            have = p.sql(
+                "SELECT to_regclass('public.a_id_seq'), to_regclass('public.b_id_seq')", p.replica_db
+            )
+            got = None
+            if None not in have[0]:
+                got = p.sql(
+                    "SELECT (SELECT last_value FROM public.a_id_seq), (SELECT last_value FROM public.b_id_seq)",
+                    p.replica_db,
+                )[0]
+            if got == want:
+                break
+            assert time.monotonic() < deadline, (got, want)
+            time.sleep(0.5)
+        assert p.stop() == 0
+    finally:
+        p.close()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import fcntl
+import json
 import logging
 import multiprocessing as mp
 import os
@@ -13,6 +14,7 @@ import signal
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -27,7 +29,7 @@ from syncline.core.errors import (
 )
 from syncline.core.events import Checkpoint, Relation, RowChange, SchemaChange, Truncate
 from syncline.core.patterns import selection_warnings, table_selected
-from syncline.log.embedded.store import EmbeddedLogReader, EmbeddedLogWriter, LogLocked
+from syncline.log.embedded.store import EmbeddedLogReader, EmbeddedLogWriter, LogLocked, get_meta
 from syncline.runtime.backoff import Backoff
 from syncline.runtime.consumers import ConsumerTable, count_capture_error
 from syncline.runtime.logsetup import setup_logging
@@ -305,13 +307,31 @@ def _view_loop(
         open_txn = False
         prefetch = Prefetcher(path, cp, vcfg.batch_events)
         try:
-            open_txn = _apply_loop(view, vcfg, prefetch, relations, pos, consumers, stop, retention)
+            extra = _sequence_meta(reader) if vcfg.kind == "postgres" else None
+            open_txn = _apply_loop(view, vcfg, prefetch, relations, pos, consumers, stop, retention, extra)
         finally:
             prefetch.close()
         if open_txn:
             raise TransientViewError("stopped inside a transaction; it is rolled back")
     finally:
         reader.close()
+
+
+def _sequence_meta(reader: EmbeddedLogReader) -> Callable[[], dict[str, object]]:
+    """``Batch.meta`` for the replica view: the source's sequences (read at most once a
+    second from the log's metadata, written by the capture)."""
+    state: dict[str, object] = {"at": 0.0, "meta": {}}
+
+    def get() -> dict[str, object]:
+        now = time.monotonic()
+        if now - float(state["at"]) >= 1.0:  # type: ignore[arg-type]
+            state["at"] = now
+            with contextlib.suppress(sqlite3.Error, ValueError):
+                raw = get_meta(reader.conn, "sequences")
+                state["meta"] = {"sequences": json.loads(raw)} if raw else {}
+        return state["meta"]  # type: ignore[return-value]
+
+    return get
 
 
 def view_events(batch: Batch, patterns: tuple[str, ...]) -> int:
@@ -340,6 +360,7 @@ def _apply_loop(
     consumers: ConsumerTable,
     stop: threading.Event,
     retention: Retention | None,
+    extra: Callable[[], dict[str, object]] | None = None,
 ) -> bool:
     """Apply batches until stopped; return True if stopped inside a source transaction.
 
@@ -361,6 +382,8 @@ def _apply_loop(
             last = txns[-1]
             n = sum(len(t.items) for t in txns)
             batch = Batch(txns, relations, Checkpoint(last.seq, last.commit_lsn), n, commit=last.last)
+            if extra is not None:
+                batch.meta = extra()
             in_txn += view_events(batch, vcfg.tables)
             view.apply(batch)  # type: ignore[attr-defined]
             advance_relations(batch)  # views may have done it: idempotent

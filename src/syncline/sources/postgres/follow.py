@@ -42,6 +42,7 @@ from syncline.core.config_models import SourceConfig
 from syncline.core.errors import LogError, TransientSourceError
 from syncline.core.events import Relation, Row, RowChange
 from syncline.core.lsn import parse_lsn
+from syncline.core.patterns import table_selected
 from syncline.log.embedded.store import EmbeddedLogWriter, connect
 from syncline.sources.postgres import catalog as cat
 from syncline.sources.postgres.pgoutput import decode_change, encode_insert, encode_truncate
@@ -54,6 +55,9 @@ POLL_INTERVAL = 1.0
 CHUNK_ROWS = 20_000
 META_KEY = "follow_copies"
 FOLLOWED_KEY = "follow_tables"
+SEQUENCES_KEY = "sequences"
+SEQUENCE_POLLS = 5
+"""Polls between two readings of the sequences."""
 
 
 @dataclass
@@ -99,6 +103,8 @@ class TableFollower:
         """The table's Relation message (generated columns included) and Relation."""
         self.shapes: dict[int, dict[int, tuple[int, int, bool, str | None]]] = {}
         """Per followed table and column number: type, typmod, has a default, enum labels."""
+        self._polls = 0
+        self._seq_doc = self.writer.meta(SEQUENCES_KEY)
         self.leaves: dict[int, set[int]] = {}
         """Per followed partitioned table, its leaf partitions."""
         self.stream_rels: dict[int, set[int]] = {}
@@ -203,6 +209,24 @@ class TableFollower:
             self._join(t)
         self._check_rewrites()
         self._take_requests()
+        self._polls += 1
+        if self._polls % SEQUENCE_POLLS == 1:
+            self._sequences()
+
+    def _sequences(self) -> None:
+        """The sequences ``source.tables`` matches, with their last values, into the log's
+        metadata: the replica view sets its own from there (so it can be promoted)."""
+        rows = self.conn.execute(
+            "SELECT schemaname, sequencename, data_type::text, last_value::text"
+            " FROM pg_catalog.pg_sequences WHERE last_value IS NOT NULL"
+        ).fetchall()
+        seqs = {
+            f"{s}.{n}": [str(t), str(v)] for s, n, t, v in rows if table_selected(self.cfg.tables, f"{s}.{n}")
+        }
+        doc = json.dumps(seqs, sort_keys=True)
+        if doc != self._seq_doc:
+            self._seq_doc = doc
+            self.writer.set_meta_now(**{SEQUENCES_KEY: doc})
 
     def _take_requests(self) -> None:
         """``syncline snapshot --table T``: copy followed tables again."""

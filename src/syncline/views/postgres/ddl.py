@@ -79,6 +79,18 @@ def create_extension(cur: Cur, ut: UserType) -> None:
     )
 
 
+def set_sequences(cur: Cur, seqs: dict[str, Any]) -> None:
+    """Create the source's sequences the replica lacks and set each to the source's last
+    value (``schema.name`` -> [data type, last value]), so the replica can be promoted."""
+    for q, (typ, value) in sorted(seqs.items()):
+        typ = typ if typ in ("smallint", "integer", "bigint") else "bigint"
+        schema, _, name = q.partition(".")
+        ident = sql.Identifier(schema, name)
+        cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+        cur.execute(sql.SQL("CREATE SEQUENCE IF NOT EXISTS {} AS {}").format(ident, sql.SQL(typ)))
+        cur.execute("SELECT pg_catalog.setval(%s::regclass, %s::bigint, true)", (ident.as_string(cur), value))
+
+
 def add_enum_labels(cur: Cur, wanted: dict[tuple[str, str], set[str]]) -> list[str]:
     """Add the labels of ``wanted`` (enum schema, name -> labels the rows use) that the
     replica's enums lack, after their last label (pgoutput does not announce labels added

@@ -177,6 +177,8 @@ class PostgresView:
         """The replica's table shapes inside the open target transaction."""
         self._direct: dict[int, tuple[int, int]] = {}
         """oid -> (batches to skip direct COPY, next penalty)."""
+        self._sequences: dict[str, object] = {}
+        """The source's sequences as last set in the replica (``schema.name`` -> [type, value])."""
 
     # -- connection -----------------------------------------------------------------------
 
@@ -427,6 +429,10 @@ class PostgresView:
                 elif isinstance(step, TruncateStep):
                     self._truncate(cur, step)
             self._table = ""
+            seqs = batch.meta.get("sequences")
+            if isinstance(seqs, dict) and seqs != self._sequences:
+                ddl.set_sequences(cur, seqs)
+                self._sequences = dict(seqs)
             if not batch.commit:
                 return
             for oid, rel in stored.items():
