@@ -27,6 +27,7 @@ from syncline.sources.postgres import catalog as cat
 from syncline.sources.postgres.follow import TableFollower, usable
 from syncline.sources.postgres.generated import GeneratedColumns
 from syncline.sources.postgres.pgoutput import (
+    RelationMessage,
     decode_begin,
     decode_commit,
     decode_relation,
@@ -354,6 +355,12 @@ class Capture:
                             # root: record the root's shape, map the leaf's changes onto it.
                             rootmsg = rcat.relation_message(root)
                             names = [c[1] for c in rmsg.columns]
+                            if not {c[1] for c in rootmsg.columns} <= set(names):
+                                # the catalogue moved on since this message (columns added
+                                # or dropped later): the leaf's own columns, under the root
+                                rootmsg = RelationMessage(
+                                    root.oid, root.schema, root.name, rmsg.replident, rmsg.columns
+                                )
                             leaves[rmsg.oid] = (
                                 root.oid,
                                 tuple(names.index(c[1]) for c in rootmsg.columns),

@@ -103,7 +103,7 @@ def discover_tables(conn: psycopg.Connection[Any], patterns: tuple[str, ...]) ->
         "   AND i.indisprimary),"
         " pg_catalog.has_table_privilege(c.oid, 'SELECT')"
         " FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
-        " WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition"
+        " WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition AND c.relpersistence = 'p'"
         " AND n.nspname <> ALL(%s) AND n.nspname NOT LIKE 'pg\\_%%'"
         " ORDER BY n.nspname, c.relname",
         (list(SYSTEM_SCHEMAS),),

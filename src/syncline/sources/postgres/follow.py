@@ -101,8 +101,9 @@ class TableFollower:
         self.conn = conn
         self.relation_of = relation_of
         """The table's Relation message (generated columns included) and Relation."""
-        self.shapes: dict[int, dict[int, tuple[int, int, bool, str | None]]] = {}
-        """Per followed table and column number: type, typmod, has a default, enum labels."""
+        self.shapes: dict[int, dict[int, tuple[int, int, bool, str | None, str]]] = {}
+        """Per followed table and column number: type, typmod, has a default, enum labels,
+        name."""
         self._polls = 0
         self._seq_doc = self.writer.meta(SEQUENCES_KEY)
         self.leaves: dict[int, set[int]] = {}
@@ -263,21 +264,32 @@ class TableFollower:
         rows = self.conn.execute(
             "SELECT a.attrelid, a.attnum, a.atttypid, a.atttypmod, a.atthasdef OR a.atthasmissing,"
             " (SELECT string_agg(e.enumlabel, E'\\x01' ORDER BY e.enumsortorder) FROM pg_catalog.pg_enum e"
-            "  WHERE e.enumtypid = a.atttypid)"
+            "  WHERE e.enumtypid = a.atttypid), a.attname"
             " FROM pg_catalog.pg_attribute a"
             " WHERE a.attrelid = ANY(%s) AND a.attnum > 0 AND NOT a.attisdropped",
             (list(self.followed),),
         ).fetchall()
-        now: dict[int, dict[int, tuple[int, int, bool, str | None]]] = {}
-        for relid, attnum, typ, typmod, has_default, labels in rows:
-            now.setdefault(int(relid), {})[int(attnum)] = (int(typ), int(typmod), bool(has_default), labels)
+        now: dict[int, dict[int, tuple[int, int, bool, str | None, str]]] = {}
+        for relid, attnum, typ, typmod, has_default, labels, name in rows:
+            now.setdefault(int(relid), {})[int(attnum)] = (
+                int(typ),
+                int(typmod),
+                bool(has_default),
+                labels,
+                str(name),
+            )
         for oid, cols in now.items():
             before = self.shapes.get(oid)
             self.shapes[oid] = cols
             if before is None or oid in self.copies:
                 continue
             why = ""
-            for attnum, (typ, typmod, has_default, labels) in cols.items():
+            dropped = {v[4] for a, v in before.items() if a not in cols}
+            if any(v[4] in dropped for a, v in cols.items() if a not in before):
+                why = "a column dropped and added again under its name"
+            for attnum, (typ, typmod, has_default, labels, _name) in cols.items():
+                if why:
+                    break
                 old = before.get(attnum)
                 if old is None:
                     if has_default:
