@@ -23,7 +23,7 @@ from syncline.core.config_models import Config
 from syncline.core.errors import LogError
 from syncline.core.lsn import parse_lsn
 from syncline.log.embedded.store import connect, get_meta
-from syncline.runtime.status import capture_state, snapshot_rows, source_status, view_status
+from syncline.runtime.status import capture_state, copying_tables, snapshot_rows, source_status, view_status
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 CAPTURE_STATES = ("starting", "snapshotting", "streaming", "retrying", "failed", "stopped")
@@ -200,6 +200,14 @@ class SynclineCollector(Collector):
             "rows the initial snapshot copied into the log (so far, while it runs; 0 once trimmed)",
         )
         g.add_metric([], float(snapshot_rows(conn)))
+        out.append(g)
+        g = GaugeMetricFamily(
+            "syncline_table_copy_rows",
+            "rows copied so far of each table being copied online (new, changed by DDL, or asked for)",
+            labels=["table"],
+        )
+        for table, rows in sorted(copying_tables(conn).items()):
+            g.add_metric([table], float(rows))
         out.append(g)
 
     def _views(self, out: list[Metric], views: dict[str, Any], errors: list[tuple[Any, ...]]) -> None:
