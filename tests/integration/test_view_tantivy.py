@@ -154,20 +154,36 @@ def test_new_column_and_dropped_column(ix: Index) -> None:
     assert ix.view.relations()[10] == narrower
 
 
-def test_failing_batch_leaves_documents_and_checkpoint(ix: Index) -> None:
+def test_failing_batch_leaves_documents_and_checkpoint(ix: Index, monkeypatch: pytest.MonkeyPatch) -> None:
     setup_items(ix)
-    keyless = Relation(oid=12, schema="public", name="nokey", replident="n", columns=(col("x"),), key=())
+    bad = Relation(oid=12, schema="public", name="bad", replident="d", columns=(col("x"),), key=("x",))
+    real = ix.view._document
+
+    def document(plan: Any, vals: Any) -> Any:
+        if plan.qualified == "public.bad":
+            raise ValueError("rejected")
+        return real(plan, vals)
+
+    monkeypatch.setattr(ix.view, "_document", document)
     b = ix.batch(
         ix.txn(ins(ITEMS, "5", "ghost", "boo", None)),
-        ix.txn(SchemaChange(keyless), ins(keyless, "x")),
+        ix.txn(SchemaChange(bad), ins(bad, "x")),
     )
-    with pytest.raises(ViewError, match=r"public\.nokey"):
+    with pytest.raises(ViewError, match=r"public\.bad"):
         ix.view.apply(b)
     assert ix.keys("ghost") == []
     assert ix.view.read_checkpoint() == Checkpoint(2, 2000)
     ix.reopen()
     assert ix.checkpoint == Checkpoint(2, 2000)
     assert 12 not in ix.view.relations()
+
+
+def test_keyless_table_is_left_out(ix: Index) -> None:
+    setup_items(ix)
+    keyless = Relation(oid=13, schema="public", name="nokey", replident="f", columns=(col("x"),), key=())
+    ix.apply([SchemaChange(keyless), ins(keyless, "x"), ins(ITEMS, "6", "lamp", "on", None)])
+    assert ix.view.count_rows("public.nokey") == 0
+    assert ix.keys("lamp") == ["6"]
 
 
 def test_reopen_reads_checkpoint_and_relations(ix: Index) -> None:
