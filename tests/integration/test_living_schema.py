@@ -366,3 +366,28 @@ def test_partitioned_root_columns_reshuffled_and_unlogged_tables(pipeline: Pipel
     p.sql("DROP TABLE scratchpad")
     assert p.stop() == 0
     p.assert_equal()
+
+
+def test_inheritance_parent_and_child_are_followed_each_on_its_own(pg: PgCluster, tmp_path: Path) -> None:
+    p = Pipeline(pg, tmp_path, views=("postgres", "duckdb"))
+    try:
+        p.start()
+        p.wait_caught_up()  # streaming: the tables below are followed as they appear
+        p.sql(
+            "CREATE TABLE parent (id int PRIMARY KEY, v text);"
+            "CREATE TABLE child (extra int) INHERITS (parent); ALTER TABLE child ADD PRIMARY KEY (id);"
+            "INSERT INTO parent VALUES (1, 'p'); INSERT INTO child VALUES (2, 'c', 5)"
+        )
+        wait_followed(p)
+        p.sql("UPDATE parent SET v = v || '!'")  # through the parent: both tables' rows change
+        p.wait_caught_up()
+        published = {
+            r[0]
+            for r in p.sql(f"SELECT tablename FROM pg_publication_tables WHERE pubname = 'p_{p.slot[2:]}'")
+        }
+        assert {"parent", "child"} <= published, published
+        assert p.sql("SELECT id, v FROM public.parent", p.replica_db) == [(1, "p!")]
+        assert p.stop() == 0
+        p.assert_equal()
+    finally:
+        p.close()

@@ -144,8 +144,9 @@ def followed_position(cfg: Config, deadline: float = 0.0) -> int:
         missing = _unfollowed(conn, cfg)
         if missing:
             conn.close()
-            if wait_followed(cfg, deadline):
-                raise TablesNotFollowed(missing)
+            still = wait_followed(cfg, deadline)
+            if still:
+                raise TablesNotFollowed(still)
             conn = cat.connect(cfg.source.dsn.value)
         row = conn.execute("SELECT pg_current_wal_insert_lsn()::text").fetchone()
     finally:

@@ -36,8 +36,16 @@ class TableDiff:
         )
 
 
-def pg_rows(dsn: str, schema: str, table: str, columns: list[str], only: bool = False) -> list[TextRow]:
+def pg_rows(dsn: str, schema: str, table: str, columns: list[str]) -> list[TextRow]:
+    """The table's own rows (an inheritance parent's children are tables of their own; a
+    partitioned table's partitions are its rows)."""
     with psycopg.connect(session_conninfo(dsn), autocommit=True) as conn:
+        kind = conn.execute(
+            "SELECT c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE n.nspname = %s AND c.relname = %s",
+            (schema, table),
+        ).fetchone()
+        only = kind is not None and kind[0] != "p"
         q = sql.SQL("SELECT {} FROM {}{}").format(
             sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(c)) for c in columns),
             sql.SQL("ONLY ") if only else sql.SQL(""),

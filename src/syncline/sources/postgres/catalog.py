@@ -181,7 +181,11 @@ def ensure_publication(
     """Create the publication for ``tables`` (via partition roots), or add/remove tables so
     that it publishes exactly them. Returns the tables added to an existing publication."""
     existing = publication_tables(conn, name)
-    idents = sql.SQL(", ").join(sql.Identifier(t.schema, t.name) for t in tables)
+    # ONLY: an inheritance parent's children are tables of their own
+    idents = sql.SQL(", ").join(
+        sql.SQL("{}{}").format(sql.SQL("" if t.relkind == "p" else "ONLY "), sql.Identifier(t.schema, t.name))
+        for t in tables
+    )
     opts = sql.SQL(" WITH (publish_via_partition_root = true)") if version >= 130000 else sql.SQL("")
     if version >= 180000:
         # PostgreSQL 18 refuses updates of a REPLICA IDENTITY FULL table whose generated

@@ -105,6 +105,7 @@ class TableFollower:
         """Per followed table and column number: type, typmod, has a default, enum labels,
         name."""
         self._polls = 0
+        self._relkind: dict[int, str] = {}
         self._seq_doc = self.writer.meta(SEQUENCES_KEY)
         self.leaves: dict[int, set[int]] = {}
         """Per followed partitioned table, its leaf partitions."""
@@ -349,9 +350,12 @@ class TableFollower:
 
     def _join(self, t: cat.TableInfo) -> None:
         try:
+            # ONLY: an inheritance parent would bring its children, which are tables of
+            # their own (and "already a member" would fail the whole statement)
+            only = sql.SQL("") if t.relkind == "p" else sql.SQL("ONLY ")
             self.conn.execute(
-                sql.SQL("ALTER PUBLICATION {} ADD TABLE {}").format(
-                    sql.Identifier(self.cfg.publication), sql.Identifier(t.schema, t.name)
+                sql.SQL("ALTER PUBLICATION {} ADD TABLE {}{}").format(
+                    sql.Identifier(self.cfg.publication), only, sql.Identifier(t.schema, t.name)
                 )
             )
         except psycopg.errors.DuplicateObject:
@@ -423,7 +427,10 @@ class TableFollower:
     def _read_chunk(self, c: Copy) -> None:
         msg_bytes, rel = self.relation_of_oid(c.oid)
         cols = sql.SQL(", ").join(sql.Identifier(col.name) for col in rel.columns)
-        target = sql.Identifier(rel.schema, rel.name)
+        # ONLY: an inheritance parent's children are tables of their own (a partitioned
+        # table's partitions are not)
+        only = sql.SQL("") if self._relkind.get(c.oid) == "p" else sql.SQL("ONLY ")
+        target = only + sql.Identifier(rel.schema, rel.name)
         c.key_idx = rel.key_indexes()
         if rel.key:
             keys = sql.SQL(", ").join(sql.Identifier(k) for k in rel.key)
@@ -457,6 +464,7 @@ class TableFollower:
         if row is None:
             raise psycopg.errors.UndefinedTable(f"table {oid} is gone")
         t = cat.TableInfo(int(row[0]), str(row[1]), str(row[2]), str(row[3]), str(row[4]), bool(row[5]), True)
+        self._relkind[oid] = t.relkind
         return self.relation_of(t)
 
     # -- the stream -------------------------------------------------------------------------
