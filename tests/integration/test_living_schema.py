@@ -391,3 +391,25 @@ def test_inheritance_parent_and_child_are_followed_each_on_its_own(pg: PgCluster
         p.assert_equal()
     finally:
         p.close()
+
+
+def test_a_table_that_loses_its_key_leaves_and_comes_back(pg: PgCluster, tmp_path: Path) -> None:
+    p = Pipeline(pg, tmp_path, views=("postgres", "duckdb"))
+    try:
+        p.sql("CREATE TABLE k (id int PRIMARY KEY, v text); INSERT INTO k VALUES (1, 'a'), (2, 'b')")
+        p.start()
+        p.wait_caught_up()
+        p.sql("ALTER TABLE k DROP CONSTRAINT k_pkey")
+        deadline = time.monotonic() + 30
+        while "lost its primary key" not in p.output():
+            assert time.monotonic() < deadline, p.output()[-3000:]
+            time.sleep(0.2)
+        # no longer published: the application's updates are not refused
+        p.sql("UPDATE k SET v = 'b2' WHERE id = 2; INSERT INTO k VALUES (3, 'c')")
+        p.sql("ALTER TABLE k ADD PRIMARY KEY (id)")
+        time.sleep(2)
+        wait_followed(p)
+        assert p.stop() == 0
+        p.assert_equal()
+    finally:
+        p.close()

@@ -180,6 +180,14 @@ class TableFollower:
                 list(self.cfg.tables),
             )
         by_oid = {t.oid: t for t in tables}
+        for oid in [o for o in self.followed if o in by_oid and not usable(by_oid[o])]:
+            # its key was dropped: PostgreSQL refuses its updates while it is published
+            log.warning(
+                "table %s lost its primary key: it is no longer followed (add a key, or REPLICA "
+                "IDENTITY FULL, and it is followed and copied again)",
+                by_oid[oid].qualified,
+            )
+            del by_oid[oid]
         for oid in [o for o in self.followed if o not in by_oid]:
             self._leave(oid)
         for oid, q in list(self.followed.items()):
