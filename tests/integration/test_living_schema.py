@@ -276,6 +276,10 @@ def test_keyed_views_leave_out_a_keyless_table_created_later(pg: PgCluster, tmp_
         assert not p.failed_views()
         p.assert_verified()  # verify leaves the table out of these views too
         assert p.stop() == 0
+        p.start()  # a restart is not refused for it (only a first start is)
+        p.sql("INSERT INTO item VALUES (3, 'chair')")
+        p.wait_caught_up()
+        assert p.stop() == 0
     finally:
         p.close()
 

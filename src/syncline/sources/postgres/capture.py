@@ -96,11 +96,15 @@ class Capture:
                     f"the source runs {info.version // 10000}"
                 )
             tables = cat.discover_tables(conn, self.cfg.tables)
+            streaming = self.writer.meta("state") == "streaming"
             if self.on_tables is not None:
                 every = [t.qualified for t in cat.discover_tables(conn, ())]
-                keyless = [t.qualified for t in tables if t.replident == "f" and not t.has_pk]
+                # refused at the first start only: one that appears later is left out of
+                # the views that need a key, and must not stop every later start
+                keyless = (
+                    [] if streaming else [t.qualified for t in tables if t.replident == "f" and not t.has_pk]
+                )
                 self.on_tables(every, cat.table_columns(conn, tables), keyless)
-            streaming = self.writer.meta("state") == "streaming"
             if not tables and info.version < FOLLOW_VERSION:
                 raise SourceError(
                     f"no table of database {info.database!r} matches source.tables {list(self.cfg.tables)}"
