@@ -1,8 +1,8 @@
 """An application's life as outside workloads play it: syncline starts before any table
 exists, then migrations and DML of every kind run (tables created with rows, fast and
 volatile defaults, type changes, enum renames, renames, inheritance, partitions attached
-and detached, truncate cascade, two-phase commit, MERGE, keys dropped and re-added, odd
-names), while `syncline run` is killed at random moments. Every view must end equal."""
+and detached, nested partitions, truncate cascade, two-phase commit, MERGE, keys dropped
+and re-added, a 60k-row transaction, triggers, time zones, odd names, a schema dropped), while `syncline run` is killed at random moments. Every view must end equal."""
 
 from __future__ import annotations
 
@@ -29,7 +29,11 @@ def test_workloads_from_an_empty_database_with_random_kills(pg: PgCluster, tmp_p
         psql = str(pg.bindir / "psql")
         script = " && ".join(
             f"{psql} -X -q -d '{p.source_dsn}' -f {f} >/dev/null 2>&1; true"
-            for f in (WORKLOADS / "migrations.sql", WORKLOADS / "types_and_dml.sql")
+            for f in (
+                WORKLOADS / "migrations.sql",
+                WORKLOADS / "types_and_dml.sql",
+                WORKLOADS / "edge_cases.sql",
+            )
         )
         app = subprocess.Popen(["bash", "-c", script])
         kills = 0
@@ -49,5 +53,6 @@ def test_workloads_from_an_empty_database_with_random_kills(pg: PgCluster, tmp_p
         v = p.cli("verify", "-q", timeout=600)
         assert v.returncode == 0, f"seed {seed}, {kills} kills:\n{v.stdout[-4000:]}{v.stderr[-2000:]}"
         assert "public.lots: equal (30000 rows)" in v.stdout and "public.big: equal" in v.stdout, v.stdout
+        assert "public.part2: equal (3 rows)" in v.stdout and "app2." not in v.stdout, v.stdout
     finally:
         p.close()
