@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: install dev demo test test-fast test-matrix lint bench lock clean
+.PHONY: install dev demo test test-fast test-matrix lint bench bench-snapshot lock clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -58,6 +58,9 @@ test-matrix: dev
 
 bench: install
 	$(BIN)/python bench/run.py
+
+bench-snapshot: install
+	$(BIN)/python bench/snapshot.py
 
 # re-resolve the lock files from pyproject.toml (needs PyPI)
 lock: $(BIN)/python
