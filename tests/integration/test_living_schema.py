@@ -238,7 +238,9 @@ def test_kill_during_a_watermark_copy_resumes_it(pg: PgCluster, tmp_path: Path) 
             assert time.monotonic() < deadline, p.output()[-3000:]
             time.sleep(0.05)
         st = json.loads(p.cli("status", "--json").stdout)
-        assert "public.big" in st["log"]["copying"], st["log"]
+        big = st["log"]["copying"]["public.big"]
+        assert big["rows"] >= 20000 and big["estimate"] >= 250000 and big["rows_per_second"] > 0, big
+        assert "public.big(" in p.cli("status").stdout
         p.kill()  # inside the copy
         p.start()
         deadline = time.monotonic() + 60

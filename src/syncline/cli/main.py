@@ -73,7 +73,13 @@ def cmd_status(args: argparse.Namespace) -> int:
         + (f" errors={lg['capture_errors']}" if lg.get("capture_errors") else "")
         + (f" error={lg['capture_error']}" if lg.get("capture_error") else "")
         + (
-            " copying=" + ",".join(f"{q}({n} rows)" for q, n in sorted(lg["copying"].items()))
+            " copying="
+            + ",".join(
+                f"{q}({c['rows']}/{c['estimate'] or '?'} rows"
+                + (f", {c['eta_seconds']:.0f}s left" if c.get("eta_seconds") is not None else "")
+                + ")"
+                for q, c in sorted(lg["copying"].items())
+            )
             if lg.get("copying")
             else ""
         )

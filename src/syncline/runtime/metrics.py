@@ -206,8 +206,8 @@ class SynclineCollector(Collector):
             "rows copied so far of each table being copied online (new, changed by DDL, or asked for)",
             labels=["table"],
         )
-        for table, rows in sorted(copying_tables(conn).items()):
-            g.add_metric([table], float(rows))
+        for table, st in sorted(copying_tables(conn).items()):
+            g.add_metric([table], float(st["rows"]))
         out.append(g)
 
     def _views(self, out: list[Metric], views: dict[str, Any], errors: list[tuple[Any, ...]]) -> None:

@@ -224,15 +224,28 @@ def log_status(conn: sqlite3.Connection, path: Path) -> dict[str, Any]:
     }
 
 
-def copying_tables(conn: sqlite3.Connection) -> dict[str, int]:
+def copying_tables(conn: sqlite3.Connection) -> dict[str, dict[str, Any]]:
     """Tables being copied by watermark chunks (new, changed by DDL, or asked for by
-    ``syncline snapshot``): rows copied so far."""
+    ``syncline snapshot``): rows copied so far, the table's estimated rows, rows/s and the
+    seconds left at that rate (None until known)."""
     saved = get_meta(conn, "follow_copies")
+    out: dict[str, dict[str, Any]] = {}
     try:
         doc = json.loads(saved) if saved else {}
-        return {str(c["table"]): int(c.get("rows", 0)) for c in doc.values()}
+        for c in doc.values():
+            rows, est = int(c.get("rows", 0)), int(c.get("estimate", 0))
+            took = time.time() - float(c.get("started", time.time()))
+            rate = rows / took if rows and took > 0 else None
+            eta = max(0.0, (est - rows) / rate) if rate and est > rows else None
+            out[str(c["table"])] = {
+                "rows": rows,
+                "estimate": est or None,
+                "rows_per_second": round(rate) if rate else None,
+                "eta_seconds": round(eta, 1) if eta is not None else None,
+            }
     except (ValueError, KeyError, TypeError, AttributeError):
         return {}
+    return out
 
 
 def view_status(conn: sqlite3.Connection, cfg: Config) -> dict[str, Any]:

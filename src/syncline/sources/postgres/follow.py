@@ -53,6 +53,8 @@ PREFIX = "syncline.watermark"
 POLL_INTERVAL = 1.0
 """Seconds between two looks at the catalogue for new or dropped tables."""
 CHUNK_ROWS = 20_000
+LAG_LIMIT = 5_000
+"""Log records a view may be behind before copies pause."""
 META_KEY = "follow_copies"
 FOLLOWED_KEY = "follow_tables"
 SEQUENCES_KEY = "sequences"
@@ -69,6 +71,8 @@ class Copy:
     after: list[str | None] | None = None
     """Key of the last row copied (None: from the start)."""
     done_rows: int = 0
+    estimate: int = 0
+    """Rows the table held when its copy began (``reltuples``), for progress."""
     reset: bool = False
     """Empty the table in the views with the first chunk (rows vanished without events)."""
     # the chunk in flight
@@ -79,6 +83,7 @@ class Copy:
     touched: set[tuple[object, ...]] = field(default_factory=set)
     touched_all: bool = False
     started: float = field(default_factory=time.monotonic)
+    wall_started: float = field(default_factory=time.time)
 
 
 def usable(t: cat.TableInfo) -> bool:
@@ -105,6 +110,8 @@ class TableFollower:
         """Per followed table and column number: type, typmod, has a default, enum labels,
         name."""
         self._polls = 0
+        self._lag_checked = 0.0
+        self._lagging = False
         self._relkind: dict[int, str] = {}
         self._seq_doc = self.writer.meta(SEQUENCES_KEY)
         self.leaves: dict[int, set[int]] = {}
@@ -138,7 +145,13 @@ class TableFollower:
         saved = self.writer.meta(META_KEY)
         for oid, st in (json.loads(saved) if saved else {}).items():
             self.copies[int(oid)] = Copy(
-                int(oid), str(st["table"]), st.get("after"), int(st.get("rows", 0)), bool(st.get("reset"))
+                int(oid),
+                str(st["table"]),
+                after=st.get("after"),
+                done_rows=int(st.get("rows", 0)),
+                reset=bool(st.get("reset")),
+                estimate=int(st.get("estimate", 0)),
+                wall_started=float(st.get("started", time.time())),
             )
         for c in self.copies.values():
             log.info("resuming the copy of %s after %d rows", c.qualified, c.done_rows)
@@ -147,7 +160,14 @@ class TableFollower:
 
     def _save(self) -> None:
         doc = {
-            str(c.oid): {"table": c.qualified, "after": c.after, "rows": c.done_rows, "reset": c.reset}
+            str(c.oid): {
+                "table": c.qualified,
+                "after": c.after,
+                "rows": c.done_rows,
+                "reset": c.reset,
+                "estimate": c.estimate,
+                "started": c.wall_started,
+            }
             for c in self.copies.values()
         }
         followed = {str(o): q for o, q in self.followed.items()}
@@ -165,8 +185,26 @@ class TableFollower:
         if now - self._last_poll >= POLL_INTERVAL:
             self._last_poll = now
             self.poll()
-        if self.current is None and self.copies:
+        if self.current is None and self.copies and not self._views_far_behind(now):
             self._start_chunk(next(iter(self.copies.values())))
+
+    def _views_far_behind(self, now: float) -> bool:
+        """Throttle: no new chunk while the slowest running view is more than ``LAG_LIMIT``
+        log records behind (copies must not bury the live stream); checked once a second."""
+        if now - self._lag_checked < 1.0:
+            return self._lagging
+        self._lag_checked = now
+        try:
+            row = self.writer.conn.execute(
+                "SELECT min(seq) FROM consumers WHERE state = 'running' AND name <> '_compactor'"
+            ).fetchone()
+        except sqlite3.Error:
+            return False
+        lagging = bool(row and row[0] is not None and self.writer.hw - int(row[0]) > LAG_LIMIT)
+        if lagging and not self._lagging:
+            log.info("copies wait: a view is more than %d log records behind", LAG_LIMIT)
+        self._lagging = lagging
+        return lagging
 
     def poll(self) -> None:
         try:
@@ -420,6 +458,11 @@ class TableFollower:
         return parse_lsn(str(row[0]))
 
     def _start_chunk(self, c: Copy) -> None:
+        if not c.estimate:
+            row = self.conn.execute(
+                "SELECT greatest(reltuples, 0)::bigint FROM pg_catalog.pg_class WHERE oid = %s", (c.oid,)
+            ).fetchone()
+            c.estimate = int(row[0]) if row else 0
         c.token = uuid.uuid4().hex[:12]
         c.window = False
         c.touched = set()
@@ -577,6 +620,11 @@ class TableFollower:
             kept += 1
         w.commit(lsn, lsn, now)
         c.done_rows += len(c.rows)
+        if not c.estimate and c.rows:
+            # never analysed: the table's size over the chunk's bytes per row
+            width = 24 + sum(len(v) for r in c.rows for v in r if isinstance(v, str)) / len(c.rows)
+            row = self.conn.execute("SELECT pg_catalog.pg_table_size(%s)", (c.oid,)).fetchone()
+            c.estimate = max(c.done_rows, int(int(row[0]) / width)) if row and row[0] else c.done_rows
         last = c.rows[-1] if c.rows else None
         more = bool(c.key_idx) and last is not None and len(c.rows) >= CHUNK_ROWS
         if more:
