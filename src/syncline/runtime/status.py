@@ -300,14 +300,16 @@ def status(cfg: Config, with_source: bool = True) -> dict[str, Any]:
         try:
             result["log"] = log_status(conn, path)
             result["views"] = view_status(conn, cfg)
+            return result
+        except sqlite3.OperationalError:  # `run` is creating the log right now
+            pass
         finally:
             conn.close()
-    else:
-        result["log"] = {"kind": cfg.log.kind, "path": str(path), "state": "new"}
-        result["views"] = {
-            v.name: {"kind": v.kind, "state": "new", "applied_lsn": None, "lag_seconds": 0.0, "lag_events": 0}
-            for v in cfg.views
-        }
+    result["log"] = {"kind": cfg.log.kind, "path": str(path), "state": "new"}
+    result["views"] = {
+        v.name: {"kind": v.kind, "state": "new", "applied_lsn": None, "lag_seconds": 0.0, "lag_events": 0}
+        for v in cfg.views
+    }
     return result
 
 

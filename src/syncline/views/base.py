@@ -75,6 +75,20 @@ def leave_out_keyless(view: str, kind: str, rel: Relation) -> None:
         )
 
 
+def warn_missed(view: str, missed: int, rel: Relation) -> None:
+    """Updates or deletes of a table without a key that found no equal row: skipped, as
+    PostgreSQL's own subscriber does, with a warning (the view differs; verify says where)."""
+    if missed:
+        import logging
+
+        logging.getLogger(f"syncline.view.{view}").warning(
+            "view %s: %d updates or deletes of %s (no primary key) found no equal row",
+            view,
+            missed,
+            rel.qualified,
+        )
+
+
 def selected_oids(patterns: tuple[str, ...], batch: Batch, relations: dict[int, Relation]) -> set[int] | None:
     """Relation oids a view with table ``patterns`` keeps, among those known before the batch
     and those the batch introduces (None: every table)."""

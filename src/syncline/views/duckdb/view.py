@@ -46,7 +46,7 @@ from syncline.core.events import (
 )
 from syncline.core.patterns import table_selected
 from syncline.core.textcast import is_bpchar
-from syncline.views.base import Batch, advance_relations, selected_oids
+from syncline.views.base import Batch, advance_relations, selected_oids, warn_missed
 from syncline.views.duckdb.compare import select_expr, to_pg_text
 from syncline.views.duckdb.values import (
     DUCKDB_MAX_TIMESTAMP,
@@ -808,13 +808,7 @@ class DuckdbView:
                 pending.append(n)
         flush()
         self._require().unregister(_STAGE)
-        if missed:
-            log.warning(
-                "view %s: %d updates or deletes of %s (no primary key) found no equal row",
-                self.name,
-                missed,
-                rel.qualified,
-            )
+        warn_missed(self.name, missed, rel)
 
 
 __all__ = ["DuckdbView", "relation_from_json", "relation_to_json"]

@@ -37,7 +37,7 @@ from syncline.core.events import (
     UserType,
 )
 from syncline.core.lsn import format_lsn
-from syncline.views.base import Batch, advance_relations, selected_oids
+from syncline.views.base import Batch, advance_relations, selected_oids, warn_missed
 from syncline.views.netting import (
     DeltaStep,
     Key,
@@ -573,13 +573,7 @@ class PostgresView:
             missed += cur.rowcount == 0
         if inserts:
             self._upsert(cur, rel, inserts)
-        if missed:
-            log.warning(
-                "view %s: %d updates or deletes of %s (no primary key) found no equal row",
-                self.name,
-                missed,
-                rel.qualified,
-            )
+        warn_missed(self.name, missed, rel)
 
     def _stage_like(
         self, cur: Cur, rel: Relation, cols: Sequence[str], extra: sql.Composable | None = None
