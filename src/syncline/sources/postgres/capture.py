@@ -291,6 +291,7 @@ class Capture:
         received = confirmed
         dirty = False
         leaves: dict[int, tuple[int, tuple[int, ...]]] = {}
+        cur_xid = 0
         try:
             while not stop.is_set():
                 msg = repl.read(0.0 if dirty else 0.5)
@@ -328,11 +329,12 @@ class Capture:
                             if gen.plans:
                                 plain = gen.change(plain)
                             if follower is not None:
-                                follower.on_change(plain)
+                                follower.on_change(plain, cur_xid)
                             w.add(plain)
                             stats.events += 1
                     elif t == 0x42:  # B
                         b = decode_begin(payload)
+                        cur_xid = b.xid
                         skip = b.final_lsn <= w.last_commit_lsn()
                         if not skip:
                             w.begin(b.xid, b.final_lsn, b.commit_time)

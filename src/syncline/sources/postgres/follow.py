@@ -82,6 +82,8 @@ class Copy:
     window: bool = False
     touched: set[tuple[object, ...]] = field(default_factory=set)
     touched_all: bool = False
+    xip: set[int] = field(default_factory=set)
+    """Transactions the chunk's snapshot saw as still running."""
     started: float = field(default_factory=time.monotonic)
     wall_started: float = field(default_factory=time.time)
 
@@ -498,9 +500,16 @@ class TableFollower:
         else:
             query = sql.SQL("COPY (SELECT {} FROM {}) TO STDOUT").format(cols, target)
         rows: list[Row] = []
-        with self.conn.cursor() as cur, cur.copy(query) as cp:
-            for r in cp.rows():
-                rows.append(tuple(r))
+        with self.conn.transaction(), self.conn.cursor() as cur:
+            # one snapshot for the rows and the list of transactions it sees as running: a
+            # transaction whose commit precedes the low watermark in the WAL may still be
+            # invisible to it (commit logged, not yet visible); its changes count as touched
+            cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            cur.execute("SELECT x::text FROM pg_catalog.pg_snapshot_xip(pg_catalog.pg_current_snapshot()) x")
+            c.xip = {int(x) & 0xFFFFFFFF for (x,) in cur.fetchall()}
+            with cur.copy(query) as cp:
+                for r in cp.rows():
+                    rows.append(tuple(r))
         c.rows = rows
         self._msg, self._rel = msg_bytes, rel
 
@@ -520,10 +529,11 @@ class TableFollower:
 
     # -- the stream -------------------------------------------------------------------------
 
-    def on_change(self, payload: bytes) -> None:
-        """A change of the stream (protocol-1 form): note keys touched inside a window."""
+    def on_change(self, payload: bytes, xid: int = 0) -> None:
+        """A change of the stream (protocol-1 form) of transaction ``xid``: note keys touched
+        inside a window, or by a transaction the chunk's snapshot saw as running."""
         c = self.current
-        if c is None or not c.window:
+        if c is None or not (c.window or xid in c.xip):
             return
         if payload[0] == 0x54:  # T
             ch = decode_change(payload, 0)
@@ -553,7 +563,7 @@ class TableFollower:
         aborted. Committed inside a window over a table it changed: read the chunk again."""
         rels = self.stream_rels.pop(xid, set())
         c = self.current
-        if committed and c is not None and c.window and c.oid in rels:
+        if committed and c is not None and (c.window or xid in c.xip) and c.oid in rels:
             c.touched_all = True
 
     def on_message(self, payload: bytes) -> bool:
