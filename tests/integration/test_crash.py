@@ -15,7 +15,6 @@ import random
 import signal
 import threading
 import time
-from pathlib import Path
 
 import psycopg
 
@@ -96,24 +95,6 @@ def workload(dsn: str, seed: int, stop: threading.Event, done: list[int]) -> Non
                 conn.rollback()
 
 
-def workers(p: Pipeline) -> dict[str, int]:
-    """Process title -> pid of the workers of the running ``syncline run``."""
-    assert p.proc is not None
-    out = {}
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit():
-            continue
-        try:
-            stat = (d / "stat").read_text()
-            ppid = int(stat.rsplit(")", 1)[1].split()[1])
-            title = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
-        except (OSError, ValueError, IndexError):
-            continue
-        if ppid == p.proc.pid and title.startswith("syncline: "):
-            out[title] = int(d.name)
-    return out
-
-
 def check_sums(p: Pipeline, seed: int) -> None:
     """No view shows part of a transaction: the balances add up to TOTAL (when present)."""
     import redis
@@ -160,7 +141,7 @@ def test_sigkill_at_random_moments(pipeline: Pipeline) -> None:
             check_sums(p, seed)
             kind = rnd.choice(["group", "group", "supervisor", "capture", "view"])
             if kind in ("capture", "view"):
-                procs = workers(p)
+                procs = {t: pid for pid, t in p.workers().items()}
                 names = [
                     t for t in procs if ("capture" in t) == (kind == "capture") and "supervisor" not in t
                 ]

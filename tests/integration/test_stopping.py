@@ -17,28 +17,6 @@ VIEW_NAMES = {"replica": "postgres", "warehouse": "duckdb", "cache": "redis", "s
 """The harness's view names and kinds."""
 
 
-def children(pid: int) -> dict[int, str]:
-    """Direct children of ``pid``: {pid: command line}."""
-    out = {}
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit():
-            continue
-        try:
-            stat = (d / "stat").read_text()
-            ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
-            if ppid == pid:
-                out[int(d.name)] = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except (OSError, ValueError):
-            continue
-    return out
-
-
-def worker_pids(p: Pipeline) -> dict[int, str]:
-    """The workers of ``syncline run``, by their process titles (``syncline: capture``...)."""
-    assert p.proc is not None
-    return {c: cmd.strip() for c, cmd in children(p.proc.pid).items() if cmd.startswith("syncline: ")}
-
-
 @pytest.mark.parametrize(
     ("sig", "group", "when"),
     [
@@ -62,7 +40,7 @@ def test_clean_stop(pipeline: Pipeline, sig: int, group: bool, when: str) -> Non
         p.wait_caught_up()
         p.sql("UPDATE t SET v = 'x' WHERE id < 100")
     if when == "after-kill":
-        victim = next(c for c, t in worker_pids(p).items() if t == "syncline: view replica")
+        victim = next(c for c, t in p.workers().items() if t == "syncline: view replica")
         os.kill(victim, signal.SIGKILL)
         time.sleep(0.3)
     before = len(p.output())
@@ -84,7 +62,7 @@ def test_killed_capture_is_restarted(pipeline: Pipeline) -> None:
     p.start()
     p.wait_caught_up()
     assert p.proc is not None
-    titles = worker_pids(p)
+    titles = p.workers()
     assert sorted(titles.values()) == sorted(
         ["syncline: capture", "syncline: view _compactor"]
         + [f"syncline: view {n}" for n in VIEW_NAMES if VIEW_NAMES[n] in p.views]

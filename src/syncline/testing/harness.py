@@ -121,6 +121,26 @@ class Pipeline:
         kill_group(self.proc)
         self.proc = None
 
+    def workers(self) -> dict[int, str]:
+        """The running ``syncline run``'s worker processes: {pid: process title}
+        (``syncline: capture``, ``syncline: view NAME``...)."""
+        assert self.proc is not None
+        out = {}
+        for d in Path("/proc").iterdir():
+            if not d.name.isdigit():
+                continue
+            try:
+                stat = (d / "stat").read_text()
+                ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
+                if ppid != self.proc.pid:
+                    continue
+                title = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+            except (OSError, ValueError, IndexError):
+                continue
+            if title.startswith("syncline: "):
+                out[int(d.name)] = title
+        return out
+
     def kill_supervisor_only(self) -> None:
         if self.proc is not None:
             self.proc.kill()
