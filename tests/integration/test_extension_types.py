@@ -5,8 +5,10 @@ fix in the replica clears by itself; the other views store the text form."""
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 from syncline.testing.harness import Pipeline
+from syncline.testing.pgcluster import PgCluster
 
 SCHEMA = """
 CREATE EXTENSION hstore;
@@ -44,10 +46,17 @@ def test_extension_types_and_later_enum_labels(pipeline: Pipeline) -> None:
     p.assert_verified()
 
 
-def test_extension_in_another_schema_of_the_replica_is_a_clear_fixable_error(pipeline: Pipeline) -> None:
-    p = pipeline
-    if "postgres" not in p.views:
-        return
+def test_extension_in_another_schema_of_the_replica_is_a_clear_fixable_error(
+    pg: PgCluster, tmp_path: Path
+) -> None:
+    p = Pipeline(pg, tmp_path, views=("postgres",))
+    try:
+        _another_schema(p)
+    finally:
+        p.close()
+
+
+def _another_schema(p: Pipeline) -> None:
     p.sql(
         "CREATE SCHEMA ext; CREATE EXTENSION citext SCHEMA ext;"
         "CREATE TABLE u (id int PRIMARY KEY, email ext.citext); INSERT INTO u VALUES (1, 'A')"

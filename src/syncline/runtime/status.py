@@ -86,23 +86,17 @@ def source_position(cfg: Config) -> int:
 
 def _unfollowed(conn: Any, cfg: Config) -> list[str]:
     from syncline.sources.postgres import catalog as cat
-    from syncline.sources.postgres.follow import META_KEY, usable
+    from syncline.sources.postgres.follow import usable
 
     published = cat.publication_tables(conn, cfg.source.publication)
     if published is None:
         return []
     tables = cat.discover_tables(conn, cfg.source.tables)
     copying: set[str] = set()
-    try:
+    with contextlib.suppress(LogError, sqlite3.Error):
         log_conn = connect(Path(cfg.log.path), readonly=True)
-    except (LogError, sqlite3.Error):
-        log_conn = None
-    if log_conn is not None:
         try:
-            saved = get_meta(log_conn, META_KEY)
-            copying = {str(c["table"]) for c in json.loads(saved).values()} if saved else set()
-        except (sqlite3.Error, ValueError, KeyError, TypeError):
-            copying = set()
+            copying = set(copying_tables(log_conn))
         finally:
             log_conn.close()
     # tables without a key are never followed (the capture warns about them)
@@ -228,7 +222,9 @@ def copying_tables(conn: sqlite3.Connection) -> dict[str, dict[str, Any]]:
     """Tables being copied by watermark chunks (new, changed by DDL, or asked for by
     ``syncline snapshot``): rows copied so far, the table's estimated rows, rows/s and the
     seconds left at that rate (None until known)."""
-    saved = get_meta(conn, "follow_copies")
+    from syncline.sources.postgres.follow import META_KEY
+
+    saved = get_meta(conn, META_KEY)
     out: dict[str, dict[str, Any]] = {}
     try:
         doc = json.loads(saved) if saved else {}

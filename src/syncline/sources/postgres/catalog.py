@@ -126,6 +126,23 @@ def discover_tables(conn: psycopg.Connection[Any], patterns: tuple[str, ...]) ->
     return out
 
 
+def table_info(conn: psycopg.Connection[Any], oid: int) -> TableInfo | None:
+    """The table ``oid`` as the catalogue has it now (None: gone)."""
+    row = conn.execute(
+        "SELECT c.oid, n.nspname, c.relname, c.relkind, c.relreplident,"
+        " EXISTS (SELECT 1 FROM pg_catalog.pg_index i WHERE i.indrelid = c.oid AND i.indisprimary),"
+        " pg_catalog.has_table_privilege(c.oid, 'SELECT')"
+        " FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE c.oid = %s",
+        (oid,),
+    ).fetchone()
+    if row is None:
+        return None
+    return TableInfo(
+        int(row[0]), str(row[1]), str(row[2]), str(row[3]), str(row[4]), bool(row[5]), bool(row[6])
+    )
+
+
 def table_columns(conn: psycopg.Connection[Any], tables: list[TableInfo]) -> dict[str, list[str]]:
     """Column names of ``tables`` by ``schema.table`` (in column order)."""
     rows = conn.execute(

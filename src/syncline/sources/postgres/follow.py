@@ -84,7 +84,8 @@ class Copy:
     touched_all: bool = False
     xip: set[int] = field(default_factory=set)
     """Transactions the chunk's snapshot saw as still running."""
-    started: float = field(default_factory=time.monotonic)
+    relation: tuple[bytes, Relation] | None = None
+    """The table's Relation message and Relation as the chunk was read."""
     wall_started: float = field(default_factory=time.time)
 
 
@@ -114,7 +115,6 @@ class TableFollower:
         self._polls = 0
         self._lag_checked = 0.0
         self._lagging = False
-        self._relkind: dict[int, str] = {}
         self._seq_doc = self.writer.meta(SEQUENCES_KEY)
         self.leaves: dict[int, set[int]] = {}
         """Per followed partitioned table, its leaf partitions."""
@@ -174,10 +174,6 @@ class TableFollower:
         }
         followed = {str(o): q for o, q in self.followed.items()}
         self.writer.set_meta_now(**{META_KEY: json.dumps(doc), FOLLOWED_KEY: json.dumps(followed)})
-
-    @property
-    def copying(self) -> bool:
-        return bool(self.copies)
 
     # -- polling ----------------------------------------------------------------------------
 
@@ -478,11 +474,12 @@ class TableFollower:
         self._emit(f"high:{c.token}")
 
     def _read_chunk(self, c: Copy) -> None:
-        msg_bytes, rel = self.relation_of_oid(c.oid)
+        t = self.table(c.oid)
+        msg_bytes, rel = self.relation_of(t)
         cols = sql.SQL(", ").join(sql.Identifier(col.name) for col in rel.columns)
         # ONLY: an inheritance parent's children are tables of their own (a partitioned
         # table's partitions are not)
-        only = sql.SQL("") if self._relkind.get(c.oid) == "p" else sql.SQL("ONLY ")
+        only = sql.SQL("") if t.relkind == "p" else sql.SQL("ONLY ")
         target = only + sql.Identifier(rel.schema, rel.name)
         c.key_idx = rel.key_indexes()
         if rel.key:
@@ -511,21 +508,14 @@ class TableFollower:
                 for r in cp.rows():
                     rows.append(tuple(r))
         c.rows = rows
-        self._msg, self._rel = msg_bytes, rel
+        c.relation = (msg_bytes, rel)
 
-    def relation_of_oid(self, oid: int) -> tuple[bytes, Any]:
-        row = self.conn.execute(
-            "SELECT c.oid, n.nspname, c.relname, c.relkind, c.relreplident,"
-            " EXISTS (SELECT 1 FROM pg_catalog.pg_index i WHERE i.indrelid = c.oid AND i.indisprimary)"
-            " FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
-            " WHERE c.oid = %s",
-            (oid,),
-        ).fetchone()
-        if row is None:
+    def table(self, oid: int) -> cat.TableInfo:
+        """The table ``oid`` as the catalogue has it now (UndefinedTable: gone)."""
+        t = cat.table_info(self.conn, oid)
+        if t is None:
             raise psycopg.errors.UndefinedTable(f"table {oid} is gone")
-        t = cat.TableInfo(int(row[0]), str(row[1]), str(row[2]), str(row[3]), str(row[4]), bool(row[5]), True)
-        self._relkind[oid] = t.relkind
-        return self.relation_of(t)
+        return t
 
     # -- the stream -------------------------------------------------------------------------
 
@@ -584,7 +574,7 @@ class TableFollower:
         kind, _, token = content.partition(":")
         if kind == "rename":
             try:
-                msg, rel = self.relation_of_oid(int(token))
+                msg, rel = self.relation_of(self.table(int(token)))
             except psycopg.errors.UndefinedTable:
                 return False  # dropped since: the poll empties it
             now = int(time.time() * 1_000_000)
@@ -618,16 +608,15 @@ class TableFollower:
         now = int(time.time() * 1_000_000)
         w = self.writer
         w.begin(0, lsn, now)
-        w.add_relation(self._msg, self._rel)
+        assert c.relation is not None
+        w.add_relation(*c.relation)
         if not c.key_idx or (c.reset and c.after is None):
             w.add(encode_truncate((c.oid,), False, False))
         c.reset = False
-        kept = 0
         for r in c.rows:
             if c.key_idx and tuple(r[i] for i in c.key_idx) in c.touched:
                 continue
             w.add(encode_insert(c.oid, r))
-            kept += 1
         w.commit(lsn, lsn, now)
         c.done_rows += len(c.rows)
         if not c.estimate and c.rows:
@@ -648,5 +637,5 @@ class TableFollower:
         if more:
             log.info("copy of %s: %d rows so far", c.qualified, c.done_rows)
         else:
-            elapsed = time.monotonic() - c.started
+            elapsed = time.time() - c.wall_started
             log.info("copy of %s done: %d rows in %.1fs", c.qualified, c.done_rows, elapsed)
