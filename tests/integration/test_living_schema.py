@@ -419,3 +419,64 @@ def test_a_table_that_loses_its_key_leaves_and_comes_back(pg: PgCluster, tmp_pat
         p.assert_equal()
     finally:
         p.close()
+
+
+def test_a_write_begun_before_the_table_joined_the_publication_is_not_lost(
+    pg: PgCluster, tmp_path: Path
+) -> None:
+    """A transaction that changed a new table before it joined the publication (that change is
+    decoded as unpublished) and commits after: its effect must come from the copy, so the
+    copy waits for it to end."""
+    p = Pipeline(pg, tmp_path, views=("postgres",))
+    try:
+        p.start()
+        p.wait_caught_up()
+        p.sql(
+            "CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t SELECT g, 'old' FROM generate_series(1, 100) g"
+        )
+        with psycopg.connect(p.source_dsn) as held:
+            held.execute("UPDATE t SET v = 'new' WHERE id = 7")  # not committed yet
+            deadline = time.monotonic() + 30
+            while not p.sql("SELECT 1 FROM pg_publication_tables WHERE tablename = 't'"):
+                assert time.monotonic() < deadline, p.output()[-3000:]
+                time.sleep(0.1)
+            time.sleep(3)  # a copy that did not wait would be done by now, with 'old'
+            assert "public.t" in p.copying(), p.output()[-3000:]
+            held.commit()
+        wait_followed(p)
+        assert p.sql("SELECT v FROM public.t WHERE id = 7", p.replica_db) == [("new",)], p.output()[-3000:]
+        assert p.stop() == 0
+        p.assert_equal()
+    finally:
+        p.close()
+
+
+def test_a_first_start_killed_during_its_copy_resumes_it(pg: PgCluster, tmp_path: Path) -> None:
+    """The first copy is watermark chunks too: killed part-way, the next start goes on from
+    its last chunk (not from row 0), and every view ends equal."""
+    p = Pipeline(pg, tmp_path, views=("postgres", "duckdb"))
+    try:
+        p.sql(
+            "CREATE TABLE big (id int PRIMARY KEY, v int, pad text);"
+            "INSERT INTO big SELECT g, 0, repeat('x', 100) FROM generate_series(1, 200000) g"
+        )
+        p.start()
+        deadline = time.monotonic() + 60
+        while "rows so far" not in p.output():
+            assert time.monotonic() < deadline, p.output()[-3000:]
+            time.sleep(0.05)
+        p.sql("UPDATE big SET v = 1 WHERE id % 997 = 0")
+        p.kill()
+        p.start()
+        deadline = time.monotonic() + 60
+        while "resuming the copy of public.big" not in p.output():
+            assert time.monotonic() < deadline, p.output()[-3000:]
+            time.sleep(0.1)
+        m = re.search(r"resuming the copy of public\.big after (\d+) rows", p.output())
+        assert m is not None and int(m.group(1)) >= 20000, p.output()[-3000:]  # not from 0
+        assert "dropping slot" not in p.output()
+        p.wait_caught_up(timeout=180)
+        assert p.stop() == 0
+        p.assert_equal()
+    finally:
+        p.close()

@@ -17,7 +17,7 @@ import psycopg
 
 from syncline.config import load_config
 from syncline.core.lsn import parse_lsn
-from syncline.runtime.status import views_caught_up
+from syncline.runtime.status import copying_tables, views_caught_up
 from syncline.testing.compare import (
     TableDiff,
     compare_duckdb,
@@ -166,11 +166,17 @@ class Pipeline:
         return parse_lsn(str(self.sql("SELECT pg_current_wal_insert_lsn()::text")[0][0]))
 
     def wait_caught_up(self, timeout: float = 120) -> None:
+        """Until every view has applied what the source committed so far, and every
+        table copy (first start, new tables) is done, as ``syncline wait`` does."""
         lsn = self.current_lsn()
         names = [v.name for v in self.cfg.views]
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if views_caught_up(self.cfg, lsn, names):
+            if self.copying():
+                lsn = -1  # the copy's chunks are logged after the position asked for
+            elif lsn < 0:
+                lsn = self.current_lsn()
+            elif views_caught_up(self.cfg, lsn, names):
                 return
             failed = self.failed_views()
             if failed:
@@ -179,6 +185,20 @@ class Pipeline:
                 raise AssertionError(f"syncline run exited {self.proc.returncode}:\n{self.output()[-4000:]}")
             time.sleep(0.05)
         raise AssertionError(f"views not caught up with {lsn:X} in {timeout}s:\n{self.output()[-4000:]}")
+
+    def copying(self) -> list[str]:
+        """Tables whose watermark copy is not finished (queued or running)."""
+        if not (self.log_path / "log.db").exists():
+            return []
+        from syncline.log.embedded.store import connect
+
+        conn = connect(self.log_path, readonly=True)
+        try:
+            return sorted(copying_tables(conn))
+        except sqlite3.OperationalError:
+            return []
+        finally:
+            conn.close()
 
     def failed_views(self) -> list[str]:
         db = self.log_path / "log.db"

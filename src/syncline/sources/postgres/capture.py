@@ -24,7 +24,7 @@ from syncline.core.events import Relation
 from syncline.core.lsn import format_lsn
 from syncline.log.embedded.store import EmbeddedLogWriter
 from syncline.sources.postgres import catalog as cat
-from syncline.sources.postgres.follow import TableFollower, usable
+from syncline.sources.postgres.follow import TableFollower, queued_copies, usable
 from syncline.sources.postgres.generated import GeneratedColumns
 from syncline.sources.postgres.pgoutput import (
     RelationMessage,
@@ -148,7 +148,7 @@ class Capture:
                     if self.cfg.failover:
                         repl.set_failover(self.cfg.slot)
                 else:
-                    self._first_snapshot(repl, slot, tables, sysid, dbname)
+                    self._first_snapshot(repl, slot, tables, sysid, dbname, info.version)
                 self._check_not_behind(cat.slot_info(conn, self.cfg.slot))
             except BaseException:
                 repl.close()
@@ -208,7 +208,12 @@ class Capture:
         tables: list[cat.TableInfo],
         sysid: str,
         dbname: str,
+        version: int,
     ) -> None:
+        """Create the slot, then copy every table. From PostgreSQL 14 on the copies are
+        watermark chunks run while the stream runs (a first start killed at 90 % resumes at
+        90 %); PostgreSQL 13 has no logical messages in pgoutput: one copy in the slot's
+        exported snapshot, started over after a crash."""
         name = self.cfg.slot
         ours = self.writer.meta("slot") == name and self.writer.meta("state") == "snapshotting"
         if slot is not None:
@@ -235,11 +240,19 @@ class Capture:
         )
         created = repl.create_slot(name, failover=self.cfg.failover)
         log.info(
-            "created slot %s at %s; snapshot of %d tables",
+            "created slot %s at %s; copying %d tables",
             name,
             format_lsn(created.consistent_point),
             len(tables),
         )
+        if version >= FOLLOW_VERSION:
+            # one durable step: from here a restart resumes the copies, never drops the slot
+            self.writer.set_meta_now(
+                state="streaming",
+                consistent_lsn=created.consistent_point,
+                **queued_copies(tables, reset=False),
+            )
+            return
         take_snapshot(self.dsn, created.snapshot_name, created.consistent_point, tables, self.writer)
         self.writer.set_meta_now(state="streaming", consistent_lsn=created.consistent_point)
 

@@ -57,6 +57,8 @@ LAG_LIMIT = 5_000
 """Log records a view may be behind before copies pause."""
 META_KEY = "follow_copies"
 FOLLOWED_KEY = "follow_tables"
+BARRIER_INTERVAL = 0.2
+"""Seconds between two looks at whether a new table's barrier transactions have ended."""
 SEQUENCES_KEY = "sequences"
 SEQUENCE_POLLS = 5
 """Polls between two readings of the sequences."""
@@ -75,6 +77,9 @@ class Copy:
     """Rows the table held when its copy began (``reltuples``), for progress."""
     reset: bool = False
     """Empty the table in the views with the first chunk (rows vanished without events)."""
+    barrier: set[int] = field(default_factory=set)
+    """Transactions running when the table joined the publication: their changes written
+    before that are not streamed, so no chunk is read before they end."""
     # the chunk in flight
     token: str = ""
     rows: list[Row] = field(default_factory=list)
@@ -87,6 +92,18 @@ class Copy:
     relation: tuple[bytes, Relation] | None = None
     """The table's Relation message and Relation as the chunk was read."""
     wall_started: float = field(default_factory=time.time)
+
+
+def queued_copies(tables: list[cat.TableInfo], reset: bool) -> dict[str, str]:
+    """The log metadata that makes the next capture follow ``tables`` and copy each of them
+    by watermark chunks (``reset``: emptied in the views with its first chunk)."""
+    now = time.time()
+    copies = {
+        str(t.oid): {"table": t.qualified, "after": None, "rows": 0, "reset": reset, "started": now}
+        for t in tables
+    }
+    followed = {str(t.oid): t.qualified for t in tables}
+    return {META_KEY: json.dumps(copies), FOLLOWED_KEY: json.dumps(followed)}
 
 
 def usable(t: cat.TableInfo) -> bool:
@@ -114,6 +131,7 @@ class TableFollower:
         name."""
         self._polls = 0
         self._lag_checked = 0.0
+        self._barrier_checked = 0.0
         self._lagging = False
         self._seq_doc = self.writer.meta(SEQUENCES_KEY)
         self.leaves: dict[int, set[int]] = {}
@@ -154,9 +172,11 @@ class TableFollower:
                 reset=bool(st.get("reset")),
                 estimate=int(st.get("estimate", 0)),
                 wall_started=float(st.get("started", time.time())),
+                barrier={int(x) for x in st.get("barrier", ())},
             )
         for c in self.copies.values():
-            log.info("resuming the copy of %s after %d rows", c.qualified, c.done_rows)
+            if c.after is not None:
+                log.info("resuming the copy of %s after %d rows", c.qualified, c.done_rows)
         if json.loads(known or "{}") != {str(o): q for o, q in self.followed.items()}:
             self._save()
 
@@ -169,6 +189,7 @@ class TableFollower:
                 "reset": c.reset,
                 "estimate": c.estimate,
                 "started": c.wall_started,
+                "barrier": sorted(c.barrier),
             }
             for c in self.copies.values()
         }
@@ -414,8 +435,13 @@ class TableFollower:
                 f"{self.cfg.publication!r}: {str(e).strip().splitlines()[0]}",
             )
             return
+        # a transaction running now may have changed the table before it was published
+        # (those changes are decoded as unpublished): its effects must be in the first chunk
+        row = self.conn.execute(
+            "SELECT ARRAY(SELECT x::text FROM pg_catalog.pg_snapshot_xip(pg_catalog.pg_current_snapshot()) x)"
+        ).fetchone()
         self.followed[t.oid] = t.qualified
-        self.copies[t.oid] = Copy(t.oid, t.qualified)
+        self.copies[t.oid] = Copy(t.oid, t.qualified, barrier={int(x) for x in (row[0] if row else [])})
         self._save()
         log.info(
             "following new table %s: its changes stream from now on, its rows are being copied", t.qualified

@@ -8,7 +8,6 @@ until then. It only ever happens when the operator asks; ``run`` refuses a lost 
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from syncline.core.errors import SourceError
 from syncline.core.lsn import format_lsn
 from syncline.log.embedded.store import EmbeddedLogWriter, LogLocked
 from syncline.sources.postgres import catalog as cat
-from syncline.sources.postgres.follow import FOLLOWED_KEY, META_KEY, usable
+from syncline.sources.postgres.follow import queued_copies, usable
 from syncline.sources.postgres.replication import ReplicationConnection
 
 log = logging.getLogger("syncline.resync")
@@ -58,14 +57,7 @@ def resync(cfg: Config, force: bool = False) -> str:
                 repl.close()
         finally:
             conn.close()
-        copies = {str(t.oid): {"table": t.qualified, "after": None, "rows": 0, "reset": True} for t in tables}
-        writer.set_meta_now(
-            consistent_lsn=created.consistent_point,
-            **{
-                META_KEY: json.dumps(copies),
-                FOLLOWED_KEY: json.dumps({str(t.oid): t.qualified for t in tables}),
-            },
-        )
+        writer.set_meta_now(consistent_lsn=created.consistent_point, **queued_copies(tables, reset=True))
     finally:
         writer.close()
     return (
