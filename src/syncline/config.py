@@ -36,6 +36,7 @@ VIEW_KINDS: dict[str, dict[str, tuple[type | tuple[type, ...], str, object]]] = 
         "ttl": (int, "seconds (0: none)", 0),
         "columns": (list, "a list of column names", None),
         "on_error": (str, '"stop" or "skip"', "stop"),
+        "rebuild_db": (int, "a Redis database number (syncline rebuild's shadow)", None),
     },
     "tantivy": {
         "path": (str, "a directory path", REQUIRED),

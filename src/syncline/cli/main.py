@@ -386,6 +386,18 @@ def cmd_resync(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rebuild(args: argparse.Namespace) -> int:
+    """A fresh copy of a view from the log, verified, swapped in atomically."""
+    from syncline.runtime.rebuild import rebuild
+
+    def say(msg: str) -> None:
+        if not args.quiet:
+            print(f"rebuild: {msg}", file=sys.stderr, flush=True)
+
+    print(rebuild(_load(args), args.view, say, verify=not args.no_verify))
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from syncline.demo import main as demo_main
 
@@ -439,6 +451,11 @@ def build_parser() -> argparse.ArgumentParser:
     rs = add("resync", "after a lost or invalidated slot: a new slot, then every table copied online")
     rs.add_argument("--force", action="store_true", help="resync even though the slot is healthy")
     rs.set_defaults(func=cmd_resync)
+    rb = add("rebuild", "build a fresh copy of a view from the log, verify it, swap it in atomically")
+    rb.add_argument("view")
+    rb.add_argument("--no-verify", action="store_true", help="swap without comparing with the source")
+    rb.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
+    rb.set_defaults(func=cmd_rebuild)
     q = add("search", "query a search (tantivy) view")
     q.add_argument("view")
     q.add_argument("query")

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from syncline.log.embedded.compact import CompactedView
 from syncline.log.embedded.store import connect, get_meta, set_meta
+from syncline.runtime.rebuild import retention_hold
 
 log = logging.getLogger("syncline.retention")
 
@@ -37,6 +38,8 @@ class Retention:
             }
             if any(v not in seqs for v in self.views):
                 return  # a configured view has not registered yet: it may still need the log
+            if retention_hold(self.conn):
+                return  # `syncline rebuild` reads the log from an older position
             views = [seqs[v] for v in self.views]
             upto = min([compactor_seq, *views])
             if views and isinstance(self.compactor, CompactedView):

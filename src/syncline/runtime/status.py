@@ -394,18 +394,23 @@ def views_behind(cfg: Config, lsn: int, views: Iterable[str]) -> list[str]:
 
 
 def _caught_up(conn: sqlite3.Connection, lsn: int, views: list[str]) -> bool:
-    if int(get_meta(conn, "received_lsn", "0")) < lsn:
-        return False
-    trimmed = int(get_meta(conn, "trimmed_seq", "0"))
     for name in views:
         row = conn.execute("SELECT seq FROM consumers WHERE name = ?", (name,)).fetchone()
-        if row is None or int(row[0]) < trimmed:
-            return False
-        # an unapplied snapshot holds every transaction committed before its position
-        pending = conn.execute(
-            "SELECT 1 FROM records WHERE seq > ? AND (commit_lsn <= ? OR snapshot = 1) LIMIT 1",
-            (int(row[0]), lsn),
-        ).fetchone()
-        if pending is not None:
+        if row is None or not caught_up_seq(conn, lsn, int(row[0])):
             return False
     return True
+
+
+def caught_up_seq(conn: sqlite3.Connection, lsn: int, seq: int) -> bool:
+    """A consumer that has applied the log up to record ``seq`` holds every transaction the
+    source committed before ``lsn``."""
+    if int(get_meta(conn, "received_lsn", "0")) < lsn:
+        return False
+    if seq < int(get_meta(conn, "trimmed_seq", "0")):
+        return False
+    # an unapplied snapshot holds every transaction committed before its position
+    pending = conn.execute(
+        "SELECT 1 FROM records WHERE seq > ? AND (commit_lsn <= ? OR snapshot = 1) LIMIT 1",
+        (seq, lsn),
+    ).fetchone()
+    return pending is None

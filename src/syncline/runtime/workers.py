@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from syncline.core.config_models import Config, ViewConfig
 from syncline.core.errors import (
@@ -39,6 +39,10 @@ from syncline.views.base import KEYED_KINDS, Batch, advance_relations, keyless_r
 from syncline.views.registry import create_view
 
 EXIT_TERMINAL = 3
+
+
+class PausedForRebuild(Exception):
+    """``syncline rebuild`` asked this worker to let go of its view for the swap."""
 
 
 @runtime_checkable
@@ -229,6 +233,17 @@ def view_main(cfg: Config, vcfg: ViewConfig) -> int:
                 consumers.add_applied(vcfg.name, vcfg.kind, 0, done.seq, done.commit_lsn)
             consumers.update(vcfg.name, vcfg.kind, state="stopped")
             return 0
+        except PausedForRebuild:
+            assert view is not None
+            view.close()
+            done = view.read_checkpoint() if isinstance(view, DeferredCommit) else None
+            if done is not None:
+                consumers.add_applied(vcfg.name, vcfg.kind, 0, done.seq, done.commit_lsn)
+            consumers.update(vcfg.name, vcfg.kind, state="paused", error="")
+            log.info("view %s: paused while `syncline rebuild` swaps in its new copy", vcfg.name)
+            if not _sit_out_rebuild(lock, path, vcfg.name, stop):
+                return 0
+            log.info("view %s: resuming on its rebuilt copy", vcfg.name)
         except SynclineError as e:
             if view is not None:
                 _safe_close(view)
@@ -257,6 +272,31 @@ def view_main(cfg: Config, vcfg: ViewConfig) -> int:
             )
             return EXIT_TERMINAL
     return 0
+
+
+def _sit_out_rebuild(lock: Any, path: Path, name: str, stop: threading.Event) -> bool:
+    """Let go of the view's lock until the rebuild is over, then take it again (False:
+    stopped meanwhile)."""
+    from syncline.log.embedded.store import connect
+    from syncline.runtime.rebuild import live_requests
+
+    fcntl.flock(lock, fcntl.LOCK_UN)
+    conn = connect(path, readonly=True)
+    try:
+        while not stop.is_set():
+            with contextlib.suppress(sqlite3.Error):
+                if name not in live_requests(conn):
+                    break
+            stop.wait(0.2)
+    finally:
+        conn.close()
+    while not stop.is_set():
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            stop.wait(0.1)
+    return False
 
 
 def _safe_close(view: object) -> None:
@@ -308,7 +348,10 @@ def _view_loop(
         prefetch = Prefetcher(path, cp, vcfg.batch_events)
         try:
             extra = _sequence_meta(reader) if vcfg.kind == "postgres" else None
-            open_txn = _apply_loop(view, vcfg, prefetch, relations, pos, consumers, stop, retention, extra)
+            paused = _pause_check(reader, vcfg.name) if vcfg.kind != "compacted" else None
+            open_txn = _apply_loop(
+                view, vcfg, prefetch, relations, pos, consumers, stop, retention, extra, paused
+            )
         finally:
             prefetch.close()
         if open_txn:
@@ -330,6 +373,23 @@ def _sequence_meta(reader: EmbeddedLogReader) -> Callable[[], dict[str, object]]
                 raw = get_meta(reader.conn, "sequences")
                 state["meta"] = {"sequences": json.loads(raw)} if raw else {}
         return state["meta"]  # type: ignore[return-value]
+
+    return get
+
+
+def _pause_check(reader: EmbeddedLogReader, name: str) -> Callable[[], bool]:
+    """Whether ``syncline rebuild`` asks this view's worker to pause (read twice a second)."""
+    from syncline.runtime.rebuild import pause_requested
+
+    state = {"at": 0.0, "paused": False}
+
+    def get() -> bool:
+        now = time.monotonic()
+        if now - state["at"] >= 0.5:
+            state["at"] = now
+            with contextlib.suppress(sqlite3.Error):
+                state["paused"] = pause_requested(reader.conn, name)
+        return bool(state["paused"])
 
     return get
 
@@ -361,6 +421,7 @@ def _apply_loop(
     stop: threading.Event,
     retention: Retention | None,
     extra: Callable[[], dict[str, object]] | None = None,
+    paused: Callable[[], bool] | None = None,
 ) -> bool:
     """Apply batches until stopped; return True if stopped inside a source transaction.
 
@@ -377,6 +438,8 @@ def _apply_loop(
     events = 0
     in_txn = 0  # events of the batches of a source transaction not yet committed
     while not stop.is_set():
+        if paused is not None and not open_txn and paused():
+            raise PausedForRebuild
         txns = prefetch.get(0.05)
         if txns:
             last = txns[-1]

@@ -111,6 +111,11 @@ class Options:
     """Rows of differing chunks held in memory at once (per side)."""
     wait_timeout: float = 60.0
     progress: Progress | None = None
+    catch_up: Callable[[int, float], bool] | None = None
+    """Instead of waiting for the running view: bring it to the source position (LSN) within
+    the timeout, True when done (``rebuild`` moves its copy along the log)."""
+    reader: Callable[[ViewConfig], ViewReader] | None = None
+    """Instead of :func:`open_reader` (``rebuild`` reads its copy)."""
 
 
 def exit_code(results: dict[str, ViewResult]) -> int:
@@ -188,10 +193,11 @@ class Verifier:
         self.dsn = cfg.source.dsn.value
         self._say = opts.progress or (lambda _m: None)
 
-    def run(self) -> dict[str, ViewResult]:
+    def run(self, snapshot: SourceSnapshot | None = None) -> dict[str, ViewResult]:
+        """``snapshot``: compare at this source snapshot (kept open by the caller)."""
         views = select_views(self.cfg, self.opts.views)
         results: dict[str, ViewResult] = {}
-        with SourceSnapshot(self.dsn) as snap:
+        with contextlib.nullcontext(snapshot) if snapshot is not None else SourceSnapshot(self.dsn) as snap:
             specs = snap.tables(self.cfg.source.tables)
             if self.opts.tables:
                 names = {s.qualified for s in specs}
@@ -207,10 +213,10 @@ class Verifier:
         self, snap: SourceSnapshot, specs: list[TableSpec], counts: dict[str, int], vcfg: ViewConfig
     ) -> ViewResult:
         res = ViewResult(vcfg.name, vcfg.kind, snap.lsn)
-        is_live = live(self.cfg, vcfg.name)
+        is_live = self.opts.catch_up is not None or live(self.cfg, vcfg.name)
         if is_live:
             try:
-                applied = wait_caught_up(self.cfg, snap.lsn, [vcfg.name], self.opts.wait_timeout)
+                applied = self._caught_up(snap.lsn, vcfg.name)
             except ViewFailed as e:
                 res.error = str(e)
                 return res
@@ -223,7 +229,7 @@ class Verifier:
         else:
             res.note = "`syncline run` is not running: the view is compared as it stands"
         try:
-            reader = open_reader(vcfg)
+            reader = self.opts.reader(vcfg) if self.opts.reader is not None else open_reader(vcfg)
         except VerifyError as e:
             res.error = str(e)
             return res
@@ -293,7 +299,7 @@ class Verifier:
         chunks = {bucket(k, n) for k in keys}
         with SourceSnapshot(self.dsn) as snap:
             try:
-                if not wait_caught_up(self.cfg, snap.lsn, [view], self.opts.wait_timeout):
+                if not self._caught_up(snap.lsn, view):
                     return diff
             except ViewFailed:
                 return diff
@@ -302,6 +308,11 @@ class Verifier:
         again = diff_rows(srows, vrows).only(keys)
         self._keep_keys(tr, again, spec, srows, vrows)
         return again
+
+    def _caught_up(self, lsn: int, view: str) -> bool:
+        if self.opts.catch_up is not None:
+            return self.opts.catch_up(lsn, self.opts.wait_timeout)
+        return wait_caught_up(self.cfg, lsn, [view], self.opts.wait_timeout)
 
     @staticmethod
     def _keep_keys(

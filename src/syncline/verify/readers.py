@@ -65,7 +65,13 @@ class _RowReader:
 
 
 class PostgresReader:
-    def __init__(self, vcfg: ViewConfig) -> None:
+    def __init__(self, vcfg: ViewConfig, conn: psycopg.Connection[Any] | None = None) -> None:
+        """``conn``: read through this connection (inside its open transaction: a rebuild
+        verifies what it has not committed yet); it is not closed."""
+        self.borrowed = conn is not None
+        if conn is not None:
+            self.conn = conn
+            return
         try:
             self.conn = psycopg.connect(session_conninfo(option(vcfg, "dsn")), autocommit=True)
         except psycopg.OperationalError as e:
@@ -76,7 +82,8 @@ class PostgresReader:
 
     def chunk_sums(self, spec: TableSpec, n: int) -> ChunkSums:
         try:
-            return pg_chunk_sums(self.conn, spec, n, only=False)
+            with self.conn.transaction():  # a savepoint on a borrowed connection
+                return pg_chunk_sums(self.conn, spec, n, only=False)
         except psycopg.errors.UndefinedTable:
             return ChunkSums(n)
         except psycopg.errors.UndefinedColumn as e:
@@ -84,22 +91,26 @@ class PostgresReader:
 
     def chunk_rows(self, spec: TableSpec, n: int, chunks: set[int]) -> dict[str, TextRow]:
         try:
-            return pg_chunk_rows(self.conn, spec, n, chunks, only=False)
+            with self.conn.transaction():
+                return pg_chunk_rows(self.conn, spec, n, chunks, only=False)
         except psycopg.errors.UndefinedTable:
             return {}
 
     def close(self) -> None:
-        self.conn.close()
+        if not self.borrowed:
+            self.conn.close()
 
 
 class DuckdbReader(_RowReader):
-    def __init__(self, vcfg: ViewConfig) -> None:
+    def __init__(self, vcfg: ViewConfig, con: Any = None) -> None:
+        """``con``: read through this connection (a rebuild's own); it is not closed."""
         import duckdb
 
         from syncline.core.codec import relation_from_json
 
+        self.borrowed = con is not None
         try:
-            self.con: Any = duckdb.connect(option(vcfg, "path"), read_only=True)
+            self.con: Any = con if con is not None else duckdb.connect(option(vcfg, "path"), read_only=True)
         except duckdb.Error as e:
             raise VerifyError(
                 f"view {vcfg.name} (duckdb): cannot open the warehouse ({str(e).splitlines()[0]}). "
@@ -145,7 +156,8 @@ class DuckdbReader(_RowReader):
             cur.close()
 
     def close(self) -> None:
-        self.con.close()
+        if not self.borrowed:
+            self.con.close()
 
 
 class RedisReader(_RowReader):
@@ -209,6 +221,7 @@ class TantivyReader(_RowReader):
     def rows(self, spec: TableSpec) -> Iterator[tuple[str, TextRow]]:
         from syncline.views.tantivy.view import F_ROW, F_TABLE
 
+        self.index.reload()
         searcher = self.index.searcher()
         query = self.tantivy.Query.term_query(self.index.schema, F_TABLE, spec.qualified)
         n = searcher.search(query, 1).count or 0
@@ -219,6 +232,16 @@ class TantivyReader(_RowReader):
             fields: dict[str, object] = dict(stored) if isinstance(stored, dict) else {}
             row = tuple(None if fields.get(c) is None else str(fields.get(c)) for c in spec.columns)
             yield key_text(row, spec.key_idx), row
+
+
+def reader_on_view(vcfg: ViewConfig, view: Any) -> ViewReader | None:
+    """A reader over an open view's own connection (PostgreSQL: inside its transaction;
+    DuckDB: one process per file), or None when the kind reads through its own."""
+    if vcfg.kind == "postgres":
+        return PostgresReader(vcfg, conn=view.connection)
+    if vcfg.kind == "duckdb":
+        return DuckdbReader(vcfg, con=view.connection)
+    return None
 
 
 def open_reader(vcfg: ViewConfig) -> ViewReader:

@@ -268,6 +268,38 @@ class PostgresView:
         """The shapes the replica's tables currently have (oid -> Relation)."""
         return dict(self._relations)
 
+    @property
+    def connection(self) -> Conn:
+        """The replica connection (inside the open transaction, if any)."""
+        return self._ensure()
+
+    def begin_rebuild(self) -> None:
+        """``syncline rebuild``: open one target transaction that deletes every row of the
+        view's tables and forgets its position; the batches that follow (with ``commit =
+        False``) refill it and :meth:`finish_rebuild` commits. Readers see the old rows
+        until then (DELETE, not TRUNCATE: no lock that would block them)."""
+        conn = self._ensure()
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT seq FROM _syncline.positions WHERE view = %s FOR UPDATE", (self.name,))
+                for rel in self._relations.values():
+                    name = sql.Identifier(rel.schema, rel.name)
+                    cur.execute("SELECT to_regclass(%s)", (name.as_string(conn),))
+                    row = cur.fetchone()
+                    if row is not None and row[0] is not None:
+                        cur.execute(sql.SQL("DELETE FROM {}").format(name))
+                cur.execute("DELETE FROM _syncline.positions WHERE view = %s", (self.name,))
+        except psycopg.Error as e:
+            self._reset_after_error()
+            raise self._transient(e, "cannot start the rebuild") from None
+        self._txn_stored = dict(self._relations)
+        self._in_txn = True
+        self._checkpoint = Checkpoint()
+
+    def finish_rebuild(self, checkpoint: Checkpoint) -> None:
+        """Commit the rebuild's transaction with ``checkpoint``."""
+        self.apply(Batch([], {}, checkpoint, 0, commit=True))
+
     def close(self) -> None:
         if self._conn is not None:
             try:

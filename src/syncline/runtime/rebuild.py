@@ -1,0 +1,585 @@
+"""``syncline rebuild VIEW``: a fresh copy of a view, built from the log while the old one
+keeps serving, verified against the source, then swapped in atomically.
+
+The copy is filled from the compacted log (or from the log's first record when nothing was
+trimmed yet) and follows the log like any view. Where it is built depends on the store:
+
+- **DuckDB, tantivy**: a shadow file or directory beside the view's own (``PATH.rebuild``),
+  exchanged with it by one ``renameat2(RENAME_EXCHANGE)``: a reader opens either the old copy
+  or the new one, never a missing or half-built one.
+- **Redis**: a shadow database (``rebuild_db``, default the view's database + 1), exchanged
+  with the view's by ``SWAPDB``: every client sees the new keys at once.
+- **PostgreSQL**: in place, inside ONE replica transaction (every row of the view's tables
+  deleted, then refilled): readers keep seeing the old rows (MVCC, no lock beyond a row
+  writer's) until the commit shows them the new ones.
+
+Each copy is verified before the swap with ``syncline verify``'s engine: the shadow is moved
+along the log until it holds every transaction committed before the verifier's source
+snapshot, exactly as ``wait`` counts. A copy that differs is dropped (or rolled back) and the
+view keeps its old copy.
+
+While ``syncline run`` runs, its worker for the view goes on applying to the old copy; for
+the swap it is paused (a row in ``rebuild_requests`` of ``log.db``; it lets go of the view's
+lock at its next batch boundary), and resumes on the new copy from the copy's own position.
+During a rebuild nothing is trimmed from the log (the request holds retention).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import fcntl
+import itertools
+import logging
+import os
+import shutil
+import sqlite3
+import time
+import urllib.parse
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Protocol
+
+from syncline.core.config_models import Config, Secret, ViewConfig
+from syncline.core.errors import SynclineError
+from syncline.core.events import Checkpoint, Relation, Transaction
+from syncline.log.embedded.store import EmbeddedLogReader, connect, get_meta
+from syncline.runtime.consumers import ConsumerTable
+from syncline.runtime.prefetch import Prefetcher
+from syncline.verify.source import SourceSnapshot
+from syncline.views.base import Batch, advance_relations
+from syncline.views.registry import create_view
+
+log = logging.getLogger("syncline.rebuild")
+
+Say = Callable[[str], None]
+
+REQUESTS_DDL = (
+    "CREATE TABLE IF NOT EXISTS rebuild_requests (view TEXT PRIMARY KEY, pid INTEGER NOT NULL,"
+    " pause INTEGER NOT NULL DEFAULT 0, started REAL NOT NULL)"
+)
+LOCK_TIMEOUT = 120.0
+"""Seconds ``rebuild`` waits for the running worker to let go of the view."""
+
+
+class RebuildError(SynclineError):
+    """A rebuild that cannot start or whose copy did not verify; the view is unchanged."""
+
+
+# -- requests (shared with the worker and retention) --------------------------------------
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def live_requests(conn: sqlite3.Connection) -> dict[str, tuple[int, bool]]:
+    """view -> (pid, pause asked) of the rebuilds under way (a dead rebuild's row is ignored)."""
+    try:
+        rows = conn.execute("SELECT view, pid, pause FROM rebuild_requests").fetchall()
+    except sqlite3.OperationalError:  # no rebuild ever ran on this log
+        return {}
+    return {str(v): (int(p), bool(pa)) for v, p, pa in rows if _alive(int(p))}
+
+
+def pause_requested(conn: sqlite3.Connection, view: str) -> bool:
+    """The worker of ``view`` must let go of it (a rebuild is about to swap it)."""
+    req = live_requests(conn).get(view)
+    return req is not None and req[1]
+
+
+def retention_hold(conn: sqlite3.Connection) -> bool:
+    """A rebuild reads the log from its start or from the compacted log's position: while
+    one runs, retention trims nothing."""
+    return bool(live_requests(conn))
+
+
+@contextlib.contextmanager
+def _request(path: Path, view: str) -> Iterator[Callable[[], None]]:
+    """Register the rebuild (holds retention); the yielded function asks the worker to pause."""
+    conn = connect(path)
+    try:
+        conn.execute(REQUESTS_DDL)
+        held = live_requests(conn).get(view)
+        if held is not None and held[0] != os.getpid():
+            raise RebuildError(f"view {view} is being rebuilt by process {held[0]}")
+        conn.execute(
+            "INSERT OR REPLACE INTO rebuild_requests (view, pid, pause, started) VALUES (?, ?, 0, ?)",
+            (view, os.getpid(), time.time()),
+        )
+
+        def pause() -> None:
+            conn.execute("UPDATE rebuild_requests SET pause = 1 WHERE view = ?", (view,))
+
+        yield pause
+    finally:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("DELETE FROM rebuild_requests WHERE view = ? AND pid = ?", (view, os.getpid()))
+        conn.close()
+
+
+def _take_view_lock(path: Path, view: str, timeout: float) -> Any:
+    """The view's lock (held by its worker while ``run`` runs; let go once paused)."""
+    f = open(path / f"view-{view}.lock", "a+")  # noqa: SIM115 - returned to the caller
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return f
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                f.close()
+                raise RebuildError(
+                    f"view {view}: its worker did not let go of it within {timeout:g}s "
+                    "(see `syncline status`); nothing was swapped"
+                ) from None
+            time.sleep(0.1)
+
+
+# -- where a copy is built, and how it is swapped in ---------------------------------------
+
+
+class Target(Protocol):
+    shadow: ViewConfig
+    in_place: bool
+
+    def prepare(self) -> None:
+        """Remove what a rebuild that died left behind; check the shadow's place is free."""
+        ...
+
+    def swap(self) -> None:
+        """Exchange the shadow and the view's copy, atomically."""
+        ...
+
+    def discard(self) -> None:
+        """Remove the shadow (after a swap: the old copy)."""
+        ...
+
+
+def _exchange(a: str, b: str) -> None:
+    """Swap two paths atomically (Linux ``renameat2(RENAME_EXCHANGE)``); ``b`` may not exist
+    yet, then it is a plain rename."""
+    if not os.path.exists(a):
+        os.rename(b, a)
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    at_fdcwd, rename_exchange = -100, 2
+    if libc.renameat2(at_fdcwd, a.encode(), at_fdcwd, b.encode(), rename_exchange) != 0:
+        err = ctypes.get_errno()
+        raise RebuildError(f"cannot exchange {a} and {b}: {os.strerror(err)}")
+
+
+@dataclass
+class _PathTarget:
+    """DuckDB (a file) and tantivy (a directory): a shadow beside the view's own."""
+
+    shadow: ViewConfig
+    live_path: str
+    in_place: bool = False
+
+    @property
+    def shadow_path(self) -> str:
+        return str(self.shadow.options["path"])
+
+    def _remove(self) -> None:
+        p = self.shadow_path
+        if os.path.isdir(p):
+            shutil.rmtree(p)
+        for f in (p, p + ".wal"):
+            if os.path.isfile(f):
+                os.unlink(f)
+
+    def prepare(self) -> None:
+        self._remove()
+
+    def swap(self) -> None:
+        if self.shadow.kind == "duckdb":
+            # a DuckDB file's WAL is found by name: fold each into its file before the exchange
+            import duckdb
+
+            for p in (self.live_path, self.shadow_path):
+                if os.path.exists(p + ".wal"):
+                    con = duckdb.connect(p)
+                    con.execute("CHECKPOINT")
+                    con.close()
+        _exchange(self.live_path, self.shadow_path)
+
+    def discard(self) -> None:
+        self._remove()
+
+
+MARKER = "_syncline:rebuild"
+"""Set in a Redis shadow database while it is built: a database holding it may be emptied."""
+
+
+@dataclass
+class _RedisTarget:
+    shadow: ViewConfig
+    url: str
+    db: int
+    shadow_db: int
+    in_place: bool = False
+
+    def _client(self) -> Any:
+        import redis
+
+        return redis.Redis.from_url(self.url, socket_connect_timeout=10)
+
+    def prepare(self) -> None:
+        c = self._client()
+        try:
+            c.execute_command("SELECT", self.shadow_db)
+            if c.dbsize() and not c.exists(MARKER):
+                raise RebuildError(
+                    f"view {self.shadow.name}: Redis database {self.shadow_db} (the rebuild's shadow, "
+                    "option rebuild_db) is not empty: point rebuild_db at an empty database"
+                )
+            c.flushdb()
+            c.set(MARKER, str(os.getpid()))
+        finally:
+            c.close()
+
+    def swap(self) -> None:
+        c = self._client()
+        try:
+            c.swapdb(self.db, self.shadow_db)
+            c.execute_command("SELECT", self.db)
+            c.delete(MARKER)
+        finally:
+            c.close()
+
+    def discard(self) -> None:
+        c = self._client()
+        try:
+            c.execute_command("SELECT", self.shadow_db)
+            c.set(MARKER, str(os.getpid()))
+            c.flushdb()
+        finally:
+            c.close()
+
+
+@dataclass
+class _InPlaceTarget:
+    """PostgreSQL: one replica transaction replaces the rows; nothing to swap."""
+
+    shadow: ViewConfig
+    in_place: bool = True
+
+    def prepare(self) -> None:
+        pass
+
+    def swap(self) -> None:
+        pass
+
+    def discard(self) -> None:
+        pass
+
+
+def _redis_db(url: str) -> int:
+    parts = urllib.parse.urlsplit(url)
+    q = urllib.parse.parse_qs(parts.query)
+    if "db" in q:
+        return int(q["db"][-1])
+    path = parts.path.strip("/")
+    return int(path) if path.isdigit() else 0
+
+
+def _redis_url_with_db(url: str, db: int) -> str:
+    parts = urllib.parse.urlsplit(url)
+    q = urllib.parse.parse_qs(parts.query)
+    if "db" in q or parts.scheme == "unix":
+        q["db"] = [str(db)]
+        return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(q, doseq=True)))
+    return urllib.parse.urlunsplit(parts._replace(path=f"/{db}"))
+
+
+def target_for(cfg: Config, vcfg: ViewConfig) -> Target:
+    opts = dict(vcfg.options)
+    if vcfg.kind in ("duckdb", "tantivy"):
+        live = str(opts["path"]).rstrip("/")
+        opts["path"] = live + ".rebuild"
+        if vcfg.kind == "tantivy":
+            opts["commit_interval"] = 0.0  # every batch committed: the verifier reads it
+        return _PathTarget(replace(vcfg, options=opts), live)
+    if vcfg.kind == "redis":
+        if opts.get("mode", "hash") != "hash":
+            raise RebuildError(
+                f"view {vcfg.name} (redis, mode invalidate) stores no rows: there is nothing to rebuild"
+            )
+        raw = opts["url"]
+        url = raw.value if isinstance(raw, Secret) else str(raw)
+        db = _redis_db(url)
+        shadow_db = int(str(opts.get("rebuild_db", db + 1)))
+        if shadow_db == db:
+            raise RebuildError(f"view {vcfg.name}: rebuild_db must differ from the view's database {db}")
+        for other in cfg.views:
+            if other.name != vcfg.name and other.kind == "redis":
+                o = other.options["url"]
+                ourl = o.value if isinstance(o, Secret) else str(o)
+                same_server = _redis_url_with_db(ourl, 0) == _redis_url_with_db(url, 0)
+                if same_server and _redis_db(ourl) in (db, shadow_db):
+                    raise RebuildError(
+                        f"view {vcfg.name}: view {other.name} uses Redis database {_redis_db(ourl)} of the "
+                        "same server; a rebuild swaps whole databases (SWAPDB): give each view its own"
+                    )
+        opts["url"] = Secret(_redis_url_with_db(url, shadow_db))
+        return _RedisTarget(replace(vcfg, options=opts), url, db, shadow_db)
+    if vcfg.kind == "postgres":
+        return _InPlaceTarget(vcfg)
+    raise RebuildError(f"view {vcfg.name}: kind {vcfg.kind!r} cannot be rebuilt")
+
+
+# -- the copy -----------------------------------------------------------------------------
+
+
+class Builder:
+    """Applies the log (after a fill from the compacted log) to a view it owns."""
+
+    def __init__(self, view: Any, vcfg: ViewConfig, path: Path, commit: bool, say: Say) -> None:
+        self.view = view
+        self.vcfg = vcfg
+        self.path = path
+        self.commit = commit
+        """False: every batch stays in the view's open transaction (:meth:`finish` commits)."""
+        self.say = say
+        self.cp = Checkpoint()
+        self.relations: dict[int, Relation] = {}
+        self.rows = 0
+        self._prefetch: Prefetcher | None = None
+        self._open = False
+        self._reader = EmbeddedLogReader(path)
+        self._held: list[Transaction] = []
+        """Transactions read but not applied yet (beyond a position :meth:`advance_to` stops at)."""
+
+    def _apply(self, batch: Batch) -> None:
+        if not self.commit:
+            batch.commit = False
+        self.view.apply(batch)
+        advance_relations(batch)
+        self.cp = batch.checkpoint
+
+    @staticmethod
+    def compacted_state(path: Path) -> Iterator[Transaction] | None:
+        """The compacted log's state when the log was trimmed (None: the log is whole), its
+        read already begun: the state is the compactor's position as of this call."""
+        from syncline.log.embedded.compact import iter_compacted
+
+        reader = EmbeddedLogReader(path)
+        try:
+            if reader.trimmed_seq() == 0:
+                return None
+        finally:
+            reader.close()
+        gen = iter_compacted(path)
+        first = next(gen, None)
+        return itertools.chain([first] if first is not None else [], gen)
+
+    def fill(self, state: Iterator[Transaction] | None) -> None:
+        """Apply :meth:`compacted`'s state (nothing when None)."""
+        if state is None:
+            return
+        self.say("filling from the compacted log")
+        for txn in state:
+            self.rows += len(txn.items)
+            cp = Checkpoint(txn.seq, txn.commit_lsn)
+            self._apply(Batch([txn], self.relations, cp, len(txn.items), txn.last))
+        self.say(f"filled {self.rows} rows up to log record {self.cp.seq}")
+
+    def _next(self, timeout: float) -> list[Transaction]:
+        if self._held:
+            txns, self._held = self._held, []
+            return txns
+        if self._prefetch is None:
+            if self._reader.trimmed_seq() > self.cp.seq:  # trimmed just before the hold
+                raise RebuildError("the log was trimmed while the rebuild began: run it again")
+            self.relations = self._reader.relations_at(self.cp.seq)
+            self._prefetch = Prefetcher(self.path, self.cp, self.vcfg.batch_events)
+        return self._prefetch.get(timeout) or []
+
+    def step(self, timeout: float = 0.05, upto: int | None = None) -> bool:
+        """Apply the next batch of the log (only transactions committed at or before
+        ``upto``, the rest held); False when nothing was applied."""
+        txns = self._next(timeout)
+        if upto is not None:
+            n = next((i for i, t in enumerate(txns) if t.commit_lsn > upto), len(txns))
+            txns, self._held = txns[:n], txns[n:] + self._held
+        if not txns:
+            return False
+        last = txns[-1]
+        n = sum(len(t.items) for t in txns)
+        self.rows += n
+        batch = Batch(txns, self.relations, Checkpoint(last.seq, last.commit_lsn), n, commit=last.last)
+        self._apply(batch)
+        self._open = not last.last
+        return True
+
+    def catch_up(self) -> None:
+        """Up to the log's end as it is now (and never inside a source transaction)."""
+        self._held_first()
+        hw = self._reader.hw()
+        last_say = time.monotonic()
+        while self.cp.seq < hw or self._open:
+            self.step(0.2)
+            if time.monotonic() - last_say >= 2:
+                last_say = time.monotonic()
+                self.say(f"applied log record {self.cp.seq} of {hw}")
+
+    def advance_to(self, lsn: int, timeout: float) -> bool:
+        """Until the copy holds exactly the transactions committed at or before ``lsn`` (a
+        source snapshot's position): those after it are held back, so the copy compares
+        equal to that snapshot with no second round. False after ``timeout`` seconds."""
+        from syncline.runtime.status import caught_up_seq
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._held and self._held[0].commit_lsn > lsn and not self._open:
+                break
+            if not self._open and caught_up_seq(self._reader.conn, lsn, self.cp.seq):
+                break
+            self.step(0.05, upto=lsn)
+        else:
+            return False
+        if hasattr(self.view, "flush"):
+            self.view.flush()
+        return True
+
+    def _held_first(self) -> None:
+        while self._held:
+            self.step(0.05)
+
+    def close(self) -> None:
+        if self._prefetch is not None:
+            self._prefetch.close()
+        self._reader.close()
+
+
+def rebuild(cfg: Config, name: str, say: Say, verify: bool = True) -> str:
+    """Rebuild view ``name``; return a one-line summary (raise :class:`RebuildError`)."""
+    from syncline.runtime.status import copying_tables
+
+    known = {v.name: v for v in cfg.views if v.kind != "compacted"}
+    vcfg = known.get(name)
+    if vcfg is None:
+        raise RebuildError(f"no view named {name} in {cfg.path}")
+    path = Path(cfg.log.path)
+    if not (path / "log.db").exists():
+        raise RebuildError(f"no log at {path}: `syncline run` has never run with this config")
+    rconn = connect(path, readonly=True)
+    try:
+        if get_meta(rconn, "state") != "streaming":
+            raise RebuildError("the first copy of the source is not done yet: rebuild once it is")
+        copying = copying_tables(rconn)
+    finally:
+        rconn.close()
+    if copying:
+        busy = ", ".join(sorted(copying))
+        raise RebuildError(f"tables are being copied ({busy}): rebuild once that is done")
+    from syncline.verify.engine import lock_held
+
+    if verify and not lock_held(path / "writer.lock"):
+        raise RebuildError(
+            "verifying the new copy needs `syncline run` running (the copy must reach the source's "
+            "current position through the log): start it, or swap unverified with --no-verify"
+        )
+    target = target_for(cfg, vcfg)
+    started = time.monotonic()
+    with _request(path, name) as pause:
+        target.prepare()
+        lock = None
+        view = create_view(target.shadow)
+        builder: Builder | None = None
+        swapped = False
+        snap: SourceSnapshot | None = None
+        try:
+            if target.in_place:
+                say("pausing the view's worker (the replica keeps its rows until the commit)")
+                pause()
+                lock = _take_view_lock(path, name, LOCK_TIMEOUT)
+                # the compacted state (read begun: its position is older than what
+                # follows), then the source snapshot, then the replica's transaction:
+                # creating the snapshot's slot waits for every transaction of the cluster,
+                # the replica's open one too when both share a server
+                state = Builder.compacted_state(path)
+                snap = SourceSnapshot(cfg.source.dsn.value) if verify else None
+                view.open()
+                view.begin_rebuild()
+            elif view.open().seq != 0:
+                raise RebuildError(f"the shadow copy of {name} is not empty")
+            else:
+                state = Builder.compacted_state(path)
+            builder = Builder(view, target.shadow, path, commit=not target.in_place, say=say)
+            builder.fill(state)
+            if target.in_place and snap is not None:
+                _verify(cfg, vcfg, target, builder, snap, say)
+            builder.catch_up()
+            if lock is None:
+                say("pausing the view's worker for the swap")
+                pause()
+                lock = _take_view_lock(path, name, LOCK_TIMEOUT)
+                if verify:
+                    snap = SourceSnapshot(cfg.source.dsn.value)
+                    _verify(cfg, vcfg, target, builder, snap, say)
+            builder.catch_up()
+            if target.in_place:
+                view.finish_rebuild(builder.cp)
+            view.close()
+            target.swap()
+            swapped = True
+            ConsumerTable(path).update(name, vcfg.kind, seq=builder.cp.seq, commit_lsn=builder.cp.commit_lsn)
+        finally:
+            if snap is not None:
+                snap.close()
+            if builder is not None:
+                builder.close()
+            with contextlib.suppress(Exception):
+                view.close()
+            with contextlib.suppress(Exception):
+                target.discard()  # the failed shadow, or the old copy
+            if lock is not None:
+                lock.close()
+    assert swapped and builder is not None
+    took = time.monotonic() - started
+    how = "verified and swapped in" if verify else "swapped in (not verified)"
+    return (
+        f"view {name} rebuilt: {builder.rows} changes applied up to log record {builder.cp.seq}, "
+        f"{how} in {took:.1f}s"
+    )
+
+
+def _verify(
+    cfg: Config, vcfg: ViewConfig, target: Target, builder: Builder, snap: SourceSnapshot, say: Say
+) -> None:
+    """Compare the copy, brought to exactly the snapshot's position, with the snapshot."""
+    from syncline.verify.engine import Options, Verifier, exit_code
+    from syncline.verify.readers import open_reader, reader_on_view
+
+    say("verifying the new copy against the source")
+    own = reader_on_view(target.shadow, builder.view)
+
+    def reader(_v: ViewConfig) -> Any:
+        return own if own is not None else open_reader(target.shadow)
+
+    opts = Options(
+        views=[vcfg.name],
+        rounds=1,
+        wait_timeout=LOCK_TIMEOUT,
+        progress=lambda m: say(f"verify: {m}"),
+        catch_up=builder.advance_to,
+        reader=reader,
+    )
+    results = Verifier(cfg, opts).run(snap)
+    res = results[vcfg.name]
+    if exit_code(results) != 0:
+        bad = [f"{t}: {r.to_json(5)}" for t, r in res.tables.items() if not r.equal]
+        raise RebuildError(
+            f"the new copy of {vcfg.name} differs from the source; the view keeps its old copy. "
+            + (res.error or "; ".join(bad))[:2000]
+        )
+    say(f"verified: {sum(t.view_rows for t in res.tables.values())} rows in {len(res.tables)} tables equal")
