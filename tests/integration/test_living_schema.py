@@ -480,3 +480,70 @@ def test_a_first_start_killed_during_its_copy_resumes_it(pg: PgCluster, tmp_path
         p.assert_equal()
     finally:
         p.close()
+
+
+def test_resync_after_the_server_invalidated_the_slot(pg: PgCluster, tmp_path: Path) -> None:
+    """``max_slot_wal_keep_size`` exceeded while `run` was stopped: the server invalidates the
+    slot (wal_status = lost); `run` refuses it, `resync` replaces it and the views converge."""
+    p = Pipeline(pg, tmp_path, views=("postgres",))
+    try:
+        p.sql(
+            "CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t SELECT g, 'v' FROM generate_series(1, 100) g"
+        )
+        p.start()
+        p.wait_caught_up()
+        assert p.stop() == 0
+        pg.psql("ALTER SYSTEM SET max_slot_wal_keep_size = '1MB'")
+        pg.psql("SELECT pg_reload_conf()")
+        for i in range(40):  # about 40 MB of WAL past the slot
+            p.sql(f"UPDATE t SET v = repeat('x', 1000) || {i}; SELECT pg_switch_wal()")
+            if i % 10 == 9:
+                p.sql("CHECKPOINT")
+            status = p.sql(f"SELECT wal_status FROM pg_replication_slots WHERE slot_name = '{p.slot}'")
+            if status == [("lost",)]:
+                break
+        assert status == [("lost",)], status
+        p.sql("DELETE FROM t WHERE id <= 10")
+        p.start()
+        assert p.proc is not None and p.proc.wait(60) != 0
+        assert "wal_status = lost" in p.output() and "syncline resync" in p.output(), p.output()[-2000:]
+        r = p.cli("resync")
+        assert r.returncode == 0 and "new slot" in r.stdout, r.stdout + r.stderr
+        p.start()
+        wait_followed(p)
+        p.wait_caught_up()
+        assert p.stop() == 0
+        p.assert_equal()
+    finally:
+        pg.psql("ALTER SYSTEM RESET max_slot_wal_keep_size")
+        pg.psql("SELECT pg_reload_conf()")
+        p.close()
+
+
+def test_copies_wait_while_a_view_is_far_behind(pg: PgCluster, tmp_path: Path) -> None:
+    """A new table's copy does not start while a running view is more than 5,000 log records
+    behind (the copy would bury the live stream); it runs once the view has caught up."""
+    p = Pipeline(pg, tmp_path, views=("postgres",))
+    try:
+        p.sql("CREATE TABLE busy (id int PRIMARY KEY, n int); INSERT INTO busy VALUES (1, 0)")
+        p.start()
+        p.wait_caught_up()
+        with psycopg.connect(p.replica_dsn) as blocker:
+            blocker.execute("LOCK TABLE public.busy IN ACCESS EXCLUSIVE MODE")  # the view stalls
+            with psycopg.connect(p.source_dsn, autocommit=True) as c:
+                for i in range(6000):  # 6,000 transactions: 6,000 log records
+                    c.execute("UPDATE busy SET n = %s WHERE id = 1", (i,))
+            p.sql("CREATE TABLE late (id int PRIMARY KEY); INSERT INTO late SELECT generate_series(1, 1000)")
+            deadline = time.monotonic() + 30
+            while "copies wait: a view is more than" not in p.output():
+                assert time.monotonic() < deadline, p.output()[-3000:]
+                time.sleep(0.2)
+            time.sleep(2)
+            assert "public.late" in p.copying(), p.output()[-3000:]  # still waiting
+            blocker.rollback()
+        wait_followed(p, timeout=120)
+        p.wait_caught_up()
+        assert p.stop() == 0
+        p.assert_equal()
+    finally:
+        p.close()
