@@ -202,9 +202,10 @@ def wait_for(
     if unknown:
         raise ValueError(f"no view named {', '.join(unknown)} in {cfg.path}")
     text = _lsn_text(lsn)
-    current = followed_position(cfg)
+    deadline = time.monotonic() + timeout
+    current = followed_position(cfg, deadline)  # tables being copied are waited for too
     pos = parse_lsn(text) if text else current
-    if not wait_caught_up(cfg, pos, names, timeout):
+    if not wait_caught_up(cfg, pos, names, max(0.0, deadline - time.monotonic())):
         behind = views_behind(cfg, pos, names) or names
         raise WaitTimeout(f"views {', '.join(behind)} have not applied {format_lsn(pos)} within {timeout:g}s")
 

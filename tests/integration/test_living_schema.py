@@ -6,7 +6,9 @@ table that gets its key later, and empties a table that is dropped."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 import threading
 import time
 from pathlib import Path
@@ -25,9 +27,11 @@ def wait_followed(p: Pipeline, timeout: float = 90) -> None:
 def test_start_on_an_empty_database_then_migrate(pipeline: Pipeline) -> None:
     p = pipeline
     p.start()
-    time.sleep(2)
-    assert p.proc is not None and p.proc.poll() is None, p.output()
-    assert "no table matches source.tables" in p.output()
+    deadline = time.monotonic() + 60
+    while "no table matches source.tables" not in p.output():
+        assert time.monotonic() < deadline, p.output()
+        assert p.proc is not None and p.proc.poll() is None, p.output()
+        time.sleep(0.1)
     # a migration: tables created with rows in the same transaction, a partitioned table
     p.sql(
         "BEGIN;"
@@ -431,11 +435,19 @@ def test_a_write_begun_before_the_table_joined_the_publication_is_not_lost(
     try:
         p.start()
         p.wait_caught_up()
-        p.sql(
-            "CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t SELECT g, 'old' FROM generate_series(1, 100) g"
-        )
-        with psycopg.connect(p.source_dsn) as held:
+        # the capture paused: it cannot add the table before the held transaction wrote to it
+        capture = next(pid for pid, title in p.workers().items() if title.endswith("capture"))
+        os.kill(capture, signal.SIGSTOP)
+        try:
+            p.sql(
+                "CREATE TABLE t (id int PRIMARY KEY, v text);"
+                "INSERT INTO t SELECT g, 'old' FROM generate_series(1, 100) g"
+            )
+            held = psycopg.connect(p.source_dsn)
             held.execute("UPDATE t SET v = 'new' WHERE id = 7")  # not committed yet
+        finally:
+            os.kill(capture, signal.SIGCONT)
+        with held:
             deadline = time.monotonic() + 30
             while not p.sql("SELECT 1 FROM pg_publication_tables WHERE tablename = 't'"):
                 assert time.monotonic() < deadline, p.output()[-3000:]
@@ -543,6 +555,31 @@ def test_copies_wait_while_a_view_is_far_behind(pg: PgCluster, tmp_path: Path) -
             blocker.rollback()
         wait_followed(p, timeout=120)
         p.wait_caught_up()
+        assert p.stop() == 0
+        p.assert_equal()
+    finally:
+        p.close()
+
+
+def test_a_chunk_read_while_a_ddl_holds_the_table_gets_the_new_shape(pg: PgCluster, tmp_path: Path) -> None:
+    """A chunk that waits for an ALTER COLUMN TYPE to commit reads its rows in the new type:
+    the shape logged with the chunk must be the one after the ALTER, not the one before."""
+    p = Pipeline(pg, tmp_path, views=("postgres",))
+    try:
+        p.sql(
+            "CREATE TABLE item (id int PRIMARY KEY, price numeric); INSERT INTO item SELECT g, g FROM generate_series(1, 50) g"
+        )
+        p.start()
+        p.wait_caught_up()
+        with psycopg.connect(p.source_dsn) as ddl:
+            ddl.execute("ALTER TABLE item ALTER COLUMN price TYPE text USING price::text || ' EUR'")
+            r = p.cli("snapshot", "--table", "public.item", "--no-wait")
+            assert r.returncode == 0, r.stdout + r.stderr
+            time.sleep(3)  # the chunk is started and waits for the ALTER's lock
+            ddl.commit()
+        wait_followed(p)
+        p.wait_caught_up()
+        assert p.failed_views() == [], p.output()[-3000:]
         assert p.stop() == 0
         p.assert_equal()
     finally:

@@ -23,7 +23,14 @@ from syncline.core.config_models import Config
 from syncline.core.errors import LogError
 from syncline.core.lsn import parse_lsn
 from syncline.log.embedded.store import connect, get_meta
-from syncline.runtime.status import capture_state, copying_tables, snapshot_rows, source_status, view_status
+from syncline.runtime.status import (
+    capture_state,
+    copying_tables,
+    first_copy_running,
+    snapshot_rows,
+    source_status,
+    view_status,
+)
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 CAPTURE_STATES = ("starting", "snapshotting", "streaming", "retrying", "failed", "stopped")
@@ -191,13 +198,13 @@ class SynclineCollector(Collector):
             g = GaugeMetricFamily(name, doc)
             g.add_metric([], float(value))
             out.append(g)
-        snapshotting = (get_meta(conn, "state") or "new") == "snapshotting"
+        snapshotting = first_copy_running(conn)
         g = GaugeMetricFamily("syncline_snapshot_in_progress", "1 while the initial snapshot runs")
         g.add_metric([], 1.0 if snapshotting else 0.0)
         out.append(g)
         g = GaugeMetricFamily(
             "syncline_snapshot_rows",
-            "rows the initial snapshot copied into the log (so far, while it runs; 0 once trimmed)",
+            "rows the initial snapshot (the first start's copy) logged, so far while it runs",
         )
         g.add_metric([], float(snapshot_rows(conn)))
         out.append(g)

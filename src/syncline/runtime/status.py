@@ -89,20 +89,21 @@ def _unfollowed(conn: Any, cfg: Config) -> list[str]:
     from syncline.sources.postgres.follow import usable
 
     published = cat.publication_tables(conn, cfg.source.publication)
-    if published is None:
-        return []
-    tables = cat.discover_tables(conn, cfg.source.tables)
+    tables = [t for t in cat.discover_tables(conn, cfg.source.tables) if usable(t)]
     copying: set[str] = set()
+    state = None
     with contextlib.suppress(LogError, sqlite3.Error):
         log_conn = connect(Path(cfg.log.path), readonly=True)
         try:
+            state = get_meta(log_conn, "state")
             copying = set(copying_tables(log_conn))
         finally:
             log_conn.close()
+    if published is None or state != "streaming":
+        # the first start has not queued its copies yet: no table is followed
+        return sorted(t.qualified for t in tables)
     # tables without a key are never followed (the capture warns about them)
-    return sorted(
-        t.qualified for t in tables if usable(t) and (t.qualified not in published or t.qualified in copying)
-    )
+    return sorted(t.qualified for t in tables if t.qualified not in published or t.qualified in copying)
 
 
 def wait_followed(cfg: Config, deadline: float, stop: threading.Event | None = None) -> list[str]:
@@ -117,8 +118,9 @@ def wait_followed(cfg: Config, deadline: float, stop: threading.Event | None = N
 
 
 def unfollowed_tables(cfg: Config) -> list[str]:
-    """Tables of the source that match ``[source] tables`` but are not in the publication
-    (created after ``syncline run`` started). Empty before the first start."""
+    """Tables of the source that match ``[source] tables`` and are not followed yet: not in
+    the publication (created after ``syncline run`` started) or still being copied; every
+    matching table until the first start has queued its copies."""
     from syncline.sources.postgres import catalog as cat
 
     conn = cat.connect(cfg.source.dsn.value)
@@ -164,9 +166,28 @@ def error_counts(conn: sqlite3.Connection) -> dict[tuple[str, str], dict[str, in
     return out
 
 
+def first_copy_running(conn: sqlite3.Connection) -> bool:
+    """The first start's copy (the initial snapshot) is under way."""
+    from syncline.sources.postgres.follow import META_KEY
+
+    if get_meta(conn, "state") == "snapshotting":
+        return True
+    try:
+        doc = json.loads(get_meta(conn, META_KEY) or "{}")
+        return any(bool(c.get("first")) for c in doc.values())
+    except (ValueError, AttributeError):
+        return False
+
+
 def snapshot_rows(conn: sqlite3.Connection) -> int:
-    """Rows the initial snapshot has copied into the log (so far, while it runs), while the
-    log still holds them (the snapshot is the log's first records)."""
+    """Rows the initial snapshot has copied into the log (so far, while it runs): the first
+    start's watermark copy, or (PostgreSQL 13) the one-pass snapshot while the log still
+    holds it (its first records)."""
+    from syncline.sources.postgres.follow import FIRST_ROWS_KEY
+
+    counted = get_meta(conn, FIRST_ROWS_KEY)
+    if counted:
+        return int(counted)
     end = "coalesce((SELECT min(seq) FROM records WHERE snapshot = 0), 9223372036854775807)"
     first, last, n = conn.execute(
         "SELECT min(seq), max(seq), coalesce(sum(count), 0) FROM records"  # noqa: S608 - fixed text
@@ -211,7 +232,7 @@ def log_status(conn: sqlite3.Connection, path: Path) -> dict[str, Any]:
         "trimmed_seq": int(get_meta(conn, "trimmed_seq", "0")),
         "repairs": int(get_meta(conn, "repairs", "0")),
         "last_repair_seq": int(get_meta(conn, "last_repair_seq", "0")) or None,
-        "snapshot_rows": snapshot_rows(conn) if state == "snapshotting" else None,
+        "snapshot_rows": snapshot_rows(conn) if first_copy_running(conn) else None,
         "capture_retries": errs["retries"],
         "capture_errors": errs["errors"],
         "copying": copying_tables(conn),

@@ -250,7 +250,7 @@ class Capture:
             self.writer.set_meta_now(
                 state="streaming",
                 consistent_lsn=created.consistent_point,
-                **queued_copies(tables, reset=False),
+                **queued_copies(tables, reset=False, first=True),
             )
             return
         take_snapshot(self.dsn, created.snapshot_name, created.consistent_point, tables, self.writer)

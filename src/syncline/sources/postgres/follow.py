@@ -57,6 +57,8 @@ LAG_LIMIT = 5_000
 """Log records a view may be behind before copies pause."""
 META_KEY = "follow_copies"
 FOLLOWED_KEY = "follow_tables"
+FIRST_ROWS_KEY = "first_copy_rows"
+"""Rows the first start's copy has logged (the initial snapshot's progress)."""
 BARRIER_INTERVAL = 0.2
 """Seconds between two looks at whether a new table's barrier transactions have ended."""
 SEQUENCES_KEY = "sequences"
@@ -77,6 +79,8 @@ class Copy:
     """Rows the table held when its copy began (``reltuples``), for progress."""
     reset: bool = False
     """Empty the table in the views with the first chunk (rows vanished without events)."""
+    first: bool = False
+    """Part of the first start's copy (the initial snapshot)."""
     barrier: set[int] = field(default_factory=set)
     """Transactions running when the table joined the publication: their changes written
     before that are not streamed, so no chunk is read before they end."""
@@ -94,12 +98,20 @@ class Copy:
     wall_started: float = field(default_factory=time.time)
 
 
-def queued_copies(tables: list[cat.TableInfo], reset: bool) -> dict[str, str]:
+def queued_copies(tables: list[cat.TableInfo], reset: bool, first: bool = False) -> dict[str, str]:
     """The log metadata that makes the next capture follow ``tables`` and copy each of them
-    by watermark chunks (``reset``: emptied in the views with its first chunk)."""
+    by watermark chunks (``reset``: emptied in the views with its first chunk; ``first``:
+    the first start's copy, counted as the initial snapshot in status and metrics)."""
     now = time.time()
     copies = {
-        str(t.oid): {"table": t.qualified, "after": None, "rows": 0, "reset": reset, "started": now}
+        str(t.oid): {
+            "table": t.qualified,
+            "after": None,
+            "rows": 0,
+            "reset": reset,
+            "started": now,
+            "first": first,
+        }
         for t in tables
     }
     followed = {str(t.oid): t.qualified for t in tables}
@@ -173,6 +185,7 @@ class TableFollower:
                 estimate=int(st.get("estimate", 0)),
                 wall_started=float(st.get("started", time.time())),
                 barrier={int(x) for x in st.get("barrier", ())},
+                first=bool(st.get("first")),
             )
         for c in self.copies.values():
             if c.after is not None:
@@ -180,7 +193,9 @@ class TableFollower:
         if json.loads(known or "{}") != {str(o): q for o, q in self.followed.items()}:
             self._save()
 
-    def _save(self) -> None:
+    def _save(self, first_rows: int = 0) -> None:
+        """The copies and followed tables into the log's metadata (``first_rows``: rows the
+        first start's copy has just logged, added to ``first_copy_rows``)."""
         doc = {
             str(c.oid): {
                 "table": c.qualified,
@@ -190,11 +205,15 @@ class TableFollower:
                 "estimate": c.estimate,
                 "started": c.wall_started,
                 "barrier": sorted(c.barrier),
+                "first": c.first,
             }
             for c in self.copies.values()
         }
         followed = {str(o): q for o, q in self.followed.items()}
-        self.writer.set_meta_now(**{META_KEY: json.dumps(doc), FOLLOWED_KEY: json.dumps(followed)})
+        extra: dict[str, str | int] = {}
+        if first_rows:
+            extra[FIRST_ROWS_KEY] = int(self.writer.meta(FIRST_ROWS_KEY, "0")) + first_rows
+        self.writer.set_meta_now(**{META_KEY: json.dumps(doc), FOLLOWED_KEY: json.dumps(followed)}, **extra)
 
     # -- polling ----------------------------------------------------------------------------
 
@@ -205,7 +224,34 @@ class TableFollower:
             self._last_poll = now
             self.poll()
         if self.current is None and self.copies and not self._views_far_behind(now):
-            self._start_chunk(next(iter(self.copies.values())))
+            ready = next((c for c in self.copies.values() if not c.barrier), None)
+            if ready is None and now - self._barrier_checked >= BARRIER_INTERVAL:
+                self._barrier_checked = now
+                ready = self._past_barrier()
+            if ready is not None:
+                self._start_chunk(ready)
+
+    def _past_barrier(self) -> Copy | None:
+        """The first copy whose barrier transactions have all ended (committed or not)."""
+        running = {int(x) for c in self.copies.values() for x in c.barrier}
+        rows = self.conn.execute(
+            "SELECT x FROM unnest(%s::text[]) x WHERE pg_catalog.pg_xact_status(x::xid8) = 'in progress'",
+            ([str(x) for x in running],),
+        ).fetchall()
+        still = {int(r[0]) for r in rows}
+        for c in self.copies.values():
+            c.barrier &= still
+            if not c.barrier:
+                return c
+            if time.time() - c.wall_started > 10:
+                self._warn_once(
+                    c.oid,
+                    "barrier",
+                    f"the copy of {c.qualified} waits for transactions that were writing when it joined "
+                    f"the publication (xids {', '.join(str(x) for x in sorted(c.barrier))}): see "
+                    "pg_stat_activity.backend_xid",
+                )
+        return None
 
     def _views_far_behind(self, now: float) -> bool:
         """Throttle: no new chunk while the slowest running view is more than ``LAG_LIMIT``
@@ -500,41 +546,53 @@ class TableFollower:
         self._emit(f"high:{c.token}")
 
     def _read_chunk(self, c: Copy) -> None:
-        t = self.table(c.oid)
-        msg_bytes, rel = self.relation_of(t)
+        before = self.table(c.oid)
+        rows: list[Row] = []
+        with self.conn.transaction(), self.conn.cursor() as cur:
+            cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            # the table's shape must be the one its rows are read in: with this lock taken
+            # before the snapshot, a DDL (ALTER COLUMN TYPE, ADD COLUMN) has either committed
+            # before both or waits for the chunk
+            only = sql.SQL("") if before.relkind == "p" else sql.SQL("ONLY ")
+            name = sql.Identifier(before.schema, before.name)
+            cur.execute(sql.SQL("LOCK TABLE {}{} IN ACCESS SHARE MODE").format(only, name))
+            t = self.table(c.oid)
+            if t.qualified != before.qualified:  # renamed meanwhile: read it again
+                c.touched_all = True
+                return
+            # one snapshot for the rows and the list of transactions it sees as running: a
+            # transaction whose commit precedes the low watermark in the WAL may still be
+            # invisible to it (commit logged, not yet visible); its changes count as touched
+            cur.execute("SELECT x::text FROM pg_catalog.pg_snapshot_xip(pg_catalog.pg_current_snapshot()) x")
+            c.xip = {int(x) & 0xFFFFFFFF for (x,) in cur.fetchall()}
+            msg_bytes, rel = self.relation_of(t)
+            c.key_idx = rel.key_indexes()
+            with cur.copy(self._chunk_query(c, t, rel)) as cp:
+                for r in cp.rows():
+                    rows.append(tuple(r))
+        c.rows = rows
+        c.relation = (msg_bytes, rel)
+
+    @staticmethod
+    def _chunk_query(c: Copy, t: cat.TableInfo, rel: Relation) -> sql.Composed:
         cols = sql.SQL(", ").join(sql.Identifier(col.name) for col in rel.columns)
         # ONLY: an inheritance parent's children are tables of their own (a partitioned
         # table's partitions are not)
         only = sql.SQL("") if t.relkind == "p" else sql.SQL("ONLY ")
         target = only + sql.Identifier(rel.schema, rel.name)
-        c.key_idx = rel.key_indexes()
-        if rel.key:
-            keys = sql.SQL(", ").join(sql.Identifier(k) for k in rel.key)
-            where: sql.Composable = sql.SQL("")
-            if c.after is not None:
-                casts = sql.SQL(", ").join(
-                    sql.SQL("{}::{}").format(sql.Literal(v), sql.SQL(rel.columns[i].type_name))
-                    for v, i in zip(c.after, c.key_idx, strict=True)
-                )
-                where = sql.SQL(" WHERE ({}) > ({})").format(keys, casts)
-            query = sql.SQL("COPY (SELECT {} FROM {}{} ORDER BY {} LIMIT {}) TO STDOUT").format(
-                cols, target, where, keys, sql.Literal(CHUNK_ROWS)
+        if not rel.key:
+            return sql.SQL("COPY (SELECT {} FROM {}) TO STDOUT").format(cols, target)
+        keys = sql.SQL(", ").join(sql.Identifier(k) for k in rel.key)
+        where: sql.Composable = sql.SQL("")
+        if c.after is not None:
+            casts = sql.SQL(", ").join(
+                sql.SQL("{}::{}").format(sql.Literal(v), sql.SQL(rel.columns[i].type_name))
+                for v, i in zip(c.after, c.key_idx, strict=True)
             )
-        else:
-            query = sql.SQL("COPY (SELECT {} FROM {}) TO STDOUT").format(cols, target)
-        rows: list[Row] = []
-        with self.conn.transaction(), self.conn.cursor() as cur:
-            # one snapshot for the rows and the list of transactions it sees as running: a
-            # transaction whose commit precedes the low watermark in the WAL may still be
-            # invisible to it (commit logged, not yet visible); its changes count as touched
-            cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-            cur.execute("SELECT x::text FROM pg_catalog.pg_snapshot_xip(pg_catalog.pg_current_snapshot()) x")
-            c.xip = {int(x) & 0xFFFFFFFF for (x,) in cur.fetchall()}
-            with cur.copy(query) as cp:
-                for r in cp.rows():
-                    rows.append(tuple(r))
-        c.rows = rows
-        c.relation = (msg_bytes, rel)
+            where = sql.SQL(" WHERE ({}) > ({})").format(keys, casts)
+        return sql.SQL("COPY (SELECT {} FROM {}{} ORDER BY {} LIMIT {}) TO STDOUT").format(
+            cols, target, where, keys, sql.Literal(CHUNK_ROWS)
+        )
 
     def table(self, oid: int) -> cat.TableInfo:
         """The table ``oid`` as the catalogue has it now (UndefinedTable: gone)."""
@@ -657,9 +715,10 @@ class TableFollower:
             c.after = [last[i] for i in c.key_idx]  # type: ignore[misc]
         else:
             del self.copies[c.oid]
-        c.rows = []
+        n, c.rows = len(c.rows), []
         w.sync()
-        self._save()  # the chunk is durable, then its progress: a crash repeats at most one
+        # the chunk is durable, then its progress: a crash repeats at most one
+        self._save(first_rows=n if c.first else 0)
         if more:
             log.info("copy of %s: %d rows so far", c.qualified, c.done_rows)
         else:
