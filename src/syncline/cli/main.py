@@ -314,10 +314,11 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
     """Copy tables again into every view, online (watermark chunks taken by `run`)."""
     import json as _json
 
+    from syncline.cli.progress import copy_line
     from syncline.core.patterns import table_selected
-    from syncline.log.embedded.store import connect, get_meta
+    from syncline.log.embedded.store import connect
+    from syncline.runtime.status import copying_tables
     from syncline.sources.postgres import catalog as cat
-    from syncline.sources.postgres.follow import META_KEY
     from syncline.verify.engine import lock_held
 
     cfg = _load(args)
@@ -359,19 +360,26 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
         return 0
     deadline = time.monotonic() + args.timeout
     started = False
+    tty = sys.stdout.isatty()
+    shown = 0  # lines of the last progress block (a TTY redraws it in place)
+    last_print = 0.0
     while time.monotonic() < deadline:
         time.sleep(0.5)
         ro = connect(path, readonly=True)
         try:
-            saved = get_meta(ro, META_KEY)
             pending_req = ro.execute("SELECT count(*) FROM copy_requests").fetchone()
+            busy = {q: st for q, st in copying_tables(ro).items() if q in wanted}
         finally:
             ro.close()
-        copies = _json.loads(saved) if saved else {}
-        busy = {str(c["table"]): int(c.get("rows", 0)) for c in copies.values() if c["table"] in wanted}
         if busy:
             started = True
-            print("  " + ", ".join(f"{q}: {n} rows" for q, n in sorted(busy.items())), flush=True)
+            if tty or time.monotonic() - last_print >= 5:
+                last_print = time.monotonic()
+                if tty and shown:
+                    print(f"\x1b[{shown}A", end="")
+                for q, st in sorted(busy.items()):
+                    print(("\x1b[2K" if tty else "") + "  " + copy_line(q, st), flush=True)
+                shown = len(busy)
         elif started or (pending_req and not pending_req[0]):
             print("done: the rows are logged; `syncline wait` returns once the views applied them")
             return 0

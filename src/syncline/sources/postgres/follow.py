@@ -720,7 +720,15 @@ class TableFollower:
         # the chunk is durable, then its progress: a crash repeats at most one
         self._save(first_rows=n if c.first else 0)
         if more:
-            log.info("copy of %s: %d rows so far", c.qualified, c.done_rows)
+            took = max(time.time() - c.wall_started, 1e-3)
+            rate = c.done_rows / took
+            left = (
+                f", about {max(0, c.estimate - c.done_rows) / rate:.0f}s left"
+                if c.estimate > c.done_rows
+                else ""
+            )
+            pct = f" of ~{c.estimate} ({100 * c.done_rows // c.estimate} %)" if c.estimate else ""
+            log.info("copy of %s: %d rows so far%s, %.0f rows/s%s", c.qualified, c.done_rows, pct, rate, left)
         else:
             elapsed = time.time() - c.wall_started
             log.info("copy of %s done: %d rows in %.1fs", c.qualified, c.done_rows, elapsed)
