@@ -415,6 +415,8 @@ def views_behind(cfg: Config, lsn: int, views: Iterable[str]) -> list[str]:
 
 
 def _caught_up(conn: sqlite3.Connection, lsn: int, views: list[str]) -> bool:
+    if int(get_meta(conn, "received_lsn", "0")) < lsn:
+        return False  # the log itself has not reached it (with no view at all, too)
     for name in views:
         row = conn.execute("SELECT seq FROM consumers WHERE name = ?", (name,)).fetchone()
         if row is None or not caught_up_seq(conn, lsn, int(row[0])):
