@@ -149,7 +149,7 @@ def parse_config(
         ctx,
         s,
         "source",
-        {"kind", "dsn", "tables", "slot", "publication", "streaming", "failover"},
+        {"kind", "dsn", "tables", "slot", "publication", "streaming", "failover", "copy_parallel"},
     )
     kind = _get(ctx, s, "source", "kind", str, '"postgres"', "postgres")
     if kind != "postgres":
@@ -167,7 +167,10 @@ def parse_config(
         publication=pub,
         streaming=_get(ctx, s, "source", "streaming", bool, "true or false", True),
         failover=_get(ctx, s, "source", "failover", bool, "true or false", False),
+        copy_parallel=_get(ctx, s, "source", "copy_parallel", int, "chunks read at once, 1 to 16", 2),
     )
+    if not 1 <= source.copy_parallel <= 16:
+        raise ConfigError(f"{file}: source.copy_parallel: expected 1 to 16, got {source.copy_parallel}")
     lraw = raw.get("log", {})
     if not isinstance(lraw, dict):
         raise ctx.err("log", "a table", lraw)

@@ -486,6 +486,8 @@ def test_a_first_start_killed_during_its_copy_resumes_it(pg: PgCluster, tmp_path
             time.sleep(0.1)
         m = re.search(r"resuming the copy of public\.big after (\d+) rows", p.output())
         assert m is not None and int(m.group(1)) >= 20000, p.output()[-3000:]  # not from 0
+        # source.copy_parallel = 2 (the default): two chunks of 20,000 rows per window
+        assert "copy of public.big: 40000 rows so far" in p.output(), p.output()[-3000:]
         assert "dropping slot" not in p.output()
         p.wait_caught_up(timeout=180)
         assert p.stop() == 0

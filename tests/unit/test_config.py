@@ -19,6 +19,7 @@ def test_minimal_config_and_defaults(tmp_path: Path) -> None:
     assert cfg.source.slot == "syncline" and cfg.source.tables == ("*.*",)
     assert cfg.log.kind == "embedded" and cfg.log.path == str(tmp_path / ".syncline")
     assert cfg.views == ()
+    assert cfg.source.copy_parallel == 2
 
 
 def test_env_reference_and_secret_never_printed(tmp_path: Path) -> None:
@@ -38,6 +39,8 @@ def test_env_reference_and_secret_never_printed(tmp_path: Path) -> None:
         ('[source]\ndsn = "x"\nslot = "Bad-Slot"\n', "source.slot: expected lower-case"),
         ('[source]\ndsn = "x"\ntables = ["nodot"]\n', "source.tables: pattern 'nodot' must be schema.table"),
         ('[source]\ndsn = "x"\nwhat = 1\n', "source.what: unknown key"),
+        ('[source]\ndsn = "x"\ncopy_parallel = 0\n', "source.copy_parallel: expected 1 to 16, got 0"),
+        ('[source]\ndsn = "x"\ncopy_parallel = "2"\n', "source.copy_parallel: expected chunks read at once"),
         ('[source]\ndsn = "x"\n[views.a]\nkind = "nope"\n', "views.a.kind: expected one of"),
         ('[source]\ndsn = "x"\n[views.a]\nkind = "duckdb"\n', "views.a.path: missing"),
         ('[source]\ndsn = "${NOPE}"\n', "source.dsn: environment variable NOPE"),

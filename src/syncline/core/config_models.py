@@ -33,6 +33,8 @@ class SourceConfig:
     failover: bool = False
     """Create the slot as a failover slot (PostgreSQL 17+): standbys with
     ``sync_replication_slots`` keep a copy, so the slot survives a promotion."""
+    copy_parallel: int = 2
+    """Chunks a watermark copy reads at once (each on its own connection, inside one window)."""
 
 
 @dataclass(frozen=True)

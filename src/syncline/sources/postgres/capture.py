@@ -441,4 +441,6 @@ class Capture:
                 confirmed = max(confirmed, w.sync())
             repl.send_status(received, confirmed, confirmed)
         finally:
+            if follower is not None:
+                follower.close()
             catalog_conn.close()

@@ -26,12 +26,14 @@ publication.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sqlite3
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -84,18 +86,46 @@ class Copy:
     barrier: set[int] = field(default_factory=set)
     """Transactions running when the table joined the publication: their changes written
     before that are not streamed, so no chunk is read before they end."""
-    # the chunk in flight
-    token: str = ""
-    rows: list[Row] = field(default_factory=list)
-    key_idx: tuple[int, ...] = ()
-    window: bool = False
-    touched: set[tuple[object, ...]] = field(default_factory=set)
-    touched_all: bool = False
-    xip: set[int] = field(default_factory=set)
-    """Transactions the chunk's snapshot saw as still running."""
-    relation: tuple[bytes, Relation] | None = None
-    """The table's Relation message and Relation as the chunk was read."""
     wall_started: float = field(default_factory=time.time)
+
+
+@dataclass
+class Part:
+    """One key range of one table, read inside a window on a connection of its own."""
+
+    copy: Copy
+    lower: list[str | None] | None
+    """Key the range starts after (None: the table's start)."""
+    upper: list[str | None] | None = None
+    """Last key of the range (None: ``CHUNK_ROWS`` rows from ``lower``)."""
+    rows: list[Row] = field(default_factory=list)
+    locked: str = ""
+    """The table's name when its lock was taken ("" : gone)."""
+
+
+@dataclass
+class Window:
+    """Chunks read between one low and one high watermark."""
+
+    token: str
+    parts: list[Part]
+    open: bool = False
+    """The low watermark has come back through the stream."""
+    xip: set[int] = field(default_factory=set)
+    """Transactions the chunks' snapshots saw as still running: their changes count as
+    touching the chunks even when their commit came back before the low watermark."""
+    relations: dict[int, tuple[bytes, Relation]] = field(default_factory=dict)
+    """Per table, its Relation message and Relation as its chunks were read."""
+    targets: dict[int, sql.Composed] = field(default_factory=dict)
+    """Per table, what its chunks read (``ONLY schema.name`` or ``schema.name``)."""
+    key_idx: dict[int, tuple[int, ...]] = field(default_factory=dict)
+    touched: dict[int, set[tuple[object, ...]]] = field(default_factory=dict)
+    whole: set[int] = field(default_factory=set)
+    """Tables changed as a whole inside the window (truncated, keyless, a streamed
+    transaction): their chunks are read again."""
+
+    def watching(self, xid: int) -> bool:
+        return self.open or xid in self.xip
 
 
 def queued_copies(tables: list[cat.TableInfo], reset: bool, first: bool = False) -> dict[str, str]:
@@ -152,7 +182,9 @@ class TableFollower:
         """Per streamed (in-progress) transaction, the tables being copied it changed."""
         self.followed: dict[int, str] = {}
         self.copies: dict[int, Copy] = {}
-        self.current: Copy | None = None
+        self.current: Window | None = None
+        self.parallel = max(1, cfg.copy_parallel)
+        self._part_conns: list[psycopg.Connection[Any]] = []
         self._last_poll = 0.0
         self._warned: set[tuple[int, str]] = set()
         self._announced_empty = False
@@ -224,12 +256,13 @@ class TableFollower:
             self._last_poll = now
             self.poll()
         if self.current is None and self.copies and not self._views_far_behind(now):
-            ready = next((c for c in self.copies.values() if not c.barrier), None)
-            if ready is None and now - self._barrier_checked >= BARRIER_INTERVAL:
+            ready = [c for c in self.copies.values() if not c.barrier]
+            if not ready and now - self._barrier_checked >= BARRIER_INTERVAL:
                 self._barrier_checked = now
-                ready = self._past_barrier()
-            if ready is not None:
-                self._start_chunk(ready)
+                first = self._past_barrier()
+                ready = [first] if first is not None else []
+            if ready:
+                self._start_window(ready)
 
     def _past_barrier(self) -> Copy | None:
         """The first copy whose barrier transactions have all ended (committed or not)."""
@@ -497,8 +530,8 @@ class TableFollower:
         """A followed table dropped or no longer matching: empty it in the views."""
         name = self.followed.pop(oid)
         self.copies.pop(oid, None)
-        if self.current is not None and self.current.oid == oid:
-            self.current = None
+        if self.current is not None and any(p.copy.oid == oid for p in self.current.parts):
+            self.current = None  # its high watermark is ignored: the other chunks are read again
         row = self.conn.execute(
             "SELECT c.oid::regclass::text FROM pg_catalog.pg_class c WHERE c.oid = %s", (oid,)
         ).fetchone()
@@ -527,72 +560,173 @@ class TableFollower:
         assert row is not None
         return parse_lsn(str(row[0]))
 
-    def _start_chunk(self, c: Copy) -> None:
-        if not c.estimate:
-            row = self.conn.execute(
-                "SELECT greatest(reltuples, 0)::bigint FROM pg_catalog.pg_class WHERE oid = %s", (c.oid,)
-            ).fetchone()
-            c.estimate = int(row[0]) if row else 0
-        c.token = uuid.uuid4().hex[:12]
-        c.window = False
-        c.touched = set()
-        c.touched_all = False
-        self.current = c
-        self._emit(f"low:{c.token}")
-        try:
-            self._read_chunk(c)
-        except psycopg.errors.UndefinedTable:
-            c.rows = []  # dropped: the next poll empties it
-        self._emit(f"high:{c.token}")
+    def close(self) -> None:
+        for conn in self._part_conns:
+            conn.close()
+        self._part_conns = []
 
-    def _read_chunk(self, c: Copy) -> None:
-        before = self.table(c.oid)
+    def _start_window(self, ready: list[Copy]) -> None:
+        """Plan up to ``parallel`` chunks over the ready copies, then read them between a
+        low and a high watermark."""
+        parts: list[Part] = []
+        for c in ready:
+            if len(parts) >= self.parallel:
+                break
+            if not c.estimate:
+                row = self.conn.execute(
+                    "SELECT greatest(reltuples, 0)::bigint FROM pg_catalog.pg_class WHERE oid = %s", (c.oid,)
+                ).fetchone()
+                c.estimate = int(row[0]) if row else 0
+            try:
+                parts.extend(self._ranges(c, self.parallel - len(parts)))
+            except psycopg.errors.UndefinedTable:
+                parts.append(Part(c, c.after))  # dropped: its read finds it gone
+        w = Window(uuid.uuid4().hex[:12], parts)
+        self.current = w
+        self._emit(f"low:{w.token}")
+        self._read_window(w)
+        self._emit(f"high:{w.token}")
+
+    def _ranges(self, c: Copy, n: int) -> list[Part]:
+        """Up to ``n`` consecutive key ranges of ``c`` after its last copied key, the last one
+        open-ended (``CHUNK_ROWS`` rows): the bounds are every ``CHUNK_ROWS``-th key."""
+        if n <= 1:
+            return [Part(c, c.after)]
+        t = self.table(c.oid)
+        _msg, rel = self.relation_of(t)
+        if not rel.key:
+            return [Part(c, c.after)]
+        keys = sql.SQL(", ").join(sql.Identifier(k) for k in rel.key)
+        query = sql.SQL(
+            "COPY (SELECT {} FROM (SELECT {}, row_number() OVER (ORDER BY {}) AS n FROM {}{}"
+            " ORDER BY {} LIMIT {}) s WHERE n % {} = 0 ORDER BY n) TO STDOUT"
+        ).format(
+            keys,
+            keys,
+            keys,
+            self._target(t, rel),
+            self._after(c.after, rel),
+            keys,
+            sql.Literal((n - 1) * CHUNK_ROWS),
+            sql.Literal(CHUNK_ROWS),
+        )
+        bounds: list[list[str | None]] = []
+        with self.conn.cursor() as cur, cur.copy(query) as cp:
+            for r in cp.rows():
+                bounds.append(list(r))
+        parts, lower = [], c.after
+        for b in bounds:
+            parts.append(Part(c, lower, b))
+            lower = b
+        parts.append(Part(c, lower))
+        return parts
+
+    def _conns(self, n: int) -> list[psycopg.Connection[Any]]:
+        while len(self._part_conns) < n:
+            self._part_conns.append(cat.connect(self.cfg.dsn.value))
+        return self._part_conns[:n]
+
+    def _read_window(self, w: Window) -> None:
+        """Each chunk on its own connection: ACCESS SHARE lock on its table first (a DDL
+        then either committed before or waits for the window), then its REPEATABLE READ
+        snapshot; the tables' shapes are read once every lock is held; then the chunks'
+        rows, in parallel."""
+        conns = self._conns(len(w.parts))
+        began: list[psycopg.Connection[Any]] = []
+        try:
+            for part, conn in zip(w.parts, conns, strict=True):
+                conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+                began.append(conn)
+                try:
+                    before = self.table(part.copy.oid)
+                    only = sql.SQL("") if before.relkind == "p" else sql.SQL("ONLY ")
+                    name = sql.Identifier(before.schema, before.name)
+                    conn.execute(sql.SQL("LOCK TABLE {}{} IN ACCESS SHARE MODE").format(only, name))
+                    part.locked = before.qualified
+                except psycopg.errors.UndefinedTable:
+                    conn.execute("ROLLBACK")
+                    began.remove(conn)
+                    continue
+                rows = conn.execute(
+                    "SELECT x::text FROM pg_catalog.pg_snapshot_xip(pg_catalog.pg_current_snapshot()) x"
+                ).fetchall()
+                w.xip |= {int(x) & 0xFFFFFFFF for (x,) in rows}
+            for part in w.parts:
+                oid = part.copy.oid
+                if not part.locked or oid in w.relations:
+                    continue
+                try:
+                    t = self.table(oid)
+                except psycopg.errors.UndefinedTable:
+                    continue
+                if t.qualified != part.locked:  # renamed between the look and the lock
+                    w.whole.add(oid)
+                msg_bytes, rel = self.relation_of(t)
+                w.relations[oid] = (msg_bytes, rel)
+                w.targets[oid] = self._target(t, rel)
+                w.key_idx[oid] = rel.key_indexes()
+                w.touched[oid] = set()
+            jobs = [
+                (part, conn)
+                for part, conn in zip(w.parts, conns, strict=True)
+                if part.locked and part.copy.oid in w.relations and part.copy.oid not in w.whole
+            ]
+            if len(jobs) > 1:
+                with ThreadPoolExecutor(len(jobs), thread_name_prefix="copy") as pool:
+                    list(pool.map(lambda j: self._read_part(w, *j), jobs))
+            elif jobs:
+                self._read_part(w, *jobs[0])
+        finally:
+            for conn in began:
+                with contextlib.suppress(psycopg.Error):
+                    conn.execute("ROLLBACK")
+
+    def _read_part(self, w: Window, part: Part, conn: psycopg.Connection[Any]) -> None:
+        """One chunk's rows (in a thread of the window's pool: only ``conn`` is used)."""
+        rel = w.relations[part.copy.oid][1]
+        cols = sql.SQL(", ").join(sql.Identifier(col.name) for col in rel.columns)
+        target = w.targets[part.copy.oid]
+        if not rel.key:
+            query = sql.SQL("COPY (SELECT {} FROM {}) TO STDOUT").format(cols, target)
+        else:
+            keys = sql.SQL(", ").join(sql.Identifier(k) for k in rel.key)
+            where = self._after(part.lower, rel)
+            if part.upper is not None:
+                upper = self._key_literal(part.upper, rel)
+                glue = sql.SQL(" AND ") if part.lower is not None else sql.SQL(" WHERE ")
+                where = sql.SQL("{}{}({}) <= ({})").format(where, glue, keys, upper)
+                limit: sql.Composable = sql.SQL("")
+            else:
+                limit = sql.SQL(" LIMIT {}").format(sql.Literal(CHUNK_ROWS))
+            query = sql.SQL("COPY (SELECT {} FROM {}{} ORDER BY {}{}) TO STDOUT").format(
+                cols, target, where, keys, limit
+            )
         rows: list[Row] = []
-        with self.conn.transaction(), self.conn.cursor() as cur:
-            cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-            # the table's shape must be the one its rows are read in: with this lock taken
-            # before the snapshot, a DDL (ALTER COLUMN TYPE, ADD COLUMN) has either committed
-            # before both or waits for the chunk
-            only = sql.SQL("") if before.relkind == "p" else sql.SQL("ONLY ")
-            name = sql.Identifier(before.schema, before.name)
-            cur.execute(sql.SQL("LOCK TABLE {}{} IN ACCESS SHARE MODE").format(only, name))
-            t = self.table(c.oid)
-            if t.qualified != before.qualified:  # renamed meanwhile: read it again
-                c.touched_all = True
-                return
-            # one snapshot for the rows and the list of transactions it sees as running: a
-            # transaction whose commit precedes the low watermark in the WAL may still be
-            # invisible to it (commit logged, not yet visible); its changes count as touched
-            cur.execute("SELECT x::text FROM pg_catalog.pg_snapshot_xip(pg_catalog.pg_current_snapshot()) x")
-            c.xip = {int(x) & 0xFFFFFFFF for (x,) in cur.fetchall()}
-            msg_bytes, rel = self.relation_of(t)
-            c.key_idx = rel.key_indexes()
-            with cur.copy(self._chunk_query(c, t, rel)) as cp:
-                for r in cp.rows():
-                    rows.append(tuple(r))
-        c.rows = rows
-        c.relation = (msg_bytes, rel)
+        with conn.cursor() as cur, cur.copy(query) as cp:
+            for r in cp.rows():
+                rows.append(tuple(r))
+        part.rows = rows
 
     @staticmethod
-    def _chunk_query(c: Copy, t: cat.TableInfo, rel: Relation) -> sql.Composed:
-        cols = sql.SQL(", ").join(sql.Identifier(col.name) for col in rel.columns)
+    def _target(t: cat.TableInfo, rel: Relation) -> sql.Composed:
         # ONLY: an inheritance parent's children are tables of their own (a partitioned
         # table's partitions are not)
         only = sql.SQL("") if t.relkind == "p" else sql.SQL("ONLY ")
-        target = only + sql.Identifier(rel.schema, rel.name)
-        if not rel.key:
-            return sql.SQL("COPY (SELECT {} FROM {}) TO STDOUT").format(cols, target)
-        keys = sql.SQL(", ").join(sql.Identifier(k) for k in rel.key)
-        where: sql.Composable = sql.SQL("")
-        if c.after is not None:
-            casts = sql.SQL(", ").join(
-                sql.SQL("{}::{}").format(sql.Literal(v), sql.SQL(rel.columns[i].type_name))
-                for v, i in zip(c.after, c.key_idx, strict=True)
-            )
-            where = sql.SQL(" WHERE ({}) > ({})").format(keys, casts)
-        return sql.SQL("COPY (SELECT {} FROM {}{} ORDER BY {} LIMIT {}) TO STDOUT").format(
-            cols, target, where, keys, sql.Literal(CHUNK_ROWS)
+        return only + sql.Identifier(rel.schema, rel.name)
+
+    @staticmethod
+    def _key_literal(key: list[str | None], rel: Relation) -> sql.Composed:
+        return sql.SQL(", ").join(
+            sql.SQL("{}::{}").format(sql.Literal(v), sql.SQL(rel.columns[i].type_name))
+            for v, i in zip(key, rel.key_indexes(), strict=True)
         )
+
+    @classmethod
+    def _after(cls, after: list[str | None] | None, rel: Relation) -> sql.Composable:
+        if after is None:
+            return sql.SQL("")
+        keys = sql.SQL(", ").join(sql.Identifier(k) for k in rel.key)
+        return sql.SQL(" WHERE ({}) > ({})").format(keys, cls._key_literal(after, rel))
 
     def table(self, oid: int) -> cat.TableInfo:
         """The table ``oid`` as the catalogue has it now (UndefinedTable: gone)."""
@@ -605,25 +739,26 @@ class TableFollower:
 
     def on_change(self, payload: bytes, xid: int = 0) -> None:
         """A change of the stream (protocol-1 form) of transaction ``xid``: note keys touched
-        inside a window, or by a transaction the chunk's snapshot saw as running."""
-        c = self.current
-        if c is None or not (c.window or xid in c.xip):
+        inside a window, or by a transaction the chunks' snapshots saw as running."""
+        w = self.current
+        if w is None or not w.watching(xid):
             return
         if payload[0] == 0x54:  # T
             ch = decode_change(payload, 0)
-            if c.oid in getattr(ch, "relids", ()):
-                c.touched_all = True
+            w.whole.update(set(getattr(ch, "relids", ())) & set(w.key_idx))
             return
-        if int.from_bytes(payload[1:5], "big") != c.oid:
+        relid = int.from_bytes(payload[1:5], "big")
+        idx = w.key_idx.get(relid)
+        if idx is None:
+            return
+        if not idx:
+            w.whole.add(relid)
             return
         ch = decode_change(payload, 0)
         assert isinstance(ch, RowChange)
-        if not c.key_idx:
-            c.touched_all = True
-            return
         for r in (ch.old, ch.new):
             if r is not None:
-                c.touched.add(tuple(r[i] for i in c.key_idx))
+                w.touched[relid].add(tuple(r[i] for i in idx))
 
     def stream_change(self, xid: int, payload: bytes) -> None:
         """A change of a streamed transaction: remember which copied tables it touches."""
@@ -636,9 +771,9 @@ class TableFollower:
         """A streamed transaction committed (its changes land here, in stream order) or
         aborted. Committed inside a window over a table it changed: read the chunk again."""
         rels = self.stream_rels.pop(xid, set())
-        c = self.current
-        if committed and c is not None and (c.window or xid in c.xip) and c.oid in rels:
-            c.touched_all = True
+        w = self.current
+        if committed and w is not None and w.watching(xid):
+            w.whole.update(rels & set(w.key_idx))
 
     def on_message(self, payload: bytes) -> bool:
         """A logical decoding message ('M'): our watermarks. True when it logged something."""
@@ -672,63 +807,85 @@ class TableFollower:
             self.writer.add(encode_truncate((int(token),), False, False))
             self.writer.commit(lsn, lsn, now)
             return True
-        c = self.current
-        if c is None or token != c.token:
+        w = self.current
+        if w is None or token != w.token:
             return False
         if kind == "low":
-            c.window = True
-        elif kind == "high" and c.window:
-            self._finish_chunk(c, lsn)
-            return True
+            w.open = True
+        elif kind == "high" and w.open:
+            return self._finish_window(w, lsn)
         return False
 
-    def _finish_chunk(self, c: Copy, lsn: int) -> None:
+    def _finish_window(self, w: Window, lsn: int) -> bool:
+        """At the high watermark: each table's chunks minus the keys touched inside the
+        window, as one transaction; the copies' progress after it is durable."""
         self.current = None
-        if c.oid not in self.copies:
-            return
-        if c.touched_all:
-            log.info("table %s changed as a whole while a chunk was read: reading it again", c.qualified)
-            return  # the next tick reads the same chunk again
+        by_copy: dict[int, list[Part]] = {}
+        for part in w.parts:
+            by_copy.setdefault(part.copy.oid, []).append(part)
+        wr = self.writer
         now = int(time.time() * 1_000_000)
-        w = self.writer
-        w.begin(0, lsn, now)
-        assert c.relation is not None
-        w.add_relation(*c.relation)
-        if not c.key_idx or (c.reset and c.after is None):
-            w.add(encode_truncate((c.oid,), False, False))
-        c.reset = False
-        for r in c.rows:
-            if c.key_idx and tuple(r[i] for i in c.key_idx) in c.touched:
+        logged = False
+        first_rows = 0
+        finished: list[tuple[Copy, int, bool]] = []
+        for oid, parts in by_copy.items():
+            c = parts[0].copy
+            if self.copies.get(oid) is not c:
+                continue  # left meanwhile
+            if oid not in w.relations:
+                del self.copies[oid]  # dropped: the next poll empties it
                 continue
-            w.add(encode_insert(c.oid, r))
-        w.commit(lsn, lsn, now)
-        c.done_rows += len(c.rows)
-        if not c.estimate and c.rows:
-            # never analysed: the table's size over the chunk's bytes per row
-            width = 24 + sum(len(v) for r in c.rows for v in r if isinstance(v, str)) / len(c.rows)
-            row = self.conn.execute("SELECT pg_catalog.pg_table_size(%s)", (c.oid,)).fetchone()
-            c.estimate = max(c.done_rows, int(int(row[0]) / width)) if row and row[0] else c.done_rows
-        last = c.rows[-1] if c.rows else None
-        more = bool(c.key_idx) and last is not None and len(c.rows) >= CHUNK_ROWS
-        if more:
-            assert last is not None
-            c.after = [last[i] for i in c.key_idx]  # type: ignore[misc]
-        else:
-            del self.copies[c.oid]
-        n, c.rows = len(c.rows), []
-        w.sync()
-        # the chunk is durable, then its progress: a crash repeats at most one
-        self._save(first_rows=n if c.first else 0)
-        if more:
-            took = max(time.time() - c.wall_started, 1e-3)
-            rate = c.done_rows / took
-            left = (
-                f", about {max(0, c.estimate - c.done_rows) / rate:.0f}s left"
-                if c.estimate > c.done_rows
-                else ""
-            )
-            pct = f" of ~{c.estimate} ({100 * c.done_rows // c.estimate} %)" if c.estimate else ""
-            log.info("copy of %s: %d rows so far%s, %.0f rows/s%s", c.qualified, c.done_rows, pct, rate, left)
-        else:
-            elapsed = time.time() - c.wall_started
-            log.info("copy of %s done: %d rows in %.1fs", c.qualified, c.done_rows, elapsed)
+            if oid in w.whole:
+                log.info("table %s changed as a whole while a chunk was read: reading it again", c.qualified)
+                continue
+            if not logged:
+                wr.begin(0, lsn, now)
+                logged = True
+            wr.add_relation(*w.relations[oid])
+            idx = w.key_idx[oid]
+            if not idx or (c.reset and c.after is None):
+                wr.add(encode_truncate((oid,), False, False))
+            c.reset = False
+            touched = w.touched[oid]
+            n = 0
+            for part in parts:
+                for r in part.rows:
+                    n += 1
+                    if idx and tuple(r[i] for i in idx) in touched:
+                        continue
+                    wr.add(encode_insert(oid, r))
+            c.done_rows += n
+            if not c.estimate and n:
+                # never analysed: the table's size over the chunk's bytes per row
+                sample = [r for part in parts for r in part.rows[:1000]]
+                width = 24 + sum(len(v) for r in sample for v in r if isinstance(v, str)) / len(sample)
+                row = self.conn.execute("SELECT pg_catalog.pg_table_size(%s)", (oid,)).fetchone()
+                c.estimate = max(c.done_rows, int(int(row[0]) / width)) if row and row[0] else c.done_rows
+            last = parts[-1].rows
+            more = bool(idx) and len(last) >= CHUNK_ROWS
+            if more:
+                c.after = [last[-1][i] for i in idx]  # type: ignore[misc]
+            else:
+                del self.copies[oid]
+            first_rows += n if c.first else 0
+            finished.append((c, n, more))
+        if not logged:
+            return False
+        wr.commit(lsn, lsn, now)
+        wr.sync()
+        # the chunks are durable, then the progress: a crash repeats at most one window
+        self._save(first_rows=first_rows)
+        for c, _n, more in finished:
+            if more:
+                took = max(time.time() - c.wall_started, 1e-3)
+                rate = c.done_rows / took
+                todo = c.estimate - c.done_rows
+                left = f", about {todo / rate:.0f}s left" if todo > 0 else ""
+                pct = f" of ~{c.estimate} ({100 * c.done_rows // c.estimate} %)" if c.estimate else ""
+                log.info(
+                    "copy of %s: %d rows so far%s, %.0f rows/s%s", c.qualified, c.done_rows, pct, rate, left
+                )
+            else:
+                elapsed = time.time() - c.wall_started
+                log.info("copy of %s done: %d rows in %.1fs", c.qualified, c.done_rows, elapsed)
+        return True
