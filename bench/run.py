@@ -224,6 +224,7 @@ class Syncline:
         duckdb_path: Path | None = None,
         redis_url: str | None = None,
         tantivy_path: Path | None = None,
+        tables: tuple[str, ...] = ("public.bench",),
     ) -> None:
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
@@ -231,7 +232,7 @@ class Syncline:
         lines = [
             "[source]",
             f'dsn = "{source_dsn}"',
-            'tables = ["public.bench"]',
+            "tables = [" + ", ".join(f'"{t}"' for t in tables) + "]",
             f'slot = "{slot}"',
             f'publication = "{PUB}"',
             "[log]",
