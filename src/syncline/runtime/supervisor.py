@@ -25,6 +25,31 @@ from syncline.runtime.http import ApiServer, Processes
 log = logging.getLogger("syncline.run")
 
 
+STARTS_FILE = "starts"
+"""How many times ``syncline run`` has started on this log directory (first-start rules)."""
+
+
+def count_start(path: Path) -> int:
+    """Count this start of ``syncline run`` (before any process is spawned)."""
+    f = path / STARTS_FILE
+    try:
+        n = int(f.read_text().strip() or 0) + 1
+    except (OSError, ValueError):
+        n = 1
+    tmp = f.with_suffix(".tmp")
+    tmp.write_text(f"{n}\n")
+    tmp.replace(f)
+    return n
+
+
+def starts(path: Path) -> int:
+    """:func:`count_start`'s count (1 when never counted: the capture run on its own)."""
+    try:
+        return max(1, int((path / STARTS_FILE).read_text().strip()))
+    except (OSError, ValueError):
+        return 1
+
+
 class Supervisor:
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
@@ -73,6 +98,7 @@ class Supervisor:
         signal.signal(signal.SIGINT, on_signal)
         workers.set_title("supervisor")
         Path(self.cfg.log.path).mkdir(parents=True, exist_ok=True)
+        count_start(Path(self.cfg.log.path))
         self._forget_removed_views()
         self._start_capture()
         for v in self.all_views:
@@ -195,12 +221,14 @@ class Supervisor:
             self._start_view(v)
 
     def _children_exited_cleanly(self) -> bool:
-        """Some child exited with 0 (it only does when asked to stop) and we were not asked."""
+        """Some child exited as one asked to stop does (0, or killed by SIGTERM/SIGINT before
+        it had set its handlers: a child still starting) and we were not asked (yet)."""
         procs = [self.capture, *self.views.values()]
+        asked = (0, -signal.SIGTERM, -signal.SIGINT)
         fresh = [
             p
             for p in procs
-            if p is not None and not p.is_alive() and p.exitcode == 0 and p.pid not in self._seen_exits
+            if p is not None and not p.is_alive() and p.exitcode in asked and p.pid not in self._seen_exits
         ]
         self._seen_exits.update(p.pid for p in fresh if p.pid is not None)
         return bool(fresh)

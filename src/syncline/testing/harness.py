@@ -187,16 +187,20 @@ class Pipeline:
         raise AssertionError(f"views not caught up with {lsn:X} in {timeout}s:\n{self.output()[-4000:]}")
 
     def copying(self) -> list[str]:
-        """Tables whose watermark copy is not finished (queued or running)."""
+        """Tables whose watermark copy is not finished (queued or running); ``["(first
+        start)"]`` until the first start has queued its copies (the log is not streaming)."""
+        first = ["(first start)"]
         if not (self.log_path / "log.db").exists():
-            return []
-        from syncline.log.embedded.store import connect
+            return first
+        from syncline.log.embedded.store import connect, get_meta
 
         conn = connect(self.log_path, readonly=True)
         try:
+            if get_meta(conn, "state") != "streaming":
+                return first
             return sorted(copying_tables(conn))
         except sqlite3.OperationalError:
-            return []
+            return first  # being created, or busy: not known to be done
         finally:
             conn.close()
 

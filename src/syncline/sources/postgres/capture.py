@@ -12,6 +12,7 @@ Rules (see ARCHITECTURE.md):
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -99,11 +100,24 @@ class Capture:
             streaming = self.writer.meta("state") == "streaming"
             if self.on_tables is not None:
                 every = [t.qualified for t in cat.discover_tables(conn, ())]
-                # refused at the first start only: one that appears later is left out of
-                # the views that need a key, and must not stop every later start
-                keyless = (
-                    [] if streaming else [t.qualified for t in tables if t.replident == "f" and not t.has_pk]
-                )
+                # refused at the first start only, for the tables there at its first attempt:
+                # one that appears later (also while a first start was interrupted) is left
+                # out of the views that need a key, and must not stop every later start
+                first = self.writer.meta("first_tables")
+                if not first and not streaming:
+                    # a first start whose earlier runs died before they got here (killed
+                    # while starting) cannot tell which tables were there at the start
+                    from syncline.runtime.supervisor import starts
+
+                    there_first = sorted(t.qualified for t in tables) if starts(self.writer.path) <= 1 else []
+                    first = json.dumps(there_first)
+                    self.writer.set_meta_now(first_tables=first)
+                there = set(json.loads(first)) if first and not streaming else set()
+                keyless = [
+                    t.qualified
+                    for t in tables
+                    if t.replident == "f" and not t.has_pk and t.qualified in there
+                ]
                 self.on_tables(every, cat.table_columns(conn, tables), keyless)
             if not tables and info.version < FOLLOW_VERSION:
                 raise SourceError(
@@ -229,8 +243,10 @@ class Capture:
                 )
             log.info("dropping slot %s left by an unfinished snapshot", name)
             repl.drop_slot(name)
+        kept = {k: self.writer.meta(k) for k in ("source_reached", "first_tables")}
         self.writer.reset()
         self.writer.set_meta_now(
+            **{k: v for k, v in kept.items() if v},
             state="snapshotting",
             slot=name,
             system_id=sysid,
