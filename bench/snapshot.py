@@ -156,7 +156,7 @@ def syncline_copy(
             target = None  # one position once the copy is logged: the probe keeps writing
             while True:
                 time.sleep(0.05)
-                if kind == "c" and "copy of public.bench done" not in s.output(100_000):
+                if "copy of public.bench done" not in s.output(100_000):
                     continue
                 target = target or end_position(src)
                 if views_caught_up(s.cfg, target, s.names):
