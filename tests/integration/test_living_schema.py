@@ -9,6 +9,7 @@ import json
 import os
 import re
 import signal
+import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -575,8 +576,15 @@ def test_a_chunk_read_while_a_ddl_holds_the_table_gets_the_new_shape(pg: PgClust
         p.wait_caught_up()
         with psycopg.connect(p.source_dsn) as ddl:
             ddl.execute("ALTER TABLE item ALTER COLUMN price TYPE text USING price::text || ' EUR'")
-            r = p.cli("snapshot", "--table", "public.item", "--no-wait")
-            assert r.returncode == 0, r.stdout + r.stderr
+            # the request as `syncline snapshot` stores it (the command itself reads the
+            # publication, which waits for the ALTER's lock on PostgreSQL 16)
+            log = sqlite3.connect(p.log_path / "log.db")
+            with log:
+                log.execute(
+                    "INSERT INTO copy_requests (tables, requested_at) VALUES (?, ?)",
+                    (json.dumps(["public.item"]), time.time()),
+                )
+            log.close()
             time.sleep(3)  # the chunk is started and waits for the ALTER's lock
             ddl.commit()
         wait_followed(p)
