@@ -25,6 +25,16 @@ def wait_followed(p: Pipeline, timeout: float = 90) -> None:
     assert r.returncode == 0, r.stdout + r.stderr + p.output()[-3000:]
 
 
+def converge(p: Pipeline, timeout: float = 90) -> None:
+    """Every table followed and copied and every view caught up, `run` stopped cleanly, and
+    every view equal to the source."""
+    wait_followed(p, timeout)
+    p.wait_caught_up()
+    assert p.failed_views() == [], p.output()[-3000:]
+    assert p.stop() == 0
+    p.assert_equal()
+
+
 def test_start_on_an_empty_database_then_migrate(pipeline: Pipeline) -> None:
     p = pipeline
     p.start()
@@ -525,10 +535,7 @@ def test_resync_after_the_server_invalidated_the_slot(pg: PgCluster, tmp_path: P
         r = p.cli("resync")
         assert r.returncode == 0 and "new slot" in r.stdout, r.stdout + r.stderr
         p.start()
-        wait_followed(p)
-        p.wait_caught_up()
-        assert p.stop() == 0
-        p.assert_equal()
+        converge(p)
     finally:
         pg.psql("ALTER SYSTEM RESET max_slot_wal_keep_size")
         pg.psql("SELECT pg_reload_conf()")
@@ -556,10 +563,7 @@ def test_copies_wait_while_a_view_is_far_behind(pg: PgCluster, tmp_path: Path) -
             time.sleep(2)
             assert "public.late" in p.copying(), p.output()[-3000:]  # still waiting
             blocker.rollback()
-        wait_followed(p, timeout=120)
-        p.wait_caught_up()
-        assert p.stop() == 0
-        p.assert_equal()
+        converge(p, timeout=120)
     finally:
         p.close()
 
@@ -587,10 +591,6 @@ def test_a_chunk_read_while_a_ddl_holds_the_table_gets_the_new_shape(pg: PgClust
             log.close()
             time.sleep(3)  # the chunk is started and waits for the ALTER's lock
             ddl.commit()
-        wait_followed(p)
-        p.wait_caught_up()
-        assert p.failed_views() == [], p.output()[-3000:]
-        assert p.stop() == 0
-        p.assert_equal()
+        converge(p)
     finally:
         p.close()

@@ -131,9 +131,15 @@ def test_rebuild_while_readers_read_and_writers_write(pg: PgCluster, tmp_path: P
         assert "resuming on its rebuilt copy" in p.output()
         assert p.stop() == 0
         p.assert_equal()
-        # the old copy is gone
-        assert not (p.workdir / "wh.duckdb.rebuild").exists()
-        assert not (p.workdir / "search.rebuild").exists()
+        # the old copy (in the shadow's place after the swap) is gone
+        if kind == "duckdb":
+            assert (p.workdir / "wh.duckdb").exists() and not (p.workdir / "wh.duckdb.rebuild").exists()
+        if kind == "tantivy":
+            assert (p.workdir / "search").is_dir() and not (p.workdir / "search.rebuild").exists()
+        if kind == "redis":
+            assert p.redis is not None
+            shadow = redis.Redis.from_url(p.redis.url.rsplit("/", 1)[0] + "/1")
+            assert shadow.dbsize() == 0  # rebuild_db: the view's database + 1
     finally:
         stop.set()
         for t in threads:

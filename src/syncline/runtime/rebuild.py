@@ -28,12 +28,12 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import fcntl
 import itertools
 import logging
 import os
 import shutil
 import sqlite3
+import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator
@@ -127,20 +127,16 @@ def _request(path: Path, view: str) -> Iterator[Callable[[], None]]:
 
 def _take_view_lock(path: Path, view: str, timeout: float) -> Any:
     """The view's lock (held by its worker while ``run`` runs; let go once paused)."""
+    from syncline.runtime.workers import wait_flock
+
     f = open(path / f"view-{view}.lock", "a+")  # noqa: SIM115 - returned to the caller
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return f
-        except BlockingIOError:
-            if time.monotonic() >= deadline:
-                f.close()
-                raise RebuildError(
-                    f"view {view}: its worker did not let go of it within {timeout:g}s "
-                    "(see `syncline status`); nothing was swapped"
-                ) from None
-            time.sleep(0.1)
+    if not wait_flock(f, threading.Event(), timeout=timeout):
+        f.close()
+        raise RebuildError(
+            f"view {view}: its worker did not let go of it within {timeout:g}s "
+            "(see `syncline status`); nothing was swapped"
+        )
+    return f
 
 
 # -- where a copy is built, and how it is swapped in ---------------------------------------
@@ -259,7 +255,6 @@ class _RedisTarget:
         c = self._client()
         try:
             c.execute_command("SELECT", self.shadow_db)
-            c.set(MARKER, str(os.getpid()))
             c.flushdb()
         finally:
             c.close()
@@ -422,8 +417,7 @@ class Builder:
 
     def catch_up(self) -> None:
         """Up to the log's end as it is now (and never inside a source transaction)."""
-        self._held_first()
-        hw = self._reader.hw()
+        hw = self._reader.hw()  # held transactions are below it: step() applies them first
         last_say = time.monotonic()
         while self.cp.seq < hw or self._open:
             self.step(0.2)
@@ -449,10 +443,6 @@ class Builder:
         if hasattr(self.view, "flush"):
             self.view.flush()
         return True
-
-    def _held_first(self) -> None:
-        while self._held:
-            self.step(0.05)
 
     def close(self) -> None:
         if self._prefetch is not None:

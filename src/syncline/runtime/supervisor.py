@@ -17,37 +17,13 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 
 from syncline.core.config_models import Config, ViewConfig
+from syncline.log.embedded.store import count_start
 from syncline.runtime import workers
 from syncline.runtime.backoff import Backoff
 from syncline.runtime.consumers import ConsumerTable
 from syncline.runtime.http import ApiServer, Processes
 
 log = logging.getLogger("syncline.run")
-
-
-STARTS_FILE = "starts"
-"""How many times ``syncline run`` has started on this log directory (first-start rules)."""
-
-
-def count_start(path: Path) -> int:
-    """Count this start of ``syncline run`` (before any process is spawned)."""
-    f = path / STARTS_FILE
-    try:
-        n = int(f.read_text().strip() or 0) + 1
-    except (OSError, ValueError):
-        n = 1
-    tmp = f.with_suffix(".tmp")
-    tmp.write_text(f"{n}\n")
-    tmp.replace(f)
-    return n
-
-
-def starts(path: Path) -> int:
-    """:func:`count_start`'s count (1 when never counted: the capture run on its own)."""
-    try:
-        return max(1, int((path / STARTS_FILE).read_text().strip()))
-    except (OSError, ValueError):
-        return 1
 
 
 class Supervisor:

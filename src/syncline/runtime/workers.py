@@ -227,18 +227,12 @@ def view_main(cfg: Config, vcfg: ViewConfig) -> int:
                 _view_loop(view, vcfg, path, cp, consumers, stop, log)
             except sqlite3.OperationalError as e:  # the log is busy or being created
                 raise TransientViewError(f"reading the log: {e}") from e
-            view.close()
-            done = view.read_checkpoint() if isinstance(view, DeferredCommit) else None
-            if done is not None:  # committed on close
-                consumers.add_applied(vcfg.name, vcfg.kind, 0, done.seq, done.commit_lsn)
+            _close_reporting(view, vcfg, consumers)
             consumers.update(vcfg.name, vcfg.kind, state="stopped")
             return 0
         except PausedForRebuild:
             assert view is not None
-            view.close()
-            done = view.read_checkpoint() if isinstance(view, DeferredCommit) else None
-            if done is not None:
-                consumers.add_applied(vcfg.name, vcfg.kind, 0, done.seq, done.commit_lsn)
+            _close_reporting(view, vcfg, consumers)
             consumers.update(vcfg.name, vcfg.kind, state="paused", error="")
             log.info("view %s: paused while `syncline rebuild` swaps in its new copy", vcfg.name)
             if not _sit_out_rebuild(lock, path, vcfg.name, stop):
@@ -290,13 +284,15 @@ def _sit_out_rebuild(lock: Any, path: Path, name: str, stop: threading.Event) ->
             stop.wait(0.2)
     finally:
         conn.close()
-    while not stop.is_set():
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return True
-        except BlockingIOError:
-            stop.wait(0.1)
-    return False
+    return wait_flock(lock, stop)
+
+
+def _close_reporting(view: Any, vcfg: ViewConfig, consumers: ConsumerTable) -> None:
+    """Close the view; a :class:`DeferredCommit` view commits on close: report that."""
+    view.close()
+    done = view.read_checkpoint() if isinstance(view, DeferredCommit) else None
+    if done is not None:
+        consumers.add_applied(vcfg.name, vcfg.kind, 0, done.seq, done.commit_lsn)
 
 
 def _safe_close(view: object) -> None:
@@ -504,18 +500,38 @@ def _fill_from_compacted(
     return cp
 
 
-def _exclusive(lockfile: Path, stop: threading.Event, log: logging.Logger) -> object | None:
-    """One process per view: wait for a previous one (e.g. still dying) to let go."""
-    f = open(lockfile, "a+")  # noqa: SIM115 - held for the life of the process
-    waited = 0.0
+def wait_flock(
+    f: Any,
+    stop: threading.Event,
+    timeout: float | None = None,
+    on_long_wait: Callable[[], None] | None = None,
+) -> bool:
+    """Take the exclusive lock of the open file ``f``, waiting for its holder to let go;
+    False when ``stop`` is set or ``timeout`` seconds passed first. ``on_long_wait`` is
+    called once after 5 s of waiting."""
+    started = time.monotonic()
+    warned = False
     while not stop.is_set():
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return f
+            return True
         except BlockingIOError:
-            if waited == 5.0:
-                log.warning("waiting for another process holding %s", lockfile)
-            stop.wait(0.25)
-            waited += 0.25
+            waited = time.monotonic() - started
+            if timeout is not None and waited >= timeout:
+                return False
+            if on_long_wait is not None and not warned and waited >= 5.0:
+                warned = True
+                on_long_wait()
+            stop.wait(0.1)
+    return False
+
+
+def _exclusive(lockfile: Path, stop: threading.Event, log: logging.Logger) -> object | None:
+    """One process per view: wait for a previous one (e.g. still dying) to let go."""
+    f = open(lockfile, "a+")  # noqa: SIM115 - held for the life of the process
+    if wait_flock(
+        f, stop, on_long_wait=lambda: log.warning("waiting for another process holding %s", lockfile)
+    ):
+        return f
     f.close()
     return None

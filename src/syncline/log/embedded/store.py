@@ -731,3 +731,28 @@ def _touched_keys(
         for row in (ch.old, ch.new):
             if row is not None:
                 into.add((ch.relid, tuple(row[i] for i in idx)))
+
+
+STARTS_FILE = "starts"
+"""How many times ``syncline run`` has started on this log directory (first-start rules)."""
+
+
+def count_start(path: Path) -> int:
+    """Count this start of ``syncline run`` (before any process is spawned)."""
+    f = path / STARTS_FILE
+    try:
+        n = int(f.read_text().strip() or 0) + 1
+    except (OSError, ValueError):
+        n = 1
+    tmp = f.with_suffix(".tmp")
+    tmp.write_text(f"{n}\n")
+    tmp.replace(f)
+    return n
+
+
+def start_count(path: Path) -> int:
+    """:func:`count_start`'s count (1 when never counted: the capture run on its own)."""
+    try:
+        return max(1, int((path / STARTS_FILE).read_text().strip()))
+    except (OSError, ValueError):
+        return 1

@@ -23,7 +23,7 @@ from syncline.core.config_models import SourceConfig
 from syncline.core.errors import SourceError, TransientSourceError
 from syncline.core.events import Relation
 from syncline.core.lsn import format_lsn
-from syncline.log.embedded.store import EmbeddedLogWriter
+from syncline.log.embedded.store import EmbeddedLogWriter, start_count
 from syncline.sources.postgres import catalog as cat
 from syncline.sources.postgres.follow import TableFollower, queued_copies, usable
 from syncline.sources.postgres.generated import GeneratedColumns
@@ -107,9 +107,9 @@ class Capture:
                 if not first and not streaming:
                     # a first start whose earlier runs died before they got here (killed
                     # while starting) cannot tell which tables were there at the start
-                    from syncline.runtime.supervisor import starts
-
-                    there_first = sorted(t.qualified for t in tables) if starts(self.writer.path) <= 1 else []
+                    there_first = (
+                        sorted(t.qualified for t in tables) if start_count(self.writer.path) <= 1 else []
+                    )
                     first = json.dumps(there_first)
                     self.writer.set_meta_now(first_tables=first)
                 there = set(json.loads(first)) if first and not streaming else set()

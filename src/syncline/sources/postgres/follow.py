@@ -604,7 +604,7 @@ class TableFollower:
             keys,
             keys,
             keys,
-            self._target(t, rel),
+            self._target(t),
             self._after(c.after, rel),
             keys,
             sql.Literal((n - 1) * CHUNK_ROWS),
@@ -634,14 +634,14 @@ class TableFollower:
         conns = self._conns(len(w.parts))
         began: list[psycopg.Connection[Any]] = []
         try:
+            looked: dict[int, cat.TableInfo] = {}
             for part, conn in zip(w.parts, conns, strict=True):
                 conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
                 began.append(conn)
                 try:
-                    before = self.table(part.copy.oid)
-                    only = sql.SQL("") if before.relkind == "p" else sql.SQL("ONLY ")
-                    name = sql.Identifier(before.schema, before.name)
-                    conn.execute(sql.SQL("LOCK TABLE {}{} IN ACCESS SHARE MODE").format(only, name))
+                    oid = part.copy.oid
+                    before = looked[oid] = looked.get(oid) or self.table(oid)
+                    conn.execute(sql.SQL("LOCK TABLE {} IN ACCESS SHARE MODE").format(self._target(before)))
                     part.locked = before.qualified
                 except psycopg.errors.UndefinedTable:
                     conn.execute("ROLLBACK")
@@ -663,7 +663,7 @@ class TableFollower:
                     w.whole.add(oid)
                 msg_bytes, rel = self.relation_of(t)
                 w.relations[oid] = (msg_bytes, rel)
-                w.targets[oid] = self._target(t, rel)
+                w.targets[oid] = self._target(t)
                 w.key_idx[oid] = rel.key_indexes()
                 w.touched[oid] = set()
             jobs = [
@@ -708,11 +708,11 @@ class TableFollower:
         part.rows = rows
 
     @staticmethod
-    def _target(t: cat.TableInfo, rel: Relation) -> sql.Composed:
+    def _target(t: cat.TableInfo) -> sql.Composed:
         # ONLY: an inheritance parent's children are tables of their own (a partitioned
         # table's partitions are not)
         only = sql.SQL("") if t.relkind == "p" else sql.SQL("ONLY ")
-        return only + sql.Identifier(rel.schema, rel.name)
+        return only + sql.Identifier(t.schema, t.name)
 
     @staticmethod
     def _key_literal(key: list[str | None], rel: Relation) -> sql.Composed:
