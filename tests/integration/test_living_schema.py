@@ -594,3 +594,55 @@ def test_a_chunk_read_while_a_ddl_holds_the_table_gets_the_new_shape(pg: PgClust
         converge(p)
     finally:
         p.close()
+
+
+def test_a_commit_not_yet_visible_is_not_overwritten_by_a_chunk(pg: PgCluster, tmp_path: Path) -> None:
+    """A commit waiting for a synchronous standby is in the WAL (streamed, logged, applied)
+    while new snapshots still see its transaction as running. A chunk read then would log the
+    row as it was before that commit, after it: the copy must wait until it is visible."""
+    p = Pipeline(pg, tmp_path, views=("postgres",))
+    writer = psycopg.connect(p.source_dsn, autocommit=True)
+    update = threading.Thread(target=writer.execute, args=("UPDATE t SET v = 'new' WHERE id = 7",))
+    try:
+        p.sql(
+            "CREATE TABLE t (id int PRIMARY KEY, v text);"
+            "INSERT INTO t SELECT g, 'old' FROM generate_series(1, 100) g"
+        )
+        p.start()
+        wait_followed(p)
+        # only the writer's commits wait for the (absent) synchronous standby
+        p.sql("ALTER SYSTEM SET synchronous_commit = 'local'")
+        p.sql("ALTER SYSTEM SET synchronous_standby_names = 'nobody'")
+        p.sql("SELECT pg_reload_conf()")
+        time.sleep(0.5)
+        writer.execute("SET synchronous_commit = on")
+        update.start()
+        deadline = time.monotonic() + 30
+        while p.sql("SELECT v FROM public.t WHERE id = 7", p.replica_db) != [("new",)]:
+            assert time.monotonic() < deadline, p.output()[-3000:]
+            time.sleep(0.1)
+        assert p.sql("SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'SyncRep'") == [(1,)]
+        assert p.sql("SELECT v FROM t WHERE id = 7") == [("old",)]  # not visible yet
+        log = sqlite3.connect(p.log_path / "log.db")
+        with log:
+            log.execute(
+                "INSERT INTO copy_requests (tables, requested_at) VALUES (?, ?)",
+                (json.dumps(["public.t"]), time.time()),
+            )
+        log.close()
+        time.sleep(4)  # a chunk that did not wait would have logged 'old' by now
+        assert "public.t" in p.copying(), p.output()[-3000:]
+        assert p.sql("SELECT v FROM public.t WHERE id = 7", p.replica_db) == [("new",)], p.output()[-3000:]
+        p.sql("ALTER SYSTEM RESET synchronous_standby_names")
+        p.sql("SELECT pg_reload_conf()")
+        update.join(30)
+        converge(p)
+        assert p.sql("SELECT v FROM public.t WHERE id = 7", p.replica_db) == [("new",)]
+    finally:
+        p.sql("ALTER SYSTEM RESET synchronous_standby_names")
+        p.sql("ALTER SYSTEM RESET synchronous_commit")
+        p.sql("SELECT pg_reload_conf()")
+        if update.is_alive():
+            update.join(30)
+        writer.close()
+        p.close()

@@ -370,6 +370,8 @@ class Capture:
                         in_txn = True
                     elif t == 0x43:  # C
                         c = decode_commit(payload)
+                        if follower is not None:
+                            follower.committed(cur_xid)
                         if not skip:
                             w.commit(c.commit_lsn, c.end_lsn, c.commit_time)
                             stats.transactions += 1

@@ -48,6 +48,7 @@ from syncline.core.patterns import table_selected
 from syncline.log.embedded.store import EmbeddedLogWriter, connect
 from syncline.sources.postgres import catalog as cat
 from syncline.sources.postgres.pgoutput import decode_change, encode_insert, encode_truncate
+from syncline.sources.postgres.visibility import Snapshot
 
 log = logging.getLogger("syncline.capture")
 
@@ -66,6 +67,9 @@ BARRIER_INTERVAL = 0.2
 SEQUENCES_KEY = "sequences"
 SEQUENCE_POLLS = 5
 """Polls between two readings of the sequences."""
+VISIBLE_WAIT = 10.0
+"""Seconds a window waits for committed transactions its snapshot cannot see yet (a commit
+waiting for a synchronous standby) before it is given up and tried again later."""
 
 
 @dataclass
@@ -111,8 +115,8 @@ class Window:
     parts: list[Part]
     open: bool = False
     """The low watermark has come back through the stream."""
-    xip: set[int] = field(default_factory=set)
-    """Transactions the chunks' snapshots saw as still running: their changes count as
+    snaps: list[Snapshot] = field(default_factory=list)
+    """The chunks' snapshots: changes of a transaction one of them saw as running count as
     touching the chunks even when their commit came back before the low watermark."""
     relations: dict[int, tuple[bytes, Relation]] = field(default_factory=dict)
     """Per table, its Relation message and Relation as its chunks were read."""
@@ -125,7 +129,7 @@ class Window:
     transaction): their chunks are read again."""
 
     def watching(self, xid: int) -> bool:
-        return self.open or xid in self.xip
+        return self.open or any(s.invisible32(xid) for s in self.snaps)
 
 
 def queued_copies(tables: list[cat.TableInfo], reset: bool, first: bool = False) -> dict[str, str]:
@@ -188,6 +192,9 @@ class TableFollower:
         self._last_poll = 0.0
         self._warned: set[tuple[int, str]] = set()
         self._announced_empty = False
+        self.recent: set[int] = set()
+        """Transactions whose commit this capture has taken from the stream and that a new
+        snapshot may still see as running (pruned against a fresh snapshot each poll)."""
 
     # -- state ------------------------------------------------------------------------------
 
@@ -265,15 +272,11 @@ class TableFollower:
                 self._start_window(ready)
 
     def _past_barrier(self) -> Copy | None:
-        """The first copy whose barrier transactions have all ended (committed or not)."""
-        running = {int(x) for c in self.copies.values() for x in c.barrier}
-        rows = self.conn.execute(
-            "SELECT x FROM unnest(%s::text[]) x WHERE pg_catalog.pg_xact_status(x::xid8) = 'in progress'",
-            ([str(x) for x in running],),
-        ).fetchall()
-        still = {int(r[0]) for r in rows}
+        """The first copy whose barrier transactions have all ended and are visible to new
+        snapshots (a commit waiting for a synchronous standby is in the WAL, not yet visible)."""
+        snap = self._snapshot()
         for c in self.copies.values():
-            c.barrier &= still
+            c.barrier = {x for x in c.barrier if snap.invisible(x)}
             if not c.barrier:
                 return c
             if time.time() - c.wall_started > 10:
@@ -304,9 +307,17 @@ class TableFollower:
         self._lagging = lagging
         return lagging
 
+    def _snapshot(self) -> Snapshot:
+        row = self.conn.execute("SELECT pg_catalog.pg_current_snapshot()::text").fetchone()
+        assert row is not None
+        return Snapshot.parse(str(row[0]))
+
     def poll(self) -> None:
         try:
             tables = cat.discover_tables(self.conn, self.cfg.tables)
+            if self.recent:
+                snap = self._snapshot()
+                self.recent = {x for x in self.recent if snap.invisible32(x)}
         except psycopg.OperationalError as e:
             raise TransientSourceError(f"catalogue lookup failed: {e}") from e
         if not tables and not self.followed and not self._announced_empty:
@@ -515,12 +526,16 @@ class TableFollower:
             )
             return
         # a transaction running now may have changed the table before it was published
-        # (those changes are decoded as unpublished): its effects must be in the first chunk
-        row = self.conn.execute(
-            "SELECT ARRAY(SELECT x::text FROM pg_catalog.pg_snapshot_xip(pg_catalog.pg_current_snapshot()) x)"
-        ).fetchone()
+        # (those changes are decoded as unpublished): its effects must be in the first chunk.
+        # Running: listed in a snapshot's xip, or given its id after the latest one that
+        # finished (at or above xmax, below the next id to be assigned).
+        snap = self._snapshot()
+        row = self.conn.execute("SELECT pg_catalog.pg_current_xact_id()::text").fetchone()
+        following = int(row[0]) if row else snap.xmax
         self.followed[t.oid] = t.qualified
-        self.copies[t.oid] = Copy(t.oid, t.qualified, barrier={int(x) for x in (row[0] if row else [])})
+        self.copies[t.oid] = Copy(
+            t.oid, t.qualified, barrier=set(snap.xip) | set(range(snap.xmax, following))
+        )
         self._save()
         log.info(
             "following new table %s: its changes stream from now on, its rows are being copied", t.qualified
@@ -584,7 +599,9 @@ class TableFollower:
         w = Window(uuid.uuid4().hex[:12], parts)
         self.current = w
         self._emit(f"low:{w.token}")
-        self._read_window(w)
+        if not self._read_window(w):
+            self.current = None  # its low watermark is ignored; the next tick tries again
+            return
         self._emit(f"high:{w.token}")
 
     def _ranges(self, c: Copy, n: int) -> list[Part]:
@@ -626,31 +643,31 @@ class TableFollower:
             self._part_conns.append(cat.connect(self.cfg.dsn.value))
         return self._part_conns[:n]
 
-    def _read_window(self, w: Window) -> None:
+    def _read_window(self, w: Window) -> bool:
         """Each chunk on its own connection: ACCESS SHARE lock on its table first (a DDL
         then either committed before or waits for the window), then its REPEATABLE READ
         snapshot; the tables' shapes are read once every lock is held; then the chunks'
-        rows, in parallel."""
+        rows, in parallel. False: given up, a committed transaction stayed invisible."""
         conns = self._conns(len(w.parts))
         began: list[psycopg.Connection[Any]] = []
         try:
-            looked: dict[int, cat.TableInfo] = {}
-            for part, conn in zip(w.parts, conns, strict=True):
-                conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
-                began.append(conn)
-                try:
-                    oid = part.copy.oid
-                    before = looked[oid] = looked.get(oid) or self.table(oid)
-                    conn.execute(sql.SQL("LOCK TABLE {} IN ACCESS SHARE MODE").format(self._target(before)))
-                    part.locked = before.qualified
-                except psycopg.errors.UndefinedTable:
-                    conn.execute("ROLLBACK")
-                    began.remove(conn)
-                    continue
-                rows = conn.execute(
-                    "SELECT x::text FROM pg_catalog.pg_snapshot_xip(pg_catalog.pg_current_snapshot()) x"
-                ).fetchall()
-                w.xip |= {int(x) & 0xFFFFFFFF for (x,) in rows}
+            deadline = time.monotonic() + VISIBLE_WAIT
+            while hidden := self._open_parts(w, conns, began):
+                # a commit already in the WAL (perhaps already streamed and logged, before
+                # the low watermark) that the snapshots cannot see: a chunk read now would
+                # log its rows as they were before it. Wait until it is visible.
+                for conn in began:
+                    with contextlib.suppress(psycopg.Error):
+                        conn.execute("ROLLBACK")
+                began.clear()
+                if not self._wait_visible(hidden, deadline):
+                    log.warning(
+                        "a copy waits: transactions %s have committed but are not visible yet (a "
+                        "synchronous standby not answering?)",
+                        ", ".join(str(x) for x in sorted(hidden)),
+                    )
+                    return False
+            self.recent.clear()  # every one of them is visible to the snapshots, and after
             for part in w.parts:
                 oid = part.copy.oid
                 if not part.locked or oid in w.relations:
@@ -676,10 +693,57 @@ class TableFollower:
                     list(pool.map(lambda j: self._read_part(w, *j), jobs))
             elif jobs:
                 self._read_part(w, *jobs[0])
+            return True
         finally:
             for conn in began:
                 with contextlib.suppress(psycopg.Error):
                     conn.execute("ROLLBACK")
+
+    def _open_parts(
+        self, w: Window, conns: list[psycopg.Connection[Any]], began: list[psycopg.Connection[Any]]
+    ) -> set[int]:
+        """Lock and snapshot every chunk's table (``began``: the connections in a transaction).
+        Returns the committed transactions the snapshots cannot see yet (32-bit ids): those
+        the stream has already delivered, and those its snapshots list as running although
+        their commit is recorded."""
+        looked: dict[int, cat.TableInfo] = {}
+        w.snaps = []
+        hidden: set[int] = set()
+        for part, conn in zip(w.parts, conns, strict=True):
+            part.locked = ""
+            conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+            began.append(conn)
+            try:
+                oid = part.copy.oid
+                before = looked[oid] = looked.get(oid) or self.table(oid)
+                conn.execute(sql.SQL("LOCK TABLE {} IN ACCESS SHARE MODE").format(self._target(before)))
+                part.locked = before.qualified
+            except psycopg.errors.UndefinedTable:
+                conn.execute("ROLLBACK")
+                began.remove(conn)
+                continue
+            # the first statement after LOCK takes the transaction's snapshot
+            row = conn.execute(
+                "SELECT pg_catalog.pg_current_snapshot()::text, ARRAY(SELECT x::text"
+                " FROM pg_catalog.pg_snapshot_xip(pg_catalog.pg_current_snapshot()) x"
+                " WHERE pg_catalog.pg_xact_status(x) = 'committed')"
+            ).fetchone()
+            assert row is not None
+            snap = Snapshot.parse(str(row[0]))
+            w.snaps.append(snap)
+            hidden |= {int(x) & 0xFFFF_FFFF for x in row[1]}
+            hidden |= {x for x in self.recent if snap.invisible32(x)}
+        return hidden
+
+    def _wait_visible(self, xids: set[int], deadline: float) -> bool:
+        """Until a new snapshot sees every one of ``xids`` (32-bit), or ``deadline``."""
+        while True:
+            snap = self._snapshot()
+            if not any(snap.invisible32(x) for x in xids):
+                return True
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.02)
 
     def _read_part(self, w: Window, part: Part, conn: psycopg.Connection[Any]) -> None:
         """One chunk's rows (in a thread of the window's pool: only ``conn`` is used)."""
@@ -737,6 +801,10 @@ class TableFollower:
 
     # -- the stream -------------------------------------------------------------------------
 
+    def committed(self, xid: int) -> None:
+        """The stream delivered the commit of ``xid`` (32-bit)."""
+        self.recent.add(xid)
+
     def on_change(self, payload: bytes, xid: int = 0) -> None:
         """A change of the stream (protocol-1 form) of transaction ``xid``: note keys touched
         inside a window, or by a transaction the chunks' snapshots saw as running."""
@@ -771,6 +839,8 @@ class TableFollower:
         """A streamed transaction committed (its changes land here, in stream order) or
         aborted. Committed inside a window over a table it changed: read the chunk again."""
         rels = self.stream_rels.pop(xid, set())
+        if committed:
+            self.committed(xid)
         w = self.current
         if committed and w is not None and w.watching(xid):
             w.whole.update(rels & set(w.key_idx))
