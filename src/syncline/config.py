@@ -27,8 +27,14 @@ REQUIRED = object()
 
 # kind -> key -> (type, what is expected, default or REQUIRED)
 VIEW_KINDS: dict[str, dict[str, tuple[type | tuple[type, ...], str, object]]] = {
-    "postgres": {"dsn": (str, "a libpq URI or key=value string", REQUIRED)},
-    "duckdb": {"path": (str, "a file path", REQUIRED)},
+    "postgres": {
+        "dsn": (str, "a libpq URI or key=value string", REQUIRED),
+        "keep_dropped_tables": (bool, "true or false", False),
+    },
+    "duckdb": {
+        "path": (str, "a file path", REQUIRED),
+        "keep_dropped_tables": (bool, "true or false", False),
+    },
     "redis": {
         "url": (str, "a redis:// URL", REQUIRED),
         "key": (str, "a key template like {table}:{pk}", "{table}:{pk}"),

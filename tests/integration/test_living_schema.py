@@ -20,6 +20,13 @@ from syncline.testing.harness import Pipeline
 from syncline.testing.pgcluster import PgCluster
 
 
+def duckdb_tables(p: Pipeline) -> set[str]:
+    import duckdb
+
+    with duckdb.connect(str(p.workdir / "wh.duckdb"), read_only=True) as con:
+        return {str(r[0]) for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+
+
 def wait_followed(p: Pipeline, timeout: float = 90) -> None:
     r = p.cli("wait", "--timeout", str(timeout), timeout=timeout + 30)
     assert r.returncode == 0, r.stdout + r.stderr + p.output()[-3000:]
@@ -89,12 +96,14 @@ def test_start_on_an_empty_database_then_migrate(pipeline: Pipeline) -> None:
     wait_followed(p)
     if "postgres" in p.views:
         deadline = time.monotonic() + 30
-        while p.sql("SELECT count(*) FROM public.scratch", p.replica_db) != [(0,)]:
+        while p.sql("SELECT to_regclass('public.scratch')", p.replica_db) != [(None,)]:
             assert time.monotonic() < deadline, p.output()[-3000:]
             time.sleep(0.3)
     assert p.stop() == 0
     p.assert_equal()
     p.assert_verified()
+    if "duckdb" in p.views:
+        assert "scratch" not in duckdb_tables(p)
 
 
 def test_new_keyless_table_is_copied_whole(pg: PgCluster, tmp_path: Path) -> None:
@@ -645,4 +654,85 @@ def test_a_commit_not_yet_visible_is_not_overwritten_by_a_chunk(pg: PgCluster, t
         if update.is_alive():
             update.join(30)
         writer.close()
+        p.close()
+
+
+def test_dropped_tables_leave_the_views_or_stay_when_kept(pg: PgCluster, tmp_path: Path) -> None:
+    """DROP TABLE drops the replica's table (and it stays dropped after a restart); a view with
+    keep_dropped_tables keeps the table and its rows, until a new table takes its name."""
+    import duckdb
+
+    p = Pipeline(pg, tmp_path, views=("postgres", "duckdb"))
+    try:
+        text = p.config_path.read_text()
+        p.config_path.write_text(
+            text.replace('kind = "duckdb"', 'kind = "duckdb"\nkeep_dropped_tables = true')
+        )
+        p.sql(
+            "CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t SELECT g, 'v' || g FROM generate_series(1, 5) g;"
+            "CREATE TABLE u (id int PRIMARY KEY); INSERT INTO u VALUES (1), (2)"
+        )
+        p.start()
+        wait_followed(p)
+        assert p.sql("SELECT count(*) FROM public.t", p.replica_db) == [(5,)]
+        p.sql("DROP TABLE t")
+        deadline = time.monotonic() + 30
+        while p.sql("SELECT to_regclass('public.t')", p.replica_db) != [(None,)]:
+            assert time.monotonic() < deadline, p.output()[-3000:]
+            time.sleep(0.2)
+        p.sql("INSERT INTO u VALUES (3)")
+        p.wait_caught_up()
+        assert p.stop() == 0
+        with duckdb.connect(str(p.workdir / "wh.duckdb"), read_only=True) as con:
+            assert con.execute("SELECT count(*) FROM public.t").fetchall() == [(5,)]
+        # a restart does not bring the dropped table back into the replica
+        p.start()
+        p.sql("INSERT INTO u VALUES (4)")
+        p.wait_caught_up()
+        assert p.sql("SELECT to_regclass('public.t')", p.replica_db) == [(None,)], p.output()[-3000:]
+        # a new table under the kept one's name replaces it
+        p.sql("CREATE TABLE t (id int PRIMARY KEY, w int); INSERT INTO t VALUES (10, 1), (11, 2)")
+        converge(p)
+        with duckdb.connect(str(p.workdir / "wh.duckdb"), read_only=True) as con:
+            assert sorted(con.execute("SELECT id, w FROM public.t").fetchall()) == [(10, 1), (11, 2)]
+    finally:
+        p.close()
+
+
+def test_a_partition_detached_during_writes_copies_the_root_again_exactly(
+    pg: PgCluster, tmp_path: Path
+) -> None:
+    """A copy that starts over (a partition detached) empties the table at its low watermark:
+    a change made inside the window to a key the chunk leaves out must survive."""
+    p = Pipeline(pg, tmp_path, views=("postgres",), tables="public.m", extra_source="copy_parallel = 1")
+    try:
+        p.sql(
+            "CREATE TABLE m (id int, region text, v text, PRIMARY KEY (id, region)) PARTITION BY LIST (region);"
+            "CREATE TABLE m_eu PARTITION OF m FOR VALUES IN ('eu');"
+            "CREATE TABLE m_us PARTITION OF m FOR VALUES IN ('us');"
+            "INSERT INTO m SELECT g, CASE WHEN g % 2 = 0 THEN 'eu' ELSE 'us' END, 'old'"
+            " FROM generate_series(1, 20) g"
+        )
+        p.start()
+        wait_followed(p)
+        capture = next(pid for pid, title in p.workers().items() if title.endswith("capture"))
+        os.kill(capture, signal.SIGSTOP)
+        held = psycopg.connect(p.source_dsn)
+        try:
+            p.sql("ALTER TABLE m DETACH PARTITION m_us; DROP TABLE m_us")
+            # the window's chunk waits for this lock, after its low watermark
+            held.execute("LOCK TABLE m IN ACCESS EXCLUSIVE MODE")
+        finally:
+            os.kill(capture, signal.SIGCONT)
+        with held:
+            deadline = time.monotonic() + 30
+            while "partitions detached or dropped: copying it again" not in p.output():
+                assert time.monotonic() < deadline, p.output()[-3000:]
+                time.sleep(0.1)
+            time.sleep(1)
+            held.execute("UPDATE m SET v = 'new' WHERE id = 2")
+            held.commit()
+        converge(p)
+        assert p.sql("SELECT v FROM public.m WHERE id = 2", p.replica_db) == [("new",)]
+    finally:
         p.close()

@@ -59,6 +59,10 @@ def test_env_reference_and_secret_never_printed(tmp_path: Path) -> None:
             '[source]\ndsn = "x"\n[views.s]\nkind = "tantivy"\npath = "p"\non_error = "go"\n',
             "views.s.on_error",
         ),
+        (
+            '[source]\ndsn = "x"\n[views.w]\nkind = "duckdb"\npath = "p"\nkeep_dropped_tables = "yes"\n',
+            "views.w.keep_dropped_tables: expected true or false",
+        ),
     ],
 )
 def test_errors_name_file_key_and_expectation(tmp_path: Path, text: str, needle: str) -> None:

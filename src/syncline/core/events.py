@@ -112,6 +112,9 @@ class Truncate:
     cascade: bool = False
     restart_identity: bool = False
     ordinal: int = 0
+    dropped: bool = False
+    """The tables left the source (dropped, renamed out of ``source.tables``): views that
+    hold tables drop them (or keep them, ``keep_dropped_tables``), the others empty them."""
 
 
 @dataclass(slots=True)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from syncline.core.events import Checkpoint, Relation, SchemaChange, Transaction
+from syncline.core.events import Checkpoint, Relation, SchemaChange, Transaction, Truncate
 from syncline.core.patterns import table_selected
 
 
@@ -109,3 +109,6 @@ def advance_relations(batch: Batch) -> None:
         for it in txn.items:
             if isinstance(it, SchemaChange):
                 batch.relations[it.relation.oid] = it.relation
+            elif isinstance(it, Truncate) and it.dropped:
+                for oid in it.relids:
+                    batch.relations.pop(oid, None)

@@ -80,6 +80,8 @@ class TruncateStep:
     relations: list[Relation]
     cascade: bool
     restart_identity: bool
+    dropped: bool = False
+    """The tables left the source: drop them (or keep them), not only empty them."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,10 +149,13 @@ def net_steps(
                     for r in item.relids
                     if r in relations and (selected is None or r in selected)
                 ]
+                if item.dropped:
+                    for r in item.relids:
+                        relations.pop(r, None)
                 if not rels:
                     continue
                 yield from flush()
-                yield TruncateStep(rels, item.cascade, item.restart_identity)
+                yield TruncateStep(rels, item.cascade, item.restart_identity, item.dropped)
     yield from flush()
 
 

@@ -225,6 +225,12 @@ class EmbeddedLogWriter:
         self._note_relation(message, relation, self._rows_relations)
         self.add(message)
 
+    def drop_relation(self, oid: int) -> None:
+        """The table ``oid`` left the source with the transaction being added: from its seq
+        on, the log's relations no longer list it (an empty entry marks that)."""
+        self._relations_latest.pop(oid, None)
+        self._rows_relations.append((oid, b"", b""))
+
     def _note_relation(
         self, message: bytes, relation: Relation, into: list[tuple[int, bytes, bytes]]
     ) -> None:
@@ -490,7 +496,7 @@ class EmbeddedLogWriter:
                     int(o): relation_from_json(d)
                     for o, d in self.conn.execute(
                         "SELECT oid, detail FROM relations r WHERE seq = "
-                        "(SELECT max(seq) FROM relations r2 WHERE r2.oid = r.oid)"
+                        "(SELECT max(seq) FROM relations r2 WHERE r2.oid = r.oid) AND length(detail) > 0"
                     )
                 }
                 touched: set[tuple[int, tuple[object, ...]]] = set()
@@ -591,7 +597,9 @@ class EmbeddedLogReader:
         self._load_relations()
 
     def _load_relations(self) -> None:
-        for _oid, msg, detail in self.conn.execute("SELECT oid, msg, detail FROM relations"):
+        for _oid, msg, detail in self.conn.execute(
+            "SELECT oid, msg, detail FROM relations WHERE length(detail) > 0"
+        ):
             rel = relation_from_json(detail)
             self.resolver.details[(rel.oid, bytes(msg))] = rel
 
@@ -602,7 +610,7 @@ class EmbeddedLogReader:
         out: dict[int, Relation] = {}
         for _oid, detail in self.conn.execute(
             "SELECT oid, detail FROM relations r WHERE seq = (SELECT max(seq) FROM relations r2"
-            " WHERE r2.oid = r.oid AND r2.seq <= ?)",
+            " WHERE r2.oid = r.oid AND r2.seq <= ?) AND length(detail) > 0",
             (seq,),
         ):
             rel = relation_from_json(detail)

@@ -465,14 +465,23 @@ class TableFollower:
     def _check_partitions(self) -> None:
         """ATTACH, DETACH or DROP of a partition adds or removes rows of the root without
         row events: copy the root again (emptied first when rows went away)."""
+        # pg_inherits, not pg_partition_tree(): that one locks every partition, and would
+        # hold the whole stream up behind a DDL that holds the table
         rows = self.conn.execute(
-            "SELECT r.oid, ARRAY(SELECT t.relid::oid FROM pg_catalog.pg_partition_tree(r.oid) t"
-            "   WHERE t.isleaf AND t.relid <> r.oid)"
-            " FROM pg_catalog.pg_class r WHERE r.oid = ANY(%s) AND r.relkind = 'p'",
+            "WITH RECURSIVE tree (root, relid) AS ("
+            " SELECT r.oid, r.oid FROM pg_catalog.pg_class r WHERE r.oid = ANY(%s) AND r.relkind = 'p'"
+            " UNION ALL SELECT t.root, i.inhrelid FROM tree t"
+            " JOIN pg_catalog.pg_inherits i ON i.inhparent = t.relid)"
+            " SELECT t.root, t.relid, c.relkind::text FROM tree t"
+            " JOIN pg_catalog.pg_class c ON c.oid = t.relid",
             (list(self.followed),),
         ).fetchall()
-        for root, leaves in rows:
-            oid, now = int(root), {int(x) for x in leaves}
+        trees: dict[int, set[int]] = {}
+        for root, relid, relkind in rows:
+            leaves = trees.setdefault(int(root), set())
+            if relkind != "p":
+                leaves.add(int(relid))
+        for oid, now in trees.items():
             before = self.leaves.get(oid)
             self.leaves[oid] = now
             if before is None or before == now or oid in self.copies:
@@ -874,7 +883,8 @@ class TableFollower:
         if kind == "gone":
             now = int(time.time() * 1_000_000)
             self.writer.begin(0, lsn, now)
-            self.writer.add(encode_truncate((int(token),), False, False))
+            self.writer.add(encode_truncate((int(token),), False, False, dropped=True))
+            self.writer.drop_relation(int(token))
             self.writer.commit(lsn, lsn, now)
             return True
         w = self.current
@@ -882,6 +892,21 @@ class TableFollower:
             return False
         if kind == "low":
             w.open = True
+            # a copy that starts over empties the table here, before the window's changes:
+            # at the high watermark it would also wipe what they did to keys the chunk leaves out
+            resets = sorted(
+                {
+                    p.copy.oid
+                    for p in w.parts
+                    if p.copy.reset and p.copy.after is None and w.key_idx.get(p.copy.oid)
+                }
+            )
+            if resets:
+                now = int(time.time() * 1_000_000)
+                self.writer.begin(0, lsn, now)
+                self.writer.add(encode_truncate(tuple(resets), False, False))
+                self.writer.commit(lsn, lsn, now)
+                return True
         elif kind == "high" and w.open:
             return self._finish_window(w, lsn)
         return False
@@ -913,7 +938,7 @@ class TableFollower:
                 logged = True
             wr.add_relation(*w.relations[oid])
             idx = w.key_idx[oid]
-            if not idx or (c.reset and c.after is None):
+            if not idx:
                 wr.add(encode_truncate((oid,), False, False))
             c.reset = False
             touched = w.touched[oid]

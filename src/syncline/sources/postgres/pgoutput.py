@@ -225,8 +225,14 @@ def encode_delete(relid: int, old: Row, old_kind: bytes = b"K") -> bytes:
     return b"D" + _U32.pack(relid) + old_kind + encode_tuple(old)
 
 
-def encode_truncate(relids: tuple[int, ...], cascade: bool, restart_identity: bool) -> bytes:
-    opts = (1 if cascade else 0) | (2 if restart_identity else 0)
+DROPPED = 4
+"""Truncate option bit of syncline's own (PostgreSQL uses 1 and 2): the tables are gone."""
+
+
+def encode_truncate(
+    relids: tuple[int, ...], cascade: bool, restart_identity: bool, dropped: bool = False
+) -> bytes:
+    opts = (1 if cascade else 0) | (2 if restart_identity else 0) | (DROPPED if dropped else 0)
     return b"T" + _I32.pack(len(relids)) + bytes([opts]) + b"".join(_U32.pack(r) for r in relids)
 
 
@@ -270,7 +276,7 @@ def decode_change(buf: bytes, ordinal: int) -> RowChange | Truncate:
         (n,) = _I32.unpack_from(buf, 1)
         opts = buf[5]
         relids = struct.unpack_from(f"!{n}I", buf, 6)
-        return Truncate(tuple(relids), bool(opts & 1), bool(opts & 2), ordinal)
+        return Truncate(tuple(relids), bool(opts & 1), bool(opts & 2), ordinal, bool(opts & DROPPED))
     raise ProtocolError(f"not a change message: {chr(kind)!r}")
 
 

@@ -170,6 +170,7 @@ class DuckdbView:
         self.name = cfg.name
         self.path = path
         self.patterns = tuple(cfg.tables)
+        self.keep_dropped = bool(cfg.options.get("keep_dropped_tables", False))
         self._conn: Any = None
         self._rels: dict[int, Relation] = {}
         self._types: dict[int, dict[str, str]] = {}
@@ -301,8 +302,13 @@ class DuckdbView:
                 elif isinstance(step, TruncateStep):
                     for rel in step.relations:
                         where = rel.qualified
-                        if rel.oid in self._rels:
-                            cur = self._rels[rel.oid]
+                        if rel.oid not in self._rels or (step.dropped and self.keep_dropped):
+                            continue
+                        cur = self._rels[rel.oid]
+                        if step.dropped:
+                            self._run(f"DROP TABLE IF EXISTS {table_sql(cur.schema, cur.name)}")
+                            self._forget(rel.oid)
+                        else:
                             self._run(f"DELETE FROM {table_sql(cur.schema, cur.name)}")  # noqa: S608
                 elif isinstance(step, DeltaStep):
                     for td in step.tables:

@@ -151,6 +151,7 @@ class PostgresView:
     def __init__(self, cfg: ViewConfig) -> None:
         self.name = cfg.name
         self.patterns = tuple(cfg.tables)
+        self.keep_dropped = bool(cfg.options.get("keep_dropped_tables", False))
         dsn = cfg.options.get("dsn")
         if not isinstance(dsn, str) or not dsn:
             raise ConfigError(f"view {cfg.name}: option 'dsn' (the replica's DSN) is required")
@@ -458,6 +459,11 @@ class PostgresView:
                         self._delta(cur, d)
                 elif isinstance(step, SchemaStep):
                     self._schema(cur, step.old, step.new, stored)
+                elif isinstance(step, TruncateStep) and step.dropped:
+                    if not self.keep_dropped:
+                        for rel in step.relations:
+                            had = stored.pop(rel.oid, rel)
+                            ddl.drop_table(cur, had.schema, had.name)
                 elif isinstance(step, TruncateStep):
                     self._truncate(cur, step)
             self._table = ""
