@@ -119,7 +119,7 @@ def test_new_keyless_table_is_copied_whole(pg: PgCluster, tmp_path: Path) -> Non
         wait_followed(p)
         p.sql("INSERT INTO log VALUES (3, 'c'); DELETE FROM log WHERE ctid = (SELECT min(ctid) FROM log)")
         p.wait_caught_up()
-        # a table dropped while run is stopped is emptied at the next start
+        # a table dropped while run is stopped leaves the views at the next start
         p.sql("CREATE TABLE temp1 (id int PRIMARY KEY); INSERT INTO temp1 VALUES (1)")
         wait_followed(p)
         assert p.sql("SELECT count(*) FROM public.temp1", p.replica_db) == [(1,)]
@@ -127,7 +127,7 @@ def test_new_keyless_table_is_copied_whole(pg: PgCluster, tmp_path: Path) -> Non
         p.sql("DROP TABLE temp1; CREATE TABLE noid (a int); INSERT INTO noid VALUES (1)")
         p.start()
         deadline = time.monotonic() + 30
-        while p.sql("SELECT count(*) FROM public.temp1", p.replica_db) != [(0,)]:
+        while p.sql("SELECT to_regclass('public.temp1')", p.replica_db) != [(None,)]:
             assert time.monotonic() < deadline, p.output()[-3000:]
             time.sleep(0.3)
         assert "table public.noid is not followed" in p.output()
