@@ -139,23 +139,22 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_retry(args: argparse.Namespace) -> int:
     """Ask the running ``syncline run`` to restart a failed view (its next start does anyway)."""
-    from pathlib import Path
 
-    from syncline.runtime.consumers import ConsumerTable
+    from syncline.log import log_exists, open_control
     from syncline.runtime.status import status
 
     cfg = _load(args)
     if args.view not in {v.name for v in cfg.views}:
         print(f"syncline: error: no view named {args.view} in {cfg.path}", file=sys.stderr)
         return 2
-    if not (Path(cfg.log.path) / "log.db").exists():
+    if not log_exists(cfg.log):
         print(f"view {args.view} has not started yet: nothing to retry")
         return 0
     state = status(cfg, with_source=False)["views"][args.view]["state"]
     if state != "failed":
         print(f"view {args.view} is {state}, not failed: nothing to retry")
         return 0
-    t = ConsumerTable(Path(cfg.log.path))
+    t = open_control(cfg.log)
     try:
         t.request_retry(args.view)
     finally:

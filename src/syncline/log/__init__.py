@@ -1,0 +1,35 @@
+"""The durable log: its interface (:mod:`syncline.log.base`) and its backends, one folder
+each (``embedded``: SQLite files in ``log.path``). Everything outside a backend's folder opens
+the log through the functions here."""
+
+from __future__ import annotations
+
+from contextlib import suppress
+from pathlib import Path
+
+from syncline.core.config_models import LogConfig
+from syncline.log.base import LogControl
+
+
+def log_exists(log: LogConfig) -> bool:
+    """Whether a ``syncline run`` has created this log yet."""
+    return (Path(log.path) / "log.db").exists()
+
+
+def open_control(log: LogConfig) -> LogControl:
+    """The log's control plane (creates the log's bookkeeping when missing)."""
+    from syncline.log.embedded.control import EmbeddedControl
+
+    return EmbeddedControl(Path(log.path))
+
+
+def count_capture_error(log: LogConfig, error: BaseException, transient: bool) -> None:
+    """Best effort, for the capture: count ``error`` when the log exists."""
+    if not log_exists(log):
+        return
+    with suppress(Exception):
+        control = open_control(log)
+        try:
+            control.count_capture_error(error, transient)
+        finally:
+            control.close()

@@ -58,3 +58,46 @@ class LogReader(Protocol):
         """Records up to this seq were removed by retention; a new view is then filled from
         the compacted log (``log.embedded.compact.iter_compacted``)."""
         ...
+
+
+class LogControl(Protocol):
+    """The log's control plane: what each consumer (view) has applied and in which state it
+    is, why a failed one failed and whether a retry is asked for, and error counts. Status,
+    ``wait``, retention and the supervisor read it; workers write it. Advisory: a view's
+    authoritative position is the one stored with its data."""
+
+    def update(self, name: str, kind: str, **fields: object) -> None:
+        """Set fields of consumer ``name`` (``state``, ``error``, ``seq``, ``commit_lsn``)."""
+        ...
+
+    def add_applied(self, name: str, kind: str, events: int, seq: int, commit_lsn: int) -> bool:
+        """Count ``events`` applied up to ``seq``; best effort (False: kept for next time)."""
+        ...
+
+    def count_error(self, name: str, error: BaseException, transient: bool) -> None:
+        """Count an error of view ``name`` by its class."""
+        ...
+
+    def count_capture_error(self, error: BaseException, transient: bool) -> None: ...
+
+    def set_failure(self, name: str, fixable: bool, action: str) -> None:
+        """View ``name`` failed: whether a change in its store can fix it, and what to do."""
+        ...
+
+    def set_next_retry(self, name: str, at: float) -> None: ...
+
+    def failure(self, name: str) -> tuple[bool, str, bool]:
+        """(fixable, action, retry requested) of a failed view."""
+        ...
+
+    def request_retry(self, name: str) -> None: ...
+
+    def clear_retry_request(self, name: str) -> None: ...
+
+    def clear_failure(self, name: str) -> None: ...
+
+    def remove_others(self, keep: set[str]) -> list[str]:
+        """Forget consumers not in ``keep`` (views no longer configured); their names."""
+        ...
+
+    def close(self) -> None: ...

@@ -44,8 +44,8 @@ from typing import Any, Protocol
 from syncline.core.config_models import Config, Secret, ViewConfig
 from syncline.core.errors import SynclineError
 from syncline.core.events import Checkpoint, Relation, Transaction
+from syncline.log import open_control
 from syncline.log.embedded.store import EmbeddedLogReader, connect, get_meta
-from syncline.runtime.consumers import ConsumerTable
 from syncline.runtime.prefetch import Prefetcher
 from syncline.verify.source import SourceSnapshot
 from syncline.views.base import Batch, advance_relations
@@ -522,7 +522,11 @@ def rebuild(cfg: Config, name: str, say: Say, verify: bool = True) -> str:
             view.close()
             target.swap()
             swapped = True
-            ConsumerTable(path).update(name, vcfg.kind, seq=builder.cp.seq, commit_lsn=builder.cp.commit_lsn)
+            control = open_control(cfg.log)
+            try:
+                control.update(name, vcfg.kind, seq=builder.cp.seq, commit_lsn=builder.cp.commit_lsn)
+            finally:
+                control.close()
         finally:
             if snap is not None:
                 snap.close()

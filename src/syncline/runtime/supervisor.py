@@ -17,10 +17,11 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 
 from syncline.core.config_models import Config, ViewConfig
+from syncline.log import log_exists, open_control
+from syncline.log.base import LogControl
 from syncline.log.embedded.store import count_start
 from syncline.runtime import workers
 from syncline.runtime.backoff import Backoff
-from syncline.runtime.consumers import ConsumerTable
 from syncline.runtime.http import ApiServer, Processes
 
 log = logging.getLogger("syncline.run")
@@ -38,7 +39,7 @@ class Supervisor:
         self._seen_exits: set[int] = set()
         self.fixable_backoff: dict[str, Backoff] = {}
         self.fixable_due: dict[str, float] = {}
-        self._consumers: ConsumerTable | None = None
+        self._consumers: LogControl | None = None
         self._last_control_check = 0.0
         self.processes = Processes()
         """Read by the HTTP thread (``/healthz``); replaced, never mutated."""
@@ -144,9 +145,9 @@ class Supervisor:
             self.restart_backoff[what] = (b, 0.0)
             start()
 
-    def _control(self) -> ConsumerTable:
+    def _control(self) -> LogControl:
         if self._consumers is None:
-            self._consumers = ConsumerTable(Path(self.cfg.log.path))
+            self._consumers = open_control(self.cfg.log)
         return self._consumers
 
     def _view_failed(self, v: ViewConfig) -> None:
@@ -154,7 +155,7 @@ class Supervisor:
         change in the target can fix: then retry it with back-off (1 s doubling to 5 min)."""
         self.failed_views.add(v.name)
         try:
-            fixable, action, _ = self._control().control(v.name)
+            fixable, action, _ = self._control().failure(v.name)
         except sqlite3.Error:
             fixable, action = False, ""
         if not fixable:
@@ -179,7 +180,7 @@ class Supervisor:
             if v.name not in self.failed_views:
                 continue
             try:
-                _, _, asked = self._control().control(v.name)
+                _, _, asked = self._control().failure(v.name)
             except sqlite3.Error:
                 continue
             due = self.fixable_due.get(v.name)
@@ -222,12 +223,9 @@ class Supervisor:
             return ""
 
     def _forget_removed_views(self) -> None:
-        db = Path(self.cfg.log.path) / "log.db"
-        if not db.exists():
+        if not log_exists(self.cfg.log):
             return
-        from syncline.runtime.consumers import ConsumerTable
-
-        t = ConsumerTable(Path(self.cfg.log.path))
+        t = open_control(self.cfg.log)
         try:
             gone = t.remove_others({v.name for v in self.cfg.views})
             for g in gone:

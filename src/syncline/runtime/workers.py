@@ -29,9 +29,10 @@ from syncline.core.errors import (
 )
 from syncline.core.events import Checkpoint, Relation, RowChange, SchemaChange, Truncate
 from syncline.core.patterns import selection_warnings, table_selected
+from syncline.log import count_capture_error, open_control
+from syncline.log.base import LogControl
 from syncline.log.embedded.store import EmbeddedLogReader, EmbeddedLogWriter, LogLocked, get_meta
 from syncline.runtime.backoff import Backoff
-from syncline.runtime.consumers import ConsumerTable, count_capture_error
 from syncline.runtime.logsetup import setup_logging
 from syncline.runtime.prefetch import Prefetcher
 from syncline.runtime.retention import Retention
@@ -146,7 +147,7 @@ def capture_main(cfg: Config) -> int:
             first = isinstance(e, SourceUnreachable) and not (
                 writer.meta("source_reached") or writer.meta("system_id")
             )
-            count_capture_error(path, e, e.transient and not first)
+            count_capture_error(cfg.log, e, e.transient and not first)
             if first:
                 # never reached: almost always a wrong dsn; retrying forever would hide it
                 msg = f"{e} (syncline has never reached this source: check [source] dsn)"
@@ -166,7 +167,7 @@ def capture_main(cfg: Config) -> int:
         except Exception as e:
             import psycopg
 
-            count_capture_error(path, e, isinstance(e, psycopg.OperationalError))
+            count_capture_error(cfg.log, e, isinstance(e, psycopg.OperationalError))
             if isinstance(e, psycopg.OperationalError):
                 delay = backoff.next_delay()
                 log.warning(
@@ -213,7 +214,7 @@ def view_main(cfg: Config, vcfg: ViewConfig) -> int:
     lock = _exclusive(path / f"view-{vcfg.name}.lock", stop, log)
     if lock is None:
         return 0
-    consumers = ConsumerTable(path)
+    consumers = open_control(cfg.log)
     consumers.update(vcfg.name, vcfg.kind, state="starting")
     consumers.clear_failure(vcfg.name)
     backoff = Backoff()
@@ -287,7 +288,7 @@ def _sit_out_rebuild(lock: Any, path: Path, name: str, stop: threading.Event) ->
     return wait_flock(lock, stop)
 
 
-def _close_reporting(view: Any, vcfg: ViewConfig, consumers: ConsumerTable) -> None:
+def _close_reporting(view: Any, vcfg: ViewConfig, consumers: LogControl) -> None:
     """Close the view; a :class:`DeferredCommit` view commits on close: report that."""
     view.close()
     done = view.read_checkpoint() if isinstance(view, DeferredCommit) else None
@@ -305,7 +306,7 @@ def _view_loop(
     vcfg: ViewConfig,
     path: Path,
     cp: Checkpoint,
-    consumers: ConsumerTable,
+    consumers: LogControl,
     stop: threading.Event,
     log: logging.Logger,
 ) -> None:
@@ -413,7 +414,7 @@ def _apply_loop(
     prefetch: Prefetcher,
     relations: dict[int, Relation],
     pos: Checkpoint,
-    consumers: ConsumerTable,
+    consumers: LogControl,
     stop: threading.Event,
     retention: Retention | None,
     extra: Callable[[], dict[str, object]] | None = None,
@@ -476,7 +477,7 @@ def _fill_from_compacted(
     view: object,
     vcfg: ViewConfig,
     path: Path,
-    consumers: ConsumerTable,
+    consumers: LogControl,
     stop: threading.Event,
     log: logging.Logger,
 ) -> Checkpoint:

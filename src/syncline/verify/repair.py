@@ -24,6 +24,7 @@ from typing import Any
 
 from syncline.core.config_models import Config, ViewConfig
 from syncline.core.events import Checkpoint, Relation, Row
+from syncline.log.embedded.control import EmbeddedControl
 from syncline.log.embedded.store import (
     EmbeddedLogReader,
     EmbeddedLogWriter,
@@ -32,7 +33,6 @@ from syncline.log.embedded.store import (
     repair_request_state,
     request_repair,
 )
-from syncline.runtime.consumers import ConsumerTable
 from syncline.sources.postgres.pgoutput import encode_delete, encode_insert
 from syncline.verify.engine import ViewResult
 from syncline.verify.readers import VerifyError
@@ -199,7 +199,7 @@ def catch_up(cfg: Config, vcfg: ViewConfig) -> Checkpoint:
         view: Any = create_view(vcfg)
         cp: Checkpoint = view.open()
         reader = EmbeddedLogReader(path)
-        consumers = ConsumerTable(path)
+        consumers = EmbeddedControl(path)
         try:
             if cp.seq < reader.trimmed_seq():
                 raise VerifyError(f"view {vcfg.name} is behind the trimmed log: run `syncline run`")

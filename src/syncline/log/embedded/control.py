@@ -1,4 +1,5 @@
-"""Consumer (view) progress recorded in the log database, for status, wait and retention.
+"""The embedded log's control plane (:class:`syncline.log.base.LogControl`): consumer (view)
+progress, failures and retry requests, and error counts, in tables of ``log.db``.
 
 Advisory: the authoritative checkpoint of a view is the one stored with its data."""
 
@@ -38,21 +39,9 @@ def count_error(
         )
 
 
-def count_capture_error(path: Path, error: BaseException, transient: bool) -> None:
-    """For the capture process, which has no consumer table open."""
-    if not (path / "log.db").exists():
-        return
-    try:
-        conn = connect(path)
-    except Exception:
-        return
-    try:
-        count_error(conn, "capture", "", error, transient)
-    finally:
-        conn.close()
+class EmbeddedControl:
+    """:class:`syncline.log.base.LogControl` on ``log.db``."""
 
-
-class ConsumerTable:
     def __init__(self, path: Path) -> None:
         self.conn = connect(path)
         init_schema(self.conn)
@@ -80,6 +69,9 @@ class ConsumerTable:
 
     def count_error(self, name: str, error: BaseException, transient: bool) -> None:
         count_error(self.conn, "view", name, error, transient)
+
+    def count_capture_error(self, error: BaseException, transient: bool) -> None:
+        count_error(self.conn, "capture", "", error, transient)
 
     def add_applied(self, name: str, kind: str, events: int, seq: int, commit_lsn: int) -> bool:
         """Best effort: when the log is busy the progress is kept and written next time
@@ -112,7 +104,7 @@ class ConsumerTable:
     def set_next_retry(self, name: str, at: float) -> None:
         self.conn.execute("UPDATE view_control SET next_retry = ? WHERE name = ?", (at, name))
 
-    def control(self, name: str) -> tuple[bool, str, bool]:
+    def failure(self, name: str) -> tuple[bool, str, bool]:
         """(fixable, action, retry requested) of a failed view."""
         row = self.conn.execute(
             "SELECT fixable, action, retry_requested FROM view_control WHERE name = ?", (name,)
