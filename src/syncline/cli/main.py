@@ -311,11 +311,10 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 def cmd_snapshot(args: argparse.Namespace) -> int:
     """Copy tables again into every view, online (watermark chunks taken by `run`)."""
-    import json as _json
 
     from syncline.cli.progress import copy_line
     from syncline.core.patterns import table_selected
-    from syncline.log.embedded.store import connect
+    from syncline.log import open_control, open_observer
     from syncline.runtime.status import copying_tables
     from syncline.sources.postgres import catalog as cat
     from syncline.verify.engine import lock_held
@@ -342,14 +341,11 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    log_conn = connect(path)
+    control = open_control(cfg.log)
     try:
-        log_conn.execute(
-            "INSERT INTO copy_requests (tables, requested_at) VALUES (?, ?)",
-            (_json.dumps(wanted), time.time()),
-        )
+        control.request_copy(wanted)
     finally:
-        log_conn.close()
+        control.close()
     note = " (every view receives the rows: a copy is idempotent)" if args.view else ""
     if not lock_held(path / "writer.lock"):
         print(f"requested a copy of {', '.join(wanted)}; `syncline run` takes it when it starts{note}")
@@ -364,12 +360,12 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
     last_print = 0.0
     while time.monotonic() < deadline:
         time.sleep(0.5)
-        ro = connect(path, readonly=True)
+        obs = open_observer(cfg.log)
         try:
-            pending_req = ro.execute("SELECT count(*) FROM copy_requests").fetchone()
-            busy = {q: st for q, st in copying_tables(ro).items() if q in wanted}
+            pending_req = obs.copy_requests_pending()
+            busy = {q: st for q, st in copying_tables(obs).items() if q in wanted}
         finally:
-            ro.close()
+            obs.close()
         if busy:
             started = True
             if tty or time.monotonic() - last_print >= 5:
@@ -379,7 +375,7 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
                 for q, st in sorted(busy.items()):
                     print(("\x1b[2K" if tty else "") + "  " + copy_line(q, st), flush=True)
                 shown = len(busy)
-        elif started or (pending_req and not pending_req[0]):
+        elif started or not pending_req:
             print("done: the rows are logged; `syncline wait` returns once the views applied them")
             return 0
     print(f"syncline: timeout: the copy is still under way after {args.timeout:g}s", file=sys.stderr)

@@ -8,7 +8,7 @@ from contextlib import suppress
 from pathlib import Path
 
 from syncline.core.config_models import LogConfig
-from syncline.log.base import LogControl
+from syncline.log.base import LogControl, LogObserver
 
 
 def log_exists(log: LogConfig) -> bool:
@@ -21,6 +21,14 @@ def open_control(log: LogConfig) -> LogControl:
     from syncline.log.embedded.control import EmbeddedControl
 
     return EmbeddedControl(Path(log.path))
+
+
+def open_observer(log: LogConfig) -> LogObserver:
+    """A read-only look at the log (:class:`syncline.log.base.LogBusy` while it is being
+    created; :class:`LogError` when there is none)."""
+    from syncline.log.embedded.observe import EmbeddedObserver
+
+    return EmbeddedObserver(Path(log.path))
 
 
 def count_capture_error(log: LogConfig, error: BaseException, transient: bool) -> None:

@@ -10,9 +10,11 @@ stored by the views themselves and reported to the log for retention.
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Protocol
 
+from syncline.core.errors import LogError
 from syncline.core.events import Checkpoint, Relation, Transaction
 
 
@@ -98,6 +100,95 @@ class LogControl(Protocol):
 
     def remove_others(self, keep: set[str]) -> list[str]:
         """Forget consumers not in ``keep`` (views no longer configured); their names."""
+        ...
+
+    def request_copy(self, tables: list[str]) -> None:
+        """``syncline snapshot``: ask the capture to copy ``tables`` again."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class LogBusy(LogError):
+    """The log is being created or is busy right now: read again later."""
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerRow:
+    """What a consumer (view) last reported to the log's control plane."""
+
+    name: str
+    kind: str
+    seq: int
+    commit_lsn: int
+    state: str
+    error: str
+    applied_events: int
+    updated_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class FailureRow:
+    """Why a failed view failed: ``fixable`` by a change in its store (then retried at
+    ``next_retry``, a Unix time; 0: not scheduled), and what to do."""
+
+    fixable: bool
+    action: str
+    next_retry: float
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorRow:
+    """Errors of one class met by a component (``capture``, or ``view`` ``name``); a transient
+    one was followed by a retry."""
+
+    component: str
+    name: str
+    error: str
+    transient: bool
+    n: int
+
+
+class LogObserver(Protocol):
+    """A read-only look at the log for ``status``, ``wait``, ``/metrics`` and the HTTP API, from
+    any process. Reads raise :class:`LogBusy` while the log is being created or is busy."""
+
+    def meta(self, key: str, default: str = "") -> str:
+        """A value the capture recorded (``state``, ``hw``, ``received_lsn``, ...)."""
+        ...
+
+    def consumers(self) -> dict[str, ConsumerRow]: ...
+
+    def failures(self) -> dict[str, FailureRow]: ...
+
+    def errors(self) -> list[ErrorRow]: ...
+
+    def held(self) -> tuple[int, int]:
+        """(first record held, 0 when none; how many records are held)."""
+        ...
+
+    def size_bytes(self) -> int: ...
+
+    def events_after(self, seq: int, upto: int) -> tuple[int, int | None]:
+        """Change events in records after ``seq`` up to ``upto``, and the oldest commit time
+        among them (microseconds since the epoch; None when there are none)."""
+        ...
+
+    def holds_unapplied(self, seq: int, lsn: int) -> bool:
+        """Whether a record after ``seq`` holds a transaction committed at or before ``lsn``
+        (or an initial snapshot, which holds every transaction committed before it)."""
+        ...
+
+    def one_pass_snapshot_rows(self) -> int:
+        """Rows of a one-pass initial snapshot (PostgreSQL 13) the log still holds."""
+        ...
+
+    def copy_requests_pending(self) -> int:
+        """``syncline snapshot`` requests the capture has not taken yet."""
+        ...
+
+    def consistent(self) -> AbstractContextManager[None]:
+        """Reads inside the block see one state of the log."""
         ...
 
     def close(self) -> None: ...

@@ -21,20 +21,19 @@ import logging
 import math
 import socket
 import socketserver
-import sqlite3
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from syncline.core.config_models import Config
 from syncline.core.errors import LogError, SynclineError, TablesNotFollowed, ViewFailed, redact
 from syncline.core.lsn import format_lsn, parse_lsn
-from syncline.log.embedded.store import connect
+from syncline.log import log_exists, open_observer
+from syncline.log.base import LogBusy
 from syncline.runtime.metrics import CONTENT_TYPE, Metrics
 from syncline.runtime.status import (
     applied_positions,
@@ -289,20 +288,19 @@ class ApiServer:
 def _states(cfg: Config) -> tuple[str, dict[str, str]]:
     """The capture's state and each configured view's, as recorded in the log."""
     views = {v.name: "new" for v in cfg.views}
-    path = Path(cfg.log.path)
-    if not (path / "log.db").exists():
+    if not log_exists(cfg.log):
         return "starting", views
     try:
-        conn = connect(path, readonly=True)
-    except (LogError, sqlite3.Error):
+        obs = open_observer(cfg.log)
+    except LogError:
         return "starting", views
     try:
-        capture = capture_state(conn)
-        for name, state in conn.execute("SELECT name, state FROM consumers"):
+        capture = capture_state(obs)
+        for name, r in obs.consumers().items():
             if name in views:
-                views[name] = str(state)
-    except sqlite3.OperationalError:  # the log is being created
+                views[name] = r.state
+    except LogBusy:  # the log is being created
         capture = "starting"
     finally:
-        conn.close()
+        obs.close()
     return capture, views

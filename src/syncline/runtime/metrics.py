@@ -1,6 +1,6 @@
 """Prometheus metrics of ``syncline run`` (``GET /metrics``), read at scrape time.
 
-Nothing is counted in memory: every value comes from the log database (capture state and
+Nothing is counted in memory: every value comes from the log's control plane (capture state and
 positions, each view's recorded progress, error counts kept by the workers) and from the
 source (slot, retained WAL), so a scrape shows what ``syncline status`` shows, and counters
 survive restarts. Every name starts with ``syncline_``; LSNs are exported as numbers (bytes
@@ -9,10 +9,8 @@ of WAL), seqs as log record numbers."""
 from __future__ import annotations
 
 import contextlib
-import sqlite3
 import threading
 from collections.abc import Callable, Iterable
-from pathlib import Path
 from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -22,7 +20,8 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from syncline.core.config_models import Config
 from syncline.core.errors import LogError
 from syncline.core.lsn import parse_lsn
-from syncline.log.embedded.store import connect, get_meta
+from syncline.log import log_exists, open_observer
+from syncline.log.base import ErrorRow, LogBusy, LogObserver
 from syncline.runtime.status import (
     capture_state,
     copying_tables,
@@ -79,29 +78,21 @@ class SynclineCollector(Collector):
             up.add_metric([], 1.0 if self.capture_alive() else 0.0)
             out.append(up)
         self._source_metrics(out)
-        path = Path(self.cfg.log.path)
-        conn: sqlite3.Connection | None = None
-        if (path / "log.db").exists():
-            with contextlib.suppress(LogError, sqlite3.Error):
-                conn = connect(path, readonly=True)
-        if conn is None:
+        obs: LogObserver | None = None
+        if log_exists(self.cfg.log):
+            with contextlib.suppress(LogError):
+                obs = open_observer(self.cfg.log)
+        if obs is None:
             self._views(out, {v.name: {"kind": v.kind, "state": "new"} for v in self.cfg.views}, [])
             return out
         try:
-            conn.execute("BEGIN")  # one consistent read
-            self._log_metrics(out, conn, path)
-            errors = (
-                conn.execute("SELECT component, name, error, transient, n FROM errors").fetchall()
-                if _has_table(conn, "errors")
-                else []
-            )
-            self._views(out, view_status(conn, self.cfg), errors)
-        except sqlite3.OperationalError:  # the log is being created
+            with obs.consistent():
+                self._log_metrics(out, obs)
+                self._views(out, view_status(obs, self.cfg), obs.errors())
+        except LogBusy:  # the log is being created
             pass
         finally:
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("COMMIT")
-            conn.close()
+            obs.close()
         return out
 
     # ------------------------------------------------------------------ parts
@@ -128,47 +119,44 @@ class SynclineCollector(Collector):
                 g.add_metric([], v)
                 out.append(g)
 
-    def _captured_events(self, conn: sqlite3.Connection, hw: int) -> int:
-        trimmed = int(get_meta(conn, "trimmed_seq", "0"))
+    def _captured_events(self, obs: LogObserver, hw: int) -> int:
+        trimmed = int(obs.meta("trimmed_seq", "0"))
         cached = self._captured
         if cached is None or cached[0] < trimmed or cached[0] > hw:
-            start, total = trimmed, int(get_meta(conn, "trimmed_events", "0"))
+            start, total = trimmed, int(obs.meta("trimmed_events", "0"))
         else:
             start, total = cached
-        (n,) = conn.execute(
-            "SELECT coalesce(sum(count), 0) FROM records WHERE seq > ? AND seq <= ?", (start, hw)
-        ).fetchone()
-        total += int(n)
+        total += obs.events_after(start, hw)[0]
         self._captured = (hw, total)
         return total
 
-    def _log_metrics(self, out: list[Metric], conn: sqlite3.Connection, path: Path) -> None:
-        hw = int(get_meta(conn, "hw", "0"))
+    def _log_metrics(self, out: list[Metric], obs: LogObserver) -> None:
+        hw = int(obs.meta("hw", "0"))
         captured = CounterMetricFamily(
             "syncline_events_captured", "change events (rows of the snapshot included) appended to the log"
         )
-        captured.add_metric([], float(self._captured_events(conn, hw)))
+        captured.add_metric([], float(self._captured_events(obs, hw)))
         out.append(captured)
         for name, doc, states, cur in (
             (
                 "syncline_capture_state",
                 "1 for the capture process's state (starting: connecting and checking the source)",
                 CAPTURE_STATES,
-                capture_state(conn),
+                capture_state(obs),
             ),
             (
                 "syncline_log_state",
                 "1 for the log's state (new, snapshotting: the initial snapshot, streaming)",
                 LOG_STATES,
-                get_meta(conn, "state") or "new",
+                obs.meta("state") or "new",
             ),
         ):
             g = GaugeMetricFamily(name, doc, labels=["state"])
             for s in sorted({*states, cur}):
                 g.add_metric([s], 1.0 if s == cur else 0.0)
             out.append(g)
-        first, n = conn.execute("SELECT min(seq), count(*) FROM records").fetchone()
-        size = sum(f.stat().st_size for f in path.glob("log.db*") if f.is_file())
+        first, n = obs.held()
+        size = obs.size_bytes()
         for name, doc, value in (
             ("syncline_log_size_bytes", "bytes of the log database files", size),
             ("syncline_log_records", "records (transaction parts) the log holds", n or 0),
@@ -177,28 +165,28 @@ class SynclineCollector(Collector):
             (
                 "syncline_log_trimmed_seq",
                 "records up to this one were trimmed",
-                get_meta(conn, "trimmed_seq", "0"),
+                obs.meta("trimmed_seq", "0"),
             ),
             (
                 "syncline_log_last_commit_lsn",
                 "commit LSN of the newest transaction in the log (bytes)",
-                get_meta(conn, "last_commit_lsn", "0"),
+                obs.meta("last_commit_lsn", "0"),
             ),
             (
                 "syncline_log_repairs",
                 "repair transactions `syncline verify --repair` appended to the log",
-                get_meta(conn, "repairs", "0"),
+                obs.meta("repairs", "0"),
             ),
             (
                 "syncline_log_received_lsn",
                 "the log has every transaction that committed before this LSN (bytes)",
-                get_meta(conn, "received_lsn", "0"),
+                obs.meta("received_lsn", "0"),
             ),
         ):
             g = GaugeMetricFamily(name, doc)
             g.add_metric([], float(value))
             out.append(g)
-        snapshotting = first_copy_running(conn)
+        snapshotting = first_copy_running(obs)
         g = GaugeMetricFamily("syncline_snapshot_in_progress", "1 while the initial snapshot runs")
         g.add_metric([], 1.0 if snapshotting else 0.0)
         out.append(g)
@@ -206,18 +194,18 @@ class SynclineCollector(Collector):
             "syncline_snapshot_rows",
             "rows the initial snapshot (the first start's copy) logged, so far while it runs",
         )
-        g.add_metric([], float(snapshot_rows(conn)))
+        g.add_metric([], float(snapshot_rows(obs)))
         out.append(g)
         g = GaugeMetricFamily(
             "syncline_table_copy_rows",
             "rows copied so far of each table being copied online (new, changed by DDL, or asked for)",
             labels=["table"],
         )
-        for table, st in sorted(copying_tables(conn).items()):
+        for table, st in sorted(copying_tables(obs).items()):
             g.add_metric([table], float(st["rows"]))
         out.append(g)
 
-    def _views(self, out: list[Metric], views: dict[str, Any], errors: list[tuple[Any, ...]]) -> None:
+    def _views(self, out: list[Metric], views: dict[str, Any], errors: list[ErrorRow]) -> None:
         labels = ["view", "kind"]
         applied = CounterMetricFamily(
             "syncline_view_applied_events", "change events the view has applied", labels=labels
@@ -262,19 +250,14 @@ class SynclineCollector(Collector):
         )
         per: dict[tuple[str, str], float] = {("capture", ""): 0.0}
         per.update({("view", n): 0.0 for n in views})
-        for comp, name, error, transient, n in errors:
-            key = (str(comp), str(name))
-            errs.add_metric([*key, str(error), "transient" if transient else "terminal"], float(n))
-            if transient:
-                per[key] = per.get(key, 0.0) + float(n)
+        for e in errors:
+            key = (e.component, e.name)
+            errs.add_metric([*key, e.error, "transient" if e.transient else "terminal"], float(e.n))
+            if e.transient:
+                per[key] = per.get(key, 0.0) + float(e.n)
         for key, n in sorted(per.items()):
             retries.add_metric(list(key), n)
         out += [errs, retries]
-
-
-def _has_table(conn: sqlite3.Connection, name: str) -> bool:
-    row = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone()
-    return row is not None
 
 
 class Metrics:

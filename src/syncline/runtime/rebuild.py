@@ -44,8 +44,9 @@ from typing import Any, Protocol
 from syncline.core.config_models import Config, Secret, ViewConfig
 from syncline.core.errors import SynclineError
 from syncline.core.events import Checkpoint, Relation, Transaction
-from syncline.log import open_control
-from syncline.log.embedded.store import EmbeddedLogReader, connect, get_meta
+from syncline.log import log_exists, open_control, open_observer
+from syncline.log.embedded.observe import EmbeddedObserver
+from syncline.log.embedded.store import EmbeddedLogReader, connect
 from syncline.runtime.prefetch import Prefetcher
 from syncline.verify.source import SourceSnapshot
 from syncline.views.base import Batch, advance_relations
@@ -350,6 +351,7 @@ class Builder:
         self._prefetch: Prefetcher | None = None
         self._open = False
         self._reader = EmbeddedLogReader(path)
+        self._obs = EmbeddedObserver(path)
         self._held: list[Transaction] = []
         """Transactions read but not applied yet (beyond a position :meth:`advance_to` stops at)."""
 
@@ -435,7 +437,7 @@ class Builder:
         while time.monotonic() < deadline:
             if self._held and self._held[0].commit_lsn > lsn and not self._open:
                 break
-            if not self._open and caught_up_seq(self._reader.conn, lsn, self.cp.seq):
+            if not self._open and caught_up_seq(self._obs, lsn, self.cp.seq):
                 break
             self.step(0.05, upto=lsn)
         else:
@@ -448,6 +450,7 @@ class Builder:
         if self._prefetch is not None:
             self._prefetch.close()
         self._reader.close()
+        self._obs.close()
 
 
 def rebuild(cfg: Config, name: str, say: Say, verify: bool = True) -> str:
@@ -459,15 +462,15 @@ def rebuild(cfg: Config, name: str, say: Say, verify: bool = True) -> str:
     if vcfg is None:
         raise RebuildError(f"no view named {name} in {cfg.path}")
     path = Path(cfg.log.path)
-    if not (path / "log.db").exists():
+    if not log_exists(cfg.log):
         raise RebuildError(f"no log at {path}: `syncline run` has never run with this config")
-    rconn = connect(path, readonly=True)
+    obs = open_observer(cfg.log)
     try:
-        if get_meta(rconn, "state") != "streaming":
+        if obs.meta("state") != "streaming":
             raise RebuildError("the first copy of the source is not done yet: rebuild once it is")
-        copying = copying_tables(rconn)
+        copying = copying_tables(obs)
     finally:
-        rconn.close()
+        obs.close()
     if copying:
         busy = ", ".join(sorted(copying))
         raise RebuildError(f"tables are being copied ({busy}): rebuild once that is done")

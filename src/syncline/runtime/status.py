@@ -1,21 +1,21 @@
-"""What ``syncline status`` and ``syncline wait`` read: the log database (capture state,
-consumer positions) and the source (slot, retained WAL). Works whether or not ``run`` runs."""
+"""What ``syncline status`` and ``syncline wait`` read: the log's control plane (capture
+state, consumer positions, through :class:`syncline.log.base.LogObserver`) and the source
+(slot, retained WAL). Works whether or not ``run`` runs."""
 
 from __future__ import annotations
 
 import contextlib
 import json
-import sqlite3
 import threading
 import time
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
 from syncline.core.config_models import Config
 from syncline.core.errors import LogError, SynclineError, TablesNotFollowed, ViewFailed
 from syncline.core.lsn import format_lsn, parse_lsn
-from syncline.log.embedded.store import connect, get_meta
+from syncline.log import log_exists, open_observer
+from syncline.log.base import LogBusy, LogObserver
 
 
 def _lsn(v: int) -> str | None:
@@ -92,13 +92,13 @@ def _unfollowed(conn: Any, cfg: Config) -> list[str]:
     tables = [t for t in cat.discover_tables(conn, cfg.source.tables) if usable(t)]
     copying: set[str] = set()
     state = None
-    with contextlib.suppress(LogError, sqlite3.Error):
-        log_conn = connect(Path(cfg.log.path), readonly=True)
+    with contextlib.suppress(LogError):
+        obs = open_observer(cfg.log)
         try:
-            state = get_meta(log_conn, "state")
-            copying = set(copying_tables(log_conn))
+            state = obs.meta("state")
+            copying = set(copying_tables(obs))
         finally:
-            log_conn.close()
+            obs.close()
     if published is None or state != "streaming":
         # the first start has not queued its copies yet: no table is followed
         return sorted(t.qualified for t in tables)
@@ -151,101 +151,82 @@ def followed_position(cfg: Config, deadline: float = 0.0) -> int:
     return parse_lsn(str(row[0]))
 
 
-def error_counts(conn: sqlite3.Connection) -> dict[tuple[str, str], dict[str, int]]:
+def error_counts(obs: LogObserver) -> dict[tuple[str, str], dict[str, int]]:
     """(component, name) -> {"retries": transient errors, "errors": terminal ones}."""
     out: dict[tuple[str, str], dict[str, int]] = {}
-    try:
-        rows = conn.execute(
-            "SELECT component, name, transient, sum(n) FROM errors GROUP BY 1, 2, 3"
-        ).fetchall()
-    except sqlite3.OperationalError:  # no error recorded yet (the table is created lazily)
-        return out
-    for comp, name, transient, n in rows:
-        c = out.setdefault((str(comp), str(name)), {"retries": 0, "errors": 0})
-        c["retries" if transient else "errors"] += int(n)
+    for e in obs.errors():
+        c = out.setdefault((e.component, e.name), {"retries": 0, "errors": 0})
+        c["retries" if e.transient else "errors"] += e.n
     return out
 
 
-def first_copy_running(conn: sqlite3.Connection) -> bool:
+def first_copy_running(obs: LogObserver) -> bool:
     """The first start's copy (the initial snapshot) is under way."""
     from syncline.sources.postgres.follow import META_KEY
 
-    if get_meta(conn, "state") == "snapshotting":
+    if obs.meta("state") == "snapshotting":
         return True
     try:
-        doc = json.loads(get_meta(conn, META_KEY) or "{}")
+        doc = json.loads(obs.meta(META_KEY) or "{}")
         return any(bool(c.get("first")) for c in doc.values())
     except (ValueError, AttributeError):
         return False
 
 
-def snapshot_rows(conn: sqlite3.Connection) -> int:
+def snapshot_rows(obs: LogObserver) -> int:
     """Rows the initial snapshot has copied into the log (so far, while it runs): the first
     start's watermark copy, or (PostgreSQL 13) the one-pass snapshot while the log still
     holds it (its first records)."""
     from syncline.sources.postgres.follow import FIRST_ROWS_KEY
 
-    counted = get_meta(conn, FIRST_ROWS_KEY)
+    counted = obs.meta(FIRST_ROWS_KEY)
     if counted:
         return int(counted)
-    end = "coalesce((SELECT min(seq) FROM records WHERE snapshot = 0), 9223372036854775807)"
-    first, last, n = conn.execute(
-        "SELECT min(seq), max(seq), coalesce(sum(count), 0) FROM records"  # noqa: S608 - fixed text
-        f" WHERE snapshot = 1 AND seq < {end}"
-    ).fetchone()
-    if not n:
-        return 0
-    # each table's shape (a Relation message) is counted among the records' messages
-    (shapes,) = conn.execute(
-        "SELECT count(*) FROM relations WHERE seq BETWEEN ? AND ?", (first, last)
-    ).fetchone()
-    return max(0, int(n) - int(shapes))
+    return obs.one_pass_snapshot_rows()
 
 
-def capture_state(conn: sqlite3.Connection) -> str:
+def capture_state(obs: LogObserver) -> str:
     """The capture's recorded state: ``starting`` (connecting, checking), ``snapshotting``,
     ``streaming``, ``retrying``, ``failed`` or ``stopped``. (A log written by an earlier
     version may lack the record: past ``new``, it was started and not stopped since.)"""
-    got = get_meta(conn, "capture_state")
+    got = obs.meta("capture_state")
     if got:
         return got
-    return "stopped" if (get_meta(conn, "state") or "new") == "new" else "starting"
+    return "stopped" if (obs.meta("state") or "new") == "new" else "starting"
 
 
-def log_status(conn: sqlite3.Connection, path: Path) -> dict[str, Any]:
-    first, _last, n = conn.execute("SELECT min(seq), max(seq), count(*) FROM records").fetchone()
-    size = sum(f.stat().st_size for f in path.glob("log.db*") if f.is_file())
-    state = get_meta(conn, "state") or "new"
-    errs = error_counts(conn).get(("capture", ""), {"retries": 0, "errors": 0})
+def log_status(obs: LogObserver, cfg: Config) -> dict[str, Any]:
+    first, n = obs.held()
+    errs = error_counts(obs).get(("capture", ""), {"retries": 0, "errors": 0})
     return {
-        "kind": "embedded",
-        "path": str(path),
-        "state": state,
-        "capture_state": capture_state(conn),
-        "capture_error": get_meta(conn, "capture_error") or None,
-        "first_seq": int(first or 0),
-        "last_seq": int(get_meta(conn, "hw", "0")),
-        "records": int(n or 0),
-        "last_commit_lsn": _lsn(int(get_meta(conn, "last_commit_lsn", "0"))),
-        "received_lsn": _lsn(int(get_meta(conn, "received_lsn", "0"))),
-        "size_bytes": size,
-        "trimmed_seq": int(get_meta(conn, "trimmed_seq", "0")),
-        "repairs": int(get_meta(conn, "repairs", "0")),
-        "last_repair_seq": int(get_meta(conn, "last_repair_seq", "0")) or None,
-        "snapshot_rows": snapshot_rows(conn) if first_copy_running(conn) else None,
+        "kind": cfg.log.kind,
+        "path": str(cfg.log.path),
+        "state": obs.meta("state") or "new",
+        "capture_state": capture_state(obs),
+        "capture_error": obs.meta("capture_error") or None,
+        "first_seq": first,
+        "last_seq": int(obs.meta("hw", "0")),
+        "records": n,
+        "last_commit_lsn": _lsn(int(obs.meta("last_commit_lsn", "0"))),
+        "received_lsn": _lsn(int(obs.meta("received_lsn", "0"))),
+        "size_bytes": obs.size_bytes(),
+        "trimmed_seq": int(obs.meta("trimmed_seq", "0")),
+        "repairs": int(obs.meta("repairs", "0")),
+        "last_repair_seq": int(obs.meta("last_repair_seq", "0")) or None,
+        "snapshot_rows": snapshot_rows(obs) if first_copy_running(obs) else None,
         "capture_retries": errs["retries"],
         "capture_errors": errs["errors"],
-        "copying": copying_tables(conn),
+        "copying": copying_tables(obs),
     }
 
 
-def copying_tables(conn: sqlite3.Connection) -> dict[str, dict[str, Any]]:
+def copying_tables(obs: LogObserver) -> dict[str, dict[str, Any]]:
     """Tables being copied by watermark chunks (new, changed by DDL, or asked for by
     ``syncline snapshot``): rows copied so far, the table's estimated rows, rows/s and the
     seconds left at that rate (None until known)."""
     from syncline.sources.postgres.follow import META_KEY
 
-    saved = get_meta(conn, META_KEY)
+    saved = obs.meta(META_KEY)
     out: dict[str, dict[str, Any]] = {}
     try:
         doc = json.loads(saved) if saved else {}
@@ -265,64 +246,51 @@ def copying_tables(conn: sqlite3.Connection) -> dict[str, dict[str, Any]]:
     return out
 
 
-def view_status(conn: sqlite3.Connection, cfg: Config) -> dict[str, Any]:
-    hw = int(get_meta(conn, "hw", "0"))
-    rows = {
-        str(r[0]): r
-        for r in conn.execute(
-            "SELECT name, kind, seq, commit_lsn, state, error, applied_events, updated_at FROM consumers"
-        )
-    }
+def view_status(obs: LogObserver, cfg: Config) -> dict[str, Any]:
+    hw = int(obs.meta("hw", "0"))
+    rows = obs.consumers()
     out: dict[str, Any] = {}
     now = time.time()
-    errors = error_counts(conn)
-    control: dict[str, tuple[bool, str, float]] = {}
-    with contextlib.suppress(sqlite3.OperationalError):  # a log older than view_control
-        for name, fixable, action, next_retry in conn.execute(
-            "SELECT name, fixable, action, next_retry FROM view_control"
-        ):
-            control[str(name)] = (bool(fixable), str(action), float(next_retry))
+    errors = error_counts(obs)
+    failures = obs.failures()
     for v in cfg.views:
         r = rows.get(v.name)
-        seq = int(r[2]) if r else 0
-        lag_events, oldest = conn.execute(
-            "SELECT coalesce(sum(count), 0), min(commit_time) FROM records WHERE seq > ? AND seq <= ?",
-            (seq, hw),
-        ).fetchone()
-        lag_s = max(0.0, now - int(oldest) / 1e6) if lag_events and oldest else 0.0
+        seq = r.seq if r else 0
+        lag_events, oldest = obs.events_after(seq, hw)
+        lag_s = max(0.0, now - oldest / 1e6) if lag_events and oldest else 0.0
         out[v.name] = {
             "kind": v.kind,
-            "state": (str(r[4]) if r else "new"),
-            "applied_lsn": _lsn(int(r[3])) if r else None,
+            "state": r.state if r else "new",
+            "applied_lsn": _lsn(r.commit_lsn) if r else None,
             "applied_seq": seq,
             "lag_seconds": round(lag_s, 3),
-            "lag_events": int(lag_events),
-            "applied_events": int(r[6]) if r else 0,
-            "error": (str(r[5]) or None) if r else None,
+            "lag_events": lag_events,
+            "applied_events": r.applied_events if r else 0,
+            "error": (r.error or None) if r else None,
             **errors.get(("view", v.name), {"retries": 0, "errors": 0}),
         }
-        c = control.get(v.name)
-        if r and str(r[4]) == "failed" and c is not None:
-            out[v.name]["action"] = c[1] or None
-            out[v.name]["next_retry_seconds"] = round(max(0.0, c[2] - now), 1) if c[0] and c[2] else None
+        f = failures.get(v.name)
+        if r and r.state == "failed" and f is not None:
+            out[v.name]["action"] = f.action or None
+            out[v.name]["next_retry_seconds"] = (
+                round(max(0.0, f.next_retry - now), 1) if f.fixable and f.next_retry else None
+            )
     return out
 
 
 def status(cfg: Config, with_source: bool = True) -> dict[str, Any]:
-    path = Path(cfg.log.path)
     result: dict[str, Any] = {}
     result["source"] = source_status(cfg) if with_source else {}
-    if (path / "log.db").exists():
-        conn = connect(path, readonly=True)
-        try:
-            result["log"] = log_status(conn, path)
-            result["views"] = view_status(conn, cfg)
-            return result
-        except sqlite3.OperationalError:  # `run` is creating the log right now
-            pass
-        finally:
-            conn.close()
-    result["log"] = {"kind": cfg.log.kind, "path": str(path), "state": "new"}
+    if log_exists(cfg.log):
+        with contextlib.suppress(LogBusy):  # `run` is creating the log right now
+            obs = open_observer(cfg.log)
+            try:
+                result["log"] = log_status(obs, cfg)
+                result["views"] = view_status(obs, cfg)
+                return result
+            finally:
+                obs.close()
+    result["log"] = {"kind": cfg.log.kind, "path": str(cfg.log.path), "state": "new"}
     result["views"] = {
         v.name: {"kind": v.kind, "state": "new", "applied_lsn": None, "lag_seconds": 0.0, "lag_events": 0}
         for v in cfg.views
@@ -339,22 +307,21 @@ def wait_caught_up(
     interval: float = 0.02,
 ) -> bool:
     """Poll the log until :func:`views_caught_up` (True) or ``timeout`` seconds or ``stop``
-    (False). One read-only connection for the whole wait. Raises :class:`ViewFailed` at once
-    when one of ``views`` has failed."""
+    (False). One read-only look for the whole wait. Raises :class:`ViewFailed` at once when
+    one of ``views`` has failed."""
     names = list(views)
-    path = Path(cfg.log.path)
     deadline = time.monotonic() + timeout
-    conn: sqlite3.Connection | None = None
+    obs: LogObserver | None = None
     try:
         while True:
-            if conn is None and (path / "log.db").exists():
-                with contextlib.suppress(LogError, sqlite3.Error):
-                    conn = connect(path, readonly=True)
-            if conn is not None:
-                with contextlib.suppress(sqlite3.OperationalError):  # the log is being created
-                    if _caught_up(conn, lsn, names):
+            if obs is None and log_exists(cfg.log):
+                with contextlib.suppress(LogError):
+                    obs = open_observer(cfg.log)
+            if obs is not None:
+                with contextlib.suppress(LogBusy):  # the log is being created
+                    if _caught_up(obs, lsn, names):
                         return True
-                    _raise_failed(conn, names)
+                    _raise_failed(obs, names)
             left = deadline - time.monotonic()
             if left <= 0 or (stop is not None and stop.is_set()):
                 return False
@@ -363,49 +330,51 @@ def wait_caught_up(
             else:
                 time.sleep(min(interval, left))
     finally:
-        if conn is not None:
-            conn.close()
+        if obs is not None:
+            obs.close()
 
 
 def applied_positions(cfg: Config, views: Iterable[str]) -> dict[str, dict[str, Any]]:
     """Each named view's recorded state and applied position (for ``/wait``'s answer)."""
     names = list(views)
     out: dict[str, dict[str, Any]] = {n: {"state": "new", "applied_lsn": None} for n in names}
-    path = Path(cfg.log.path)
-    if not (path / "log.db").exists():
+    if not log_exists(cfg.log):
         return out
-    with contextlib.suppress(LogError, sqlite3.Error):
-        conn = connect(path, readonly=True)
+    with contextlib.suppress(LogError):
+        obs = open_observer(cfg.log)
         try:
-            for name, state, clsn in conn.execute("SELECT name, state, commit_lsn FROM consumers"):
+            for name, r in obs.consumers().items():
                 if name in out:
-                    out[name] = {"state": str(state), "applied_lsn": _lsn(int(clsn))}
+                    out[name] = {"state": r.state, "applied_lsn": _lsn(r.commit_lsn)}
         finally:
-            conn.close()
+            obs.close()
     return out
 
 
 def views_caught_up(cfg: Config, lsn: int, views: list[str]) -> bool:
     """True once the log has seen everything up to ``lsn`` and each view has applied every
     transaction that committed at or before it."""
-    path = Path(cfg.log.path)
-    if not (path / "log.db").exists():
+    if not log_exists(cfg.log):
         return False
-    conn = connect(path, readonly=True)
     try:
-        return _caught_up(conn, lsn, views)
-    except sqlite3.OperationalError:  # the log is being created
+        obs = open_observer(cfg.log)
+    except LogBusy:
+        return False
+    try:
+        return _caught_up(obs, lsn, views)
+    except LogBusy:  # the log is being created
         return False
     finally:
-        conn.close()
+        obs.close()
 
 
-def _raise_failed(conn: sqlite3.Connection, views: list[str]) -> None:
+def _raise_failed(obs: LogObserver, views: list[str]) -> None:
     """Raise :class:`ViewFailed` for the first of ``views`` recorded as failed."""
+    rows = obs.consumers()
     for name in views:
-        row = conn.execute("SELECT state, error FROM consumers WHERE name = ?", (name,)).fetchone()
-        if row is not None and row[0] == "failed":
-            raise ViewFailed(name, str(row[1] or ""))
+        r = rows.get(name)
+        if r is not None and r.state == "failed":
+            raise ViewFailed(name, r.error)
 
 
 def views_behind(cfg: Config, lsn: int, views: Iterable[str]) -> list[str]:
@@ -414,26 +383,22 @@ def views_behind(cfg: Config, lsn: int, views: Iterable[str]) -> list[str]:
     return [n for n in views if not views_caught_up(cfg, lsn, [n])]
 
 
-def _caught_up(conn: sqlite3.Connection, lsn: int, views: list[str]) -> bool:
-    if int(get_meta(conn, "received_lsn", "0")) < lsn:
+def _caught_up(obs: LogObserver, lsn: int, views: list[str]) -> bool:
+    if int(obs.meta("received_lsn", "0")) < lsn:
         return False  # the log itself has not reached it (with no view at all, too)
+    rows = obs.consumers()
     for name in views:
-        row = conn.execute("SELECT seq FROM consumers WHERE name = ?", (name,)).fetchone()
-        if row is None or not caught_up_seq(conn, lsn, int(row[0])):
+        r = rows.get(name)
+        if r is None or not caught_up_seq(obs, lsn, r.seq):
             return False
     return True
 
 
-def caught_up_seq(conn: sqlite3.Connection, lsn: int, seq: int) -> bool:
+def caught_up_seq(obs: LogObserver, lsn: int, seq: int) -> bool:
     """A consumer that has applied the log up to record ``seq`` holds every transaction the
     source committed before ``lsn``."""
-    if int(get_meta(conn, "received_lsn", "0")) < lsn:
+    if int(obs.meta("received_lsn", "0")) < lsn:
         return False
-    if seq < int(get_meta(conn, "trimmed_seq", "0")):
+    if seq < int(obs.meta("trimmed_seq", "0")):
         return False
-    # an unapplied snapshot holds every transaction committed before its position
-    pending = conn.execute(
-        "SELECT 1 FROM records WHERE seq > ? AND (commit_lsn <= ? OR snapshot = 1) LIMIT 1",
-        (seq, lsn),
-    ).fetchone()
-    return pending is None
+    return not obs.holds_unapplied(seq, lsn)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import json
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -16,7 +15,10 @@ from pathlib import Path
 import psycopg
 
 from syncline.config import load_config
+from syncline.core.errors import LogError
 from syncline.core.lsn import parse_lsn
+from syncline.log import log_exists, open_observer
+from syncline.log.base import LogBusy
 from syncline.runtime.status import copying_tables, views_caught_up
 from syncline.testing.compare import (
     TableDiff,
@@ -190,33 +192,34 @@ class Pipeline:
         """Tables whose watermark copy is not finished (queued or running); ``["(first
         start)"]`` until the first start has queued its copies (the log is not streaming)."""
         first = ["(first start)"]
-        if not (self.log_path / "log.db").exists():
+        if not log_exists(self.cfg.log):
             return first
-        from syncline.log.embedded.store import connect, get_meta
-
-        conn = connect(self.log_path, readonly=True)
         try:
-            if get_meta(conn, "state") != "streaming":
+            obs = open_observer(self.cfg.log)
+        except LogError:
+            return first
+        try:
+            if obs.meta("state") != "streaming":
                 return first
-            return sorted(copying_tables(conn))
-        except sqlite3.OperationalError:
+            return sorted(copying_tables(obs))
+        except LogBusy:
             return first  # being created, or busy: not known to be done
         finally:
-            conn.close()
+            obs.close()
 
     def failed_views(self) -> list[str]:
-        db = self.log_path / "log.db"
-        if not db.exists():
+        if not log_exists(self.cfg.log):
             return []
-        from syncline.log.embedded.store import connect
-
-        conn = connect(self.log_path, readonly=True)
         try:
-            return [str(r[0]) for r in conn.execute("SELECT name FROM consumers WHERE state = 'failed'")]
-        except sqlite3.OperationalError:  # the log is being created
+            obs = open_observer(self.cfg.log)
+        except LogError:
+            return []
+        try:
+            return [n for n, r in obs.consumers().items() if r.state == "failed"]
+        except LogBusy:  # the log is being created
             return []
         finally:
-            conn.close()
+            obs.close()
 
     def compare(self) -> dict[str, list[TableDiff]]:
         """Every view vs the source (call with `run` stopped: DuckDB allows one process)."""

@@ -6,6 +6,7 @@ Advisory: the authoritative checkpoint of a view is the one stored with its data
 from __future__ import annotations
 
 import contextlib
+import json
 import sqlite3
 import time
 from pathlib import Path
@@ -136,6 +137,12 @@ class EmbeddedControl:
         for n in gone:
             self.conn.execute("DELETE FROM consumers WHERE name = ?", (n,))
         return gone
+
+    def request_copy(self, tables: list[str]) -> None:
+        self.conn.execute(
+            "INSERT INTO copy_requests (tables, requested_at) VALUES (?, ?)",
+            (json.dumps(tables), time.time()),
+        )
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
