@@ -27,23 +27,25 @@ from syncline.log.embedded.store import EmbeddedLogWriter, start_count
 from syncline.sources.postgres import catalog as cat
 from syncline.sources.postgres.follow import TableFollower, queued_copies, usable
 from syncline.sources.postgres.generated import GeneratedColumns
+from syncline.sources.postgres.machine import (
+    Begin,
+    Change,
+    Commit,
+    Keepalive,
+    Message,
+    RelationSeen,
+    StreamAborted,
+    StreamCommitted,
+    StreamedChange,
+    StreamMachine,
+)
 from syncline.sources.postgres.pgoutput import (
     RelationMessage,
-    decode_begin,
-    decode_commit,
     decode_relation,
-    decode_stream_abort,
-    decode_stream_commit,
-    decode_stream_start,
     encode_relation,
     remap_change,
-    streamed_xid,
-    strip_stream_xid,
 )
-from syncline.sources.postgres.replication import (
-    ReplicationConnection,
-    parse_keepalive,
-)
+from syncline.sources.postgres.replication import ReplicationConnection
 from syncline.sources.postgres.snapshot import take_snapshot
 
 log = logging.getLogger("syncline.capture")
@@ -170,6 +172,37 @@ class Capture:
             return repl, info.version
         finally:
             conn.close()
+
+    @staticmethod
+    def _relation(
+        payload: bytes,
+        rcat: cat.RelationCatalog,
+        gen: GeneratedColumns,
+        leaves: dict[int, tuple[int, tuple[int, ...]]],
+    ) -> tuple[bytes, Relation]:
+        """A Relation message as the log keeps it (a leaf partition's as its root's, with
+        stored generated columns), and its Relation; notes leaf-to-root mappings."""
+        plain = payload
+        rmsg = decode_relation(plain)
+        root = rcat.partition_root(rmsg.oid)
+        if root is not None:
+            # A leaf partition although the publication publishes via the root: record the
+            # root's shape, map the leaf's changes onto it.
+            rootmsg = rcat.relation_message(root)
+            names = [c[1] for c in rmsg.columns]
+            if not {c[1] for c in rootmsg.columns} <= set(names):
+                # the catalogue moved on since this message (columns added or dropped
+                # later): the leaf's own columns, under the root
+                rootmsg = RelationMessage(root.oid, root.schema, root.name, rmsg.replident, rmsg.columns)
+            leaves[rmsg.oid] = (root.oid, tuple(names.index(c[1]) for c in rootmsg.columns))
+            rmsg = rootmsg
+            plain = encode_relation(rootmsg)
+        else:
+            leaves.pop(rmsg.oid, None)
+        full = gen.relation(rmsg)
+        if full is not rmsg:
+            rmsg, plain = full, encode_relation(full)
+        return plain, rcat.relation(rmsg)
 
     def _check_identity(self, sysid: str, dbname: str) -> None:
         known = self.writer.meta("system_id")
@@ -310,9 +343,7 @@ class Capture:
             follower.load()
         w = self.writer
         stats = self.stats
-        in_txn = False
-        skip = False
-        stream_xid: int | None = None
+        machine = StreamMachine(w.last_commit_lsn)
         last_sync = time.monotonic()
         last_status = 0.0
         last_repairs = 0.0
@@ -320,12 +351,18 @@ class Capture:
         received = confirmed
         dirty = False
         leaves: dict[int, tuple[int, tuple[int, ...]]] = {}
-        cur_xid = 0
+
+        def shaped(payload: bytes) -> bytes:
+            """A change as the log keeps it: a leaf partition's as its root's, stored
+            generated columns filled in."""
+            plain = remap_change(payload, leaves) if leaves else payload
+            return gen.change(plain) if gen.plans else plain
+
         try:
             while not stop.is_set():
                 msg = repl.read(0.0 if dirty else 0.5)
                 now = time.monotonic()
-                if follower is not None and not in_txn and stream_xid is None:
+                if follower is not None and machine.idle:
                     follower.tick(now)
                 if msg is None:
                     if dirty:
@@ -335,122 +372,73 @@ class Capture:
                     if now - last_status >= STATUS_INTERVAL:
                         repl.send_status(received, confirmed, confirmed)
                         last_status = now
-                    if not in_txn and stream_xid is None and now - last_repairs >= REPAIR_INTERVAL:
+                    if machine.idle and now - last_repairs >= REPAIR_INTERVAL:
                         last_repairs = now
                         w.apply_repair_requests()  # `verify --repair` while `run` runs
                     continue
-                kind = msg[0]
-                if kind == 0x77:  # 'w' XLogData
-                    payload = msg[25:]
-                    t = payload[0]
-                    if t in (0x49, 0x55, 0x44, 0x54):  # I U D T
-                        if stream_xid is not None:
-                            plain = strip_stream_xid(payload)
-                            if leaves:
-                                plain = remap_change(plain, leaves)
-                            if gen.plans:
-                                plain = gen.change(plain)
-                            if follower is not None:
-                                follower.stream_change(stream_xid, plain)
-                            w.stream_add(stream_xid, streamed_xid(payload), plain)
-                        elif not skip:
-                            plain = remap_change(payload, leaves) if leaves else payload
-                            if gen.plans:
-                                plain = gen.change(plain)
-                            if follower is not None:
-                                follower.on_change(plain, cur_xid)
-                            w.add(plain)
-                            stats.events += 1
-                    elif t == 0x42:  # B
-                        b = decode_begin(payload)
-                        cur_xid = b.xid
-                        skip = b.final_lsn <= w.last_commit_lsn()
-                        if not skip:
-                            w.begin(b.xid, b.final_lsn, b.commit_time)
-                        in_txn = True
-                    elif t == 0x43:  # C
-                        c = decode_commit(payload)
+                ev = machine.feed(msg)
+                if isinstance(ev, Change):
+                    if not ev.replay:
+                        plain = shaped(ev.payload)
                         if follower is not None:
-                            follower.committed(cur_xid)
-                        if not skip:
-                            w.commit(c.commit_lsn, c.end_lsn, c.commit_time)
-                            stats.transactions += 1
-                            dirty = True
-                        in_txn = False
-                        skip = False
-                        received = max(received, c.end_lsn)
-                        if w.pending_bytes() >= SYNC_BYTES or now - last_sync >= SYNC_INTERVAL:
-                            confirmed = max(confirmed, w.sync())
-                            dirty = False
-                            last_sync = now
-                    elif t == 0x52:  # R
-                        plain = strip_stream_xid(payload) if stream_xid is not None else payload
-                        rmsg = decode_relation(plain)
-                        root = rcat.partition_root(rmsg.oid)
-                        if root is not None:
-                            # A leaf partition although the publication publishes via the
-                            # root: record the root's shape, map the leaf's changes onto it.
-                            rootmsg = rcat.relation_message(root)
-                            names = [c[1] for c in rmsg.columns]
-                            if not {c[1] for c in rootmsg.columns} <= set(names):
-                                # the catalogue moved on since this message (columns added
-                                # or dropped later): the leaf's own columns, under the root
-                                rootmsg = RelationMessage(
-                                    root.oid, root.schema, root.name, rmsg.replident, rmsg.columns
-                                )
-                            leaves[rmsg.oid] = (
-                                root.oid,
-                                tuple(names.index(c[1]) for c in rootmsg.columns),
-                            )
-                            rmsg = rootmsg
-                            plain = encode_relation(rootmsg)
-                        else:
-                            leaves.pop(rmsg.oid, None)
-                        full = gen.relation(rmsg)
-                        if full is not rmsg:
-                            rmsg, plain = full, encode_relation(full)
-                        rel = rcat.relation(rmsg)
-                        if stream_xid is not None:
-                            w.stream_add_relation(stream_xid, plain, rel)
-                        elif not skip:
-                            w.add_relation(plain, rel)
-                    elif t == 0x53:  # S stream start
-                        stream_xid = decode_stream_start(payload).xid
-                    elif t == 0x45:  # E stream stop
-                        stream_xid = None
-                    elif t == 0x63:  # c stream commit
-                        sc = decode_stream_commit(payload)
-                        if follower is not None:
-                            follower.stream_end(sc.xid, committed=True)
-                        if sc.commit_lsn <= w.last_commit_lsn():
-                            w.stream_discard(sc.xid)
-                        else:
-                            w.stream_commit(sc.xid, sc.commit_lsn, sc.end_lsn, sc.commit_time)
-                            stats.transactions += 1
-                            dirty = True
-                        received = max(received, sc.end_lsn)
-                    elif t == 0x41:  # A stream abort
-                        a = decode_stream_abort(payload)
-                        w.stream_abort(a.xid, a.subxid)
-                        if follower is not None and a.xid == a.subxid:
-                            follower.stream_end(a.xid, committed=False)
-                    elif t == 0x4D and follower is not None and stream_xid is None and not in_txn:
-                        # M: a logical decoding message (our watermarks)
-                        dirty = follower.on_message(payload) or dirty
-                    # Y (type), O (origin), M (message): nothing to keep
-                elif kind == 0x6B:  # 'k' keepalive
-                    wal_end, _reply = parse_keepalive(msg)
+                            follower.on_change(plain, ev.xid)
+                        w.add(plain)
+                        stats.events += 1
+                elif isinstance(ev, StreamedChange):
+                    plain = shaped(ev.payload)
+                    if follower is not None:
+                        follower.stream_change(ev.xid, plain)
+                    w.stream_add(ev.xid, ev.subxid, plain)
+                elif isinstance(ev, Begin):
+                    if not ev.replay:
+                        w.begin(ev.xid, ev.final_lsn, ev.commit_time)
+                elif isinstance(ev, Commit):
+                    if follower is not None:
+                        follower.committed(ev.xid)
+                    if not ev.replay:
+                        w.commit(ev.commit_lsn, ev.end_lsn, ev.commit_time)
+                        stats.transactions += 1
+                        dirty = True
+                    received = max(received, ev.end_lsn)
+                    if w.pending_bytes() >= SYNC_BYTES or now - last_sync >= SYNC_INTERVAL:
+                        confirmed = max(confirmed, w.sync())
+                        dirty = False
+                        last_sync = now
+                elif isinstance(ev, RelationSeen):
+                    plain, rel = self._relation(ev.payload, rcat, gen, leaves)
+                    if ev.stream_xid is not None:
+                        w.stream_add_relation(ev.stream_xid, plain, rel)
+                    elif not ev.replay:
+                        w.add_relation(plain, rel)
+                elif isinstance(ev, StreamCommitted):
+                    if follower is not None:
+                        follower.stream_end(ev.xid, committed=True)
+                    if ev.replay:
+                        w.stream_discard(ev.xid)
+                    else:
+                        w.stream_commit(ev.xid, ev.commit_lsn, ev.end_lsn, ev.commit_time)
+                        stats.transactions += 1
+                        dirty = True
+                    received = max(received, ev.end_lsn)
+                elif isinstance(ev, StreamAborted):
+                    w.stream_abort(ev.xid, ev.subxid)
+                    if follower is not None and ev.xid == ev.subxid:
+                        follower.stream_end(ev.xid, committed=False)
+                elif isinstance(ev, Message):
+                    if follower is not None:  # our watermarks and markers
+                        dirty = follower.on_message(ev.payload) or dirty
+                elif isinstance(ev, Keepalive):
                     if dirty:
                         confirmed = max(confirmed, w.sync())
                         dirty = False
                         last_sync = now
-                    if not in_txn and stream_xid is None and wal_end > confirmed:
+                    if machine.idle and ev.wal_end > confirmed:
                         # Nothing in flight and every commit received is durable: everything
                         # before wal_end has been sent to us, so it may be confirmed once the
                         # log has recorded that it was seen.
-                        w.sync(received_lsn=wal_end)
-                        confirmed = wal_end
-                        received = max(received, wal_end)
+                        w.sync(received_lsn=ev.wal_end)
+                        confirmed = ev.wal_end
+                        received = max(received, ev.wal_end)
                     repl.send_status(received, confirmed, confirmed, reply=False)
                     last_status = now
                 stats.confirmed_lsn = confirmed

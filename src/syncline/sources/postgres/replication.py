@@ -21,7 +21,6 @@ from syncline.core.lsn import format_lsn, parse_lsn
 from syncline.sources.postgres.pgoutput import PG_EPOCH_OFFSET_US
 
 _XLOG = struct.Struct("!QQq")
-_KEEPALIVE = struct.Struct("!QqB")
 _STATUS = struct.Struct("!cQQQqB")
 
 SESSION_OPTIONS = (
@@ -149,8 +148,3 @@ class ReplicationConnection:
 def parse_xlogdata(msg: bytes) -> tuple[int, int, bytes]:
     start, wal_end, _clock = _XLOG.unpack_from(msg, 1)
     return start, wal_end, msg[25:]
-
-
-def parse_keepalive(msg: bytes) -> tuple[int, bool]:
-    wal_end, _clock, reply = _KEEPALIVE.unpack_from(msg, 1)
-    return wal_end, bool(reply)
