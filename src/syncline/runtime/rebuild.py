@@ -49,7 +49,7 @@ from syncline.log.embedded.observe import EmbeddedObserver
 from syncline.log.embedded.store import EmbeddedLogReader, connect
 from syncline.runtime.prefetch import Prefetcher
 from syncline.verify.source import SourceSnapshot
-from syncline.views.base import Batch, advance_relations
+from syncline.views.base import Batch, InPlaceRebuild, View, advance_relations
 from syncline.views.registry import create_view
 
 log = logging.getLogger("syncline.rebuild")
@@ -338,7 +338,7 @@ def target_for(cfg: Config, vcfg: ViewConfig) -> Target:
 class Builder:
     """Applies the log (after a fill from the compacted log) to a view it owns."""
 
-    def __init__(self, view: Any, vcfg: ViewConfig, path: Path, commit: bool, say: Say) -> None:
+    def __init__(self, view: View, vcfg: ViewConfig, path: Path, commit: bool, say: Say) -> None:
         self.view = view
         self.vcfg = vcfg
         self.path = path
@@ -502,6 +502,7 @@ def rebuild(cfg: Config, name: str, say: Say, verify: bool = True) -> str:
                 state = Builder.compacted_state(path)
                 snap = SourceSnapshot(cfg.source.dsn.value) if verify else None
                 view.open()
+                assert isinstance(view, InPlaceRebuild)
                 view.begin_rebuild()
             elif view.open().seq != 0:
                 raise RebuildError(f"the shadow copy of {name} is not empty")
@@ -520,7 +521,7 @@ def rebuild(cfg: Config, name: str, say: Say, verify: bool = True) -> str:
                     snap = SourceSnapshot(cfg.source.dsn.value)
                     _verify(cfg, vcfg, target, builder, snap, say)
             builder.catch_up()
-            if target.in_place:
+            if isinstance(view, InPlaceRebuild) and target.in_place:
                 view.finish_rebuild(builder.cp)
             view.close()
             target.swap()

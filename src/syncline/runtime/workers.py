@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 from syncline.core.config_models import Config, ViewConfig
 from syncline.core.errors import (
@@ -36,7 +36,15 @@ from syncline.runtime.backoff import Backoff
 from syncline.runtime.logsetup import setup_logging
 from syncline.runtime.prefetch import Prefetcher
 from syncline.runtime.retention import Retention
-from syncline.views.base import KEYED_KINDS, Batch, advance_relations, keyless_refusal, selected_oids
+from syncline.views.base import (
+    KEYED_KINDS,
+    Batch,
+    DeferredCommit,
+    View,
+    advance_relations,
+    keyless_refusal,
+    selected_oids,
+)
 from syncline.views.registry import create_view
 
 EXIT_TERMINAL = 3
@@ -44,21 +52,6 @@ EXIT_TERMINAL = 3
 
 class PausedForRebuild(Exception):
     """``syncline rebuild`` asked this worker to let go of its view for the swap."""
-
-
-@runtime_checkable
-class DeferredCommit(Protocol):
-    """A view that may keep applied batches uncommitted for a while (tantivy with
-    ``commit_interval``): only its committed checkpoint is reported as applied, so that
-    ``wait`` and retention never count on what a crash would lose."""
-
-    def flush(self) -> None:
-        """Commit what was applied (outside a source transaction) now."""
-        ...
-
-    def read_checkpoint(self) -> Checkpoint | None:
-        """The committed checkpoint."""
-        ...
 
 
 def set_title(role: str) -> None:
@@ -288,7 +281,7 @@ def _sit_out_rebuild(lock: Any, path: Path, name: str, stop: threading.Event) ->
     return wait_flock(lock, stop)
 
 
-def _close_reporting(view: Any, vcfg: ViewConfig, consumers: LogControl) -> None:
+def _close_reporting(view: View, vcfg: ViewConfig, consumers: LogControl) -> None:
     """Close the view; a :class:`DeferredCommit` view commits on close: report that."""
     view.close()
     done = view.read_checkpoint() if isinstance(view, DeferredCommit) else None
@@ -302,7 +295,7 @@ def _safe_close(view: object) -> None:
 
 
 def _view_loop(
-    view: object,
+    view: View,
     vcfg: ViewConfig,
     path: Path,
     cp: Checkpoint,
@@ -409,7 +402,7 @@ def view_events(batch: Batch, patterns: tuple[str, ...]) -> int:
 
 
 def _apply_loop(
-    view: object,
+    view: View,
     vcfg: ViewConfig,
     prefetch: Prefetcher,
     relations: dict[int, Relation],
@@ -426,7 +419,8 @@ def _apply_loop(
     read) is always one the view has committed: for a :class:`DeferredCommit` view its
     committed checkpoint, which an idle loop commits after ``commit_interval``."""
     open_txn = False
-    deferred = isinstance(view, DeferredCommit)
+    deferred_view = view if isinstance(view, DeferredCommit) else None
+    deferred = deferred_view is not None
     opt = vcfg.options.get("commit_interval", 0.0)
     interval = float(opt) if deferred and isinstance(opt, int | float) else 0.0
     reported = pos
@@ -445,7 +439,7 @@ def _apply_loop(
             if extra is not None:
                 batch.meta = extra()
             in_txn += view_events(batch, vcfg.tables)
-            view.apply(batch)  # type: ignore[attr-defined]
+            view.apply(batch)
             advance_relations(batch)  # views may have done it: idempotent
             pos = batch.checkpoint
             open_txn = not last.last
@@ -458,9 +452,9 @@ def _apply_loop(
             in_txn = 0
         elif applied == reported:
             continue
-        elif deferred and time.monotonic() - applied_at >= interval:
-            view.flush()  # type: ignore[attr-defined]
-        done = view.read_checkpoint() if deferred else applied  # type: ignore[attr-defined]
+        elif deferred_view is not None and time.monotonic() - applied_at >= interval:
+            deferred_view.flush()
+        done = deferred_view.read_checkpoint() if deferred_view is not None else applied
         if done is None or (done.seq <= reported.seq and not events):
             continue
         # events not written now are kept by the consumer table for the next call
@@ -474,7 +468,7 @@ def _apply_loop(
 
 
 def _fill_from_compacted(
-    view: object,
+    view: View,
     vcfg: ViewConfig,
     path: Path,
     consumers: LogControl,
@@ -495,7 +489,7 @@ def _fill_from_compacted(
         cp = Checkpoint(txn.seq, txn.commit_lsn)
         n += len(txn.items)
         batch = Batch([txn], relations, cp, len(txn.items), commit=txn.last)
-        view.apply(batch)  # type: ignore[attr-defined]
+        view.apply(batch)
         advance_relations(batch)
     log.info("view %s filled with %d rows and schema changes up to log record %d", vcfg.name, n, cp.seq)
     return cp

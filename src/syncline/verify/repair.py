@@ -196,7 +196,7 @@ def catch_up(cfg: Config, vcfg: ViewConfig) -> Checkpoint:
             fcntl.flock(lockf, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise VerifyError(f"view {vcfg.name} is being applied by `syncline run`") from None
-        view: Any = create_view(vcfg)
+        view = create_view(vcfg)
         cp: Checkpoint = view.open()
         reader = EmbeddedLogReader(path)
         consumers = EmbeddedControl(path)

@@ -4,7 +4,7 @@ order and stores its checkpoint atomically with the data it applied."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from syncline.core.events import Checkpoint, Relation, SchemaChange, Transaction, Truncate
 from syncline.core.patterns import table_selected
@@ -45,6 +45,31 @@ class View(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class DeferredCommit(Protocol):
+    """A view that may keep applied batches uncommitted for a while (tantivy with
+    ``commit_interval``): only its committed checkpoint is reported as applied, so that
+    ``wait`` and retention never count on what a crash would lose."""
+
+    def flush(self) -> None:
+        """Commit what was applied (outside a source transaction) now."""
+        ...
+
+    def read_checkpoint(self) -> Checkpoint | None:
+        """The committed checkpoint."""
+        ...
+
+
+@runtime_checkable
+class InPlaceRebuild(Protocol):
+    """A view rebuilt inside its own store in one transaction (the PostgreSQL replica):
+    ``syncline rebuild`` empties it, refills it from the log, and commits once."""
+
+    def begin_rebuild(self) -> None: ...
+
+    def finish_rebuild(self, checkpoint: Checkpoint) -> None: ...
 
 
 KEYED_KINDS = ("redis", "tantivy")

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from collections.abc import Callable
 
 from syncline.core.config_models import ViewConfig
 from syncline.core.errors import ConfigError
+from syncline.views.base import View
 
 KINDS = {
     "postgres": ("syncline.views.postgres", "postgres"),
@@ -16,7 +17,7 @@ KINDS = {
 }
 
 
-def create_view(cfg: ViewConfig) -> Any:
+def create_view(cfg: ViewConfig) -> View:
     if cfg.kind == "compacted":
         from pathlib import Path
 
@@ -31,4 +32,5 @@ def create_view(cfg: ViewConfig) -> Any:
             f"view {cfg.name!r} (kind {cfg.kind}) needs the {extra!r} extra: "
             f"pip install 'syncline[{extra}]' ({e})"
         ) from e
-    return mod.create_view(cfg)
+    factory: Callable[[ViewConfig], View] = mod.create_view
+    return factory(cfg)
