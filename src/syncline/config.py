@@ -18,40 +18,19 @@ from syncline.core.config_models import (
     ViewConfig,
 )
 from syncline.core.errors import ConfigError
-from syncline.core.keytemplate import validate_template
+from syncline.views.options import REQUIRED, OptionSpec
+from syncline.views.registry import KINDS, kind_module
 
 _ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _NAME_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
-REQUIRED = object()
 
-# kind -> key -> (type, what is expected, default or REQUIRED)
-VIEW_KINDS: dict[str, dict[str, tuple[type | tuple[type, ...], str, object]]] = {
-    "postgres": {
-        "dsn": (str, "a libpq URI or key=value string", REQUIRED),
-        "keep_dropped_tables": (bool, "true or false", False),
-    },
-    "duckdb": {
-        "path": (str, "a file path", REQUIRED),
-        "keep_dropped_tables": (bool, "true or false", False),
-    },
-    "redis": {
-        "url": (str, "a redis:// URL", REQUIRED),
-        "key": (str, "a key template like {table}:{pk}", "{table}:{pk}"),
-        "mode": (str, '"hash" or "invalidate"', "hash"),
-        "ttl": (int, "seconds (0: none)", 0),
-        "columns": (list, "a list of column names", None),
-        "on_error": (str, '"stop" or "skip"', "stop"),
-        "rebuild_db": (int, "a Redis database number (syncline rebuild's shadow)", None),
-    },
-    "tantivy": {
-        "path": (str, "a directory path", REQUIRED),
-        "text_fields": (list, "a list of column names", None),
-        "tokenizer": (str, "a tantivy tokenizer name, e.g. en_stem", "default"),
-        "commit_interval": (float, "seconds between commits (0: every batch)", 0.0),
-        "on_error": (str, '"stop" or "skip"', "stop"),
-    },
-}
+def _view_kinds() -> dict[str, dict[str, OptionSpec]]:
+    """kind -> option -> (type, what is expected, default or REQUIRED): each kind declares
+    its own (``views/KIND/__init__.py``)."""
+    return {kind: kind_module(kind).OPTIONS for kind in KINDS}
+
+
 SECRET_KEYS = {"dsn", "url", "token", "password"}
 
 
@@ -202,12 +181,10 @@ def parse_config(
             raise ctx.err(prefix, "a table with kind = ...", v)
         if not re.match(r"^[A-Za-z0-9_-]{1,63}$", name):
             raise ConfigError(f"{file}: {prefix}: view names use letters, digits, _ and -")
-        vkind = _get(ctx, v, prefix, "kind", str, f"one of {', '.join(VIEW_KINDS)}")
-        if vkind not in VIEW_KINDS:
-            raise ConfigError(
-                f"{file}: {prefix}.kind: expected one of {', '.join(VIEW_KINDS)}, got {vkind!r}"
-            )
-        spec = VIEW_KINDS[vkind]
+        vkind = _get(ctx, v, prefix, "kind", str, f"one of {', '.join(KINDS)}")
+        if vkind not in KINDS:
+            raise ConfigError(f"{file}: {prefix}.kind: expected one of {', '.join(KINDS)}, got {vkind!r}")
+        spec = _view_kinds()[vkind]
         _unknown(ctx, v, prefix, {"kind", "tables", "batch_events", *spec})
         opts: dict[str, object] = {}
         for key, (typ, expected, default) in spec.items():
@@ -220,7 +197,7 @@ def parse_config(
             if key == "path":
                 val = _resolve(val, base_dir)
             opts[key] = Secret(val) if key in SECRET_KEYS else val
-        _check_choices(file, prefix, opts)
+        _check_choices(file, prefix, vkind, opts)
         views.append(
             ViewConfig(
                 name=name,
@@ -237,21 +214,18 @@ def parse_config(
     return Config(path=file, source=source, log=logc, views=tuple(views), http=http)
 
 
-CHOICES = {"mode": ("hash", "invalidate"), "on_error": ("stop", "skip")}
-
-
-def _check_choices(file: str, prefix: str, opts: dict[str, object]) -> None:
-    """Options with a fixed set of values, and the Redis key template, checked at load."""
-    for key, allowed in CHOICES.items():
+def _check_choices(file: str, prefix: str, kind: str, opts: dict[str, object]) -> None:
+    """Options with a fixed set of values, and the kind's own checks, at load."""
+    mod = kind_module(kind)
+    for key, allowed in mod.CHOICES.items():
         if key in opts and opts[key] not in allowed:
             raise ConfigError(
                 f"{file}: {prefix}.{key}: expected {' or '.join(map(repr, allowed))}, got {opts[key]!r}"
             )
-    if isinstance(opts.get("key"), str):
-        try:
-            validate_template(prefix.split(".", 1)[1], str(opts["key"]))
-        except ConfigError as e:
-            raise ConfigError(f"{file}: {prefix}.key: {e}") from None
+    try:
+        mod.check_options(prefix.split(".", 1)[1], opts)
+    except ConfigError as e:
+        raise ConfigError(f"{file}: {prefix}.{e}") from None
 
 
 def _http(ctx: _Ctx, hraw: dict[str, Any], environ: dict[str, str]) -> HttpConfig:

@@ -21,7 +21,7 @@ from syncline.config import load_config
 from syncline.core.lsn import parse_lsn
 from syncline.testing.harness import Pipeline
 from syncline.testing.pgcluster import PgCluster, free_port
-from syncline.views.tantivy import search
+from syncline.views.tantivy.view import search
 
 ROUNDS = 30
 

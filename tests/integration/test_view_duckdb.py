@@ -32,10 +32,10 @@ from syncline.core.events import (
 from syncline.testing.pgcluster import PgCluster, running_cluster
 from syncline.testing.scripted import ScriptedBatches
 from syncline.views.base import Batch
-from syncline.views.duckdb import DuckdbView, create_view
+from syncline.views.duckdb import create_view
 from syncline.views.duckdb.compare import fetch_text_rows
 from syncline.views.duckdb.values import pg_float4, pg_float8
-from syncline.views.duckdb.view import table_sql
+from syncline.views.duckdb.view import DuckdbView, table_sql
 
 
 def make_view(path: Path, tables: tuple[str, ...] = (), name: str = "warehouse") -> DuckdbView:

@@ -26,7 +26,8 @@ from syncline.core.events import (
 from syncline.testing.pgcluster import PgCluster, running_cluster
 from syncline.testing.scripted import ScriptedBatches
 from syncline.views.base import Batch
-from syncline.views.postgres import PostgresView, create_view
+from syncline.views.postgres import create_view
+from syncline.views.postgres.view import PostgresView
 
 _dbs = itertools.count()
 

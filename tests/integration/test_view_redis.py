@@ -26,7 +26,8 @@ from syncline.testing.harness import RedisServer
 from syncline.testing.pgcluster import PgCluster
 from syncline.testing.scripted import ScriptedBatches, dele, ins, upd
 from syncline.views.base import Batch
-from syncline.views.redis import RedisView, create_view
+from syncline.views.redis import create_view
+from syncline.views.redis.view import RedisView
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 pytestmark = pytest.mark.skipif(not Path(REDIS_SERVER).exists(), reason="redis-server not installed")

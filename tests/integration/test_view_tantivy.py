@@ -22,7 +22,8 @@ from syncline.core.events import (
 )
 from syncline.testing.scripted import ScriptedBatches, dele, ins, upd
 from syncline.views.base import Batch
-from syncline.views.tantivy import TantivyView, create_view, search
+from syncline.views.tantivy import create_view
+from syncline.views.tantivy.view import TantivyView, search
 
 
 def make_view(path: Path, **options: Any) -> TantivyView:

@@ -295,7 +295,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     if vcfg is None or vcfg.kind != "tantivy":
         print(f"syncline: error: no search (tantivy) view named {args.view!r} in {cfg.path}", file=sys.stderr)
         return 2
-    from syncline.views.tantivy import search
+    from syncline.views.tantivy.view import search
 
     hits = search(str(vcfg.options["path"]), args.query, args.limit, order_by=args.sort)
     if args.json:

@@ -50,7 +50,7 @@ def ask_questions(console: Console, t: Targets) -> None:
     """One question per view (call with ``syncline run`` stopped: DuckDB allows one process)."""
     import duckdb
 
-    from syncline.views.tantivy import search
+    from syncline.views.tantivy.view import search
 
     console.rule("[bold]one question to each view")
     hits = search(t.search, SEARCH_QUERY, 3)

@@ -226,7 +226,7 @@ class IndexWriter:
 
 def syncline_index_rows(path: Path) -> dict[str, dict[str, str]]:
     """Every row in syncline's search view at ``path`` (through ``syncline search``'s API)."""
-    from syncline.views.tantivy import search
+    from syncline.views.tantivy.view import search
 
     return {
         str(h["key"]): {k: str(v) for k, v in h["fields"].items() if v is not None}

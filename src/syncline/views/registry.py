@@ -1,20 +1,28 @@
-"""View kinds by name; each connector is imported only when configured (optional extras)."""
+"""View kinds by name: one line per kind. Each kind is one folder whose package (light to
+import) declares ``EXTRA``, ``OPTIONS``, ``CHOICES``, ``check_options``, ``create_view``,
+``open_reader`` and ``reader_on_view``; the connector's libraries load only when a view of
+the kind is created (optional extras)."""
 
 from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
+from types import ModuleType
 
 from syncline.core.config_models import ViewConfig
 from syncline.core.errors import ConfigError
 from syncline.views.base import View
 
 KINDS = {
-    "postgres": ("syncline.views.postgres", "postgres"),
-    "duckdb": ("syncline.views.duckdb", "duckdb"),
-    "redis": ("syncline.views.redis", "redis"),
-    "tantivy": ("syncline.views.tantivy", "tantivy"),
+    "postgres": "syncline.views.postgres",
+    "duckdb": "syncline.views.duckdb",
+    "redis": "syncline.views.redis",
+    "tantivy": "syncline.views.tantivy",
 }
+
+
+def kind_module(kind: str) -> ModuleType:
+    return importlib.import_module(KINDS[kind])
 
 
 def create_view(cfg: ViewConfig) -> View:
@@ -24,13 +32,12 @@ def create_view(cfg: ViewConfig) -> View:
         from syncline.log.embedded.compact import CompactedView
 
         return CompactedView(Path(str(cfg.options["path"])))
-    module, extra = KINDS[cfg.kind]
+    mod = kind_module(cfg.kind)
+    factory: Callable[[ViewConfig], View] = mod.create_view
     try:
-        mod = importlib.import_module(module)
+        return factory(cfg)
     except ImportError as e:
         raise ConfigError(
-            f"view {cfg.name!r} (kind {cfg.kind}) needs the {extra!r} extra: "
-            f"pip install 'syncline[{extra}]' ({e})"
+            f"view {cfg.name!r} (kind {cfg.kind}) needs the {mod.EXTRA!r} extra: "
+            f"pip install 'syncline[{mod.EXTRA}]' ({e})"
         ) from e
-    factory: Callable[[ViewConfig], View] = mod.create_view
-    return factory(cfg)

@@ -2,17 +2,48 @@
 
 See :mod:`syncline.views.duckdb.view` for the design and :mod:`syncline.views.duckdb.values`
 for the PostgreSQL -> DuckDB type mapping; :mod:`syncline.views.duckdb.compare` renders
-stored values back into PostgreSQL text for verification.
+stored values back into PostgreSQL text for verification. Light to import: the view and its
+verify reader load when asked for.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from syncline.core.config_models import ViewConfig
-from syncline.views.duckdb.view import DuckdbView
+from syncline.views.options import REQUIRED, OptionSpec
+
+if TYPE_CHECKING:
+    from syncline.verify.readers import ViewReader
+    from syncline.views.duckdb.view import DuckdbView
+
+EXTRA = "duckdb"
+OPTIONS: dict[str, OptionSpec] = {
+    "path": (str, "a file path", REQUIRED),
+    "keep_dropped_tables": (bool, "true or false", False),
+}
+CHOICES: dict[str, tuple[str, ...]] = {}
+
+
+def check_options(view: str, options: dict[str, object]) -> None:
+    """Checks beyond types (none for this kind)."""
 
 
 def create_view(cfg: ViewConfig) -> DuckdbView:
+    from syncline.views.duckdb.view import DuckdbView
+
     return DuckdbView(cfg)
 
 
-__all__ = ["DuckdbView", "create_view"]
+def open_reader(cfg: ViewConfig) -> ViewReader:
+    from syncline.views.duckdb.reader import DuckdbReader
+
+    return DuckdbReader(cfg)
+
+
+def reader_on_view(cfg: ViewConfig, view: object) -> ViewReader | None:
+    """Read through the open view's connection (DuckDB allows one process per file)."""
+    from syncline.views.duckdb.reader import DuckdbReader
+    from syncline.views.duckdb.view import DuckdbView
+
+    return DuckdbReader(cfg, con=view.connection) if isinstance(view, DuckdbView) else None

@@ -1,7 +1,44 @@
-"""The ``postgres`` view: a SQL replica of the captured tables."""
+"""The ``postgres`` view: a SQL replica of the captured tables. Light to import: the view
+and its verify reader load when asked for."""
 
 from __future__ import annotations
 
-from syncline.views.postgres.view import PostgresView, create_view
+from typing import TYPE_CHECKING
 
-__all__ = ["PostgresView", "create_view"]
+from syncline.core.config_models import ViewConfig
+from syncline.views.options import REQUIRED, OptionSpec
+
+if TYPE_CHECKING:
+    from syncline.verify.readers import ViewReader
+    from syncline.views.postgres.view import PostgresView
+
+EXTRA = "postgres"
+OPTIONS: dict[str, OptionSpec] = {
+    "dsn": (str, "a libpq URI or key=value string", REQUIRED),
+    "keep_dropped_tables": (bool, "true or false", False),
+}
+CHOICES: dict[str, tuple[str, ...]] = {}
+
+
+def check_options(view: str, options: dict[str, object]) -> None:
+    """Checks beyond types (none for this kind)."""
+
+
+def create_view(cfg: ViewConfig) -> PostgresView:
+    from syncline.views.postgres.view import PostgresView
+
+    return PostgresView(cfg)
+
+
+def open_reader(cfg: ViewConfig) -> ViewReader:
+    from syncline.views.postgres.reader import PostgresReader
+
+    return PostgresReader(cfg)
+
+
+def reader_on_view(cfg: ViewConfig, view: object) -> ViewReader | None:
+    """Read through the open view's connection, inside its transaction."""
+    from syncline.views.postgres.reader import PostgresReader
+    from syncline.views.postgres.view import PostgresView
+
+    return PostgresReader(cfg, conn=view.connection) if isinstance(view, PostgresView) else None

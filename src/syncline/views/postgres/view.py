@@ -771,7 +771,3 @@ class PostgresView:
                 len(partials),
                 rel.qualified,
             )
-
-
-def create_view(cfg: ViewConfig) -> PostgresView:
-    return PostgresView(cfg)

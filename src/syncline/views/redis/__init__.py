@@ -1,17 +1,56 @@
 """Redis cache view: one hash per row (or key invalidation), atomically per batch.
 
 See :mod:`syncline.views.redis.view` for the design and :mod:`syncline.core.textcast`
-for the ``::text`` conversion of values.
+for the ``::text`` conversion of values. Light to import: the view and its verify reader
+load when asked for.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from syncline.core.config_models import ViewConfig
-from syncline.views.redis.view import RedisView
+from syncline.core.errors import ConfigError
+from syncline.core.keytemplate import validate_template
+from syncline.views.options import REQUIRED, OptionSpec
+
+if TYPE_CHECKING:
+    from syncline.verify.readers import ViewReader
+    from syncline.views.redis.view import RedisView
+
+EXTRA = "redis"
+OPTIONS: dict[str, OptionSpec] = {
+    "url": (str, "a redis:// URL", REQUIRED),
+    "key": (str, "a key template like {table}:{pk}", "{table}:{pk}"),
+    "mode": (str, '"hash" or "invalidate"', "hash"),
+    "ttl": (int, "seconds (0: none)", 0),
+    "columns": (list, "a list of column names", None),
+    "on_error": (str, '"stop" or "skip"', "stop"),
+    "rebuild_db": (int, "a Redis database number (syncline rebuild's shadow)", None),
+}
+CHOICES: dict[str, tuple[str, ...]] = {"mode": ("hash", "invalidate"), "on_error": ("stop", "skip")}
+
+
+def check_options(view: str, options: dict[str, object]) -> None:
+    """The key template names only known placeholders (ConfigError, keyed ``key``)."""
+    if isinstance(options.get("key"), str):
+        try:
+            validate_template(view, str(options["key"]))
+        except ConfigError as e:
+            raise ConfigError(f"key: {e}") from None
 
 
 def create_view(cfg: ViewConfig) -> RedisView:
+    from syncline.views.redis.view import RedisView
+
     return RedisView(cfg)
 
 
-__all__ = ["RedisView", "create_view"]
+def open_reader(cfg: ViewConfig) -> ViewReader:
+    from syncline.views.redis.reader import RedisReader
+
+    return RedisReader(cfg)
+
+
+def reader_on_view(cfg: ViewConfig, view: object) -> ViewReader | None:
+    return None

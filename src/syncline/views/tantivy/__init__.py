@@ -1,17 +1,47 @@
 """Tantivy full-text search view: one document per source row, searchable by words.
 
 See :mod:`syncline.views.tantivy.view` for the index layout and
-:func:`syncline.views.tantivy.view.search` for the query side (``syncline search``).
+:func:`syncline.views.tantivy.view.search` for the query side (``syncline search``). Light to
+import: the view and its verify reader load when asked for.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from syncline.core.config_models import ViewConfig
-from syncline.views.tantivy.view import TantivyView, search
+from syncline.views.options import REQUIRED, OptionSpec
+
+if TYPE_CHECKING:
+    from syncline.verify.readers import ViewReader
+    from syncline.views.tantivy.view import TantivyView
+
+EXTRA = "tantivy"
+OPTIONS: dict[str, OptionSpec] = {
+    "path": (str, "a directory path", REQUIRED),
+    "text_fields": (list, "a list of column names", None),
+    "tokenizer": (str, "a tantivy tokenizer name, e.g. en_stem", "default"),
+    "commit_interval": (float, "seconds between commits (0: every batch)", 0.0),
+    "on_error": (str, '"stop" or "skip"', "stop"),
+}
+CHOICES: dict[str, tuple[str, ...]] = {"on_error": ("stop", "skip")}
+
+
+def check_options(view: str, options: dict[str, object]) -> None:
+    """Checks beyond types (none for this kind)."""
 
 
 def create_view(cfg: ViewConfig) -> TantivyView:
+    from syncline.views.tantivy.view import TantivyView
+
     return TantivyView(cfg)
 
 
-__all__ = ["TantivyView", "create_view", "search"]
+def open_reader(cfg: ViewConfig) -> ViewReader:
+    from syncline.views.tantivy.reader import TantivyReader
+
+    return TantivyReader(cfg)
+
+
+def reader_on_view(cfg: ViewConfig, view: object) -> ViewReader | None:
+    return None
