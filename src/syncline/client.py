@@ -193,7 +193,8 @@ def wait_for(
         Client(url, token).wait_for(lsn, views, timeout)
         return
     from syncline.config import load_config
-    from syncline.runtime.status import followed_position, views_behind, wait_caught_up
+    from syncline.runtime.status import views_behind, wait_caught_up
+    from syncline.sources.registry import open_admin
 
     cfg = config if isinstance(config, Config) else load_config(config)
     configured = [v.name for v in cfg.views]
@@ -203,7 +204,7 @@ def wait_for(
         raise ValueError(f"no view named {', '.join(unknown)} in {cfg.path}")
     text = _lsn_text(lsn)
     deadline = time.monotonic() + timeout
-    current = followed_position(cfg, deadline)  # tables being copied are waited for too
+    current = open_admin(cfg).followed_position(deadline)  # tables being copied are waited for too
     pos = parse_lsn(text) if text else current
     if not wait_caught_up(cfg, pos, names, max(0.0, deadline - time.monotonic())):
         behind = views_behind(cfg, pos, names) or names

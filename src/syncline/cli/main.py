@@ -169,7 +169,8 @@ def cmd_retry(args: argparse.Namespace) -> int:
 def cmd_wait(args: argparse.Namespace) -> int:
     from syncline.core.errors import TablesNotFollowed, ViewFailed
     from syncline.core.lsn import format_lsn, parse_lsn
-    from syncline.runtime.status import followed_position, views_behind, wait_caught_up
+    from syncline.runtime.status import views_behind, wait_caught_up
+    from syncline.sources.registry import open_admin
 
     cfg = _load(args)
     names = args.view or [v.name for v in cfg.views]
@@ -184,7 +185,7 @@ def cmd_wait(args: argparse.Namespace) -> int:
         return 2
     deadline = time.monotonic() + args.timeout
     try:
-        current = followed_position(cfg, deadline)
+        current = open_admin(cfg).followed_position(deadline)
         lsn = current if given is None else given
         if wait_caught_up(cfg, lsn, names, max(0.0, deadline - time.monotonic())):
             return 0
@@ -315,8 +316,8 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
     from syncline.cli.progress import copy_line
     from syncline.core.patterns import table_selected
     from syncline.log import open_control, open_observer
-    from syncline.runtime.status import copying_tables
     from syncline.sources.postgres import catalog as cat
+    from syncline.sources.registry import open_admin
     from syncline.verify.engine import lock_held
 
     cfg = _load(args)
@@ -363,7 +364,7 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
         obs = open_observer(cfg.log)
         try:
             pending_req = obs.copy_requests_pending()
-            busy = {q: st for q, st in copying_tables(obs).items() if q in wanted}
+            busy = {q: st for q, st in open_admin(cfg).copying(obs).items() if q in wanted}
         finally:
             obs.close()
         if busy:

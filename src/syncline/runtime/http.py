@@ -38,12 +38,11 @@ from syncline.runtime.metrics import CONTENT_TYPE, Metrics
 from syncline.runtime.status import (
     applied_positions,
     capture_state,
-    source_position,
     status,
-    unfollowed_tables,
     views_behind,
     wait_caught_up,
 )
+from syncline.sources.registry import open_admin
 
 log = logging.getLogger("syncline.http")
 
@@ -202,7 +201,7 @@ class ApiServer:
             return _json(400, {"error": f"timeout: expected seconds from 0 to {MAX_WAIT:g}"})
         text = query.get("lsn", [""])[-1].strip()
         try:
-            lsn = parse_lsn(text) if text else source_position(self.cfg)
+            lsn = parse_lsn(text) if text else open_admin(self.cfg).position()
         except ValueError as e:
             return _json(400, {"error": f"lsn: {e}"})
         except SynclineError as e:
@@ -216,7 +215,7 @@ class ApiServer:
                 time.sleep(0.25)
                 missing = self._unfollowed()
             if waited and not missing:  # its copy is logged after the position asked for
-                lsn = max(lsn, source_position(self.cfg))
+                lsn = max(lsn, open_admin(self.cfg).position())
         except SynclineError as e:
             return _json(503, {"error": redact(str(e), self.cfg.secrets())})
         if missing:
@@ -262,7 +261,7 @@ class ApiServer:
         now = time.monotonic()
         with self._unfollowed_lock:
             if now - self._unfollowed_at > 1.0:
-                self._unfollowed_cache = unfollowed_tables(self.cfg)
+                self._unfollowed_cache = open_admin(self.cfg).unfollowed_tables()
                 self._unfollowed_at = now
             return self._unfollowed_cache
 

@@ -24,12 +24,9 @@ from syncline.log import log_exists, open_observer
 from syncline.log.base import ErrorRow, LogBusy, LogObserver
 from syncline.runtime.status import (
     capture_state,
-    copying_tables,
-    first_copy_running,
-    snapshot_rows,
-    source_status,
     view_status,
 )
+from syncline.sources.registry import open_admin
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 CAPTURE_STATES = ("starting", "snapshotting", "streaming", "retrying", "failed", "stopped")
@@ -53,7 +50,7 @@ class SynclineCollector(Collector):
     def __init__(
         self,
         cfg: Config,
-        source: Callable[[Config], dict[str, Any]] = source_status,
+        source: Callable[[Config], dict[str, Any]] | None = None,
         capture_alive: Callable[[], bool] | None = None,
     ) -> None:
         self.cfg = cfg
@@ -98,7 +95,7 @@ class SynclineCollector(Collector):
     # ------------------------------------------------------------------ parts
 
     def _source_metrics(self, out: list[Metric]) -> None:
-        src = self.source(self.cfg)
+        src = self.source(self.cfg) if self.source is not None else open_admin(self.cfg).status()
         up = GaugeMetricFamily("syncline_source_up", "1 when the source answered this scrape")
         up.add_metric([], 1.0 if src.get("reachable") else 0.0)
         out.append(up)
@@ -186,7 +183,8 @@ class SynclineCollector(Collector):
             g = GaugeMetricFamily(name, doc)
             g.add_metric([], float(value))
             out.append(g)
-        snapshotting = first_copy_running(obs)
+        admin = open_admin(self.cfg)
+        snapshotting = admin.first_copy_running(obs)
         g = GaugeMetricFamily("syncline_snapshot_in_progress", "1 while the initial snapshot runs")
         g.add_metric([], 1.0 if snapshotting else 0.0)
         out.append(g)
@@ -194,14 +192,14 @@ class SynclineCollector(Collector):
             "syncline_snapshot_rows",
             "rows the initial snapshot (the first start's copy) logged, so far while it runs",
         )
-        g.add_metric([], float(snapshot_rows(obs)))
+        g.add_metric([], float(admin.snapshot_rows(obs)))
         out.append(g)
         g = GaugeMetricFamily(
             "syncline_table_copy_rows",
             "rows copied so far of each table being copied online (new, changed by DDL, or asked for)",
             labels=["table"],
         )
-        for table, st in sorted(copying_tables(obs).items()):
+        for table, st in sorted(admin.copying(obs).items()):
             g.add_metric([table], float(st["rows"]))
         out.append(g)
 

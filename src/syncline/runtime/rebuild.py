@@ -455,7 +455,7 @@ class Builder:
 
 def rebuild(cfg: Config, name: str, say: Say, verify: bool = True) -> str:
     """Rebuild view ``name``; return a one-line summary (raise :class:`RebuildError`)."""
-    from syncline.runtime.status import copying_tables
+    from syncline.sources.registry import open_admin
 
     known = {v.name: v for v in cfg.views if v.kind != "compacted"}
     vcfg = known.get(name)
@@ -468,7 +468,7 @@ def rebuild(cfg: Config, name: str, say: Say, verify: bool = True) -> str:
     try:
         if obs.meta("state") != "streaming":
             raise RebuildError("the first copy of the source is not done yet: rebuild once it is")
-        copying = copying_tables(obs)
+        copying = open_admin(cfg).copying(obs)
     finally:
         obs.close()
     if copying:

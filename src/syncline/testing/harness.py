@@ -19,7 +19,8 @@ from syncline.core.errors import LogError
 from syncline.core.lsn import parse_lsn
 from syncline.log import log_exists, open_observer
 from syncline.log.base import LogBusy
-from syncline.runtime.status import copying_tables, views_caught_up
+from syncline.runtime.status import views_caught_up
+from syncline.sources.registry import open_admin
 from syncline.testing.compare import (
     TableDiff,
     compare_duckdb,
@@ -201,7 +202,7 @@ class Pipeline:
         try:
             if obs.meta("state") != "streaming":
                 return first
-            return sorted(copying_tables(obs))
+            return sorted(open_admin(self.cfg).copying(obs))
         except LogBusy:
             return first  # being created, or busy: not known to be done
         finally:

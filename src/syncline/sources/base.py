@@ -1,0 +1,47 @@
+"""The source interface, as the runtime sees a source outside its stream (``status``,
+``wait``, ``/metrics``, ``/wait``). The stream itself is the capture of each source's folder
+(``sources/postgres/capture.py``)."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Protocol
+
+from syncline.log.base import LogObserver
+
+
+class SourceAdmin(Protocol):
+    def status(self) -> dict[str, Any]:
+        """The source's side for ``syncline status``: reachable, slot, retained WAL,
+        positions (never raises: an unreachable source is a status)."""
+        ...
+
+    def position(self) -> int:
+        """The source's current position: it covers every transaction committed so far."""
+        ...
+
+    def unfollowed_tables(self) -> list[str]:
+        """Tables matching ``[source] tables`` whose changes are not all in the log yet
+        (appeared since, or still being copied)."""
+        ...
+
+    def followed_position(self, deadline: float = 0.0) -> int:
+        """:meth:`position` once every table is followed (waits until ``deadline``, a
+        ``time.monotonic()``; raises :class:`TablesNotFollowed` after it)."""
+        ...
+
+    def wait_followed(self, deadline: float, stop: threading.Event | None = None) -> list[str]:
+        """Wait for every table to be followed; those still not followed at ``deadline``."""
+        ...
+
+    def copying(self, obs: LogObserver) -> dict[str, dict[str, Any]]:
+        """Tables being copied online: rows so far, estimate, rows/s, seconds left."""
+        ...
+
+    def first_copy_running(self, obs: LogObserver) -> bool:
+        """The first start's copy (the initial snapshot) is under way."""
+        ...
+
+    def snapshot_rows(self, obs: LogObserver) -> int:
+        """Rows the initial snapshot has copied so far."""
+        ...
