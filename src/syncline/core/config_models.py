@@ -102,18 +102,18 @@ class Config:
 
     def secrets(self) -> list[str]:
         out = [self.source.dsn.value]
-        out += _dsn_passwords(self.source.dsn.value)
+        out += dsn_passwords(self.source.dsn.value)
         for v in self.views:
             for val in v.options.values():
                 if isinstance(val, Secret):
                     out.append(val.value)
-                    out += _dsn_passwords(val.value)
+                    out += dsn_passwords(val.value)
         if self.http.token:
             out.append(self.http.token.value)
         return [s for s in out if s]
 
 
-def _dsn_passwords(dsn: str) -> list[str]:
+def dsn_passwords(dsn: str) -> list[str]:
     import re
     from urllib.parse import unquote
 

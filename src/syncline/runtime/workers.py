@@ -36,6 +36,7 @@ from syncline.runtime.backoff import Backoff
 from syncline.runtime.logsetup import setup_logging
 from syncline.runtime.prefetch import Prefetcher
 from syncline.runtime.retention import Retention
+from syncline.sources.registry import open_capture
 from syncline.views.base import (
     KEYED_KINDS,
     Batch,
@@ -95,8 +96,6 @@ def view_entry(cfg: Config, vcfg: ViewConfig) -> None:
 def capture_main(cfg: Config) -> int:
     stop = _child_setup(cfg, "capture")
     log = logging.getLogger("syncline.capture")
-    from syncline.sources.postgres.capture import Capture
-
     path = Path(cfg.log.path)
     backoff = Backoff()
     warned = False
@@ -132,8 +131,7 @@ def capture_main(cfg: Config) -> int:
         started = time.monotonic()
         try:
             _set_state(writer, "starting", "")
-            cap = Capture(cfg.source, writer, on_tables)
-            cap.run(stop)
+            open_capture(cfg, writer, on_tables).run(stop)
             _set_state(writer, "stopped", "")
             return 0
         except SynclineError as e:
@@ -158,22 +156,10 @@ def capture_main(cfg: Config) -> int:
             _set_state(writer, "retrying", str(e))
             stop.wait(delay)
         except Exception as e:
-            import psycopg
-
-            count_capture_error(cfg.log, e, isinstance(e, psycopg.OperationalError))
-            if isinstance(e, psycopg.OperationalError):
-                delay = backoff.next_delay()
-                log.warning(
-                    "source connection lost (%s); retrying in %.1fs",
-                    str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__,
-                    delay,
-                )
-                _set_state(writer, "retrying", "source connection lost")
-                stop.wait(delay)
-            else:
-                log.exception("capture failed")
-                _set_state(writer, "failed", f"{type(e).__name__}: {e}")
-                return EXIT_TERMINAL
+            count_capture_error(cfg.log, e, False)
+            log.exception("capture failed")
+            _set_state(writer, "failed", f"{type(e).__name__}: {e}")
+            return EXIT_TERMINAL
         finally:
             writer.close()
     return 0

@@ -45,3 +45,11 @@ class SourceAdmin(Protocol):
     def snapshot_rows(self, obs: LogObserver) -> int:
         """Rows the initial snapshot has copied so far."""
         ...
+
+
+class SourceCapture(Protocol):
+    """The stream of one source into the log: checks, slot and first copy, then changes in
+    commit order until ``stop``. Raises a transient :class:`SourceError` for what a retry
+    may cure (the caller backs off), a terminal one for what needs the operator."""
+
+    def run(self, stop: threading.Event) -> None: ...

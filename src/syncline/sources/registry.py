@@ -2,8 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from syncline.core.config_models import Config
-from syncline.sources.base import SourceAdmin
+from syncline.log.embedded.store import EmbeddedLogWriter
+from syncline.sources.base import SourceAdmin, SourceCapture
+
+OnTables = Callable[[list[str], dict[str, list[str]], list[str]], None]
+"""Called with (every table, captured tables' columns, captured tables without a key) once
+the tables are known: it warns about names that match nothing and may refuse the start."""
+
+
+def open_capture(cfg: Config, writer: EmbeddedLogWriter, on_tables: OnTables | None = None) -> SourceCapture:
+    from syncline.sources.postgres.capture import Capture
+
+    return Capture(cfg.source, writer, on_tables)
 
 
 def open_admin(cfg: Config) -> SourceAdmin:

@@ -19,8 +19,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from syncline.core.config_models import SourceConfig
-from syncline.core.errors import SourceError, TransientSourceError
+import psycopg
+
+from syncline.core.config_models import SourceConfig, dsn_passwords
+from syncline.core.errors import SourceError, TransientSourceError, redact
 from syncline.core.events import Relation
 from syncline.core.lsn import format_lsn
 from syncline.log.embedded.store import EmbeddedLogWriter, start_count
@@ -308,11 +310,18 @@ class Capture:
     # -- streaming --------------------------------------------------------------------------
 
     def run(self, stop: threading.Event) -> None:
-        repl, version = self.prepare()
+        """Prepare, then stream into the log until ``stop``. A lost connection is a
+        :class:`TransientSourceError` (retried by the caller)."""
         try:
-            self._stream(repl, version, stop)
-        finally:
-            repl.close()
+            repl, version = self.prepare()
+            try:
+                self._stream(repl, version, stop)
+            finally:
+                repl.close()
+        except psycopg.OperationalError as e:
+            text = str(e).strip()
+            first = redact(text.splitlines()[0], [self.dsn, *dsn_passwords(self.dsn)]) if text else ""
+            raise TransientSourceError(f"source connection lost ({first or type(e).__name__})") from e
 
     def _stream(self, repl: ReplicationConnection, version: int, stop: threading.Event) -> None:
         proto = 2 if (version >= 140000 and self.cfg.streaming) else 1
