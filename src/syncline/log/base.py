@@ -106,6 +106,22 @@ class LogControl(Protocol):
         """``syncline snapshot``: ask the capture to copy ``tables`` again."""
         ...
 
+    def rebuilds(self) -> dict[str, bool]:
+        """The rebuilds under way (``syncline rebuild``): view -> whether it asks the view's
+        worker to pause (a dead rebuild's request is ignored)."""
+        ...
+
+    def start_rebuild(self, view: str) -> None:
+        """Register this process's rebuild of ``view`` (it holds retention); raises
+        :class:`LogError` when another process rebuilds it."""
+        ...
+
+    def pause_for_rebuild(self, view: str) -> None:
+        """Ask the worker of ``view`` to let go of it (the swap is next)."""
+        ...
+
+    def end_rebuild(self, view: str) -> None: ...
+
     def close(self) -> None: ...
 
 

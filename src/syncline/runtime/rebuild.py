@@ -19,8 +19,8 @@ snapshot, exactly as ``wait`` counts. A copy that differs is dropped (or rolled 
 view keeps its old copy.
 
 While ``syncline run`` runs, its worker for the view goes on applying to the old copy; for
-the swap it is paused (a row in ``rebuild_requests`` of ``log.db``; it lets go of the view's
-lock at its next batch boundary), and resumes on the new copy from the copy's own position.
+the swap it is paused (a request in the log's control plane, ``LogControl.start_rebuild``;
+it lets go of the view's lock at its next batch boundary), and resumes on the new copy from the copy's own position.
 During a rebuild nothing is trimmed from the log (the request holds retention).
 """
 
@@ -32,7 +32,6 @@ import itertools
 import logging
 import os
 import shutil
-import sqlite3
 import threading
 import time
 import urllib.parse
@@ -42,11 +41,11 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from syncline.core.config_models import Config, Secret, ViewConfig
-from syncline.core.errors import SynclineError
+from syncline.core.errors import LogError, SynclineError
 from syncline.core.events import Checkpoint, Relation, Transaction
 from syncline.log import log_exists, open_control, open_observer
 from syncline.log.embedded.observe import EmbeddedObserver
-from syncline.log.embedded.store import EmbeddedLogReader, connect
+from syncline.log.embedded.store import EmbeddedLogReader
 from syncline.runtime.prefetch import Prefetcher
 from syncline.verify.source import SourceSnapshot
 from syncline.views.base import Batch, InPlaceRebuild, View, advance_relations
@@ -56,10 +55,6 @@ log = logging.getLogger("syncline.rebuild")
 
 Say = Callable[[str], None]
 
-REQUESTS_DDL = (
-    "CREATE TABLE IF NOT EXISTS rebuild_requests (view TEXT PRIMARY KEY, pid INTEGER NOT NULL,"
-    " pause INTEGER NOT NULL DEFAULT 0, started REAL NOT NULL)"
-)
 LOCK_TIMEOUT = 120.0
 """Seconds ``rebuild`` waits for the running worker to let go of the view."""
 
@@ -68,62 +63,22 @@ class RebuildError(SynclineError):
     """A rebuild that cannot start or whose copy did not verify; the view is unchanged."""
 
 
-# -- requests (shared with the worker and retention) --------------------------------------
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def live_requests(conn: sqlite3.Connection) -> dict[str, tuple[int, bool]]:
-    """view -> (pid, pause asked) of the rebuilds under way (a dead rebuild's row is ignored)."""
-    try:
-        rows = conn.execute("SELECT view, pid, pause FROM rebuild_requests").fetchall()
-    except sqlite3.OperationalError:  # no rebuild ever ran on this log
-        return {}
-    return {str(v): (int(p), bool(pa)) for v, p, pa in rows if _alive(int(p))}
-
-
-def pause_requested(conn: sqlite3.Connection, view: str) -> bool:
-    """The worker of ``view`` must let go of it (a rebuild is about to swap it)."""
-    req = live_requests(conn).get(view)
-    return req is not None and req[1]
-
-
-def retention_hold(conn: sqlite3.Connection) -> bool:
-    """A rebuild reads the log from its start or from the compacted log's position: while
-    one runs, retention trims nothing."""
-    return bool(live_requests(conn))
+# -- the request (shared with the worker and retention through the log's control plane) -----
 
 
 @contextlib.contextmanager
-def _request(path: Path, view: str) -> Iterator[Callable[[], None]]:
+def _request(cfg: Config, view: str) -> Iterator[Callable[[], None]]:
     """Register the rebuild (holds retention); the yielded function asks the worker to pause."""
-    conn = connect(path)
+    control = open_control(cfg.log)
     try:
-        conn.execute(REQUESTS_DDL)
-        held = live_requests(conn).get(view)
-        if held is not None and held[0] != os.getpid():
-            raise RebuildError(f"view {view} is being rebuilt by process {held[0]}")
-        conn.execute(
-            "INSERT OR REPLACE INTO rebuild_requests (view, pid, pause, started) VALUES (?, ?, 0, ?)",
-            (view, os.getpid(), time.time()),
-        )
-
-        def pause() -> None:
-            conn.execute("UPDATE rebuild_requests SET pause = 1 WHERE view = ?", (view,))
-
-        yield pause
+        try:
+            control.start_rebuild(view)
+        except LogError as e:
+            raise RebuildError(str(e)) from None
+        yield lambda: control.pause_for_rebuild(view)
     finally:
-        with contextlib.suppress(sqlite3.Error):
-            conn.execute("DELETE FROM rebuild_requests WHERE view = ? AND pid = ?", (view, os.getpid()))
-        conn.close()
+        control.end_rebuild(view)
+        control.close()
 
 
 def _take_view_lock(path: Path, view: str, timeout: float) -> Any:
@@ -483,7 +438,7 @@ def rebuild(cfg: Config, name: str, say: Say, verify: bool = True) -> str:
         )
     target = target_for(cfg, vcfg)
     started = time.monotonic()
-    with _request(path, name) as pause:
+    with _request(cfg, name) as pause:
         target.prepare()
         lock = None
         view = create_view(target.shadow)

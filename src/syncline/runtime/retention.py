@@ -9,8 +9,8 @@ import time
 from pathlib import Path
 
 from syncline.log.embedded.compact import CompactedView
+from syncline.log.embedded.control import rebuilds_under_way
 from syncline.log.embedded.store import connect, get_meta, set_meta
-from syncline.runtime.rebuild import retention_hold
 
 log = logging.getLogger("syncline.retention")
 
@@ -38,7 +38,7 @@ class Retention:
             }
             if any(v not in seqs for v in self.views):
                 return  # a configured view has not registered yet: it may still need the log
-            if retention_hold(self.conn):
+            if rebuilds_under_way(self.conn):
                 return  # `syncline rebuild` reads the log from an older position
             views = [seqs[v] for v in self.views]
             upto = min([compactor_seq, *views])

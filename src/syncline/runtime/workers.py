@@ -215,7 +215,7 @@ def view_main(cfg: Config, vcfg: ViewConfig) -> int:
             _close_reporting(view, vcfg, consumers)
             consumers.update(vcfg.name, vcfg.kind, state="paused", error="")
             log.info("view %s: paused while `syncline rebuild` swaps in its new copy", vcfg.name)
-            if not _sit_out_rebuild(lock, path, vcfg.name, stop):
+            if not _sit_out_rebuild(lock, consumers, vcfg.name, stop):
                 return 0
             log.info("view %s: resuming on its rebuilt copy", vcfg.name)
         except SynclineError as e:
@@ -248,22 +248,15 @@ def view_main(cfg: Config, vcfg: ViewConfig) -> int:
     return 0
 
 
-def _sit_out_rebuild(lock: Any, path: Path, name: str, stop: threading.Event) -> bool:
+def _sit_out_rebuild(lock: Any, control: LogControl, name: str, stop: threading.Event) -> bool:
     """Let go of the view's lock until the rebuild is over, then take it again (False:
     stopped meanwhile)."""
-    from syncline.log.embedded.store import connect
-    from syncline.runtime.rebuild import live_requests
-
     fcntl.flock(lock, fcntl.LOCK_UN)
-    conn = connect(path, readonly=True)
-    try:
-        while not stop.is_set():
-            with contextlib.suppress(sqlite3.Error):
-                if name not in live_requests(conn):
-                    break
-            stop.wait(0.2)
-    finally:
-        conn.close()
+    while not stop.is_set():
+        with contextlib.suppress(LogError, sqlite3.Error):
+            if name not in control.rebuilds():
+                break
+        stop.wait(0.2)
     return wait_flock(lock, stop)
 
 
@@ -324,7 +317,7 @@ def _view_loop(
         prefetch = Prefetcher(path, cp, vcfg.batch_events)
         try:
             extra = _sequence_meta(reader) if vcfg.kind == "postgres" else None
-            paused = _pause_check(reader, vcfg.name) if vcfg.kind != "compacted" else None
+            paused = _pause_check(consumers, vcfg.name) if vcfg.kind != "compacted" else None
             open_txn = _apply_loop(
                 view, vcfg, prefetch, relations, pos, consumers, stop, retention, extra, paused
             )
@@ -353,18 +346,16 @@ def _sequence_meta(reader: EmbeddedLogReader) -> Callable[[], dict[str, object]]
     return get
 
 
-def _pause_check(reader: EmbeddedLogReader, name: str) -> Callable[[], bool]:
+def _pause_check(control: LogControl, name: str) -> Callable[[], bool]:
     """Whether ``syncline rebuild`` asks this view's worker to pause (read twice a second)."""
-    from syncline.runtime.rebuild import pause_requested
-
     state = {"at": 0.0, "paused": False}
 
     def get() -> bool:
         now = time.monotonic()
         if now - state["at"] >= 0.5:
             state["at"] = now
-            with contextlib.suppress(sqlite3.Error):
-                state["paused"] = pause_requested(reader.conn, name)
+            with contextlib.suppress(LogError, sqlite3.Error):
+                state["paused"] = control.rebuilds().get(name, False)
         return bool(state["paused"])
 
     return get

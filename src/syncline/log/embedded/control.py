@@ -7,11 +7,39 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sqlite3
 import time
 from pathlib import Path
 
+from syncline.core.errors import LogError
 from syncline.log.embedded.store import connect, init_schema
+
+REBUILDS_DDL = (
+    "CREATE TABLE IF NOT EXISTS rebuild_requests (view TEXT PRIMARY KEY, pid INTEGER NOT NULL,"
+    " pause INTEGER NOT NULL DEFAULT 0, started REAL NOT NULL)"
+)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def rebuilds_under_way(conn: sqlite3.Connection) -> bool:
+    """For retention, on its own connection: a rebuild reads the log from an older position,
+    so nothing is trimmed while one runs."""
+    try:
+        rows = conn.execute("SELECT pid FROM rebuild_requests").fetchall()
+    except sqlite3.OperationalError:
+        return False
+    return any(_alive(int(r[0])) for r in rows)
+
 
 ERRORS_SCHEMA = """
 CREATE TABLE IF NOT EXISTS errors (
@@ -143,6 +171,35 @@ class EmbeddedControl:
             "INSERT INTO copy_requests (tables, requested_at) VALUES (?, ?)",
             (json.dumps(tables), time.time()),
         )
+
+    # -- rebuilds (``syncline rebuild``): one row per view, owned by a live process --------------
+
+    def rebuilds(self) -> dict[str, bool]:
+        return {v: pause for v, (_pid, pause) in self._rebuilds().items()}
+
+    def _rebuilds(self) -> dict[str, tuple[int, bool]]:
+        try:
+            rows = self.conn.execute("SELECT view, pid, pause FROM rebuild_requests").fetchall()
+        except sqlite3.OperationalError:  # no rebuild ever ran on this log
+            return {}
+        return {str(v): (int(p), bool(pa)) for v, p, pa in rows if _alive(int(p))}
+
+    def start_rebuild(self, view: str) -> None:
+        self.conn.execute(REBUILDS_DDL)
+        held = self._rebuilds().get(view)
+        if held is not None and held[0] != os.getpid():
+            raise LogError(f"view {view} is being rebuilt by process {held[0]}")
+        self.conn.execute(
+            "INSERT OR REPLACE INTO rebuild_requests (view, pid, pause, started) VALUES (?, ?, 0, ?)",
+            (view, os.getpid(), time.time()),
+        )
+
+    def pause_for_rebuild(self, view: str) -> None:
+        self.conn.execute("UPDATE rebuild_requests SET pause = 1 WHERE view = ?", (view,))
+
+    def end_rebuild(self, view: str) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            self.conn.execute("DELETE FROM rebuild_requests WHERE view = ? AND pid = ?", (view, os.getpid()))
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
