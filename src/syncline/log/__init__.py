@@ -8,12 +8,20 @@ from contextlib import suppress
 from pathlib import Path
 
 from syncline.core.config_models import LogConfig
-from syncline.log.base import LogControl, LogObserver
+from syncline.log.base import LogAppender, LogControl, LogObserver
 
 
 def log_exists(log: LogConfig) -> bool:
     """Whether a ``syncline run`` has created this log yet."""
     return (Path(log.path) / "log.db").exists()
+
+
+def open_appender(log: LogConfig) -> LogAppender:
+    """The log's single appender (:class:`syncline.log.base.LogLocked` while another
+    process holds it)."""
+    from syncline.log.embedded.store import EmbeddedLogWriter
+
+    return EmbeddedLogWriter(Path(log.path))
 
 
 def open_control(log: LogConfig) -> LogControl:

@@ -28,23 +28,106 @@ class LogStats:
     bytes: int
 
 
-class LogWriter(Protocol):
-    def last_commit_lsn(self) -> int:
-        """Commit LSN of the newest transaction in the log (0 when empty)."""
+class LogLocked(LogError):
+    """Another process appends to this log (one capture per log)."""
+
+
+class LogAppender(Protocol):
+    """What a source's capture writes: whole transactions in commit order, made durable by
+    :meth:`sync` before the source is told they may be forgotten. Records are still the
+    pgoutput change messages (protocol-1 form) and Relation messages; neutral typed change
+    records replace them next (issue 11)."""
+
+    @property
+    def where(self) -> str:
+        """Where the log is (a path, a URL), for messages."""
         ...
 
-    def begin(self, xid: int, commit_lsn: int, commit_time: int) -> None: ...
+    def meta(self, key: str, default: str = "") -> str:
+        """A value the capture recorded (``state``, ``slot``, ``received_lsn``, ...)."""
+        ...
+
+    def set_meta_now(self, **values: str | int) -> None:
+        """Record values durably now (outside the data path)."""
+        ...
+
+    def start_count(self) -> int:
+        """How many times ``syncline run`` has started on this log (first-start rules)."""
+        ...
+
+    def last_commit_lsn(self) -> int:
+        """Commit position of the newest transaction in the log (0 when empty)."""
+        ...
+
+    def durable_end_lsn(self) -> int:
+        """The log durably holds every transaction committed before this position."""
+        ...
+
+    def begin(self, xid: int, commit_lsn: int, commit_time: int, snapshot: bool = False) -> None: ...
 
     def add(self, message: bytes) -> None:
-        """Add one change or relation message (pgoutput protocol-1 form)."""
+        """One change of the open transaction."""
+        ...
+
+    def add_relation(self, message: bytes, relation: Relation) -> None:
+        """A table's shape from here on, with its catalogue details."""
+        ...
+
+    def drop_relation(self, oid: int) -> None:
+        """The table ``oid`` leaves the source with the open transaction."""
         ...
 
     def commit(self, commit_lsn: int, end_lsn: int, commit_time: int) -> None: ...
 
-    def sync(self) -> int:
-        """Make everything appended durable; return the end LSN up to which the log holds
-        every committed transaction."""
+    def stream_add(self, xid: int, subxid: int, message: bytes) -> None:
+        """A change of a transaction still in progress (kept until it commits or aborts)."""
         ...
+
+    def stream_add_relation(self, xid: int, message: bytes, relation: Relation) -> None: ...
+
+    def stream_commit(self, xid: int, commit_lsn: int, end_lsn: int, commit_time: int) -> None: ...
+
+    def stream_abort(self, xid: int, subxid: int) -> None: ...
+
+    def stream_discard(self, xid: int) -> None:
+        """Forget a streamed transaction the log already holds (a replay)."""
+        ...
+
+    def pending_bytes(self) -> int:
+        """Bytes appended since the last :meth:`sync`."""
+        ...
+
+    def sync(self, received_lsn: int | None = None) -> int:
+        """Make everything appended durable (and, with ``received_lsn``, that the source sent
+        everything before it); return the position up to which the log holds every
+        committed transaction."""
+        ...
+
+    def reset(self) -> None:
+        """Empty the log (a first start that begins again)."""
+        ...
+
+    def append_repair(self, messages: list[bytes], commit_time: int) -> int:
+        """``verify --repair``: a synthetic transaction at the end of the log; its record."""
+        ...
+
+    def apply_repair_requests(self) -> int:
+        """Repairs asked for while ``run`` runs, appended now."""
+        ...
+
+    def running_views_lag(self) -> int | None:
+        """Records the slowest running view is behind (None: no view running)."""
+        ...
+
+    def copy_requests(self) -> list[tuple[int, list[str]]]:
+        """``syncline snapshot`` requests not taken yet: (id, tables)."""
+        ...
+
+    def drop_copy_requests(self, upto: int) -> None:
+        """The requests up to ``upto`` are taken."""
+        ...
+
+    def close(self) -> None: ...
 
 
 class LogReader(Protocol):

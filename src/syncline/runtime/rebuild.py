@@ -20,8 +20,9 @@ view keeps its old copy.
 
 While ``syncline run`` runs, its worker for the view goes on applying to the old copy; for
 the swap it is paused (a request in the log's control plane, ``LogControl.start_rebuild``;
-it lets go of the view's lock at its next batch boundary), and resumes on the new copy from the copy's own position.
-During a rebuild nothing is trimmed from the log (the request holds retention).
+it lets go of the view's lock at its next batch boundary), and resumes on the new copy from
+the copy's own position. During a rebuild nothing is trimmed from the log (the request
+holds retention).
 """
 
 from __future__ import annotations

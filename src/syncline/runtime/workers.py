@@ -29,9 +29,9 @@ from syncline.core.errors import (
 )
 from syncline.core.events import Checkpoint, Relation, RowChange, SchemaChange, Truncate
 from syncline.core.patterns import selection_warnings, table_selected
-from syncline.log import count_capture_error, open_control
-from syncline.log.base import LogControl
-from syncline.log.embedded.store import EmbeddedLogReader, EmbeddedLogWriter, LogLocked, get_meta
+from syncline.log import count_capture_error, open_appender, open_control
+from syncline.log.base import LogAppender, LogControl, LogLocked
+from syncline.log.embedded.store import EmbeddedLogReader, get_meta
 from syncline.runtime.backoff import Backoff
 from syncline.runtime.logsetup import setup_logging
 from syncline.runtime.prefetch import Prefetcher
@@ -96,7 +96,6 @@ def view_entry(cfg: Config, vcfg: ViewConfig) -> None:
 def capture_main(cfg: Config) -> int:
     stop = _child_setup(cfg, "capture")
     log = logging.getLogger("syncline.capture")
-    path = Path(cfg.log.path)
     backoff = Backoff()
     warned = False
 
@@ -115,7 +114,7 @@ def capture_main(cfg: Config) -> int:
     locked_since: float | None = None
     while not stop.is_set():
         try:
-            writer = EmbeddedLogWriter(path)
+            writer = open_appender(cfg.log)
         except LogLocked as e:
             # A previous `run` may still be dying (its workers exit with their parent).
             now = time.monotonic()
@@ -174,7 +173,7 @@ def view_selections(cfg: Config) -> list[tuple[str, tuple[str, ...], tuple[str, 
     return out
 
 
-def _set_state(writer: EmbeddedLogWriter, state: str, error: str) -> None:
+def _set_state(writer: LogAppender, state: str, error: str) -> None:
     with contextlib.suppress(Exception):
         writer.set_meta_now(capture_state=state, capture_error=error[:500])
 

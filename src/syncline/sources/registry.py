@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from syncline.core.config_models import Config
-from syncline.log.embedded.store import EmbeddedLogWriter
+from syncline.log.base import LogAppender
 from syncline.sources.base import SourceAdmin, SourceCapture
 
 OnTables = Callable[[list[str], dict[str, list[str]], list[str]], None]
@@ -13,7 +13,7 @@ OnTables = Callable[[list[str], dict[str, list[str]], list[str]], None]
 the tables are known: it warns about names that match nothing and may refuse the start."""
 
 
-def open_capture(cfg: Config, writer: EmbeddedLogWriter, on_tables: OnTables | None = None) -> SourceCapture:
+def open_capture(cfg: Config, writer: LogAppender, on_tables: OnTables | None = None) -> SourceCapture:
     from syncline.sources.postgres.capture import Capture
 
     return Capture(cfg.source, writer, on_tables)

@@ -24,11 +24,11 @@ from typing import Any
 
 from syncline.core.config_models import Config, ViewConfig
 from syncline.core.events import Checkpoint, Relation, Row
+from syncline.log import open_appender
+from syncline.log.base import LogLocked
 from syncline.log.embedded.control import EmbeddedControl
 from syncline.log.embedded.store import (
     EmbeddedLogReader,
-    EmbeddedLogWriter,
-    LogLocked,
     connect,
     repair_request_state,
     request_repair,
@@ -116,7 +116,7 @@ def append_repair(
     if not plan_keys(results):
         return {"seq": 0, "upserts": 0, "deletes": 0, "dropped": 0, "skipped": {}}
     try:
-        writer = EmbeddedLogWriter(path)
+        writer = open_appender(cfg.log)
     except LogLocked:
         raise VerifyError(f"`syncline run` holds the log ({path}/writer.lock)") from None
     try:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -29,6 +30,7 @@ from syncline.core.events import (
     Transaction,
     Truncate,
 )
+from syncline.log import base
 from syncline.sources.postgres.pgoutput import (
     RelationResolver,
     decode_change,
@@ -126,8 +128,7 @@ def set_meta(conn: sqlite3.Connection, key: str, value: str | int) -> None:
     )
 
 
-class LogLocked(LogError):
-    pass
+LogLocked = base.LogLocked
 
 
 class EmbeddedLogWriter:
@@ -184,6 +185,26 @@ class EmbeddedLogWriter:
         self._rels_to_write: list[tuple[int, int, bytes, bytes]] = []
 
     # -- metadata -------------------------------------------------------------------------
+
+    @property
+    def where(self) -> str:
+        return str(self.path)
+
+    def start_count(self) -> int:
+        return start_count(self.path)
+
+    def running_views_lag(self) -> int | None:
+        row = self.conn.execute(
+            "SELECT min(seq) FROM consumers WHERE state = 'running' AND name <> '_compactor'"
+        ).fetchone()
+        return None if row is None or row[0] is None else self.hw - int(row[0])
+
+    def copy_requests(self) -> list[tuple[int, list[str]]]:
+        rows = self.conn.execute("SELECT id, tables FROM copy_requests ORDER BY id").fetchall()
+        return [(int(i), [str(q) for q in json.loads(t)]) for i, t in rows]
+
+    def drop_copy_requests(self, upto: int) -> None:
+        self.conn.execute("DELETE FROM copy_requests WHERE id <= ?", (upto,))
 
     def meta(self, key: str, default: str = "") -> str:
         return get_meta(self.conn, key, default)

@@ -1,7 +1,7 @@
 """The capture: pre-flight checks, slot and snapshot, then the pgoutput stream into the log.
 
 Rules (see ARCHITECTURE.md):
-- the slot's flush position is confirmed only up to what :meth:`EmbeddedLogWriter.sync`
+- the slot's flush position is confirmed only up to what :meth:`LogAppender.sync`
   made durable; when nothing is in flight, a keepalive's WAL end is confirmed too (after it
   is durably recorded), so an idle publication does not pin WAL;
 - a transaction whose commit LSN is not above the log's newest is a replay and skipped;
@@ -25,7 +25,7 @@ from syncline.core.config_models import SourceConfig, dsn_passwords
 from syncline.core.errors import SourceError, TransientSourceError, redact
 from syncline.core.events import Relation
 from syncline.core.lsn import format_lsn
-from syncline.log.embedded.store import EmbeddedLogWriter, start_count
+from syncline.log.base import LogAppender
 from syncline.sources.postgres import catalog as cat
 from syncline.sources.postgres.follow import TableFollower, queued_copies, usable
 from syncline.sources.postgres.generated import GeneratedColumns
@@ -73,7 +73,7 @@ class Capture:
     def __init__(
         self,
         cfg: SourceConfig,
-        writer: EmbeddedLogWriter,
+        writer: LogAppender,
         on_tables: Callable[[list[str], dict[str, list[str]], list[str]], None] | None = None,
     ) -> None:
         """``on_tables(every table, captured tables' columns, captured tables without a
@@ -112,7 +112,7 @@ class Capture:
                     # a first start whose earlier runs died before they got here (killed
                     # while starting) cannot tell which tables were there at the start
                     there_first = (
-                        sorted(t.qualified for t in tables) if start_count(self.writer.path) <= 1 else []
+                        sorted(t.qualified for t in tables) if self.writer.start_count() <= 1 else []
                     )
                     first = json.dumps(there_first)
                     self.writer.set_meta_now(first_tables=first)
@@ -211,7 +211,7 @@ class Capture:
         kdb = self.writer.meta("database")
         if known and (known != sysid or kdb != dbname):
             raise SourceError(
-                f"the log at {self.writer.path} belongs to database {kdb!r} of system {known}, "
+                f"the log at {self.writer.where} belongs to database {kdb!r} of system {known}, "
                 f"but the source is {dbname!r} of system {sysid}: use another [log] path"
             )
 
@@ -222,13 +222,13 @@ class Capture:
                 f"replication slot {name!r} is missing, but this log has streamed from it: "
                 "changes since may be lost. syncline will not re-create it silently: run "
                 "`syncline resync` (a new slot, every table copied again online), or start over "
-                f"(delete the log directory {self.writer.path} and the views' data)"
+                f"(delete the log directory {self.writer.where} and the views' data)"
             )
         if slot.wal_status == "lost":
             raise SourceError(
                 f"replication slot {name!r} was invalidated by the server (wal_status = lost): "
                 "the WAL it needed is gone. Run `syncline resync` (a new slot, every table copied "
-                f"again online), or start over (delete {self.writer.path} and the views' data)"
+                f"again online), or start over (delete {self.writer.where} and the views' data)"
             )
         if slot.plugin != "pgoutput":
             raise SourceError(f"replication slot {name!r} uses plugin {slot.plugin!r}, not pgoutput")
@@ -245,7 +245,7 @@ class Capture:
         if slot.confirmed_flush > max(ours, consistent):
             raise SourceError(
                 f"replication slot {self.cfg.slot!r} is confirmed up to "
-                f"{format_lsn(slot.confirmed_flush)} but the log at {self.writer.path} only holds "
+                f"{format_lsn(slot.confirmed_flush)} but the log at {self.writer.where} only holds "
                 f"changes up to {format_lsn(max(ours, consistent))}: the log lost data "
                 "(restored from an old copy?). Start over with a new log and views"
             )

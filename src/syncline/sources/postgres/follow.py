@@ -45,7 +45,7 @@ from syncline.core.errors import LogError, TransientSourceError
 from syncline.core.events import Relation, Row, RowChange
 from syncline.core.lsn import parse_lsn
 from syncline.core.patterns import table_selected
-from syncline.log.embedded.store import EmbeddedLogWriter, connect
+from syncline.log.base import LogAppender
 from syncline.sources.postgres import catalog as cat
 from syncline.sources.postgres.pgoutput import decode_change, encode_insert, encode_truncate
 from syncline.sources.postgres.visibility import Snapshot
@@ -163,7 +163,7 @@ class TableFollower:
     def __init__(
         self,
         cfg: SourceConfig,
-        writer: EmbeddedLogWriter,
+        writer: LogAppender,
         conn: psycopg.Connection[Any],
         relation_of: Callable[[cat.TableInfo], tuple[bytes, Relation]],
     ) -> None:
@@ -296,12 +296,10 @@ class TableFollower:
             return self._lagging
         self._lag_checked = now
         try:
-            row = self.writer.conn.execute(
-                "SELECT min(seq) FROM consumers WHERE state = 'running' AND name <> '_compactor'"
-            ).fetchone()
-        except sqlite3.Error:
+            behind = self.writer.running_views_lag()
+        except (LogError, sqlite3.Error):
             return False
-        lagging = bool(row and row[0] is not None and self.writer.hw - int(row[0]) > LAG_LIMIT)
+        lagging = behind is not None and behind > LAG_LIMIT
         if lagging and not self._lagging:
             log.info("copies wait: a view is more than %d log records behind", LAG_LIMIT)
         self._lagging = lagging
@@ -388,16 +386,12 @@ class TableFollower:
     def _take_requests(self) -> None:
         """``syncline snapshot --table T``: copy followed tables again."""
         try:
-            conn = connect(self.writer.path)
-        except (LogError, sqlite3.Error):
-            return
-        try:
-            rows = conn.execute("SELECT id, tables FROM copy_requests ORDER BY id").fetchall()
+            rows = self.writer.copy_requests()
             if not rows:
                 return
             by_name = {q: o for o, q in self.followed.items()}
             for _id, tables in rows:
-                for q in json.loads(tables):
+                for q in tables:
                     oid = by_name.get(str(q))
                     if oid is None:
                         log.warning("snapshot of %s requested, but it is not followed", q)
@@ -405,11 +399,9 @@ class TableFollower:
                     log.info("copying %s again (syncline snapshot)", q)
                     self.copies[oid] = Copy(oid, str(q))
             self._save()  # before the requests go: `snapshot` sees the copy under way
-            conn.execute("DELETE FROM copy_requests WHERE id <= ?", (max(int(r[0]) for r in rows),))
-        except sqlite3.Error:
+            self.writer.drop_copy_requests(max(r[0] for r in rows))
+        except (LogError, sqlite3.Error):
             return  # busy: next time
-        finally:
-            conn.close()
 
     def _check_rewrites(self) -> None:
         """DDL that changes stored values without row events (ADD COLUMN with a default,

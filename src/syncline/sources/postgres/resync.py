@@ -14,7 +14,8 @@ from pathlib import Path
 from syncline.core.config_models import Config
 from syncline.core.errors import SourceError
 from syncline.core.lsn import format_lsn
-from syncline.log.embedded.store import EmbeddedLogWriter, LogLocked
+from syncline.log import open_appender
+from syncline.log.base import LogLocked
 from syncline.sources.postgres import catalog as cat
 from syncline.sources.postgres.follow import queued_copies, usable
 from syncline.sources.postgres.replication import ReplicationConnection
@@ -26,7 +27,7 @@ def resync(cfg: Config, force: bool = False) -> str:
     """Replace the slot and queue a copy of every followed table; return a summary."""
     path = Path(cfg.log.path)
     try:
-        writer = EmbeddedLogWriter(path)
+        writer = open_appender(cfg.log)
     except LogLocked:
         raise SourceError(f"`syncline run` holds the log at {path}: stop it, then resync") from None
     try:

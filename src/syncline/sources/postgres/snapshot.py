@@ -12,7 +12,7 @@ import psycopg
 from psycopg import sql
 
 from syncline.core.events import Relation
-from syncline.log.embedded.store import EmbeddedLogWriter
+from syncline.log.base import LogAppender
 from syncline.sources.postgres.catalog import RelationCatalog, TableInfo, connect
 from syncline.sources.postgres.pgoutput import encode_insert, encode_relation
 
@@ -26,7 +26,7 @@ def take_snapshot(
     snapshot_name: str,
     consistent_lsn: int,
     tables: list[TableInfo],
-    writer: EmbeddedLogWriter,
+    writer: LogAppender,
     progress_every: float = 2.0,
 ) -> dict[str, int]:
     """Copy ``tables`` as of the exported snapshot into the log; return rows per table."""
@@ -67,7 +67,7 @@ def _copy_table(
     conn: psycopg.Connection[Any],
     t: TableInfo,
     rel: Relation,
-    writer: EmbeddedLogWriter,
+    writer: LogAppender,
     progress_every: float,
     started: float,
     total_before: int,
