@@ -8,7 +8,7 @@ from contextlib import suppress
 from pathlib import Path
 
 from syncline.core.config_models import LogConfig
-from syncline.log.base import LogAppender, LogControl, LogObserver
+from syncline.log.base import LogAppender, LogControl, LogCursor, LogObserver
 
 
 def log_exists(log: LogConfig) -> bool:
@@ -22,6 +22,13 @@ def open_appender(log: LogConfig) -> LogAppender:
     from syncline.log.embedded.store import EmbeddedLogWriter
 
     return EmbeddedLogWriter(Path(log.path))
+
+
+def open_cursor(log: LogConfig) -> LogCursor:
+    """A reader of the log's records (one per view; not shared between threads)."""
+    from syncline.log.embedded.store import EmbeddedLogReader
+
+    return EmbeddedLogReader(Path(log.path))
 
 
 def open_control(log: LogConfig) -> LogControl:

@@ -130,19 +130,33 @@ class LogAppender(Protocol):
     def close(self) -> None: ...
 
 
-class LogReader(Protocol):
+class LogCursor(Protocol):
+    """What a view reads: committed records after a position, in order. Each view keeps its
+    own position (stored with its data) and opens its own cursor."""
+
     def read(self, after: Checkpoint, max_events: int) -> list[Transaction]:
-        """Committed records with seq > after.seq, whole parts, about max_events events."""
+        """Committed records with seq > ``after.seq``, whole parts, about ``max_events``
+        events (a transaction larger than that comes in parts; its last has ``last``)."""
         ...
 
     def relations_at(self, seq: int) -> dict[int, Relation]:
-        """Schema state after record ``seq``."""
+        """The tables' shapes in force after record ``seq`` (dropped tables left out)."""
+        ...
+
+    def hw(self) -> int:
+        """The newest complete transaction's last record."""
         ...
 
     def trimmed_seq(self) -> int:
-        """Records up to this seq were removed by retention; a new view is then filled from
-        the compacted log (``log.embedded.compact.iter_compacted``)."""
+        """Records up to this one were removed by retention; a view behind it is filled
+        from the compacted log."""
         ...
+
+    def meta(self, key: str, default: str = "") -> str:
+        """A value the capture recorded (e.g. the source's sequences)."""
+        ...
+
+    def close(self) -> None: ...
 
 
 class LogControl(Protocol):

@@ -6,15 +6,15 @@ from __future__ import annotations
 
 import queue
 import threading
-from pathlib import Path
 
+from syncline.core.config_models import LogConfig
 from syncline.core.events import Checkpoint, Transaction
-from syncline.log.embedded.store import EmbeddedLogReader
+from syncline.log import open_cursor
 
 
 class Prefetcher:
-    def __init__(self, path: Path, start: Checkpoint, batch_events: int, depth: int = 1) -> None:
-        self.path = path
+    def __init__(self, log: LogConfig, start: Checkpoint, batch_events: int, depth: int = 1) -> None:
+        self.log = log
         self.start = start
         self.batch_events = batch_events
         self.q: queue.Queue[list[Transaction] | BaseException] = queue.Queue(maxsize=depth)
@@ -24,7 +24,7 @@ class Prefetcher:
 
     def _run(self) -> None:
         try:
-            reader = EmbeddedLogReader(self.path)
+            reader = open_cursor(self.log)
         except BaseException as e:
             self.q.put(e)
             return

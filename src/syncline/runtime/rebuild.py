@@ -41,11 +41,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
-from syncline.core.config_models import Config, Secret, ViewConfig
+from syncline.core.config_models import Config, LogConfig, Secret, ViewConfig
 from syncline.core.errors import LogError, SynclineError
 from syncline.core.events import Checkpoint, Relation, Transaction
-from syncline.log import log_exists, open_control, open_observer
-from syncline.log.embedded.observe import EmbeddedObserver
+from syncline.log import log_exists, open_control, open_cursor, open_observer
 from syncline.log.embedded.store import EmbeddedLogReader
 from syncline.runtime.prefetch import Prefetcher
 from syncline.verify.source import SourceSnapshot
@@ -294,10 +293,10 @@ def target_for(cfg: Config, vcfg: ViewConfig) -> Target:
 class Builder:
     """Applies the log (after a fill from the compacted log) to a view it owns."""
 
-    def __init__(self, view: View, vcfg: ViewConfig, path: Path, commit: bool, say: Say) -> None:
+    def __init__(self, view: View, vcfg: ViewConfig, log: LogConfig, commit: bool, say: Say) -> None:
         self.view = view
         self.vcfg = vcfg
-        self.path = path
+        self.log = log
         self.commit = commit
         """False: every batch stays in the view's open transaction (:meth:`finish` commits)."""
         self.say = say
@@ -306,8 +305,8 @@ class Builder:
         self.rows = 0
         self._prefetch: Prefetcher | None = None
         self._open = False
-        self._reader = EmbeddedLogReader(path)
-        self._obs = EmbeddedObserver(path)
+        self._reader = open_cursor(log)
+        self._obs = open_observer(log)
         self._held: list[Transaction] = []
         """Transactions read but not applied yet (beyond a position :meth:`advance_to` stops at)."""
 
@@ -353,7 +352,7 @@ class Builder:
             if self._reader.trimmed_seq() > self.cp.seq:  # trimmed just before the hold
                 raise RebuildError("the log was trimmed while the rebuild began: run it again")
             self.relations = self._reader.relations_at(self.cp.seq)
-            self._prefetch = Prefetcher(self.path, self.cp, self.vcfg.batch_events)
+            self._prefetch = Prefetcher(self.log, self.cp, self.vcfg.batch_events)
         return self._prefetch.get(timeout) or []
 
     def step(self, timeout: float = 0.05, upto: int | None = None) -> bool:
@@ -464,7 +463,7 @@ def rebuild(cfg: Config, name: str, say: Say, verify: bool = True) -> str:
                 raise RebuildError(f"the shadow copy of {name} is not empty")
             else:
                 state = Builder.compacted_state(path)
-            builder = Builder(view, target.shadow, path, commit=not target.in_place, say=say)
+            builder = Builder(view, target.shadow, cfg.log, commit=not target.in_place, say=say)
             builder.fill(state)
             if target.in_place and snap is not None:
                 _verify(cfg, vcfg, target, builder, snap, say)

@@ -17,7 +17,7 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 
 from syncline.core.config_models import Config, ViewConfig
-from syncline.log import log_exists, open_control
+from syncline.log import log_exists, open_control, open_observer
 from syncline.log.base import LogControl
 from syncline.log.embedded.store import count_start
 from syncline.runtime import workers
@@ -211,14 +211,12 @@ class Supervisor:
         return bool(fresh)
 
     def _capture_error(self) -> str:
-        from syncline.log.embedded.store import connect, get_meta
-
         try:
-            conn = connect(Path(self.cfg.log.path), readonly=True)
+            obs = open_observer(self.cfg.log)
             try:
-                return get_meta(conn, "capture_error")
+                return obs.meta("capture_error")
             finally:
-                conn.close()
+                obs.close()
         except Exception:
             return ""
 

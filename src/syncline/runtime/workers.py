@@ -29,9 +29,8 @@ from syncline.core.errors import (
 )
 from syncline.core.events import Checkpoint, Relation, RowChange, SchemaChange, Truncate
 from syncline.core.patterns import selection_warnings, table_selected
-from syncline.log import count_capture_error, open_appender, open_control
-from syncline.log.base import LogAppender, LogControl, LogLocked
-from syncline.log.embedded.store import EmbeddedLogReader, get_meta
+from syncline.log import count_capture_error, open_appender, open_control, open_cursor
+from syncline.log.base import LogAppender, LogControl, LogCursor, LogLocked
 from syncline.runtime.backoff import Backoff
 from syncline.runtime.logsetup import setup_logging
 from syncline.runtime.prefetch import Prefetcher
@@ -203,7 +202,7 @@ def view_main(cfg: Config, vcfg: ViewConfig) -> int:
             cp = view.open()
             backoff.reset()
             try:
-                _view_loop(view, vcfg, path, cp, consumers, stop, log)
+                _view_loop(view, vcfg, cfg, cp, consumers, stop, log)
             except sqlite3.OperationalError as e:  # the log is busy or being created
                 raise TransientViewError(f"reading the log: {e}") from e
             _close_reporting(view, vcfg, consumers)
@@ -275,13 +274,14 @@ def _safe_close(view: object) -> None:
 def _view_loop(
     view: View,
     vcfg: ViewConfig,
-    path: Path,
+    cfg: Config,
     cp: Checkpoint,
     consumers: LogControl,
     stop: threading.Event,
     log: logging.Logger,
 ) -> None:
-    reader = EmbeddedLogReader(path)
+    path = Path(cfg.log.path)
+    reader = open_cursor(cfg.log)
     retention: Retention | None = None
     if vcfg.kind == "compacted" and vcfg.options.get("retention") == "applied":
         names = vcfg.options.get("views")
@@ -313,7 +313,7 @@ def _view_loop(
         log.info("view %s (%s) resumes after log record %d", vcfg.name, vcfg.kind, cp.seq)
         pos = cp
         open_txn = False
-        prefetch = Prefetcher(path, cp, vcfg.batch_events)
+        prefetch = Prefetcher(cfg.log, cp, vcfg.batch_events)
         try:
             extra = _sequence_meta(reader) if vcfg.kind == "postgres" else None
             paused = _pause_check(consumers, vcfg.name) if vcfg.kind != "compacted" else None
@@ -328,7 +328,7 @@ def _view_loop(
         reader.close()
 
 
-def _sequence_meta(reader: EmbeddedLogReader) -> Callable[[], dict[str, object]]:
+def _sequence_meta(reader: LogCursor) -> Callable[[], dict[str, object]]:
     """``Batch.meta`` for the replica view: the source's sequences (read at most once a
     second from the log's metadata, written by the capture)."""
     state: dict[str, object] = {"at": 0.0, "meta": {}}
@@ -338,7 +338,7 @@ def _sequence_meta(reader: EmbeddedLogReader) -> Callable[[], dict[str, object]]
         if now - float(state["at"]) >= 1.0:  # type: ignore[arg-type]
             state["at"] = now
             with contextlib.suppress(sqlite3.Error, ValueError):
-                raw = get_meta(reader.conn, "sequences")
+                raw = reader.meta("sequences")
                 state["meta"] = {"sequences": json.loads(raw)} if raw else {}
         return state["meta"]  # type: ignore[return-value]
 

@@ -684,6 +684,9 @@ class EmbeddedLogReader:
             self._load_relations()
             raise
 
+    def meta(self, key: str, default: str = "") -> str:
+        return get_meta(self.conn, key, default)
+
     def trimmed_seq(self) -> int:
         """Records up to this seq were removed by retention."""
         return int(get_meta(self.conn, "trimmed_seq", "0"))
