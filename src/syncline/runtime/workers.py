@@ -31,10 +31,10 @@ from syncline.core.events import Checkpoint, Relation, RowChange, SchemaChange, 
 from syncline.core.patterns import selection_warnings, table_selected
 from syncline.log import count_capture_error, open_appender, open_control, open_cursor
 from syncline.log.base import LogAppender, LogControl, LogCursor, LogLocked
+from syncline.log.embedded.retention import Retention
 from syncline.runtime.backoff import Backoff
 from syncline.runtime.logsetup import setup_logging
 from syncline.runtime.prefetch import Prefetcher
-from syncline.runtime.retention import Retention
 from syncline.sources.registry import open_capture
 from syncline.views.base import (
     KEYED_KINDS,

@@ -42,7 +42,7 @@ from psycopg import sql
 
 from syncline.core.config_models import SourceConfig
 from syncline.core.errors import LogError, TransientSourceError
-from syncline.core.events import Relation, Row, RowChange
+from syncline.core.events import UNCHANGED, Relation, Row, RowChange
 from syncline.core.lsn import parse_lsn
 from syncline.core.patterns import table_selected
 from syncline.log.base import LogAppender
@@ -103,6 +103,8 @@ class Part:
     upper: list[str | None] | None = None
     """Last key of the range (None: ``CHUNK_ROWS`` rows from ``lower``)."""
     rows: list[Row] = field(default_factory=list)
+    snap: Snapshot | None = None
+    """The snapshot the rows were read in."""
     locked: str = ""
     """The table's name when its lock was taken ("" : gone)."""
 
@@ -124,6 +126,12 @@ class Window:
     """Per table, what its chunks read (``ONLY schema.name`` or ``schema.name``)."""
     key_idx: dict[int, tuple[int, ...]] = field(default_factory=dict)
     touched: dict[int, set[tuple[object, ...]]] = field(default_factory=dict)
+    effects: dict[int, dict[tuple[object, ...], list[tuple[int, str, Row | None]]]] = field(
+        default_factory=dict
+    )
+    """Per table and key touched inside the window, what each change did to the row, in
+    stream order: (xid, "row" | "gone" | "partial", row). A partial row (an update that left
+    out an unchanged TOASTed value) cannot replace the chunk's row: it is merged into it."""
     whole: set[int] = field(default_factory=set)
     """Tables changed as a whole inside the window (truncated, keyless, a streamed
     transaction): their chunks are read again."""
@@ -732,6 +740,7 @@ class TableFollower:
             assert row is not None
             snap = Snapshot.parse(str(row[0]))
             w.snaps.append(snap)
+            part.snap = snap
             hidden |= {int(x) & 0xFFFF_FFFF for x in row[1]}
             hidden |= {x for x in self.recent if snap.invisible32(x)}
         return hidden
@@ -825,9 +834,19 @@ class TableFollower:
             return
         ch = decode_change(payload, 0)
         assert isinstance(ch, RowChange)
-        for r in (ch.old, ch.new):
-            if r is not None:
-                w.touched[relid].add(tuple(r[i] for i in idx))
+        touched = w.touched[relid]
+        effects = w.effects.setdefault(relid, {})
+        new_key = tuple(ch.new[i] for i in idx) if ch.new is not None else None
+        old_key = tuple(ch.old[i] for i in idx) if ch.old is not None else None
+        if old_key is not None and old_key != new_key:
+            touched.add(old_key)
+            effects.setdefault(old_key, []).append((xid, "gone", None))
+        if new_key is not None and ch.new is not None:
+            touched.add(new_key)
+            partial = any(v is UNCHANGED for v in ch.new)
+            if partial and old_key is not None and old_key != new_key:
+                w.whole.add(relid)  # the moved row's unchanged values are the old key's
+            effects.setdefault(new_key, []).append((xid, "partial" if partial else "row", ch.new))
 
     def stream_change(self, xid: int, payload: bytes) -> None:
         """A change of a streamed transaction: remember which copied tables it touches."""
@@ -903,6 +922,44 @@ class TableFollower:
             return self._finish_window(w, lsn)
         return False
 
+    @staticmethod
+    def _merged(w: Window, oid: int, parts: list[Part]) -> dict[tuple[object, ...], Row] | None:
+        """Rows to log for keys that a partial update (an unchanged TOASTed value left out)
+        touched inside the window: the chunk's row (or the latest whole row the stream gave)
+        with the later changes applied on top. None: a row's unchanged values cannot be known
+        (the chunk is read again)."""
+        effects = w.effects.get(oid, {})
+        if not any(kind == "partial" for evs in effects.values() for _x, kind, _r in evs):
+            return {}
+        idx = w.key_idx[oid]
+        width = len(w.relations[oid][1].columns)
+        base: dict[tuple[object, ...], tuple[Row, Snapshot | None]] = {}
+        for part in parts:
+            for r in part.rows:
+                base[tuple(r[i] for i in idx)] = (r, part.snap)
+        out: dict[tuple[object, ...], Row] = {}
+        for key, evs in effects.items():
+            if not any(kind == "partial" for _x, kind, _r in evs):
+                continue  # whole rows: the stream's last one stands, the chunk's is left out
+            found = base.get(key)
+            row: Row | None = found[0] if found else None
+            snap = found[1] if found else None
+            known = row is not None
+            for xid, kind, change in evs:
+                if snap is not None and not snap.invisible32(xid):
+                    continue  # the chunk's row holds it already
+                if kind == "row":
+                    row, known = change, True
+                elif kind == "gone":
+                    row, known = None, True
+                elif not known or row is None or change is None or len(change) != width or len(row) != width:
+                    return None
+                else:
+                    row = tuple(p if v is UNCHANGED else v for p, v in zip(row, change, strict=True))
+            if row is not None:
+                out[key] = row
+        return out
+
     def _finish_window(self, w: Window, lsn: int) -> bool:
         """At the high watermark: each table's chunks minus the keys touched inside the
         window, as one transaction; the copies' progress after it is durable."""
@@ -934,6 +991,12 @@ class TableFollower:
                 wr.add(encode_truncate((oid,), False, False))
             c.reset = False
             touched = w.touched[oid]
+            merged = self._merged(w, oid, parts) if idx else {}
+            if merged is None:
+                log.info(
+                    "table %s: a changed row's unchanged values are not known: reading it again", c.qualified
+                )
+                continue
             n = 0
             for part in parts:
                 for r in part.rows:
@@ -941,6 +1004,8 @@ class TableFollower:
                     if idx and tuple(r[i] for i in idx) in touched:
                         continue
                     wr.add(encode_insert(oid, r))
+            for whole_row in merged.values():
+                wr.add(encode_insert(oid, whole_row))
             c.done_rows += n
             if not c.estimate and n:
                 # never analysed: the table's size over the chunk's bytes per row

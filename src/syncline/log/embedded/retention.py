@@ -1,4 +1,6 @@
-"""Retention: trim log records that every view and the compactor have applied."""
+"""Retention of the embedded log: trim records that every view and the compactor have
+applied, nothing while a rebuild runs. The compacted log keeps the state a new view is
+filled from."""
 
 from __future__ import annotations
 
