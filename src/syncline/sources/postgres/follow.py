@@ -942,18 +942,25 @@ class TableFollower:
             if not any(kind == "partial" for _x, kind, _r in evs):
                 continue  # whole rows: the stream's last one stands, the chunk's is left out
             found = base.get(key)
-            row: Row | None = found[0] if found else None
-            snap = found[1] if found else None
-            known = row is not None
-            for xid, kind, change in evs:
-                if snap is not None and not snap.invisible32(xid):
-                    continue  # the chunk's row holds it already
+            row: Row | None = None
+            if found is not None:
+                # in the chunk: its row, then the changes its snapshot did not see
+                row, snap = found
+                todo = [(kind, change) for xid, kind, change in evs if snap is None or snap.invisible32(xid)]
+            else:
+                # not in the chunk: from the stream's last whole row (none: the key lies beyond
+                # this chunk, whose own window will bring it)
+                last = max((i for i, (_x, kind, _c) in enumerate(evs) if kind != "partial"), default=-1)
+                if last < 0:
+                    continue
+                todo = [(kind, change) for _x, kind, change in evs[last:]]
+            for kind, change in todo:
                 if kind == "row":
-                    row, known = change, True
+                    row = change
                 elif kind == "gone":
-                    row, known = None, True
-                elif not known or row is None or change is None or len(change) != width or len(row) != width:
-                    return None
+                    row = None
+                elif row is None or change is None or len(change) != width or len(row) != width:
+                    return None  # a changed shape, or a row the chunk did not see
                 else:
                     row = tuple(p if v is UNCHANGED else v for p, v in zip(row, change, strict=True))
             if row is not None:
