@@ -5,17 +5,19 @@ table that gets its key later, and empties a table that is dropped."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import signal
-import sqlite3
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 
+from syncline.log import open_control
 from syncline.testing.harness import Pipeline
 from syncline.testing.pgcluster import PgCluster
 
@@ -25,6 +27,35 @@ def duckdb_tables(p: Pipeline) -> set[str]:
 
     with duckdb.connect(str(p.workdir / "wh.duckdb"), read_only=True) as con:
         return {str(r[0]) for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+
+
+@contextlib.contextmanager
+def capture_paused(p: Pipeline) -> Iterator[None]:
+    """The capture process stopped (SIGSTOP) for the block: what the block writes is in the
+    WAL before the capture can look at the catalogue or start a window."""
+    capture = next(pid for pid, title in p.workers().items() if title.endswith("capture"))
+    os.kill(capture, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(capture, signal.SIGCONT)
+
+
+def wait_output(p: Pipeline, text: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in p.output():
+        assert time.monotonic() < deadline, p.output()[-3000:]
+        time.sleep(0.1)
+
+
+def request_copy(p: Pipeline, tables: list[str]) -> None:
+    """A copy request as `syncline snapshot` stores it (the command itself reads the
+    publication first, which a DDL holding its lock can make wait)."""
+    control = open_control(p.cfg.log)
+    try:
+        control.request_copy(tables)
+    finally:
+        control.close()
 
 
 def wait_followed(p: Pipeline, timeout: float = 90) -> None:
@@ -456,17 +487,13 @@ def test_a_write_begun_before_the_table_joined_the_publication_is_not_lost(
         p.start()
         p.wait_caught_up()
         # the capture paused: it cannot add the table before the held transaction wrote to it
-        capture = next(pid for pid, title in p.workers().items() if title.endswith("capture"))
-        os.kill(capture, signal.SIGSTOP)
-        try:
+        with capture_paused(p):
             p.sql(
                 "CREATE TABLE t (id int PRIMARY KEY, v text);"
                 "INSERT INTO t SELECT g, 'old' FROM generate_series(1, 100) g"
             )
             held = psycopg.connect(p.source_dsn)
             held.execute("UPDATE t SET v = 'new' WHERE id = 7")  # not committed yet
-        finally:
-            os.kill(capture, signal.SIGCONT)
         with held:
             deadline = time.monotonic() + 30
             while not p.sql("SELECT 1 FROM pg_publication_tables WHERE tablename = 't'"):
@@ -591,13 +618,7 @@ def test_a_chunk_read_while_a_ddl_holds_the_table_gets_the_new_shape(pg: PgClust
             ddl.execute("ALTER TABLE item ALTER COLUMN price TYPE text USING price::text || ' EUR'")
             # the request as `syncline snapshot` stores it (the command itself reads the
             # publication, which waits for the ALTER's lock on PostgreSQL 16)
-            log = sqlite3.connect(p.log_path / "log.db")
-            with log:
-                log.execute(
-                    "INSERT INTO copy_requests (tables, requested_at) VALUES (?, ?)",
-                    (json.dumps(["public.item"]), time.time()),
-                )
-            log.close()
+            request_copy(p, ["public.item"])
             time.sleep(3)  # the chunk is started and waits for the ALTER's lock
             ddl.commit()
         converge(p)
@@ -632,13 +653,7 @@ def test_a_commit_not_yet_visible_is_not_overwritten_by_a_chunk(pg: PgCluster, t
             time.sleep(0.1)
         assert p.sql("SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'SyncRep'") == [(1,)]
         assert p.sql("SELECT v FROM t WHERE id = 7") == [("old",)]  # not visible yet
-        log = sqlite3.connect(p.log_path / "log.db")
-        with log:
-            log.execute(
-                "INSERT INTO copy_requests (tables, requested_at) VALUES (?, ?)",
-                (json.dumps(["public.t"]), time.time()),
-            )
-        log.close()
+        request_copy(p, ["public.t"])
         time.sleep(4)  # a chunk that did not wait would have logged 'old' by now
         assert "public.t" in p.copying(), p.output()[-3000:]
         assert p.sql("SELECT v FROM public.t WHERE id = 7", p.replica_db) == [("new",)], p.output()[-3000:]
@@ -715,20 +730,13 @@ def test_a_partition_detached_during_writes_copies_the_root_again_exactly(
         )
         p.start()
         wait_followed(p)
-        capture = next(pid for pid, title in p.workers().items() if title.endswith("capture"))
-        os.kill(capture, signal.SIGSTOP)
         held = psycopg.connect(p.source_dsn)
-        try:
+        with capture_paused(p):
             p.sql("ALTER TABLE m DETACH PARTITION m_us; DROP TABLE m_us")
             # the window's chunk waits for this lock, after its low watermark
             held.execute("LOCK TABLE m IN ACCESS EXCLUSIVE MODE")
-        finally:
-            os.kill(capture, signal.SIGCONT)
         with held:
-            deadline = time.monotonic() + 30
-            while "partitions detached or dropped: copying it again" not in p.output():
-                assert time.monotonic() < deadline, p.output()[-3000:]
-                time.sleep(0.1)
+            wait_output(p, "partitions detached or dropped: copying it again")
             time.sleep(1)
             held.execute("UPDATE m SET v = 'new' WHERE id = 2")
             held.commit()
@@ -750,21 +758,14 @@ def test_an_update_keeping_toasted_values_inside_a_copy_window_keeps_them(
     try:
         p.start()
         p.wait_caught_up()
-        capture = next(pid for pid, title in p.workers().items() if title.endswith("capture"))
-        os.kill(capture, signal.SIGSTOP)
-        try:
+        with capture_paused(p):
             p.sql(
                 "CREATE TABLE doc (id int PRIMARY KEY, body text, rev int);"
                 "ALTER TABLE doc ALTER body SET STORAGE EXTERNAL;"
                 "INSERT INTO doc SELECT g, repeat(md5(g::text), 200), 0 FROM generate_series(1, 20) g"
             )
             barrier.execute("SELECT pg_current_xact_id()")  # running when doc joins: the copy waits
-        finally:
-            os.kill(capture, signal.SIGCONT)
-        deadline = time.monotonic() + 30
-        while "following new table public.doc" not in p.output():
-            assert time.monotonic() < deadline, p.output()[-3000:]
-            time.sleep(0.1)
+        wait_output(p, "following new table public.doc")
         # the first chunk will wait for this lock, after its low watermark
         locker.execute("LOCK TABLE doc IN ACCESS EXCLUSIVE MODE")
         barrier.commit()
