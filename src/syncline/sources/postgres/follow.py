@@ -881,22 +881,26 @@ class TableFollower:
         if prefix != PREFIX or flags & 1:
             return False
         kind, _, token = content.partition(":")
+        # What a marker logs commits just *before* its LSN (pgoutput gives a message the end
+        # of its record): a source transaction whose commit record follows right after has
+        # that LSN as its commit LSN, and must not pass for one the log already holds.
+        at = lsn - 1
         if kind == "rename":
             try:
                 msg, rel = self.relation_of(self.table(int(token)))
             except psycopg.errors.UndefinedTable:
                 return False  # dropped since: the poll empties it
             now = int(time.time() * 1_000_000)
-            self.writer.begin(0, lsn, now)
+            self.writer.begin(0, at, now)
             self.writer.add_relation(msg, rel)
-            self.writer.commit(lsn, lsn, now)
+            self.writer.commit(at, lsn, now)
             return True
         if kind == "gone":
             now = int(time.time() * 1_000_000)
-            self.writer.begin(0, lsn, now)
+            self.writer.begin(0, at, now)
             self.writer.add(encode_truncate((int(token),), False, False, dropped=True))
             self.writer.drop_relation(int(token))
-            self.writer.commit(lsn, lsn, now)
+            self.writer.commit(at, lsn, now)
             return True
         w = self.current
         if w is None or token != w.token:
@@ -914,9 +918,9 @@ class TableFollower:
             )
             if resets:
                 now = int(time.time() * 1_000_000)
-                self.writer.begin(0, lsn, now)
+                self.writer.begin(0, at, now)
                 self.writer.add(encode_truncate(tuple(resets), False, False))
-                self.writer.commit(lsn, lsn, now)
+                self.writer.commit(at, lsn, now)
                 return True
         elif kind == "high" and w.open:
             return self._finish_window(w, lsn)
@@ -990,7 +994,7 @@ class TableFollower:
                 log.info("table %s changed as a whole while a chunk was read: reading it again", c.qualified)
                 continue
             if not logged:
-                wr.begin(0, lsn, now)
+                wr.begin(0, lsn - 1, now)  # before the marker's LSN: see on_message
                 logged = True
             wr.add_relation(*w.relations[oid])
             idx = w.key_idx[oid]
@@ -1030,7 +1034,7 @@ class TableFollower:
             finished.append((c, n, more))
         if not logged:
             return False
-        wr.commit(lsn, lsn, now)
+        wr.commit(lsn - 1, lsn, now)
         wr.sync()
         # the chunks are durable, then the progress: a crash repeats at most one window
         self._save(first_rows=first_rows)
