@@ -31,14 +31,19 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def live_rebuilds(conn: sqlite3.Connection) -> dict[str, tuple[int, bool]]:
+    """view -> (pid, pause asked) of the rebuilds under way (a dead rebuild's row is ignored)."""
+    try:
+        rows = conn.execute("SELECT view, pid, pause FROM rebuild_requests").fetchall()
+    except sqlite3.OperationalError:  # no rebuild ever ran on this log
+        return {}
+    return {str(v): (int(p), bool(pa)) for v, p, pa in rows if _alive(int(p))}
+
+
 def rebuilds_under_way(conn: sqlite3.Connection) -> bool:
     """For retention, on its own connection: a rebuild reads the log from an older position,
     so nothing is trimmed while one runs."""
-    try:
-        rows = conn.execute("SELECT pid FROM rebuild_requests").fetchall()
-    except sqlite3.OperationalError:
-        return False
-    return any(_alive(int(r[0])) for r in rows)
+    return bool(live_rebuilds(conn))
 
 
 ERRORS_SCHEMA = """
@@ -175,18 +180,11 @@ class EmbeddedControl:
     # -- rebuilds (``syncline rebuild``): one row per view, owned by a live process --------------
 
     def rebuilds(self) -> dict[str, bool]:
-        return {v: pause for v, (_pid, pause) in self._rebuilds().items()}
-
-    def _rebuilds(self) -> dict[str, tuple[int, bool]]:
-        try:
-            rows = self.conn.execute("SELECT view, pid, pause FROM rebuild_requests").fetchall()
-        except sqlite3.OperationalError:  # no rebuild ever ran on this log
-            return {}
-        return {str(v): (int(p), bool(pa)) for v, p, pa in rows if _alive(int(p))}
+        return {v: pause for v, (_pid, pause) in live_rebuilds(self.conn).items()}
 
     def start_rebuild(self, view: str) -> None:
         self.conn.execute(REBUILDS_DDL)
-        held = self._rebuilds().get(view)
+        held = live_rebuilds(self.conn).get(view)
         if held is not None and held[0] != os.getpid():
             raise LogError(f"view {view} is being rebuilt by process {held[0]}")
         self.conn.execute(
