@@ -159,17 +159,42 @@ def parse_config(
     lraw = raw.get("log", {})
     if not isinstance(lraw, dict):
         raise ctx.err("log", "a table", lraw)
-    _unknown(ctx, lraw, "log", {"kind", "path", "retention"})
-    lkind = _get(ctx, lraw, "log", "kind", str, '"embedded"', "embedded")
-    if lkind != "embedded":
+    _unknown(ctx, lraw, "log", {"kind", "path", "retention", "servers", "stream", "replicas"})
+    lkind = _get(ctx, lraw, "log", "kind", str, '"embedded" or "nats"', "embedded")
+    if lkind not in ("embedded", "nats"):
         raise ConfigError(
-            f'{file}: log.kind: {lkind!r} is not available in this version (expected "embedded")'
+            f'{file}: log.kind: {lkind!r} is not available in this version (expected "embedded" or "nats")'
         )
+    nats_keys = {"servers", "stream", "replicas"} & set(lraw)
+    if lkind != "nats" and nats_keys:
+        raise ConfigError(f'{file}: log.{sorted(nats_keys)[0]}: only for kind = "nats"')
+    servers = lraw.get("servers", ["nats://127.0.0.1:4222"])
+    if isinstance(servers, str):
+        servers = [servers]
+    if not isinstance(servers, list) or not servers or not all(isinstance(x, str) and x for x in servers):
+        # the value may hold credentials: name its type only
+        raise ConfigError(f"{file}: log.servers: expected a list of NATS URLs, got {type(servers).__name__}")
+    servers = [_expand(ctx, "log.servers", x, environ) for x in servers]
+    stream = _get(ctx, lraw, "log", "stream", str, "a stream name", "syncline")
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", stream):
+        raise ConfigError(
+            f"{file}: log.stream: {stream!r} is not a NATS stream name (letters, digits, '_' and '-')"
+        )
+    replicas = _get(ctx, lraw, "log", "replicas", int, "1, 3 or 5", 1)
+    if replicas not in (1, 3, 5):
+        raise ConfigError(f"{file}: log.replicas: expected 1, 3 or 5, got {replicas}")
     lpath = _get(ctx, lraw, "log", "path", str, "a directory path", "./.syncline", environ=environ)
     retention = _get(ctx, lraw, "log", "retention", str, '"applied" or "keep"', "applied")
     if retention not in ("applied", "keep"):
         raise ConfigError(f'{file}: log.retention: expected "applied" or "keep", got {retention!r}')
-    logc = LogConfig(kind=lkind, path=_resolve(lpath, base_dir), retention=retention)
+    logc = LogConfig(
+        kind=lkind,
+        path=_resolve(lpath, base_dir),
+        retention=retention,
+        servers=tuple(servers),
+        stream=stream,
+        replicas=replicas,
+    )
 
     vraw = raw.get("views", {})
     if not isinstance(vraw, dict):

@@ -43,6 +43,12 @@ class LogConfig:
     path: str = "./.syncline"
     retention: str = "applied"
     """``applied``: trim records every view has applied (after compaction); ``keep``: never."""
+    servers: tuple[str, ...] = ("nats://127.0.0.1:4222",)
+    """``kind = "nats"``: the NATS servers (URLs; may carry credentials, never printed)."""
+    stream: str = "syncline"
+    """``kind = "nats"``: the JetStream stream (and ``STREAM-meta`` KV bucket) of the log."""
+    replicas: int = 1
+    """``kind = "nats"``: copies of the stream kept by a JetStream cluster (1, 3 or 5)."""
 
 
 @dataclass(frozen=True)

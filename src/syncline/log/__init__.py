@@ -6,9 +6,16 @@ from __future__ import annotations
 
 from contextlib import suppress
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from syncline.core.config_models import LogConfig
 from syncline.log.base import LogAppender, LogControl, LogCursor, LogObserver
+
+if TYPE_CHECKING:
+    from syncline.log.embedded.retention import Retention
+
+
+NATS = "nats"
 
 
 def log_exists(log: LogConfig) -> bool:
@@ -19,6 +26,10 @@ def log_exists(log: LogConfig) -> bool:
 def open_appender(log: LogConfig) -> LogAppender:
     """The log's single appender (:class:`syncline.log.base.LogLocked` while another
     process holds it)."""
+    if log.kind == NATS:
+        from syncline.log.nats.store import NatsLogWriter
+
+        return NatsLogWriter(log)
     from syncline.log.embedded.store import EmbeddedLogWriter
 
     return EmbeddedLogWriter(Path(log.path))
@@ -26,6 +37,10 @@ def open_appender(log: LogConfig) -> LogAppender:
 
 def open_cursor(log: LogConfig) -> LogCursor:
     """A reader of the log's records (one per view; not shared between threads)."""
+    if log.kind == NATS:
+        from syncline.log.nats.store import NatsLogReader
+
+        return NatsLogReader(log)
     from syncline.log.embedded.store import EmbeddedLogReader
 
     return EmbeddedLogReader(Path(log.path))
@@ -41,9 +56,24 @@ def open_control(log: LogConfig) -> LogControl:
 def open_observer(log: LogConfig) -> LogObserver:
     """A read-only look at the log (:class:`syncline.log.base.LogBusy` while it is being
     created; :class:`LogError` when there is none)."""
+    if log.kind == NATS:
+        from syncline.log.nats.observe import NatsObserver
+
+        return NatsObserver(log)
     from syncline.log.embedded.observe import EmbeddedObserver
 
     return EmbeddedObserver(Path(log.path))
+
+
+def open_retention(log: LogConfig, compactor: object, views: list[str]) -> Retention:
+    """Trims what every view and the compactor applied (``retention = "applied"``)."""
+    if log.kind == NATS:
+        from syncline.log.nats.observe import NatsRetention
+
+        return NatsRetention(log, compactor, views)
+    from syncline.log.embedded.retention import Retention
+
+    return Retention(Path(log.path), compactor, views)
 
 
 def count_capture_error(log: LogConfig, error: BaseException, transient: bool) -> None:

@@ -45,7 +45,6 @@ from syncline.core.config_models import Config, LogConfig, Secret, ViewConfig
 from syncline.core.errors import LogError, SynclineError
 from syncline.core.events import Checkpoint, Relation, Transaction
 from syncline.log import log_exists, open_control, open_cursor, open_observer
-from syncline.log.embedded.store import EmbeddedLogReader
 from syncline.runtime.prefetch import Prefetcher
 from syncline.verify.source import SourceSnapshot
 from syncline.views.base import Batch, InPlaceRebuild, View, advance_relations
@@ -318,18 +317,18 @@ class Builder:
         self.cp = batch.checkpoint
 
     @staticmethod
-    def compacted_state(path: Path) -> Iterator[Transaction] | None:
+    def compacted_state(log: LogConfig) -> Iterator[Transaction] | None:
         """The compacted log's state when the log was trimmed (None: the log is whole), its
         read already begun: the state is the compactor's position as of this call."""
         from syncline.log.embedded.compact import iter_compacted
 
-        reader = EmbeddedLogReader(path)
+        reader = open_cursor(log)
         try:
             if reader.trimmed_seq() == 0:
                 return None
         finally:
             reader.close()
-        gen = iter_compacted(path)
+        gen = iter_compacted(Path(log.path))
         first = next(gen, None)
         return itertools.chain([first] if first is not None else [], gen)
 
@@ -454,7 +453,7 @@ def rebuild(cfg: Config, name: str, say: Say, verify: bool = True) -> str:
                 # follows), then the source snapshot, then the replica's transaction:
                 # creating the snapshot's slot waits for every transaction of the cluster,
                 # the replica's open one too when both share a server
-                state = Builder.compacted_state(path)
+                state = Builder.compacted_state(cfg.log)
                 snap = SourceSnapshot(cfg.source.dsn.value) if verify else None
                 view.open()
                 assert isinstance(view, InPlaceRebuild)
@@ -462,7 +461,7 @@ def rebuild(cfg: Config, name: str, say: Say, verify: bool = True) -> str:
             elif view.open().seq != 0:
                 raise RebuildError(f"the shadow copy of {name} is not empty")
             else:
-                state = Builder.compacted_state(path)
+                state = Builder.compacted_state(cfg.log)
             builder = Builder(view, target.shadow, cfg.log, commit=not target.in_place, say=say)
             builder.fill(state)
             if target.in_place and snap is not None:

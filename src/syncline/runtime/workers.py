@@ -29,7 +29,7 @@ from syncline.core.errors import (
 )
 from syncline.core.events import Checkpoint, Relation, RowChange, SchemaChange, Truncate
 from syncline.core.patterns import selection_warnings, table_selected
-from syncline.log import count_capture_error, open_appender, open_control, open_cursor
+from syncline.log import count_capture_error, open_appender, open_control, open_cursor, open_retention
 from syncline.log.base import LogAppender, LogControl, LogCursor, LogLocked
 from syncline.log.embedded.retention import Retention
 from syncline.runtime.backoff import Backoff
@@ -285,7 +285,7 @@ def _view_loop(
     retention: Retention | None = None
     if vcfg.kind == "compacted" and vcfg.options.get("retention") == "applied":
         names = vcfg.options.get("views")
-        retention = Retention(path, view, [str(n) for n in names] if isinstance(names, list) else [])
+        retention = open_retention(cfg.log, view, [str(n) for n in names] if isinstance(names, list) else [])
     try:
         hw = reader.hw()
         if cp.seq > hw:

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import signal
 import subprocess
 import sys
 import time
 import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psycopg
 
@@ -31,6 +33,9 @@ from syncline.testing.compare import (
 )
 from syncline.testing.pgcluster import PgCluster, kill_group
 
+if TYPE_CHECKING:
+    from syncline.testing.natsserver import NatsServer
+
 
 class Pipeline:
     def __init__(
@@ -43,6 +48,7 @@ class Pipeline:
         replica_cluster: PgCluster | None = None,
         log_path: Path | None = None,
         http_listen: str | None = None,
+        log_kind: str | None = None,
     ) -> None:
         self.cluster = cluster
         self.workdir = workdir
@@ -57,6 +63,14 @@ class Pipeline:
         self.slot = f"s_{tag}"
         self.views = views
         self.log_path = log_path or workdir / "log"
+        self.log_kind = log_kind or os.environ.get("SYNCLINE_TEST_LOG", "embedded")
+        self.nats: NatsServer | None = None
+        log_lines = []
+        if self.log_kind == "nats":
+            from syncline.testing.natsserver import NatsServer
+
+            self.nats = NatsServer(workdir / "nats")
+            log_lines = ['kind = "nats"', f'servers = ["{self.nats.url}"]', f'stream = "s{tag}"']
         lines = [
             "[source]",
             f'dsn = "{self.source_dsn}"',
@@ -66,6 +80,7 @@ class Pipeline:
             extra_source,
             "[log]",
             f'path = "{log_path or workdir / "log"}"',
+            *log_lines,
             "[http]",  # off unless asked for: tests run side by side
             f'listen = "{http_listen or "off"}"',
         ]
@@ -244,6 +259,8 @@ class Pipeline:
         self.kill()
         if self.redis is not None:
             self.redis.stop()
+        if self.nats is not None:
+            self.nats.stop()
         with contextlib.suppress(Exception), psycopg.connect(self.source_dsn, autocommit=True) as c:
             c.execute(
                 "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = %s",

@@ -22,13 +22,11 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from syncline.core.config_models import Config, ViewConfig
+from syncline.core.config_models import Config, LogConfig, ViewConfig
 from syncline.core.events import Checkpoint, Relation, Row
-from syncline.log import open_appender
+from syncline.log import open_appender, open_control, open_cursor
 from syncline.log.base import LogLocked
-from syncline.log.embedded.control import EmbeddedControl
 from syncline.log.embedded.store import (
-    EmbeddedLogReader,
     connect,
     repair_request_state,
     request_repair,
@@ -99,8 +97,8 @@ def _build(
     return msgs, info
 
 
-def _log_relations(path: Path) -> dict[str, Relation]:
-    reader = EmbeddedLogReader(path)
+def _log_relations(log: LogConfig) -> dict[str, Relation]:
+    reader = open_cursor(log)
     try:
         return {r.qualified: r for r in reader.relations_at(reader.hw()).values()}
     finally:
@@ -120,7 +118,7 @@ def append_repair(
     except LogLocked:
         raise VerifyError(f"`syncline run` holds the log ({path}/writer.lock)") from None
     try:
-        rels = _log_relations(path)
+        rels = _log_relations(cfg.log)
         with SourceSnapshot(cfg.source.dsn.value) as snap:
             if writer.last_commit_lsn() >= snap.lsn:  # pragma: no cover - the lock is held
                 raise VerifyError("the log holds transactions newer than the repair snapshot")
@@ -141,7 +139,12 @@ def submit_repair(
     path = Path(cfg.log.path)
     if not plan_keys(results):
         return 0, {"seq": 0, "upserts": 0, "deletes": 0, "dropped": 0, "skipped": {}}
-    rels = _log_relations(path)
+    if cfg.log.kind != "embedded":
+        raise VerifyError(
+            f'`verify --repair` while `syncline run` runs is not available on a log of kind "{cfg.log.kind}"'
+            " yet: stop `run`, then repair"
+        )
+    rels = _log_relations(cfg.log)
     with SourceSnapshot(cfg.source.dsn.value) as snap:
         msgs, info = _build(cfg, results, snap, rels)
         lsn = snap.lsn
@@ -198,8 +201,8 @@ def catch_up(cfg: Config, vcfg: ViewConfig) -> Checkpoint:
             raise VerifyError(f"view {vcfg.name} is being applied by `syncline run`") from None
         view = create_view(vcfg)
         cp: Checkpoint = view.open()
-        reader = EmbeddedLogReader(path)
-        consumers = EmbeddedControl(path)
+        reader = open_cursor(cfg.log)
+        consumers = open_control(cfg.log)
         try:
             if cp.seq < reader.trimmed_seq():
                 raise VerifyError(f"view {vcfg.name} is behind the trimmed log: run `syncline run`")

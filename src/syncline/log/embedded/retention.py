@@ -46,29 +46,34 @@ class Retention:
             upto = min([compactor_seq, *views])
             if views and isinstance(self.compactor, CompactedView):
                 self.compactor.purge_tombstones(min(views))
-            trimmed = int(get_meta(self.conn, "trimmed_seq", "0"))
-            if upto <= trimmed:
-                return
-            self.conn.execute("BEGIN IMMEDIATE")
-            (events, newest) = self.conn.execute(
-                "SELECT coalesce(sum(count), 0), max(commit_lsn) FROM records WHERE seq <= ?", (upto,)
-            ).fetchone()
-            if newest is not None:
-                # a repair read at a snapshot older than this can no longer see every newer
-                # change it must give way to: the capture refuses it (apply_repair_requests)
-                set_meta(
-                    self.conn,
-                    "trimmed_commit_lsn",
-                    max(int(newest), int(get_meta(self.conn, "trimmed_commit_lsn", "0"))),
-                )
-            cur = self.conn.execute("DELETE FROM records WHERE seq <= ?", (upto,))
-            set_meta(self.conn, "trimmed_seq", upto)
-            # events ever captured = trimmed_events + those of the records kept (metrics)
-            set_meta(self.conn, "trimmed_events", int(get_meta(self.conn, "trimmed_events", "0")) + events)
-            self.conn.execute("COMMIT")
-            if cur.rowcount:
-                log.info("trimmed %d log records up to %d", cur.rowcount, upto)
+            if upto > self.trimmed_seq():
+                self.trim(upto)
         except sqlite3.OperationalError as e:  # busy: the capture holds a long write
             log.debug("retention skipped: %s", e)
             with contextlib.suppress(sqlite3.Error):
                 self.conn.execute("ROLLBACK")
+
+    def trimmed_seq(self) -> int:
+        return int(get_meta(self.conn, "trimmed_seq", "0"))
+
+    def trim(self, upto: int) -> None:
+        """Remove the records up to ``upto`` (every view and the compactor applied them)."""
+        self.conn.execute("BEGIN IMMEDIATE")
+        (events, newest) = self.conn.execute(
+            "SELECT coalesce(sum(count), 0), max(commit_lsn) FROM records WHERE seq <= ?", (upto,)
+        ).fetchone()
+        if newest is not None:
+            # a repair read at a snapshot older than this can no longer see every newer
+            # change it must give way to: the capture refuses it (apply_repair_requests)
+            set_meta(
+                self.conn,
+                "trimmed_commit_lsn",
+                max(int(newest), int(get_meta(self.conn, "trimmed_commit_lsn", "0"))),
+            )
+        cur = self.conn.execute("DELETE FROM records WHERE seq <= ?", (upto,))
+        set_meta(self.conn, "trimmed_seq", upto)
+        # events ever captured = trimmed_events + those of the records kept (metrics)
+        set_meta(self.conn, "trimmed_events", int(get_meta(self.conn, "trimmed_events", "0")) + events)
+        self.conn.execute("COMMIT")
+        if cur.rowcount:
+            log.info("trimmed %d log records up to %d", cur.rowcount, upto)

@@ -134,6 +134,8 @@ LogLocked = base.LogLocked
 class EmbeddedLogWriter:
     """The single appender. Holds an exclusive lock on the data directory."""
 
+    part_bytes = PART_BYTES
+
     def __init__(self, path: Path) -> None:
         self.path = path
         path.mkdir(parents=True, exist_ok=True)
@@ -238,7 +240,7 @@ class EmbeddedLogWriter:
     def add(self, message: bytes) -> None:
         self._msgs.append(message)
         self._msgs_bytes += len(message) + 4
-        if self._msgs_bytes >= PART_BYTES:
+        if self._msgs_bytes >= self.part_bytes:
             self._cut(last=False, end_lsn=0)
 
     def add_relation(self, message: bytes, relation: Relation) -> None:
@@ -261,9 +263,9 @@ class EmbeddedLogWriter:
 
     def _cut(self, last: bool, end_lsn: int) -> None:
         xid, commit_lsn, commit_time = self._tx
-        seq = self.next_seq
-        self.next_seq += 1
         n = len(self._msgs)
+        data = frame(self._msgs)
+        seq = self._take_seq(len(data))
         self._rows.append(
             (
                 seq,
@@ -275,7 +277,7 @@ class EmbeddedLogWriter:
                 1 if self._tx_snapshot else 0,
                 self._tx_ord,
                 n,
-                frame(self._msgs),
+                data,
             )
         )
         self._flush_rels_for(seq)
@@ -283,9 +285,15 @@ class EmbeddedLogWriter:
         self._tx_ord += n
         self._msgs = []
         self._msgs_bytes = 0
-        if not last and self._rows_bytes >= PART_BYTES * 4:
+        if not last and self._rows_bytes >= self.part_bytes * 4:
             self._write_rows()
             self._commit_partial()
+
+    def _take_seq(self, size: int) -> int:
+        """The seq of the next record (``size`` bytes of data)."""
+        seq = self.next_seq
+        self.next_seq += 1
+        return seq
 
     def commit(self, commit_lsn: int, end_lsn: int, commit_time: int) -> None:
         xid, _c, _t = self._tx
@@ -388,7 +396,7 @@ class EmbeddedLogWriter:
         runs[-1][1].append(message)
         size = self._stream_bytes.get(xid, 0) + len(message) + 4
         self._stream_bytes[xid] = size
-        if size >= PART_BYTES:
+        if size >= self.part_bytes:
             self._spill(xid)
 
     def _spill(self, xid: int) -> None:
@@ -439,13 +447,12 @@ class EmbeddedLogWriter:
         self._rows_relations.extend(self._stream_rels.pop(xid, []))
         for pid in ids:
             count, data = self.conn.execute("SELECT count, data FROM pending WHERE id = ?", (pid,)).fetchone()
-            seq = self.next_seq
-            self.next_seq += 1
+            seq = self._take_seq(len(data))
             self._rows.append((seq, commit_lsn, 0, xid, commit_time, 0, 0, self._tx_ord, count, data))
             self._flush_rels_for(seq)
             self._tx_ord += count
             self._rows_bytes += len(data)
-            if self._rows_bytes >= PART_BYTES * 4:
+            if self._rows_bytes >= self.part_bytes * 4:
                 self._write_rows()
                 self._commit_partial()
         if not self._in_tx:

@@ -1,0 +1,141 @@
+"""A blocking face on nats-py (asyncio) for the log's synchronous callers: one event loop
+in a daemon thread per connection; each call runs a coroutine there and waits for it.
+
+Errors from NATS come out as :class:`syncline.core.errors.LogError` with one line that names
+the server (credentials removed) and what to check."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import threading
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
+
+import nats
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+from nats.js.kv import KeyValue
+
+from syncline.core.errors import LogError
+
+T = TypeVar("T")
+
+CALL_TIMEOUT = 30.0
+"""Seconds any one call may take before it is an error (a stalled cluster)."""
+
+
+def redact(url: str) -> str:
+    """A server URL without its user and password (for messages)."""
+    return re.sub(r"//[^@/]*@", "//***@", url)
+
+
+def describe(servers: tuple[str, ...]) -> str:
+    return ", ".join(redact(s) for s in servers)
+
+
+def bucket_name(stream: str) -> str:
+    """The KV bucket of a log's positions, shapes and metadata."""
+    return f"{stream}-meta"
+
+
+class Nats:
+    """One NATS connection with JetStream, used from any thread of the calling process."""
+
+    def __init__(self, servers: tuple[str, ...], name: str = "syncline") -> None:
+        self.servers = servers
+        self.where = describe(servers)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="nats-loop", daemon=True)
+        self._thread.start()
+        self.nc: Client = self.run(self._connect(name), timeout=15.0)
+        self.js: JetStreamContext = self.nc.jetstream(timeout=10.0)
+
+    async def _connect(self, name: str) -> Client:
+        try:
+            return await nats.connect(
+                list(self.servers),
+                name=name,
+                connect_timeout=3,
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=0.5,
+                allow_reconnect=True,
+                # the first connection must succeed: an unreachable log is a clear error
+                error_cb=_quiet,
+                disconnected_cb=_quiet_none,
+            )
+        except nats.errors.NoServersError as e:
+            raise LogError(f"cannot reach NATS at {self.where}: no server answered ({e})") from None
+        except (OSError, TimeoutError, nats.errors.Error) as e:
+            raise LogError(f"cannot connect to NATS at {self.where}: {type(e).__name__}: {e}") from None
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float = CALL_TIMEOUT) -> T:
+        """Run ``coro`` on the connection's loop and return its result (LogError on NATS
+        errors and on timeout)."""
+        fut = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        try:
+            return fut.result(timeout)
+        except TimeoutError:
+            fut.cancel()
+            raise LogError(f"NATS at {self.where} did not answer within {timeout:.0f} s") from None
+        except nats.js.errors.ServiceUnavailableError:
+            raise LogError(
+                f"JetStream is not available at {self.where} (is the server started with -js, and"
+                " does the cluster have a leader?)"
+            ) from None
+        except nats.js.errors.APIError as e:
+            raise LogError(f"JetStream at {self.where} refused: {e.description or e}") from None
+        except nats.errors.NoRespondersError:
+            raise LogError(f"no JetStream answers at {self.where} (is JetStream enabled?)") from None
+        except nats.errors.TimeoutError:
+            raise LogError(f"NATS at {self.where} did not answer in time") from None
+        except nats.errors.ConnectionClosedError:
+            raise LogError(f"the connection to NATS at {self.where} is closed") from None
+
+    def call(self, fn: Callable[[], Awaitable[T]], timeout: float = CALL_TIMEOUT) -> T:
+        async def go() -> T:
+            return await fn()
+
+        return self.run(go(), timeout)
+
+    def kv(self, stream: str, replicas: int = 1, create: bool = False) -> KeyValue:
+        """The log's KV bucket (created with ``create``)."""
+        name = bucket_name(stream)
+
+        async def go() -> KeyValue:
+            try:
+                return await self.js.key_value(name)
+            except nats.js.errors.BucketNotFoundError:
+                if not create:
+                    raise LogError(
+                        f"no syncline log named {stream!r} on NATS at {self.where} (has `syncline"
+                        " run` or `syncline capture` started with this [log] stream?)"
+                    ) from None
+                return await self.js.create_key_value(bucket=name, history=1, replicas=replicas)
+
+        return self.run(go())
+
+    def close(self) -> None:
+        async def go() -> None:
+            try:
+                await self.nc.drain()
+            except Exception:  # closing: nothing to report
+                await self.nc.close()
+
+        with contextlib.suppress(Exception):  # closing a broken connection
+            self.run(go(), timeout=5.0)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=5.0)
+        if not self._thread.is_alive():
+            self._loop.close()
+
+
+async def _quiet(e: Exception) -> None:
+    """Reconnects are logged by the callers' failures, not by nats-py's default printer."""
+
+
+async def _quiet_none() -> None:
+    pass

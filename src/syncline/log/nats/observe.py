@@ -1,0 +1,94 @@
+""":class:`syncline.log.base.LogObserver` and retention for the NATS log: records and
+positions from JetStream, the control plane from ``[log] path``."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from syncline.core.config_models import LogConfig
+from syncline.log.embedded.observe import EmbeddedObserver
+from syncline.log.embedded.retention import Retention
+from syncline.log.nats.client import Nats
+from syncline.log.nats.store import _events_upto, read_meta, record_header
+
+log = logging.getLogger("syncline.retention")
+
+
+class NatsObserver(EmbeddedObserver):
+    def __init__(self, cfg: LogConfig) -> None:
+        super().__init__(Path(cfg.path))
+        self.cfg = cfg
+        try:
+            self.nats = Nats(cfg.servers, name="syncline-observer")
+            self.kv = self.nats.kv(cfg.stream)
+        except BaseException:
+            super().close()
+            raise
+
+    def meta(self, key: str, default: str = "") -> str:
+        return read_meta(self.nats, self.kv, key, default)
+
+    def held(self) -> tuple[int, int]:
+        st = self.nats.run(self.nats.js.stream_info(self.cfg.stream)).state
+        n = int(st.messages or 0)
+        return (int(st.first_seq or 0) if n else 0), n
+
+    def size_bytes(self) -> int:
+        return int(self.nats.run(self.nats.js.stream_info(self.cfg.stream)).state.bytes or 0)
+
+    def events_after(self, seq: int, upto: int) -> tuple[int, int | None]:
+        if upto <= seq:
+            return 0, None
+        first = self.nats.run(record_header(self.nats, self.cfg.stream, seq, after=True))
+        if first is None or first[0] > upto:
+            return 0, None
+        before = first[1][8] - first[1][7]
+        last = self.nats.run(_events_upto(self.nats, self.kv, self.cfg.stream, upto))
+        return max(0, last - before), first[1][3]
+
+    def holds_unapplied(self, seq: int, lsn: int) -> bool:
+        hw = int(self.meta("hw", "0"))
+        if hw <= seq:
+            return False
+        first = self.nats.run(record_header(self.nats, self.cfg.stream, seq, after=True))
+        if first is None or first[0] > hw:
+            return False
+        return first[1][0] <= lsn or bool(first[1][5])
+
+    def one_pass_snapshot_rows(self) -> int:
+        """Not counted on this log (a PostgreSQL 13 one-pass snapshot shows no row count)."""
+        return 0
+
+    def close(self) -> None:
+        self.nats.close()
+        super().close()
+
+
+class NatsRetention(Retention):
+    """Trims the stream (a purge below a seq) once every view and the compactor applied it."""
+
+    def __init__(self, cfg: LogConfig, compactor: object, views: list[str], interval: float = 5.0) -> None:
+        super().__init__(Path(cfg.path), compactor, views, interval)
+        self.cfg = cfg
+        self.nats = Nats(cfg.servers, name="syncline-retention")
+        self.kv = self.nats.kv(cfg.stream)
+
+    def trimmed_seq(self) -> int:
+        return int(read_meta(self.nats, self.kv, "trimmed_seq", "0"))
+
+    def trim(self, upto: int) -> None:
+        rec = self.nats.run(record_header(self.nats, self.cfg.stream, upto))
+        if rec is None:
+            return
+        newest = max(rec[1][0], int(read_meta(self.nats, self.kv, "trimmed_commit_lsn", "0")))
+        doc = {"trimmed_seq": upto, "trimmed_commit_lsn": newest, "trimmed_events": rec[1][8]}
+
+        async def go() -> None:
+            # the position first: a reader that finds records missing knows why
+            await self.kv.put("trim", json.dumps(doc).encode())
+            await self.nats.js._jsm.purge_stream(self.cfg.stream, seq=upto + 1)
+
+        self.nats.run(go())
+        log.info("trimmed the NATS stream %s up to record %d", self.cfg.stream, upto)

