@@ -11,7 +11,9 @@ the workload, so each drains the same WAL afterwards, alone, in an order rotated
   (d) PostgreSQL's own logical replication (a subscription on a pre-created slot);
   (e) syncline end to end, one Redis view (a private redis-server, no persistence);
   (f) syncline end to end, one tantivy (search) view;
-  (g) syncline end to end, all four views at once.
+  (g) syncline end to end, all four views at once;
+  (h) syncline capture into a NATS JetStream log (one private nats-server, R1), no views;
+  (i) the same into a three-server JetStream cluster on this machine (R3).
 
 Then ``--rounds`` single ``--big-rows`` transactions end to end, for memory (with (a) for
 reference). Every run's content is checked against the source (a failed check fails the
@@ -52,6 +54,7 @@ from procs import Sampler, machine_busy, syncline_role
 from syncline.config import load_config
 from syncline.core.errors import LogError
 from syncline.core.lsn import format_lsn, parse_lsn
+from syncline.log import open_observer
 from syncline.log.embedded.store import connect, get_meta
 from syncline.runtime.status import views_caught_up
 from syncline.testing.pgcluster import PgCluster, kill_group
@@ -225,6 +228,7 @@ class Syncline:
         redis_url: str | None = None,
         tantivy_path: Path | None = None,
         tables: tuple[str, ...] = ("public.bench",),
+        log_lines: tuple[str, ...] = (),
     ) -> None:
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
@@ -237,6 +241,7 @@ class Syncline:
             f'publication = "{PUB}"',
             "[log]",
             f'path = "{self.log_path}"',
+            *log_lines,
         ]
         self.roles: dict[str, str] = {}
         self.replica_dsn = replica_dsn or ""
@@ -288,6 +293,15 @@ class Syncline:
         return syncline_role(pid, self.proc.pid, self.roles)
 
     def meta(self, key: str) -> str:
+        if self.cfg.log.kind != "embedded":
+            try:
+                obs = open_observer(self.cfg.log)
+            except LogError:
+                return ""
+            try:
+                return obs.meta(key)
+            finally:
+                obs.close()
         try:
             conn = connect(self.log_path, readonly=True)
         except LogError:
@@ -388,6 +402,12 @@ class Syncline:
         return [("replica backend", int(r[0])) for r in rows] + self.others  # type: ignore[call-overload]
 
     def log_bytes(self) -> int:
+        if self.cfg.log.kind != "embedded":
+            obs = open_observer(self.cfg.log)
+            try:
+                return obs.size_bytes()
+            finally:
+                obs.close()
         return sum(f.stat().st_size for f in self.log_path.glob("*.db*") if f.is_file())
 
 
@@ -688,6 +708,8 @@ CONSUMERS: dict[str, str] = {
     "e": "syncline end to end (Redis view)",
     "f": "syncline end to end (tantivy view)",
     "g": "syncline end to end (all four views)",
+    "h": "syncline capture → NATS JetStream log (R1)",
+    "i": "syncline capture → NATS JetStream log (R3, 3 local servers)",
 }
 """Every consumer of the main workload, in the first round's order."""
 
@@ -731,6 +753,8 @@ def run_round(
     redis_url: Callable[[int], str],
     redis_pid: int,
     pipes: list[Syncline],
+    nats_urls: dict[str, list[str]],
+    nats_pids: dict[str, list[int]],
 ) -> Round:
     """One round: a fresh source database, every consumer's slot created (and syncline's
     views primed) before the workload, then each consumer drains the same WAL alone, in
@@ -759,9 +783,19 @@ def run_round(
             opts["redis_url"] = redis_url(2 * r + (key == "g"))
         if key in "fg":
             opts["tantivy_path"] = base / key / "index"
+        if key in "hi":
+            urls = nats_urls[key]
+            opts["log_lines"] = (
+                'kind = "nats"',
+                "servers = [" + ", ".join(f'"{u}"' for u in urls) + "]",
+                f'stream = "{key}_{tag}"',
+                f"replicas = {len(urls)}",
+            )
         s = made[key] = Syncline(base / key, src, f"{key}_{tag}", **opts)
         if key in "eg" and redis_pid:
             s.others = [("redis-server", redis_pid)]
+        if key in "hi":
+            s.others = [("nats-server", pid) for pid in nats_pids[key]]
         pipes.append(s)
         say(f"round {r + 1}: priming ({key}) {CONSUMERS[key]}")
         try:
@@ -787,7 +821,7 @@ def run_round(
     )
 
     def checker(key: str, s: Syncline) -> Callable[[], str]:
-        if key == "b":
+        if key in "bhi":
             return lambda: verify_log(src, s)
         checks: dict[str, Callable[[], tuple[str, ...]]] = {}
         if key in "cg":
@@ -822,7 +856,7 @@ def run_round(
                 key,
                 CONSUMERS[key],
                 checker(key, s),
-                settle=("_compactor",) if key == "b" else (),
+                settle=("_compactor",) if key in "bhi" else (),
             )
             s.kill()
         res.title = CONSUMERS[key]
@@ -1069,9 +1103,9 @@ def build_report(
             f" {fmt_ratio(ratios(rounds, k, 'a'))} | {fmt_ratio(ratios(rounds, k, 'd'))} |"
             f" {per_run} | {checks} |"
         )
-        if k in "bcefg":
+        if k in "bcefghi":
             names = ["capture"] + (
-                [] if k == "b" else sorted({n for r in s.runs for n in r.extra} - {"capture"})
+                [] if k in "bhi" else sorted({n for r in s.runs for n in r.extra} - {"capture"})
             )
             for name in names:
                 rates = s.view_rates(name)
@@ -1246,6 +1280,41 @@ def print_summary(rounds: list[Round], bigs: list[Round]) -> None:
 # -- main -----------------------------------------------------------------------------------
 
 
+def nats_group(work: Path, n: int) -> list[Any]:
+    """``n`` private JetStream servers on this machine, clustered when ``n`` > 1."""
+    from syncline.testing.natsserver import NatsServer
+    from syncline.testing.pgcluster import free_port
+
+    ports = [(free_port(), free_port()) for _ in range(n)]
+    group = []
+    for i, (port, cport) in enumerate(ports):
+        routes = tuple(f"nats://127.0.0.1:{c}" for j, (_p, c) in enumerate(ports) if j != i) if n > 1 else ()
+        group.append(
+            NatsServer(
+                work / f"n{i + 1}",
+                name=f"n{i + 1}",
+                port=port,
+                cluster_port=cport if n > 1 else None,
+                routes=routes,
+                start=False,
+            )
+        )
+    for g in group:
+        g.start(wait=False)
+    for g in group:
+        g.wait_ready()
+    if n > 1:
+        time.sleep(3)  # a meta leader is elected
+    return group
+
+
+def nats_version() -> str:
+    from syncline.testing.natsserver import nats_server_binary
+
+    out = subprocess.run([nats_server_binary(), "--version"], capture_output=True, text=True).stdout
+    return out.strip().removeprefix("nats-server: ")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=int, default=250_000, help="rows inserted, then updated (default 250k)")
@@ -1254,7 +1323,9 @@ def main() -> int:
     ap.add_argument("--insert-batch", type=int, default=1000, help="rows per insert transaction")
     ap.add_argument("--update-batch", type=int, default=100, help="updates per transaction")
     ap.add_argument(
-        "--only", default="a,b,c,d,e,f,g,big", help="consumers to run (default a,b,c,d,e,f,g,big)"
+        "--only",
+        default="a,b,c,d,e,f,g,h,i,big",
+        help="consumers to run (default a,b,c,d,e,f,g,h,i,big)",
     )
     ap.add_argument("--durable", action="store_true", help="PostgreSQL with fsync/synchronous_commit on")
     ap.add_argument("--timeout", type=float, default=3600, help="seconds per consumer")
@@ -1297,10 +1368,31 @@ def main() -> int:
         if redis_pid:
             info["Redis"] = redis_version()
         base_url = redis_server.url.rsplit("/", 1)[0]
+        nats_urls: dict[str, list[str]] = {}
+        nats_pids: dict[str, list[int]] = {}
+        for key, n in (("h", 1), ("i", 3)):
+            if key in keys:
+                group = nats_group(work / f"nats-{key}", n)
+                servers += group
+                nats_urls[key] = [g.url for g in group]
+                nats_pids[key] = [g.proc.pid for g in group if g.proc is not None]
+        if nats_urls:
+            info["nats-server"] = nats_version()
 
         for r in range(args.rounds):
             rounds.append(
-                run_round(cluster, work, args, r, keys, lambda db: f"{base_url}/{db}", redis_pid, pipes)
+                run_round(
+                    cluster,
+                    work,
+                    args,
+                    r,
+                    keys,
+                    lambda db: f"{base_url}/{db}",
+                    redis_pid,
+                    pipes,
+                    nats_urls,
+                    nats_pids,
+                )
             )
             for p in pipes:
                 p.kill()

@@ -31,9 +31,11 @@ def pg() -> Iterator[PgCluster]:
 
 
 @pytest.fixture
-def pipeline(pg: PgCluster, tmp_path: Path) -> Iterator[Pipeline]:
+def pipeline(pg: PgCluster, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Pipeline]:
+    """A pipeline with every view kind; the log's kind is the indirect parameter when a
+    module parametrises ``pipeline`` (``embedded``, ``nats``), else ``SYNCLINE_TEST_LOG``."""
     kinds = tuple(os.environ.get("SYNCLINE_TEST_VIEWS", "postgres,duckdb,redis,tantivy").split(","))
-    p = Pipeline(pg, tmp_path, views=kinds)
+    p = Pipeline(pg, tmp_path, views=kinds, log_kind=getattr(request, "param", None))
     try:
         yield p
     finally:

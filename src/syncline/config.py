@@ -3,6 +3,7 @@ the file, the key and what was expected."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import tomllib
@@ -165,6 +166,8 @@ def parse_config(
         raise ConfigError(
             f'{file}: log.kind: {lkind!r} is not available in this version (expected "embedded" or "nats")'
         )
+    if lkind == "nats" and importlib.util.find_spec("nats") is None:
+        raise ConfigError(f"{file}: log.kind = \"nats\" needs nats-py: pip install 'syncline[nats]'")
     nats_keys = {"servers", "stream", "replicas"} & set(lraw)
     if lkind != "nats" and nats_keys:
         raise ConfigError(f'{file}: log.{sorted(nats_keys)[0]}: only for kind = "nats"')

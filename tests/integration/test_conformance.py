@@ -10,7 +10,8 @@ import time
 import psycopg
 import pytest
 
-from syncline.log.embedded.store import connect as log_connect
+from syncline.core.events import Checkpoint
+from syncline.log import open_cursor
 from syncline.testing.harness import Pipeline
 
 ZOO_DDL = """
@@ -27,6 +28,10 @@ CREATE TABLE zoo (
   earr mood[], "Mixed Case" text, pt point
 );
 """
+
+
+pytestmark = pytest.mark.parametrize("pipeline", ["embedded", "nats"], indirect=True)
+"""Every conformance test runs on each log backend."""
 
 BIG_NUMERIC = "1" + "234567890" * 111 + "." + "5" * 20
 ZOO_ROWS = [
@@ -361,14 +366,17 @@ def test_interleaved_big_transactions_commit_order(pipeline: Pipeline) -> None:
     p.wait_caught_up()
     assert p.stop() == 0
     p.assert_equal()
-    conn = log_connect(p.workdir / "log", readonly=True)
+    reader = open_cursor(p.cfg.log)
     try:
-        lsns = [r[0] for r in conn.execute("SELECT commit_lsn FROM records ORDER BY seq")]
-        xids = [
-            r[0] for r in conn.execute("SELECT xid FROM records WHERE last = 1 AND snapshot = 0 ORDER BY seq")
-        ]
+        records = []
+        cp = Checkpoint()
+        while txns := reader.read(cp, 100_000):
+            records += txns
+            cp = Checkpoint(txns[-1].seq, txns[-1].commit_lsn)
     finally:
-        conn.close()
+        reader.close()
+    lsns = [r.commit_lsn for r in records]
+    xids = [r.xid for r in records if r.last and not r.snapshot]
     assert lsns == sorted(lsns), "log not in commit order"
     assert len(xids) >= 2 and xids[-2] > xids[-1], "second-started transaction must come first"
 

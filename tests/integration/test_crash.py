@@ -17,6 +17,7 @@ import threading
 import time
 
 import psycopg
+import pytest
 
 from syncline.testing.harness import Pipeline
 
@@ -122,6 +123,7 @@ def check_sums(p: Pipeline, seed: int) -> None:
             assert got == TOTAL, f"seed {seed}: Redis sum of balances {got} != {TOTAL}"
 
 
+@pytest.mark.parametrize("pipeline", ["embedded", "nats"], indirect=True)
 def test_sigkill_at_random_moments(pipeline: Pipeline) -> None:
     p = pipeline
     p.sql(SCHEMA)

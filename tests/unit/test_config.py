@@ -86,3 +86,35 @@ def test_parse_config_views(tmp_path: Path) -> None:
     cfg = parse_config(raw, "f.toml", {}, base_dir=tmp_path)
     assert cfg.views[0].options["path"] == str(tmp_path / "wh.duckdb")
     assert cfg.views[0].tables == ("public.a",)
+
+
+def test_nats_log(tmp_path: Path) -> None:
+    text = (
+        '[source]\ndsn = "postgresql://u@h/db"\n[log]\nkind = "nats"\n'
+        'servers = ["nats://app:${NPW}@n1:4222", "nats://n2:4222"]\nstream = "orders-cdc"\nreplicas = 3\n'
+    )
+    cfg = load_config(write(tmp_path, text), environ={"NPW": "natsecret"})
+    assert cfg.log.kind == "nats" and cfg.log.stream == "orders-cdc" and cfg.log.replicas == 3
+    assert cfg.log.servers == ("nats://app:natsecret@n1:4222", "nats://n2:4222")
+    assert "natsecret" in cfg.secrets()
+
+
+@pytest.mark.parametrize(
+    ("log", "needle"),
+    [
+        ('kind = "nats"\nservers = 5', "log.servers: expected a list of NATS URLs, got int"),
+        (
+            'kind = "nats"\nservers = {url = "nats://u:pw@h"}',
+            "log.servers: expected a list of NATS URLs, got dict",
+        ),
+        ('kind = "nats"\nstream = "a.b"', "log.stream: 'a.b' is not a NATS stream name"),
+        ('kind = "nats"\nreplicas = 2', "log.replicas: expected 1, 3 or 5, got 2"),
+        ('stream = "x"', 'log.stream: only for kind = "nats"'),
+        ('kind = "kafka"', "log.kind: 'kafka' is not available in this version"),
+    ],
+)
+def test_nats_log_errors(tmp_path: Path, log: str, needle: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        load_config(write(tmp_path, f'[source]\ndsn = "x"\n[log]\n{log}\n'), environ={})
+    assert needle in str(e.value)
+    assert "pw@" not in str(e.value)

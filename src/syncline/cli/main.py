@@ -7,7 +7,6 @@ import contextlib
 import json
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 from syncline import __version__
@@ -27,6 +26,38 @@ def cmd_run(args: argparse.Namespace) -> int:
     cfg = _load(args)
     setup_logging(cfg.secrets())
     return run(cfg)
+
+
+def cmd_capture(args: argparse.Namespace) -> int:
+    from syncline.runtime.logsetup import setup_logging
+    from syncline.runtime.supervisor import run_capture
+
+    cfg = _load(args)
+    setup_logging(cfg.secrets())
+    return run_capture(cfg)
+
+
+def cmd_apply(args: argparse.Namespace) -> int:
+    from syncline.runtime.logsetup import setup_logging
+    from syncline.runtime.supervisor import run_apply
+
+    cfg = _load(args)
+    unknown = [n for n in args.view if n not in {v.name for v in cfg.views}]
+    if unknown:
+        names = ", ".join(v.name for v in cfg.views) or "none"
+        print(f"syncline: error: no view {unknown[0]!r} in {cfg.path} (views: {names})", file=sys.stderr)
+        return 2
+    setup_logging(cfg.secrets())
+    return run_apply(cfg, list(args.view))
+
+
+def log_where_text(cfg: Any) -> str:
+    """Where the log is, for messages (a NATS log: its stream and servers, no credentials)."""
+    if cfg.log.kind == "nats":
+        from syncline.log.nats import redact
+
+        return f"NATS stream {cfg.log.stream!r} at {', '.join(redact(u) for u in cfg.log.servers)}"
+    return str(cfg.log.path)
 
 
 def status_problems(st: dict[str, Any]) -> list[str]:
@@ -64,7 +95,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         + (f" error={src['error']}" if src.get("error") else "")
     )
     log_line = (
-        f"log {lg.get('path')} state={lg.get('state')} "
+        f"log {'stream ' + lg['stream'] if lg.get('stream') else lg.get('path')} state={lg.get('state')} "
         f"capture={lg.get('capture_state')} records={lg.get('records')} "
         f"seq={lg.get('first_seq')}..{lg.get('last_seq')} last_commit={lg.get('last_commit_lsn')} "
         f"received={lg.get('received_lsn')} size={lg.get('size_bytes')}"
@@ -220,9 +251,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     try:
         results = verify(cfg, opts)
         if args.repair and exit_code(results) == 1:
-            from pathlib import Path
-
-            from syncline.verify.engine import lock_held
+            from syncline.log import capture_running
             from syncline.verify.repair import (
                 RepairStale,
                 append_repair,
@@ -236,7 +265,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
                 for name, r in results.items()
                 if r.status == "different"
             }
-            if lock_held(Path(cfg.log.path) / "writer.lock"):  # `run` runs: through the capture
+            if capture_running(cfg.log):  # `run` runs: through the capture
                 for attempt in range(1, 4):
                     request, info = submit_repair(cfg, results)
                     if not request:
@@ -315,15 +344,15 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
 
     from syncline.cli.progress import copy_line
     from syncline.core.patterns import table_selected
-    from syncline.log import open_control, open_observer
+    from syncline.log import capture_running, log_exists, open_control, open_observer
     from syncline.sources.postgres import catalog as cat
     from syncline.sources.registry import open_admin
-    from syncline.verify.engine import lock_held
 
     cfg = _load(args)
-    path = Path(cfg.log.path)
-    if not (path / "log.db").exists():
-        print(f"syncline: error: no log at {path}: start `syncline run` first", file=sys.stderr)
+    if not log_exists(cfg.log):
+        print(
+            f"syncline: error: no log at {log_where_text(cfg)}: start `syncline run` first", file=sys.stderr
+        )
         return 2
     unknown = [v for v in args.view or [] if v not in {x.name for x in cfg.views}]
     if unknown:
@@ -348,7 +377,7 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
     finally:
         control.close()
     note = " (every view receives the rows: a copy is idempotent)" if args.view else ""
-    if not lock_held(path / "writer.lock"):
+    if not capture_running(cfg.log):
         print(f"requested a copy of {', '.join(wanted)}; `syncline run` takes it when it starts{note}")
         return 0
     print(f"copying {', '.join(wanted)} into the views while `syncline run` streams{note}")
@@ -423,6 +452,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = add("run", "snapshot on first start, then stream changes into every view")
     r.set_defaults(func=cmd_run)
+    cp = add("capture", "the capture half of `run`: source → log (and the log's compactor)")
+    cp.set_defaults(func=cmd_capture)
+    ap = add("apply", "the apply half of `run`: log → the named views")
+    ap.add_argument("--view", action="append", required=True, help="view name (repeatable)")
+    ap.set_defaults(func=cmd_apply)
     s = add("status", "positions, lag and state of the source, the log and every view")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_status)

@@ -116,6 +116,10 @@ class Config:
                     out += dsn_passwords(val.value)
         if self.http.token:
             out.append(self.http.token.value)
+        if self.log.kind == "nats":
+            for url in self.log.servers:
+                if "@" in url:
+                    out += [url, *dsn_passwords(url)]
         return [s for s in out if s]
 
 

@@ -4,6 +4,7 @@ the log through the functions here."""
 
 from __future__ import annotations
 
+import fcntl
 from contextlib import suppress
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,8 +20,49 @@ NATS = "nats"
 
 
 def log_exists(log: LogConfig) -> bool:
-    """Whether a ``syncline run`` has created this log yet."""
+    """Whether a ``syncline run`` (or ``capture``) has created this log yet."""
+    if log.kind == NATS:
+        from syncline.log.nats.store import nats_log_exists
+
+        return nats_log_exists(log)
     return (Path(log.path) / "log.db").exists()
+
+
+def capture_running(log: LogConfig) -> bool:
+    """Whether a capture appends to this log now (``run`` or ``capture``, on any host the
+    log can tell)."""
+    if log.kind == NATS:
+        from syncline.log.nats.store import nats_capture_running
+
+        return nats_capture_running(log)
+    return _lock_held(Path(log.path) / "writer.lock")
+
+
+def view_running(log: LogConfig, view: str) -> bool:
+    """Whether the worker of ``view`` runs (on a NATS log: here, or by its last report)."""
+    if _lock_held(Path(log.path) / f"view-{view}.lock"):
+        return True
+    if log.kind == NATS:
+        obs = open_observer(log)
+        try:
+            row = obs.consumers().get(view)
+        finally:
+            obs.close()
+        return row is not None and row.state == "running"
+    return False
+
+
+def _lock_held(lockfile: Path) -> bool:
+    """Whether another process holds ``lockfile`` (flock)."""
+    if not lockfile.exists():
+        return False
+    with open(lockfile, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(f, fcntl.LOCK_UN)
+    return False
 
 
 def open_appender(log: LogConfig) -> LogAppender:
@@ -48,6 +90,10 @@ def open_cursor(log: LogConfig) -> LogCursor:
 
 def open_control(log: LogConfig) -> LogControl:
     """The log's control plane (creates the log's bookkeeping when missing)."""
+    if log.kind == NATS:
+        from syncline.log.nats.control import NatsControl
+
+        return NatsControl(log)
     from syncline.log.embedded.control import EmbeddedControl
 
     return EmbeddedControl(Path(log.path))

@@ -428,9 +428,9 @@ def rebuild(cfg: Config, name: str, say: Say, verify: bool = True) -> str:
     if copying:
         busy = ", ".join(sorted(copying))
         raise RebuildError(f"tables are being copied ({busy}): rebuild once that is done")
-    from syncline.verify.engine import lock_held
+    from syncline.log import capture_running
 
-    if verify and not lock_held(path / "writer.lock"):
+    if verify and not capture_running(cfg.log):
         raise RebuildError(
             "verifying the new copy needs `syncline run` running (the copy must reach the source's "
             "current position through the log): start it, or swap unverified with --no-verify"

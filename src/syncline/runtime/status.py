@@ -41,13 +41,22 @@ def capture_state(obs: LogObserver) -> str:
     return "stopped" if (obs.meta("state") or "new") == "new" else "starting"
 
 
+def log_where(cfg: Config) -> dict[str, Any]:
+    """The log's kind and location (a NATS log: its stream and servers, credentials removed)."""
+    out: dict[str, Any] = {"kind": cfg.log.kind, "path": str(cfg.log.path)}
+    if cfg.log.kind == "nats":
+        from syncline.log.nats import redact
+
+        out.update(stream=cfg.log.stream, servers=[redact(s) for s in cfg.log.servers])
+    return out
+
+
 def log_status(obs: LogObserver, cfg: Config) -> dict[str, Any]:
     admin = open_admin(cfg)
     first, n = obs.held()
     errs = error_counts(obs).get(("capture", ""), {"retries": 0, "errors": 0})
     return {
-        "kind": cfg.log.kind,
-        "path": str(cfg.log.path),
+        **log_where(cfg),
         "state": obs.meta("state") or "new",
         "capture_state": capture_state(obs),
         "capture_error": obs.meta("capture_error") or None,
@@ -111,7 +120,7 @@ def status(cfg: Config, with_source: bool = True) -> dict[str, Any]:
                 return result
             finally:
                 obs.close()
-    result["log"] = {"kind": cfg.log.kind, "path": str(cfg.log.path), "state": "new"}
+    result["log"] = {**log_where(cfg), "state": "new"}
     result["views"] = {
         v.name: {"kind": v.kind, "state": "new", "applied_lsn": None, "lag_seconds": 0.0, "lag_events": 0}
         for v in cfg.views

@@ -1,4 +1,7 @@
 """``syncline run``: start the capture and one process per view, supervise, stop cleanly.
+``syncline capture`` runs the capture (and the compactor) alone, ``syncline apply --view``
+the named views alone: the two halves of ``run``, for separate processes or hosts over a
+shared log.
 
 Processes rather than threads: the capture and each view get a core of their own (the GIL
 would otherwise serialise them), and a view that crashes cannot take the capture down."""
@@ -28,8 +31,11 @@ log = logging.getLogger("syncline.run")
 
 
 class Supervisor:
-    def __init__(self, cfg: Config) -> None:
+    def __init__(self, cfg: Config, capture: bool = True, views: list[str] | None = None) -> None:
+        """``capture``: run the capture and the compactor; ``views``: the views to apply
+        (None: every configured view)."""
         self.cfg = cfg
+        self.with_capture = capture
         self.ctx = mp.get_context("spawn")
         self.capture: BaseProcess | None = None
         self.views: dict[str, BaseProcess] = {}
@@ -53,7 +59,9 @@ class Supervisor:
                 "views": [v.name for v in cfg.views],
             },
         )
-        self.all_views = [compactor, *cfg.views]
+        wanted = [v for v in cfg.views if views is None or v.name in views]
+        self.all_views = [compactor, *wanted] if capture else wanted
+        self.title = "supervisor" if capture and views is None else "capture" if capture else "apply"
 
     def _start_capture(self) -> None:
         p = self.ctx.Process(target=workers.capture_entry, args=(self.cfg,), name="capture")
@@ -69,15 +77,18 @@ class Supervisor:
         def on_signal(_sig: int, _frm: object) -> None:
             self.stopping = True
 
-        # bound first: a port in use is one clear error before anything starts
-        api = ApiServer(self.cfg, lambda: self.processes) if self.cfg.http.enabled else None
+        # bound first: a port in use is one clear error before anything starts; the API is
+        # served where the capture runs (`apply` processes only apply)
+        serve = self.cfg.http.enabled and self.with_capture
+        api = ApiServer(self.cfg, lambda: self.processes) if serve else None
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
-        workers.set_title("supervisor")
+        workers.set_title(self.title)
         Path(self.cfg.log.path).mkdir(parents=True, exist_ok=True)
-        count_start(Path(self.cfg.log.path))
-        self._forget_removed_views()
-        self._start_capture()
+        if self.with_capture:
+            count_start(Path(self.cfg.log.path))
+            self._forget_removed_views()
+            self._start_capture()
         for v in self.all_views:
             self._start_view(v)
         if api is not None:
@@ -95,9 +106,9 @@ class Supervisor:
                         time.sleep(0.05)
                     if self.stopping:
                         break
-                assert self.capture is not None
-                self.processes = Processes(self.capture.is_alive(), frozenset(self.failed_views))
-                if not self.capture.is_alive():
+                alive = self.capture is not None and self.capture.is_alive()
+                self.processes = Processes(alive, frozenset(self.failed_views))
+                if self.capture is not None and not alive:
                     rc = self.capture.exitcode
                     if rc == workers.EXIT_TERMINAL:
                         code = 1
@@ -251,3 +262,14 @@ class Supervisor:
 
 def run(cfg: Config) -> int:
     return Supervisor(cfg).run()
+
+
+def run_capture(cfg: Config) -> int:
+    """``syncline capture``: source → log (and the compactor, which keeps the log's
+    compacted state and trims it)."""
+    return Supervisor(cfg, capture=True, views=[]).run()
+
+
+def run_apply(cfg: Config, views: list[str]) -> int:
+    """``syncline apply --view NAME``: log → the named views."""
+    return Supervisor(cfg, capture=False, views=views).run()

@@ -29,7 +29,14 @@ from syncline.core.errors import (
 )
 from syncline.core.events import Checkpoint, Relation, RowChange, SchemaChange, Truncate
 from syncline.core.patterns import selection_warnings, table_selected
-from syncline.log import count_capture_error, open_appender, open_control, open_cursor, open_retention
+from syncline.log import (
+    count_capture_error,
+    log_exists,
+    open_appender,
+    open_control,
+    open_cursor,
+    open_retention,
+)
 from syncline.log.base import LogAppender, LogControl, LogCursor, LogLocked
 from syncline.log.embedded.retention import Retention
 from syncline.runtime.backoff import Backoff
@@ -186,8 +193,8 @@ def view_main(cfg: Config, vcfg: ViewConfig) -> int:
             os.nice(10)
     log = logging.getLogger(f"syncline.view.{vcfg.name}")
     path = Path(cfg.log.path)
-    while not (path / "log.db").exists() and not stop.is_set():
-        stop.wait(0.2)
+    while not log_exists(cfg.log) and not stop.is_set():
+        stop.wait(0.5)
     lock = _exclusive(path / f"view-{vcfg.name}.lock", stop, log)
     if lock is None:
         return 0

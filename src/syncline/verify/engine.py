@@ -159,8 +159,9 @@ def lock_held(lockfile: Path) -> bool:
 
 def live(cfg: Config, view: str) -> bool:
     """The capture and the view's worker run: the view will reach any source position."""
-    path = Path(cfg.log.path)
-    return lock_held(path / "writer.lock") and lock_held(path / f"view-{view}.lock")
+    from syncline.log import capture_running, view_running
+
+    return capture_running(cfg.log) and view_running(cfg.log, view)
 
 
 def select_views(cfg: Config, names: list[str]) -> list[ViewConfig]:

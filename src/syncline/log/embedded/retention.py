@@ -32,15 +32,10 @@ class Retention:
             return
         self._last = now
         try:
-            seqs = {
-                str(r[0]): int(r[1])
-                for r in self.conn.execute(
-                    "SELECT name, seq FROM consumers WHERE name NOT LIKE '\\_%' ESCAPE '\\'"
-                )
-            }
+            seqs = self.consumer_seqs()
             if any(v not in seqs for v in self.views):
                 return  # a configured view has not registered yet: it may still need the log
-            if rebuilds_under_way(self.conn):
+            if self.rebuilding():
                 return  # `syncline rebuild` reads the log from an older position
             views = [seqs[v] for v in self.views]
             upto = min([compactor_seq, *views])
@@ -52,6 +47,18 @@ class Retention:
             log.debug("retention skipped: %s", e)
             with contextlib.suppress(sqlite3.Error):
                 self.conn.execute("ROLLBACK")
+
+    def consumer_seqs(self) -> dict[str, int]:
+        """The position each view reported (internal consumers left out)."""
+        return {
+            str(r[0]): int(r[1])
+            for r in self.conn.execute(
+                "SELECT name, seq FROM consumers WHERE name NOT LIKE '\\_%' ESCAPE '\\'"
+            )
+        }
+
+    def rebuilding(self) -> bool:
+        return rebuilds_under_way(self.conn)
 
     def trimmed_seq(self) -> int:
         return int(get_meta(self.conn, "trimmed_seq", "0"))

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 import threading
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
@@ -21,16 +20,12 @@ from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
 from syncline.core.errors import LogError
+from syncline.log.nats import redact
 
 T = TypeVar("T")
 
 CALL_TIMEOUT = 30.0
 """Seconds any one call may take before it is an error (a stalled cluster)."""
-
-
-def redact(url: str) -> str:
-    """A server URL without its user and password (for messages)."""
-    return re.sub(r"//[^@/]*@", "//***@", url)
 
 
 def describe(servers: tuple[str, ...]) -> str:

@@ -1,34 +1,48 @@
-""":class:`syncline.log.base.LogObserver` and retention for the NATS log: records and
-positions from JetStream, the control plane from ``[log] path``."""
+""":class:`syncline.log.base.LogObserver` and retention for the NATS log: records from the
+stream, positions and the control plane from the KV bucket (any host)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 from syncline.core.config_models import LogConfig
-from syncline.log.embedded.observe import EmbeddedObserver
+from syncline.log.base import ConsumerRow, ErrorRow, FailureRow
 from syncline.log.embedded.retention import Retention
 from syncline.log.nats.client import Nats
+from syncline.log.nats.control import consumer_rows, entries, error_rows, failure_rows, live_rebuilds
 from syncline.log.nats.store import _events_upto, read_meta, record_header
 
 log = logging.getLogger("syncline.retention")
 
 
-class NatsObserver(EmbeddedObserver):
+class NatsObserver:
     def __init__(self, cfg: LogConfig) -> None:
-        super().__init__(Path(cfg.path))
         self.cfg = cfg
+        self.nats = Nats(cfg.servers, name="syncline-observer")
         try:
-            self.nats = Nats(cfg.servers, name="syncline-observer")
             self.kv = self.nats.kv(cfg.stream)
         except BaseException:
-            super().close()
+            self.nats.close()
             raise
 
     def meta(self, key: str, default: str = "") -> str:
         return read_meta(self.nats, self.kv, key, default)
+
+    def consumers(self) -> dict[str, ConsumerRow]:
+        return consumer_rows(self.nats.run(entries(self.kv, "c")))
+
+    def failures(self) -> dict[str, FailureRow]:
+        return failure_rows(self.nats.run(entries(self.kv, "f")))
+
+    def errors(self) -> list[ErrorRow]:
+        rows = error_rows(self.nats.run(entries(self.kv, "e")))
+        return [
+            ErrorRow(r.component, "" if r.name == "-" else r.name, r.error, r.transient, r.n) for r in rows
+        ]
 
     def held(self) -> tuple[int, int]:
         st = self.nats.run(self.nats.js.stream_info(self.cfg.stream)).state
@@ -61,9 +75,17 @@ class NatsObserver(EmbeddedObserver):
         """Not counted on this log (a PostgreSQL 13 one-pass snapshot shows no row count)."""
         return 0
 
+    def copy_requests_pending(self) -> int:
+        return len(self.nats.run(entries(self.kv, "copy")))
+
+    @contextlib.contextmanager
+    def consistent(self) -> Iterator[None]:
+        """Each read is one KV or stream read (positions move on between them; status
+        reads the views before the log's end, so lag is never negative)."""
+        yield
+
     def close(self) -> None:
         self.nats.close()
-        super().close()
 
 
 class NatsRetention(Retention):
@@ -74,6 +96,13 @@ class NatsRetention(Retention):
         self.cfg = cfg
         self.nats = Nats(cfg.servers, name="syncline-retention")
         self.kv = self.nats.kv(cfg.stream)
+
+    def consumer_seqs(self) -> dict[str, int]:
+        docs = self.nats.run(entries(self.kv, "c"))
+        return {n: int(d.get("seq", 0)) for n, d in docs.items() if not n.startswith("_")}
+
+    def rebuilding(self) -> bool:
+        return bool(live_rebuilds(self.nats.run(entries(self.kv, "rebuild"))))
 
     def trimmed_seq(self) -> int:
         return int(read_meta(self.nats, self.kv, "trimmed_seq", "0"))

@@ -53,6 +53,7 @@ from syncline.core.events import Checkpoint, Item, Relation, Transaction
 from syncline.log.base import LogLocked
 from syncline.log.embedded.store import PART_BYTES, EmbeddedLogWriter, get_meta
 from syncline.log.nats.client import Nats
+from syncline.log.nats.control import delete_key, entries
 from syncline.sources.postgres.pgoutput import RelationResolver, decode_items
 
 RECORD = "Syncline-Record"
@@ -336,6 +337,27 @@ class NatsLogWriter(EmbeddedLogWriter):
             self._rels_to_write.extend((o, seq, m, d) for o, m, d in self._rows_relations)
             self._rows_relations = []
 
+    # -- the control plane's requests and progress (in the KV bucket) ------------------------
+
+    def copy_requests(self) -> list[tuple[int, list[str]]]:
+        docs = self.nats.run(entries(self.kv, "copy"))
+        return sorted((int(k), [str(t) for t in d.get("tables", [])]) for k, d in docs.items())
+
+    def drop_copy_requests(self, upto: int) -> None:
+        async def go() -> None:
+            for k in await entries(self.kv, "copy"):
+                if int(k) <= upto:
+                    await delete_key(self.kv, f"copy.{k}")
+
+        self.nats.run(go())
+
+    def running_views_lag(self) -> int | None:
+        docs = self.nats.run(entries(self.kv, "c"))
+        seqs = [
+            int(d.get("seq", 0)) for n, d in docs.items() if d.get("state") == "running" and n != "_compactor"
+        ]
+        return self.hw - min(seqs) if seqs else None
+
     def apply_repair_requests(self) -> int:
         """Repairs asked for while ``run`` runs are not taken on this log yet (see
         :func:`syncline.verify.repair.request_repair`, which refuses them)."""
@@ -376,6 +398,39 @@ class NatsLogWriter(EmbeddedLogWriter):
         with contextlib.suppress(Exception):
             self.nats.close()
         super().close()
+
+
+def nats_log_exists(cfg: LogConfig) -> bool:
+    """Whether a capture has created this log (its ``pos`` key exists)."""
+    try:
+        conn = Nats(cfg.servers, name="syncline-probe")
+    except LogError:
+        return False
+    try:
+        kv = conn.kv(cfg.stream)
+        return bool(conn.run(_get_json(kv, "pos"))[0].get("epoch"))
+    except LogError:
+        return False
+    finally:
+        conn.close()
+
+
+def nats_capture_running(cfg: LogConfig) -> bool:
+    """Whether a capture holds the log's lease now."""
+    try:
+        conn = Nats(cfg.servers, name="syncline-probe")
+    except LogError:
+        return False
+    try:
+        pos = conn.run(_get_json(conn.kv(cfg.stream), "pos"))[0]
+    except LogError:
+        return False
+    finally:
+        conn.close()
+    host, pid, at = str(pos.get("host", "")), int(pos.get("pid", 0)), float(pos.get("at", 0))
+    if host == socket.gethostname() and not _alive(pid):
+        return False
+    return time.time() - at < LEASE_SECONDS
 
 
 def _alive(pid: int) -> bool:
