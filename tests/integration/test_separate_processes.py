@@ -1,0 +1,145 @@
+"""``syncline capture`` and ``syncline apply --view`` as separate processes over a NATS log,
+each with its own ``[log] path`` (nothing shared on disk, as on separate hosts): the views
+equal the source through kills of an applier and of the capture mid-transaction, and
+``status``, ``wait`` and ``verify`` answer from a fourth directory."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from syncline.testing.harness import Pipeline
+from syncline.testing.pgcluster import kill_group
+
+
+class Host:
+    """One "host": its own config (same source, log stream and views; its own path)."""
+
+    def __init__(self, p: Pipeline, name: str) -> None:
+        self.dir = p.workdir / name
+        self.dir.mkdir()
+        text = p.config_path.read_text().replace(f'path = "{p.log_path}"', f'path = "{self.dir / "state"}"')
+        assert text != p.config_path.read_text()
+        self.config = self.dir / "syncline.toml"
+        self.config.write_text(text)
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.runs = 0
+
+    def start(self, *args: str) -> None:
+        self.runs += 1
+        with open(self.dir / f"out{self.runs}.log", "wb") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "syncline", *args, "-c", str(self.config)],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.args = args
+
+    def restart(self) -> None:
+        self.start(*self.args)
+
+    def kill(self) -> None:
+        kill_group(self.proc)
+        self.proc = None
+
+    def stop(self) -> int:
+        assert self.proc is not None
+        self.proc.terminate()
+        code = self.proc.wait(60)
+        self.proc = None
+        return code
+
+    def cli(self, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "syncline", *args, "-c", str(self.config)],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    def output(self) -> str:
+        return "\n".join(f.read_text(errors="replace") for f in sorted(self.dir.glob("out*.log")))
+
+
+def writer(dsn: str, stop: threading.Event, errors: list[BaseException]) -> None:
+    try:
+        with psycopg.connect(dsn, autocommit=True) as c:
+            i = 0
+            while not stop.is_set():
+                i += 1
+                c.execute(
+                    "INSERT INTO items (id, v) VALUES (%s, 'new') ON CONFLICT (id) DO UPDATE SET v = 'again'",
+                    (i % 700,),
+                )
+                c.execute("UPDATE counters SET n = n + 1 WHERE id = %s", (i % 10,))
+                time.sleep(0.002)
+    except BaseException as e:  # noqa: BLE001 - reported by the test
+        errors.append(e)
+
+
+@pytest.mark.parametrize("views", [("postgres", "redis")])
+def test_capture_and_appliers_in_separate_processes(
+    pg: object, tmp_path: Path, views: tuple[str, ...]
+) -> None:
+    p = Pipeline(pg, tmp_path, views=views, log_kind="nats")  # type: ignore[arg-type]
+    hosts: list[Host] = []
+    try:
+        p.sql(
+            "CREATE TABLE items (id int PRIMARY KEY, v text);"
+            "CREATE TABLE counters (id int PRIMARY KEY, n bigint NOT NULL);"
+            "INSERT INTO counters SELECT g, 0 FROM generate_series(0, 9) g;"
+            "INSERT INTO items SELECT g, 'old' FROM generate_series(1000, 3000) g"
+        )
+        capture, apply_r, apply_c, ops = (Host(p, n) for n in ("capture", "replica", "cache", "ops"))
+        hosts += [capture, apply_r, apply_c]
+        apply_r.start("apply", "--view", "replica")  # before the log exists: it waits for it
+        capture.start("capture")
+        apply_c.start("apply", "--view", "cache")
+        stop = threading.Event()
+        errors: list[BaseException] = []
+        t = threading.Thread(target=writer, args=(p.source_dsn, stop, errors))
+        t.start()
+        try:
+            r = ops.cli("wait", "--timeout", "120")
+            assert r.returncode == 0, r.stdout + r.stderr + capture.output() + apply_r.output()
+            time.sleep(1)
+            apply_r.kill()  # an applier dies; the other and the capture go on
+            time.sleep(2)
+            apply_r.restart()
+            # the capture dies inside a big transaction, then comes back
+            p.sql("INSERT INTO items SELECT g, repeat('x', 300) FROM generate_series(10000, 90000) g")
+            time.sleep(0.5)
+            capture.kill()
+            time.sleep(1)
+            capture.restart()
+            time.sleep(2)
+        finally:
+            stop.set()
+            t.join()
+        assert not errors, errors
+        r = ops.cli("wait", "--timeout", "180")
+        assert r.returncode == 0, r.stdout + r.stderr + capture.output()
+        st = json.loads(ops.cli("status", "--json").stdout)
+        assert st["log"]["kind"] == "nats" and st["log"]["stream"] == p.cfg.log.stream
+        assert {n: v["state"] for n, v in st["views"].items()} == {"replica": "running", "cache": "running"}
+        p.assert_equal()
+        r = ops.cli("verify", "-q")
+        assert r.returncode == 0, r.stdout + r.stderr
+        # nothing applied twice: each counter in the replica equals the source's
+        assert p.sql("SELECT id, n FROM counters ORDER BY id") == p.sql(
+            "SELECT id, n FROM public.counters ORDER BY id", p.replica_db
+        )
+        for h in hosts:
+            assert h.stop() == 0, h.output()
+    finally:
+        for h in hosts:
+            h.kill()
+        p.close()
