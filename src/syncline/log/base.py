@@ -199,6 +199,16 @@ class LogControl(Protocol):
         """Forget consumers not in ``keep`` (views no longer configured); their names."""
         ...
 
+    def lease_view(self, name: str) -> str | None:
+        """Take or refresh this process's lease on applying view ``name``: None when it is
+        ours now, else who holds it. One applier per view across hosts (on one host a file
+        lock in ``[log] path`` says the same)."""
+        ...
+
+    def release_view(self, name: str) -> None:
+        """Let go of :meth:`lease_view`'s lease (a clean stop)."""
+        ...
+
     def request_copy(self, tables: list[str]) -> None:
         """``syncline snapshot``: ask the capture to copy ``tables`` again."""
         ...

@@ -204,6 +204,8 @@ def view_main(cfg: Config, vcfg: ViewConfig) -> int:
     backoff = Backoff()
     while not stop.is_set():
         view = None
+        if not _lease(consumers, vcfg.name, stop, log):
+            return 0
         try:
             view = create_view(vcfg)
             cp = view.open()
@@ -214,6 +216,7 @@ def view_main(cfg: Config, vcfg: ViewConfig) -> int:
                 raise TransientViewError(f"reading the log: {e}") from e
             _close_reporting(view, vcfg, consumers)
             consumers.update(vcfg.name, vcfg.kind, state="stopped")
+            consumers.release_view(vcfg.name)
             return 0
         except PausedForRebuild:
             assert view is not None
@@ -353,11 +356,21 @@ def _sequence_meta(reader: LogCursor) -> Callable[[], dict[str, object]]:
 
 
 def _pause_check(control: LogControl, name: str) -> Callable[[], bool]:
-    """Whether ``syncline rebuild`` asks this view's worker to pause (read twice a second)."""
-    state = {"at": 0.0, "paused": False}
+    """Whether ``syncline rebuild`` asks this view's worker to pause (read twice a second);
+    every few seconds it refreshes the worker's lease on the view, and raises when another
+    applier took it over (the view is then applied by one process only)."""
+    state = {"at": 0.0, "paused": False, "leased": time.monotonic()}
 
     def get() -> bool:
         now = time.monotonic()
+        if now - state["leased"] >= 3.0:
+            state["leased"] = now
+            try:
+                holder = control.lease_view(name)
+            except LogError:
+                holder = None  # the log is away: the reads fail on their own
+            if holder is not None:
+                raise TransientViewError(f"view {name}: another applier took it over ({holder})")
         if now - state["at"] >= 0.5:
             state["at"] = now
             with contextlib.suppress(LogError, sqlite3.Error):
@@ -412,7 +425,8 @@ def _apply_loop(
     events = 0
     in_txn = 0  # events of the batches of a source transaction not yet committed
     while not stop.is_set():
-        if paused is not None and not open_txn and paused():
+        # called on every turn: it also keeps this applier's lease on the view
+        if paused is not None and paused() and not open_txn:
             raise PausedForRebuild
         txns = prefetch.get(0.05)
         if txns:
@@ -501,6 +515,21 @@ def wait_flock(
                 warned = True
                 on_long_wait()
             stop.wait(0.1)
+    return False
+
+
+def _lease(control: LogControl, name: str, stop: threading.Event, log: logging.Logger) -> bool:
+    """One applier per view across hosts: wait until this process holds the view's lease
+    (False: stopped first)."""
+    warned = False
+    while not stop.is_set():
+        holder = control.lease_view(name)
+        if holder is None:
+            return True
+        if not warned:
+            warned = True
+            log.warning("view %s is applied by %s; waiting until it stops", name, holder)
+        stop.wait(1.0)
     return False
 
 

@@ -171,6 +171,13 @@ class EmbeddedControl:
             self.conn.execute("DELETE FROM consumers WHERE name = ?", (n,))
         return gone
 
+    def lease_view(self, name: str) -> str | None:
+        """One host: the worker's file lock (``view-NAME.lock``) is the lease."""
+        return None
+
+    def release_view(self, name: str) -> None:
+        pass
+
     def request_copy(self, tables: list[str]) -> None:
         self.conn.execute(
             "INSERT INTO copy_requests (tables, requested_at) VALUES (?, ?)",

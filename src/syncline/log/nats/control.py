@@ -69,6 +69,10 @@ async def delete_key(kv: KeyValue, key: str) -> None:
         await kv.purge(key)
 
 
+VIEW_LEASE = 15.0
+"""Seconds a view's applier lease lasts without a refresh (refreshed every few seconds)."""
+
+
 def _alive(host: str, pid: int) -> bool:
     """A process on this host is alive; one on another host is taken to be."""
     if host != socket.gethostname():
@@ -226,6 +230,38 @@ class NatsControl:
             self.nats.run(delete_key(self.kv, f"c.{n}"))
             self._consumers.pop(n, None)
         return gone
+
+    def lease_view(self, name: str) -> str | None:
+        key = f"lock.{name}"
+        me = {"host": socket.gethostname(), "pid": os.getpid(), "at": time.time()}
+
+        async def go() -> str | None:
+            try:
+                e = await self.kv.get(key)
+                doc, rev = (json.loads(e.value) if e.value else {}), int(e.revision or 0)
+            except nats.js.errors.KeyNotFoundError:
+                doc, rev = {}, 0
+            host, pid, at = str(doc.get("host", "")), int(doc.get("pid", 0)), float(doc.get("at", 0))
+            mine = (host, pid) == (me["host"], me["pid"])
+            if doc and not mine and time.time() - at < VIEW_LEASE and _alive(host, pid):
+                return f"process {pid} on {host}"
+            data = json.dumps(me).encode()
+            try:
+                if rev == 0:
+                    await self.kv.create(key, data)
+                else:
+                    await self.kv.update(key, data, last=rev)
+            except (nats.js.errors.KeyWrongLastSequenceError, nats.js.errors.APIError):
+                return "another process (it took the lease just now)"
+            return None
+
+        return self.nats.run(go())
+
+    def release_view(self, name: str) -> None:
+        """Let go of the lease (a clean stop: another applier may take over at once)."""
+        doc = self.nats.run(get_doc(self.kv, f"lock.{name}"))
+        if doc.get("pid") == os.getpid() and doc.get("host") == socket.gethostname():
+            self.nats.run(delete_key(self.kv, f"lock.{name}"))
 
     def request_copy(self, tables: list[str]) -> None:
         rid = time.time_ns()
