@@ -475,6 +475,15 @@ def _fill_from_compacted(
     """A new view, and the log was trimmed: fill it from the compacted log, then continue."""
     from syncline.log.embedded.compact import iter_compacted
 
+    if not (path / "compact.db").exists():
+        # the compactor keeps its state where the capture runs: on another host, nothing
+        # here can fill the view, and following the trimmed log would lose its first rows
+        raise ViewError(
+            f"view {vcfg.name} is new and the log was trimmed, but the compacted log that fills a new"
+            f" view is not in {path} (it is kept where `syncline capture` runs)",
+            action=f"start `syncline apply --view {vcfg.name}` once where the capture runs (same"
+            " [log] path), or configure the view where the capture runs before the log is trimmed",
+        )
     log.info("view %s is new and the log was trimmed: filling it from the compacted log", vcfg.name)
     consumers.update(vcfg.name, vcfg.kind, state="filling")
     relations: dict[int, Relation] = {}

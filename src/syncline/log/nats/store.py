@@ -22,8 +22,8 @@ up to it, and the source is told to forget WAL only up to ``hw``'s transactions.
 that died leaves messages above ``hw``: the next one deletes them before it appends, under a
 new epoch; readers that saw the old epoch start again from their position.
 
-The control plane (consumer states, failures, copy and repair requests) and the compacted
-log stay in ``[log] path`` on the host that runs ``syncline run``.
+The control plane is in the same bucket (:mod:`syncline.log.nats.control`); the compacted
+log stays in the ``[log] path`` of the host that runs the capture.
 """
 
 from __future__ import annotations
