@@ -1282,30 +1282,9 @@ def print_summary(rounds: list[Round], bigs: list[Round]) -> None:
 
 def nats_group(work: Path, n: int) -> list[Any]:
     """``n`` private JetStream servers on this machine, clustered when ``n`` > 1."""
-    from syncline.testing.natsserver import NatsServer
-    from syncline.testing.pgcluster import free_port
+    from syncline.testing.natsserver import nats_cluster
 
-    ports = [(free_port(), free_port()) for _ in range(n)]
-    group = []
-    for i, (port, cport) in enumerate(ports):
-        routes = tuple(f"nats://127.0.0.1:{c}" for j, (_p, c) in enumerate(ports) if j != i) if n > 1 else ()
-        group.append(
-            NatsServer(
-                work / f"n{i + 1}",
-                name=f"n{i + 1}",
-                port=port,
-                cluster_port=cport if n > 1 else None,
-                routes=routes,
-                start=False,
-            )
-        )
-    for g in group:
-        g.start(wait=False)
-    for g in group:
-        g.wait_ready()
-    if n > 1:
-        time.sleep(3)  # a meta leader is elected
-    return group
+    return list(nats_cluster(work, n))
 
 
 def nats_version() -> str:

@@ -32,6 +32,13 @@ class LogError(SynclineError):
     """The durable log failed (disk full, corrupt, held by another process)."""
 
 
+class LogUnavailable(LogError):
+    """The log's servers do not answer now (a network cut, a leader election, a restart):
+    retried with back-off; nothing is lost meanwhile."""
+
+    transient = True
+
+
 class ViewError(SynclineError):
     """A view could not apply a batch.
 

@@ -99,6 +99,11 @@ def view_entry(cfg: Config, vcfg: ViewConfig) -> None:
     raise SystemExit(view_main(cfg, vcfg))
 
 
+REACHED = "log-reached"
+"""A file in ``[log] path``: this host's capture has opened the log once (an unreachable log
+is then retried; before, it is a configuration error)."""
+
+
 def capture_main(cfg: Config) -> int:
     stop = _child_setup(cfg, "capture")
     log = logging.getLogger("syncline.capture")
@@ -118,9 +123,14 @@ def capture_main(cfg: Config) -> int:
                         raise SourceError(keyless_refusal(v.name, v.kind, q))
 
     locked_since: float | None = None
+    opened = False
     while not stop.is_set():
         try:
             writer = open_appender(cfg.log)
+            if not opened:
+                opened = True
+                with contextlib.suppress(OSError):
+                    (Path(cfg.log.path) / REACHED).touch()
         except LogLocked as e:
             # A previous `run` may still be dying (its workers exit with their parent).
             now = time.monotonic()
@@ -131,8 +141,14 @@ def capture_main(cfg: Config) -> int:
             stop.wait(0.5)
             continue
         except LogError as e:
-            log.error("%s", e)
-            return EXIT_TERMINAL
+            if not e.transient or not (opened or (Path(cfg.log.path) / REACHED).exists()):
+                # a log never reached is almost always a wrong [log] setting: say so and stop
+                log.error("%s", e)
+                return EXIT_TERMINAL
+            delay = backoff.next_delay()
+            log.warning("%s; retrying in %.1fs", e, delay)
+            stop.wait(delay)
+            continue
         started = time.monotonic()
         try:
             _set_state(writer, "starting", "")

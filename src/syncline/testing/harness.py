@@ -49,6 +49,8 @@ class Pipeline:
         log_path: Path | None = None,
         http_listen: str | None = None,
         log_kind: str | None = None,
+        nats_servers: tuple[str, ...] = (),
+        nats_replicas: int = 1,
     ) -> None:
         self.cluster = cluster
         self.workdir = workdir
@@ -69,8 +71,15 @@ class Pipeline:
         if self.log_kind == "nats":
             from syncline.testing.natsserver import NatsServer
 
-            self.nats = NatsServer(workdir / "nats")
-            log_lines = ['kind = "nats"', f'servers = ["{self.nats.url}"]', f'stream = "s{tag}"']
+            if not nats_servers:
+                self.nats = NatsServer(workdir / "nats")
+                nats_servers = (self.nats.url,)
+            log_lines = [
+                'kind = "nats"',
+                "servers = [" + ", ".join(f'"{u}"' for u in nats_servers) + "]",
+                f'stream = "s{tag}"',
+                f"replicas = {nats_replicas}",
+            ]
         lines = [
             "[source]",
             f'dsn = "{self.source_dsn}"',

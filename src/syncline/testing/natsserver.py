@@ -109,3 +109,55 @@ class NatsServer:
                 self.proc.kill()
                 self.proc.wait()
             self.proc = None
+
+
+def nats_cluster(workdir: Path, n: int = 3) -> list[NatsServer]:
+    """``n`` private JetStream servers on this machine, clustered (routes between them) when
+    ``n`` > 1; returns once a meta leader answers."""
+    from syncline.testing.pgcluster import free_port
+
+    ports = [(free_port(), free_port()) for _ in range(n)]
+    group = []
+    for i, (port, cport) in enumerate(ports):
+        routes = tuple(f"nats://127.0.0.1:{c}" for j, (_p, c) in enumerate(ports) if j != i)
+        group.append(
+            NatsServer(
+                workdir / f"n{i + 1}",
+                name=f"n{i + 1}",
+                port=port,
+                cluster_port=cport if n > 1 else None,
+                routes=routes if n > 1 else (),
+                start=False,
+            )
+        )
+    for g in group:
+        g.start(wait=False)
+    for g in group:
+        g.wait_ready()
+    if n > 1:
+        wait_jetstream(group[0].url)
+    return group
+
+
+def wait_jetstream(url: str, timeout: float = 30.0) -> None:
+    """Until JetStream answers at ``url`` (a cluster has elected its meta leader)."""
+    import asyncio
+
+    import nats
+
+    async def probe() -> bool:
+        nc = await nats.connect(url, connect_timeout=2, max_reconnect_attempts=0)
+        try:
+            await nc.jetstream().account_info()
+            return True
+        except Exception:  # not ready yet
+            return False
+        finally:
+            await nc.close()
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if asyncio.run(probe()):
+            return
+        time.sleep(0.3)
+    raise RuntimeError(f"JetStream at {url} did not become ready")

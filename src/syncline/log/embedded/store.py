@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import json
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Concatenate, ParamSpec, TypeVar
 
 from syncline.core.codec import relation_from_json, relation_to_json
 from syncline.core.errors import LogError
@@ -130,11 +132,34 @@ def set_meta(conn: sqlite3.Connection, key: str, value: str | int) -> None:
 
 LogLocked = base.LogLocked
 
+W = TypeVar("W", bound="EmbeddedLogWriter")
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def poisons(fn: Callable[Concatenate[W, P], R]) -> Callable[Concatenate[W, P], R]:
+    """A writer whose write or sync failed is *broken*: what it had buffered may not be in
+    the log, so it must never again move ``hw`` (a later sync would cover records that were
+    never written). Only a new writer, which starts again from the durable ``hw``, may."""
+
+    @functools.wraps(fn)
+    def wrapper(self: W, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        if self.broken:
+            raise LogError(f"the log writer at {self.where} failed earlier; a new one must be opened")
+        try:
+            return fn(self, *args, **kwargs)
+        except BaseException:
+            self.broken = True
+            raise
+
+    return wrapper
+
 
 class EmbeddedLogWriter:
     """The single appender. Holds an exclusive lock on the data directory."""
 
     part_bytes = PART_BYTES
+    broken = False
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -212,8 +237,10 @@ class EmbeddedLogWriter:
         return get_meta(self.conn, key, default)
 
     def set_meta_now(self, **values: str | int) -> None:
-        """Write metadata durably right away (outside the data path)."""
-        self.sync()
+        """Write metadata durably right away (outside the data path; a broken writer still
+        records its state, without syncing the data)."""
+        if not self.broken:
+            self.sync()
         self.conn.execute("BEGIN IMMEDIATE")
         for k, v in values.items():
             set_meta(self.conn, k, v)
@@ -317,6 +344,7 @@ class EmbeddedLogWriter:
     def pending_bytes(self) -> int:
         return self._rows_bytes
 
+    @poisons
     def _write_rows(self) -> None:
         if not self._in_tx:
             self.conn.execute("BEGIN IMMEDIATE")
@@ -339,6 +367,7 @@ class EmbeddedLogWriter:
         self._rows = []
         self._rows_bytes = 0
 
+    @poisons
     def _commit_partial(self) -> None:
         """Commit rows of a transaction still being received, without moving ``hw``: the
         write lock is released (readers and the views' bookkeeping are never blocked for
@@ -350,6 +379,7 @@ class EmbeddedLogWriter:
                 raise LogError(f"cannot write the log at {self.path}: {e}") from e
             self._in_tx = False
 
+    @poisons
     def sync(self, received_lsn: int | None = None) -> int:
         """Write buffered records and commit durably; return the durable end LSN."""
         dirty = (

@@ -19,7 +19,7 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
-from syncline.core.errors import LogError
+from syncline.core.errors import LogError, LogUnavailable
 from syncline.log.nats import redact
 
 T = TypeVar("T")
@@ -63,9 +63,9 @@ class Nats:
                 disconnected_cb=_quiet_none,
             )
         except nats.errors.NoServersError as e:
-            raise LogError(f"cannot reach NATS at {self.where}: no server answered ({e})") from None
+            raise LogUnavailable(f"cannot reach NATS at {self.where}: no server answered ({e})") from None
         except (OSError, TimeoutError, nats.errors.Error) as e:
-            raise LogError(f"cannot connect to NATS at {self.where}: {type(e).__name__}: {e}") from None
+            raise LogUnavailable(f"cannot connect to NATS at {self.where}: {type(e).__name__}: {e}") from None
 
     def run(self, coro: Coroutine[Any, Any, T], timeout: float = CALL_TIMEOUT) -> T:
         """Run ``coro`` on the connection's loop and return its result (LogError on NATS
@@ -75,20 +75,24 @@ class Nats:
             return fut.result(timeout)
         except TimeoutError:
             fut.cancel()
-            raise LogError(f"NATS at {self.where} did not answer within {timeout:.0f} s") from None
+            raise LogUnavailable(f"NATS at {self.where} did not answer within {timeout:.0f} s") from None
         except nats.js.errors.ServiceUnavailableError:
-            raise LogError(
+            raise LogUnavailable(
                 f"JetStream is not available at {self.where} (is the server started with -js, and"
                 " does the cluster have a leader?)"
             ) from None
         except nats.js.errors.APIError as e:
             raise LogError(f"JetStream at {self.where} refused: {e.description or e}") from None
-        except nats.errors.NoRespondersError:
-            raise LogError(f"no JetStream answers at {self.where} (is JetStream enabled?)") from None
+        except (nats.errors.NoRespondersError, nats.js.errors.NoStreamResponseError):
+            raise LogUnavailable(
+                f"no JetStream answers at {self.where} (a leader election, or JetStream not enabled)"
+            ) from None
         except nats.errors.TimeoutError:
-            raise LogError(f"NATS at {self.where} did not answer in time") from None
-        except nats.errors.ConnectionClosedError:
-            raise LogError(f"the connection to NATS at {self.where} is closed") from None
+            raise LogUnavailable(f"NATS at {self.where} did not answer in time") from None
+        except nats.errors.Error as e:  # connection closed, stale, reconnecting ...
+            raise LogUnavailable(f"NATS at {self.where}: {type(e).__name__}: {e}") from None
+        except (OSError, asyncio.CancelledError) as e:
+            raise LogUnavailable(f"NATS at {self.where}: {type(e).__name__}: {e}") from None
 
     def call(self, fn: Callable[[], Awaitable[T]], timeout: float = CALL_TIMEOUT) -> T:
         async def go() -> T:

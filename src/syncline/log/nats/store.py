@@ -5,8 +5,9 @@ Layout (``[log] stream = S``):
 - stream ``S``, subject ``S.rec``: one message per log record (a part of a transaction:
   framed change messages, the same record the embedded log keeps), its header
   ``Syncline-Record`` holding ``commit_lsn end_lsn xid commit_time last snapshot first_ord
-  count events``, ``events`` counting every change event up to this record (so lag in
-  events is the difference of two records' headers). The stream sequence *is* the record's
+  count events prev``: ``events`` counts every change event up to this record (so lag in
+  events is the difference of two records' headers), ``prev`` is the seq of the record before
+  it (readers check the chain: a record is never skipped unnoticed). The stream sequence *is* the record's
   seq. A record larger than the server's ``max_payload`` is sent as consecutive chunks
   (header ``Syncline-Chunk: i/n``); its seq is the last chunk's.
 - KV bucket ``S-meta``: ``pos`` (the high-water mark ``hw``: every record up to it belongs to
@@ -48,10 +49,10 @@ from nats.js.kv import KeyValue
 
 from syncline.core.codec import relation_from_json
 from syncline.core.config_models import LogConfig
-from syncline.core.errors import LogError
+from syncline.core.errors import LogError, LogUnavailable
 from syncline.core.events import Checkpoint, Item, Relation, Transaction
 from syncline.log.base import LogLocked
-from syncline.log.embedded.store import PART_BYTES, EmbeddedLogWriter, get_meta
+from syncline.log.embedded.store import PART_BYTES, EmbeddedLogWriter, get_meta, poisons
 from syncline.log.nats.client import Nats
 from syncline.log.nats.control import delete_key, entries
 from syncline.sources.postgres.pgoutput import RelationResolver, decode_items
@@ -158,6 +159,12 @@ class NatsLogWriter(EmbeddedLogWriter):
             )
         hw = int(pos.get("hw", 0))
         last = int(info.state.last_seq or 0)
+        if hw > last:
+            raise LogError(
+                f"the log's position (record {hw}) is beyond the last record of the NATS stream"
+                f" {self.cfg.stream!r} ({last}): the stream was deleted or replaced; start a new log"
+                " (another [log] stream) and rebuild the views"
+            )
         if last > hw:  # the tail of a transaction cut short by a crash
             self.nats.run(self._delete_range(hw + 1, last))
         self.epoch = secrets.token_hex(8)
@@ -166,6 +173,7 @@ class NatsLogWriter(EmbeddedLogWriter):
         self._pos_rev = rev
         self._last_seq = last
         self._cum = self.nats.run(_events_upto(self.nats, self.kv, self.cfg.stream, hw))
+        self._prev_rec = hw
         self._futures: list[asyncio.Future[api.PubAck]] = []
         self.hw = self._pending_hw = hw
         self.next_seq = last + 1
@@ -199,7 +207,8 @@ class NatsLogWriter(EmbeddedLogWriter):
         return default if v is None else str(v)
 
     def set_meta_now(self, **values: str | int) -> None:
-        self.sync()
+        if not self.broken:
+            self.sync()
         doc = dict(self._meta_doc)
         doc.update({k: str(v) for k, v in values.items()})
         self._meta_rev = self._cas("meta", doc, self._meta_rev)
@@ -238,6 +247,7 @@ class NatsLogWriter(EmbeddedLogWriter):
         self.next_seq += chunks
         return self.next_seq - 1
 
+    @poisons
     def _write_rows(self) -> None:
         """Publish the buffered records (their acknowledgements are awaited by :meth:`sync`)."""
         if not self._rows:
@@ -252,7 +262,8 @@ class NatsLogWriter(EmbeddedLogWriter):
         for row in rows:
             seq, data = int(row[0]), bytes(row[9])
             self._cum += int(row[8])
-            head = " ".join(str(int(v)) for v in (*row[1:9], self._cum))
+            head = " ".join(str(int(v)) for v in (*row[1:9], self._cum, self._prev_rec))
+            self._prev_rec = seq
             n = max(1, -(-len(data) // self._chunk))
             first = seq - n + 1
             for i in range(n):
@@ -279,10 +290,12 @@ class NatsLogWriter(EmbeddedLogWriter):
             if a.duplicate:  # pragma: no cover - ids are unique per epoch
                 raise LogError(f"the NATS stream {self.cfg.stream!r} took record {a.seq} twice")
 
+    @poisons
     def _commit_partial(self) -> None:
         self.nats.run(self._await_acks())
         super()._commit_partial()
 
+    @poisons
     def sync(self, received_lsn: int | None = None) -> int:
         dirty = (
             bool(self._rows)
@@ -387,6 +400,7 @@ class NatsLogWriter(EmbeddedLogWriter):
         self._pos = dict.fromkeys(POS_KEYS, 0)
         self._pos.update(epoch_start=self.next_seq)
         self._cum = 0
+        self._prev_rec = 0
         self._put_pos()
         self._meta_doc, self._meta_rev = {}, 0
         self._relations_latest.clear()
@@ -456,6 +470,14 @@ async def _load_relations(kv: KeyValue) -> dict[int, list[list[Any]]]:
     return out
 
 
+class _Gap(Exception):
+    """A record whose predecessor is not the record read before it."""
+
+    def __init__(self, seq: int, prev: int, expected: int) -> None:
+        super().__init__(seq, prev, expected)
+        self.seq, self.prev, self.expected = seq, prev, expected
+
+
 class NatsLogReader:
     """Reads committed records for one consumer from the stream, from any host."""
 
@@ -473,6 +495,7 @@ class NatsLogReader:
         self._sub: Any = None
         self._epoch = ""
         self._next = 0
+        self._prev = 0
         self._ahead: list[Any] = []
         self._load_relations()
 
@@ -510,7 +533,19 @@ class NatsLogReader:
         if epoch != self._epoch or self._next != after.seq + 1:
             self.nats.run(self._resubscribe(after.seq + 1))
             self._epoch = epoch
-        msgs = self.nats.run(self._fetch(hw, max_events))
+        try:
+            msgs = self.nats.run(self._fetch(hw, max_events))
+        except _Gap:
+            # the consumer skipped a record (a redelivery across a leader change): once more
+            # from the view's position; a record really missing is an error, never skipped
+            self.nats.run(self._resubscribe(after.seq + 1))
+            try:
+                msgs = self.nats.run(self._fetch(hw, max_events))
+            except _Gap as gap:
+                raise LogError(
+                    f"the NATS stream {self.cfg.stream!r} misses records: record {gap.seq} follows"
+                    f" record {gap.prev}, but the last record before it is {gap.expected}"
+                ) from None
         out: list[Transaction] = []
         for seq, head, data in msgs:
             clsn, end, xid, ctime, last, snap, ford = head[:7]
@@ -534,6 +569,7 @@ class NatsLogReader:
             pending_bytes_limit=256 << 20,
         )
         self._next = start
+        self._prev = start - 1
 
     async def _fetch(self, hw: int, max_events: int) -> list[tuple[int, list[int], bytes]]:
         out: list[tuple[int, list[int], bytes]] = []
@@ -546,7 +582,7 @@ class NatsLogReader:
                 try:
                     msg = await self._sub.next_msg(timeout=10.0)
                 except nats.errors.TimeoutError:
-                    raise LogError(
+                    raise LogUnavailable(
                         f"the NATS stream {self.cfg.stream!r} did not deliver record {self._next}"
                         f" (the log says records up to {hw} are there)"
                     ) from None
@@ -566,6 +602,10 @@ class NatsLogReader:
             else:
                 data = msg.data
             head = _ints(hdr[RECORD])
+            if len(head) > 9 and head[9] != self._prev:
+                self._epoch = ""  # start again from the caller's position next time
+                raise _Gap(seq, head[9], self._prev)
+            self._prev = seq
             out.append((seq, head, data))
             self._next = seq + 1
             events += head[7]
