@@ -67,6 +67,8 @@ def status_problems(st: dict[str, Any]) -> list[str]:
     if src.get("reachable") is False:
         out.append(f"source unreachable: {src.get('error') or 'no connection'}")
     lg = st.get("log", {})
+    if lg.get("state") == "unreachable":
+        out.append(f"log unreachable: {lg.get('error') or ''}".rstrip(": "))
     if lg.get("capture_state") == "failed":
         out.append(f"capture failed: {lg.get('capture_error') or ''}".rstrip(": "))
     for name, v in st.get("views", {}).items():
@@ -103,6 +105,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         + (f" retries={lg['capture_retries']}" if lg.get("capture_retries") else "")
         + (f" errors={lg['capture_errors']}" if lg.get("capture_errors") else "")
         + (f" error={lg['capture_error']}" if lg.get("capture_error") else "")
+        + (f" error={lg['error']}" if lg.get("error") else "")
         + (
             " copying="
             + ",".join(
@@ -125,7 +128,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             str(v.get("applied_lsn")),
             str(v.get("applied_seq", 0)),
             str(v.get("applied_events", 0)),
-            f"{v.get('lag_seconds', 0):.3f}",
+            "-" if v.get("lag_seconds") is None else f"{v['lag_seconds']:.3f}",
             str(v.get("lag_events")),
             str(v.get("retries", 0)),
             " ".join((v.get("error") or "").split()),

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from syncline.core.config_models import LogConfig
+from syncline.core.errors import LogError
 from syncline.log.base import LogAppender, LogControl, LogCursor, LogObserver
 
 if TYPE_CHECKING:
@@ -26,6 +27,14 @@ def log_exists(log: LogConfig) -> bool:
 
         return nats_log_exists(log)
     return (Path(log.path) / "log.db").exists()
+
+
+def log_ready(log: LogConfig) -> bool:
+    """:func:`log_exists`, and False while the log cannot be reached (for polling)."""
+    try:
+        return log_exists(log)
+    except LogError:
+        return False
 
 
 def capture_running(log: LogConfig) -> bool:

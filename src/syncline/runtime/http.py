@@ -32,7 +32,7 @@ from urllib.parse import parse_qs, urlsplit
 from syncline.core.config_models import Config
 from syncline.core.errors import LogError, SynclineError, TablesNotFollowed, ViewFailed, redact
 from syncline.core.lsn import format_lsn, parse_lsn
-from syncline.log import log_exists, open_observer
+from syncline.log import log_ready, open_observer
 from syncline.log.base import LogBusy
 from syncline.runtime.metrics import CONTENT_TYPE, Metrics
 from syncline.runtime.status import (
@@ -287,7 +287,7 @@ class ApiServer:
 def _states(cfg: Config) -> tuple[str, dict[str, str]]:
     """The capture's state and each configured view's, as recorded in the log."""
     views = {v.name: "new" for v in cfg.views}
-    if not log_exists(cfg.log):
+    if not log_ready(cfg.log):
         return "starting", views
     try:
         obs = open_observer(cfg.log)

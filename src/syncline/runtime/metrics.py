@@ -20,7 +20,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from syncline.core.config_models import Config
 from syncline.core.errors import LogError
 from syncline.core.lsn import parse_lsn
-from syncline.log import log_exists, open_observer
+from syncline.log import log_ready, open_observer
 from syncline.log.base import ErrorRow, LogBusy, LogObserver
 from syncline.runtime.status import (
     capture_state,
@@ -76,7 +76,7 @@ class SynclineCollector(Collector):
             out.append(up)
         self._source_metrics(out)
         obs: LogObserver | None = None
-        if log_exists(self.cfg.log):
+        if log_ready(self.cfg.log):
             with contextlib.suppress(LogError):
                 obs = open_observer(self.cfg.log)
         if obs is None:

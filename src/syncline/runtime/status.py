@@ -13,7 +13,7 @@ from typing import Any
 from syncline.core.config_models import Config
 from syncline.core.errors import LogError, ViewFailed
 from syncline.core.lsn import format_lsn
-from syncline.log import log_exists, open_observer
+from syncline.log import log_exists, log_ready, open_observer
 from syncline.log.base import LogBusy, LogObserver
 from syncline.sources.registry import open_admin
 
@@ -111,7 +111,22 @@ def view_status(obs: LogObserver, cfg: Config) -> dict[str, Any]:
 def status(cfg: Config, with_source: bool = True) -> dict[str, Any]:
     result: dict[str, Any] = {}
     result["source"] = open_admin(cfg).status() if with_source else {}
-    if log_exists(cfg.log):
+    try:
+        exists = log_exists(cfg.log)
+    except LogError as e:  # the log's servers do not answer: say so, never "new"
+        result["log"] = {**log_where(cfg), "state": "unreachable", "error": str(e)}
+        result["views"] = {
+            v.name: {
+                "kind": v.kind,
+                "state": "unknown",
+                "applied_lsn": None,
+                "lag_seconds": None,
+                "lag_events": None,
+            }
+            for v in cfg.views
+        }
+        return result
+    if exists:
         with contextlib.suppress(LogBusy):  # `run` is creating the log right now
             obs = open_observer(cfg.log)
             try:
@@ -144,7 +159,7 @@ def wait_caught_up(
     obs: LogObserver | None = None
     try:
         while True:
-            if obs is None and log_exists(cfg.log):
+            if obs is None and log_ready(cfg.log):
                 with contextlib.suppress(LogError):
                     obs = open_observer(cfg.log)
             if obs is not None:
@@ -168,7 +183,7 @@ def applied_positions(cfg: Config, views: Iterable[str]) -> dict[str, dict[str, 
     """Each named view's recorded state and applied position (for ``/wait``'s answer)."""
     names = list(views)
     out: dict[str, dict[str, Any]] = {n: {"state": "new", "applied_lsn": None} for n in names}
-    if not log_exists(cfg.log):
+    if not log_ready(cfg.log):
         return out
     with contextlib.suppress(LogError):
         obs = open_observer(cfg.log)
@@ -184,7 +199,7 @@ def applied_positions(cfg: Config, views: Iterable[str]) -> dict[str, dict[str, 
 def views_caught_up(cfg: Config, lsn: int, views: list[str]) -> bool:
     """True once the log has seen everything up to ``lsn`` and each view has applied every
     transaction that committed at or before it."""
-    if not log_exists(cfg.log):
+    if not log_ready(cfg.log):
         return False
     try:
         obs = open_observer(cfg.log)

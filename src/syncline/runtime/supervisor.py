@@ -20,7 +20,7 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 
 from syncline.core.config_models import Config, ViewConfig
-from syncline.log import log_exists, open_control, open_observer
+from syncline.log import log_ready, open_control, open_observer
 from syncline.log.base import LogControl
 from syncline.log.embedded.store import count_start
 from syncline.runtime import workers
@@ -87,6 +87,8 @@ class Supervisor:
         Path(self.cfg.log.path).mkdir(parents=True, exist_ok=True)
         if self.with_capture:
             count_start(Path(self.cfg.log.path))
+            with contextlib.suppress(OSError):
+                (Path(self.cfg.log.path) / workers.OPEN_ERROR).unlink(missing_ok=True)
             self._forget_removed_views()
             self._start_capture()
         for v in self.all_views:
@@ -222,6 +224,10 @@ class Supervisor:
         return bool(fresh)
 
     def _capture_error(self) -> str:
+        opening = Path(self.cfg.log.path) / workers.OPEN_ERROR
+        if opening.exists():  # the capture could not open the log at all
+            with contextlib.suppress(OSError):
+                return opening.read_text().strip()
         try:
             obs = open_observer(self.cfg.log)
             try:
@@ -232,7 +238,7 @@ class Supervisor:
             return ""
 
     def _forget_removed_views(self) -> None:
-        if not log_exists(self.cfg.log):
+        if not log_ready(self.cfg.log):
             return
         t = open_control(self.cfg.log)
         try:

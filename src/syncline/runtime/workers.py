@@ -31,7 +31,7 @@ from syncline.core.events import Checkpoint, Relation, RowChange, SchemaChange, 
 from syncline.core.patterns import selection_warnings, table_selected
 from syncline.log import (
     count_capture_error,
-    log_exists,
+    log_ready,
     open_appender,
     open_control,
     open_cursor,
@@ -99,6 +99,9 @@ def view_entry(cfg: Config, vcfg: ViewConfig) -> None:
     raise SystemExit(view_main(cfg, vcfg))
 
 
+OPEN_ERROR = "capture-open-error"
+"""A file in ``[log] path``: why the capture could not open the log (its state cannot be
+recorded in a log it cannot open)."""
 REACHED = "log-reached"
 """A file in ``[log] path``: this host's capture has opened the log once (an unreachable log
 is then retried; before, it is a configuration error)."""
@@ -144,6 +147,8 @@ def capture_main(cfg: Config) -> int:
             if not e.transient or not (opened or (Path(cfg.log.path) / REACHED).exists()):
                 # a log never reached is almost always a wrong [log] setting: say so and stop
                 log.error("%s", e)
+                with contextlib.suppress(OSError):  # the supervisor's last line names it
+                    (Path(cfg.log.path) / OPEN_ERROR).write_text(str(e)[:500])
                 return EXIT_TERMINAL
             delay = backoff.next_delay()
             log.warning("%s; retrying in %.1fs", e, delay)
@@ -209,7 +214,7 @@ def view_main(cfg: Config, vcfg: ViewConfig) -> int:
             os.nice(10)
     log = logging.getLogger(f"syncline.view.{vcfg.name}")
     path = Path(cfg.log.path)
-    while not log_exists(cfg.log) and not stop.is_set():
+    while not log_ready(cfg.log) and not stop.is_set():
         stop.wait(0.5)
     lock = _exclusive(path / f"view-{vcfg.name}.lock", stop, log)
     if lock is None:
@@ -342,7 +347,8 @@ def _view_loop(
         prefetch = Prefetcher(cfg.log, cp, vcfg.batch_events)
         try:
             extra = _sequence_meta(reader) if vcfg.kind == "postgres" else None
-            paused = _pause_check(consumers, vcfg.name) if vcfg.kind != "compacted" else None
+            # every worker keeps its lease; the compactor is never paused by a rebuild
+            paused = _pause_check(consumers, vcfg.name, pausable=vcfg.kind != "compacted")
             open_txn = _apply_loop(
                 view, vcfg, prefetch, relations, pos, consumers, stop, retention, extra, paused
             )
@@ -371,7 +377,7 @@ def _sequence_meta(reader: LogCursor) -> Callable[[], dict[str, object]]:
     return get
 
 
-def _pause_check(control: LogControl, name: str) -> Callable[[], bool]:
+def _pause_check(control: LogControl, name: str, pausable: bool = True) -> Callable[[], bool]:
     """Whether ``syncline rebuild`` asks this view's worker to pause (read twice a second);
     every few seconds it refreshes the worker's lease on the view, and raises when another
     applier took it over (the view is then applied by one process only)."""
@@ -387,7 +393,7 @@ def _pause_check(control: LogControl, name: str) -> Callable[[], bool]:
                 holder = None  # the log is away: the reads fail on their own
             if holder is not None:
                 raise TransientViewError(f"view {name}: another applier took it over ({holder})")
-        if now - state["at"] >= 0.5:
+        if pausable and now - state["at"] >= 0.5:
             state["at"] = now
             with contextlib.suppress(LogError, sqlite3.Error):
                 state["paused"] = control.rebuilds().get(name, False)

@@ -19,7 +19,7 @@ import psycopg
 from syncline.config import load_config
 from syncline.core.errors import LogError
 from syncline.core.lsn import parse_lsn
-from syncline.log import log_exists, open_observer
+from syncline.log import log_ready, open_observer
 from syncline.log.base import LogBusy
 from syncline.runtime.status import views_caught_up
 from syncline.sources.registry import open_admin
@@ -217,7 +217,7 @@ class Pipeline:
         """Tables whose watermark copy is not finished (queued or running); ``["(first
         start)"]`` until the first start has queued its copies (the log is not streaming)."""
         first = ["(first start)"]
-        if not log_exists(self.cfg.log):
+        if not log_ready(self.cfg.log):
             return first
         try:
             obs = open_observer(self.cfg.log)
@@ -233,7 +233,7 @@ class Pipeline:
             obs.close()
 
     def failed_views(self) -> list[str]:
-        if not log_exists(self.cfg.log):
+        if not log_ready(self.cfg.log):
             return []
         try:
             obs = open_observer(self.cfg.log)

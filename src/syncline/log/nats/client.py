@@ -51,17 +51,20 @@ class Nats:
 
     async def _connect(self, name: str) -> Client:
         try:
-            return await nats.connect(
+            nc = await nats.connect(
                 list(self.servers),
                 name=name,
                 connect_timeout=3,
-                max_reconnect_attempts=-1,
+                # the first connection tries each server twice: an unreachable log is a
+                # clear error at once; once connected, reconnects never give up
+                max_reconnect_attempts=1,
                 reconnect_time_wait=0.5,
                 allow_reconnect=True,
-                # the first connection must succeed: an unreachable log is a clear error
                 error_cb=_quiet,
                 disconnected_cb=_quiet_none,
             )
+            nc.options["max_reconnect_attempts"] = -1
+            return nc
         except nats.errors.NoServersError as e:
             raise LogUnavailable(f"cannot reach NATS at {self.where}: no server answered ({e})") from None
         except (OSError, TimeoutError, nats.errors.Error) as e:
@@ -74,6 +77,8 @@ class Nats:
         try:
             return fut.result(timeout)
         except TimeoutError:
+            if fut.done():  # nats-py's own timeout (a subclass of TimeoutError)
+                raise LogUnavailable(f"NATS at {self.where} did not answer in time") from None
             fut.cancel()
             raise LogUnavailable(f"NATS at {self.where} did not answer within {timeout:.0f} s") from None
         except nats.js.errors.ServiceUnavailableError:
@@ -87,8 +92,6 @@ class Nats:
             raise LogUnavailable(
                 f"no JetStream answers at {self.where} (a leader election, or JetStream not enabled)"
             ) from None
-        except nats.errors.TimeoutError:
-            raise LogUnavailable(f"NATS at {self.where} did not answer in time") from None
         except nats.errors.Error as e:  # connection closed, stale, reconnecting ...
             raise LogUnavailable(f"NATS at {self.where}: {type(e).__name__}: {e}") from None
         except (OSError, asyncio.CancelledError) as e:
@@ -120,12 +123,22 @@ class Nats:
     def close(self) -> None:
         async def go() -> None:
             try:
-                await self.nc.drain()
+                await asyncio.wait_for(self.nc.drain(), 3.0)
             except Exception:  # closing: nothing to report
-                await self.nc.close()
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(self.nc.close(), 2.0)
+
+        async def cancel_the_rest() -> None:
+            # nats-py's background tasks of a connection that could not close cleanly
+            rest = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for t in rest:
+                t.cancel()
+            await asyncio.gather(*rest, return_exceptions=True)
 
         with contextlib.suppress(Exception):  # closing a broken connection
-            self.run(go(), timeout=5.0)
+            self.run(go(), timeout=6.0)
+        with contextlib.suppress(Exception):
+            self.run(cancel_the_rest(), timeout=3.0)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=5.0)
         if not self._thread.is_alive():

@@ -61,6 +61,10 @@ RECORD = "Syncline-Record"
 CHUNK = "Syncline-Chunk"
 LEASE_SECONDS = 10.0
 """A capture refreshes its lease at least this often; another may take over after it."""
+ACK_TIMEOUT = 15.0
+"""Seconds to wait for the stream's acknowledgements of one batch; after that the writer is
+broken (acknowledgements lost with a connection never come) and a new one starts again from
+``hw``."""
 POS_KEYS = ("hw", "durable_end_lsn", "last_commit_lsn", "received_lsn")
 TRIM_KEYS = ("trimmed_seq", "trimmed_commit_lsn", "trimmed_events")
 
@@ -292,7 +296,7 @@ class NatsLogWriter(EmbeddedLogWriter):
 
     @poisons
     def _commit_partial(self) -> None:
-        self.nats.run(self._await_acks())
+        self.nats.run(self._await_acks(), timeout=ACK_TIMEOUT)
         super()._commit_partial()
 
     @poisons
@@ -310,7 +314,7 @@ class NatsLogWriter(EmbeddedLogWriter):
                 self._put_pos()  # the lease
             return self._durable_end
         self._write_rows()
-        self.nats.run(self._await_acks())
+        self.nats.run(self._await_acks(), timeout=ACK_TIMEOUT)
         self._put_relations()
         rec = max(self._pending_end, received_lsn or 0, self._received_lsn)
         self._pos.update(
@@ -385,7 +389,9 @@ class NatsLogWriter(EmbeddedLogWriter):
             with contextlib.suppress(nats.js.errors.NoKeysError):
                 keys = await self.kv.keys()
             for k in keys:
-                if k != "pos":
+                # the log's own keys; the control plane (views' states, leases, requests)
+                # stays, as the embedded log keeps its consumers
+                if k in ("meta", "trim") or k.startswith("rel."):
                     await self.kv.purge(k)
 
         self.nats.run(go())
@@ -415,15 +421,15 @@ class NatsLogWriter(EmbeddedLogWriter):
 
 
 def nats_log_exists(cfg: LogConfig) -> bool:
-    """Whether a capture has created this log (its ``pos`` key exists)."""
-    try:
-        conn = Nats(cfg.servers, name="syncline-probe")
-    except LogError:
-        return False
+    """Whether a capture has created this log (its ``pos`` key exists);
+    :class:`LogUnavailable` when NATS cannot be reached (that is not "no log")."""
+    conn = Nats(cfg.servers, name="syncline-probe")
     try:
         kv = conn.kv(cfg.stream)
         return bool(conn.run(_get_json(kv, "pos"))[0].get("epoch"))
-    except LogError:
+    except LogUnavailable:
+        raise
+    except LogError:  # no bucket: no log yet
         return False
     finally:
         conn.close()
