@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import threading
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
@@ -23,6 +24,11 @@ from syncline.core.errors import LogError, LogUnavailable
 from syncline.log.nats import redact
 
 T = TypeVar("T")
+
+# nats-py logs its own recoverable trouble (a pong after a reconnect, a cancelled flush) with
+# tracebacks; syncline reports what matters through the errors of its calls (LogUnavailable,
+# retried): keep nats-py's log for debugging only
+logging.getLogger("nats").setLevel(logging.CRITICAL)
 
 CALL_TIMEOUT = 30.0
 """Seconds any one call may take before it is an error (a stalled cluster)."""
@@ -44,6 +50,9 @@ class Nats:
         self.servers = servers
         self.where = describe(servers)
         self._loop = asyncio.new_event_loop()
+        # what reaches the loop's handler are nats-py's own background tasks (cancelled on a
+        # lost connection or at close); our calls' errors come back through their futures
+        self._loop.set_exception_handler(_background_error)
         self._thread = threading.Thread(target=self._loop.run_forever, name="nats-loop", daemon=True)
         self._thread.start()
         self.nc: Client = self.run(self._connect(name), timeout=15.0)
@@ -143,6 +152,10 @@ class Nats:
         self._thread.join(timeout=5.0)
         if not self._thread.is_alive():
             self._loop.close()
+
+
+def _background_error(_loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    logging.getLogger("syncline.nats").debug("nats-py background: %s", context.get("message"))
 
 
 async def _quiet(e: Exception) -> None:
