@@ -132,8 +132,8 @@ def open_retention(log: LogConfig, compactor: object, views: list[str]) -> Reten
 
 
 def count_capture_error(log: LogConfig, error: BaseException, transient: bool) -> None:
-    """Best effort, for the capture: count ``error`` when the log exists."""
-    if not log_exists(log):
+    """Best effort, for the capture: count ``error`` when the log exists (and answers)."""
+    if not log_ready(log):
         return
     with suppress(Exception):
         control = open_control(log)
