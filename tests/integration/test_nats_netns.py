@@ -28,18 +28,11 @@ import nats
 import psycopg
 import pytest
 
+from syncline.testing import audit
 from syncline.testing.compare import compare_postgres, compare_redis, source_tables
 from syncline.testing.natsserver import NatsServer, nats_server_binary, wait_jetstream
 from syncline.testing.netns import NetnsUnavailable, Network
 from syncline.testing.pgcluster import PgCluster, free_port, kill_group
-
-SCHEMA = """
-CREATE TABLE counters (id int PRIMARY KEY, n bigint NOT NULL);
-INSERT INTO counters SELECT g, 0 FROM generate_series(0, 19) g;
-CREATE TABLE versions (k int PRIMARY KEY, ver int NOT NULL);
-CREATE TABLE audit (id bigserial PRIMARY KEY, k int NOT NULL, ver int NOT NULL);
-CREATE TABLE bulk (id int PRIMARY KEY, pad text);
-"""
 
 NATS_PORT, ROUTE_PORT = 4222, 6222
 
@@ -244,7 +237,7 @@ def test_hosts_in_network_namespaces_under_faults(tmp_path: Path) -> None:
             ]
         )
         with psycopg.connect(src_dsn, autocommit=True) as c:
-            c.execute(SCHEMA)
+            c.execute(audit.SCHEMA)
         capture = Proc(net, "cap", tmp_path, config, "capture")
         app1 = Proc(net, "app1", tmp_path, config, "apply", "--view", "replica")
         app2 = Proc(net, "app2", tmp_path, config, "apply", "--view", "cache")
@@ -267,7 +260,7 @@ def test_hosts_in_network_namespaces_under_faults(tmp_path: Path) -> None:
         app1.start()  # before the log exists: it waits for it
         capture.start()
         app2.start()
-        threads += [threading.Thread(target=writer, args=(src_dsn, i, stop, errors)) for i in range(2)]
+        threads += [threading.Thread(target=audit.writer, args=(src_dsn, i, stop, errors)) for i in range(2)]
         for t in threads:
             t.start()
         r = cli("wait", "--timeout", "120")
@@ -329,17 +322,7 @@ def test_hosts_in_network_namespaces_under_faults(tmp_path: Path) -> None:
         assert not bad, "views differ from source:\n" + "\n".join(bad) + "\n" + outputs()
         r = cli("verify", "-q")
         assert r.returncode == 0, r.stdout + r.stderr
-        with psycopg.connect(local_src) as src_c, psycopg.connect(pg.dsn(rep_db)) as rep_c:
-            # nothing applied twice: each counter in the replica equals the source's
-            q = "SELECT id, n FROM public.counters ORDER BY id"
-            assert src_c.execute(q).fetchall() == rep_c.execute(q).fetchall()
-            # the audit of versions is whole and in order per key in the replica
-            last: dict[int, int] = {}
-            for k, ver in rep_c.execute("SELECT k, ver FROM public.audit ORDER BY id"):
-                assert ver == last.get(k, 0) + 1, f"key {k}: version {ver} after {last.get(k)}"
-                last[k] = ver
-            assert last == dict(rep_c.execute("SELECT k, ver FROM public.versions").fetchall())
-            assert len(last) == 50
+        audit.check(local_src, pg.dsn(rep_db))
         for p in procs:
             assert not crashes(p.output()), p.output()
             assert p.stop() == 0, p.output()

@@ -35,6 +35,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
+from syncline.core.procs import pid_alive
+
 PREFIX = "sl"
 SUPERNET = "10.77"
 # sl<pid>_<counter> then "b" (the bridge), "v<index>" (a veth's root side) or "-<host>" (a namespace)
@@ -61,16 +63,6 @@ def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     if check and r.returncode != 0:
         raise RuntimeError(f"ip {' '.join(args)}: exit {r.returncode}: {r.stderr.strip()}")
     return r
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _netns_names() -> list[str]:
@@ -110,13 +102,13 @@ def cleanup_leftovers() -> list[str]:
     removed = []
     for ns in _netns_names():
         m = _OURS.match(ns)
-        if m and not _alive(int(m.group(1), 16)):
+        if m and not pid_alive(int(m.group(1), 16)):
             _wait_gone(_kill_netns_pids(ns))
             _ip("netns", "del", ns, check=False)
             removed.append(ns)
     for link in _link_names():
         m = _OURS.match(link)
-        if m and not _alive(int(m.group(1), 16)):
+        if m and not pid_alive(int(m.group(1), 16)):
             _ip("link", "del", link, check=False)
             removed.append(link)
     return removed

@@ -11,12 +11,10 @@ when it differs in every round.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from syncline.core.config_models import Config, ViewConfig
@@ -141,20 +139,6 @@ def stderr_progress(every: float = 2.0) -> Progress:
             print(f"verify: {msg}", file=sys.stderr, flush=True)
 
     return say
-
-
-def lock_held(lockfile: Path) -> bool:
-    """Whether another process holds ``lockfile`` (the capture: ``writer.lock``; a view
-    worker: ``view-NAME.lock``)."""
-    if not lockfile.exists():
-        return False
-    with open(lockfile, "a+") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        fcntl.flock(f, fcntl.LOCK_UN)
-    return False
 
 
 def live(cfg: Config, view: str) -> bool:

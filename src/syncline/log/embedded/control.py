@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from syncline.core.errors import LogError
+from syncline.core.procs import pid_alive
 from syncline.log.embedded.store import connect, init_schema
 
 REBUILDS_DDL = (
@@ -21,23 +22,13 @@ REBUILDS_DDL = (
 )
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def live_rebuilds(conn: sqlite3.Connection) -> dict[str, tuple[int, bool]]:
     """view -> (pid, pause asked) of the rebuilds under way (a dead rebuild's row is ignored)."""
     try:
         rows = conn.execute("SELECT view, pid, pause FROM rebuild_requests").fetchall()
     except sqlite3.OperationalError:  # no rebuild ever ran on this log
         return {}
-    return {str(v): (int(p), bool(pa)) for v, p, pa in rows if _alive(int(p))}
+    return {str(v): (int(p), bool(pa)) for v, p, pa in rows if pid_alive(int(p))}
 
 
 def rebuilds_under_way(conn: sqlite3.Connection) -> bool:

@@ -27,6 +27,7 @@ from nats.js.kv import KeyValue
 
 from syncline.core.config_models import LogConfig
 from syncline.core.errors import LogError
+from syncline.core.procs import holder_alive
 from syncline.log.base import ConsumerRow, ErrorRow, FailureRow
 from syncline.log.nats.client import Nats
 
@@ -73,19 +74,6 @@ VIEW_LEASE = 15.0
 """Seconds a view's applier lease lasts without a refresh (refreshed every few seconds)."""
 
 
-def _alive(host: str, pid: int) -> bool:
-    """A process on this host is alive; one on another host is taken to be."""
-    if host != socket.gethostname():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def consumer_rows(docs: dict[str, dict[str, Any]]) -> dict[str, ConsumerRow]:
     return {
         name: ConsumerRow(
@@ -124,7 +112,7 @@ def live_rebuilds(docs: dict[str, dict[str, Any]]) -> dict[str, tuple[int, bool]
     return {
         v: (int(d.get("pid", 0)), bool(d.get("pause")))
         for v, d in docs.items()
-        if _alive(str(d.get("host", "")), int(d.get("pid", 0)))
+        if holder_alive(str(d.get("host", "")), int(d.get("pid", 0)))
     }
 
 
@@ -243,7 +231,7 @@ class NatsControl:
                 doc, rev = {}, 0
             host, pid, at = str(doc.get("host", "")), int(doc.get("pid", 0)), float(doc.get("at", 0))
             mine = (host, pid) == (me["host"], me["pid"])
-            if doc and not mine and time.time() - at < VIEW_LEASE and _alive(host, pid):
+            if doc and not mine and time.time() - at < VIEW_LEASE and holder_alive(host, pid):
                 return f"process {pid} on {host}"
             data = json.dumps(me).encode()
             try:

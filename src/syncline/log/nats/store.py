@@ -51,6 +51,7 @@ from syncline.core.codec import relation_from_json
 from syncline.core.config_models import LogConfig
 from syncline.core.errors import LogError, LogUnavailable
 from syncline.core.events import Checkpoint, Item, Relation, Transaction
+from syncline.core.procs import holder_alive
 from syncline.log.base import LogLocked
 from syncline.log.embedded.store import PART_BYTES, EmbeddedLogWriter, get_meta, poisons
 from syncline.log.nats.client import Nats
@@ -154,8 +155,8 @@ class NatsLogWriter(EmbeddedLogWriter):
         pos, rev = self.nats.run(_get_json(self.kv, "pos"))
         host, pid, at = str(pos.get("host", "")), int(pos.get("pid", 0)), float(pos.get("at", 0))
         me = socket.gethostname()
-        holder_alive = time.time() - at < LEASE_SECONDS and not (host == me and not _alive(pid))
-        if pos.get("epoch") and holder_alive and (host, pid) != (me, os.getpid()):
+        live = time.time() - at < LEASE_SECONDS and holder_alive(host, pid)
+        if pos.get("epoch") and live and (host, pid) != (me, os.getpid()):
             raise LogLocked(
                 f"the log stream {self.cfg.stream!r} on NATS at {self.nats.where} is in use by a capture"
                 f" on {host} (pid {pid}); if it died, it may be taken over {LEASE_SECONDS:.0f} s after its"
@@ -448,19 +449,7 @@ def nats_capture_running(cfg: LogConfig) -> bool:
     finally:
         conn.close()
     host, pid, at = str(pos.get("host", "")), int(pos.get("pid", 0)), float(pos.get("at", 0))
-    if host == socket.gethostname() and not _alive(pid):
-        return False
-    return time.time() - at < LEASE_SECONDS
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return holder_alive(host, pid) and time.time() - at < LEASE_SECONDS
 
 
 async def _load_relations(kv: KeyValue) -> dict[int, list[list[Any]]]:
