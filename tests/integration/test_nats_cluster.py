@@ -8,32 +8,16 @@ insert-only audit of versions, applied through the log, is complete and in order
 
 from __future__ import annotations
 
-import asyncio
 import os
 import threading
 import time
 from pathlib import Path
 
-import nats
-
-from syncline.testing import audit
+from syncline.testing import audit, natsserver
 from syncline.testing.harness import Pipeline
 from syncline.testing.natsserver import NatsServer, nats_cluster
 from syncline.testing.netcut import NetCut
 from syncline.testing.pgcluster import PgCluster
-
-
-def stream_leader(url: str, stream: str) -> str:
-    async def go() -> str:
-        nc = await nats.connect(url)
-        try:
-            info = await nc.jetstream().stream_info(stream)
-            assert info.cluster is not None and info.cluster.leader
-            return str(info.cluster.leader)
-        finally:
-            await nc.close()
-
-    return asyncio.run(go())
 
 
 def test_three_server_cluster_under_faults(pg: PgCluster, tmp_path: Path) -> None:
@@ -60,7 +44,7 @@ def test_three_server_cluster_under_faults(pg: PgCluster, tmp_path: Path) -> Non
         stream = p.cfg.log.stream
         for r in range(rounds):
             # the stream's leader dies (kill -9) and comes back
-            name = stream_leader(group[(r + 1) % 3].url, stream)
+            name = natsserver.stream_leader(group[(r + 1) % 3].url, stream)
             leader: NatsServer = next(s for s in group if s.name == name)
             leader.kill()
             time.sleep(5)

@@ -13,7 +13,6 @@ per key in the replica).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import socket
@@ -24,51 +23,16 @@ import time
 import uuid
 from pathlib import Path
 
-import nats
 import psycopg
 import pytest
 
-from syncline.testing import audit
+from syncline.testing import audit, natsserver
 from syncline.testing.compare import compare_postgres, compare_redis, source_tables
 from syncline.testing.natsserver import NatsServer, nats_server_binary, wait_jetstream
 from syncline.testing.netns import NetnsUnavailable, Network
 from syncline.testing.pgcluster import PgCluster, free_port, kill_group
 
 NATS_PORT, ROUTE_PORT = 4222, 6222
-
-
-def writer(dsn: str, seed: int, stop: threading.Event, errors: list[BaseException]) -> None:
-    try:
-        with psycopg.connect(dsn, autocommit=True) as c:
-            i = 0
-            while not stop.is_set():
-                i += 1
-                k = (seed * 7 + i) % 50
-                with c.transaction():
-                    c.execute("UPDATE counters SET n = n + 1 WHERE id = %s", (i % 20,))
-                    row = c.execute(
-                        "INSERT INTO versions (k, ver) VALUES (%s, 1) ON CONFLICT (k) DO UPDATE"
-                        " SET ver = versions.ver + 1 RETURNING ver",
-                        (k,),
-                    ).fetchone()
-                    assert row is not None
-                    c.execute("INSERT INTO audit (k, ver) VALUES (%s, %s)", (k, row[0]))
-                time.sleep(0.003)
-    except BaseException as e:  # noqa: BLE001 - reported by the test
-        errors.append(e)
-
-
-def stream_leader(url: str, stream: str) -> str:
-    async def go() -> str:
-        nc = await nats.connect(url, connect_timeout=3, max_reconnect_attempts=0)
-        try:
-            info = await nc.jetstream().stream_info(stream)
-            assert info.cluster is not None and info.cluster.leader
-            return str(info.cluster.leader)
-        finally:
-            await nc.close()
-
-    return asyncio.run(go())
 
 
 class NsNats(NatsServer):
@@ -271,7 +235,7 @@ def test_hosts_in_network_namespaces_under_faults(tmp_path: Path) -> None:
                 r = cli("wait", "--timeout", "180")
                 assert r.returncode == 0, r.stdout + r.stderr + outputs()
             # the stream's leader dies (kill -9) and comes back
-            leader_name = stream_leader(servers[(rnd + 1) % 3].url, stream)
+            leader_name = natsserver.stream_leader(servers[(rnd + 1) % 3].url, stream)
             leader = next(s for s in servers if s.name == leader_name)
             leader.kill()
             time.sleep(5)

@@ -161,3 +161,21 @@ def wait_jetstream(url: str, timeout: float = 30.0) -> None:
             return
         time.sleep(0.3)
     raise RuntimeError(f"JetStream at {url} did not become ready")
+
+
+def stream_leader(url: str, stream: str) -> str:
+    """The name of the server that leads ``stream`` (asked of the server at ``url``)."""
+    import asyncio
+
+    import nats
+
+    async def go() -> str:
+        nc = await nats.connect(url, connect_timeout=3, max_reconnect_attempts=0)
+        try:
+            info = await nc.jetstream().stream_info(stream)
+            assert info.cluster is not None and info.cluster.leader
+            return str(info.cluster.leader)
+        finally:
+            await nc.close()
+
+    return asyncio.run(go())
