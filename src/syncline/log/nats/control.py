@@ -32,24 +32,23 @@ from syncline.log.base import ConsumerRow, ErrorRow, FailureRow
 from syncline.log.nats.client import Nats
 
 
-async def entries(kv: KeyValue, prefix: str) -> dict[str, dict[str, Any]]:
-    """The current value of every key under ``prefix.`` (deleted keys left out)."""
-    out: dict[str, dict[str, Any]] = {}
-    w = await kv.watch(f"{prefix}.>", ignore_deletes=True, inactive_threshold=30.0)
-    try:
-        while True:
-            try:
-                e = await w.updates(timeout=5.0)  # type: ignore[no-untyped-call]
-            except nats.errors.TimeoutError:
-                break
-            if e is None:
-                break
-            if e.value:
-                out[e.key[len(prefix) + 1 :]] = json.loads(e.value)
-            if not e.delta:
-                break
-    finally:
-        await w.stop()  # type: ignore[no-untyped-call]
+async def entries(kv: KeyValue, prefix: str) -> dict[str, Any]:
+    """The current value of every key under ``prefix.`` (deleted keys left out).
+
+    The keys are listed by the server (the subjects of the bucket's stream), not by a KV
+    watcher: nats-py's watcher can report "no more keys" before the first one arrives."""
+    bucket = kv._name
+    head = f"$KV.{bucket}."
+    info = await kv._js.stream_info(f"KV_{bucket}", subjects_filter=f"{head}{prefix}.>")
+    out: dict[str, Any] = {}
+    for subj in sorted(info.state.subjects or {}):
+        key = subj[len(head) :]
+        try:
+            e = await kv.get(key)
+        except nats.js.errors.NotFoundError:  # deleted or purged
+            continue
+        if e.value:
+            out[key[len(prefix) + 1 :]] = json.loads(e.value)
     return out
 
 

@@ -386,14 +386,11 @@ class NatsLogWriter(EmbeddedLogWriter):
 
         async def go() -> None:
             await self.nats.js._jsm.purge_stream(self.cfg.stream)
-            keys = []
-            with contextlib.suppress(nats.js.errors.NoKeysError):
-                keys = await self.kv.keys()
+            # the log's own keys; the control plane (views' states, leases, requests)
+            # stays, as the embedded log keeps its consumers
+            keys = ["meta", "trim", *(f"rel.{oid}" for oid in await entries(self.kv, "rel"))]
             for k in keys:
-                # the log's own keys; the control plane (views' states, leases, requests)
-                # stays, as the embedded log keeps its consumers
-                if k in ("meta", "trim") or k.startswith("rel."):
-                    await self.kv.purge(k)
+                await delete_key(self.kv, k)
 
         self.nats.run(go())
         self.conn.execute("DELETE FROM pending")
@@ -453,16 +450,7 @@ def nats_capture_running(cfg: LogConfig) -> bool:
 
 
 async def _load_relations(kv: KeyValue) -> dict[int, list[list[Any]]]:
-    try:
-        keys = await kv.keys()
-    except nats.js.errors.NoKeysError:
-        return {}
-    out: dict[int, list[list[Any]]] = {}
-    for k in keys:
-        if k.startswith("rel."):
-            e = await kv.get(k)
-            out[int(k[4:])] = json.loads(e.value) if e.value else []
-    return out
+    return {int(oid): list(v) for oid, v in (await entries(kv, "rel")).items()}
 
 
 class _Gap(Exception):
