@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 import nats
@@ -105,12 +105,6 @@ class Nats:
             raise LogUnavailable(f"NATS at {self.where}: {type(e).__name__}: {e}") from None
         except (OSError, asyncio.CancelledError) as e:
             raise LogUnavailable(f"NATS at {self.where}: {type(e).__name__}: {e}") from None
-
-    def call(self, fn: Callable[[], Awaitable[T]], timeout: float = CALL_TIMEOUT) -> T:
-        async def go() -> T:
-            return await fn()
-
-        return self.run(go(), timeout)
 
     def kv(self, stream: str, replicas: int = 1, create: bool = False) -> KeyValue:
         """The log's KV bucket (created with ``create``)."""

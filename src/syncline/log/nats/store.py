@@ -53,7 +53,7 @@ from syncline.core.errors import LogError, LogUnavailable
 from syncline.core.events import Checkpoint, Item, Relation, Transaction
 from syncline.core.procs import holder_alive
 from syncline.log.base import LogLocked
-from syncline.log.embedded.store import PART_BYTES, EmbeddedLogWriter, get_meta, poisons
+from syncline.log.embedded.store import PART_BYTES, EmbeddedLogWriter, poisons
 from syncline.log.nats.client import Nats
 from syncline.log.nats.control import delete_key, entries
 from syncline.sources.postgres.pgoutput import RelationResolver, decode_items
@@ -642,6 +642,3 @@ def read_meta(conn: Nats, kv: KeyValue, key: str, default: str = "") -> str:
     doc = "pos" if key in (*POS_KEYS, "epoch") else "trim" if key in TRIM_KEYS else "meta"
     v = conn.run(_get_json(kv, doc))[0].get(key)
     return default if v is None else str(v)
-
-
-__all__ = ["NatsLogReader", "NatsLogWriter", "ensure_stream", "get_meta", "read_meta"]
