@@ -213,7 +213,7 @@ def parse_config(
         if vkind not in KINDS:
             raise ConfigError(f"{file}: {prefix}.kind: expected one of {', '.join(KINDS)}, got {vkind!r}")
         spec = _view_kinds()[vkind]
-        _unknown(ctx, v, prefix, {"kind", "tables", "batch_events", *spec})
+        _unknown(ctx, v, prefix, {"kind", "tables", "batch_events", "partitions", *spec})
         opts: dict[str, object] = {}
         for key, (typ, expected, default) in spec.items():
             if default is REQUIRED:
@@ -226,6 +226,14 @@ def parse_config(
                 val = _resolve(val, base_dir)
             opts[key] = Secret(val) if key in SECRET_KEYS else val
         _check_choices(file, prefix, vkind, opts)
+        partitions = _get(ctx, v, prefix, "partitions", int, "an integer from 1 to 64", 1)
+        if isinstance(partitions, bool) or not 1 <= partitions <= 64:
+            raise ctx.err(f"{prefix}.partitions", "an integer from 1 to 64", partitions)
+        if partitions > 1 and not getattr(kind_module(vkind), "PARTITIONABLE", False):
+            raise ConfigError(
+                f"{file}: {prefix}.partitions: a {vkind} view is applied by one process (it keeps whole "
+                f"source transactions in order); only {', '.join(_partitionable())} views take partitions"
+            )
         views.append(
             ViewConfig(
                 name=name,
@@ -233,6 +241,7 @@ def parse_config(
                 tables=_str_list(ctx, v, prefix, "tables", ()),
                 batch_events=_get(ctx, v, prefix, "batch_events", int, "a positive integer", 50_000),
                 options=opts,
+                partitions=partitions,
             )
         )
     hraw = raw.get("http", {})
@@ -240,6 +249,10 @@ def parse_config(
         raise ctx.err("http", "a table", hraw)
     http = _http(ctx, hraw, environ)
     return Config(path=file, source=source, log=logc, views=tuple(views), http=http)
+
+
+def _partitionable() -> list[str]:
+    return [k for k in KINDS if getattr(kind_module(k), "PARTITIONABLE", False)]
 
 
 def _check_choices(file: str, prefix: str, kind: str, opts: dict[str, object]) -> None:

@@ -63,6 +63,18 @@ def test_env_reference_and_secret_never_printed(tmp_path: Path) -> None:
             '[source]\ndsn = "x"\n[views.w]\nkind = "duckdb"\npath = "p"\nkeep_dropped_tables = "yes"\n',
             "views.w.keep_dropped_tables: expected true or false",
         ),
+        (
+            '[source]\ndsn = "x"\n[views.c]\nkind = "redis"\nurl = "redis://h"\npartitions = 0\n',
+            "views.c.partitions: expected an integer from 1 to 64, got int 0",
+        ),
+        (
+            '[source]\ndsn = "x"\n[views.c]\nkind = "redis"\nurl = "redis://h"\npartitions = "2"\n',
+            "views.c.partitions: expected an integer from 1 to 64",
+        ),
+        (
+            '[source]\ndsn = "x"\n[views.r]\nkind = "postgres"\ndsn = "y"\npartitions = 2\n',
+            "views.r.partitions: a postgres view is applied by one process",
+        ),
     ],
 )
 def test_errors_name_file_key_and_expectation(tmp_path: Path, text: str, needle: str) -> None:
@@ -118,3 +130,16 @@ def test_nats_log_errors(tmp_path: Path, log: str, needle: str) -> None:
         load_config(write(tmp_path, f'[source]\ndsn = "x"\n[log]\n{log}\n'), environ={})
     assert needle in str(e.value)
     assert "pw@" not in str(e.value)
+
+
+def test_partitions_make_one_applier_each(tmp_path: Path) -> None:
+    cfg = load_config(
+        write(
+            tmp_path, '[source]\ndsn = "x"\n[views.c]\nkind = "redis"\nurl = "redis://h"\npartitions = 3\n'
+        ),
+        environ={},
+    )
+    (v,) = cfg.views
+    assert v.partitions == 3 and v.partition is None
+    assert [a.consumer for a in v.appliers()] == ["c.p0of3", "c.p1of3", "c.p2of3"]
+    assert cfg.consumers() == {"c.p0of3", "c.p1of3", "c.p2of3"}

@@ -47,8 +47,36 @@ def cmd_apply(args: argparse.Namespace) -> int:
         names = ", ".join(v.name for v in cfg.views) or "none"
         print(f"syncline: error: no view {unknown[0]!r} in {cfg.path} (views: {names})", file=sys.stderr)
         return 2
+    partition = None
+    if args.partition is not None:
+        chosen = [v for v in cfg.views if v.name in args.view]
+        index, count = _partition_arg(args.partition)
+        for v in chosen:
+            if v.partitions != count:
+                print(
+                    f"syncline: error: --partition {args.partition}: view {v.name} is applied in "
+                    f"{v.partitions} partition{'s' if v.partitions != 1 else ''} ({cfg.path}: "
+                    f"views.{v.name}.partitions = {v.partitions})",
+                    file=sys.stderr,
+                )
+                return 2
+        if index is None or not 0 <= index < count:
+            print(
+                f"syncline: error: --partition {args.partition}: expected I/N with 0 <= I < N",
+                file=sys.stderr,
+            )
+            return 2
+        partition = index
     setup_logging(cfg.secrets())
-    return run_apply(cfg, list(args.view))
+    return run_apply(cfg, list(args.view), partition)
+
+
+def _partition_arg(text: str) -> tuple[int | None, int]:
+    """``I/N`` -> (I, N); (None, 0) when it is not that."""
+    i, slash, n = text.partition("/")
+    if not slash or not i.strip().isdigit() or not n.strip().isdigit():
+        return None, 0
+    return int(i), int(n)
 
 
 def log_where_text(cfg: Any) -> str:
@@ -135,6 +163,24 @@ def cmd_status(args: argparse.Namespace) -> int:
         )
         for name, v in st["views"].items()
     ]
+    for name, v in st["views"].items():  # each partition of a partitioned view, after it
+        at = next(i for i, r in enumerate(rows) if r[0] == name) + 1
+        for part, d in sorted((v.get("partitions") or {}).items(), reverse=True):
+            rows.insert(
+                at,
+                (
+                    f"  {name}[{part}]",
+                    v["kind"],
+                    d["state"],
+                    "",
+                    str(d["applied_seq"]),
+                    str(d["applied_events"]),
+                    "",
+                    "",
+                    "",
+                    " ".join((d.get("error") or "").split()),
+                ),
+            )
     fixes = [
         f"view {name}: to fix: {v['action']}"
         + (
@@ -184,13 +230,18 @@ def cmd_retry(args: argparse.Namespace) -> int:
     if not log_exists(cfg.log):
         print(f"view {args.view} has not started yet: nothing to retry")
         return 0
-    state = status(cfg, with_source=False)["views"][args.view]["state"]
+    doc = status(cfg, with_source=False)["views"][args.view]
+    state = doc["state"]
     if state != "failed":
         print(f"view {args.view} is {state}, not failed: nothing to retry")
         return 0
     t = open_control(cfg.log)
     try:
-        t.request_retry(args.view)
+        view = next(v for v in cfg.views if v.name == args.view)
+        parts = doc.get("partitions") or {}
+        for a in view.appliers():
+            if a.partition is None or parts.get(f"{a.partition}/{a.partitions}", {}).get("state") == "failed":
+                t.request_retry(a.consumer)
     finally:
         t.close()
     print(
@@ -459,6 +510,11 @@ def build_parser() -> argparse.ArgumentParser:
     cp.set_defaults(func=cmd_capture)
     ap = add("apply", "the apply half of `run`: log → the named views")
     ap.add_argument("--view", action="append", required=True, help="view name (repeatable)")
+    ap.add_argument(
+        "--partition",
+        metavar="I/N",
+        help="apply only partition I (0 <= I < N) of views with partitions = N (default: all)",
+    )
     ap.set_defaults(func=cmd_apply)
     s = add("status", "positions, lag and state of the source, the log and every view")
     s.add_argument("--json", action="store_true")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 
 class Secret(str):
@@ -60,6 +60,42 @@ class ViewConfig:
     """Upper bound of events grouped into one target transaction."""
     options: dict[str, object] = field(default_factory=dict)
     """Kind-specific settings (dsn, path, ...), validated by the view's module."""
+    partitions: int = 1
+    """Appliers that share the view's changes by key hash (kinds that allow it)."""
+    partition: int | None = None
+    """Which of ``partitions`` this applier applies (None: the view as a whole)."""
+
+    @property
+    def consumer(self) -> str:
+        """The name this applier reports under in the log's control plane, and stores its
+        position under in the view's store: the view's name, or ``NAME.pIofN`` for one
+        partition (``.`` is not allowed in view names)."""
+        if self.partitions <= 1:
+            return self.name
+        if self.partition is None:
+            raise ValueError(f"view {self.name} is applied in {self.partitions} partitions: name one")
+        return partition_consumer(self.name, self.partition, self.partitions)
+
+    def appliers(self) -> list[ViewConfig]:
+        """One config per applier of the view: itself, or one per partition."""
+        if self.partitions <= 1:
+            return [self]
+        return [replace(self, partition=i) for i in range(self.partitions)]
+
+
+def partition_consumer(view: str, index: int, count: int) -> str:
+    return f"{view}.p{index}of{count}"
+
+
+def split_consumer(name: str) -> tuple[str, int, int] | None:
+    """``(view, index, count)`` of a partition's consumer name; None for a whole view."""
+    view, dot, part = name.rpartition(".p")
+    if not dot or "of" not in part:
+        return None
+    i, _, n = part.partition("of")
+    if not (i.isdigit() and n.isdigit()):
+        return None
+    return view, int(i), int(n)
 
 
 OFF = ("", "off")
@@ -105,6 +141,10 @@ class Config:
     log: LogConfig
     views: tuple[ViewConfig, ...]
     http: HttpConfig = HttpConfig()
+
+    def consumers(self) -> set[str]:
+        """Every applier's consumer name (a partitioned view has one per partition)."""
+        return {a.consumer for v in self.views for a in v.appliers()}
 
     def secrets(self) -> list[str]:
         out = [self.source.dsn.value]

@@ -104,6 +104,9 @@ class RowChange:
     old: Row | None = None
     """Old row (identity columns or full row) when the source sent it."""
     ordinal: int = 0
+    moved_in: bool = False
+    """An update whose old key another partition applies (:mod:`syncline.views.partition`):
+    read the row stored under the old key for unchanged values, never delete it."""
 
 
 @dataclass(slots=True)

@@ -14,6 +14,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Protocol
 
+from syncline.core.config_models import split_consumer
 from syncline.core.errors import LogError
 from syncline.core.events import Checkpoint, Relation, Transaction
 
@@ -248,6 +249,51 @@ class ConsumerRow:
     error: str
     applied_events: int
     updated_at: float
+
+
+_WORSE = {
+    "failed": 7,
+    "retrying": 6,
+    "unknown": 5,
+    "new": 4,
+    "starting": 3,
+    "filling": 3,
+    "paused": 2,
+    "stopped": 1,
+}
+
+
+def by_view(rows: dict[str, ConsumerRow]) -> dict[str, ConsumerRow]:
+    """Consumer rows by view: a partitioned view's partitions (``NAME.pIofN``) merged into
+    one row under ``NAME``, as far as its slowest partition (a partition not registered yet
+    counts as ``new`` at 0), in its worst state, with their applied events summed."""
+    out: dict[str, ConsumerRow] = {}
+    groups: dict[str, dict[int, ConsumerRow]] = {}
+    counts: dict[str, int] = {}
+    for name, r in rows.items():
+        part = split_consumer(name)
+        if part is None:
+            out[name] = r
+        else:
+            groups.setdefault(part[0], {})[part[1]] = r
+            counts[part[0]] = max(counts.get(part[0], 0), part[2])
+    for view, parts in groups.items():
+        every = [parts.get(i) for i in range(counts[view])]
+        kind = next(r.kind for r in every if r is not None)
+        full = [r or ConsumerRow(view, kind, 0, 0, "new", "", 0, 0.0) for r in every]
+        slow = min(full, key=lambda r: r.seq)
+        worst = max(full, key=lambda r: _WORSE.get(r.state, 0))
+        out[view] = ConsumerRow(
+            view,
+            kind,
+            slow.seq,
+            slow.commit_lsn,
+            worst.state,
+            worst.error or slow.error,
+            sum(r.applied_events for r in full),
+            max(r.updated_at for r in full),
+        )
+    return out
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,7 +33,7 @@ from syncline.core.config_models import Config
 from syncline.core.errors import LogError, SynclineError, TablesNotFollowed, ViewFailed, redact
 from syncline.core.lsn import format_lsn, parse_lsn
 from syncline.log import log_ready, open_observer
-from syncline.log.base import LogBusy
+from syncline.log.base import LogBusy, by_view
 from syncline.runtime.metrics import CONTENT_TYPE, Metrics
 from syncline.runtime.status import (
     applied_positions,
@@ -295,7 +295,7 @@ def _states(cfg: Config) -> tuple[str, dict[str, str]]:
         return "starting", views
     try:
         capture = capture_state(obs)
-        for name, r in obs.consumers().items():
+        for name, r in by_view(obs.consumers()).items():
             if name in views:
                 views[name] = r.state
     except LogBusy:  # the log is being created

@@ -415,6 +415,11 @@ def rebuild(cfg: Config, name: str, say: Say, verify: bool = True) -> str:
     vcfg = known.get(name)
     if vcfg is None:
         raise RebuildError(f"no view named {name} in {cfg.path}")
+    if vcfg.partitions > 1:
+        raise RebuildError(
+            f"view {name} is applied in {vcfg.partitions} partitions: `syncline rebuild` cannot swap "
+            "a partitioned view yet; stop its appliers, empty its store and start them again to refill it"
+        )
     path = Path(cfg.log.path)
     if not log_exists(cfg.log):
         raise RebuildError(f"no log at {path}: `syncline run` has never run with this config")

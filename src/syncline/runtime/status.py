@@ -14,7 +14,7 @@ from syncline.core.config_models import Config
 from syncline.core.errors import LogError, ViewFailed
 from syncline.core.lsn import format_lsn
 from syncline.log import log_exists, log_ready, open_observer
-from syncline.log.base import LogBusy, LogObserver
+from syncline.log.base import ConsumerRow, LogBusy, LogObserver, by_view
 from syncline.sources.registry import open_admin
 
 
@@ -78,13 +78,15 @@ def log_status(obs: LogObserver, cfg: Config) -> dict[str, Any]:
 
 def view_status(obs: LogObserver, cfg: Config) -> dict[str, Any]:
     hw = int(obs.meta("hw", "0"))
-    rows = obs.consumers()
+    rows = by_view(obs.consumers())
     out: dict[str, Any] = {}
     now = time.time()
     errors = error_counts(obs)
     failures = obs.failures()
+    raw = obs.consumers()
     for v in cfg.views:
         r = rows.get(v.name)
+        parts = [a.consumer for a in v.appliers()] if v.partitions > 1 else [v.name]
         seq = r.seq if r else 0
         lag_events, oldest = obs.events_after(seq, hw)
         lag_s = max(0.0, now - oldest / 1e6) if lag_events and oldest else 0.0
@@ -97,15 +99,39 @@ def view_status(obs: LogObserver, cfg: Config) -> dict[str, Any]:
             "lag_events": lag_events,
             "applied_events": r.applied_events if r else 0,
             "error": (r.error or None) if r else None,
-            **errors.get(("view", v.name), {"retries": 0, "errors": 0}),
+            **_summed([errors.get(("view", p), {}) for p in parts]),
         }
-        f = failures.get(v.name)
+        if v.partitions > 1:
+            out[v.name]["partitions"] = {
+                f"{i}/{v.partitions}": _partition_doc(raw.get(p)) for i, p in enumerate(parts)
+            }
+        f = next((failures[p] for p in parts if p in failures and _failed(raw.get(p))), None)
         if r and r.state == "failed" and f is not None:
             out[v.name]["action"] = f.action or None
             out[v.name]["next_retry_seconds"] = (
                 round(max(0.0, f.next_retry - now), 1) if f.fixable and f.next_retry else None
             )
     return out
+
+
+def _summed(counts: list[dict[str, int]]) -> dict[str, int]:
+    return {k: sum(c.get(k, 0) for c in counts) for k in ("retries", "errors")}
+
+
+def _failed(r: ConsumerRow | None) -> bool:
+    return r is not None and r.state == "failed"
+
+
+def _partition_doc(r: ConsumerRow | None) -> dict[str, Any]:
+    """One partition of a partitioned view, in ``status``."""
+    if r is None:
+        return {"state": "new", "applied_seq": 0, "applied_events": 0, "error": None}
+    return {
+        "state": r.state,
+        "applied_seq": r.seq,
+        "applied_events": r.applied_events,
+        "error": r.error or None,
+    }
 
 
 def status(cfg: Config, with_source: bool = True) -> dict[str, Any]:
@@ -188,7 +214,7 @@ def applied_positions(cfg: Config, views: Iterable[str]) -> dict[str, dict[str, 
     with contextlib.suppress(LogError):
         obs = open_observer(cfg.log)
         try:
-            for name, r in obs.consumers().items():
+            for name, r in by_view(obs.consumers()).items():
                 if name in out:
                     out[name] = {"state": r.state, "applied_lsn": _lsn(r.commit_lsn)}
         finally:
@@ -215,7 +241,7 @@ def views_caught_up(cfg: Config, lsn: int, views: list[str]) -> bool:
 
 def _raise_failed(obs: LogObserver, views: list[str]) -> None:
     """Raise :class:`ViewFailed` for the first of ``views`` recorded as failed."""
-    rows = obs.consumers()
+    rows = by_view(obs.consumers())
     for name in views:
         r = rows.get(name)
         if r is not None and r.state == "failed":
@@ -231,7 +257,7 @@ def views_behind(cfg: Config, lsn: int, views: Iterable[str]) -> list[str]:
 def _caught_up(obs: LogObserver, lsn: int, views: list[str]) -> bool:
     if int(obs.meta("received_lsn", "0")) < lsn:
         return False  # the log itself has not reached it (with no view at all, too)
-    rows = obs.consumers()
+    rows = by_view(obs.consumers())
     for name in views:
         r = rows.get(name)
         if r is None or not caught_up_seq(obs, lsn, r.seq):

@@ -31,9 +31,16 @@ log = logging.getLogger("syncline.run")
 
 
 class Supervisor:
-    def __init__(self, cfg: Config, capture: bool = True, views: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        capture: bool = True,
+        views: list[str] | None = None,
+        partition: int | None = None,
+    ) -> None:
         """``capture``: run the capture and the compactor; ``views``: the views to apply
-        (None: every configured view)."""
+        (None: every configured view); ``partition``: only that partition of partitioned
+        views (None: all of them)."""
         self.cfg = cfg
         self.with_capture = capture
         self.ctx = mp.get_context("spawn")
@@ -56,10 +63,16 @@ class Supervisor:
             options={
                 "path": cfg.log.path,
                 "retention": cfg.log.retention,
-                "views": [v.name for v in cfg.views],
+                "views": sorted(cfg.consumers()),
             },
         )
-        wanted = [v for v in cfg.views if views is None or v.name in views]
+        wanted = [
+            a
+            for v in cfg.views
+            if views is None or v.name in views
+            for a in v.appliers()
+            if partition is None or a.partition in (None, partition)
+        ]
         self.all_views = [compactor, *wanted] if capture else wanted
         self.title = "supervisor" if capture and views is None else "capture" if capture else "apply"
 
@@ -69,9 +82,9 @@ class Supervisor:
         self.capture = p
 
     def _start_view(self, v: ViewConfig) -> None:
-        p = self.ctx.Process(target=workers.view_entry, args=(self.cfg, v), name=f"view-{v.name}")
+        p = self.ctx.Process(target=workers.view_entry, args=(self.cfg, v), name=f"view-{v.consumer}")
         p.start()
-        self.views[v.name] = p
+        self.views[v.consumer] = p
 
     def run(self) -> int:
         def on_signal(_sig: int, _frm: object) -> None:
@@ -120,14 +133,14 @@ class Supervisor:
                     self._restart_when_due("capture", rc, self._start_capture)
                 self._retry_failed_views()
                 for v in self.all_views:
-                    p = self.views.get(v.name)
-                    if p is None or p.is_alive() or v.name in self.failed_views:
+                    p = self.views.get(v.consumer)
+                    if p is None or p.is_alive() or v.consumer in self.failed_views:
                         continue
                     if p.exitcode == workers.EXIT_TERMINAL:
                         self._view_failed(v)
                         continue
                     restart = functools.partial(self._start_view, v)
-                    self._restart_when_due(f"view {v.name}", p.exitcode, restart)
+                    self._restart_when_due(f"view {v.consumer}", p.exitcode, restart)
         finally:
             if api is not None:
                 api.stop()
@@ -166,20 +179,22 @@ class Supervisor:
     def _view_failed(self, v: ViewConfig) -> None:
         """A view exited with a terminal error: keep it stopped, unless the cause is one a
         change in the target can fix: then retry it with back-off (1 s doubling to 5 min)."""
-        self.failed_views.add(v.name)
+        self.failed_views.add(v.consumer)
         try:
-            fixable, action, _ = self._control().failure(v.name)
+            fixable, action, _ = self._control().failure(v.consumer)
         except sqlite3.Error:
             fixable, action = False, ""
         if not fixable:
-            log.error("view %s failed; the others go on (see syncline status). To fix: %s", v.name, action)
+            log.error(
+                "view %s failed; the others go on (see syncline status). To fix: %s", v.consumer, action
+            )
             return
-        b = self.fixable_backoff.setdefault(v.name, Backoff(1.0, 300.0))
+        b = self.fixable_backoff.setdefault(v.consumer, Backoff(1.0, 300.0))
         delay = b.next_delay()
-        self.fixable_due[v.name] = time.monotonic() + delay
+        self.fixable_due[v.consumer] = time.monotonic() + delay
         with contextlib.suppress(sqlite3.Error):
-            self._control().set_next_retry(v.name, time.time() + delay)
-        log.error("view %s failed; retrying in %.0fs. To fix: %s", v.name, delay, action)
+            self._control().set_next_retry(v.consumer, time.time() + delay)
+        log.error("view %s failed; retrying in %.0fs. To fix: %s", v.consumer, delay, action)
 
     def _retry_failed_views(self) -> None:
         """Restart failed views whose retry is due or was asked for (``syncline retry``)."""
@@ -190,24 +205,24 @@ class Supervisor:
             return
         self._last_control_check = now
         for v in self.all_views:
-            if v.name not in self.failed_views:
+            if v.consumer not in self.failed_views:
                 continue
             try:
-                _, _, asked = self._control().failure(v.name)
+                _, _, asked = self._control().failure(v.consumer)
             except sqlite3.Error:
                 continue
-            due = self.fixable_due.get(v.name)
+            due = self.fixable_due.get(v.consumer)
             if not asked and (due is None or now < due):
                 continue
             if asked:
-                self.fixable_backoff.pop(v.name, None)
-                log.info("view %s: retry requested; restarting it", v.name)
+                self.fixable_backoff.pop(v.consumer, None)
+                log.info("view %s: retry requested; restarting it", v.consumer)
             else:
-                log.info("view %s: retrying", v.name)
-            self.failed_views.discard(v.name)
-            self.fixable_due.pop(v.name, None)
+                log.info("view %s: retrying", v.consumer)
+            self.failed_views.discard(v.consumer)
+            self.fixable_due.pop(v.consumer, None)
             with contextlib.suppress(sqlite3.Error):
-                self._control().clear_retry_request(v.name)
+                self._control().clear_retry_request(v.consumer)
             self._start_view(v)
 
     def _children_exited_cleanly(self) -> bool:
@@ -242,7 +257,7 @@ class Supervisor:
             return
         t = open_control(self.cfg.log)
         try:
-            gone = t.remove_others({v.name for v in self.cfg.views})
+            gone = t.remove_others(self.cfg.consumers())
             for g in gone:
                 log.info("view %s is no longer configured; forgotten", g)
         finally:
@@ -276,6 +291,7 @@ def run_capture(cfg: Config) -> int:
     return Supervisor(cfg, capture=True, views=[]).run()
 
 
-def run_apply(cfg: Config, views: list[str]) -> int:
-    """``syncline apply --view NAME``: log → the named views."""
-    return Supervisor(cfg, capture=False, views=views).run()
+def run_apply(cfg: Config, views: list[str], partition: int | None = None) -> int:
+    """``syncline apply --view NAME [--partition I/N]``: log → the named views (one partition
+    of them, or all)."""
+    return Supervisor(cfg, capture=False, views=views, partition=partition).run()

@@ -52,6 +52,7 @@ from syncline.views.base import (
     keyless_refusal,
     selected_oids,
 )
+from syncline.views.partition import take_partition
 from syncline.views.registry import create_view
 
 EXIT_TERMINAL = 3
@@ -206,26 +207,26 @@ def _set_state(writer: LogAppender, state: str, error: str) -> None:
 
 
 def view_main(cfg: Config, vcfg: ViewConfig) -> int:
-    stop = _child_setup(cfg, f"view {vcfg.name}")
+    stop = _child_setup(cfg, f"view {vcfg.consumer}")
     if vcfg.kind == "compacted":
         # The compactor only serves retention and future views: it yields the CPU to the
         # capture and the views, and catches up when they are idle.
         with contextlib.suppress(OSError):
             os.nice(10)
-    log = logging.getLogger(f"syncline.view.{vcfg.name}")
+    log = logging.getLogger(f"syncline.view.{vcfg.consumer}")
     path = Path(cfg.log.path)
     while not log_ready(cfg.log) and not stop.is_set():
         stop.wait(0.5)
-    lock = _exclusive(path / f"view-{vcfg.name}.lock", stop, log)
+    lock = _exclusive(path / f"view-{vcfg.consumer}.lock", stop, log)
     if lock is None:
         return 0
     consumers = open_control(cfg.log)
-    consumers.update(vcfg.name, vcfg.kind, state="starting")
-    consumers.clear_failure(vcfg.name)
+    consumers.update(vcfg.consumer, vcfg.kind, state="starting")
+    consumers.clear_failure(vcfg.consumer)
     backoff = Backoff()
     while not stop.is_set():
         view = None
-        if not _lease(consumers, vcfg.name, stop, log):
+        if not _lease(consumers, vcfg.consumer, stop, log):
             return 0
         try:
             view = create_view(vcfg)
@@ -236,42 +237,44 @@ def view_main(cfg: Config, vcfg: ViewConfig) -> int:
             except sqlite3.OperationalError as e:  # the log is busy or being created
                 raise TransientViewError(f"reading the log: {e}") from e
             _close_reporting(view, vcfg, consumers)
-            consumers.update(vcfg.name, vcfg.kind, state="stopped")
-            consumers.release_view(vcfg.name)
+            consumers.update(vcfg.consumer, vcfg.kind, state="stopped")
+            consumers.release_view(vcfg.consumer)
             return 0
         except PausedForRebuild:
             assert view is not None
             _close_reporting(view, vcfg, consumers)
-            consumers.update(vcfg.name, vcfg.kind, state="paused", error="")
-            log.info("view %s: paused while `syncline rebuild` swaps in its new copy", vcfg.name)
+            consumers.update(vcfg.consumer, vcfg.kind, state="paused", error="")
+            log.info("view %s: paused while `syncline rebuild` swaps in its new copy", vcfg.consumer)
             if not _sit_out_rebuild(lock, consumers, vcfg.name, stop):
                 return 0
-            log.info("view %s: resuming on its rebuilt copy", vcfg.name)
+            log.info("view %s: resuming on its rebuilt copy", vcfg.consumer)
         except SynclineError as e:
             if view is not None:
                 _safe_close(view)
-            consumers.count_error(vcfg.name, e, e.transient)
+            consumers.count_error(vcfg.consumer, e, e.transient)
             if not e.transient:
                 fixable = isinstance(e, ViewError) and e.fixable
                 action = (e.action if isinstance(e, ViewError) else "") or (
                     f"fix the cause, then run `syncline retry {vcfg.name}`"
                 )
                 log.error("%s; to fix: %s", e, action)
-                consumers.update(vcfg.name, vcfg.kind, state="failed", error=str(e)[:500])
-                consumers.set_failure(vcfg.name, fixable, action)
+                consumers.update(vcfg.consumer, vcfg.kind, state="failed", error=str(e)[:500])
+                consumers.set_failure(vcfg.consumer, fixable, action)
                 return EXIT_TERMINAL
             delay = backoff.next_delay()
             log.warning("%s; retrying in %.1fs (the log keeps the changes)", e, delay)
-            consumers.update(vcfg.name, vcfg.kind, state="retrying", error=str(e)[:500])
+            consumers.update(vcfg.consumer, vcfg.kind, state="retrying", error=str(e)[:500])
             stop.wait(delay)
         except Exception as e:
             if view is not None:
                 _safe_close(view)
-            log.exception("view %s failed", vcfg.name)
-            consumers.count_error(vcfg.name, e, False)
-            consumers.update(vcfg.name, vcfg.kind, state="failed", error=f"{type(e).__name__}: {e}"[:500])
+            log.exception("view %s failed", vcfg.consumer)
+            consumers.count_error(vcfg.consumer, e, False)
+            consumers.update(vcfg.consumer, vcfg.kind, state="failed", error=f"{type(e).__name__}: {e}"[:500])
             consumers.set_failure(
-                vcfg.name, False, f"a defect in syncline: report it; `syncline retry {vcfg.name}` tries again"
+                vcfg.consumer,
+                False,
+                f"a defect in syncline: report it; `syncline retry {vcfg.name}` tries again",
             )
             return EXIT_TERMINAL
     return 0
@@ -294,7 +297,7 @@ def _close_reporting(view: View, vcfg: ViewConfig, consumers: LogControl) -> Non
     view.close()
     done = view.read_checkpoint() if isinstance(view, DeferredCommit) else None
     if done is not None:
-        consumers.add_applied(vcfg.name, vcfg.kind, 0, done.seq, done.commit_lsn)
+        consumers.add_applied(vcfg.consumer, vcfg.kind, 0, done.seq, done.commit_lsn)
 
 
 def _safe_close(view: object) -> None:
@@ -321,17 +324,17 @@ def _view_loop(
         hw = reader.hw()
         if cp.seq > hw:
             raise ViewError(
-                f"view {vcfg.name} has applied log record {cp.seq} but the log at {path} ends at "
+                f"view {vcfg.consumer} has applied log record {cp.seq} but the log at {path} ends at "
                 f"{hw}: the log was reset; empty the view's store to rebuild it"
             )
         # the store's own position, which may be behind the recorded one (a store restored
         # or emptied): `wait` must not count on more than the store holds
-        consumers.update(vcfg.name, vcfg.kind, seq=cp.seq, commit_lsn=cp.commit_lsn)
+        consumers.update(vcfg.consumer, vcfg.kind, seq=cp.seq, commit_lsn=cp.commit_lsn)
         trimmed = reader.trimmed_seq()
         if cp.seq < trimmed:
             if cp.seq != 0:
                 raise ViewError(
-                    f"view {vcfg.name} is at log record {cp.seq} but the log was trimmed up to "
+                    f"view {vcfg.consumer} is at log record {cp.seq} but the log was trimmed up to "
                     f"{trimmed}: empty the view's store to refill it from the compacted log"
                 )
             cp = _fill_from_compacted(view, vcfg, path, consumers, stop, log)
@@ -339,16 +342,16 @@ def _view_loop(
                 view.flush()
         relations = reader.relations_at(cp.seq)
         consumers.update(
-            vcfg.name, vcfg.kind, state="running", error="", seq=cp.seq, commit_lsn=cp.commit_lsn
+            vcfg.consumer, vcfg.kind, state="running", error="", seq=cp.seq, commit_lsn=cp.commit_lsn
         )
-        log.info("view %s (%s) resumes after log record %d", vcfg.name, vcfg.kind, cp.seq)
+        log.info("view %s (%s) resumes after log record %d", vcfg.consumer, vcfg.kind, cp.seq)
         pos = cp
         open_txn = False
         prefetch = Prefetcher(cfg.log, cp, vcfg.batch_events)
         try:
             extra = _sequence_meta(reader) if vcfg.kind == "postgres" else None
             # every worker keeps its lease; the compactor is never paused by a rebuild
-            paused = _pause_check(consumers, vcfg.name, pausable=vcfg.kind != "compacted")
+            paused = _pause_check(consumers, vcfg.consumer, vcfg.name, pausable=vcfg.kind != "compacted")
             open_txn = _apply_loop(
                 view, vcfg, prefetch, relations, pos, consumers, stop, retention, extra, paused
             )
@@ -377,7 +380,7 @@ def _sequence_meta(reader: LogCursor) -> Callable[[], dict[str, object]]:
     return get
 
 
-def _pause_check(control: LogControl, name: str, pausable: bool = True) -> Callable[[], bool]:
+def _pause_check(control: LogControl, name: str, view: str, pausable: bool = True) -> Callable[[], bool]:
     """Whether ``syncline rebuild`` asks this view's worker to pause (read twice a second);
     every few seconds it refreshes the worker's lease on the view, and raises when another
     applier took it over (the view is then applied by one process only)."""
@@ -396,7 +399,7 @@ def _pause_check(control: LogControl, name: str, pausable: bool = True) -> Calla
         if pausable and now - state["at"] >= 0.5:
             state["at"] = now
             with contextlib.suppress(LogError, sqlite3.Error):
-                state["paused"] = control.rebuilds().get(name, False)
+                state["paused"] = control.rebuilds().get(view, False)
         return bool(state["paused"])
 
     return get
@@ -451,6 +454,8 @@ def _apply_loop(
         if paused is not None and paused() and not open_txn:
             raise PausedForRebuild
         txns = prefetch.get(0.05)
+        if txns and vcfg.partition is not None:
+            txns = take_partition(txns, relations, vcfg.partition, vcfg.partitions)
         if txns:
             last = txns[-1]
             n = sum(len(t.items) for t in txns)
@@ -477,7 +482,7 @@ def _apply_loop(
         if done is None or (done.seq <= reported.seq and not events):
             continue
         # events not written now are kept by the consumer table for the next call
-        written = consumers.add_applied(vcfg.name, vcfg.kind, events, done.seq, done.commit_lsn)
+        written = consumers.add_applied(vcfg.consumer, vcfg.kind, events, done.seq, done.commit_lsn)
         events = 0
         if written and done.seq > reported.seq:
             reported = applied if done.seq >= applied.seq else done
@@ -501,13 +506,13 @@ def _fill_from_compacted(
         # the compactor keeps its state where the capture runs: on another host, nothing
         # here can fill the view, and following the trimmed log would lose its first rows
         raise ViewError(
-            f"view {vcfg.name} is new and the log was trimmed, but the compacted log that fills a new"
+            f"view {vcfg.consumer} is new and the log was trimmed, but the compacted log that fills a new"
             f" view is not in {path} (it is kept where `syncline capture` runs)",
             action=f"start `syncline apply --view {vcfg.name}` once where the capture runs (same"
             " [log] path), or configure the view where the capture runs before the log is trimmed",
         )
-    log.info("view %s is new and the log was trimmed: filling it from the compacted log", vcfg.name)
-    consumers.update(vcfg.name, vcfg.kind, state="filling")
+    log.info("view %s is new and the log was trimmed: filling it from the compacted log", vcfg.consumer)
+    consumers.update(vcfg.consumer, vcfg.kind, state="filling")
     relations: dict[int, Relation] = {}
     cp = Checkpoint()
     n = 0
@@ -515,11 +520,13 @@ def _fill_from_compacted(
         if stop.is_set():
             raise TransientViewError("stopped while filling from the compacted log")
         cp = Checkpoint(txn.seq, txn.commit_lsn)
+        if vcfg.partition is not None:
+            txn = take_partition([txn], relations, vcfg.partition, vcfg.partitions)[0]
         n += len(txn.items)
         batch = Batch([txn], relations, cp, len(txn.items), commit=txn.last)
         view.apply(batch)
         advance_relations(batch)
-    log.info("view %s filled with %d rows and schema changes up to log record %d", vcfg.name, n, cp.seq)
+    log.info("view %s filled with %d rows and schema changes up to log record %d", vcfg.consumer, n, cp.seq)
     return cp
 
 

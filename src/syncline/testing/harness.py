@@ -51,6 +51,7 @@ class Pipeline:
         log_kind: str | None = None,
         nats_servers: tuple[str, ...] = (),
         nats_replicas: int = 1,
+        redis_partitions: int = 1,
     ) -> None:
         self.cluster = cluster
         self.workdir = workdir
@@ -102,6 +103,8 @@ class Pipeline:
         if "redis" in views:
             self.redis = RedisServer(workdir / "redis")
             lines += ["[views.cache]", 'kind = "redis"', f'url = "{self.redis.url}"']
+            if redis_partitions > 1:
+                lines.append(f"partitions = {redis_partitions}")
         if "tantivy" in views:
             lines += ["[views.search]", 'kind = "tantivy"', f'path = "{workdir / "search"}"']
         self.config_path = workdir / "syncline.toml"

@@ -209,7 +209,7 @@ def _apply_change(d: TableDelta, _key: KeyFn, ch: RowChange) -> None:
     k = _key(new)
     prev = d.rows.pop(old_k, None)
     origin = d.origin.pop(old_k, old_k)
-    if old_k != k:
+    if old_k != k and not ch.moved_in:
         d.deleted.add(old_k)
     if prev is not None and UNCHANGED in new:
         new = _merge(prev, new)

@@ -19,6 +19,9 @@ if TYPE_CHECKING:
     from syncline.views.redis.view import RedisView
 
 EXTRA = "redis"
+PARTITIONABLE = True
+"""``partitions = N``: N appliers share the rows by key hash (each keeps its own position and
+key sets in the same Redis)."""
 OPTIONS: dict[str, OptionSpec] = {
     "url": (str, "a redis:// URL", REQUIRED),
     "key": (str, "a key template like {table}:{pk}", "{table}:{pk}"),

@@ -137,7 +137,11 @@ class RedisView:
         url = o.get("url")
         if not isinstance(url, str) or not url:
             raise ConfigError(f"view {cfg.name!r} (redis): option 'url' (a redis:// URL) is required")
-        self.name = cfg.name
+        self.name = cfg.consumer
+        """Names this applier's bookkeeping: a partition keeps its own position, relations
+        and key sets (a truncate unlinks only the keys it wrote)."""
+        self.view = cfg.name
+        self.partitions = cfg.partitions
         self._url = url.value if isinstance(url, Secret) else url
         self.template = str(o.get("key", "{table}:{pk}"))
         validate_template(cfg.name, self.template)
@@ -225,12 +229,35 @@ class RedisView:
                 )
                 self._client = redis.Redis(connection_pool=self._pool)
             try:
+                self._check_partitions()
                 self._load_relations()
                 self._max_value = self._server_limit()
                 self._known = self._stored_checkpoint()
                 return self._known
             except Exception as e:
                 raise self._error(e, "opening") from e
+
+    def _check_partitions(self) -> None:
+        """The store remembers in how many partitions the view is applied: each partition
+        keeps its own position, so another count cannot go on from them."""
+        c = self._require()
+        key = f"{PREFIX}partitions:{self.view}"
+        got = c.get(key)
+        if got is None and self.partitions == 1:
+            return  # a view applied whole (every store before partitions existed)
+        if got is None:
+            if c.exists(f"{PREFIX}position:{self.view}"):
+                got = b"1"
+            else:
+                c.set(key, self.partitions, nx=True)
+                got = c.get(key)
+        if got is not None and int(got) != self.partitions:
+            raise ViewError(
+                f"view {self.view} (redis) was applied in {int(got)} partition(s) and is now configured "
+                f"with {self.partitions}: the positions stored for the old count do not fit the new one",
+                action=f"set partitions = {int(got)} again, or empty the view's Redis database (the view is "
+                "refilled from the log)",
+            )
 
     def close(self) -> None:
         with self._lock:

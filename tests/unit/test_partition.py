@@ -1,0 +1,161 @@
+"""Partitioned apply: each partition applies its keys' changes, in any order of partitions,
+and together they reach the state of applying the whole log (Hypothesis)."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from syncline.core.config_models import ViewConfig, partition_consumer, split_consumer
+from syncline.core.events import UNCHANGED, Row, RowChange, SchemaChange, Transaction, Truncate
+from syncline.log.base import ConsumerRow, by_view
+from syncline.views.netting import DeltaStep, TruncateStep, net_steps
+from syncline.views.partition import partition_of, take_partition
+from tests.unit.test_netting import REL, sequential
+
+KEYS = [str(i) for i in range(1, 13)]
+keys = st.sampled_from(KEYS)
+vals = st.sampled_from(["x", "y", None])
+
+
+def applied_by_partition(
+    state: dict[str, Row], txns: list[Transaction], index: int, count: int
+) -> dict[str, Row]:
+    """One partition's effect on a shared store: like a Redis partition, a truncate removes
+    only the keys this partition holds."""
+    s = dict(state)
+    part = take_partition(txns, {1: REL}, index, count)
+    for step in net_steps(part, {1: REL}):
+        if isinstance(step, TruncateStep):
+            s = {k: v for k, v in s.items() if partition_of((k,), count) != index}
+        elif isinstance(step, DeltaStep):
+            for d in step.tables:
+                for k, _ in d.rows.items():
+                    assert partition_of(k, count) == index, "a row written by another partition"
+                resolved = []
+                for row, origin in d.partials():
+                    stored = s[str(origin[0])]
+                    resolved.append(
+                        tuple(p if n is UNCHANGED else n for p, n in zip(stored, row, strict=False))
+                    )
+                for k in d.deleted:
+                    assert partition_of(k, count) == index, "a key deleted by another partition"
+                    s.pop(str(k[0]), None)
+                for row in [*d.upserts(), *resolved]:
+                    s[str(row[0])] = row
+    return s
+
+
+@st.composite
+def ops(draw: st.DrawFn) -> tuple[str, str, str, object, object]:
+    kind = draw(
+        st.sampled_from(["insert", "update", "update", "delete", "truncate", "pkmove", "pkmove_full"])
+    )
+    big = draw(st.one_of(vals, st.just(UNCHANGED)))
+    return kind, draw(keys), draw(keys), draw(vals), big
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(ops(), max_size=30),
+    st.integers(min_value=1, max_value=4),
+    st.integers(min_value=2, max_value=4),
+    st.booleans(),
+)
+def test_partitions_together_equal_the_whole(script: list, per_txn: int, count: int, reverse: bool) -> None:
+    state: dict[str, Row] = {k: (k, "init", "B" + k) for k in KEYS[:4]}
+    model = dict(state)
+    changes: list[RowChange | Truncate] = []
+    for kind, k, k2, a, big in script:
+        if kind == "truncate":
+            changes.append(Truncate((1,)))
+            model.clear()
+        elif kind == "insert" and k not in model:
+            ch = RowChange("insert", 1, (k, a, big if big is not UNCHANGED else "B"))
+            changes.append(ch)
+            model[k] = ch.new  # type: ignore[assignment]
+        elif kind == "update" and k in model:
+            changes.append(RowChange("update", 1, (k, a, big)))
+            model = sequential(model, changes[-1:])
+        elif kind == "pkmove" and k in model and k2 not in model:
+            # key-only old row (REPLICA IDENTITY DEFAULT): unchanged TOAST only within a partition
+            same = partition_of((k,), count) == partition_of((k2,), count)
+            b = big if same or big is not UNCHANGED else "moved"
+            changes.append(RowChange("update", 1, (k2, a, b), old=(k, None, None)))
+            model = sequential(model, changes[-1:])
+        elif kind == "pkmove_full" and k in model and k2 not in model:
+            # REPLICA IDENTITY FULL: the old row supplies unchanged values
+            changes.append(RowChange("update", 1, (k2, a, big), old=model[k]))
+            model = sequential(model, changes[-1:])
+        elif kind == "delete" and k in model:
+            changes.append(RowChange("delete", 1, None, old=(k, None, None)))
+            model.pop(k)
+    txns = [
+        Transaction(i + 1, i + 1, i + 1, i, 0, list(changes[i : i + per_txn]))
+        for i in range(0, len(changes), per_txn)
+    ]
+    s = dict(state)
+    order = range(count - 1, -1, -1) if reverse else range(count)
+    for p in order:  # one partition entirely before the next: the farthest they can drift
+        s = applied_by_partition(s, txns, p, count)
+    assert s == sequential(state, changes)
+
+
+def test_every_transaction_is_kept_so_positions_move_on() -> None:
+    txns = [Transaction(i, i, i, i, 0, [RowChange("insert", 1, (str(i), "a", "b"))]) for i in range(1, 9)]
+    for p in range(3):
+        got = take_partition(txns, {1: REL}, p, 3)
+        assert [t.seq for t in got] == [t.seq for t in txns]
+    total = sum(len(t.items) for p in range(3) for t in take_partition(txns, {1: REL}, p, 3))
+    assert total == 8
+
+
+def test_a_key_moved_across_partitions_with_unchanged_values_reads_but_keeps_its_origin() -> None:
+    count = 2
+    a = next(k for k in KEYS if partition_of((k,), count) == 0)
+    b = next(k for k in KEYS if partition_of((k,), count) == 1)
+    txn = Transaction(1, 1, 1, 1, 0, [RowChange("update", 1, (b, "x", UNCHANGED), old=(a, None, None))])
+    (p0,) = take_partition([txn], {1: REL}, 0, count)
+    (p1,) = take_partition([txn], {1: REL}, 1, count)
+    assert [(c.op, c.old) for c in p0.items if isinstance(c, RowChange)] == [("delete", (a, None, None))]
+    (moved,) = [c for c in p1.items if isinstance(c, RowChange)]
+    assert moved.moved_in and moved.op == "update"
+    (step,) = net_steps([p1], {1: REL})
+    assert isinstance(step, DeltaStep)
+    (d,) = step.tables
+    assert d.partials() == [((b, "x", UNCHANGED), (a,))]
+    assert not d.deleted, "the origin belongs to the other partition: never deleted here"
+
+
+def test_schema_changes_and_truncates_reach_every_partition() -> None:
+    txn = Transaction(
+        1, 1, 1, 1, 0, [SchemaChange(REL), Truncate((1,)), RowChange("insert", 1, ("1", "a", "b"))]
+    )
+    for p in range(3):
+        (got,) = take_partition([txn], {}, p, 3)
+        assert isinstance(got.items[0], SchemaChange) and isinstance(got.items[1], Truncate)
+    rows = [
+        it for p in range(3) for it in take_partition([txn], {}, p, 3)[0].items if isinstance(it, RowChange)
+    ]
+    assert len(rows) == 1  # the table's key came with the schema change in the same transaction
+
+
+def test_consumer_names_round_trip_and_merge_to_the_slowest_partition() -> None:
+    v = ViewConfig("cache", "redis", partitions=3)
+    names = [a.consumer for a in v.appliers()]
+    assert names == [partition_consumer("cache", i, 3) for i in range(3)]
+    assert [split_consumer(n) for n in names] == [("cache", i, 3) for i in range(3)]
+    assert split_consumer("cache") is None and split_consumer("my-view") is None
+    rows = {
+        names[0]: ConsumerRow(names[0], "redis", 10, 100, "running", "", 5, 1.0),
+        names[1]: ConsumerRow(names[1], "redis", 7, 70, "retrying", "Redis away", 3, 2.0),
+        "other": ConsumerRow("other", "postgres", 9, 90, "running", "", 1, 1.0),
+    }
+    merged = by_view(rows)
+    assert merged["other"] == rows["other"]
+    # partition 2 has not registered: the view is at 0, "new" is worse than "running"
+    assert (merged["cache"].seq, merged["cache"].state) == (0, "retrying")
+    rows[names[2]] = ConsumerRow(names[2], "redis", 12, 120, "running", "", 4, 3.0)
+    merged = by_view(rows)
+    assert (merged["cache"].seq, merged["cache"].commit_lsn) == (7, 70)
+    assert merged["cache"].applied_events == 12 and merged["cache"].error == "Redis away"
