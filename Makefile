@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: install dev demo test test-fast test-matrix test-cluster lint bench bench-snapshot lock clean
+.PHONY: install dev demo test test-fast test-matrix test-cluster lint bench bench-snapshot bench-apply lock clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -66,6 +66,9 @@ bench: install
 
 bench-snapshot: install
 	$(BIN)/python bench/snapshot.py
+
+bench-apply: install
+	$(BIN)/python bench/apply.py
 
 # re-resolve the lock files from pyproject.toml (needs PyPI)
 lock: $(BIN)/python

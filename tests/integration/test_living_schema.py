@@ -778,3 +778,30 @@ def test_an_update_keeping_toasted_values_inside_a_copy_window_keeps_them(
         barrier.close()
         locker.close()
         p.close()
+
+
+def test_columns_renamed_dropped_or_added_with_no_row_change_after_reach_the_views(
+    pg: PgCluster, tmp_path: Path
+) -> None:
+    """pgoutput sends a table's new shape only with its next change: DDL that is the last
+    thing a table sees must still reach every view (the catalogue poll logs it)."""
+    p = Pipeline(pg, tmp_path, views=("postgres", "duckdb", "redis", "tantivy"))
+    try:
+        p.sql(
+            "CREATE TABLE t (id int PRIMARY KEY, a text, b int, c text);"
+            "INSERT INTO t SELECT g, 'a' || g, g, 'c' FROM generate_series(1, 20) g"
+        )
+        p.start()
+        wait_followed(p)
+        p.sql("ALTER TABLE t RENAME COLUMN a TO a2")
+        p.sql("ALTER TABLE t DROP COLUMN b")
+        p.sql("ALTER TABLE t ADD COLUMN d int")
+        want = [("id",), ("a2",), ("c",), ("d",)]
+        q = "SELECT column_name FROM information_schema.columns WHERE table_name = 't' ORDER BY ordinal_position"
+        deadline = time.monotonic() + 30
+        while p.sql(q, p.replica_db) != want:
+            assert time.monotonic() < deadline, (p.sql(q, p.replica_db), p.output()[-3000:])
+            time.sleep(0.2)
+        converge(p)
+    finally:
+        p.close()

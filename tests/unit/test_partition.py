@@ -159,3 +159,22 @@ def test_consumer_names_round_trip_and_merge_to_the_slowest_partition() -> None:
     merged = by_view(rows)
     assert (merged["cache"].seq, merged["cache"].commit_lsn) == (7, 70)
     assert merged["cache"].applied_events == 12 and merged["cache"].error == "Redis away"
+
+
+def test_rows_of_a_partition_count_no_longer_used_give_way_to_the_newest() -> None:
+    def row(name: str, seq: int, state: str, at: float) -> ConsumerRow:
+        return ConsumerRow(name, "redis", seq, seq, state, "", 1, at)
+
+    old = {
+        "cache.p0of2": row("cache.p0of2", 50, "stopped", 1.0),
+        "cache.p1of2": row("cache.p1of2", 50, "stopped", 1.0),
+    }
+    rows = {**old, "cache": row("cache", 7, "running", 2.0)}
+    assert (by_view(rows)["cache"].seq, by_view(rows)["cache"].state) == (7, "running")
+    rows = {
+        **old,
+        "cache.p0of3": row("cache.p0of3", 9, "running", 3.0),
+        "cache": row("cache", 7, "stopped", 2.0),
+    }
+    merged = by_view(rows)["cache"]
+    assert (merged.seq, merged.state) == (0, "new"), "partitions 1 and 2 of 3 have not registered"

@@ -266,21 +266,27 @@ _WORSE = {
 def by_view(rows: dict[str, ConsumerRow]) -> dict[str, ConsumerRow]:
     """Consumer rows by view: a partitioned view's partitions (``NAME.pIofN``) merged into
     one row under ``NAME``, as far as its slowest partition (a partition not registered yet
-    counts as ``new`` at 0), in its worst state, with their applied events summed."""
+    counts as ``new`` at 0), in its worst state, with their applied events summed. Rows left
+    by another partition count (or by the view applied whole) give way to the newest."""
     out: dict[str, ConsumerRow] = {}
-    groups: dict[str, dict[int, ConsumerRow]] = {}
-    counts: dict[str, int] = {}
+    groups: dict[str, dict[int, dict[int, ConsumerRow]]] = {}
     for name, r in rows.items():
         part = split_consumer(name)
         if part is None:
             out[name] = r
         else:
-            groups.setdefault(part[0], {})[part[1]] = r
-            counts[part[0]] = max(counts.get(part[0], 0), part[2])
-    for view, parts in groups.items():
-        every = [parts.get(i) for i in range(counts[view])]
-        kind = next(r.kind for r in every if r is not None)
-        full = [r or ConsumerRow(view, kind, 0, 0, "new", "", 0, 0.0) for r in every]
+            groups.setdefault(part[0], {}).setdefault(part[2], {})[part[1]] = r
+    for view, by_count in groups.items():
+
+        def newest(parts: dict[int, ConsumerRow]) -> float:
+            return max(r.updated_at for r in parts.values())
+
+        count, parts = max(by_count.items(), key=lambda kv: newest(kv[1]))
+        whole = out.get(view)
+        if whole is not None and whole.updated_at >= newest(parts):
+            continue
+        kind = next(iter(parts.values())).kind
+        full = [parts.get(i) or ConsumerRow(view, kind, 0, 0, "new", "", 0, 0.0) for i in range(count)]
         slow = min(full, key=lambda r: r.seq)
         worst = max(full, key=lambda r: _WORSE.get(r.state, 0))
         out[view] = ConsumerRow(

@@ -461,6 +461,11 @@ class TableFollower:
                 log.info("%s: %s changed its stored rows without row events: copying it again", name, why)
                 self.copies[oid] = Copy(oid, name)
                 self._save()
+            elif before.keys() != cols.keys() or any(before[a][4] != v[4] for a, v in cols.items()):
+                # a column renamed, dropped, or added without a default: pgoutput sends the
+                # new shape only with the table's next change, which may never come; log it
+                # now, in stream order (the views rename, drop or add the column)
+                self._emit(f"rename:{oid}")
 
     def _check_partitions(self) -> None:
         """ATTACH, DETACH or DROP of a partition adds or removes rows of the root without
