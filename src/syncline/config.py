@@ -160,7 +160,12 @@ def parse_config(
     lraw = raw.get("log", {})
     if not isinstance(lraw, dict):
         raise ctx.err("log", "a table", lraw)
-    _unknown(ctx, lraw, "log", {"kind", "path", "retention", "servers", "stream", "replicas"})
+    _unknown(
+        ctx,
+        lraw,
+        "log",
+        {"kind", "path", "retention", "servers", "stream", "replicas", "compact_publish_interval"},
+    )
     lkind = _get(ctx, lraw, "log", "kind", str, '"embedded" or "nats"', "embedded")
     if lkind not in ("embedded", "nats"):
         raise ConfigError(
@@ -168,7 +173,7 @@ def parse_config(
         )
     if lkind == "nats" and importlib.util.find_spec("nats") is None:
         raise ConfigError(f"{file}: log.kind = \"nats\" needs nats-py: pip install 'syncline[nats]'")
-    nats_keys = {"servers", "stream", "replicas"} & set(lraw)
+    nats_keys = {"servers", "stream", "replicas", "compact_publish_interval"} & set(lraw)
     if lkind != "nats" and nats_keys:
         raise ConfigError(f'{file}: log.{sorted(nats_keys)[0]}: only for kind = "nats"')
     servers = lraw.get("servers", ["nats://127.0.0.1:4222"])
@@ -186,6 +191,9 @@ def parse_config(
     replicas = _get(ctx, lraw, "log", "replicas", int, "1, 3 or 5", 1)
     if replicas not in (1, 3, 5):
         raise ConfigError(f"{file}: log.replicas: expected 1, 3 or 5, got {replicas}")
+    interval = _get(ctx, lraw, "log", "compact_publish_interval", float, "seconds (at least 1)", 60.0)
+    if isinstance(interval, bool) or interval < 1:
+        raise ctx.err("log.compact_publish_interval", "seconds (at least 1)", interval)
     lpath = _get(ctx, lraw, "log", "path", str, "a directory path", "./.syncline", environ=environ)
     retention = _get(ctx, lraw, "log", "retention", str, '"applied" or "keep"', "applied")
     if retention not in ("applied", "keep"):
@@ -197,6 +205,7 @@ def parse_config(
         servers=tuple(servers),
         stream=stream,
         replicas=replicas,
+        compact_publish_interval=float(interval),
     )
 
     vraw = raw.get("views", {})

@@ -151,3 +151,64 @@ def test_capture_and_appliers_in_separate_processes(
         for h in hosts:
             h.kill()
         p.close()
+
+
+def test_a_view_added_on_another_host_after_trimming_is_filled_from_the_published_compacted_state(
+    pg: object, tmp_path: Path
+) -> None:
+    """The stream is trimmed only up to a compacted state published to NATS: a view that
+    starts later on a host without the capture's files is filled from it, then follows."""
+    from syncline.log import open_observer
+    from syncline.testing.compare import compare_redis, source_tables
+    from syncline.testing.harness import RedisServer
+
+    p = Pipeline(pg, tmp_path, views=("redis",), log_kind="nats")  # type: ignore[arg-type]
+    text = p.config_path.read_text()
+    p.config_path.write_text(text.replace("replicas = 1", "replicas = 1\ncompact_publish_interval = 1"))
+    hosts: list[Host] = []
+    late = RedisServer(tmp_path / "late-redis")
+    try:
+        p.sql(
+            "CREATE TABLE items (id int PRIMARY KEY, v text); INSERT INTO items SELECT g, 'a' FROM generate_series(1, 3000) g"
+        )
+        capture, cache, ops = (Host(p, n) for n in ("capture", "cache", "ops"))
+        hosts += [capture, cache]
+        capture.start("capture")
+        cache.start("apply", "--view", "cache")
+        for i in range(30):  # deletes, updates, inserts over time: records to trim
+            p.sql(
+                f"UPDATE items SET v = 'b{i}' WHERE id % 30 = {i}; DELETE FROM items WHERE id = {i * 50 + 7}"
+            )
+            p.sql(f"INSERT INTO items VALUES ({10_000 + i}, 'n')")
+        assert ops.cli("wait", "--timeout", "120").returncode == 0
+        deadline = time.monotonic() + 60
+        trimmed = 0
+        while trimmed == 0:
+            assert time.monotonic() < deadline, capture.output()[-3000:]
+            obs = open_observer(p.cfg.log)
+            try:
+                trimmed = int(obs.meta("trimmed_seq", "0"))
+            finally:
+                obs.close()
+            time.sleep(0.5)
+        assert "published the compacted state at log record" in capture.output()
+        # a new view, configured on a new host only: the capture's host never heard of it
+        newer = Host(p, "newer")
+        hosts.append(newer)
+        newer.config.write_text(
+            newer.config.read_text() + f'[views.late]\nkind = "redis"\nurl = "{late.url}"\n'
+        )
+        newer.start("apply", "--view", "late")
+        p.sql("UPDATE items SET v = 'after' WHERE id < 100")
+        r = newer.cli("wait", "--view", "late", "--timeout", "120")
+        assert r.returncode == 0, r.stdout + r.stderr + newer.output()[-3000:]
+        assert "fetched the compacted state" in newer.output(), newer.output()[-3000:]
+        diffs = compare_redis(p.source_dsn, late.url, source_tables(p.source_dsn))
+        assert all(d.equal for d in diffs), diffs
+        for h in hosts:
+            assert h.stop() == 0, h.output()[-3000:]
+    finally:
+        for h in hosts:
+            h.kill()
+        late.stop()
+        p.close()

@@ -64,6 +64,14 @@ def test_env_reference_and_secret_never_printed(tmp_path: Path) -> None:
             "views.w.keep_dropped_tables: expected true or false",
         ),
         (
+            '[source]\ndsn = "x"\n[log]\nkind = "nats"\ncompact_publish_interval = 0\n',
+            "log.compact_publish_interval: expected seconds (at least 1)",
+        ),
+        (
+            '[source]\ndsn = "x"\n[log]\ncompact_publish_interval = 5\n',
+            'log.compact_publish_interval: only for kind = "nats"',
+        ),
+        (
             '[source]\ndsn = "x"\n[views.c]\nkind = "redis"\nurl = "redis://h"\npartitions = 0\n',
             "views.c.partitions: expected an integer from 1 to 64, got int 0",
         ),

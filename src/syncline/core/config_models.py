@@ -49,6 +49,9 @@ class LogConfig:
     """``kind = "nats"``: the JetStream stream (and ``STREAM-meta`` KV bucket) of the log."""
     replicas: int = 1
     """``kind = "nats"``: copies of the stream kept by a JetStream cluster (1, 3 or 5)."""
+    compact_publish_interval: float = 60.0
+    """``kind = "nats"``: seconds between copies of the compacted state published for new
+    views on other hosts (the stream is trimmed only up to the newest copy)."""
 
 
 @dataclass(frozen=True)

@@ -10,11 +10,12 @@ import json
 import logging
 import multiprocessing as mp
 import os
+import shutil
 import signal
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from syncline.core.errors import (
     TransientViewError,
     ViewError,
 )
-from syncline.core.events import Checkpoint, Relation, RowChange, SchemaChange, Truncate
+from syncline.core.events import Checkpoint, Relation, RowChange, SchemaChange, Transaction, Truncate
 from syncline.core.patterns import selection_warnings, table_selected
 from syncline.log import (
     count_capture_error,
@@ -337,7 +338,7 @@ def _view_loop(
                     f"view {vcfg.consumer} is at log record {cp.seq} but the log was trimmed up to "
                     f"{trimmed}: empty the view's store to refill it from the compacted log"
                 )
-            cp = _fill_from_compacted(view, vcfg, path, consumers, stop, log)
+            cp = _fill_from_compacted(view, vcfg, cfg, consumers, stop, log)
             if isinstance(view, DeferredCommit):
                 view.flush()
         relations = reader.relations_at(cp.seq)
@@ -475,6 +476,8 @@ def _apply_loop(
             events += in_txn
             in_txn = 0
         elif applied == reported:
+            if retention is not None:  # idle: what every consumer has applied can go now
+                retention.maybe_trim(reported.seq)
             continue
         elif deferred_view is not None and time.monotonic() - applied_at >= interval:
             deferred_view.flush()
@@ -494,17 +497,38 @@ def _apply_loop(
 def _fill_from_compacted(
     view: View,
     vcfg: ViewConfig,
-    path: Path,
+    cfg: Config,
     consumers: LogControl,
     stop: threading.Event,
     log: logging.Logger,
 ) -> Checkpoint:
-    """A new view, and the log was trimmed: fill it from the compacted log, then continue."""
+    """A new view, and the log was trimmed: fill it from the compacted log (on a NATS log
+    and another host than the capture's: from the copy published to NATS), then continue."""
     from syncline.log.embedded.compact import iter_compacted
 
+    path = Path(cfg.log.path)
+
+    if cfg.log.kind == "nats" and not (path / "compact.db").exists():
+        # another host than the capture's: the compacted state it publishes to NATS
+        from syncline.log.nats.compacted import fetch
+
+        fetched = path / "compact-fetched"
+        log.info("view %s is new and the log was trimmed: fetching the compacted state", vcfg.consumer)
+        try:
+            if fetch(cfg.log, fetched):
+                return _fill_from(iter_compacted(fetched), view, vcfg, consumers, stop, log)
+        finally:
+            shutil.rmtree(fetched, ignore_errors=True)
     if not (path / "compact.db").exists():
         # the compactor keeps its state where the capture runs: on another host, nothing
         # here can fill the view, and following the trimmed log would lose its first rows
+        if cfg.log.kind == "nats":
+            raise ViewError(
+                f"view {vcfg.consumer} is new and the log was trimmed, but no compacted state was "
+                "published to NATS (a capture older than this version trimmed it)",
+                action=f"start `syncline apply --view {vcfg.name}` once where the capture runs (same"
+                " [log] path): the compacted log is there",
+            )
         raise ViewError(
             f"view {vcfg.consumer} is new and the log was trimmed, but the compacted log that fills a new"
             f" view is not in {path} (it is kept where `syncline capture` runs)",
@@ -512,11 +536,22 @@ def _fill_from_compacted(
             " [log] path), or configure the view where the capture runs before the log is trimmed",
         )
     log.info("view %s is new and the log was trimmed: filling it from the compacted log", vcfg.consumer)
+    return _fill_from(iter_compacted(path), view, vcfg, consumers, stop, log)
+
+
+def _fill_from(
+    txns: Iterator[Transaction],
+    view: View,
+    vcfg: ViewConfig,
+    consumers: LogControl,
+    stop: threading.Event,
+    log: logging.Logger,
+) -> Checkpoint:
     consumers.update(vcfg.consumer, vcfg.kind, state="filling")
     relations: dict[int, Relation] = {}
     cp = Checkpoint()
     n = 0
-    for txn in iter_compacted(path):
+    for txn in txns:
         if stop.is_set():
             raise TransientViewError("stopped while filling from the compacted log")
         cp = Checkpoint(txn.seq, txn.commit_lsn)

@@ -37,8 +37,10 @@ class Retention:
                 return  # a configured view has not registered yet: it may still need the log
             if self.rebuilding():
                 return  # `syncline rebuild` reads the log from an older position
-            views = [seqs[v] for v in self.views]
-            upto = min([compactor_seq, *views])
+            # every registered view holds the log, configured here or not: a view added on
+            # another host (its config newer than this process's) must not lose records
+            views = list(seqs.values())
+            upto = self.limit(min([compactor_seq, *views]))
             if views and isinstance(self.compactor, CompactedView):
                 self.compactor.purge_tombstones(min(views))
             if upto > self.trimmed_seq():
@@ -47,6 +49,11 @@ class Retention:
             log.debug("retention skipped: %s", e)
             with contextlib.suppress(sqlite3.Error):
                 self.conn.execute("ROLLBACK")
+
+    def limit(self, upto: int) -> int:
+        """How far the log may be trimmed, given that every consumer applied ``upto``: all
+        of it here, since the compacted log that fills a new view is on this host."""
+        return upto
 
     def consumer_seqs(self) -> dict[str, int]:
         """The position each view reported (internal consumers left out)."""

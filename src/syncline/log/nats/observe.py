@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from syncline.core.config_models import LogConfig
 from syncline.log.base import ConsumerRow, ErrorRow, FailureRow
 from syncline.log.embedded.retention import Retention
 from syncline.log.nats.client import Nats
+from syncline.log.nats.compacted import publish, published_seq
 from syncline.log.nats.control import consumer_rows, entries, error_rows, failure_rows, live_rebuilds
 from syncline.log.nats.store import _events_upto, read_meta, record_header
 
@@ -96,6 +98,16 @@ class NatsRetention(Retention):
         self.cfg = cfg
         self.nats = Nats(cfg.servers, name="syncline-retention")
         self.kv = self.nats.kv(cfg.stream)
+        self._published_at = -1e9
+
+    def limit(self, upto: int) -> int:
+        """Never past the newest published compacted state: publish a new one first when
+        the last is older than ``[log] compact_publish_interval``."""
+        published = published_seq(self.nats, self.kv)
+        if upto > published and time.monotonic() - self._published_at >= self.cfg.compact_publish_interval:
+            self._published_at = time.monotonic()
+            published = max(published, publish(self.cfg, self.nats, self.kv, self.path))
+        return min(upto, published)
 
     def consumer_seqs(self) -> dict[str, int]:
         docs = self.nats.run(entries(self.kv, "c"))
