@@ -35,9 +35,9 @@ class LogLocked(LogError):
 
 class LogAppender(Protocol):
     """What a source's capture writes: whole transactions in commit order, made durable by
-    :meth:`sync` before the source is told they may be forgotten. Records are still the
-    pgoutput change messages (protocol-1 form) and Relation messages; neutral typed change
-    records replace them next (issue 11)."""
+    :meth:`sync` before the source is told they may be forgotten. Changes are record items
+    of :mod:`syncline.core.records` (any source encodes them with its functions); tables'
+    shapes are given as :class:`Relation`."""
 
     @property
     def where(self) -> str:
@@ -67,10 +67,11 @@ class LogAppender(Protocol):
     def begin(self, xid: int, commit_lsn: int, commit_time: int, snapshot: bool = False) -> None: ...
 
     def add(self, message: bytes) -> None:
-        """One change of the open transaction."""
+        """One change of the open transaction: a change item of :mod:`syncline.core.records`
+        (insert, update, delete or truncate)."""
         ...
 
-    def add_relation(self, message: bytes, relation: Relation) -> None:
+    def add_relation(self, relation: Relation) -> None:
         """A table's shape from here on, with its catalogue details."""
         ...
 
@@ -84,7 +85,7 @@ class LogAppender(Protocol):
         """A change of a transaction still in progress (kept until it commits or aborts)."""
         ...
 
-    def stream_add_relation(self, xid: int, message: bytes, relation: Relation) -> None: ...
+    def stream_add_relation(self, xid: int, relation: Relation) -> None: ...
 
     def stream_commit(self, xid: int, commit_lsn: int, end_lsn: int, commit_time: int) -> None: ...
 

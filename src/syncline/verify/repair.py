@@ -24,6 +24,7 @@ from typing import Any
 
 from syncline.core.config_models import Config, LogConfig, ViewConfig
 from syncline.core.events import Checkpoint, Relation, Row
+from syncline.core.records import encode_delete, encode_insert
 from syncline.log import open_appender, open_control, open_cursor
 from syncline.log.base import LogLocked
 from syncline.log.embedded.store import (
@@ -31,7 +32,6 @@ from syncline.log.embedded.store import (
     repair_request_state,
     request_repair,
 )
-from syncline.sources.postgres.pgoutput import encode_delete, encode_insert
 from syncline.verify.engine import ViewResult
 from syncline.verify.readers import VerifyError
 from syncline.verify.source import SourceSnapshot, TableSpec

@@ -27,7 +27,7 @@ from syncline.core.events import (
     Transaction,
     column_mapping,
 )
-from syncline.sources.postgres.pgoutput import decode_tuple, encode_tuple
+from syncline.core.records import decode_tuple, encode_tuple
 from syncline.views.base import Batch
 from syncline.views.netting import DeltaStep, KeylessOp, SchemaStep, TruncateStep, net_steps
 

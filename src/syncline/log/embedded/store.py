@@ -3,7 +3,7 @@
 Why SQLite: one file, crash-safe transactions with fsync on commit (``synchronous=FULL``),
 concurrent readers in other processes while one writer appends (WAL mode), indexes for
 compaction and retention, and nothing to operate. Records are *parts* of transactions:
-framed pgoutput change messages (protocol-1 form). A transaction larger than a part spans
+framed record items (:mod:`syncline.core.records`). A transaction larger than a part spans
 consecutive records; only the last has ``last = 1``. The high-water mark ``hw`` (in
 ``meta``) is the seq of the newest record that ends a committed transaction: readers never
 see beyond it, and on open every record above it (the tail of a transaction cut by a crash)
@@ -32,14 +32,9 @@ from syncline.core.events import (
     Transaction,
     Truncate,
 )
+from syncline.core.records import decode_change, decode_items, encode_relation_item, frame, iter_framed
 from syncline.log import base
-from syncline.sources.postgres.pgoutput import (
-    RelationResolver,
-    decode_change,
-    decode_items,
-    frame,
-    iter_framed,
-)
+from syncline.sources.postgres.pgoutput import RelationResolver, legacy_relations
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -270,10 +265,12 @@ class EmbeddedLogWriter:
         if self._msgs_bytes >= self.part_bytes:
             self._cut(last=False, end_lsn=0)
 
-    def add_relation(self, message: bytes, relation: Relation) -> None:
-        """Record a Relation message with its catalogue details, then add it inline."""
-        self._note_relation(message, relation, self._rows_relations)
-        self.add(message)
+    def add_relation(self, relation: Relation) -> None:
+        """Record a table's shape (with its catalogue details) from here on, and add it
+        inline as a relation item."""
+        item = encode_relation_item(relation)
+        self._note_relation(item, relation, self._rows_relations)
+        self.add(item)
 
     def drop_relation(self, oid: int) -> None:
         """The table ``oid`` left the source with the transaction being added: from its seq
@@ -414,10 +411,11 @@ class EmbeddedLogWriter:
 
     # -- streamed (in-progress) transactions -------------------------------------------------
 
-    def stream_add_relation(self, xid: int, message: bytes, relation: Relation) -> None:
-        """A Relation message inside a stream: recorded when the transaction commits."""
-        self._note_relation(message, relation, self._stream_rels.setdefault(xid, []))
-        self.stream_add(xid, xid, message)
+    def stream_add_relation(self, xid: int, relation: Relation) -> None:
+        """A table's shape inside a stream: recorded when the transaction commits."""
+        item = encode_relation_item(relation)
+        self._note_relation(item, relation, self._stream_rels.setdefault(xid, []))
+        self.stream_add(xid, xid, item)
 
     def stream_add(self, xid: int, subxid: int, message: bytes) -> None:
         runs = self._streams.setdefault(xid, [])
@@ -716,7 +714,7 @@ class EmbeddedLogReader:
 
     def _decode(self, data: bytes, first_ord: int) -> Iterator[Item]:
         try:
-            yield from decode_items(data, self.state, self.resolver, first_ord)
+            yield from decode_items(data, self.state, legacy_relations(self.resolver), first_ord)
         except KeyError:  # pragma: no cover - relation details written after a reload
             self._load_relations()
             raise

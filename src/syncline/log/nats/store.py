@@ -52,11 +52,12 @@ from syncline.core.config_models import LogConfig
 from syncline.core.errors import LogError, LogUnavailable
 from syncline.core.events import Checkpoint, Item, Relation, Transaction
 from syncline.core.procs import holder_alive
+from syncline.core.records import decode_items
 from syncline.log.base import LogLocked
 from syncline.log.embedded.store import PART_BYTES, EmbeddedLogWriter, poisons
 from syncline.log.nats.client import Nats
 from syncline.log.nats.control import delete_key, entries
-from syncline.sources.postgres.pgoutput import RelationResolver, decode_items
+from syncline.sources.postgres.pgoutput import RelationResolver, legacy_relations
 
 RECORD = "Syncline-Record"
 CHUNK = "Syncline-Chunk"
@@ -537,7 +538,7 @@ class NatsLogReader:
         return out
 
     def _decode(self, data: bytes, first_ord: int) -> Iterator[Item]:
-        yield from decode_items(data, self.state, self.resolver, first_ord)
+        yield from decode_items(data, self.state, legacy_relations(self.resolver), first_ord)
 
     async def _resubscribe(self, start: int) -> None:
         if self._sub is not None:

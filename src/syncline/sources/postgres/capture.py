@@ -414,11 +414,11 @@ class Capture:
                         dirty = False
                         last_sync = now
                 elif isinstance(ev, RelationSeen):
-                    plain, rel = self._relation(ev.payload, rcat, gen, leaves)
+                    _plain, rel = self._relation(ev.payload, rcat, gen, leaves)
                     if ev.stream_xid is not None:
-                        w.stream_add_relation(ev.stream_xid, plain, rel)
+                        w.stream_add_relation(ev.stream_xid, rel)
                     elif not ev.replay:
-                        w.add_relation(plain, rel)
+                        w.add_relation(rel)
                 elif isinstance(ev, StreamCommitted):
                     if follower is not None:
                         follower.stream_end(ev.xid, committed=True)

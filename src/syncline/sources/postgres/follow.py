@@ -892,12 +892,12 @@ class TableFollower:
         at = lsn - 1
         if kind == "rename":
             try:
-                msg, rel = self.relation_of(self.table(int(token)))
+                _msg, rel = self.relation_of(self.table(int(token)))
             except psycopg.errors.UndefinedTable:
                 return False  # dropped since: the poll empties it
             now = int(time.time() * 1_000_000)
             self.writer.begin(0, at, now)
-            self.writer.add_relation(msg, rel)
+            self.writer.add_relation(rel)
             self.writer.commit(at, lsn, now)
             return True
         if kind == "gone":
@@ -1001,7 +1001,7 @@ class TableFollower:
             if not logged:
                 wr.begin(0, lsn - 1, now)  # before the marker's LSN: see on_message
                 logged = True
-            wr.add_relation(*w.relations[oid])
+            wr.add_relation(w.relations[oid][1])
             idx = w.key_idx[oid]
             if not idx:
                 wr.add(encode_truncate((oid,), False, False))

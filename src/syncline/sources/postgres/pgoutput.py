@@ -8,28 +8,36 @@ so one decoder serves live streams, the log and synthetic snapshot records.
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from syncline.core.events import (
-    UNCHANGED,
     Column,
     Relation,
     Row,
     RowChange,
-    SchemaChange,
-    Truncate,
-    Value,
+)
+from syncline.core.records import (  # the log's record items (pgoutput's change layout)
+    _I16,
+    _I32,
+    _U32,
+    DROPPED,
+    RecordError,
+    decode_change,
+    decode_tuple,
+    encode_delete,
+    encode_insert,
+    encode_truncate,
+    encode_tuple,
+    encode_update,
+    frame,
+    iter_framed,
 )
 
 PG_EPOCH_OFFSET_US = 946_684_800_000_000
 """Microseconds from 1970-01-01 to 2000-01-01 (PostgreSQL's timestamp epoch)."""
 
-_I16 = struct.Struct("!h")
-_I32 = struct.Struct("!i")
-_U32 = struct.Struct("!I")
 _I64 = struct.Struct("!q")
-_I32_FROM = _I32.unpack_from
 _BEGIN = struct.Struct("!QqI")  # final lsn, commit ts, xid
 _COMMIT = struct.Struct("!BQQq")  # flags, commit lsn, end lsn, ts
 _STREAM_COMMIT = struct.Struct("!IBQQq")  # xid, flags, commit lsn, end lsn, ts
@@ -40,7 +48,7 @@ _STREAM_START = struct.Struct("!IB")
 STREAMABLE = frozenset(b"IUDTRYM")
 
 
-class ProtocolError(ValueError):
+class ProtocolError(RecordError):
     """Bytes that are not a valid pgoutput message."""
 
 
@@ -126,46 +134,6 @@ def _cstring(buf: bytes, pos: int) -> tuple[str, int]:
     return buf[pos:end].decode("utf-8"), end + 1
 
 
-def decode_tuple(buf: bytes, pos: int) -> tuple[Row, int]:
-    """Decode TupleData at ``pos``; return the values and the position after them."""
-    n = (buf[pos] << 8) | buf[pos + 1]
-    pos += 2
-    values: list[Value] = []
-    append = values.append
-    i32 = _I32_FROM
-    for _ in range(n):
-        kind = buf[pos]
-        if kind == 0x74:  # 't': the common case first
-            end = pos + 5 + i32(buf, pos + 1)[0]
-            append(buf[pos + 5 : end].decode())
-            pos = end
-        elif kind == 0x6E:  # 'n'
-            append(None)
-            pos += 1
-        elif kind == 0x75:  # 'u'
-            append(UNCHANGED)
-            pos += 1
-        elif kind == 0x62:  # 'b'
-            raise ProtocolError("binary tuple values are not requested and not supported")
-        else:
-            raise ProtocolError(f"unknown tuple value kind {kind!r} at {pos}")
-    return tuple(values), pos
-
-
-def encode_tuple(row: Row) -> bytes:
-    parts = [_I16.pack(len(row))]
-    for v in row:
-        if v is None:
-            parts.append(b"n")
-        elif v is UNCHANGED:
-            parts.append(b"u")
-        else:
-            assert isinstance(v, str)
-            data = v.encode("utf-8")
-            parts.append(b"t" + _I32.pack(len(data)) + data)
-    return b"".join(parts)
-
-
 # --- relation -----------------------------------------------------------------------------
 
 
@@ -210,32 +178,6 @@ def encode_relation(rel: RelationMessage) -> bytes:
     return b"".join(parts)
 
 
-def encode_insert(relid: int, row: Row) -> bytes:
-    return b"I" + _U32.pack(relid) + b"N" + encode_tuple(row)
-
-
-def encode_update(relid: int, row: Row, old: Row | None = None, old_kind: bytes = b"O") -> bytes:
-    head = b"U" + _U32.pack(relid)
-    if old is not None:
-        head += old_kind + encode_tuple(old)
-    return head + b"N" + encode_tuple(row)
-
-
-def encode_delete(relid: int, old: Row, old_kind: bytes = b"K") -> bytes:
-    return b"D" + _U32.pack(relid) + old_kind + encode_tuple(old)
-
-
-DROPPED = 4
-"""Truncate option bit of syncline's own (PostgreSQL uses 1 and 2): the tables are gone."""
-
-
-def encode_truncate(
-    relids: tuple[int, ...], cascade: bool, restart_identity: bool, dropped: bool = False
-) -> bytes:
-    opts = (1 if cascade else 0) | (2 if restart_identity else 0) | (DROPPED if dropped else 0)
-    return b"T" + _I32.pack(len(relids)) + bytes([opts]) + b"".join(_U32.pack(r) for r in relids)
-
-
 def encode_begin(final_lsn: int, commit_time_us: int, xid: int) -> bytes:
     return b"B" + _BEGIN.pack(final_lsn, commit_time_us - PG_EPOCH_OFFSET_US, xid)
 
@@ -247,72 +189,10 @@ def encode_commit(commit_lsn: int, end_lsn: int, commit_time_us: int) -> bytes:
 # --- change messages (protocol-1 form) ----------------------------------------------------
 
 
-def decode_change(buf: bytes, ordinal: int) -> RowChange | Truncate:
-    """Decode an Insert, Update, Delete or Truncate message (protocol-1 form)."""
-    kind = buf[0]
-    if kind == 0x49:  # I
-        (relid,) = _U32.unpack_from(buf, 1)
-        new, _ = decode_tuple(buf, 6)
-        return RowChange("insert", relid, new, None, ordinal)
-    if kind == 0x55:  # U
-        (relid,) = _U32.unpack_from(buf, 1)
-        marker = buf[5]
-        old: Row | None = None
-        pos = 6
-        if marker in (0x4B, 0x4F):  # K, O
-            old, pos = decode_tuple(buf, 6)
-            if buf[pos] != 0x4E:
-                raise ProtocolError("update without new tuple")
-            pos += 1
-        elif marker != 0x4E:
-            raise ProtocolError(f"bad update marker {marker!r}")
-        new, _ = decode_tuple(buf, pos)
-        return RowChange("update", relid, new, old, ordinal)
-    if kind == 0x44:  # D
-        (relid,) = _U32.unpack_from(buf, 1)
-        old, _ = decode_tuple(buf, 6)
-        return RowChange("delete", relid, None, old, ordinal)
-    if kind == 0x54:  # T
-        (n,) = _I32.unpack_from(buf, 1)
-        opts = buf[5]
-        relids = struct.unpack_from(f"!{n}I", buf, 6)
-        return Truncate(tuple(relids), bool(opts & 1), bool(opts & 2), ordinal, bool(opts & DROPPED))
-    raise ProtocolError(f"not a change message: {chr(kind)!r}")
-
-
-def iter_framed(blob: bytes) -> Iterator[bytes]:
-    """Split a log blob of length-prefixed messages."""
-    pos = 0
-    n = len(blob)
-    while pos < n:
-        (length,) = _U32.unpack_from(blob, pos)
-        pos += 4
-        yield blob[pos : pos + length]
-        pos += length
-
-
-def frame(messages: list[bytes]) -> bytes:
-    """Join messages into one blob, each prefixed with its 4-byte length."""
-    pack = _U32.pack
-    return b"".join([pack(len(m)) + m for m in messages])
-
-
-def decode_items(
-    blob: bytes,
-    relations: dict[int, Relation],
-    resolve: RelationResolver,
-    first_ordinal: int = 0,
-) -> Iterator[RowChange | Truncate | SchemaChange]:
-    """Decode a framed blob into items; Relation messages update ``relations`` in place."""
-    ordinal = first_ordinal
-    for msg in iter_framed(blob):
-        if msg[0] == 0x52:  # R
-            rel = resolve(decode_relation(msg))
-            relations[rel.oid] = rel
-            yield SchemaChange(rel, ordinal)
-        else:
-            yield decode_change(msg, ordinal)
-        ordinal += 1
+def legacy_relations(resolve: RelationResolver) -> Callable[[bytes], Relation]:
+    """For :func:`syncline.core.records.decode_items`: a pgoutput Relation message (as logs
+    written before relation items stored them) through ``resolve``."""
+    return lambda msg: resolve(decode_relation(msg))
 
 
 class RelationResolver:
@@ -385,3 +265,17 @@ def remap_change(buf: bytes, relids: dict[int, tuple[int, tuple[int, ...]]]) -> 
     assert ch.new is not None
     old_kind = bytes([buf[5]]) if buf[5] in (0x4B, 0x4F) else b"O"
     return encode_update(root, order(ch.new), order(ch.old) if ch.old is not None else None, old_kind)
+
+
+__all__ = [
+    "DROPPED",
+    "decode_change",
+    "decode_tuple",
+    "encode_delete",
+    "encode_insert",
+    "encode_truncate",
+    "encode_tuple",
+    "encode_update",
+    "frame",
+    "iter_framed",
+]

@@ -14,7 +14,7 @@ from psycopg import sql
 from syncline.core.events import Relation
 from syncline.log.base import LogAppender
 from syncline.sources.postgres.catalog import RelationCatalog, TableInfo, connect
-from syncline.sources.postgres.pgoutput import encode_insert, encode_relation
+from syncline.sources.postgres.pgoutput import encode_insert
 
 log = logging.getLogger("syncline.snapshot")
 
@@ -43,7 +43,7 @@ def take_snapshot(
         for t in tables:
             msg = catalog.relation_message(t, generated=True)
             rel = catalog.relation(msg)
-            writer.add_relation(encode_relation(msg), rel)
+            writer.add_relation(rel)
             n = _copy_table(conn, t, rel, writer, progress_every, started, total)
             counts[t.qualified] = n
             total += n

@@ -1,0 +1,185 @@
+"""syncline's log record format (pure): how a record's change items are encoded.
+
+A record's data is a sequence of items, each prefixed with its 4-byte length:
+
+* ``I`` insert, ``U`` update, ``D`` delete: relation id (u32), then tuples (``N`` new,
+  ``K`` key or ``O`` old row before ``N`` in an update). A tuple is a column count (i16)
+  and per column ``t`` + length (i32) + UTF-8 text, ``n`` (NULL) or ``u`` (unchanged
+  TOASTed value, kept from the stored row);
+* ``T`` truncate: count (i32), options (1 cascade, 2 restart identity, 4 the tables left
+  the source), relation ids (u32 each);
+* ``J`` a table's shape from here on: :func:`syncline.core.codec.relation_to_json`.
+
+Values are text, as the source prints them (``core.events``). The change items share their
+layout with PostgreSQL's pgoutput protocol-1 change messages, so the PostgreSQL capture
+appends what it receives without re-encoding; another source encodes its changes with
+:func:`encode_insert`, :func:`encode_update`, :func:`encode_delete` and
+:func:`encode_truncate`. Logs written before ``J`` existed hold pgoutput Relation messages
+(``R``) instead; readers decode them through a ``legacy`` function the backend supplies.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable, Iterator
+
+from syncline.core.codec import relation_from_json, relation_to_json
+from syncline.core.events import UNCHANGED, Relation, Row, RowChange, SchemaChange, Truncate, Value
+
+_I16 = struct.Struct("!h")
+_I32 = struct.Struct("!i")
+_U32 = struct.Struct("!I")
+_I32_FROM = _I32.unpack_from
+
+RELATION_ITEM = 0x4A
+"""``J``: a relation (table shape) item."""
+
+
+class RecordError(ValueError):
+    """Bytes that are not a valid record item."""
+
+
+def decode_tuple(buf: bytes, pos: int) -> tuple[Row, int]:
+    """Decode TupleData at ``pos``; return the values and the position after them."""
+    n = (buf[pos] << 8) | buf[pos + 1]
+    pos += 2
+    values: list[Value] = []
+    append = values.append
+    i32 = _I32_FROM
+    for _ in range(n):
+        kind = buf[pos]
+        if kind == 0x74:  # 't': the common case first
+            end = pos + 5 + i32(buf, pos + 1)[0]
+            append(buf[pos + 5 : end].decode())
+            pos = end
+        elif kind == 0x6E:  # 'n'
+            append(None)
+            pos += 1
+        elif kind == 0x75:  # 'u'
+            append(UNCHANGED)
+            pos += 1
+        elif kind == 0x62:  # 'b'
+            raise RecordError("binary tuple values are not requested and not supported")
+        else:
+            raise RecordError(f"unknown tuple value kind {kind!r} at {pos}")
+    return tuple(values), pos
+
+
+def encode_tuple(row: Row) -> bytes:
+    parts = [_I16.pack(len(row))]
+    for v in row:
+        if v is None:
+            parts.append(b"n")
+        elif v is UNCHANGED:
+            parts.append(b"u")
+        else:
+            assert isinstance(v, str)
+            data = v.encode("utf-8")
+            parts.append(b"t" + _I32.pack(len(data)) + data)
+    return b"".join(parts)
+
+
+def encode_insert(relid: int, row: Row) -> bytes:
+    return b"I" + _U32.pack(relid) + b"N" + encode_tuple(row)
+
+
+def encode_update(relid: int, row: Row, old: Row | None = None, old_kind: bytes = b"O") -> bytes:
+    head = b"U" + _U32.pack(relid)
+    if old is not None:
+        head += old_kind + encode_tuple(old)
+    return head + b"N" + encode_tuple(row)
+
+
+def encode_delete(relid: int, old: Row, old_kind: bytes = b"K") -> bytes:
+    return b"D" + _U32.pack(relid) + old_kind + encode_tuple(old)
+
+
+DROPPED = 4
+"""Truncate option bit of syncline's own (PostgreSQL uses 1 and 2): the tables are gone."""
+
+
+def encode_truncate(
+    relids: tuple[int, ...], cascade: bool, restart_identity: bool, dropped: bool = False
+) -> bytes:
+    opts = (1 if cascade else 0) | (2 if restart_identity else 0) | (DROPPED if dropped else 0)
+    return b"T" + _I32.pack(len(relids)) + bytes([opts]) + b"".join(_U32.pack(r) for r in relids)
+
+
+def decode_change(buf: bytes, ordinal: int) -> RowChange | Truncate:
+    """Decode an Insert, Update, Delete or Truncate message (protocol-1 form)."""
+    kind = buf[0]
+    if kind == 0x49:  # I
+        (relid,) = _U32.unpack_from(buf, 1)
+        new, _ = decode_tuple(buf, 6)
+        return RowChange("insert", relid, new, None, ordinal)
+    if kind == 0x55:  # U
+        (relid,) = _U32.unpack_from(buf, 1)
+        marker = buf[5]
+        old: Row | None = None
+        pos = 6
+        if marker in (0x4B, 0x4F):  # K, O
+            old, pos = decode_tuple(buf, 6)
+            if buf[pos] != 0x4E:
+                raise RecordError("update without new tuple")
+            pos += 1
+        elif marker != 0x4E:
+            raise RecordError(f"bad update marker {marker!r}")
+        new, _ = decode_tuple(buf, pos)
+        return RowChange("update", relid, new, old, ordinal)
+    if kind == 0x44:  # D
+        (relid,) = _U32.unpack_from(buf, 1)
+        old, _ = decode_tuple(buf, 6)
+        return RowChange("delete", relid, None, old, ordinal)
+    if kind == 0x54:  # T
+        (n,) = _I32.unpack_from(buf, 1)
+        opts = buf[5]
+        relids = struct.unpack_from(f"!{n}I", buf, 6)
+        return Truncate(tuple(relids), bool(opts & 1), bool(opts & 2), ordinal, bool(opts & DROPPED))
+    raise RecordError(f"not a change message: {chr(kind)!r}")
+
+
+def iter_framed(blob: bytes) -> Iterator[bytes]:
+    """Split a log blob of length-prefixed messages."""
+    pos = 0
+    n = len(blob)
+    while pos < n:
+        (length,) = _U32.unpack_from(blob, pos)
+        pos += 4
+        yield blob[pos : pos + length]
+        pos += length
+
+
+def frame(messages: list[bytes]) -> bytes:
+    """Join messages into one blob, each prefixed with its 4-byte length."""
+    pack = _U32.pack
+    return b"".join([pack(len(m)) + m for m in messages])
+
+
+def encode_relation_item(rel: Relation) -> bytes:
+    """A table's shape as a record item."""
+    return b"J" + relation_to_json(rel)
+
+
+def decode_items(
+    blob: bytes,
+    relations: dict[int, Relation],
+    legacy: Callable[[bytes], Relation] | None = None,
+    first_ordinal: int = 0,
+) -> Iterator[RowChange | Truncate | SchemaChange]:
+    """Decode a record's data into items; relation items update ``relations`` in place."""
+    ordinal = first_ordinal
+    for msg in iter_framed(blob):
+        kind = msg[0]
+        if kind == RELATION_ITEM:
+            rel = relation_from_json(msg[1:])
+            relations[rel.oid] = rel
+            yield SchemaChange(rel, ordinal)
+        elif kind == 0x52:  # R: a pgoutput Relation message (logs written before J)
+            if legacy is None:
+                raise RecordError("a pgoutput Relation message where no reader for it was given")
+            rel = legacy(msg)
+            relations[rel.oid] = rel
+            yield SchemaChange(rel, ordinal)
+        else:
+            yield decode_change(msg, ordinal)
+        ordinal += 1
