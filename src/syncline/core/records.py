@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 from syncline.core.codec import relation_from_json, relation_to_json
-from syncline.core.events import UNCHANGED, Relation, Row, RowChange, SchemaChange, Truncate, Value
+from syncline.core.events import UNCHANGED, Column, Relation, Row, RowChange, SchemaChange, Truncate, Value
 
 _I16 = struct.Struct("!h")
 _I32 = struct.Struct("!i")
@@ -183,3 +184,99 @@ def decode_items(
         else:
             yield decode_change(msg, ordinal)
         ordinal += 1
+
+
+# --- pgoutput Relation messages, as logs written before relation items stored them ---------
+# (the PostgreSQL capture decodes the same messages: sources/postgres/pgoutput.py re-exports)
+
+
+def _cstring(buf: bytes, pos: int) -> tuple[str, int]:
+    end = buf.index(0, pos)
+    return buf[pos:end].decode("utf-8"), end + 1
+
+
+@dataclass(frozen=True, slots=True)
+class RelationMessage:
+    oid: int
+    schema: str
+    name: str
+    replident: str
+    columns: tuple[tuple[int, str, int, int], ...]
+    """(flags, name, type oid, typmod) per column."""
+
+
+def decode_relation(buf: bytes) -> RelationMessage:
+    (oid,) = _U32.unpack_from(buf, 1)
+    schema, pos = _cstring(buf, 5)
+    name, pos = _cstring(buf, pos)
+    replident = chr(buf[pos])
+    (ncols,) = _I16.unpack_from(buf, pos + 1)
+    pos += 3
+    cols = []
+    for _ in range(ncols):
+        flags = buf[pos]
+        cname, pos = _cstring(buf, pos + 1)
+        typ, typmod = struct.unpack_from("!Ii", buf, pos)
+        pos += 8
+        cols.append((flags, cname, typ, typmod))
+    return RelationMessage(oid, schema, name, replident, tuple(cols))
+
+
+def encode_relation(rel: RelationMessage) -> bytes:
+    parts = [
+        b"R",
+        _U32.pack(rel.oid),
+        rel.schema.encode() + b"\0",
+        rel.name.encode() + b"\0",
+        rel.replident.encode(),
+        _I16.pack(len(rel.columns)),
+    ]
+    for flags, cname, typ, typmod in rel.columns:
+        parts.append(bytes([flags]) + cname.encode() + b"\0" + struct.pack("!Ii", typ, typmod))
+    return b"".join(parts)
+
+
+def legacy_relations(resolve: RelationResolver) -> Callable[[bytes], Relation]:
+    """For :func:`syncline.core.records.decode_items`: a pgoutput Relation message (as logs
+    written before relation items stored them) through ``resolve``."""
+    return lambda msg: resolve(decode_relation(msg))
+
+
+class RelationResolver:
+    """Turns a Relation message into a :class:`Relation` with catalogue details
+    (type names, primary key) that the log stored beside it."""
+
+    def __init__(
+        self,
+        details: dict[tuple[int, bytes], Relation] | None = None,
+        reload: Callable[[], None] | None = None,
+    ) -> None:
+        self.details = details if details is not None else {}
+        self.reload = reload
+
+    def __call__(self, msg: RelationMessage) -> Relation:
+        key = (msg.oid, encode_relation(msg))
+        found = self.details.get(key)
+        if found is None and self.reload is not None:
+            self.reload()  # written by the capture after this reader started
+            found = self.details.get(key)
+        if found is not None:
+            return found
+        return relation_without_catalog(msg)
+
+
+def relation_without_catalog(msg: RelationMessage) -> Relation:
+    cols = tuple(
+        Column(
+            name=name,
+            type_oid=typ,
+            typmod=typmod,
+            type_name="text",
+            category="S",
+            base="text",
+            in_identity=bool(flags & 1),
+        )
+        for flags, name, typ, typmod in msg.columns
+    )
+    key = () if msg.replident == "f" else tuple(c.name for c in cols if c.in_identity)
+    return Relation(msg.oid, msg.schema, msg.name, msg.replident, cols, key)

@@ -32,9 +32,16 @@ from syncline.core.events import (
     Transaction,
     Truncate,
 )
-from syncline.core.records import decode_change, decode_items, encode_relation_item, frame, iter_framed
+from syncline.core.records import (
+    RelationResolver,
+    decode_change,
+    decode_items,
+    encode_relation_item,
+    frame,
+    iter_framed,
+    legacy_relations,
+)
 from syncline.log import base
-from syncline.sources.postgres.pgoutput import RelationResolver, legacy_relations
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);

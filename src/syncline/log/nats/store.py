@@ -52,12 +52,11 @@ from syncline.core.config_models import LogConfig
 from syncline.core.errors import LogError, LogUnavailable
 from syncline.core.events import Checkpoint, Item, Relation, Transaction
 from syncline.core.procs import holder_alive
-from syncline.core.records import decode_items
+from syncline.core.records import RelationResolver, decode_items, legacy_relations
 from syncline.log.base import LogLocked
 from syncline.log.embedded.store import PART_BYTES, EmbeddedLogWriter, poisons
 from syncline.log.nats.client import Nats
 from syncline.log.nats.control import delete_key, entries
-from syncline.sources.postgres.pgoutput import RelationResolver, legacy_relations
 
 RECORD = "Syncline-Record"
 CHUNK = "Syncline-Chunk"
