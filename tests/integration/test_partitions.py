@@ -56,14 +56,17 @@ def test_two_partitions_equal_the_source_through_kills_truncates_and_schema_chan
         for _ in range(4):
             time.sleep(rnd.uniform(1.0, 3.0))
             victim = rnd.choice(sorted(pids))
-            os.kill(pids[victim], signal.SIGKILL)
+            old = pids[victim]
+            os.kill(old, signal.SIGKILL)
             deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:  # the supervisor restarts it
+            while time.monotonic() < deadline:  # the supervisor restarts it (a new process)
                 pids = partition_pids(p)
-                if len(pids) == 2:
+                if len(pids) == 2 and pids.get(victim) != old:
                     break
                 time.sleep(0.2)
-            assert len(pids) == 2, f"seed {seed}: {victim} not restarted:\n{p.output()[-3000:]}"
+            assert len(pids) == 2 and pids[victim] != old, (
+                f"seed {seed}: {victim} not restarted:\n{p.output()[-3000:]}"
+            )
     finally:
         stop.set()
         for t in threads:
