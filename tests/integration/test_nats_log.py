@@ -743,3 +743,36 @@ def test_nats_restart_under_load(pg: PgCluster, tmp_path: Path) -> None:
         if t.is_alive():
             t.join()
         p.close()
+
+
+def test_a_full_jetstream_store_stops_the_capture_without_losing_anything(
+    pg: PgCluster, tmp_path: Path
+) -> None:
+    """JetStream out of storage (it stops itself): the capture and the views wait with one
+    line that points at the server's storage, no process dies with a traceback, the slot is
+    not confirmed past what the stream holds; given room again, every row arrives."""
+    from syncline.testing.natsserver import NatsServer
+
+    server = NatsServer(tmp_path / "nats", jetstream=("max_file_store: 2MB",))
+    p = Pipeline(pg, tmp_path / "p", views=("redis",), log_kind="nats", nats_servers=(server.url,))
+    try:
+        p.sql("CREATE TABLE t (id int PRIMARY KEY, v text)")
+        p.start()
+        p.wait_caught_up()
+        p.sql("INSERT INTO t SELECT g, repeat('x', 200) FROM generate_series(1, 40000) g")
+        deadline = time.monotonic() + 90
+        while "out of storage" not in p.output():
+            assert time.monotonic() < deadline, p.output()[-3000:]
+            assert p.proc is not None and p.proc.poll() is None, p.output()[-3000:]
+            time.sleep(0.5)
+        assert "Traceback" not in p.output(), p.output()[-3000:]
+        assert p.sql("SELECT count(*) FROM t") == [(40000,)]
+        server.stop()
+        server.jetstream = ("max_file_store: 512MB",)
+        server.start()
+        p.wait_caught_up(timeout=180)
+        assert p.stop() == 0
+        p.assert_equal()
+    finally:
+        p.close()
+        server.stop()

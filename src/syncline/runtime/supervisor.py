@@ -20,6 +20,7 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 
 from syncline.core.config_models import Config, ViewConfig
+from syncline.core.errors import LogError
 from syncline.log import log_ready, open_control, open_observer
 from syncline.log.base import LogControl
 from syncline.log.embedded.store import count_start
@@ -182,7 +183,7 @@ class Supervisor:
         self.failed_views.add(v.consumer)
         try:
             fixable, action, _ = self._control().failure(v.consumer)
-        except sqlite3.Error:
+        except (sqlite3.Error, LogError):
             fixable, action = False, ""
         if not fixable:
             log.error(
@@ -192,7 +193,7 @@ class Supervisor:
         b = self.fixable_backoff.setdefault(v.consumer, Backoff(1.0, 300.0))
         delay = b.next_delay()
         self.fixable_due[v.consumer] = time.monotonic() + delay
-        with contextlib.suppress(sqlite3.Error):
+        with contextlib.suppress(sqlite3.Error, LogError):
             self._control().set_next_retry(v.consumer, time.time() + delay)
         log.error("view %s failed; retrying in %.0fs. To fix: %s", v.consumer, delay, action)
 
@@ -209,7 +210,7 @@ class Supervisor:
                 continue
             try:
                 _, _, asked = self._control().failure(v.consumer)
-            except sqlite3.Error:
+            except (sqlite3.Error, LogError):
                 continue
             due = self.fixable_due.get(v.consumer)
             if not asked and (due is None or now < due):
@@ -221,7 +222,7 @@ class Supervisor:
                 log.info("view %s: retrying", v.consumer)
             self.failed_views.discard(v.consumer)
             self.fixable_due.pop(v.consumer, None)
-            with contextlib.suppress(sqlite3.Error):
+            with contextlib.suppress(sqlite3.Error, LogError):
                 self._control().clear_retry_request(v.consumer)
             self._start_view(v)
 

@@ -221,10 +221,21 @@ def view_main(cfg: Config, vcfg: ViewConfig) -> int:
     lock = _exclusive(path / f"view-{vcfg.consumer}.lock", stop, log)
     if lock is None:
         return 0
-    consumers = open_control(cfg.log)
-    consumers.update(vcfg.consumer, vcfg.kind, state="starting")
-    consumers.clear_failure(vcfg.consumer)
+    # the log's control plane may be away (a JetStream outage, a full store): wait for it,
+    # one line per distinct error, rather than die with a traceback and be restarted
+    opened: list[LogControl] = []
+    if not _retrying(lambda: opened.append(open_control(cfg.log)), stop, log, "opening the log"):
+        return 0
+    consumers = opened[0]
+
+    def register() -> None:
+        consumers.update(vcfg.consumer, vcfg.kind, state="starting")
+        consumers.clear_failure(vcfg.consumer)
+
+    if not _retrying(register, stop, log, f"view {vcfg.consumer}: registering in the log"):
+        return 0
     backoff = Backoff()
+    quiet = _Quiet(consumers, log)  # reports are best effort: the log may be away
     while not stop.is_set():
         view = None
         if not _lease(consumers, vcfg.consumer, stop, log):
@@ -238,13 +249,13 @@ def view_main(cfg: Config, vcfg: ViewConfig) -> int:
             except sqlite3.OperationalError as e:  # the log is busy or being created
                 raise TransientViewError(f"reading the log: {e}") from e
             _close_reporting(view, vcfg, consumers)
-            consumers.update(vcfg.consumer, vcfg.kind, state="stopped")
-            consumers.release_view(vcfg.consumer)
+            quiet.update(vcfg.consumer, vcfg.kind, state="stopped")
+            quiet.release_view(vcfg.consumer)
             return 0
         except PausedForRebuild:
             assert view is not None
             _close_reporting(view, vcfg, consumers)
-            consumers.update(vcfg.consumer, vcfg.kind, state="paused", error="")
+            quiet.update(vcfg.consumer, vcfg.kind, state="paused", error="")
             log.info("view %s: paused while `syncline rebuild` swaps in its new copy", vcfg.consumer)
             if not _sit_out_rebuild(lock, consumers, vcfg.name, stop):
                 return 0
@@ -252,33 +263,54 @@ def view_main(cfg: Config, vcfg: ViewConfig) -> int:
         except SynclineError as e:
             if view is not None:
                 _safe_close(view)
-            consumers.count_error(vcfg.consumer, e, e.transient)
+            quiet.count_error(vcfg.consumer, e, e.transient)
             if not e.transient:
                 fixable = isinstance(e, ViewError) and e.fixable
                 action = (e.action if isinstance(e, ViewError) else "") or (
                     f"fix the cause, then run `syncline retry {vcfg.name}`"
                 )
                 log.error("%s; to fix: %s", e, action)
-                consumers.update(vcfg.consumer, vcfg.kind, state="failed", error=str(e)[:500])
-                consumers.set_failure(vcfg.consumer, fixable, action)
+                quiet.update(vcfg.consumer, vcfg.kind, state="failed", error=str(e)[:500])
+                quiet.set_failure(vcfg.consumer, fixable, action)
                 return EXIT_TERMINAL
             delay = backoff.next_delay()
             log.warning("%s; retrying in %.1fs (the log keeps the changes)", e, delay)
-            consumers.update(vcfg.consumer, vcfg.kind, state="retrying", error=str(e)[:500])
+            quiet.update(vcfg.consumer, vcfg.kind, state="retrying", error=str(e)[:500])
             stop.wait(delay)
         except Exception as e:
             if view is not None:
                 _safe_close(view)
             log.exception("view %s failed", vcfg.consumer)
-            consumers.count_error(vcfg.consumer, e, False)
-            consumers.update(vcfg.consumer, vcfg.kind, state="failed", error=f"{type(e).__name__}: {e}"[:500])
-            consumers.set_failure(
+            quiet.count_error(vcfg.consumer, e, False)
+            quiet.update(vcfg.consumer, vcfg.kind, state="failed", error=f"{type(e).__name__}: {e}"[:500])
+            quiet.set_failure(
                 vcfg.consumer,
                 False,
                 f"a defect in syncline: report it; `syncline retry {vcfg.name}` tries again",
             )
             return EXIT_TERMINAL
     return 0
+
+
+class _Quiet:
+    """The control plane's writes, best effort: a report that cannot reach the log (a NATS
+    outage, a full store) is logged at debug level and dropped; the state is reported again
+    with the next one."""
+
+    def __init__(self, control: LogControl, log: logging.Logger) -> None:
+        self._control = control
+        self._log = log
+
+    def __getattr__(self, name: str) -> Callable[..., None]:
+        call = getattr(self._control, name)
+
+        def quietly(*args: object, **kwargs: object) -> None:
+            try:
+                call(*args, **kwargs)
+            except (LogError, sqlite3.Error) as e:
+                self._log.debug("could not report %s to the log: %s", name, e)
+
+        return quietly
 
 
 def _sit_out_rebuild(lock: Any, control: LogControl, name: str, stop: threading.Event) -> bool:
@@ -298,7 +330,8 @@ def _close_reporting(view: View, vcfg: ViewConfig, consumers: LogControl) -> Non
     view.close()
     done = view.read_checkpoint() if isinstance(view, DeferredCommit) else None
     if done is not None:
-        consumers.add_applied(vcfg.consumer, vcfg.kind, 0, done.seq, done.commit_lsn)
+        with contextlib.suppress(LogError, sqlite3.Error):  # reported again at the next start
+            consumers.add_applied(vcfg.consumer, vcfg.kind, 0, done.seq, done.commit_lsn)
 
 
 def _safe_close(view: object) -> None:
@@ -595,14 +628,36 @@ def _lease(control: LogControl, name: str, stop: threading.Event, log: logging.L
     """One applier per view across hosts: wait until this process holds the view's lease
     (False: stopped first)."""
     warned = False
+    got: list[str | None] = []
     while not stop.is_set():
-        holder = control.lease_view(name)
+        got.clear()
+        if not _retrying(lambda: got.append(control.lease_view(name)), stop, log, f"view {name}: its lease"):
+            return False
+        holder = got[0]
         if holder is None:
             return True
         if not warned:
             warned = True
             log.warning("view %s is applied by %s; waiting until it stops", name, holder)
         stop.wait(1.0)
+    return False
+
+
+def _retrying(call: Callable[[], object], stop: threading.Event, log: logging.Logger, what: str) -> bool:
+    """Call until it does not raise :class:`LogError` (False: stopped first), with back-off
+    and one warning per distinct error."""
+    backoff = Backoff()
+    last = ""
+    while not stop.is_set():
+        try:
+            call()
+            return True
+        except LogError as e:
+            delay = backoff.next_delay()
+            if str(e) != last:
+                last = str(e)
+                log.warning("%s: %s; retrying in %.1fs", what, e, delay)
+            stop.wait(delay)
     return False
 
 

@@ -37,7 +37,11 @@ class NatsServer:
         cluster_port: int | None = None,
         routes: tuple[str, ...] = (),
         start: bool = True,
+        jetstream: tuple[str, ...] = (),
+        extra: tuple[str, ...] = (),
     ) -> None:
+        """``jetstream``: more lines in the ``jetstream {}`` block (``max_file_store: 1MB``);
+        ``extra``: more top-level lines (``authorization {...}``)."""
         from syncline.testing.pgcluster import free_port
 
         self.workdir = workdir
@@ -47,6 +51,8 @@ class NatsServer:
         self.port = port or free_port()
         self.cluster_port = cluster_port
         self.routes = routes
+        self.jetstream = jetstream
+        self.extra = extra
         self.proc: subprocess.Popen[bytes] | None = None
         if start:
             self.start()
@@ -63,7 +69,9 @@ class NatsServer:
             "jetstream {",
             f'  store_dir: "{self.workdir / "js"}"',
             "  sync_interval: always",
+            *(f"  {x}" for x in self.jetstream),
             "}",
+            *self.extra,
         ]
         if self.cluster_port:
             lines += [

@@ -89,11 +89,15 @@ class Nats:
             if fut.done():  # nats-py's own timeout (a subclass of TimeoutError)
                 raise LogUnavailable(f"NATS at {self.where} did not answer in time") from None
             fut.cancel()
-            raise LogUnavailable(f"NATS at {self.where} did not answer within {timeout:.0f} s") from None
+            raise LogUnavailable(
+                f"NATS at {self.where} did not answer within {timeout:.0f} s (a cluster without a"
+                " leader, or a server out of storage: see the server's log)"
+            ) from None
         except nats.js.errors.ServiceUnavailableError:
             raise LogUnavailable(
-                f"JetStream is not available at {self.where} (is the server started with -js, and"
-                " does the cluster have a leader?)"
+                f"JetStream is not available at {self.where} (the server runs without -js, the"
+                " cluster has no leader, or JetStream stopped itself after running out of storage:"
+                " see the server's log)"
             ) from None
         except nats.js.errors.APIError as e:
             raise LogError(f"JetStream at {self.where} refused: {e.description or e}") from None

@@ -238,8 +238,9 @@ class NatsControl:
                     await self.kv.create(key, data)
                 else:
                     await self.kv.update(key, data, last=rev)
-            except (nats.js.errors.KeyWrongLastSequenceError, nats.js.errors.APIError):
+            except nats.js.errors.KeyWrongLastSequenceError:
                 return "another process (it took the lease just now)"
+            # any other refusal (a full store, no permission) is an error, not a holder
             return None
 
         return self.nats.run(go())
