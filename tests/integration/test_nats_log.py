@@ -776,3 +776,41 @@ def test_a_full_jetstream_store_stops_the_capture_without_losing_anything(
     finally:
         p.close()
         server.stop()
+
+
+def test_a_user_without_jetstream_permissions_gets_one_clear_error(pg: PgCluster, tmp_path: Path) -> None:
+    """NATS reports a permissions violation asynchronously and the call then times out: the
+    error names the violation and the permissions needed, never the password."""
+    from syncline.testing.natsserver import NatsServer
+
+    secret = "s3cret-Pw-9731"
+    server = NatsServer(
+        tmp_path / "nats",
+        extra=(
+            'authorization { users = [ {user: "ro", password: "' + secret + '", permissions: '
+            '{ publish: { deny: ["$JS.API.>"] } } } ] }',
+        ),
+    )
+    p = Pipeline(
+        pg,
+        tmp_path / "p",
+        views=("redis",),
+        log_kind="nats",
+        nats_servers=(f"nats://ro:{secret}@127.0.0.1:{server.port}",),
+    )
+    try:
+        r = subprocess.run(
+            [sys.executable, "-m", "syncline", "run", "-c", str(p.config_path)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert r.returncode != 0
+        last = r.stderr.strip().splitlines()[-1]
+        assert "refused this user" in last and "permissions violation" in last, r.stderr
+        assert "$JS.API.>" in last, last
+        assert secret not in r.stdout + r.stderr
+        assert "Traceback" not in r.stdout + r.stderr
+    finally:
+        p.close()
+        server.stop()

@@ -53,6 +53,9 @@ class Nats:
         # what reaches the loop's handler are nats-py's own background tasks (cancelled on a
         # lost connection or at close); our calls' errors come back through their futures
         self._loop.set_exception_handler(_background_error)
+        self.denied = ""
+        """The last permissions violation the server reported (they come asynchronously; the
+        call that caused one then times out)."""
         self._thread = threading.Thread(target=self._loop.run_forever, name="nats-loop", daemon=True)
         self._thread.start()
         self.nc: Client = self.run(self._connect(name), timeout=15.0)
@@ -69,7 +72,7 @@ class Nats:
                 max_reconnect_attempts=1,
                 reconnect_time_wait=0.5,
                 allow_reconnect=True,
-                error_cb=_quiet,
+                error_cb=self._on_error,
                 disconnected_cb=_quiet_none,
             )
             nc.options["max_reconnect_attempts"] = -1
@@ -79,6 +82,21 @@ class Nats:
         except (OSError, TimeoutError, nats.errors.Error) as e:
             raise LogUnavailable(f"cannot connect to NATS at {self.where}: {type(e).__name__}: {e}") from None
 
+    async def _on_error(self, e: Exception) -> None:
+        """nats-py's asynchronous errors: remember a permissions violation (the rest, such
+        as reconnects, show in the callers' failures)."""
+        if "permissions violation" in str(e).lower():
+            self.denied = str(e).strip().strip("'")
+
+    def _refused(self) -> LogError | None:
+        if not self.denied:
+            return None
+        return LogError(
+            f"NATS at {self.where} refused this user: {self.denied} (the user needs publish and"
+            " subscribe permission on $JS.API.>, $KV.<stream>-meta.>, $O.<stream>-compact.>, the"
+            " stream's subjects and _INBOX.>)"
+        )
+
     def run(self, coro: Coroutine[Any, Any, T], timeout: float = CALL_TIMEOUT) -> T:
         """Run ``coro`` on the connection's loop and return its result (LogError on NATS
         errors and on timeout)."""
@@ -86,6 +104,10 @@ class Nats:
         try:
             return fut.result(timeout)
         except TimeoutError:
+            refused = self._refused()
+            if refused is not None:
+                fut.cancel()
+                raise refused from None
             if fut.done():  # nats-py's own timeout (a subclass of TimeoutError)
                 raise LogUnavailable(f"NATS at {self.where} did not answer in time") from None
             fut.cancel()
@@ -154,10 +176,6 @@ class Nats:
 
 def _background_error(_loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
     logging.getLogger("syncline.nats").debug("nats-py background: %s", context.get("message"))
-
-
-async def _quiet(e: Exception) -> None:
-    """Reconnects are logged by the callers' failures, not by nats-py's default printer."""
 
 
 async def _quiet_none() -> None:
