@@ -814,3 +814,25 @@ def test_a_user_without_jetstream_permissions_gets_one_clear_error(pg: PgCluster
     finally:
         p.close()
         server.stop()
+
+
+def test_more_replicas_than_the_servers_can_keep_is_one_clear_error(pg: PgCluster, tmp_path: Path) -> None:
+    from syncline.testing.natsserver import NatsServer
+
+    server = NatsServer(tmp_path / "nats")
+    p = Pipeline(
+        pg, tmp_path / "p", views=("redis",), log_kind="nats", nats_servers=(server.url,), nats_replicas=3
+    )
+    try:
+        r = subprocess.run(
+            [sys.executable, "-m", "syncline", "run", "-c", str(p.config_path)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert r.returncode != 0
+        last = r.stderr.strip().splitlines()[-1]
+        assert "cannot keep 3 copies" in last and "replicas = 3 needs a JetStream cluster" in last, r.stderr
+    finally:
+        p.close()
+        server.stop()

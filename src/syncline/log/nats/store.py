@@ -82,17 +82,26 @@ def ensure_stream(conn: Nats, cfg: LogConfig) -> api.StreamInfo:
         try:
             info = await conn.js.stream_info(cfg.stream)
         except nats.js.errors.NotFoundError:
-            return await conn.js.add_stream(
-                name=cfg.stream,
-                subjects=[f"{cfg.stream}.>"],
-                storage=api.StorageType.FILE,
-                num_replicas=cfg.replicas,
-                retention=api.RetentionPolicy.LIMITS,
-                discard=api.DiscardPolicy.NEW,
-                duplicate_window=120.0,
-                allow_direct=True,
-                max_msgs_per_subject=-1,
-            )
+            try:
+                return await conn.js.add_stream(
+                    name=cfg.stream,
+                    subjects=[f"{cfg.stream}.>"],
+                    storage=api.StorageType.FILE,
+                    num_replicas=cfg.replicas,
+                    retention=api.RetentionPolicy.LIMITS,
+                    discard=api.DiscardPolicy.NEW,
+                    duplicate_window=120.0,
+                    allow_direct=True,
+                    max_msgs_per_subject=-1,
+                )
+            except nats.js.errors.APIError as e:
+                if cfg.replicas > 1 and ("replicas" in str(e) or "insufficient resources" in str(e)):
+                    raise LogError(
+                        f"JetStream at {conn.where} cannot keep {cfg.replicas} copies of the stream "
+                        f"{cfg.stream!r} ({e.description or e}): [log] replicas = {cfg.replicas} needs a "
+                        f"JetStream cluster of at least {cfg.replicas} servers with room on each"
+                    ) from None
+                raise
         c = info.config
         wrong = []
         if subject(cfg.stream) not in (c.subjects or []) and f"{cfg.stream}.>" not in (c.subjects or []):
