@@ -178,3 +178,57 @@ def test_rows_of_a_partition_count_no_longer_used_give_way_to_the_newest() -> No
     }
     merged = by_view(rows)["cache"]
     assert (merged.seq, merged.state) == (0, "new"), "partitions 1 and 2 of 3 have not registered"
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["insert", "update", "pkmove", "delete"]),
+            keys,
+            keys,
+            st.one_of(vals, st.just(UNCHANGED)),
+        ),
+        max_size=25,
+    ),
+    st.integers(min_value=2, max_value=4),
+)
+def test_a_reader_leaving_out_other_partitions_undecoded_changes_nothing_a_partition_keeps(
+    script: list[tuple[str, str, str, object]], count: int
+) -> None:
+    from syncline.core.records import (
+        decode_items,
+        encode_delete,
+        encode_insert,
+        encode_relation_item,
+        encode_update,
+        frame,
+    )
+
+    msgs = [encode_relation_item(REL)]
+    for op, k, k2, big in script:
+        if op == "insert":
+            msgs.append(encode_insert(1, (k, "a", big if big is not UNCHANGED else "b")))  # type: ignore[arg-type]
+        elif op == "update":
+            msgs.append(encode_update(1, (k, "a", big)))  # type: ignore[arg-type]
+        elif op == "pkmove":
+            msgs.append(encode_update(1, (k2, "a", big), old=(k, None, None), old_kind=b"K"))  # type: ignore[arg-type]
+        else:
+            msgs.append(encode_delete(1, (k, None, None)))
+    blob = frame(msgs)
+    for index in range(count):
+        whole = Transaction(1, 1, 1, 1, 0, list(decode_items(blob, {})))
+        pre = Transaction(1, 1, 1, 1, 0, list(decode_items(blob, {}, part=(index, count))))
+        assert take_partition([pre], {}, index, count) == take_partition([whole], {}, index, count)
+        assert len(pre.items) <= len(whole.items)
+
+
+def test_a_partitions_reader_does_not_decode_the_other_partitions_rows() -> None:
+    from syncline.core.records import decode_items, encode_insert, encode_relation_item, frame
+
+    blob = frame([encode_relation_item(REL), *(encode_insert(1, (k, "a", "b")) for k in KEYS)])
+    kept = [[it for it in decode_items(blob, {}, part=(i, 2)) if isinstance(it, RowChange)] for i in range(2)]
+    assert sorted(len(k) for k in kept) != [len(KEYS), len(KEYS)]
+    assert sum(len(k) for k in kept) == len(KEYS)
+    for i, rows in enumerate(kept):
+        assert all(partition_of((r.new[0],), 2) == i for r in rows if r.new is not None)

@@ -21,6 +21,7 @@ appends what it receives without re-encoding; another source encodes its changes
 from __future__ import annotations
 
 import struct
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -166,11 +167,26 @@ def decode_items(
     relations: dict[int, Relation],
     legacy: Callable[[bytes], Relation] | None = None,
     first_ordinal: int = 0,
+    part: tuple[int, int] | None = None,
 ) -> Iterator[RowChange | Truncate | SchemaChange]:
-    """Decode a record's data into items; relation items update ``relations`` in place."""
+    """Decode a record's data into items; relation items update ``relations`` in place.
+
+    ``part`` = (index, count): leave out, without decoding them, the row changes of keyed
+    tables whose old and new keys both hash to another partition
+    (:func:`syncline.views.partition.partition_of`; the reader still routes the rest)."""
     ordinal = first_ordinal
+    keys: dict[int, tuple[int, ...]] = {}
     for msg in iter_framed(blob):
         kind = msg[0]
+        if part is not None and kind in (0x49, 0x55, 0x44):  # I U D
+            (relid,) = _U32.unpack_from(msg, 1)
+            kidx = keys.get(relid)
+            if kidx is None:
+                rel = relations.get(relid)
+                kidx = keys[relid] = rel.key_indexes() if rel is not None else ()
+            if kidx and not _touches(msg, kidx, part):
+                ordinal += 1
+                continue
         if kind == RELATION_ITEM:
             rel = relation_from_json(msg[1:])
             relations[rel.oid] = rel
@@ -183,7 +199,54 @@ def decode_items(
             yield SchemaChange(rel, ordinal)
         else:
             yield decode_change(msg, ordinal)
+        if kind in (RELATION_ITEM, 0x52):
+            keys.clear()
         ordinal += 1
+
+
+def _touches(msg: bytes, kidx: tuple[int, ...], part: tuple[int, int]) -> bool:
+    """Whether a change item's old or new key hashes to partition ``part[0]`` of ``part[1]``
+    (the key columns' raw text, as :func:`syncline.views.partition.partition_of` hashes it)."""
+    index, count = part
+    kind = msg[0]
+    pos = 6
+    if kind == 0x55 and msg[5] in (0x4B, 0x4F):  # an update with its old key or row
+        if zlib.crc32(_key_bytes(msg, 6, kidx)) % count == index:
+            return True
+        pos = _skip_tuple(msg, 6) + 1
+    return zlib.crc32(_key_bytes(msg, pos, kidx)) % count == index
+
+
+def _key_bytes(buf: bytes, pos: int, kidx: tuple[int, ...]) -> bytes:
+    """The key columns' text of the tuple at ``pos``, joined by NUL, as bytes."""
+    out: list[bytes] = []
+    last = max(kidx)
+    n = (buf[pos] << 8) | buf[pos + 1]
+    pos += 2
+    vals: dict[int, bytes] = {}
+    for i in range(min(n, last + 1)):
+        kind = buf[pos]
+        if kind == 0x74:  # t
+            end = pos + 5 + _I32_FROM(buf, pos + 1)[0]
+            if i in kidx:
+                vals[i] = buf[pos + 5 : end]
+            pos = end
+        else:  # n, u
+            pos += 1
+    for i in kidx:
+        out.append(vals.get(i, b""))
+    return b"\x00".join(out)
+
+
+def _skip_tuple(buf: bytes, pos: int) -> int:
+    n = (buf[pos] << 8) | buf[pos + 1]
+    pos += 2
+    for _ in range(n):
+        if buf[pos] == 0x74:
+            pos += 5 + _I32_FROM(buf, pos + 1)[0]
+        else:
+            pos += 1
+    return pos
 
 
 # --- pgoutput Relation messages, as logs written before relation items stored them ---------

@@ -136,9 +136,13 @@ class LogCursor(Protocol):
     """What a view reads: committed records after a position, in order. Each view keeps its
     own position (stored with its data) and opens its own cursor."""
 
-    def read(self, after: Checkpoint, max_events: int) -> list[Transaction]:
+    def read(
+        self, after: Checkpoint, max_events: int, part: tuple[int, int] | None = None
+    ) -> list[Transaction]:
         """Committed records with seq > ``after.seq``, whole parts, about ``max_events``
-        events (a transaction larger than that comes in parts; its last has ``last``)."""
+        events (a transaction larger than that comes in parts; its last has ``last``).
+        ``part`` = (index, count): row changes whose keys all hash to other partitions may be
+        left out undecoded (a partition's applier; it routes the rest itself)."""
         ...
 
     def relations_at(self, seq: int) -> dict[int, Relation]:

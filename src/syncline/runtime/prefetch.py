@@ -13,8 +13,16 @@ from syncline.log import open_cursor
 
 
 class Prefetcher:
-    def __init__(self, log: LogConfig, start: Checkpoint, batch_events: int, depth: int = 1) -> None:
+    def __init__(
+        self,
+        log: LogConfig,
+        start: Checkpoint,
+        batch_events: int,
+        depth: int = 1,
+        part: tuple[int, int] | None = None,
+    ) -> None:
         self.log = log
+        self.part = part
         self.start = start
         self.batch_events = batch_events
         self.q: queue.Queue[list[Transaction] | BaseException] = queue.Queue(maxsize=depth)
@@ -31,7 +39,7 @@ class Prefetcher:
         pos = self.start
         try:
             while not self._halt.is_set():
-                txns = reader.read(pos, self.batch_events)
+                txns = reader.read(pos, self.batch_events, self.part)
                 if not txns:
                     self._halt.wait(0.02)
                     continue

@@ -381,7 +381,8 @@ def _view_loop(
         log.info("view %s (%s) resumes after log record %d", vcfg.consumer, vcfg.kind, cp.seq)
         pos = cp
         open_txn = False
-        prefetch = Prefetcher(cfg.log, cp, vcfg.batch_events)
+        part = (vcfg.partition, vcfg.partitions) if vcfg.partition is not None else None
+        prefetch = Prefetcher(cfg.log, cp, vcfg.batch_events, part=part)
         try:
             extra = _sequence_meta(reader) if vcfg.kind == "postgres" else None
             # every worker keeps its lease; the compactor is never paused by a rebuild

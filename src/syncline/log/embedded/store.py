@@ -683,10 +683,13 @@ class EmbeddedLogReader:
     def start(self, after: Checkpoint) -> None:
         self.state = self.relations_at(after.seq)
 
-    def read(self, after: Checkpoint, max_events: int) -> list[Transaction]:
+    def read(
+        self, after: Checkpoint, max_events: int, part: tuple[int, int] | None = None
+    ) -> list[Transaction]:
         """Committed records after ``after.seq``: about ``max_events`` events. The batch may
         end inside a transaction (its last record has ``last`` False) when the transaction
-        is larger than ``max_events``; otherwise it ends at a transaction boundary."""
+        is larger than ``max_events``; otherwise it ends at a transaction boundary. ``part``:
+        leave out row changes no key of which is in that partition (see ``decode_items``)."""
         hw = self.hw()
         if after.seq >= hw:
             return []
@@ -699,7 +702,7 @@ class EmbeddedLogReader:
         events = 0
         try:
             for seq, clsn, end, xid, ctime, last, snap, ford, count, data in cur:
-                items = list(self._decode(bytes(data), ford))
+                items = list(self._decode(bytes(data), ford, part))
                 out.append(
                     Transaction(
                         int(seq),
@@ -719,9 +722,9 @@ class EmbeddedLogReader:
             cur.close()
         return out
 
-    def _decode(self, data: bytes, first_ord: int) -> Iterator[Item]:
+    def _decode(self, data: bytes, first_ord: int, part: tuple[int, int] | None = None) -> Iterator[Item]:
         try:
-            yield from decode_items(data, self.state, legacy_relations(self.resolver), first_ord)
+            yield from decode_items(data, self.state, legacy_relations(self.resolver), first_ord, part)
         except KeyError:  # pragma: no cover - relation details written after a reload
             self._load_relations()
             raise

@@ -516,7 +516,9 @@ class NatsLogReader:
     def start(self, after: Checkpoint) -> None:
         self.state = self.relations_at(after.seq)
 
-    def read(self, after: Checkpoint, max_events: int) -> list[Transaction]:
+    def read(
+        self, after: Checkpoint, max_events: int, part: tuple[int, int] | None = None
+    ) -> list[Transaction]:
         pos = self._pos()
         hw = int(pos.get("hw", 0))
         if after.seq >= hw:
@@ -541,12 +543,12 @@ class NatsLogReader:
         out: list[Transaction] = []
         for seq, head, data in msgs:
             clsn, end, xid, ctime, last, snap, ford = head[:7]
-            items = list(self._decode(data, ford))
+            items = list(self._decode(data, ford, part))
             out.append(Transaction(seq, clsn, end, xid, ctime, items, bool(last), bool(snap)))
         return out
 
-    def _decode(self, data: bytes, first_ord: int) -> Iterator[Item]:
-        yield from decode_items(data, self.state, legacy_relations(self.resolver), first_ord)
+    def _decode(self, data: bytes, first_ord: int, part: tuple[int, int] | None = None) -> Iterator[Item]:
+        yield from decode_items(data, self.state, legacy_relations(self.resolver), first_ord, part)
 
     async def _resubscribe(self, start: int) -> None:
         if self._sub is not None:
