@@ -799,14 +799,7 @@ def test_a_user_without_jetstream_permissions_gets_one_clear_error(pg: PgCluster
         nats_servers=(f"nats://ro:{secret}@127.0.0.1:{server.port}",),
     )
     try:
-        r = subprocess.run(
-            [sys.executable, "-m", "syncline", "run", "-c", str(p.config_path)],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert r.returncode != 0
-        last = r.stderr.strip().splitlines()[-1]
+        r, last = run_until_it_refuses(p)
         assert "refused this user" in last and "permissions violation" in last, r.stderr
         assert "$JS.API.>" in last, last
         assert secret not in r.stdout + r.stderr
@@ -824,15 +817,21 @@ def test_more_replicas_than_the_servers_can_keep_is_one_clear_error(pg: PgCluste
         pg, tmp_path / "p", views=("redis",), log_kind="nats", nats_servers=(server.url,), nats_replicas=3
     )
     try:
-        r = subprocess.run(
-            [sys.executable, "-m", "syncline", "run", "-c", str(p.config_path)],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert r.returncode != 0
-        last = r.stderr.strip().splitlines()[-1]
+        r, last = run_until_it_refuses(p)
         assert "cannot keep 3 copies" in last and "replicas = 3 needs a JetStream cluster" in last, r.stderr
     finally:
         p.close()
         server.stop()
+
+
+def run_until_it_refuses(p: Pipeline) -> tuple[subprocess.CompletedProcess[str], str]:
+    """``syncline run`` in the foreground, which must stop on its own: its result and the
+    last line of its stderr (the one-line error)."""
+    r = subprocess.run(
+        [sys.executable, "-m", "syncline", "run", "-c", str(p.config_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode != 0, r.stdout + r.stderr
+    return r, r.stderr.strip().splitlines()[-1]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -81,10 +83,15 @@ def netted(state: dict[str, Row], txns: list[Transaction]) -> dict[str, Row]:
     return s
 
 
-@settings(max_examples=400, deadline=None)
-@given(st.lists(ops(), max_size=25), st.integers(min_value=1, max_value=5))
-def test_net_effect_equals_sequential(script: list, per_txn: int) -> None:
-    state: dict[str, Row] = {"1": ("1", "init", "B1")}
+def script_changes(
+    script: list[tuple[str, str, str, object, object]],
+    state: dict[str, Row],
+    moved: Callable[[str, str, object], object] = lambda k, k2, big: big,
+) -> list[RowChange | Truncate]:
+    """The changes a script of (kind, key, other key, value, big value) makes from ``state``,
+    each valid where it happens (no insert of a present key ...). ``moved`` gives the big
+    value of a key-only primary-key change (``pkmove``); ``pkmove_full`` sends the full old
+    row (REPLICA IDENTITY FULL)."""
     model = dict(state)
     changes: list[RowChange | Truncate] = []
     for kind, k, k2, a, big in script:
@@ -92,18 +99,29 @@ def test_net_effect_equals_sequential(script: list, per_txn: int) -> None:
             changes.append(Truncate((1,)))
             model.clear()
         elif kind == "insert" and k not in model:
-            ch = RowChange("insert", 1, (k, a, big if big is not UNCHANGED else "B"))
+            ch = RowChange("insert", 1, (k, a, big if big is not UNCHANGED else "B"))  # type: ignore[arg-type]
             changes.append(ch)
             model[k] = ch.new  # type: ignore[assignment]
         elif kind == "update" and k in model:
-            changes.append(RowChange("update", 1, (k, a, big)))
+            changes.append(RowChange("update", 1, (k, a, big)))  # type: ignore[arg-type]
             model = sequential(model, changes[-1:])
         elif kind == "pkmove" and k in model and k2 not in model:
-            changes.append(RowChange("update", 1, (k2, a, big), old=(k, None, None)))
+            changes.append(RowChange("update", 1, (k2, a, moved(k, k2, big)), old=(k, None, None)))  # type: ignore[arg-type]
+            model = sequential(model, changes[-1:])
+        elif kind == "pkmove_full" and k in model and k2 not in model:
+            changes.append(RowChange("update", 1, (k2, a, big), old=model[k]))  # type: ignore[arg-type]
             model = sequential(model, changes[-1:])
         elif kind == "delete" and k in model:
             changes.append(RowChange("delete", 1, None, old=(k, None, None)))
             model.pop(k)
+    return changes
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(ops(), max_size=25), st.integers(min_value=1, max_value=5))
+def test_net_effect_equals_sequential(script: list, per_txn: int) -> None:
+    state: dict[str, Row] = {"1": ("1", "init", "B1")}
+    changes = script_changes(script, state)
     txns = []
     for i in range(0, len(changes), per_txn):
         txns.append(Transaction(i + 1, i + 1, i + 1, i, 0, list(changes[i : i + per_txn])))

@@ -11,7 +11,7 @@ from syncline.core.events import UNCHANGED, Row, RowChange, SchemaChange, Transa
 from syncline.log.base import ConsumerRow, by_view
 from syncline.views.netting import DeltaStep, TruncateStep, net_steps
 from syncline.views.partition import partition_of, take_partition
-from tests.unit.test_netting import REL, sequential
+from tests.unit.test_netting import REL, script_changes, sequential
 
 KEYS = [str(i) for i in range(1, 13)]
 keys = st.sampled_from(KEYS)
@@ -64,32 +64,13 @@ def ops(draw: st.DrawFn) -> tuple[str, str, str, object, object]:
 )
 def test_partitions_together_equal_the_whole(script: list, per_txn: int, count: int, reverse: bool) -> None:
     state: dict[str, Row] = {k: (k, "init", "B" + k) for k in KEYS[:4]}
-    model = dict(state)
-    changes: list[RowChange | Truncate] = []
-    for kind, k, k2, a, big in script:
-        if kind == "truncate":
-            changes.append(Truncate((1,)))
-            model.clear()
-        elif kind == "insert" and k not in model:
-            ch = RowChange("insert", 1, (k, a, big if big is not UNCHANGED else "B"))
-            changes.append(ch)
-            model[k] = ch.new  # type: ignore[assignment]
-        elif kind == "update" and k in model:
-            changes.append(RowChange("update", 1, (k, a, big)))
-            model = sequential(model, changes[-1:])
-        elif kind == "pkmove" and k in model and k2 not in model:
-            # key-only old row (REPLICA IDENTITY DEFAULT): unchanged TOAST only within a partition
-            same = partition_of((k,), count) == partition_of((k2,), count)
-            b = big if same or big is not UNCHANGED else "moved"
-            changes.append(RowChange("update", 1, (k2, a, b), old=(k, None, None)))
-            model = sequential(model, changes[-1:])
-        elif kind == "pkmove_full" and k in model and k2 not in model:
-            # REPLICA IDENTITY FULL: the old row supplies unchanged values
-            changes.append(RowChange("update", 1, (k2, a, big), old=model[k]))
-            model = sequential(model, changes[-1:])
-        elif kind == "delete" and k in model:
-            changes.append(RowChange("delete", 1, None, old=(k, None, None)))
-            model.pop(k)
+
+    def moved(k: str, k2: str, big: object) -> object:
+        # a key-only old row (REPLICA IDENTITY DEFAULT): unchanged TOAST only within a partition
+        same = partition_of((k,), count) == partition_of((k2,), count)
+        return big if same or big is not UNCHANGED else "moved"
+
+    changes = script_changes(script, state, moved)
     txns = [
         Transaction(i + 1, i + 1, i + 1, i, 0, list(changes[i : i + per_txn]))
         for i in range(0, len(changes), per_txn)
