@@ -17,7 +17,7 @@ from syncline.core.events import (
     Transaction,
     Truncate,
 )
-from syncline.views.netting import DeltaStep, TruncateStep, net_steps
+from syncline.views.netting import DeltaStep, Key, TruncateStep, net_steps
 
 REL = Relation(
     1,
@@ -63,13 +63,20 @@ def sequential(state: dict[str, Row], changes: list[RowChange | Truncate]) -> di
     return s
 
 
-def netted(state: dict[str, Row], txns: list[Transaction]) -> dict[str, Row]:
+def netted(
+    state: dict[str, Row], txns: list[Transaction], owns: Callable[[Key], bool] | None = None
+) -> dict[str, Row]:
+    """The state after applying the batch's net effect to ``state``. ``owns``: the keys one
+    partition holds (a truncate removes only those; any other key written fails)."""
     s = dict(state)
     for step in net_steps(txns, {1: REL}):
         if isinstance(step, TruncateStep):
-            s.clear()
+            s = {k: v for k, v in s.items() if owns is not None and not owns((k,))}
         elif isinstance(step, DeltaStep):
             for d in step.tables:
+                if owns is not None:
+                    wrote = [*d.rows, *d.deleted]
+                    assert all(owns(k) for k in wrote), "a key written by another partition"
                 resolved = []
                 for row, origin in d.partials():
                     stored = s[str(origin[0])]

@@ -9,9 +9,9 @@ from hypothesis import strategies as st
 from syncline.core.config_models import ViewConfig, partition_consumer, split_consumer
 from syncline.core.events import UNCHANGED, Row, RowChange, SchemaChange, Transaction, Truncate
 from syncline.log.base import ConsumerRow, by_view
-from syncline.views.netting import DeltaStep, TruncateStep, net_steps
+from syncline.views.netting import DeltaStep, net_steps
 from syncline.views.partition import partition_of, take_partition
-from tests.unit.test_netting import REL, script_changes, sequential
+from tests.unit.test_netting import REL, netted, script_changes, sequential
 
 KEYS = [str(i) for i in range(1, 13)]
 keys = st.sampled_from(KEYS)
@@ -23,27 +23,8 @@ def applied_by_partition(
 ) -> dict[str, Row]:
     """One partition's effect on a shared store: like a Redis partition, a truncate removes
     only the keys this partition holds."""
-    s = dict(state)
     part = take_partition(txns, {1: REL}, index, count)
-    for step in net_steps(part, {1: REL}):
-        if isinstance(step, TruncateStep):
-            s = {k: v for k, v in s.items() if partition_of((k,), count) != index}
-        elif isinstance(step, DeltaStep):
-            for d in step.tables:
-                for k, _ in d.rows.items():
-                    assert partition_of(k, count) == index, "a row written by another partition"
-                resolved = []
-                for row, origin in d.partials():
-                    stored = s[str(origin[0])]
-                    resolved.append(
-                        tuple(p if n is UNCHANGED else n for p, n in zip(stored, row, strict=False))
-                    )
-                for k in d.deleted:
-                    assert partition_of(k, count) == index, "a key deleted by another partition"
-                    s.pop(str(k[0]), None)
-                for row in [*d.upserts(), *resolved]:
-                    s[str(row[0])] = row
-    return s
+    return netted(state, part, owns=lambda k: partition_of(k, count) == index)
 
 
 @st.composite
