@@ -33,6 +33,7 @@ from syncline.core.events import (
     Truncate,
 )
 from syncline.core.records import (
+    RELATION_ITEM,
     RelationResolver,
     decode_change,
     decode_items,
@@ -791,7 +792,7 @@ def _touched_keys(
     """Add (relation oid, key values) of every row a framed blob changes; relations that a
     truncate touched (or whose shape is unknown) go to ``whole``."""
     for m in iter_framed(blob):
-        if m[0] == 0x52:  # R: sent once per session and table; shape changes are in `relations`
+        if m[0] in (RELATION_ITEM, 0x52):  # shapes (J; R in older logs): changes are in `relations`
             continue
         ch = decode_change(m, 0)
         if isinstance(ch, Truncate):
