@@ -204,49 +204,39 @@ def decode_items(
         ordinal += 1
 
 
+def key_partition(raw_key: bytes, count: int) -> int:
+    """The partition of a key given as its columns' UTF-8 text joined by NUL (NUL cannot
+    occur in PostgreSQL text): the one hash every partitioned applier uses."""
+    return zlib.crc32(raw_key) % count if count > 1 else 0
+
+
 def _touches(msg: bytes, kidx: tuple[int, ...], part: tuple[int, int]) -> bool:
-    """Whether a change item's old or new key hashes to partition ``part[0]`` of ``part[1]``
-    (the key columns' raw text, as :func:`syncline.views.partition.partition_of` hashes it)."""
+    """Whether a change item's old or new key hashes to partition ``part[0]`` of ``part[1]``."""
     index, count = part
-    kind = msg[0]
     pos = 6
-    if kind == 0x55 and msg[5] in (0x4B, 0x4F):  # an update with its old key or row
-        if zlib.crc32(_key_bytes(msg, 6, kidx)) % count == index:
+    if msg[0] == 0x55 and msg[5] in (0x4B, 0x4F):  # an update with its old key or row
+        old, pos = _key_bytes(msg, 6, kidx)
+        if key_partition(old, count) == index:
             return True
-        pos = _skip_tuple(msg, 6) + 1
-    return zlib.crc32(_key_bytes(msg, pos, kidx)) % count == index
+        pos += 1  # the N before the new tuple
+    return key_partition(_key_bytes(msg, pos, kidx)[0], count) == index
 
 
-def _key_bytes(buf: bytes, pos: int, kidx: tuple[int, ...]) -> bytes:
-    """The key columns' text of the tuple at ``pos``, joined by NUL, as bytes."""
-    out: list[bytes] = []
-    last = max(kidx)
+def _key_bytes(buf: bytes, pos: int, kidx: tuple[int, ...]) -> tuple[bytes, int]:
+    """The key columns' raw text of the tuple at ``pos``, joined by NUL (NULL as empty), and
+    the position after the tuple."""
+    vals: dict[int, bytes] = {}
     n = (buf[pos] << 8) | buf[pos + 1]
     pos += 2
-    vals: dict[int, bytes] = {}
-    for i in range(min(n, last + 1)):
-        kind = buf[pos]
-        if kind == 0x74:  # t
+    for i in range(n):
+        if buf[pos] == 0x74:  # t
             end = pos + 5 + _I32_FROM(buf, pos + 1)[0]
             if i in kidx:
                 vals[i] = buf[pos + 5 : end]
             pos = end
         else:  # n, u
             pos += 1
-    for i in kidx:
-        out.append(vals.get(i, b""))
-    return b"\x00".join(out)
-
-
-def _skip_tuple(buf: bytes, pos: int) -> int:
-    n = (buf[pos] << 8) | buf[pos + 1]
-    pos += 2
-    for _ in range(n):
-        if buf[pos] == 0x74:
-            pos += 5 + _I32_FROM(buf, pos + 1)[0]
-        else:
-            pos += 1
-    return pos
+    return b"\x00".join(vals.get(i, b"") for i in kidx), pos
 
 
 # --- pgoutput Relation messages, as logs written before relation items stored them ---------

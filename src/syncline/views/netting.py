@@ -170,6 +170,17 @@ def key_function(kidx: tuple[int, ...]) -> KeyFn:
     return cast(KeyFn, itemgetter(*kidx))
 
 
+def fill_unchanged(new: Row, old: Row) -> Row:
+    """``new`` with its unchanged TOAST values taken from ``old`` where ``old`` has them (a
+    full old row: REPLICA IDENTITY FULL sends it)."""
+    if UNCHANGED not in new:
+        return new
+    return tuple(
+        o if (n is UNCHANGED and o is not None and o is not UNCHANGED) else n
+        for n, o in zip(new, old, strict=False)
+    )
+
+
 def keyless_op(ch: RowChange) -> KeylessOp:
     """The change as applied to a table without a key (REPLICA IDENTITY FULL sends the
     whole old row with every update and delete, TOASTed values included)."""
@@ -197,12 +208,7 @@ def _apply_change(d: TableDelta, _key: KeyFn, ch: RowChange) -> None:
     assert new is not None
     if ch.old is not None:
         old = ch.old
-        # A full old tuple (REPLICA IDENTITY FULL) can supply unchanged TOAST values.
-        if UNCHANGED in new:
-            new = tuple(
-                o if (n is UNCHANGED and o is not None and o is not UNCHANGED) else n
-                for n, o in zip(new, old, strict=False)
-            )
+        new = fill_unchanged(new, old)
         old_k: Key = _key(old)
     else:
         old_k = _key(new)

@@ -15,7 +15,6 @@ partition 0.
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Sequence
 from dataclasses import replace
 
@@ -23,21 +22,19 @@ from syncline.core.events import (
     UNCHANGED,
     Item,
     Relation,
-    Row,
     RowChange,
     SchemaChange,
     Transaction,
     Truncate,
 )
-from syncline.views.netting import KeyFn, key_function
+from syncline.core.records import key_partition
+from syncline.views.netting import KeyFn, fill_unchanged, key_function
 
 
 def partition_of(key: Sequence[str | None], count: int) -> int:
-    """The partition of a key (its columns' text; NUL cannot occur in PostgreSQL text)."""
-    if count <= 1:
-        return 0
-    text = "\x00".join("" if v is None else v for v in key)
-    return zlib.crc32(text.encode()) % count
+    """The partition of a key (its columns' text): :func:`key_partition` of it, as a reader
+    computes it from a record's raw bytes."""
+    return key_partition("\x00".join("" if v is None else v for v in key).encode(), count)
 
 
 def take_partition(
@@ -98,18 +95,8 @@ def _route(ch: RowChange, kf: KeyFn, index: int, count: int, out: list[Item]) ->
     if old_p == index:  # the key moved away: its row leaves this partition
         out.append(RowChange("delete", ch.relid, None, old=ch.old, ordinal=ch.ordinal))
     elif new_p == index:  # the key moved in
-        new = _filled(ch.new, ch.old)
+        new = fill_unchanged(ch.new, ch.old) if ch.old is not None else ch.new
         if UNCHANGED in new:
             out.append(RowChange("update", ch.relid, new, old=ch.old, ordinal=ch.ordinal, moved_in=True))
         else:
             out.append(RowChange("insert", ch.relid, new, ordinal=ch.ordinal))
-
-
-def _filled(new: Row, old: Row | None) -> Row:
-    """Unchanged values taken from a full old row (REPLICA IDENTITY FULL sends them)."""
-    if old is None or UNCHANGED not in new:
-        return new
-    return tuple(
-        o if (n is UNCHANGED and o is not None and o is not UNCHANGED) else n
-        for n, o in zip(new, old, strict=False)
-    )
