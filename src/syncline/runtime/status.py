@@ -78,15 +78,15 @@ def log_status(obs: LogObserver, cfg: Config) -> dict[str, Any]:
 
 def view_status(obs: LogObserver, cfg: Config) -> dict[str, Any]:
     hw = int(obs.meta("hw", "0"))
-    rows = by_view(obs.consumers())
+    raw = obs.consumers()  # one read: each partition's row, and the views' rows from them
+    rows = by_view(raw)
     out: dict[str, Any] = {}
     now = time.time()
     errors = error_counts(obs)
     failures = obs.failures()
-    raw = obs.consumers()
     for v in cfg.views:
         r = rows.get(v.name)
-        parts = [a.consumer for a in v.appliers()] if v.partitions > 1 else [v.name]
+        parts = [a.consumer for a in v.appliers()]
         seq = r.seq if r else 0
         lag_events, oldest = obs.events_after(seq, hw)
         lag_s = max(0.0, now - oldest / 1e6) if lag_events and oldest else 0.0

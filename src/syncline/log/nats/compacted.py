@@ -19,6 +19,7 @@ from pathlib import Path
 
 import nats.js.api
 import nats.js.errors
+from nats.js.kv import KeyValue
 
 from syncline.core.config_models import LogConfig
 from syncline.log.nats.client import Nats
@@ -32,12 +33,12 @@ def bucket(stream: str) -> str:
     return f"{stream}-compact"
 
 
-def published_seq(nats_: Nats, kv: object) -> int:
+def published_seq(nats_: Nats, kv: KeyValue) -> int:
     """The position of the newest published copy (0: none)."""
 
     async def go() -> int:
         try:
-            e = await kv.get("compact")  # type: ignore[attr-defined]
+            e = await kv.get("compact")
         except nats.js.errors.KeyNotFoundError:
             return 0
         return int(json.loads(e.value).get("seq", 0)) if e.value else 0
@@ -45,7 +46,7 @@ def published_seq(nats_: Nats, kv: object) -> int:
     return nats_.run(go())
 
 
-def publish(cfg: LogConfig, nats_: Nats, kv: object, state_dir: Path) -> int:
+def publish(cfg: LogConfig, nats_: Nats, kv: KeyValue, state_dir: Path) -> int:
     """Publish a consistent copy of ``state_dir/compact.db``; its position (0: nothing yet)."""
     src = state_dir / "compact.db"
     if not src.exists():
@@ -82,7 +83,7 @@ def publish(cfg: LogConfig, nats_: Nats, kv: object, state_dir: Path) -> int:
             with open(copy, "rb") as f:
                 await store.put(OBJECT, f)
             doc = {"seq": seq, "commit_lsn": clsn, "bytes": size, "at": time.time()}
-            await kv.put("compact", json.dumps(doc).encode())  # type: ignore[attr-defined]
+            await kv.put("compact", json.dumps(doc).encode())
 
         nats_.run(go(), timeout=max(60.0, size / 2_000_000))
     log.info(
