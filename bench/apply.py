@@ -48,7 +48,7 @@ from run import (
 )
 from syncline.config import load_config
 from syncline.core.config_models import Config
-from syncline.log import open_observer
+from syncline.log import log_ready, open_observer
 from syncline.log.base import by_view
 from syncline.testing.harness import RedisServer
 from syncline.testing.pgcluster import PgCluster
@@ -141,8 +141,6 @@ def streaming(cfg: Config) -> bool:
 
 
 def meta(cfg: Config, key: str) -> str:
-    from syncline.log import log_ready
-
     if not log_ready(cfg.log):
         return ""
     obs = open_observer(cfg.log)
@@ -259,12 +257,13 @@ def report(args: argparse.Namespace, info: dict[str, str], runs: list[Run], comm
             f"{x.redis_cpu:.1f} | {x.check} |"
         )
     cores = os.cpu_count() or 1
-    busy = statistics.median((x.applier_cpu + x.redis_cpu) / x.seconds for x in by["2"])
+    busy = {m: statistics.median((x.applier_cpu + x.redis_cpu) / x.seconds for x in by[m]) for m in MODES}
     lines += [
         "",
-        f"With 2 appliers the appliers and redis-server together keep {busy:.2f} of this machine's "
-        f"{cores} cores busy (CPU seconds / wall seconds, median): the ceiling for a second applier "
-        "is what the cores left by redis-server (one thread) allow.",
+        f"Cores kept busy by the appliers and redis-server together (CPU seconds / wall seconds, "
+        f"median; this machine has {cores}): "
+        + ", ".join(f"{busy[m]:.2f} with {m} applier{'s' if m != '1' else ''}" for m in MODES)
+        + ". A second applier gains what the cores left over allow.",
         "",
     ]
     return "\n".join(lines)
