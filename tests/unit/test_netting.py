@@ -102,6 +102,8 @@ def script_changes(
     model = dict(state)
     changes: list[RowChange | Truncate] = []
     for kind, k, k2, a, big in script:
+        if big is UNCHANGED and k in model and model[k][2] is None:
+            big = None  # PostgreSQL sends NULL as NULL: only a stored (TOASTed) value is unchanged
         if kind == "truncate":
             changes.append(Truncate((1,)))
             model.clear()

@@ -29,7 +29,8 @@ from syncline.core.events import (
 )
 from syncline.core.records import decode_tuple, encode_tuple
 from syncline.views.base import Batch
-from syncline.views.netting import DeltaStep, KeylessOp, SchemaStep, TruncateStep, net_steps
+from syncline.views.netting import KeylessOp, TableDelta
+from syncline.views.skeleton import AppliedView
 
 NAME = "_compactor"
 
@@ -64,18 +65,19 @@ def open_compact(path: Path, readonly: bool = False) -> sqlite3.Connection:
     return conn
 
 
-class CompactedView:
+class CompactedView(AppliedView):
     """The compactor, run by the supervisor like a view."""
 
     kind = "compacted"
 
     def __init__(self, path: Path) -> None:
-        self.name = NAME
+        super().__init__(NAME)
         self.path = path
         self.conn: sqlite3.Connection | None = None
         self._relseq: dict[int, int] = {}
         self._next_relseq = 1
-        self._in_tx = False
+        self._position = Checkpoint()
+        self._seq = 0
         self._last_purge = 0.0
         self._keyless_n = itertools.count()
 
@@ -85,77 +87,96 @@ class CompactedView:
             self._relseq[int(relid)] = int(relseq)
             self._next_relseq = max(self._next_relseq, int(relseq) + 1)
         row = self.conn.execute("SELECT seq, commit_lsn FROM position WHERE id = 1").fetchone()
-        return Checkpoint(int(row[0]), int(row[1])) if row else Checkpoint()
+        self._position = Checkpoint(int(row[0]), int(row[1])) if row else Checkpoint()
+        return self._position
 
-    def apply(self, batch: Batch) -> None:
+    # The skeleton is AppliedView.apply: every table, errors raised as they are.
+
+    def _ensure_open(self) -> None:
+        if self.conn is None:
+            self.open()
+
+    def _applied(self) -> Checkpoint:
+        return self._position
+
+    def _begin(self, batch: Batch) -> bool:
+        assert self.conn is not None
+        self.conn.execute("BEGIN IMMEDIATE")
+        return True
+
+    def _state(self, batch: Batch) -> dict[int, Relation]:
+        return batch.relations
+
+    def _selected(self, batch: Batch, rels: dict[int, Relation]) -> set[int] | None:
+        return None
+
+    def _before_steps(self, batch: Batch, selected: set[int] | None) -> None:
+        self._seq = batch.checkpoint.seq
+
+    def _on_schema(self, old: Relation | None, new: Relation) -> None:
+        assert self.conn is not None
+        relseq = self._next_relseq
+        self._next_relseq += 1
+        old_seq = self._relseq.get(new.oid)
+        self._relseq[new.oid] = relseq
+        self.conn.execute("INSERT INTO shapes VALUES (?, ?, ?)", (new.oid, relseq, relation_to_json(new)))
+        if old is not None and old_seq is not None:
+            self._reshape_rows(old, new, old_seq, relseq)
+
+    def _truncate_table(self, rel: Relation, dropped: bool) -> None:
+        assert self.conn is not None
+        self.conn.execute("UPDATE rows SET row = NULL, seq = ? WHERE relid = ?", (self._seq, rel.oid))
+
+    def _on_delta(self, d: TableDelta) -> None:
         conn = self.conn
         assert conn is not None
-        if not self._in_tx:
-            conn.execute("BEGIN IMMEDIATE")
-            self._in_tx = True
-        seq = batch.checkpoint.seq
-        try:
-            for step in net_steps(batch.transactions, batch.relations):
-                if isinstance(step, SchemaStep):
-                    rel = step.new
-                    relseq = self._next_relseq
-                    self._next_relseq += 1
-                    old_seq = self._relseq.get(rel.oid)
-                    self._relseq[rel.oid] = relseq
-                    conn.execute(
-                        "INSERT INTO shapes VALUES (?, ?, ?)", (rel.oid, relseq, relation_to_json(rel))
-                    )
-                    if step.old is not None and old_seq is not None:
-                        self._reshape_rows(step.old, rel, old_seq, relseq)
-                elif isinstance(step, TruncateStep):
-                    for rel in step.relations:
-                        conn.execute("UPDATE rows SET row = NULL, seq = ? WHERE relid = ?", (seq, rel.oid))
-                elif isinstance(step, DeltaStep):
-                    for d in step.tables:
-                        oid = d.relation.oid
-                        relseq = self._relseq.get(oid, 0)
-                        if d.ops:
-                            self._keyless(oid, relseq, seq, d.ops)
-                            continue
-                        resolved: list[Row] = []
-                        for row, origin in d.partials():
-                            got = conn.execute(
-                                "SELECT row FROM rows WHERE relid = ? AND key = ?", (oid, _key(origin))
-                            ).fetchone()
-                            if got is None or got[0] is None:
-                                resolved.append(tuple(None if v is UNCHANGED else v for v in row))
-                                continue
-                            stored, _ = decode_tuple(bytes(got[0]), 0)
-                            resolved.append(
-                                tuple(s if v is UNCHANGED else v for s, v in zip(stored, row, strict=False))
-                            )
-                        conn.executemany(
-                            "INSERT INTO rows (relid, key, relseq, row, seq) VALUES (?, ?, ?, NULL, ?)"
-                            " ON CONFLICT (relid, key) DO UPDATE SET row = NULL, seq = excluded.seq",
-                            [(oid, _key(k), relseq, seq) for k in d.deleted],
-                        )
-                        kidx = d.relation.key_indexes()
-                        conn.executemany(
-                            "INSERT OR REPLACE INTO rows (relid, key, relseq, row, seq) VALUES (?,?,?,?,?)",
-                            [
-                                (oid, _key(tuple(r[i] for i in kidx)), relseq, encode_tuple(r), seq)
-                                for r in [*d.upserts(), *resolved]
-                            ],
-                        )
-            if batch.commit:
-                conn.execute(
-                    "INSERT OR REPLACE INTO position VALUES (1, ?, ?)", (seq, batch.checkpoint.commit_lsn)
-                )
-                conn.execute("COMMIT")
-                self._in_tx = False
-        except BaseException:
+        seq = self._seq
+        oid = d.relation.oid
+        relseq = self._relseq.get(oid, 0)
+        if d.ops:
+            self._keyless(oid, relseq, seq, d.ops)
+            return
+        resolved: list[Row] = []
+        for row, origin in d.partials():
+            got = conn.execute(
+                "SELECT row FROM rows WHERE relid = ? AND key = ?", (oid, _key(origin))
+            ).fetchone()
+            if got is None or got[0] is None:
+                resolved.append(tuple(None if v is UNCHANGED else v for v in row))
+                continue
+            stored, _ = decode_tuple(bytes(got[0]), 0)
+            resolved.append(tuple(s if v is UNCHANGED else v for s, v in zip(stored, row, strict=False)))
+        conn.executemany(
+            "INSERT INTO rows (relid, key, relseq, row, seq) VALUES (?, ?, ?, NULL, ?)"
+            " ON CONFLICT (relid, key) DO UPDATE SET row = NULL, seq = excluded.seq",
+            [(oid, _key(k), relseq, seq) for k in d.deleted],
+        )
+        kidx = d.relation.key_indexes()
+        conn.executemany(
+            "INSERT OR REPLACE INTO rows (relid, key, relseq, row, seq) VALUES (?,?,?,?,?)",
+            [
+                (oid, _key(tuple(r[i] for i in kidx)), relseq, encode_tuple(r), seq)
+                for r in [*d.upserts(), *resolved]
+            ],
+        )
+
+    def _commit(self, batch: Batch) -> None:
+        assert self.conn is not None
+        cp = batch.checkpoint
+        self.conn.execute("INSERT OR REPLACE INTO position VALUES (1, ?, ?)", (cp.seq, cp.commit_lsn))
+        self.conn.execute("COMMIT")
+        self._position = cp
+
+    def _abort(self) -> None:
+        if self.conn is not None:
             with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
-            self._in_tx = False
-            self._relseq.clear()
-            self._next_relseq = 1
-            self.close()
-            raise
+                self.conn.execute("ROLLBACK")
+        self._relseq.clear()
+        self._next_relseq = 1
+        self.close()
+
+    def _error(self, e: Exception, batch: Batch) -> BaseException:
+        return e
 
     def _keyless(self, oid: int, relseq: int, seq: int, ops: list[KeylessOp]) -> None:
         """A table without a key: every row stored under its own key (log record and
@@ -201,7 +222,7 @@ class CompactedView:
     def purge_tombstones(self, upto_seq: int) -> int:
         """Drop tombstones every view has applied."""
         assert self.conn is not None
-        if self._in_tx:
+        if self._in_txn:
             return 0
         cur = self.conn.execute("DELETE FROM rows WHERE row IS NULL AND seq <= ?", (upto_seq,))
         return cur.rowcount
@@ -209,7 +230,7 @@ class CompactedView:
     def close(self) -> None:
         if self.conn is not None:
             with contextlib.suppress(sqlite3.Error):
-                if self._in_tx:
+                if self._in_txn:
                     self.conn.execute("ROLLBACK")
             self.conn.close()
             self.conn = None

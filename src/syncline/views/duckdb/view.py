@@ -27,7 +27,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import threading
 from collections.abc import Callable, Sequence
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
@@ -46,7 +45,7 @@ from syncline.core.events import (
 )
 from syncline.core.patterns import table_selected
 from syncline.core.textcast import is_bpchar
-from syncline.views.base import Batch, advance_relations, selected_oids, warn_missed
+from syncline.views.base import Batch, warn_missed
 from syncline.views.duckdb.compare import select_expr, to_pg_text
 from syncline.views.duckdb.values import (
     DUCKDB_MAX_TIMESTAMP,
@@ -61,7 +60,8 @@ from syncline.views.duckdb.values import (
     quote_ident,
     value_depth,
 )
-from syncline.views.netting import DeltaStep, Key, KeylessOp, SchemaStep, TableDelta, TruncateStep, net_steps
+from syncline.views.netting import Key, KeylessOp, TableDelta
+from syncline.views.skeleton import AppliedView
 
 log = logging.getLogger(__name__)
 
@@ -160,24 +160,20 @@ def _locked(fn: Callable[Concatenate[DuckdbView, P], T]) -> Callable[Concatenate
     return wrapper
 
 
-class DuckdbView:
+class DuckdbView(AppliedView):
     kind = "duckdb"
 
     def __init__(self, cfg: ViewConfig) -> None:
         path = cfg.options.get("path")
         if not isinstance(path, str) or not path:
             raise ConfigError(f"view {cfg.name!r} (duckdb): option 'path' (a file) is required")
-        self.name = cfg.name
+        super().__init__(cfg.name)
         self.path = path
         self.patterns = tuple(cfg.tables)
         self.keep_dropped = bool(cfg.options.get("keep_dropped_tables", False))
         self._conn: Any = None
         self._rels: dict[int, Relation] = {}
         self._types: dict[int, dict[str, str]] = {}
-        self._in_txn = False
-        self._lock = threading.RLock()
-        """One DuckDB connection is not safe for concurrent use: status readers and the
-        applying worker take turns."""
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -273,66 +269,52 @@ class DuckdbView:
 
     # ------------------------------------------------------------------ apply
 
-    @_locked
-    def apply(self, batch: Batch) -> None:
-        """Apply ``batch`` (see :class:`~syncline.views.base.View`).
+    # The skeleton is AppliedView.apply. The relations the batch's rows are read with are the
+    # view's own (stored with its checkpoint, so they are the schema state at the view's
+    # position) and, for tables the view does not hold, ``batch.relations``.
 
-        The relations the batch's rows are read with are the view's own (stored with its
-        checkpoint, so they are the schema state at the view's position) and, for tables the
-        view does not hold, ``batch.relations``. ``batch.relations`` is then advanced in place
-        past the batch's schema changes, as every view does, so that the caller can pass the
-        same dict with the next batch."""
+    transient_errors = (duckdb.IOException, OSError)
+
+    def _ensure_open(self) -> None:
         if self._conn is None:
             self.open()
-        if not self._in_txn:
-            stored = self._stored_checkpoint()
-            if stored.seq >= batch.checkpoint.seq:
-                log.debug("view %s: skipping batch up to seq %d", self.name, batch.checkpoint.seq)
-                advance_relations(batch)
-                return
-            self._run("BEGIN TRANSACTION")
-            self._in_txn = True
-        where = "-"
+
+    def _applied(self) -> Checkpoint:
+        return self._stored_checkpoint()
+
+    def _begin(self, batch: Batch) -> bool:
+        self._run("BEGIN TRANSACTION")
+        return True
+
+    def _state(self, batch: Batch) -> dict[int, Relation]:
+        return {**batch.relations, **self._rels}
+
+    def _on_schema(self, old: Relation | None, new: Relation) -> None:
+        self._ensure_table(new)
+
+    def _truncate_table(self, rel: Relation, dropped: bool) -> None:
+        if rel.oid not in self._rels or (dropped and self.keep_dropped):
+            return
+        cur = self._rels[rel.oid]
+        if dropped:
+            self._run(f"DROP TABLE IF EXISTS {table_sql(cur.schema, cur.name)}")
+            self._forget(rel.oid)
+        else:
+            self._run(f"DELETE FROM {table_sql(cur.schema, cur.name)}")  # noqa: S608
+
+    def _commit(self, batch: Batch) -> None:
+        self._run(
+            "INSERT INTO _syncline.positions VALUES (?, ?, ?) ON CONFLICT (view) "
+            "DO UPDATE SET seq = excluded.seq, commit_lsn = excluded.commit_lsn",
+            [self.name, batch.checkpoint.seq, batch.checkpoint.commit_lsn],
+        )
+        self._run("COMMIT")
+
+    def _stored_seq(self) -> str:
         try:
-            rels = {**batch.relations, **self._rels}
-            for step in net_steps(batch.transactions, rels, self._selected(batch, rels)):
-                if isinstance(step, SchemaStep):
-                    where = step.new.qualified
-                    self._ensure_table(step.new)
-                elif isinstance(step, TruncateStep):
-                    for rel in step.relations:
-                        where = rel.qualified
-                        if rel.oid not in self._rels or (step.dropped and self.keep_dropped):
-                            continue
-                        cur = self._rels[rel.oid]
-                        if step.dropped:
-                            self._run(f"DROP TABLE IF EXISTS {table_sql(cur.schema, cur.name)}")
-                            self._forget(rel.oid)
-                        else:
-                            self._run(f"DELETE FROM {table_sql(cur.schema, cur.name)}")  # noqa: S608
-                elif isinstance(step, DeltaStep):
-                    for td in step.tables:
-                        where = td.relation.qualified
-                        self._apply_delta(td)
-            where = "-"
-            if batch.commit:
-                self._run(
-                    "INSERT INTO _syncline.positions VALUES (?, ?, ?) ON CONFLICT (view) "
-                    "DO UPDATE SET seq = excluded.seq, commit_lsn = excluded.commit_lsn",
-                    [self.name, batch.checkpoint.seq, batch.checkpoint.commit_lsn],
-                )
-                self._run("COMMIT")
-                self._in_txn = False
-        except Exception as e:
-            self._abort()
-            stored_seq = self._safe_stored_seq()
-            msg = (
-                f"view {self.name!r}: table {where}: {e} (stored checkpoint seq {stored_seq}, "
-                f"batch up to seq {batch.checkpoint.seq} lsn {batch.checkpoint.commit_lsn})"
-            )
-            transient = isinstance(e, duckdb.IOException | OSError | TransientViewError)
-            raise (TransientViewError if transient else ViewError)(msg) from e
-        advance_relations(batch)
+            return str(self._stored_checkpoint().seq)
+        except Exception:
+            return "?"
 
     # ------------------------------------------------------------------ internals
 
@@ -353,15 +335,8 @@ class DuckdbView:
         )
         return Checkpoint(int(row[0]), int(row[1])) if row else Checkpoint()
 
-    def _safe_stored_seq(self) -> str:
-        try:
-            return str(self._stored_checkpoint().seq)
-        except Exception:
-            return "?"
-
     def _abort(self) -> None:
         c = self._conn
-        self._in_txn = False
         if c is None:
             return
         with contextlib.suppress(duckdb.Error):
@@ -400,9 +375,6 @@ class DuckdbView:
 
     def _wanted(self, rel: Relation) -> bool:
         return table_selected(self.patterns, rel.qualified)
-
-    def _selected(self, batch: Batch, rels: dict[int, Relation]) -> set[int] | None:
-        return selected_oids(self.patterns, batch, rels)
 
     def _store_relation(self, rel: Relation) -> None:
         self._run("DELETE FROM _syncline.relations WHERE view = ? AND oid = ?", [self.name, rel.oid])
@@ -637,7 +609,7 @@ class DuckdbView:
             reason,
         )
 
-    def _apply_delta(self, td: TableDelta) -> None:
+    def _on_delta(self, td: TableDelta) -> None:
         rel = td.relation
         cur = self._rels.get(rel.oid)
         if cur is None or not cur.same_shape(rel):

@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import bisect
 import logging
-import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -58,17 +57,14 @@ from syncline.core.events import UNCHANGED, Checkpoint, Relation, Row, column_ma
 from syncline.core.keytemplate import validate_template
 from syncline.core.patterns import table_selected
 from syncline.core.textcast import Converter, converter
-from syncline.views.base import Batch, advance_relations, leave_out_keyless, selected_oids
+from syncline.views.base import Batch, leave_out_keyless
 from syncline.views.netting import (
-    DeltaStep,
     Key,
-    SchemaStep,
     TableDelta,
-    TruncateStep,
     key_function,
-    net_steps,
 )
 from syncline.views.redis.resp import Pipe, bulk, byte_len, command, multi_key
+from syncline.views.skeleton import AppliedView
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +125,7 @@ class _Failure(Exception):
     """An error of ours inside apply (message already specific)."""
 
 
-class RedisView:
+class RedisView(AppliedView):
     kind = "redis"
 
     def __init__(self, cfg: ViewConfig) -> None:
@@ -137,8 +133,8 @@ class RedisView:
         url = o.get("url")
         if not isinstance(url, str) or not url:
             raise ConfigError(f"view {cfg.name!r} (redis): option 'url' (a redis:// URL) is required")
-        self.name = cfg.consumer
-        """Names this applier's bookkeeping: a partition keeps its own position, relations
+        super().__init__(cfg.consumer)
+        """``name`` names this applier's bookkeeping: a partition keeps its own position, relations
         and key sets (a truncate unlinks only the keys it wrote)."""
         self.view = cfg.name
         self.partitions = cfg.partitions
@@ -193,7 +189,6 @@ class RedisView:
         self._known: Checkpoint | None = None
         """The position this view last read or wrote (None: not opened)."""
         self._kparts: dict[str, list[str]] = {}
-        self._lock = threading.RLock()
 
     # ------------------------------------------------------------------ names
 
@@ -235,7 +230,7 @@ class RedisView:
                 self._known = self._stored_checkpoint()
                 return self._known
             except Exception as e:
-                raise self._error(e, "opening") from e
+                raise self._describe(e, "opening") from e
 
     def _check_partitions(self) -> None:
         """The store remembers in how many partitions the view is applied: each partition
@@ -300,71 +295,63 @@ class RedisView:
 
     # ------------------------------------------------------------------ apply
 
-    def apply(self, batch: Batch) -> None:
-        with self._lock:
-            self._apply(batch)
+    # The skeleton is AppliedView.apply; one MULTI/EXEC per source transaction, begun on a
+    # connection that WATCHes the position key.
 
-    def _apply(self, batch: Batch) -> None:
+    def _ensure_open(self) -> None:
         if self._client is None:
             self.open()
-        where = "-"
-        try:
-            if self._pipe is None:
-                stored = self._watch_position()
-                if self._known is not None and stored != self._known:
-                    raise TransientViewError(
-                        f"the position stored in Redis is log record {stored.seq}, but this view "
-                        f"had applied up to {self._known.seq}: Redis lost data (restarted without "
-                        "persistence, or restored an older copy); starting again from the stored "
-                        "position (an empty Redis is refilled)"
-                    )
-                if stored.seq >= batch.checkpoint.seq:
-                    log.debug("view %s: skipping batch up to seq %d", self.name, batch.checkpoint.seq)
-                    self._unwatch()
-                    advance_relations(batch)
-                    return
-                self._begin(stored)
-            rels = {**batch.relations, **self._rels, **self._txn_rels}
-            for step in net_steps(batch.transactions, rels, self._selected(batch, rels)):
-                if isinstance(step, SchemaStep):
-                    where = step.new.qualified
-                    self._mark(where)
-                    self._schema(step.old, step.new)
-                elif isinstance(step, TruncateStep):
-                    for rel in step.relations:
-                        where = rel.qualified
-                        self._mark(where)
-                        self._truncate(rel)
-                elif isinstance(step, DeltaStep):
-                    for td in step.tables:
-                        where = td.relation.qualified
-                        self._mark(where)
-                        if td.relation.oid not in self._rels and td.relation.oid not in self._txn_rels:
-                            self._remember(td.relation)
-                        self._delta(td)
-            where = "-"
-            if batch.commit:
-                self._mark("-")
-                self._cmd(
-                    "position",
-                    "HSET",
-                    self.position_key,
-                    "seq",
-                    batch.checkpoint.seq,
-                    "commit_lsn",
-                    batch.checkpoint.commit_lsn,
-                )
-                self._commit()
-                self._known = batch.checkpoint
-            else:
-                self._flush()
-        except _Failure as e:
-            self._abort()
-            raise self._error(e, "", batch) from e
-        except Exception as e:
-            self._abort()
-            raise self._error(e, f"table {where}", batch) from e
-        advance_relations(batch)
+
+    def _applied(self) -> Checkpoint:
+        stored = self._watch_position()
+        if self._known is not None and stored != self._known:
+            raise TransientViewError(
+                f"the position stored in Redis is log record {stored.seq}, but this view "
+                f"had applied up to {self._known.seq}: Redis lost data (restarted without "
+                "persistence, or restored an older copy); starting again from the stored "
+                "position (an empty Redis is refilled)"
+            )
+        self._prev = stored
+        return stored
+
+    def _skipped(self) -> None:
+        self._unwatch()
+
+    def _begin(self, batch: Batch) -> bool:
+        self._multi(self._prev)
+        return True
+
+    def _state(self, batch: Batch) -> dict[int, Relation]:
+        return {**batch.relations, **self._rels, **self._txn_rels}
+
+    def _at(self, table: str) -> None:
+        super()._at(table)
+        if self._pipe is not None:
+            self._mark(table)
+
+    def _on_schema(self, old: Relation | None, new: Relation) -> None:
+        self._schema(old, new)
+
+    def _truncate_table(self, rel: Relation, dropped: bool) -> None:
+        self._truncate(rel)
+
+    def _on_delta(self, td: TableDelta) -> None:
+        if td.relation.oid not in self._rels and td.relation.oid not in self._txn_rels:
+            self._remember(td.relation)
+        self._delta(td)
+
+    def _commit(self, batch: Batch) -> None:
+        cp = batch.checkpoint
+        self._cmd("position", "HSET", self.position_key, "seq", cp.seq, "commit_lsn", cp.commit_lsn)
+        self._exec()
+        self._known = cp
+
+    def _continue(self) -> None:
+        self._flush()
+
+    def _error(self, e: Exception, batch: Batch) -> BaseException:
+        where = "" if isinstance(e, _Failure) else f"table {self._where}"
+        return self._describe(e, where, batch)
 
     # ------------------------------------------------------------------ transaction plumbing
 
@@ -392,7 +379,7 @@ class RedisView:
         assert self._pool is not None
         self._pool.release(conn)
 
-    def _begin(self, stored: Checkpoint) -> None:
+    def _multi(self, stored: Checkpoint) -> None:
         conn = self._conn
         self._txn_rels = {}
         self._scratch = 0
@@ -456,7 +443,7 @@ class RedisView:
             del self._desc[:drop]
             self._desc_base = self._pipe.read
 
-    def _commit(self) -> None:
+    def _exec(self) -> None:
         pipe = self._pipe
         assert pipe is not None
         self._flush()
@@ -801,9 +788,6 @@ class RedisView:
     def _wanted(self, rel: Relation) -> bool:
         return table_selected(self.patterns, rel.qualified)
 
-    def _selected(self, batch: Batch, rels: dict[int, Relation]) -> set[int] | None:
-        return selected_oids(self.patterns, batch, rels)
-
     def _secrets(self) -> list[str]:
         out = [self._url]
         try:
@@ -815,7 +799,7 @@ class RedisView:
             pass
         return [s for s in out if s and len(s) > 2]
 
-    def _error(self, e: Exception, where: str, batch: Batch | None = None) -> ViewError:
+    def _describe(self, e: Exception, where: str, batch: Batch | None = None) -> ViewError:
         text = str(e)
         for s in self._secrets():
             text = text.replace(s, "***")

@@ -44,7 +44,6 @@ import json
 import logging
 import os
 import re
-import threading
 import time
 from binascii import b2a_base64
 from collections.abc import Iterable, Sequence
@@ -65,8 +64,9 @@ from syncline.core.events import (
     column_mapping,
     key_text,
 )
-from syncline.views.base import Batch, advance_relations, keyless_refusal, leave_out_keyless, selected_oids
-from syncline.views.netting import DeltaStep, Key, SchemaStep, TableDelta, TruncateStep, net_steps
+from syncline.views.base import Batch, keyless_refusal, leave_out_keyless
+from syncline.views.netting import Key, TableDelta
+from syncline.views.skeleton import AppliedView
 from syncline.views.tantivy.values import (
     Converter,
     Date,
@@ -370,7 +370,7 @@ def _id_of(plan: _Plan, key: Key) -> str:
     return plan.id_prefix + ",".join("null" if k is None else encode_basestring(k) for k in key) + "]"
 
 
-class TantivyView:
+class TantivyView(AppliedView):
     kind = "tantivy"
 
     def __init__(self, cfg: ViewConfig) -> None:
@@ -390,7 +390,7 @@ class TantivyView:
         on_error = o.get("on_error", "stop")
         if on_error not in ("stop", "skip"):
             raise ConfigError(f'view {cfg.name!r} (tantivy): on_error: expected "stop" or "skip"')
-        self.name = cfg.name
+        super().__init__(cfg.name)
         self.path = path
         self.patterns = tuple(cfg.tables)
         self.text_fields: tuple[str, ...] | None = tuple(tf) if tf is not None else None
@@ -405,7 +405,8 @@ class TantivyView:
         self._writer: Any = None
         self._rels: dict[int, Relation] = {}
         self._committed_rels: dict[int, Relation] = {}
-        self._applied = Checkpoint()
+        self._done = Checkpoint()
+        """Applied (committed, or held in the writer until the next commit)."""
         self._committed = Checkpoint()
         self._pending: dict[str, str | None] = {}
         """Documents written since the last commit: id -> the row's JSON (None: deleted)."""
@@ -414,9 +415,7 @@ class TantivyView:
         self._plans: dict[int, _Plan] = {}
         self._searcher_cache: Any = None
         self._dirty = False
-        self._in_txn = False
         self._last_commit = time.monotonic()
-        self._lock = threading.RLock()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -457,7 +456,7 @@ class TantivyView:
         index.reload()
         cp, rels = _read_meta(index)
         self._index, self._writer = index, writer
-        self._committed = self._applied = cp
+        self._committed = self._done = cp
         self._rels = dict(rels)
         self._committed_rels = dict(rels)
         self._reset_pending()
@@ -469,7 +468,7 @@ class TantivyView:
                 return
             try:
                 if self._dirty and not self._in_txn:
-                    self._commit()
+                    self._commit_writer()
                 elif self._dirty:
                     w.rollback()
             except Exception as e:
@@ -519,58 +518,36 @@ class TantivyView:
 
     # ------------------------------------------------------------------ apply
 
-    def apply(self, batch: Batch) -> None:
-        """Apply ``batch`` (see :class:`~syncline.views.base.View`); ``batch.relations`` is
-        advanced in place past the batch's schema changes."""
-        with self._lock:
-            if self._writer is None:
-                self.open()
-            if not self._in_txn and self._applied.seq >= batch.checkpoint.seq:
-                log.debug("view %s: skipping batch up to seq %d", self.name, batch.checkpoint.seq)
-                advance_relations(batch)
-                return
-            where = "-"
-            try:
-                self._in_txn = True
-                rels = {**batch.relations, **self._rels}
-                for step in net_steps(batch.transactions, rels, self._selected(batch, rels)):
-                    if isinstance(step, SchemaStep):
-                        where = step.new.qualified
-                        self._schema_step(step.old, step.new)
-                    elif isinstance(step, TruncateStep):
-                        for r in step.relations:
-                            where = r.qualified
-                            self._truncate(r.qualified)
-                    elif isinstance(step, DeltaStep):
-                        for td in step.tables:
-                            where = td.relation.qualified
-                            self._apply_delta(td)
-                where = "-"
-                if batch.commit:
-                    self._in_txn = False
-                    self._applied = batch.checkpoint
-                    self._dirty = True
-                    if (
-                        self.commit_interval <= 0
-                        or time.monotonic() - self._last_commit >= self.commit_interval
-                    ):
-                        self._commit()
-            except Exception as e:
-                self._abort()
-                msg = (
-                    f"view {self.name!r}: table {where}: {e} (stored checkpoint seq "
-                    f"{self._committed.seq}, batch up to seq {batch.checkpoint.seq} lsn "
-                    f"{batch.checkpoint.commit_lsn})"
-                )
-                transient = isinstance(e, OSError | TransientViewError)
-                raise (TransientViewError if transient else ViewError)(msg) from e
-            advance_relations(batch)
+    transient_errors = (OSError,)
+
+    def _ensure_open(self) -> None:
+        if self._writer is None:
+            self._open_writer()
+
+    def _applied(self) -> Checkpoint:
+        return self._done
+
+    def _begin(self, batch: Batch) -> bool:
+        return True
+
+    def _state(self, batch: Batch) -> dict[int, Relation]:
+        return {**batch.relations, **self._rels}
+
+    def _commit(self, batch: Batch) -> None:
+        """Commit now, or with a later batch when ``commit_interval`` has not passed."""
+        self._done = batch.checkpoint
+        self._dirty = True
+        if self.commit_interval <= 0 or time.monotonic() - self._last_commit >= self.commit_interval:
+            self._commit_writer()
+
+    def _stored_seq(self) -> str:
+        return str(self._committed.seq)
 
     def flush(self) -> None:
         """Commit applied batches now (with ``commit_interval`` > 0)."""
         with self._lock:
             if self._writer is not None and self._dirty and not self._in_txn:
-                self._commit()
+                self._commit_writer()
 
     # ------------------------------------------------------------------ internals
 
@@ -587,13 +564,13 @@ class TantivyView:
             self._searcher_cache = self._index.searcher()
         return self._searcher_cache
 
-    def _commit(self) -> None:
+    def _commit_writer(self) -> None:
         w = self._writer
         meta = {
             "view": self.name,
             "layout": LAYOUT,
-            "seq": self._applied.seq,
-            "commit_lsn": self._applied.commit_lsn,
+            "seq": self._done.seq,
+            "commit_lsn": self._done.commit_lsn,
             "tokenizer": self.tokenizer,
             "text_fields": list(self.text_fields) if self.text_fields is not None else None,
             "relations": {str(oid): codec.relation_to_json(r).decode() for oid, r in self._rels.items()},
@@ -607,15 +584,14 @@ class TantivyView:
         w.add_document(d)
         w.commit()
         self._index.reload()
-        self._committed = self._applied
+        self._committed = self._done
         self._committed_rels = dict(self._rels)
         self._last_commit = time.monotonic()
         self._reset_pending()
 
     def _abort(self) -> None:
-        self._in_txn = False
         self._reset_pending()
-        self._applied = self._committed
+        self._done = self._committed
         self._rels = dict(self._committed_rels)
         w = self._writer
         if w is None:
@@ -630,9 +606,6 @@ class TantivyView:
                 w.wait_merging_threads()
             except Exception:
                 log.debug("wait_merging_threads failed", exc_info=True)
-
-    def _selected(self, batch: Batch, rels: dict[int, Relation]) -> set[int] | None:
-        return selected_oids(self.patterns, batch, rels)
 
     def _plan_for(self, rel: Relation) -> _Plan:
         p = self._plans.get(rel.oid)
@@ -684,14 +657,15 @@ class TantivyView:
                 out[i] = dict(json.loads(pending))
         return out
 
-    def _truncate(self, qualified: str) -> None:
+    def _truncate_table(self, rel: Relation, dropped: bool) -> None:
+        qualified = rel.qualified
         self._writer.delete_documents_by_term(F_TABLE, qualified)
         prefix = "[" + encode_basestring(qualified) + ","
         for i in [i for i in self._pending if i.startswith(prefix)]:
             del self._pending[i]
         self._truncated.add(qualified)
 
-    def _schema_step(self, old: Relation | None, new: Relation) -> None:
+    def _on_schema(self, old: Relation | None, new: Relation) -> None:
         """Record the new shape; rewrite stored documents when columns were dropped or
         renamed (new columns simply appear in documents written from now on)."""
         prev = self._rels.get(new.oid, old)
@@ -725,11 +699,11 @@ class TantivyView:
         ]
         self._write(self._plan_for(new), [], rows)
 
-    def _apply_delta(self, td: TableDelta) -> None:
+    def _on_delta(self, td: TableDelta) -> None:
         rel = td.relation
         cur = self._rels.get(rel.oid)
         if cur is None or not cur.same_shape(rel):
-            self._schema_step(cur, rel)
+            self._on_schema(cur, rel)
         if not rel.key_indexes():
             leave_out_keyless(self.name, self.kind, rel)
             return
