@@ -53,10 +53,10 @@ import psycopg
 from procs import Sampler, machine_busy, syncline_role
 from syncline.config import load_config
 from syncline.core.errors import LogError
-from syncline.core.lsn import format_lsn, parse_lsn
 from syncline.log import open_observer
 from syncline.log.embedded.store import connect, get_meta
 from syncline.runtime.status import views_caught_up
+from syncline.sources.postgres.lsn import format_lsn, parse_lsn
 from syncline.testing.pgcluster import PgCluster, kill_group
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -34,7 +34,10 @@ from typing import Any
 
 from syncline.core.config_models import Config
 from syncline.core.errors import SynclineError, TablesNotFollowed, ViewFailed
-from syncline.core.lsn import format_lsn, parse_lsn
+from syncline.sources.registry import position_format
+
+POSITIONS = position_format()
+"""How the source's positions read and print."""
 
 DEFAULT_URL = "http://127.0.0.1:8474"
 CHUNK = 60.0
@@ -84,9 +87,9 @@ def _lsn_text(lsn: str | int | None) -> str | None:
     if lsn is None:
         return None
     if isinstance(lsn, int):
-        return format_lsn(lsn)
+        return POSITIONS.format(lsn)
     try:
-        return format_lsn(parse_lsn(lsn))
+        return POSITIONS.format(POSITIONS.parse(lsn))
     except ValueError as e:
         raise ValueError(f"lsn: {e}") from None
 
@@ -205,10 +208,12 @@ def wait_for(
     text = _lsn_text(lsn)
     deadline = time.monotonic() + timeout
     current = open_admin(cfg).followed_position(deadline)  # tables being copied are waited for too
-    pos = parse_lsn(text) if text else current
+    pos = POSITIONS.parse(text) if text else current
     if not wait_caught_up(cfg, pos, names, max(0.0, deadline - time.monotonic())):
         behind = views_behind(cfg, pos, names) or names
-        raise WaitTimeout(f"views {', '.join(behind)} have not applied {format_lsn(pos)} within {timeout:g}s")
+        raise WaitTimeout(
+            f"views {', '.join(behind)} have not applied {POSITIONS.format(pos)} within {timeout:g}s"
+        )
 
 
 __all__ = [

@@ -18,7 +18,7 @@ import redis
 
 from syncline.client import ClientError, current_position, wait_for
 from syncline.config import load_config
-from syncline.core.lsn import parse_lsn
+from syncline.sources.postgres.lsn import parse_lsn
 from syncline.testing.harness import Pipeline
 from syncline.testing.pgcluster import PgCluster, free_port
 from syncline.views.tantivy.view import search

@@ -1,7 +1,7 @@
 from hypothesis import given
 from hypothesis import strategies as st
 
-from syncline.core.lsn import format_lsn, parse_lsn
+from syncline.sources.postgres.lsn import format_lsn, parse_lsn
 
 
 @given(st.integers(min_value=0, max_value=2**64 - 1))
@@ -23,3 +23,19 @@ def test_known_values() -> None:
         except ValueError:
             continue
         raise AssertionError(bad)
+
+
+def test_the_source_registry_reads_and_prints_postgres_positions() -> None:
+    from syncline.core.errors import ConfigError
+    from syncline.sources.registry import position_format
+
+    f = position_format("postgres")
+    assert f.name == "LSN"
+    assert f.parse("1/0") == 1 << 32
+    assert f.format(f.parse("0/16B3748")) == "0/16B3748"
+    try:
+        position_format("mysql")
+    except ConfigError as e:
+        assert "mysql" in str(e)
+    else:
+        raise AssertionError("an unknown source kind was accepted")

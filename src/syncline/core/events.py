@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Final, Literal
 
+from syncline.core.position import NO_POSITION, Position
+
 
 class _Unchanged(Enum):
     UNCHANGED = "UNCHANGED"
@@ -142,8 +144,8 @@ class Transaction:
     """
 
     seq: int
-    commit_lsn: int
-    end_lsn: int
+    commit_lsn: Position
+    end_lsn: Position
     xid: int
     commit_time: int
     """Microseconds since the Unix epoch (UTC)."""
@@ -158,7 +160,12 @@ class Checkpoint:
     transaction committed at ``commit_lsn``) is applied."""
 
     seq: int = 0
-    commit_lsn: int = 0
+    commit_lsn: Position = NO_POSITION
+
+    @classmethod
+    def stored(cls, seq: int | str | bytes, position: int | str | bytes) -> Checkpoint:
+        """A checkpoint read back from a store (integers, or their text)."""
+        return cls(int(seq), Position(int(position)))
 
 
 def key_text(values: tuple[str, ...]) -> str:

@@ -20,7 +20,7 @@ from types import FrameType
 
 import psycopg
 
-from syncline.core.lsn import parse_lsn
+from syncline.sources.postgres.lsn import parse_lsn
 from syncline.testing.pgcluster import PgBinariesMissing, PgCluster, free_port, kill_group
 
 

@@ -17,14 +17,15 @@ from typing import Protocol
 from syncline.core.config_models import split_consumer
 from syncline.core.errors import LogError
 from syncline.core.events import Checkpoint, Relation, Transaction
+from syncline.core.position import NO_POSITION, Position
 
 
 @dataclass(frozen=True, slots=True)
 class LogStats:
     first_seq: int
     last_seq: int
-    last_commit_lsn: int
-    received_lsn: int
+    last_commit_lsn: Position
+    received_lsn: Position
     records: int
     bytes: int
 
@@ -56,15 +57,15 @@ class LogAppender(Protocol):
         """How many times ``syncline run`` has started on this log (first-start rules)."""
         ...
 
-    def last_commit_lsn(self) -> int:
+    def last_commit_lsn(self) -> Position:
         """Commit position of the newest transaction in the log (0 when empty)."""
         ...
 
-    def durable_end_lsn(self) -> int:
+    def durable_end_lsn(self) -> Position:
         """The log durably holds every transaction committed before this position."""
         ...
 
-    def begin(self, xid: int, commit_lsn: int, commit_time: int, snapshot: bool = False) -> None: ...
+    def begin(self, xid: int, commit_lsn: Position, commit_time: int, snapshot: bool = False) -> None: ...
 
     def add(self, message: bytes) -> None:
         """One change of the open transaction: a change item of :mod:`syncline.core.records`
@@ -79,7 +80,7 @@ class LogAppender(Protocol):
         """The table ``oid`` leaves the source with the open transaction."""
         ...
 
-    def commit(self, commit_lsn: int, end_lsn: int, commit_time: int) -> None: ...
+    def commit(self, commit_lsn: Position, end_lsn: Position, commit_time: int) -> None: ...
 
     def stream_add(self, xid: int, subxid: int, message: bytes) -> None:
         """A change of a transaction still in progress (kept until it commits or aborts)."""
@@ -87,7 +88,7 @@ class LogAppender(Protocol):
 
     def stream_add_relation(self, xid: int, relation: Relation) -> None: ...
 
-    def stream_commit(self, xid: int, commit_lsn: int, end_lsn: int, commit_time: int) -> None: ...
+    def stream_commit(self, xid: int, commit_lsn: Position, end_lsn: Position, commit_time: int) -> None: ...
 
     def stream_abort(self, xid: int, subxid: int) -> None: ...
 
@@ -99,7 +100,7 @@ class LogAppender(Protocol):
         """Bytes appended since the last :meth:`sync`."""
         ...
 
-    def sync(self, received_lsn: int | None = None) -> int:
+    def sync(self, received_lsn: Position | None = None) -> Position:
         """Make everything appended durable (and, with ``received_lsn``, that the source sent
         everything before it); return the position up to which the log holds every
         committed transaction."""
@@ -175,7 +176,7 @@ class LogControl(Protocol):
         """Set fields of consumer ``name`` (``state``, ``error``, ``seq``, ``commit_lsn``)."""
         ...
 
-    def add_applied(self, name: str, kind: str, events: int, seq: int, commit_lsn: int) -> bool:
+    def add_applied(self, name: str, kind: str, events: int, seq: int, commit_lsn: Position) -> bool:
         """Count ``events`` applied up to ``seq``; best effort (False: kept for next time)."""
         ...
 
@@ -249,7 +250,7 @@ class ConsumerRow:
     name: str
     kind: str
     seq: int
-    commit_lsn: int
+    commit_lsn: Position
     state: str
     error: str
     applied_events: int
@@ -291,7 +292,9 @@ def by_view(rows: dict[str, ConsumerRow]) -> dict[str, ConsumerRow]:
         if whole is not None and whole.updated_at >= newest(parts):
             continue
         kind = next(iter(parts.values())).kind
-        full = [parts.get(i) or ConsumerRow(view, kind, 0, 0, "new", "", 0, 0.0) for i in range(count)]
+        full = [
+            parts.get(i) or ConsumerRow(view, kind, 0, NO_POSITION, "new", "", 0, 0.0) for i in range(count)
+        ]
         slow = min(full, key=lambda r: r.seq)
         worst = max(full, key=lambda r: _WORSE.get(r.state, 0))
         out[view] = ConsumerRow(

@@ -31,7 +31,6 @@ from urllib.parse import parse_qs, urlsplit
 
 from syncline.core.config_models import Config
 from syncline.core.errors import LogError, SynclineError, TablesNotFollowed, ViewFailed, redact
-from syncline.core.lsn import format_lsn, parse_lsn
 from syncline.log import log_ready, open_observer
 from syncline.log.base import LogBusy, by_view
 from syncline.runtime.metrics import CONTENT_TYPE, Metrics
@@ -42,7 +41,10 @@ from syncline.runtime.status import (
     views_behind,
     wait_caught_up,
 )
-from syncline.sources.registry import open_admin
+from syncline.sources.registry import open_admin, position_format
+
+POSITIONS = position_format()
+"""How the source's positions read and print."""
 
 log = logging.getLogger("syncline.http")
 
@@ -201,7 +203,7 @@ class ApiServer:
             return _json(400, {"error": f"timeout: expected seconds from 0 to {MAX_WAIT:g}"})
         text = query.get("lsn", [""])[-1].strip()
         try:
-            lsn = parse_lsn(text) if text else open_admin(self.cfg).position()
+            lsn = POSITIONS.parse(text) if text else open_admin(self.cfg).position()
         except ValueError as e:
             return _json(400, {"error": f"lsn: {e}"})
         except SynclineError as e:
@@ -221,7 +223,8 @@ class ApiServer:
         if missing:
             err = TablesNotFollowed(missing)
             return _json(
-                503, {"applied": False, "lsn": format_lsn(lsn), "unfollowed": missing, "error": str(err)}
+                503,
+                {"applied": False, "lsn": POSITIONS.format(lsn), "unfollowed": missing, "error": str(err)},
             )
         if not self.waiters.acquire(blocking=False):
             return _json(503, {"error": f"more than {MAX_WAITERS} waits in progress"})
@@ -233,7 +236,7 @@ class ApiServer:
                 503,
                 {
                     "applied": False,
-                    "lsn": format_lsn(lsn),
+                    "lsn": POSITIONS.format(lsn),
                     "view": e.view,
                     "error": redact(str(e), self.cfg.secrets()),
                     "views": applied_positions(self.cfg, names),
@@ -243,7 +246,7 @@ class ApiServer:
             self.waiters.release()
         doc: dict[str, Any] = {
             "applied": done,
-            "lsn": format_lsn(lsn),
+            "lsn": POSITIONS.format(lsn),
             "views": applied_positions(self.cfg, names),
         }
         if done:

@@ -19,14 +19,16 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from syncline.core.config_models import Config
 from syncline.core.errors import LogError
-from syncline.core.lsn import parse_lsn
 from syncline.log import log_ready, open_observer
 from syncline.log.base import ErrorRow, LogBusy, LogObserver
 from syncline.runtime.status import (
     capture_state,
     view_status,
 )
-from syncline.sources.registry import open_admin
+from syncline.sources.registry import open_admin, position_format
+
+POSITIONS = position_format()
+"""How the source's positions read and print."""
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 CAPTURE_STATES = ("starting", "snapshotting", "streaming", "retrying", "failed", "stopped")
@@ -38,7 +40,7 @@ def _lsn(text: object) -> float | None:
     if not isinstance(text, str) or not text:
         return None
     try:
-        return float(parse_lsn(text))
+        return float(POSITIONS.parse(text))
     except ValueError:
         return None
 

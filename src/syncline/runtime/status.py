@@ -12,14 +12,16 @@ from typing import Any
 
 from syncline.core.config_models import Config
 from syncline.core.errors import LogError, ViewFailed
-from syncline.core.lsn import format_lsn
 from syncline.log import log_exists, log_ready, open_observer
 from syncline.log.base import ConsumerRow, LogBusy, LogObserver, by_view
-from syncline.sources.registry import open_admin
+from syncline.sources.registry import open_admin, position_format
+
+POSITIONS = position_format()
+"""How the source's positions read and print."""
 
 
 def _lsn(v: int) -> str | None:
-    return format_lsn(v) if v else None
+    return POSITIONS.format(v) if v else None
 
 
 def error_counts(obs: LogObserver) -> dict[tuple[str, str], dict[str, int]]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from syncline.core.config_models import Config
+from syncline.core.errors import ConfigError
+from syncline.core.position import PositionFormat
 from syncline.log.base import LogAppender
 from syncline.sources.base import SourceAdmin, SourceCapture
 
@@ -24,3 +26,12 @@ def open_admin(cfg: Config) -> SourceAdmin:
     from syncline.sources.postgres.admin import PostgresAdmin
 
     return PostgresAdmin(cfg)
+
+
+def position_format(kind: str = "postgres") -> PositionFormat:
+    """How positions of source ``kind`` read and print (``wait --lsn``, status, errors)."""
+    if kind != "postgres":
+        raise ConfigError(f"source kind {kind!r} is not known (known: postgres)")
+    from syncline.sources.postgres.lsn import LSN_FORMAT
+
+    return LSN_FORMAT

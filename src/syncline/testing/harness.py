@@ -18,10 +18,10 @@ import psycopg
 
 from syncline.config import load_config
 from syncline.core.errors import LogError
-from syncline.core.lsn import parse_lsn
 from syncline.log import log_ready, open_observer
 from syncline.log.base import LogBusy
 from syncline.runtime.status import views_caught_up
+from syncline.sources.postgres.lsn import parse_lsn
 from syncline.sources.registry import open_admin
 from syncline.testing.compare import (
     TableDiff,

@@ -4,6 +4,7 @@ our own interface: the view under test is real)."""
 from __future__ import annotations
 
 from syncline.core.events import Checkpoint, Item, Relation, RowChange, SchemaChange, Transaction, Value
+from syncline.core.position import Position
 from syncline.views.base import Batch
 
 
@@ -21,8 +22,8 @@ class ScriptedBatches:
             it.ordinal = i
         return Transaction(
             seq=self.seq,
-            commit_lsn=self.seq * 1000,
-            end_lsn=self.seq * 1000 + 8,
+            commit_lsn=Position(self.seq * 1000),
+            end_lsn=Position(self.seq * 1000 + 8),
             xid=700 + self.seq,
             commit_time=0,
             items=list(items),

@@ -19,13 +19,16 @@ from typing import Any
 
 from syncline.core.config_models import Config, ViewConfig
 from syncline.core.errors import ViewFailed
-from syncline.core.lsn import format_lsn
 from syncline.core.patterns import table_selected, unmatched_patterns
 from syncline.runtime.status import wait_caught_up
+from syncline.sources.registry import position_format
 from syncline.verify.chunks import KeyDiff, TextRow, bucket, chunk_count, diff_rows, differing_chunks
 from syncline.verify.readers import VerifyError, ViewReader, open_reader
 from syncline.verify.source import SourceSnapshot, TableSpec
 from syncline.views.base import KEYED_KINDS
+
+POSITIONS = position_format()
+"""How the source's positions read and print."""
 
 Progress = Callable[[str], None]
 
@@ -86,7 +89,7 @@ class ViewResult:
         out: dict[str, Any] = {
             "kind": self.kind,
             "status": self.status,
-            "lsn": format_lsn(self.lsn) if self.lsn else None,
+            "lsn": POSITIONS.format(self.lsn) if self.lsn else None,
             "tables": {q: t.to_json(limit) for q, t in self.tables.items()},
         }
         if self.error:
@@ -207,7 +210,7 @@ class Verifier:
                 return res
             if not applied:
                 res.error = (
-                    f"view {vcfg.name} has not applied {format_lsn(snap.lsn)} within "
+                    f"view {vcfg.name} has not applied {POSITIONS.format(snap.lsn)} within "
                     f"{self.opts.wait_timeout:g}s (see `syncline status`)"
                 )
                 return res
@@ -330,7 +333,7 @@ def verify_keys(cfg: Config, opts: Options, keys: dict[str, dict[str, set[str]]]
                 res.error = str(e)
                 continue
             if behind:
-                res.error = f"view {name} has not applied {format_lsn(snap.lsn)}"
+                res.error = f"view {name} has not applied {POSITIONS.format(snap.lsn)}"
                 continue
             try:
                 reader = open_reader(vcfg)

@@ -13,11 +13,14 @@ import psycopg
 from psycopg import pq, sql
 
 from syncline.core.errors import SourceError
-from syncline.core.lsn import parse_lsn
 from syncline.sources.postgres import catalog as cat
 from syncline.sources.postgres.follow import usable
 from syncline.sources.postgres.replication import ReplicationConnection
+from syncline.sources.registry import position_format
 from syncline.verify.chunks import ChunkSums, TextRow, key_text, put_row, sql_bucket, sql_digest, sql_value
+
+POSITIONS = position_format()
+"""How the source's positions read and print."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +114,7 @@ class SourceSnapshot:
                 )
             cp, snap = res.get_value(0, 1), res.get_value(0, 2)
             assert cp is not None and snap is not None
-            self.lsn = parse_lsn(cp.decode())
+            self.lsn = POSITIONS.parse(cp.decode())
             self.conn = cat.connect(dsn, autocommit=False)
             self.conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             self.conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snap.decode())))

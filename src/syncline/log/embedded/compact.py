@@ -87,7 +87,7 @@ class CompactedView(AppliedView):
             self._relseq[int(relid)] = int(relseq)
             self._next_relseq = max(self._next_relseq, int(relseq) + 1)
         row = self.conn.execute("SELECT seq, commit_lsn FROM position WHERE id = 1").fetchone()
-        self._position = Checkpoint(int(row[0]), int(row[1])) if row else Checkpoint()
+        self._position = Checkpoint.stored(row[0], row[1]) if row else Checkpoint()
         return self._position
 
     # The skeleton is AppliedView.apply: every table, errors raised as they are.

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from syncline.core.errors import LogError
+from syncline.core.position import Position
 from syncline.core.procs import pid_alive
 from syncline.log.embedded.store import connect, init_schema
 
@@ -98,7 +99,7 @@ class EmbeddedControl:
     def count_capture_error(self, error: BaseException, transient: bool) -> None:
         count_error(self.conn, "capture", "", error, transient)
 
-    def add_applied(self, name: str, kind: str, events: int, seq: int, commit_lsn: int) -> bool:
+    def add_applied(self, name: str, kind: str, events: int, seq: int, commit_lsn: Position) -> bool:
         """Best effort: when the log is busy the progress is kept and written next time
         (False: not written)."""
         self._unreported += events

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import ParamSpec, TypeVar
 
 from syncline.core.errors import LogError
+from syncline.core.position import Position
 from syncline.log.base import ConsumerRow, ErrorRow, FailureRow, LogBusy
 from syncline.log.embedded.store import connect, get_meta
 
@@ -46,7 +47,14 @@ class EmbeddedObserver:
     def consumers(self) -> dict[str, ConsumerRow]:
         return {
             str(r[0]): ConsumerRow(
-                str(r[0]), str(r[1]), int(r[2]), int(r[3]), str(r[4]), str(r[5] or ""), int(r[6]), float(r[7])
+                str(r[0]),
+                str(r[1]),
+                int(r[2]),
+                Position(int(r[3])),
+                str(r[4]),
+                str(r[5] or ""),
+                int(r[6]),
+                float(r[7]),
             )
             for r in self.conn.execute(
                 "SELECT name, kind, seq, commit_lsn, state, error, applied_events, updated_at FROM consumers"

@@ -32,6 +32,7 @@ from syncline.core.events import (
     Transaction,
     Truncate,
 )
+from syncline.core.position import Position
 from syncline.core.records import (
     RELATION_ITEM,
     RelationResolver,
@@ -249,18 +250,18 @@ class EmbeddedLogWriter:
             set_meta(self.conn, k, v)
         self.conn.execute("COMMIT")
 
-    def last_commit_lsn(self) -> int:
-        return self._pending_commit_lsn
+    def last_commit_lsn(self) -> Position:
+        return Position(self._pending_commit_lsn)
 
-    def durable_end_lsn(self) -> int:
-        return self._durable_end
+    def durable_end_lsn(self) -> Position:
+        return Position(self._durable_end)
 
     def is_empty(self) -> bool:
         return self.hw == 0 and not self._rows
 
     # -- appending --------------------------------------------------------------------------
 
-    def begin(self, xid: int, commit_lsn: int, commit_time: int, snapshot: bool = False) -> None:
+    def begin(self, xid: int, commit_lsn: Position, commit_time: int, snapshot: bool = False) -> None:
         self._tx = (xid, commit_lsn, commit_time)
         self._tx_ord = 0
         self._tx_snapshot = snapshot
@@ -327,7 +328,7 @@ class EmbeddedLogWriter:
         self.next_seq += 1
         return seq
 
-    def commit(self, commit_lsn: int, end_lsn: int, commit_time: int) -> None:
+    def commit(self, commit_lsn: Position, end_lsn: Position, commit_time: int) -> None:
         xid, _c, _t = self._tx
         self._tx = (xid, commit_lsn, commit_time)
         if self._tx_ord == 0 and not self._msgs and not self._tx_snapshot:
@@ -385,7 +386,7 @@ class EmbeddedLogWriter:
             self._in_tx = False
 
     @poisons
-    def sync(self, received_lsn: int | None = None) -> int:
+    def sync(self, received_lsn: Position | None = None) -> Position:
         """Write buffered records and commit durably; return the durable end LSN."""
         dirty = (
             bool(self._rows)
@@ -396,7 +397,7 @@ class EmbeddedLogWriter:
         if received_lsn is not None and received_lsn > self._received_lsn:
             dirty = True
         if not dirty:
-            return self._durable_end
+            return Position(self._durable_end)
         try:
             self._write_rows()
             set_meta(self.conn, "hw", self._pending_hw)
@@ -415,7 +416,7 @@ class EmbeddedLogWriter:
         self._durable_end = self._pending_end
         self._last_commit_lsn = self._pending_commit_lsn
         self._received_lsn = rec
-        return self._durable_end
+        return Position(self._durable_end)
 
     # -- streamed (in-progress) transactions -------------------------------------------------
 
@@ -471,7 +472,7 @@ class EmbeddedLogWriter:
     def stream_discard(self, xid: int) -> None:
         self.stream_abort(xid, xid)
 
-    def stream_commit(self, xid: int, commit_lsn: int, end_lsn: int, commit_time: int) -> None:
+    def stream_commit(self, xid: int, commit_lsn: Position, end_lsn: Position, commit_time: int) -> None:
         """Move a streamed transaction's buffered changes into the log, in order."""
         self._spill(xid)
         self._write_rows()
@@ -707,8 +708,8 @@ class EmbeddedLogReader:
                 out.append(
                     Transaction(
                         int(seq),
-                        int(clsn),
-                        int(end),
+                        Position(int(clsn)),
+                        Position(int(end)),
                         int(xid),
                         int(ctime),
                         items,

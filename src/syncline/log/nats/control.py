@@ -27,6 +27,7 @@ from nats.js.kv import KeyValue
 
 from syncline.core.config_models import LogConfig
 from syncline.core.errors import LogError
+from syncline.core.position import Position
 from syncline.core.procs import holder_alive
 from syncline.log.base import ConsumerRow, ErrorRow, FailureRow
 from syncline.log.nats.client import Nats
@@ -79,7 +80,7 @@ def consumer_rows(docs: dict[str, dict[str, Any]]) -> dict[str, ConsumerRow]:
             name,
             str(d.get("kind", "")),
             int(d.get("seq", 0)),
-            int(d.get("commit_lsn", 0)),
+            Position(int(d.get("commit_lsn", 0))),
             str(d.get("state", "new")),
             str(d.get("error", "")),
             int(d.get("applied_events", 0)),
@@ -142,7 +143,7 @@ class NatsControl:
         self.nats.run(put_doc(self.kv, f"c.{name}", doc))
         self._consumers[name] = doc
 
-    def add_applied(self, name: str, kind: str, events: int, seq: int, commit_lsn: int) -> bool:
+    def add_applied(self, name: str, kind: str, events: int, seq: int, commit_lsn: Position) -> bool:
         self._unreported += events
         doc = dict(self._consumer(name))
         doc.update(

@@ -51,6 +51,7 @@ from syncline.core.codec import relation_from_json
 from syncline.core.config_models import LogConfig
 from syncline.core.errors import LogError, LogUnavailable
 from syncline.core.events import Checkpoint, Item, Relation, Transaction
+from syncline.core.position import Position
 from syncline.core.procs import holder_alive
 from syncline.core.records import RelationResolver, decode_items, legacy_relations
 from syncline.log.base import LogLocked
@@ -310,7 +311,7 @@ class NatsLogWriter(EmbeddedLogWriter):
         super()._commit_partial()
 
     @poisons
-    def sync(self, received_lsn: int | None = None) -> int:
+    def sync(self, received_lsn: Position | None = None) -> Position:
         dirty = (
             bool(self._rows)
             or bool(self._futures)
@@ -322,7 +323,7 @@ class NatsLogWriter(EmbeddedLogWriter):
         if not dirty:
             if time.monotonic() - self._pos_at > LEASE_SECONDS / 3:
                 self._put_pos()  # the lease
-            return self._durable_end
+            return Position(self._durable_end)
         self._write_rows()
         self.nats.run(self._await_acks(), timeout=ACK_TIMEOUT)
         self._put_relations()
@@ -341,7 +342,7 @@ class NatsLogWriter(EmbeddedLogWriter):
         self._durable_end = self._pending_end
         self._last_commit_lsn = self._pending_commit_lsn
         self._received_lsn = rec
-        return self._durable_end
+        return Position(self._durable_end)
 
     def _put_relations(self) -> None:
         if not self._rels_to_write:
@@ -544,7 +545,9 @@ class NatsLogReader:
         for seq, head, data in msgs:
             clsn, end, xid, ctime, last, snap, ford = head[:7]
             items = list(self._decode(data, ford, part))
-            out.append(Transaction(seq, clsn, end, xid, ctime, items, bool(last), bool(snap)))
+            out.append(
+                Transaction(seq, Position(clsn), Position(end), xid, ctime, items, bool(last), bool(snap))
+            )
         return out
 
     def _decode(self, data: bytes, first_ord: int, part: tuple[int, int] | None = None) -> Iterator[Item]:

@@ -12,9 +12,9 @@ from typing import Any
 
 from syncline.core.config_models import Config
 from syncline.core.errors import LogError, SynclineError, TablesNotFollowed
-from syncline.core.lsn import parse_lsn
 from syncline.log import open_observer
 from syncline.log.base import LogObserver
+from syncline.sources.postgres.lsn import parse_lsn
 
 
 class PostgresAdmin:

@@ -24,11 +24,11 @@ import psycopg
 from syncline.core.config_models import SourceConfig, dsn_passwords
 from syncline.core.errors import SourceError, TransientSourceError, redact
 from syncline.core.events import Relation
-from syncline.core.lsn import format_lsn
 from syncline.log.base import LogAppender
 from syncline.sources.postgres import catalog as cat
 from syncline.sources.postgres.follow import TableFollower, queued_copies, usable
 from syncline.sources.postgres.generated import GeneratedColumns
+from syncline.sources.postgres.lsn import format_lsn
 from syncline.sources.postgres.machine import (
     Begin,
     Change,

@@ -43,10 +43,11 @@ from psycopg import sql
 from syncline.core.config_models import SourceConfig
 from syncline.core.errors import LogError, TransientSourceError
 from syncline.core.events import UNCHANGED, Relation, Row, RowChange
-from syncline.core.lsn import parse_lsn
 from syncline.core.patterns import table_selected
+from syncline.core.position import Position
 from syncline.log.base import LogAppender
 from syncline.sources.postgres import catalog as cat
+from syncline.sources.postgres.lsn import parse_lsn
 from syncline.sources.postgres.pgoutput import decode_change, encode_insert, encode_truncate
 from syncline.sources.postgres.visibility import Snapshot
 
@@ -896,16 +897,16 @@ class TableFollower:
             except psycopg.errors.UndefinedTable:
                 return False  # dropped since: the poll empties it
             now = int(time.time() * 1_000_000)
-            self.writer.begin(0, at, now)
+            self.writer.begin(0, Position(at), now)
             self.writer.add_relation(rel)
-            self.writer.commit(at, lsn, now)
+            self.writer.commit(Position(at), Position(lsn), now)
             return True
         if kind == "gone":
             now = int(time.time() * 1_000_000)
-            self.writer.begin(0, at, now)
+            self.writer.begin(0, Position(at), now)
             self.writer.add(encode_truncate((int(token),), False, False, dropped=True))
             self.writer.drop_relation(int(token))
-            self.writer.commit(at, lsn, now)
+            self.writer.commit(Position(at), Position(lsn), now)
             return True
         w = self.current
         if w is None or token != w.token:
@@ -923,9 +924,9 @@ class TableFollower:
             )
             if resets:
                 now = int(time.time() * 1_000_000)
-                self.writer.begin(0, at, now)
+                self.writer.begin(0, Position(at), now)
                 self.writer.add(encode_truncate(tuple(resets), False, False))
-                self.writer.commit(at, lsn, now)
+                self.writer.commit(Position(at), Position(lsn), now)
                 return True
         elif kind == "high" and w.open:
             return self._finish_window(w, lsn)
@@ -999,7 +1000,7 @@ class TableFollower:
                 log.info("table %s changed as a whole while a chunk was read: reading it again", c.qualified)
                 continue
             if not logged:
-                wr.begin(0, lsn - 1, now)  # before the marker's LSN: see on_message
+                wr.begin(0, Position(lsn - 1), now)  # before the marker's LSN: see on_message
                 logged = True
             wr.add_relation(w.relations[oid][1])
             idx = w.key_idx[oid]
@@ -1039,7 +1040,7 @@ class TableFollower:
             finished.append((c, n, more))
         if not logged:
             return False
-        wr.commit(lsn - 1, lsn, now)
+        wr.commit(Position(lsn - 1), Position(lsn), now)
         wr.sync()
         # the chunks are durable, then the progress: a crash repeats at most one window
         self._save(first_rows=first_rows)

@@ -23,6 +23,7 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from syncline.core.position import Position
 from syncline.sources.postgres.pgoutput import (
     ProtocolError,
     decode_begin,
@@ -43,7 +44,7 @@ class Begin:
     """A plain transaction starts; ``replay``: the log already holds it (skip it whole)."""
 
     xid: int
-    final_lsn: int
+    final_lsn: Position
     commit_time: int
     replay: bool
 
@@ -79,8 +80,8 @@ class RelationSeen:
 @dataclass(frozen=True, slots=True)
 class Commit:
     xid: int
-    commit_lsn: int
-    end_lsn: int
+    commit_lsn: Position
+    end_lsn: Position
     commit_time: int
     replay: bool
 
@@ -90,8 +91,8 @@ class StreamCommitted:
     """A streamed transaction committed; ``replay``: the log already holds it."""
 
     xid: int
-    commit_lsn: int
-    end_lsn: int
+    commit_lsn: Position
+    end_lsn: Position
     commit_time: int
     replay: bool
 
@@ -113,7 +114,7 @@ class Message:
 
 @dataclass(frozen=True, slots=True)
 class Keepalive:
-    wal_end: int
+    wal_end: Position
     reply: bool
 
 
@@ -158,7 +159,7 @@ class StreamMachine:
             return self._message(msg[25:])
         if kind == 0x6B:  # 'k' keepalive
             _k, wal_end, _clock, reply = _KEEPALIVE.unpack_from(msg, 0)
-            return Keepalive(wal_end, bool(reply))
+            return Keepalive(Position(wal_end), bool(reply))
         raise ProtocolError(f"unexpected replication message {chr(kind)!r}")
 
     def _message(self, payload: bytes) -> Event | None:
@@ -174,10 +175,10 @@ class StreamMachine:
             self.in_txn = True
             self.xid = b.xid
             self.replay = b.final_lsn <= self._last_commit_lsn()
-            return Begin(b.xid, b.final_lsn, b.commit_time, self.replay)
+            return Begin(b.xid, Position(b.final_lsn), b.commit_time, self.replay)
         if t == 0x43:  # C
             c = decode_commit(payload)
-            ev = Commit(self.xid, c.commit_lsn, c.end_lsn, c.commit_time, self.replay)
+            ev = Commit(self.xid, Position(c.commit_lsn), Position(c.end_lsn), c.commit_time, self.replay)
             self.in_txn = False
             self.replay = False
             return ev
@@ -194,7 +195,11 @@ class StreamMachine:
         if t == 0x63:  # c stream commit
             sc = decode_stream_commit(payload)
             return StreamCommitted(
-                sc.xid, sc.commit_lsn, sc.end_lsn, sc.commit_time, sc.commit_lsn <= self._last_commit_lsn()
+                sc.xid,
+                Position(sc.commit_lsn),
+                Position(sc.end_lsn),
+                sc.commit_time,
+                sc.commit_lsn <= self._last_commit_lsn(),
             )
         if t == 0x41:  # A stream abort
             a = decode_stream_abort(payload)

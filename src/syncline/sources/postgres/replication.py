@@ -17,7 +17,7 @@ from psycopg import pq
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from syncline.core.errors import SourceError, SourceUnreachable, TransientSourceError
-from syncline.core.lsn import format_lsn, parse_lsn
+from syncline.sources.postgres.lsn import format_lsn, parse_lsn
 from syncline.sources.postgres.pgoutput import PG_EPOCH_OFFSET_US
 
 _XLOG = struct.Struct("!QQq")

@@ -13,11 +13,11 @@ from pathlib import Path
 
 from syncline.core.config_models import Config
 from syncline.core.errors import SourceError
-from syncline.core.lsn import format_lsn
 from syncline.log import open_appender
 from syncline.log.base import LogLocked
 from syncline.sources.postgres import catalog as cat
 from syncline.sources.postgres.follow import queued_copies, usable
+from syncline.sources.postgres.lsn import format_lsn
 from syncline.sources.postgres.replication import ReplicationConnection
 
 log = logging.getLogger("syncline.resync")

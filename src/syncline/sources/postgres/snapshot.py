@@ -12,6 +12,7 @@ import psycopg
 from psycopg import sql
 
 from syncline.core.events import Relation
+from syncline.core.position import Position
 from syncline.log.base import LogAppender
 from syncline.sources.postgres.catalog import RelationCatalog, TableInfo, connect
 from syncline.sources.postgres.pgoutput import encode_insert
@@ -37,7 +38,7 @@ def take_snapshot(
         conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot_name)))
         catalog = RelationCatalog(conn)
         now_us = int(time.time() * 1_000_000)
-        writer.begin(0, consistent_lsn, now_us, snapshot=True)
+        writer.begin(0, Position(consistent_lsn), now_us, snapshot=True)
         started = time.monotonic()
         total = 0
         for t in tables:
@@ -47,7 +48,7 @@ def take_snapshot(
             n = _copy_table(conn, t, rel, writer, progress_every, started, total)
             counts[t.qualified] = n
             total += n
-        writer.commit(consistent_lsn, consistent_lsn, now_us)
+        writer.commit(Position(consistent_lsn), Position(consistent_lsn), now_us)
         writer.sync()
         conn.rollback()
         elapsed = max(time.monotonic() - started, 1e-6)

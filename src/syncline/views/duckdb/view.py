@@ -243,7 +243,7 @@ class DuckdbView(AppliedView):
             got = c.execute(
                 "SELECT seq, commit_lsn FROM _syncline.positions WHERE view = ?", [self.name]
             ).fetchone()
-            return Checkpoint(int(got[0]), int(got[1])) if got else Checkpoint()
+            return Checkpoint.stored(got[0], got[1]) if got else Checkpoint()
         finally:
             c.close()
 
@@ -333,7 +333,7 @@ class DuckdbView(AppliedView):
             .execute("SELECT seq, commit_lsn FROM _syncline.positions WHERE view = ?", [self.name])
             .fetchone()
         )
-        return Checkpoint(int(row[0]), int(row[1])) if row else Checkpoint()
+        return Checkpoint.stored(row[0], row[1]) if row else Checkpoint()
 
     def _abort(self) -> None:
         c = self._conn

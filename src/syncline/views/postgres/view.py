@@ -36,19 +36,20 @@ from syncline.core.events import (
     SchemaChange,
     UserType,
 )
-from syncline.core.lsn import format_lsn
-from syncline.views.base import Batch, advance_relations, selected_oids, warn_missed
+from syncline.sources.registry import position_format
+from syncline.views.base import Batch, selected_oids, warn_missed
 from syncline.views.netting import (
-    DeltaStep,
     Key,
     KeylessOp,
-    SchemaStep,
     TableDelta,
     TruncateStep,
-    net_steps,
 )
 from syncline.views.postgres import ddl
 from syncline.views.postgres.codec import relation_from_json, relation_to_json
+from syncline.views.skeleton import NOWHERE, AppliedView
+
+POSITIONS = position_format()
+"""How the source's positions read and print."""
 
 log = logging.getLogger("syncline.views.postgres")
 
@@ -145,11 +146,11 @@ def _enum_columns(rel: Relation) -> list[tuple[int, UserType]]:
     return out
 
 
-class PostgresView:
+class PostgresView(AppliedView):
     kind = "postgres"
 
     def __init__(self, cfg: ViewConfig) -> None:
-        self.name = cfg.name
+        super().__init__(cfg.name)
         self.patterns = tuple(cfg.tables)
         self.keep_dropped = bool(cfg.options.get("keep_dropped_tables", False))
         dsn = cfg.options.get("dsn")
@@ -171,9 +172,8 @@ class PostgresView:
         self._checkpoint = Checkpoint()
         self._relations: dict[int, Relation] = {}
         self._stage = itertools.count()
-        self._table = ""
-        self._in_txn = False
-        """A target transaction is open: batches with ``commit=False`` were applied in it."""
+        self._keep: set[int] | None = None
+        """The tables of the batch being applied that the view keeps (None: every one)."""
         self._txn_stored: dict[int, Relation] = {}
         """The replica's table shapes inside the open target transaction."""
         self._direct: dict[int, tuple[int, int]] = {}
@@ -262,7 +262,7 @@ class PostgresView:
                 f"{redact(str(e), self._secrets)}"
             ) from None
         self._relations = rels
-        self._checkpoint = Checkpoint(int(row[0]), int(row[1])) if row else Checkpoint()
+        self._checkpoint = Checkpoint.stored(row[0], row[1]) if row else Checkpoint()
         return self._checkpoint
 
     def relations(self) -> dict[int, Relation]:
@@ -308,53 +308,163 @@ class PostgresView:
             finally:
                 self._conn = None
 
-    def apply(self, batch: Batch) -> None:
-        """Apply ``batch`` in the target transaction; commit it with ``batch.checkpoint``
-        unless ``batch.commit`` is False (the batch ends inside a source transaction: the
-        next batches continue the same target transaction).
+    # The skeleton is AppliedView.apply: one target transaction per source transaction
+    # (batches with ``commit=False`` continue it), committed with the checkpoint.
 
-        ``batch.relations`` is advanced in place past the batch's schema changes, like
-        :func:`~syncline.views.netting.net_steps` does, so the caller can pass it on."""
-        if not self._in_txn and batch.checkpoint.seq <= self._checkpoint.seq:
-            advance_relations(batch)
-            return
+    def _ensure_open(self) -> None:
         if self._in_txn and (self._conn is None or self._conn.closed or self._conn.broken):
             self._reset_after_error()
             raise TransientViewError(
                 f"view {self.name}: lost the replica connection inside an open transaction"
             )
+        self._ensure()
+
+    def _applied(self) -> Checkpoint:
+        return self._checkpoint
+
+    def _prepare(self, batch: Batch) -> None:
+        """User types first. Outside an open transaction they get their own (a new enum
+        label cannot be used in the transaction that added it); harmless if the batch
+        later fails."""
         conn = self._ensure()
-        self._table = ""
-        try:
-            self._apply(conn, batch)
-            advance_relations(batch)
-        except psycopg.Error as e:
-            self._reset_after_error()
-            where = f"batch up to seq {batch.checkpoint.seq} (commit LSN " + (
-                f"{format_lsn(batch.checkpoint.commit_lsn)})"
+        selected = self._keep = selected_oids(self.patterns, batch, {**self._relations, **batch.relations})
+
+        def keep(oid: int) -> bool:
+            return selected is None or oid in selected
+
+        types: list[UserType] = []
+        for rel in batch.relations.values():
+            if keep(rel.oid):
+                types.extend(rel.user_types)
+        for txn in batch.transactions:
+            for it in txn.items:
+                if isinstance(it, SchemaChange) and keep(it.relation.oid):
+                    types.extend(it.relation.user_types)
+        if types:
+            with conn.cursor() as cur:
+                ddl.ensure_user_types(cur, types)
+            if not self._in_txn:
+                conn.commit()
+        wanted = _unknown_enum_labels(batch, keep)
+        if wanted:
+            # labels added on the source later: pgoutput does not resend the relation. Added
+            # on a connection of their own, so that this batch's transaction can use them.
+            with self._short() as short, short.cursor() as cur:
+                added = ddl.add_enum_labels(cur, wanted)
+            if added:
+                log.info("view %s: added enum labels %s", self.name, ", ".join(added))
+
+    def _begin(self, batch: Batch) -> bool:
+        """Lock the view's position row; a batch applied meanwhile (by another process of
+        the same view) is skipped."""
+        conn = self._ensure()
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT seq, commit_lsn FROM _syncline.positions WHERE view = %s FOR UPDATE",
+                (self.name,),
             )
-            if self._table:
-                where += f", table {self._table}"
+            row = cur.fetchone()
+        if row is not None and int(row[0]) >= batch.checkpoint.seq:
+            conn.rollback()
+            self._checkpoint = Checkpoint.stored(row[0], row[1])
+            return False
+        self._txn_stored = dict(self._relations)
+        return True
+
+    def _state(self, batch: Batch) -> dict[int, Relation]:
+        return {**self._txn_stored, **batch.relations}
+
+    def _selected(self, batch: Batch, rels: dict[int, Relation]) -> set[int] | None:
+        return self._keep
+
+    def _before_steps(self, batch: Batch, selected: set[int] | None) -> None:
+        """The replica must have the batch's starting shapes."""
+        stored = self._txn_stored
+        with self._ensure().cursor() as cur:
+            for oid, rel in batch.relations.items():
+                if (selected is None or oid in selected) and (
+                    oid not in stored or not stored[oid].same_shape(rel)
+                ):
+                    self._schema(cur, stored.get(oid), rel, stored)
+
+    def _on_delta(self, td: TableDelta) -> None:
+        with self._ensure().cursor() as cur:
+            self._delta(cur, td)
+
+    def _on_schema(self, old: Relation | None, new: Relation) -> None:
+        with self._ensure().cursor() as cur:
+            self._schema(cur, old, new, self._txn_stored)
+
+    def _on_truncate(self, step: TruncateStep) -> None:
+        with self._ensure().cursor() as cur:
+            if not step.dropped:
+                self._truncate(cur, step)
+            elif not self.keep_dropped:
+                for rel in step.relations:
+                    had = self._txn_stored.pop(rel.oid, rel)
+                    ddl.drop_table(cur, had.schema, had.name)
+
+    def _after_steps(self, batch: Batch) -> None:
+        seqs = batch.meta.get("sequences")
+        if isinstance(seqs, dict) and seqs != self._sequences:
+            with self._ensure().cursor() as cur:
+                ddl.set_sequences(cur, seqs)
+            self._sequences = dict(seqs)
+
+    def _commit(self, batch: Batch) -> None:
+        conn = self._ensure()
+        stored = self._txn_stored
+        with conn.cursor() as cur:
+            for oid, rel in stored.items():
+                if self._relations.get(oid) != rel:
+                    cur.execute(
+                        "INSERT INTO _syncline.relations (view, oid, relation)"
+                        " VALUES (%s, %s, %s::jsonb) ON CONFLICT (view, oid)"
+                        " DO UPDATE SET relation = EXCLUDED.relation",
+                        (self.name, oid, relation_to_json(rel)),
+                    )
+            gone = [oid for oid in self._relations if oid not in stored]
+            if gone:
+                cur.execute(
+                    "DELETE FROM _syncline.relations WHERE view = %s AND oid = ANY(%s)",
+                    (self.name, gone),
+                )
+            cur.execute(
+                "INSERT INTO _syncline.positions (view, seq, commit_lsn, updated_at)"
+                " VALUES (%s, %s, %s, now()) ON CONFLICT (view) DO UPDATE SET"
+                " seq = EXCLUDED.seq, commit_lsn = EXCLUDED.commit_lsn,"
+                " updated_at = EXCLUDED.updated_at",
+                (self.name, batch.checkpoint.seq, batch.checkpoint.commit_lsn),
+            )
+        conn.commit()
+        self._txn_stored = {}
+        self._relations = stored
+        self._checkpoint = batch.checkpoint
+
+    def _abort(self) -> None:
+        self._reset_after_error()
+
+    def _error(self, e: Exception, batch: Batch) -> BaseException:
+        cp = batch.checkpoint
+        where = f"batch up to seq {cp.seq} (commit LSN {POSITIONS.format(cp.commit_lsn)})"
+        table = f", table {self._where}" if self._where != NOWHERE else ""
+        if isinstance(e, psycopg.Error):
             if isinstance(e, psycopg.OperationalError | psycopg.InterfaceError):
-                raise self._transient(e, f"replica unavailable while applying {where}") from None
+                return self._transient(e, f"replica unavailable while applying {where}{table}")
             detail = redact(str(e).strip(), self._secrets)
             fixable, action = target_fix(e.sqlstate, self.name)
-            raise ViewError(
-                f"view {self.name}: cannot apply {where}: {detail}", fixable=fixable, action=action
-            ) from None
-        except SynclineError:
-            self._reset_after_error()
-            raise
-        except Exception as e:
-            self._reset_after_error()
-            table = f", table {self._table}" if self._table else ""
-            raise ViewError(
-                f"view {self.name}: cannot apply batch up to seq {batch.checkpoint.seq}"
-                f"{table}: {type(e).__name__}: {e}"
-            ) from e
-        except BaseException:
-            self._reset_after_error()
-            raise
+            return ViewError(
+                f"view {self.name}: cannot apply {where}{table}: {detail}", fixable=fixable, action=action
+            )
+        if isinstance(e, SynclineError):
+            return e
+        return ViewError(
+            f"view {self.name}: cannot apply batch up to seq {batch.checkpoint.seq}{table}: "
+            f"{type(e).__name__}: {e}"
+        )
+
+    def _hide_cause(self, e: Exception) -> bool:
+        return isinstance(e, psycopg.Error)
 
     # -- status helpers -------------------------------------------------------------------
 
@@ -370,7 +480,7 @@ class PostgresView:
                 ).fetchone()
             except psycopg.Error as e:
                 raise self._transient(e, "cannot read the checkpoint") from None
-        return Checkpoint(int(row[0]), int(row[1])) if row else Checkpoint()
+        return Checkpoint.stored(row[0], row[1]) if row else Checkpoint()
 
     def count_rows(self, qualified: str) -> int:
         ident: sql.Identifier | None = None
@@ -394,116 +504,10 @@ class PostgresView:
 
     # -- batch application ----------------------------------------------------------------
 
-    def _selected(self, batch: Batch) -> set[int] | None:
-        return selected_oids(self.patterns, batch, {**self._relations, **batch.relations})
-
-    def _apply(self, conn: Conn, batch: Batch) -> None:
-        selected = self._selected(batch)
-
-        def keep(oid: int) -> bool:
-            return selected is None or oid in selected
-
-        # User types first. Outside an open transaction they get their own (a new enum
-        # label cannot be used in the transaction that added it); harmless if the batch
-        # later fails.
-        types: list[UserType] = []
-        for rel in batch.relations.values():
-            if keep(rel.oid):
-                types.extend(rel.user_types)
-        for txn in batch.transactions:
-            for it in txn.items:
-                if isinstance(it, SchemaChange) and keep(it.relation.oid):
-                    types.extend(it.relation.user_types)
-        if types:
-            with conn.cursor() as cur:
-                ddl.ensure_user_types(cur, types)
-            if not self._in_txn:
-                conn.commit()
-        wanted = _unknown_enum_labels(batch, keep)
-        if wanted:
-            # labels added on the source later: pgoutput does not resend the relation. Added
-            # on a connection of their own, so that this batch's transaction can use them.
-            with self._short() as short, short.cursor() as cur:
-                added = ddl.add_enum_labels(cur, wanted)
-            if added:
-                log.info("view %s: added enum labels %s", self.name, ", ".join(added))
-
-        with conn.cursor() as cur:
-            if not self._in_txn:
-                cur.execute(
-                    "SELECT seq, commit_lsn FROM _syncline.positions WHERE view = %s FOR UPDATE",
-                    (self.name,),
-                )
-                row = cur.fetchone()
-                if row is not None and int(row[0]) >= batch.checkpoint.seq:
-                    conn.rollback()
-                    self._checkpoint = Checkpoint(int(row[0]), int(row[1]))
-                    log.info(
-                        "view %s: batch up to seq %d already applied",
-                        self.name,
-                        batch.checkpoint.seq,
-                    )
-                    return
-                self._txn_stored = dict(self._relations)
-                self._in_txn = True
-            stored = self._txn_stored
-            state = {**stored, **batch.relations}
-            # The replica must have the batch's starting shapes.
-            for oid, rel in batch.relations.items():
-                if keep(oid) and (oid not in stored or not stored[oid].same_shape(rel)):
-                    self._schema(cur, stored.get(oid), rel, stored)
-            for step in net_steps(batch.transactions, state, selected):
-                if isinstance(step, DeltaStep):
-                    for d in step.tables:
-                        self._table = d.relation.qualified
-                        self._delta(cur, d)
-                elif isinstance(step, SchemaStep):
-                    self._schema(cur, step.old, step.new, stored)
-                elif isinstance(step, TruncateStep) and step.dropped:
-                    if not self.keep_dropped:
-                        for rel in step.relations:
-                            had = stored.pop(rel.oid, rel)
-                            ddl.drop_table(cur, had.schema, had.name)
-                elif isinstance(step, TruncateStep):
-                    self._truncate(cur, step)
-            self._table = ""
-            seqs = batch.meta.get("sequences")
-            if isinstance(seqs, dict) and seqs != self._sequences:
-                ddl.set_sequences(cur, seqs)
-                self._sequences = dict(seqs)
-            if not batch.commit:
-                return
-            for oid, rel in stored.items():
-                if self._relations.get(oid) != rel:
-                    cur.execute(
-                        "INSERT INTO _syncline.relations (view, oid, relation)"
-                        " VALUES (%s, %s, %s::jsonb) ON CONFLICT (view, oid)"
-                        " DO UPDATE SET relation = EXCLUDED.relation",
-                        (self.name, oid, relation_to_json(rel)),
-                    )
-            gone = [oid for oid in self._relations if oid not in stored]
-            if gone:
-                cur.execute(
-                    "DELETE FROM _syncline.relations WHERE view = %s AND oid = ANY(%s)",
-                    (self.name, gone),
-                )
-            cur.execute(
-                "INSERT INTO _syncline.positions (view, seq, commit_lsn, updated_at)"
-                " VALUES (%s, %s, %s, now()) ON CONFLICT (view) DO UPDATE SET"
-                " seq = EXCLUDED.seq, commit_lsn = EXCLUDED.commit_lsn,"
-                " updated_at = EXCLUDED.updated_at",
-                (self.name, batch.checkpoint.seq, batch.checkpoint.commit_lsn),
-            )
-        conn.commit()
-        self._in_txn = False
-        self._txn_stored = {}
-        self._relations = stored
-        self._checkpoint = batch.checkpoint
-
     # -- schema ---------------------------------------------------------------------------
 
     def _schema(self, cur: Cur, old: Relation | None, new: Relation, stored: dict[int, Relation]) -> None:
-        self._table = new.qualified
+        self._at(new.qualified)
         here = (new.schema, new.name)
         owners = [o for o, r in stored.items() if o != new.oid and (r.schema, r.name) == here]
         if old is not None and (old.schema, old.name) != here:

@@ -370,7 +370,7 @@ class RedisView(AppliedView):
             got = dict(zip(got[::2], got[1::2], strict=True))
         if not got:
             return Checkpoint()
-        return Checkpoint(int(got[b"seq"]), int(got[b"commit_lsn"]))
+        return Checkpoint.stored(got[b"seq"], got[b"commit_lsn"])
 
     def _unwatch(self) -> None:
         conn, self._conn = self._conn, None
@@ -777,7 +777,7 @@ class RedisView(AppliedView):
         got = self._require().hgetall(self.position_key)
         if not got:
             return Checkpoint()
-        return Checkpoint(int(got[b"seq"]), int(got[b"commit_lsn"]))
+        return Checkpoint.stored(got[b"seq"], got[b"commit_lsn"])
 
     def _load_relations(self) -> None:
         self._rels = {

@@ -164,7 +164,7 @@ def _read_meta(index: Any) -> tuple[Checkpoint, dict[int, Relation]]:
     raw = searcher.doc(res.hits[0][1]).get_first(F_META)
     meta = json.loads(bytes(raw))
     rels = {int(oid): codec.relation_from_json(doc) for oid, doc in meta.get("relations", {}).items()}
-    return Checkpoint(int(meta["seq"]), int(meta["commit_lsn"])), rels
+    return Checkpoint.stored(meta["seq"], meta["commit_lsn"]), rels
 
 
 def _open_existing(path: str) -> Any:
