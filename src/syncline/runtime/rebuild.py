@@ -35,13 +35,12 @@ import os
 import shutil
 import threading
 import time
-import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
-from syncline.core.config_models import Config, LogConfig, Secret, ViewConfig
+from syncline.core.config_models import Config, LogConfig, ViewConfig
 from syncline.core.errors import LogError, SynclineError
 from syncline.core.events import Checkpoint, Relation, Transaction
 from syncline.log import log_exists, open_control, open_cursor, open_observer
@@ -128,12 +127,23 @@ def _exchange(a: str, b: str) -> None:
 
 
 @dataclass
-class _PathTarget:
-    """DuckDB (a file) and tantivy (a directory): a shadow beside the view's own."""
+class PathTarget:
+    """A store that is a file or a directory (DuckDB, tantivy): a shadow beside the view's
+    own (``PATH.rebuild``), exchanged with it. ``before_swap`` gets both paths first."""
 
     shadow: ViewConfig
     live_path: str
+    before_swap: Callable[[tuple[str, str]], None] | None = None
     in_place: bool = False
+
+    @classmethod
+    def beside(
+        cls, vcfg: ViewConfig, before_swap: Callable[[tuple[str, str]], None] | None = None, **options: object
+    ) -> PathTarget:
+        """The shadow of ``vcfg`` at ``PATH.rebuild``, with ``options`` changed."""
+        live = str(vcfg.options["path"]).rstrip("/")
+        opts = {**vcfg.options, **options, "path": live + ".rebuild"}
+        return cls(replace(vcfg, options=opts), live, before_swap)
 
     @property
     def shadow_path(self) -> str:
@@ -151,73 +161,18 @@ class _PathTarget:
         self._remove()
 
     def swap(self) -> None:
-        if self.shadow.kind == "duckdb":
-            # a DuckDB file's WAL is found by name: fold each into its file before the exchange
-            import duckdb
-
-            for p in (self.live_path, self.shadow_path):
-                if os.path.exists(p + ".wal"):
-                    con = duckdb.connect(p)
-                    con.execute("CHECKPOINT")
-                    con.close()
+        if self.before_swap is not None:
+            self.before_swap((self.live_path, self.shadow_path))
         _exchange(self.live_path, self.shadow_path)
 
     def discard(self) -> None:
         self._remove()
 
 
-MARKER = "_syncline:rebuild"
-"""Set in a Redis shadow database while it is built: a database holding it may be emptied."""
-
-
 @dataclass
-class _RedisTarget:
-    shadow: ViewConfig
-    url: str
-    db: int
-    shadow_db: int
-    in_place: bool = False
-
-    def _client(self) -> Any:
-        import redis
-
-        return redis.Redis.from_url(self.url, socket_connect_timeout=10)
-
-    def prepare(self) -> None:
-        c = self._client()
-        try:
-            c.execute_command("SELECT", self.shadow_db)
-            if c.dbsize() and not c.exists(MARKER):
-                raise RebuildError(
-                    f"view {self.shadow.name}: Redis database {self.shadow_db} (the rebuild's shadow, "
-                    "option rebuild_db) is not empty: point rebuild_db at an empty database"
-                )
-            c.flushdb()
-            c.set(MARKER, str(os.getpid()))
-        finally:
-            c.close()
-
-    def swap(self) -> None:
-        c = self._client()
-        try:
-            c.swapdb(self.db, self.shadow_db)
-            c.execute_command("SELECT", self.db)
-            c.delete(MARKER)
-        finally:
-            c.close()
-
-    def discard(self) -> None:
-        c = self._client()
-        try:
-            c.execute_command("SELECT", self.shadow_db)
-            c.flushdb()
-        finally:
-            c.close()
-
-
-@dataclass
-class _InPlaceTarget:
-    """PostgreSQL: one replica transaction replaces the rows; nothing to swap."""
+class InPlaceTarget:
+    """A store rebuilt inside one of its own transactions (the PostgreSQL replica,
+    :class:`~syncline.views.base.InPlaceRebuild`): nothing to swap."""
 
     shadow: ViewConfig
     in_place: bool = True
@@ -232,58 +187,16 @@ class _InPlaceTarget:
         pass
 
 
-def _redis_db(url: str) -> int:
-    parts = urllib.parse.urlsplit(url)
-    q = urllib.parse.parse_qs(parts.query)
-    if "db" in q:
-        return int(q["db"][-1])
-    path = parts.path.strip("/")
-    return int(path) if path.isdigit() else 0
-
-
-def _redis_url_with_db(url: str, db: int) -> str:
-    parts = urllib.parse.urlsplit(url)
-    q = urllib.parse.parse_qs(parts.query)
-    if "db" in q or parts.scheme == "unix":
-        q["db"] = [str(db)]
-        return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(q, doseq=True)))
-    return urllib.parse.urlunsplit(parts._replace(path=f"/{db}"))
-
-
 def target_for(cfg: Config, vcfg: ViewConfig) -> Target:
-    opts = dict(vcfg.options)
-    if vcfg.kind in ("duckdb", "tantivy"):
-        live = str(opts["path"]).rstrip("/")
-        opts["path"] = live + ".rebuild"
-        if vcfg.kind == "tantivy":
-            opts["commit_interval"] = 0.0  # every batch committed: the verifier reads it
-        return _PathTarget(replace(vcfg, options=opts), live)
-    if vcfg.kind == "redis":
-        if opts.get("mode", "hash") != "hash":
-            raise RebuildError(
-                f"view {vcfg.name} (redis, mode invalidate) stores no rows: there is nothing to rebuild"
-            )
-        raw = opts["url"]
-        url = raw.value if isinstance(raw, Secret) else str(raw)
-        db = _redis_db(url)
-        shadow_db = int(str(opts.get("rebuild_db", db + 1)))
-        if shadow_db == db:
-            raise RebuildError(f"view {vcfg.name}: rebuild_db must differ from the view's database {db}")
-        for other in cfg.views:
-            if other.name != vcfg.name and other.kind == "redis":
-                o = other.options["url"]
-                ourl = o.value if isinstance(o, Secret) else str(o)
-                same_server = _redis_url_with_db(ourl, 0) == _redis_url_with_db(url, 0)
-                if same_server and _redis_db(ourl) in (db, shadow_db):
-                    raise RebuildError(
-                        f"view {vcfg.name}: view {other.name} uses Redis database {_redis_db(ourl)} of the "
-                        "same server; a rebuild swaps whole databases (SWAPDB): give each view its own"
-                    )
-        opts["url"] = Secret(_redis_url_with_db(url, shadow_db))
-        return _RedisTarget(replace(vcfg, options=opts), url, db, shadow_db)
-    if vcfg.kind == "postgres":
-        return _InPlaceTarget(vcfg)
-    raise RebuildError(f"view {vcfg.name}: kind {vcfg.kind!r} cannot be rebuilt")
+    """Where the kind builds a copy (its package's ``rebuild_target``)."""
+    from syncline.views.registry import KINDS, kind_module
+
+    make: Callable[[Config, ViewConfig], Target] | None = (
+        getattr(kind_module(vcfg.kind), "rebuild_target", None) if vcfg.kind in KINDS else None
+    )
+    if make is None:
+        raise RebuildError(f"view {vcfg.name}: kind {vcfg.kind!r} cannot be rebuilt")
+    return make(cfg, vcfg)
 
 
 # -- the copy -----------------------------------------------------------------------------

@@ -384,7 +384,7 @@ def _view_loop(
         part = (vcfg.partition, vcfg.partitions) if vcfg.partition is not None else None
         prefetch = Prefetcher(cfg.log, cp, vcfg.batch_events, part=part)
         try:
-            extra = _sequence_meta(reader) if vcfg.kind == "postgres" else None
+            extra = _sequence_meta(reader) if _wants_sequences(vcfg.kind) else None
             # every worker keeps its lease; the compactor is never paused by a rebuild
             paused = _pause_check(consumers, vcfg.consumer, vcfg.name, pausable=vcfg.kind != "compacted")
             open_txn = _apply_loop(
@@ -396,6 +396,12 @@ def _view_loop(
             raise TransientViewError("stopped inside a transaction; it is rolled back")
     finally:
         reader.close()
+
+
+def _wants_sequences(kind: str) -> bool:
+    from syncline.views.registry import KINDS, kind_module
+
+    return kind in KINDS and bool(getattr(kind_module(kind), "SEQUENCES", False))
 
 
 def _sequence_meta(reader: LogCursor) -> Callable[[], dict[str, object]]:

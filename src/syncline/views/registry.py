@@ -1,7 +1,9 @@
 """View kinds by name: one line per kind. Each kind is one folder whose package (light to
 import) declares ``EXTRA``, ``OPTIONS``, ``CHOICES``, ``check_options``, ``create_view``,
-``open_reader`` and ``reader_on_view``; the connector's libraries load only when a view of
-the kind is created (optional extras)."""
+``open_reader`` and ``reader_on_view``, and optionally ``rebuild_target`` (``syncline
+rebuild``), ``PARTITIONABLE`` (``partitions = N``) and ``SEQUENCES`` (batches carry the
+source's sequences); the connector's libraries load only when a view of the kind is created
+(optional extras)."""
 
 from __future__ import annotations
 

@@ -14,6 +14,8 @@ from syncline.core.config_models import ViewConfig
 from syncline.views.options import REQUIRED, OptionSpec
 
 if TYPE_CHECKING:
+    from syncline.core.config_models import Config
+    from syncline.runtime.rebuild import Target
     from syncline.verify.readers import ViewReader
     from syncline.views.duckdb.view import DuckdbView
 
@@ -47,3 +49,23 @@ def reader_on_view(cfg: ViewConfig, view: object) -> ViewReader | None:
     from syncline.views.duckdb.view import DuckdbView
 
     return DuckdbReader(cfg, con=view.connection) if isinstance(view, DuckdbView) else None
+
+
+def rebuild_target(cfg: Config, vcfg: ViewConfig) -> Target:
+    """``syncline rebuild``: a shadow file beside the view's, exchanged with it."""
+    from syncline.runtime.rebuild import PathTarget
+
+    return PathTarget.beside(vcfg, _fold_wal)
+
+
+def _fold_wal(paths: tuple[str, ...]) -> None:
+    """A DuckDB file's WAL is found by name: fold each into its file before the exchange."""
+    import os
+
+    import duckdb
+
+    for p in paths:
+        if os.path.exists(p + ".wal"):
+            con = duckdb.connect(p)
+            con.execute("CHECKPOINT")
+            con.close()

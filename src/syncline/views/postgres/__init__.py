@@ -9,10 +9,14 @@ from syncline.core.config_models import ViewConfig
 from syncline.views.options import REQUIRED, OptionSpec
 
 if TYPE_CHECKING:
+    from syncline.core.config_models import Config
+    from syncline.runtime.rebuild import Target
     from syncline.verify.readers import ViewReader
     from syncline.views.postgres.view import PostgresView
 
 EXTRA = "postgres"
+SEQUENCES = True
+"""Batches carry the source's sequences (``Batch.meta["sequences"]``): the replica sets its own."""
 OPTIONS: dict[str, OptionSpec] = {
     "dsn": (str, "a libpq URI or key=value string", REQUIRED),
     "keep_dropped_tables": (bool, "true or false", False),
@@ -42,3 +46,10 @@ def reader_on_view(cfg: ViewConfig, view: object) -> ViewReader | None:
     from syncline.views.postgres.view import PostgresView
 
     return PostgresReader(cfg, conn=view.connection) if isinstance(view, PostgresView) else None
+
+
+def rebuild_target(cfg: Config, vcfg: ViewConfig) -> Target:
+    """``syncline rebuild``: in place, inside one replica transaction."""
+    from syncline.runtime.rebuild import InPlaceTarget
+
+    return InPlaceTarget(vcfg)

@@ -15,6 +15,8 @@ from syncline.core.keytemplate import validate_template
 from syncline.views.options import REQUIRED, OptionSpec
 
 if TYPE_CHECKING:
+    from syncline.core.config_models import Config
+    from syncline.runtime.rebuild import Target
     from syncline.verify.readers import ViewReader
     from syncline.views.redis.view import RedisView
 
@@ -57,3 +59,10 @@ def open_reader(cfg: ViewConfig) -> ViewReader:
 
 def reader_on_view(cfg: ViewConfig, view: object) -> ViewReader | None:
     return None
+
+
+def rebuild_target(cfg: Config, vcfg: ViewConfig) -> Target:
+    """``syncline rebuild``: a shadow database exchanged by SWAPDB."""
+    from syncline.views.redis.rebuild import rebuild_target
+
+    return rebuild_target(cfg, vcfg)

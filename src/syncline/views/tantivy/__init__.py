@@ -13,6 +13,8 @@ from syncline.core.config_models import ViewConfig
 from syncline.views.options import REQUIRED, OptionSpec
 
 if TYPE_CHECKING:
+    from syncline.core.config_models import Config
+    from syncline.runtime.rebuild import Target
     from syncline.verify.readers import ViewReader
     from syncline.views.tantivy.view import TantivyView
 
@@ -45,3 +47,11 @@ def open_reader(cfg: ViewConfig) -> ViewReader:
 
 def reader_on_view(cfg: ViewConfig, view: object) -> ViewReader | None:
     return None
+
+
+def rebuild_target(cfg: Config, vcfg: ViewConfig) -> Target:
+    """``syncline rebuild``: a shadow index directory beside the view's, exchanged with it;
+    every batch committed (the verifier reads the shadow)."""
+    from syncline.runtime.rebuild import PathTarget
+
+    return PathTarget.beside(vcfg, commit_interval=0.0)
