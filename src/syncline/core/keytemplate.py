@@ -3,11 +3,41 @@
 from __future__ import annotations
 
 import string
+from collections.abc import Sequence
 
 from syncline.core.errors import ConfigError
 
 PLACEHOLDERS = frozenset({"table", "schema", "name", "pk"})
-"""``{table}`` = schema.table, ``{schema}``, ``{name}``, ``{pk}`` = key columns' text joined by ':'."""
+"""``{table}`` = schema.table, ``{schema}``, ``{name}``, ``{pk}`` = key columns' text joined by ':'
+(each escaped so that no two rows share a key: :func:`table_text`, :func:`pk_text`)."""
+
+
+def escape_name(name: str) -> str:
+    """A schema or table name in a key: ``\\``, ``:`` and ``.`` escaped with a backslash."""
+    if "\\" in name or ":" in name or "." in name:
+        return name.replace("\\", "\\\\").replace(":", "\\:").replace(".", "\\.")
+    return name
+
+
+def table_text(schema: str, name: str) -> str:
+    """``{table}`` of a key: ``schema.table``, each name escaped (:func:`escape_name`), so
+    ``s."t.u"`` and ``"s.t".u`` differ."""
+    return escape_name(schema) + "." + escape_name(name)
+
+
+def escape_part(text: str) -> str:
+    """One column's text in a key of several columns: ``\\`` and ``:`` escaped."""
+    if "\\" in text or ":" in text:
+        return text.replace("\\", "\\\\").replace(":", "\\:")
+    return text
+
+
+def pk_text(values: Sequence[str | None]) -> str:
+    """``{pk}``: a single key column's text unchanged; several joined by ``:``, each escaped
+    (:func:`escape_part`), so ``('a:b', 'c')`` and ``('a', 'b:c')`` differ. NULL is empty."""
+    if len(values) == 1:
+        return values[0] or ""
+    return ":".join([escape_part(v or "") for v in values])
 
 
 def validate_template(view: str, template: str) -> None:

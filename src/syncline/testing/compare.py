@@ -148,9 +148,25 @@ def primary_key(dsn: str, qualified: str) -> list[str]:
     return [str(r[0]) for r in rows]
 
 
+def _esc(text: str, chars: str) -> str:
+    """The contract's key escaping, written here apart from the view's (an oracle)."""
+    return "".join("\\" + c if c in chars else c for c in text)
+
+
+def key_table(schema: str, name: str) -> str:
+    """``{table}`` of a Redis key / ``_table`` of a search document (interface.md)."""
+    return _esc(schema, "\\:.") + "." + _esc(name, "\\:.")
+
+
+def key_pk(values: list[str]) -> str:
+    """``{pk}`` of a Redis key / ``_key`` of a search document (interface.md)."""
+    return values[0] if len(values) == 1 else ":".join(_esc(v, "\\:") for v in values)
+
+
 def compare_redis(source_dsn: str, url: str, tables: dict[str, list[str]]) -> list[TableDiff]:
-    """Each row as the hash under ``{schema.table}:{pk}`` (default key template), fields in
-    ``col::text`` form, NULL columns absent; no other keys of the table."""
+    """Each row as the hash under ``{table}:{pk}`` (default key template, escaped as
+    interface.md says), fields in ``col::text`` form, NULL columns absent; no other keys of
+    the table."""
     import redis
 
     client = redis.Redis.from_url(url, decode_responses=True)
@@ -165,7 +181,10 @@ def compare_redis(source_dsn: str, url: str, tables: dict[str, list[str]]) -> li
             seen = set()
             known = set(cols)
             for start in range(0, len(src), 2000):  # pipelined: one round trip per chunk
-                keys = [f"{q}:" + ":".join(str(row[i]) for i in idx) for row in src[start : start + 2000]]
+                keys = [
+                    key_table(schema, name) + ":" + key_pk([str(row[i]) for i in idx])
+                    for row in src[start : start + 2000]
+                ]
                 seen.update(keys)
                 pipe = client.pipeline(transaction=False)
                 for key in keys:
@@ -174,7 +193,8 @@ def compare_redis(source_dsn: str, url: str, tables: dict[str, list[str]]) -> li
                     if h:
                         view.append(tuple(None if h.get(c) is None else str(h.get(c)) for c in cols))
                         view += [(f"<{key}: field {f} not in the source>",) for f in h if f not in known]
-            extra = [k for k in client.scan_iter(match=f"{q}:*", count=1000) if k not in seen]
+            glob = _esc(key_table(schema, name), "*?[]\\") + ":*"
+            extra = [k for k in client.scan_iter(match=glob, count=1000) if k not in seen]
             view += [(f"<extra key {k}>",) for k in extra]
             out.append(diff_rows(q, src, sorted(view, key=_sort_key)))
     finally:
@@ -202,7 +222,7 @@ def compare_tantivy(source_dsn: str, index_path: str, tables: dict[str, list[str
         src = pg_rows(source_dsn, schema, name, cols)
         idx = [cols.index(k) for k in primary_key(source_dsn, q)]
         known = set(cols)
-        query = tantivy.Query.term_query(index.schema, F_TABLE, q)
+        query = tantivy.Query.term_query(index.schema, F_TABLE, key_table(schema, name))
         n = searcher.search(query, 1).count or 0
         view: list[TextRow] = []
         for _score, addr in searcher.search(query, n).hits if n else []:
@@ -215,7 +235,7 @@ def compare_tantivy(source_dsn: str, index_path: str, tables: dict[str, list[str
             unknown = sorted(set(fields) - known)
             if unknown:
                 view.append((f"<key {key}: columns the source lacks {unknown}>",))
-            elif idx and key != ":".join(str(row[i]) for i in idx):
+            elif idx and key != key_pk([str(row[i]) for i in idx]):
                 view.append((f"<key {key} does not match the row {row}>",))
             else:
                 view.append(row)

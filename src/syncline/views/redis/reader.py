@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from syncline.core.config_models import ViewConfig
+from syncline.core.keytemplate import escape_name, table_text
 from syncline.verify.chunks import TextRow, key_text
 from syncline.verify.readers import VerifyError, _RowReader, option
 from syncline.verify.source import TableSpec
@@ -26,9 +27,11 @@ class RedisReader(_RowReader):
         return spec.with_columns(self.columns) if self.columns else spec
 
     def rows(self, spec: TableSpec) -> Iterator[tuple[str, TextRow]]:
-        esc = {s: fnmatch_escape(s) for s in (spec.qualified, spec.schema, spec.name)}
         pattern = self.template.format(
-            table=esc[spec.qualified], schema=esc[spec.schema], name=esc[spec.name], pk="*"
+            table=fnmatch_escape(table_text(spec.schema, spec.name)),
+            schema=fnmatch_escape(escape_name(spec.schema)),
+            name=fnmatch_escape(escape_name(spec.name)),
+            pk="*",
         )
         keys: list[str] = []
         for k in self.client.scan_iter(match=pattern, count=1000):

@@ -53,8 +53,8 @@ from redis import exceptions as rex
 from syncline.core import codec
 from syncline.core.config_models import Secret, ViewConfig
 from syncline.core.errors import ConfigError, TransientViewError, ViewError
-from syncline.core.events import UNCHANGED, Checkpoint, Relation, Row, column_mapping, key_text
-from syncline.core.keytemplate import validate_template
+from syncline.core.events import UNCHANGED, Checkpoint, Relation, Row, column_mapping
+from syncline.core.keytemplate import escape_name, escape_part, pk_text, table_text, validate_template
 from syncline.core.patterns import table_selected
 from syncline.core.textcast import Converter, converter
 from syncline.views.base import Batch, leave_out_keyless
@@ -201,16 +201,21 @@ class RedisView(AppliedView):
         return f"{PREFIX}relations:{self.name}"
 
     def keys_key(self, rel: Relation) -> str:
-        return f"{PREFIX}keys:{self.name}:{rel.qualified}"
+        return f"{PREFIX}keys:{self.name}:{table_text(rel.schema, rel.name)}"
 
     def row_key(self, rel: Relation, key: Key) -> str:
-        return key_text(tuple("" if v is None else v for v in key)).join(self._key_parts(rel))
+        return pk_text(key).join(self._key_parts(rel))
 
     def _key_parts(self, rel: Relation) -> list[str]:
         """The template for ``rel`` split around ``{pk}`` (key = pk.join(parts))."""
         parts = self._kparts.get(rel.qualified)
         if parts is None:
-            text = self.template.format(table=rel.qualified, schema=rel.schema, name=rel.name, pk="\x00")
+            text = self.template.format(
+                table=table_text(rel.schema, rel.name),
+                schema=escape_name(rel.schema),
+                name=escape_name(rel.name),
+                pk="\x00",
+            )
             parts = self._kparts[rel.qualified] = text.split("\x00")
         return parts
 
@@ -550,9 +555,9 @@ class RedisView(AppliedView):
 
     def _pattern(self, rel: Relation) -> str:
         parts = {
-            "table": _glob_escape(rel.qualified),
-            "schema": _glob_escape(rel.schema),
-            "name": _glob_escape(rel.name),
+            "table": _glob_escape(table_text(rel.schema, rel.name)),
+            "schema": _glob_escape(escape_name(rel.schema)),
+            "name": _glob_escape(escape_name(rel.name)),
             "pk": "*",
         }
         return self.template.format(**parts)
@@ -633,7 +638,7 @@ class RedisView(AppliedView):
         body: list[str] = []
         what: list[str] = []
         for k in deletes:
-            gone.append(bulk(":".join([v or "" for v in k]).join(kparts)))
+            gone.append(bulk(pk_text(k).join(kparts)))
             if len(gone) >= ROWS:
                 self._chunk(kset, kset_b, up, gone, body, what)
                 gone = []
@@ -836,7 +841,7 @@ def _row_encoder(
     ``limit``, a template with more than one ``{pk}``)."""
     if len(kparts) != 2 or not fields:
         return lambda row: None
-    ns: dict[str, Any] = {"PRE": kparts[0], "POST": kparts[1], "LIMIT": limit}
+    ns: dict[str, Any] = {"PRE": kparts[0], "POST": kparts[1], "LIMIT": limit, "E": escape_part}
     kidx = rel.key_indexes()
     used = sorted({j for j, _h, _c in fields} | set(kidx))
     lines = ["def enc(r):"]
@@ -847,7 +852,7 @@ def _row_encoder(
         if conv is not None:
             ns[f"C{j}"] = conv
             lines.append(f"    v{j} = C{j}(v{j})")
-    pk = f"v{kidx[0]}" if len(kidx) == 1 else "':'.join((" + "".join(f"v{j}, " for j in kidx) + "))"
+    pk = f"v{kidx[0]}" if len(kidx) == 1 else "':'.join((" + "".join(f"E(v{j}), " for j in kidx) + "))"
     lines.append(f"    rk = PRE + {pk} + POST")
     checks = " and ".join(["rk.isascii()"] + [f"v{j}.isascii()" for j, _h, _c in fields])
     lines.append(f"    if not ({checks}):")
@@ -866,11 +871,11 @@ def _row_encoder(
 
 
 def _pk_function(kidx: tuple[int, ...]) -> Callable[[Any], str]:
-    """Row -> the key columns' text joined by ':' (NULL as empty)."""
+    """Row -> ``{pk}`` (:func:`~syncline.core.keytemplate.pk_text`; NULL as empty)."""
     if len(kidx) == 1:
         i = kidx[0]
         return lambda row: row[i] or ""
-    return lambda row: ":".join([row[i] or "" for i in kidx])
+    return lambda row: ":".join([escape_part(row[i] or "") for i in kidx])
 
 
 __all__ = ["MAX_VALUE", "RedisView", "validate_template"]

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from syncline.core.config_models import ViewConfig
+from syncline.core.keytemplate import table_text
 from syncline.verify.chunks import TextRow, key_text
 from syncline.verify.readers import VerifyError, _RowReader, option
 from syncline.verify.source import TableSpec
@@ -28,7 +29,7 @@ class TantivyReader(_RowReader):
 
         self.index.reload()
         searcher = self.index.searcher()
-        query = self.tantivy.Query.term_query(self.index.schema, F_TABLE, spec.qualified)
+        query = self.tantivy.Query.term_query(self.index.schema, F_TABLE, table_text(spec.schema, spec.name))
         n = searcher.search(query, 1).count or 0
         for _score, addr in searcher.search(query, n).hits if n else []:
             d = searcher.doc(addr)

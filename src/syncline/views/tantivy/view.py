@@ -3,11 +3,14 @@
 Layout (fixed at index creation; tables and columns arrive later, so columns are not
 schema fields):
 
-* ``_id`` (raw, stored, indexed, fast): ``["schema.table", key...]`` as compact JSON, unique
-  across tables; upserts and deletes go by this term (fast: results sorted by a column
+* ``_id`` (raw, stored, indexed, fast): ``[table, key...]`` as compact JSON (the table as in
+  ``_table``), unique across tables; upserts and deletes go by this term (fast: results sorted by a column
   identify their documents through it);
-* ``_key`` (raw, stored, indexed): the primary-key columns' text joined by ``:``;
-* ``_table`` (raw, stored, indexed): ``schema.table``; truncate deletes by this term;
+* ``_key`` (raw, stored, indexed): the primary-key columns' text joined by ``:``, escaped as
+  in a Redis key (:func:`~syncline.core.keytemplate.pk_text`);
+* ``_table`` (raw, stored, indexed): ``schema.table``, each name escaped as in a Redis key
+  (:func:`~syncline.core.keytemplate.table_text`: ``s."t.u"`` is ``s.t\\.u``); truncate
+  deletes by this term;
 * ``text`` (tokenized with the configured tokenizer, not stored): the values of the
   configured ``text_fields`` (when absent: every string, enum, JSON or XML column, and
   arrays of them): the default field of queries;
@@ -64,6 +67,7 @@ from syncline.core.events import (
     column_mapping,
     key_text,
 )
+from syncline.core.keytemplate import pk_text, table_text
 from syncline.views.base import Batch, keyless_refusal, leave_out_keyless
 from syncline.views.netting import Key, TableDelta
 from syncline.views.skeleton import AppliedView
@@ -99,6 +103,11 @@ WRITER_THREADS = max(1, min(4, (os.cpu_count() or 2) // 2))
 Python thread need the rest; on 2 cores a second thread costs more CPU than it saves)."""
 
 Fields = dict[str, str | None]
+
+
+def table_of(rel: Relation) -> str:
+    """``_table`` of a table's documents (and the first element of their ``_id``)."""
+    return table_text(rel.schema, rel.name)
 
 
 def doc_id(qualified: str, key: Key) -> str:
@@ -341,7 +350,7 @@ def _plan(rel: Relation, text_fields: tuple[str, ...] | None) -> _Plan:
     dates = tuple(
         (enames[i], i, d) for i, c in enumerate(rel.columns) if (d := date_converter(c)) is not None
     )
-    q = rel.qualified
+    q = table_of(rel)
     id_prefix = "[" + encode_basestring(q) + ","
     return _Plan(
         rel=rel,
@@ -504,6 +513,9 @@ class TantivyView(AppliedView):
 
     def count_rows(self, qualified: str) -> int:
         """Committed documents of table ``schema.table``."""
+        rel = next((r for r in self._rels.values() if r.qualified == qualified), None)
+        if rel is not None:
+            qualified = table_of(rel)
         with self._lock:
             index = self._index if self._index is not None else _open_existing(self.path)
             res = index.searcher().search(tantivy.Query.term_query(index.schema, F_TABLE, qualified), 1)
@@ -658,7 +670,7 @@ class TantivyView(AppliedView):
         return out
 
     def _truncate_table(self, rel: Relation, dropped: bool) -> None:
-        qualified = rel.qualified
+        qualified = table_of(rel)
         self._writer.delete_documents_by_term(F_TABLE, qualified)
         prefix = "[" + encode_basestring(qualified) + ","
         for i in [i for i in self._pending if i.startswith(prefix)]:
@@ -679,11 +691,11 @@ class TantivyView(AppliedView):
         )
         kept = {prev.columns[j].name for j in mapping if j is not None}
         dropped = any(c.name not in kept for c in prev.columns)
-        if prev.qualified != new.qualified:
+        if table_of(prev) != table_of(new):
             renamed = True
         if not renamed and not dropped:
             return
-        docs = self._table_docs(prev.qualified)
+        docs = self._table_docs(table_of(prev))
         if not docs:
             return
         if not new.key_indexes():
@@ -776,7 +788,7 @@ class TantivyView(AppliedView):
         enc = [None if v is None else encode_basestring(v) for v in vals]
         kenc = [enc[k] for k in plan.kidx]
         i = plan.id_prefix + ",".join(["null" if e is None else e for e in kenc]) + "]"
-        key = ":".join(["" if vals[k] is None else vals[k] for k in plan.kidx])
+        key = pk_text([vals[k] for k in plan.kidx])
         row = (
             "{"
             + ",".join([n + ("null" if e is None else e) for n, e in zip(plan.enames, enc, strict=True)])
