@@ -40,7 +40,11 @@ class _Ctx:
         self.file = file
 
     def err(self, key: str, expected: str, got: object = None) -> ConfigError:
-        extra = f", got {type(got).__name__} {_show(got)}" if got is not None else ""
+        """``key`` expected ``expected``; what was given is shown, unless the key holds a
+        secret (a DSN, URL, token or password given with the wrong type still holds one)."""
+        secret = key.rsplit(".", 1)[-1] in SECRET_KEYS
+        shown = "(value not shown: it may hold a secret)" if secret else _show(got)
+        extra = f", got {type(got).__name__} {shown}" if got is not None else ""
         return ConfigError(f"{self.file}: {key}: expected {expected}{extra}")
 
 

@@ -32,6 +32,23 @@ def test_env_reference_and_secret_never_printed(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
+    "text",
+    [
+        '[source]\ndsn = ["postgresql://u:PW-1234@h/db"]\n',
+        '[source]\ndsn = { uri = "postgresql://u:PW-1234@h/db" }\n',
+        '[source]\ndsn = "x"\n[views.c]\nkind = "redis"\nurl = ["redis://:PW-1234@h:6379/0"]\n',
+        '[source]\ndsn = "x"\n[views.r]\nkind = "postgres"\ndsn = ["host=h password=PW-1234"]\n',
+        '[source]\ndsn = "x"\n[http]\nlisten = "0.0.0.0:8474"\ntoken = ["PW-1234"]\n',
+    ],
+)
+def test_a_secret_given_with_the_wrong_type_is_not_echoed(tmp_path: Path, text: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        load_config(write(tmp_path, text), environ={})
+    assert "PW-1234" not in str(e.value)
+    assert "expected" in str(e.value) and "not shown" in str(e.value)
+
+
+@pytest.mark.parametrize(
     ("text", "needle"),
     [
         ("[source]\n", "source.dsn: missing"),
