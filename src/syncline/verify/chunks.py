@@ -16,8 +16,22 @@ from dataclasses import dataclass, field
 TextRow = tuple[str | None, ...]
 MASK = (1 << 64) - 1
 
-SQL_ROW_TEXT = "concat({})"
-"""Per column: ``'N'`` for NULL, else ``'T' || length(v) || ':' || v`` (see :func:`row_text`)."""
+FUNC_MAX_ARGS = 100
+"""PostgreSQL's limit on a function's arguments (``concat`` included)."""
+
+
+def sql_row_text(exprs: list[str]) -> str:
+    """SQL expression: the row text of ``col::text`` expressions, as :func:`row_text` makes
+    it (per column ``'N'`` for NULL, else ``'T' || length(v) || ':' || v``). Tables wider
+    than :data:`FUNC_MAX_ARGS` columns concatenate groups of columns (up to 1,600 columns,
+    PostgreSQL's own limit, in two levels)."""
+    values = [sql_value(e) for e in exprs]
+    if not values:
+        return "''"
+    if len(values) <= FUNC_MAX_ARGS:
+        return "concat(" + ", ".join(values) + ")"
+    groups = [values[i : i + FUNC_MAX_ARGS] for i in range(0, len(values), FUNC_MAX_ARGS)]
+    return "concat(" + ", ".join("concat(" + ", ".join(g) + ")" for g in groups) + ")"
 
 
 def sql_value(expr: str) -> str:

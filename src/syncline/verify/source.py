@@ -17,7 +17,7 @@ from syncline.sources.postgres import catalog as cat
 from syncline.sources.postgres.follow import usable
 from syncline.sources.postgres.replication import ReplicationConnection
 from syncline.sources.registry import position_format
-from syncline.verify.chunks import ChunkSums, TextRow, key_text, put_row, sql_bucket, sql_digest, sql_value
+from syncline.verify.chunks import ChunkSums, TextRow, key_text, put_row, sql_bucket, sql_digest, sql_row_text
 
 POSITIONS = position_format()
 """How the source's positions read and print."""
@@ -65,7 +65,7 @@ def _texts(conn: psycopg.Connection[Any], spec: TableSpec) -> tuple[list[str], s
 def pg_chunk_sums(conn: psycopg.Connection[Any], spec: TableSpec, n: int, only: bool = True) -> ChunkSums:
     """Chunk checksums of a PostgreSQL table (the source or a replica), one scan."""
     cols, key = _texts(conn, spec)
-    row = "concat(" + ", ".join(sql_value(c) for c in cols) + ")"
+    row = sql_row_text(cols)
     q = sql.SQL("SELECT b, count(*), sum(d) FROM (SELECT {} AS b, {} AS d FROM {}) s GROUP BY b").format(
         sql.SQL(sql_bucket(key, n)), sql.SQL(sql_digest(row)), _table(spec, only and not spec.partitioned)
     )
