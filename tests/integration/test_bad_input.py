@@ -287,3 +287,45 @@ def test_tables_without_key_matched_by_a_glob_are_left_out_with_a_warning(
         assert p.stop() == 0
     finally:
         p.close()
+
+
+def test_verify_says_one_line_when_the_source_cannot_export_a_snapshot(tmp_path: Path) -> None:
+    """wal_level = replica: no logical slot, so no exact snapshot (issue 13: it was a traceback
+    and exit 1, "views differ")."""
+    with running_cluster(settings={"wal_level": "replica"}) as c:
+        cfg = tmp_path / "s.toml"
+        cfg.write_text(f'[source]\ndsn = "{c.dsn()}"\n[log]\npath = "{tmp_path}/log"\n')
+        r = subprocess.run(
+            [sys.executable, "-m", "syncline", "verify", "-c", str(cfg)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert r.returncode == 2, r.stderr
+    assert "Traceback" not in r.stderr
+    assert r.stderr.strip().splitlines()[-1].startswith("syncline: error: verify: cannot create a temporary")
+
+
+def test_verify_reports_a_replica_it_may_not_read_as_an_error(tmp_path: Path, pg: PgCluster) -> None:
+    """A replica role without SELECT: that view is an error (exit 2) with one line, not a
+    traceback; the other views are still verified."""
+    p = Pipeline(pg, tmp_path, views=("postgres", "redis"))
+    try:
+        p.sql("CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t VALUES (1, 'a')")
+        p.start()
+        p.wait_caught_up()
+        assert p.stop() == 0
+        p.sql("DROP ROLE IF EXISTS nosel; CREATE ROLE nosel LOGIN", p.replica_db)
+        user = p.replica_dsn.split("://", 1)[1].split("@", 1)[0]
+        text = p.config_path.read_text()
+        assert text.count(p.replica_dsn) == 1
+        p.config_path.write_text(
+            text.replace(p.replica_dsn, p.replica_dsn.replace(f"://{user}@", "://nosel@"))
+        )
+        r = p.cli("verify")
+    finally:
+        p.close()
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "Traceback" not in r.stdout + r.stderr
+    assert "permission denied" in r.stdout + r.stderr
+    assert "cache (redis): equal" in r.stdout + r.stderr

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from syncline.core.config_models import Config, ViewConfig
-from syncline.core.errors import ViewFailed
+from syncline.core.errors import SynclineError, ViewFailed, redact
 from syncline.core.patterns import table_selected, unmatched_patterns
 from syncline.runtime.status import wait_caught_up
 from syncline.sources.registry import position_format
@@ -221,6 +221,9 @@ class Verifier:
         except VerifyError as e:
             res.error = str(e)
             return res
+        except Exception as e:  # the store refused (a role without privileges, ...): one line
+            res.error = self._unreadable(vcfg.name, e)
+            return res
         try:
             for full in view_tables(specs, vcfg, self.opts.tables):
                 spec = reader.spec(full)
@@ -230,9 +233,18 @@ class Verifier:
                     self._table(snap, reader, spec, counts, tr, vcfg.name, is_live)
                 except VerifyError as e:
                     tr.error = str(e)
+                except SynclineError:
+                    raise
+                except Exception as e:  # the view's store refused: this table cannot be read
+                    tr.error = self._unreadable(vcfg.name, e)
         finally:
             reader.close()
         return res
+
+    def _unreadable(self, view: str, e: Exception) -> str:
+        text = str(e).strip().splitlines()
+        detail = text[0] if text else type(e).__name__
+        return redact(f"view {view}: cannot read it: {type(e).__name__}: {detail}", self.cfg.secrets())
 
     def _table(
         self,

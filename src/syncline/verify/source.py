@@ -109,8 +109,7 @@ class SourceSnapshot:
             )
             if res.status != pq.ExecStatus.TUPLES_OK:
                 raise SourceError(
-                    f"verify: cannot create a temporary replication slot: "
-                    f"{res.get_error_message('replace').strip()}"
+                    f"verify: cannot create a temporary replication slot: {res.get_error_message().strip()}"
                 )
             cp, snap = res.get_value(0, 1), res.get_value(0, 2)
             assert cp is not None and snap is not None
