@@ -329,3 +329,38 @@ def test_verify_reports_a_replica_it_may_not_read_as_an_error(tmp_path: Path, pg
     assert "Traceback" not in r.stdout + r.stderr
     assert "permission denied" in r.stdout + r.stderr
     assert "cache (redis): equal" in r.stdout + r.stderr
+
+
+def test_a_second_run_on_a_log_in_use_is_refused_at_once(pg: PgCluster, tmp_path: Path) -> None:
+    """(issue 13) It used to reset the running views' rows, then wait on their locks forever."""
+    p = Pipeline(pg, tmp_path, views=("redis",))
+    try:
+        p.sql("CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t VALUES (1, 'a')")
+        p.start()
+        p.wait_caught_up()
+        before = p.cli("status", "--json").stdout
+        started = time.monotonic()
+        r = run_once(p.config_path, timeout=30)
+        assert time.monotonic() - started < 20
+        assert r.returncode == 2, r.stderr
+        last = r.stderr.strip().splitlines()[-1]
+        assert last.startswith("syncline: error: the log at ") and "in use by syncline" in last, last
+        assert p.proc is not None and f"pid {p.proc.pid}" in last, last
+        # the running instance is untouched: its view still running, still applying
+        assert '"running"' in before and '"running"' in p.cli("status", "--json").stdout
+        p.sql("INSERT INTO t VALUES (2, 'b')")
+        p.wait_caught_up()
+        assert not p.failed_views()
+        assert p.stop() == 0
+        p.assert_equal()
+    finally:
+        p.close()
+
+
+def test_a_log_path_that_is_a_file_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "afile").write_text("")
+    cfg = tmp_path / "s.toml"
+    cfg.write_text(f'[source]\ndsn = "postgresql://u@127.0.0.1:1/db"\n[log]\npath = "{tmp_path}/afile"\n')
+    r = run_once(cfg)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.strip().splitlines()[-1].startswith("syncline: error: log.path: cannot use")

@@ -9,15 +9,18 @@ would otherwise serialise them), and a view that crashes cannot take the capture
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import functools
 import logging
 import multiprocessing as mp
+import os
 import signal
 import sqlite3
 import time
 from collections.abc import Callable
 from multiprocessing.process import BaseProcess
 from pathlib import Path
+from typing import IO
 
 from syncline.core.config_models import Config, ViewConfig
 from syncline.core.errors import LogError
@@ -27,6 +30,9 @@ from syncline.log.embedded.store import count_start
 from syncline.runtime import workers
 from syncline.runtime.backoff import Backoff
 from syncline.runtime.http import ApiServer, Processes
+
+RUN_LOCK = "run.lock"
+"""Held by the process that runs the capture on this log (``run`` or ``capture``)."""
 
 log = logging.getLogger("syncline.run")
 
@@ -88,6 +94,18 @@ class Supervisor:
         self.views[v.consumer] = p
 
     def run(self) -> int:
+        try:
+            Path(self.cfg.log.path).mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise LogError(f"log.path: cannot use {self.cfg.log.path} as the log's directory: {e}") from None
+        held = hold_log(Path(self.cfg.log.path), self.title) if self.with_capture else None
+        try:
+            return self._run()
+        finally:
+            if held is not None:
+                held.close()
+
+    def _run(self) -> int:
         def on_signal(_sig: int, _frm: object) -> None:
             self.stopping = True
 
@@ -98,7 +116,6 @@ class Supervisor:
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
         workers.set_title(self.title)
-        Path(self.cfg.log.path).mkdir(parents=True, exist_ok=True)
         if self.with_capture:
             count_start(Path(self.cfg.log.path))
             with contextlib.suppress(OSError):
@@ -280,6 +297,27 @@ class Supervisor:
             if p.is_alive():
                 p.kill()
                 p.join()
+
+
+def hold_log(path: Path, title: str) -> IO[str]:
+    """Hold the log directory for this ``run`` (or ``capture``) until the returned file is
+    closed; a second one on the same log is refused at once, naming the holder (before it
+    touches the log's state, the views' rows or their locks)."""
+    f = open(path / RUN_LOCK, "a+")  # noqa: SIM115 - held by the caller
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        holder = f.read().strip() or "another syncline process"
+        f.close()
+        raise LogError(
+            f"the log at {path} is in use by {holder}: stop it first, or give this one another [log] path"
+        ) from None
+    f.seek(0)
+    f.truncate()
+    f.write(f"syncline {title} (pid {os.getpid()})")
+    f.flush()
+    return f
 
 
 def run(cfg: Config) -> int:
