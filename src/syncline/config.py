@@ -89,6 +89,13 @@ def _get(
     return v
 
 
+def _positive(ctx: _Ctx, table: dict[str, Any], prefix: str, key: str, default: int) -> int:
+    v = _get(ctx, table, prefix, key, int, "a positive integer", default)
+    if v < 1:
+        raise ctx.err(f"{prefix}.{key}", "a positive integer", v)
+    return int(v)
+
+
 def _str_list(
     ctx: _Ctx, table: dict[str, Any], prefix: str, key: str, default: tuple[str, ...]
 ) -> tuple[str, ...]:
@@ -145,6 +152,9 @@ def parse_config(
     if kind != "postgres":
         raise ConfigError(f'{file}: source.kind: expected "postgres", got {kind!r}')
     dsn = _get(ctx, s, "source", "dsn", str, "a libpq URI or key=value string", environ=environ)
+    if not dsn.strip():
+        # libpq would take an empty string as "the machine's default server"
+        raise ctx.err("source.dsn", "a libpq URI or key=value string, not an empty one")
     slot = _get(ctx, s, "source", "slot", str, "a slot name", "syncline")
     pub = _get(ctx, s, "source", "publication", str, "a publication name", "syncline")
     for key, val in (("slot", slot), ("publication", pub)):
@@ -235,6 +245,8 @@ def parse_config(
                 val = _get(ctx, v, prefix, key, typ, expected, default, environ=environ)
             if val is None:
                 continue
+            if key in SECRET_KEYS and isinstance(val, str) and not val.strip():
+                raise ctx.err(f"{prefix}.{key}", f"{expected}, not an empty one")
             if key == "path":
                 val = _resolve(val, base_dir)
             opts[key] = Secret(val) if key in SECRET_KEYS else val
@@ -252,7 +264,7 @@ def parse_config(
                 name=name,
                 kind=vkind,
                 tables=_str_list(ctx, v, prefix, "tables", ()),
-                batch_events=_get(ctx, v, prefix, "batch_events", int, "a positive integer", 50_000),
+                batch_events=_positive(ctx, v, prefix, "batch_events", 50_000),
                 options=opts,
                 partitions=partitions,
             )

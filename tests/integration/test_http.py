@@ -321,3 +321,34 @@ def test_http_config_errors(tmp_path: Path, http: str, needle: str) -> None:
     f.write_text(f'[source]\ndsn = "x"\n[http]\n{http}\n')
     with pytest.raises(ConfigError, match=re.escape(needle)):
         load_config(f, environ={})
+
+
+def test_methods_other_than_get_get_a_json_405(served: tuple[Pipeline, str]) -> None:
+    """(issue 13) HEAD, POST and unknown methods got http.server's HTML 501."""
+    import http.client
+
+    _p, base = served
+    host, port = base.removeprefix("http://").split(":")
+    for method in ("POST", "PUT", "DELETE", "PATCH", "OPTIONS", "BREW", "HEAD"):
+        c = http.client.HTTPConnection(host, int(port), timeout=10)
+        try:
+            c.request(method, "/status", body=b"{}" if method in ("POST", "PUT", "PATCH") else None)
+            r = c.getresponse()
+            body = r.read()
+        finally:
+            c.close()
+        assert r.status == 405, (method, r.status, body)
+        assert r.getheader("Allow") == "GET" and r.getheader("Content-Type") == "application/json"
+        if method == "HEAD":
+            assert body == b""
+        else:
+            assert json.loads(body)["error"].startswith(f"method {method} not allowed"), body
+    # a malformed request line: JSON too
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        s.sendall(b"GET /status HTTP/9.9 extra\r\n\r\n")
+        raw = s.recv(65536)
+    # no status line or headers for a request without a usable version (as HTTP/0.9)
+    body = raw.partition(b"\r\n\r\n")[2] if raw.startswith(b"HTTP/") else raw
+    assert b"<html" not in raw.lower() and "error" in json.loads(body), raw
+    code, _ = get(f"{base}/healthz")
+    assert code == 200  # the server lives on

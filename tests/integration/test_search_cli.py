@@ -88,3 +88,21 @@ def test_search_finds_rows_by_words(tmp_path: Path) -> None:
     assert [h["key"] for h in search(idx, "id:[2 TO 9]")] == ["2"]
     assert [h["key"] for h in search(idx, "doc.name:running AND _table:public.products")] == ["1"]
     assert search(idx, '"name:kettle"') == []
+
+    # bad input (issue 13, item 9): one line, exit 2, never an empty answer
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "syncline", "search", "search", *args, "-c", str(cfg_path)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    for args, needle in (
+        (("*", "--sort=price"), "no column 'price'"),
+        (("*", "--sort=-name"), "column 'name' is not a number, date or timestamp column"),
+        (("*", "--limit", "-1"), "expected a whole number >= 0"),
+    ):
+        r = cli(*args)
+        assert r.returncode == 2, (args, r.stdout, r.stderr)
+        assert needle in r.stderr and "Traceback" not in r.stderr, (args, r.stderr)

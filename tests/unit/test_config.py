@@ -61,6 +61,16 @@ def test_a_secret_given_with_the_wrong_type_is_not_echoed(tmp_path: Path, text: 
         ('[source]\ndsn = "x"\n[views.a]\nkind = "nope"\n', "views.a.kind: expected one of"),
         ('[source]\ndsn = "x"\n[views.a]\nkind = "duckdb"\n', "views.a.path: missing"),
         ('[source]\ndsn = "${NOPE}"\n', "source.dsn: environment variable NOPE"),
+        ('[source]\ndsn = ""\n', "source.dsn: expected a libpq URI or key=value string, not an empty one"),
+        ('[source]\ndsn = "x"\n[views.r]\nkind = "postgres"\ndsn = " "\n', "views.r.dsn: expected"),
+        (
+            '[source]\ndsn = "x"\n[views.c]\nkind = "redis"\nurl = ""\n',
+            "views.c.url: expected a redis:// URL, not",
+        ),
+        (
+            '[source]\ndsn = "x"\n[views.c]\nkind = "redis"\nurl = "redis://h"\nbatch_events = 0\n',
+            "views.c.batch_events: expected a positive integer, got int 0",
+        ),
         ('[source]\ndsn = "x"\n[log]\nkind = "kafka"\n', "log.kind"),
         ("[source\n", "not valid TOML"),
         (

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import sys
 import time
 from typing import Any
@@ -525,7 +526,7 @@ def build_parser() -> argparse.ArgumentParser:
     w = add("wait", "wait until views have applied every transaction up to an LSN")
     w.add_argument("--lsn", help="X/Y (default: the source's current WAL position)")
     w.add_argument("--view", action="append", help="view name (repeatable; default all)")
-    w.add_argument("--timeout", type=float, default=60.0)
+    w.add_argument("--timeout", type=_seconds, default=60.0)
     w.set_defaults(func=cmd_wait)
     rt = add("retry", "restart a failed view (after fixing its cause; see `syncline status`)")
     rt.add_argument("view")
@@ -538,14 +539,14 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument(
         "--repair-timeout", type=float, default=60.0, help="seconds to wait for `run` to take a repair"
     )
-    v.add_argument("--limit", type=int, default=20, help="keys listed per kind of difference")
+    v.add_argument("--limit", type=_count, default=20, help="keys listed per kind of difference")
     v.add_argument("--chunk-rows", type=int, default=1000, help="rows per checksum chunk")
     v.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
     v.set_defaults(func=cmd_verify)
     sn = add("snapshot", "copy tables again into the views, online (no lock, no pause)")
     sn.add_argument("--table", action="append", required=True, help="schema.table or glob (repeatable)")
     sn.add_argument("--view", action="append", help="view name (repeatable; every view gets the rows)")
-    sn.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait for the copy")
+    sn.add_argument("--timeout", type=_seconds, default=3600.0, help="seconds to wait for the copy")
     sn.add_argument("--no-wait", action="store_true", help="return once requested")
     sn.set_defaults(func=cmd_snapshot)
     rs = add("resync", "after a lost or invalidated slot: a new slot, then every table copied online")
@@ -559,7 +560,7 @@ def build_parser() -> argparse.ArgumentParser:
     q = add("search", "query a search (tantivy) view")
     q.add_argument("view")
     q.add_argument("query")
-    q.add_argument("--limit", type=int, default=10)
+    q.add_argument("--limit", type=_count, default=10)
     q.add_argument(
         "--sort",
         metavar="COLUMN",
@@ -582,6 +583,28 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--dir", default=".syncline-demo", help="where the demo keeps its files")
     d.set_defaults(func=cmd_demo)
     return p
+
+
+def _seconds(text: str) -> float:
+    """A ``--timeout``: a finite number of seconds, zero or more."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if not math.isfinite(v) or v < 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number of seconds >= 0, got {text!r}")
+    return v
+
+
+def _count(text: str) -> int:
+    """A ``--limit``: a whole number, zero or more."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
+    return v
 
 
 def main(argv: list[str] | None = None) -> int:

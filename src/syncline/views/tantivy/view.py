@@ -218,11 +218,22 @@ def search(path: str, query: str, limit: int = 10, order_by: str | None = None) 
     except (OSError, ValueError) as e:
         raise ViewError(f"cannot open the search index at {path}: {e}") from e
     searcher = index.searcher()
+    rels = _read_meta(index)[1].values()
+    columns = {c.name for rel in rels for c in rel.columns}
     try:
-        columns = {c.name for rel in _read_meta(index)[1].values() for c in rel.columns}
         parsed = index.parse_query(column_fields(query, searcher, columns), [F_TEXT])
     except ValueError as e:
         raise ViewError(f"invalid search query {query!r}: {e}") from e
+    if order_by:
+        column = order_by.lstrip("-+")
+        if column not in columns:
+            raise ViewError(f"--sort {order_by!r}: no column {column!r} in the view's tables")
+        sortable = {c.name for rel in rels for c in rel.columns if number_converter(c) or date_converter(c)}
+        if column not in sortable:
+            raise ViewError(
+                f"--sort {order_by!r}: column {column!r} is not a number, date or timestamp "
+                "column (only those sort; text is searched)"
+            )
     try:
         if order_by:
             return _sorted_search(index, searcher, parsed, limit, order_by)
