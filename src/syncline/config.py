@@ -7,6 +7,7 @@ import importlib.util
 import os
 import re
 import tomllib
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -273,7 +274,67 @@ def parse_config(
     if not isinstance(hraw, dict):
         raise ctx.err("http", "a table", hraw)
     http = _http(ctx, hraw, environ)
+    _check_targets(file, views, logc)
     return Config(path=file, source=source, log=logc, views=tuple(views), http=http)
+
+
+_LOG_FILES = ("log.db", "compact.db")
+
+
+def _target(v: ViewConfig) -> tuple[str, ...] | None:
+    """What a view writes, as comparable as the config allows (None: nothing to compare)."""
+    opt = v.options
+    if v.kind in ("duckdb", "tantivy"):
+        return ("path", os.path.realpath(str(opt["path"])))
+    raw = opt.get("dsn") if v.kind == "postgres" else opt.get("url") if v.kind == "redis" else None
+    if raw is None:
+        return None
+    text = raw.value if isinstance(raw, Secret) else str(raw)
+    if v.kind == "postgres":
+        try:
+            from psycopg.conninfo import conninfo_to_dict
+
+            d = conninfo_to_dict(text)
+        except Exception:
+            return None  # the view reports a bad DSN when it starts
+        host = str(d.get("host") or d.get("hostaddr") or "localhost")
+        return ("postgres", host, str(d.get("port") or "5432"), str(d.get("dbname") or d.get("user") or ""))
+    parts = urllib.parse.urlsplit(text)
+    q = urllib.parse.parse_qs(parts.query)
+    db = q["db"][-1] if "db" in q else (parts.path.strip("/") or "0")
+    where = parts.path if parts.scheme == "unix" else f"{parts.hostname or 'localhost'}:{parts.port or 6379}"
+    return ("redis", where, db, str(opt.get("key", "{table}:{pk}")))
+
+
+def _check_targets(file: str, views: list[ViewConfig], logc: LogConfig) -> None:
+    """Two views writing one store (a file, an index, a replica database, the same Redis
+    keys) would overwrite each other and wait on each other's locks; a view's file cannot be
+    one of the log's own."""
+    seen: dict[tuple[str, ...], str] = {}
+    log_dir = os.path.realpath(logc.path)
+    own = {os.path.join(log_dir, f) for f in _LOG_FILES}
+    for v in views:
+        t = _target(v)
+        if t is None:
+            continue
+        if t[0] == "path" and (t[1] in own or t[1] == log_dir or t[1].removesuffix(".wal") in own):
+            raise ConfigError(
+                f"{file}: views.{v.name}.path: {t[1]} is a file of syncline's own log "
+                f"(log.path {logc.path}): choose another path"
+            )
+        other = seen.get(t)
+        if other is not None:
+            if t[0] == "path":
+                what = f"the same path {t[1]}"
+            elif t[0] == "postgres":
+                what = f"the same database ({t[3]} on {t[1]}:{t[2]})"
+            else:
+                what = f"the same Redis keys (database {t[2]} on {t[1]}, key {t[3]!r})"
+            raise ConfigError(
+                f"{file}: views.{v.name}: views {other} and {v.name} both write {what}; each view "
+                "needs a store of its own (one view can hold several tables: use its tables list)"
+            )
+        seen[t] = v.name
 
 
 def _partitionable() -> list[str]:

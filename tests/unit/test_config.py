@@ -178,3 +178,53 @@ def test_partitions_make_one_applier_each(tmp_path: Path) -> None:
     assert v.partitions == 3 and v.partition is None
     assert [a.consumer for a in v.appliers()] == ["c.p0of3", "c.p1of3", "c.p2of3"]
     assert cfg.consumers() == {"c.p0of3", "c.p1of3", "c.p2of3"}
+
+
+@pytest.mark.parametrize(
+    ("views", "needle"),
+    [
+        (
+            '[views.a]\nkind = "duckdb"\npath = "w.duckdb"\n[views.b]\nkind = "duckdb"\npath = "./w.duckdb"\n',
+            "views a and b both write the same path",
+        ),
+        (
+            '[views.a]\nkind = "tantivy"\npath = "idx"\n[views.b]\nkind = "tantivy"\npath = "idx/"\n',
+            "views a and b both write the same path",
+        ),
+        (
+            '[views.a]\nkind = "duckdb"\npath = "idx"\n[views.b]\nkind = "tantivy"\npath = "idx"\n',
+            "views a and b both write the same path",
+        ),
+        (
+            '[views.a]\nkind = "postgres"\ndsn = "postgresql://u:SECRET9@h:5433/rep"\n'
+            '[views.b]\nkind = "postgres"\ndsn = "host=h port=5433 dbname=rep user=other"\n',
+            "views a and b both write the same database (rep on h:5433)",
+        ),
+        (
+            '[views.a]\nkind = "redis"\nurl = "redis://:SECRET9@h:6379/2"\n'
+            '[views.b]\nkind = "redis"\nurl = "redis://h/2"\n',
+            "views a and b both write the same Redis keys (database 2 on h:6379",
+        ),
+        ('[views.a]\nkind = "duckdb"\npath = "lg/log.db"\n', "is a file of syncline's own log"),
+        ('[views.a]\nkind = "duckdb"\npath = "lg/compact.db"\n', "is a file of syncline's own log"),
+    ],
+)
+def test_two_views_on_one_target_are_refused(tmp_path: Path, views: str, needle: str) -> None:
+    text = '[source]\ndsn = "x"\n[log]\npath = "lg"\n' + views
+    with pytest.raises(ConfigError) as e:
+        load_config(write(tmp_path, text), environ={})
+    assert needle in str(e.value)
+    assert "SECRET9" not in str(e.value)
+
+
+def test_views_on_different_targets_of_one_server_are_fine(tmp_path: Path) -> None:
+    text = (
+        '[source]\ndsn = "x"\n'
+        '[views.a]\nkind = "redis"\nurl = "redis://h/2"\n'
+        '[views.b]\nkind = "redis"\nurl = "redis://h/3"\n'
+        '[views.c]\nkind = "redis"\nurl = "redis://h/2"\nkey = "c:{table}:{pk}"\n'
+        '[views.d]\nkind = "postgres"\ndsn = "postgresql://h/one"\n'
+        '[views.e]\nkind = "postgres"\ndsn = "postgresql://h/two"\n'
+        '[views.f]\nkind = "duckdb"\npath = ".syncline/w.duckdb"\n'
+    )
+    assert len(load_config(write(tmp_path, text), environ={}).views) == 6
