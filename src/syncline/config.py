@@ -127,9 +127,15 @@ def load_config(path: str | Path, environ: dict[str, str] | None = None) -> Conf
     env = dict(os.environ) if environ is None else environ
     _Ctx(str(p))
     try:
-        raw = tomllib.loads(p.read_text())
+        raw = tomllib.loads(p.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"{p}: configuration file not found (use -c FILE)") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{p}: is a directory, not a configuration file (use -c FILE)") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{p}: not UTF-8 text (byte {e.start}): TOML files are UTF-8") from None
+    except OSError as e:
+        raise ConfigError(f"{p}: cannot read the configuration file: {e.strerror or e}") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{p}: not valid TOML: {e}") from None
     return parse_config(raw, str(p), env, base_dir=p.parent)

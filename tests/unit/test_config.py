@@ -228,3 +228,26 @@ def test_views_on_different_targets_of_one_server_are_fine(tmp_path: Path) -> No
         '[views.f]\nkind = "duckdb"\npath = ".syncline/w.duckdb"\n'
     )
     assert len(load_config(write(tmp_path, text), environ={}).views) == 6
+
+
+def test_a_config_that_cannot_be_read_is_one_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="is a directory, not a configuration file"):
+        load_config(tmp_path, environ={})
+    bad = tmp_path / "bad.toml"
+    bad.write_bytes(b'[source]\ndsn = "caf\xe9"\n')
+    with pytest.raises(ConfigError, match="not UTF-8 text"):
+        load_config(bad, environ={})
+
+
+@pytest.mark.parametrize(
+    ("url", "needle"),
+    [("http://u:SECRET9@h:6379/0", "got http://"), ("h:6379", "got no scheme"), ("SECRET9", "got no scheme")],
+)
+def test_a_redis_url_of_another_scheme_is_refused_at_load(tmp_path: Path, url: str, needle: str) -> None:
+    text = f'[source]\ndsn = "x"\n[views.c]\nkind = "redis"\nurl = "{url}"\n'
+    with pytest.raises(ConfigError) as e:
+        load_config(write(tmp_path, text), environ={})
+    assert "views.c.url: expected a redis://, rediss:// or unix:// URL" in str(e.value) and needle in str(
+        e.value
+    )
+    assert "SECRET9" not in str(e.value)

@@ -37,7 +37,14 @@ CHOICES: dict[str, tuple[str, ...]] = {"mode": ("hash", "invalidate"), "on_error
 
 
 def check_options(view: str, options: dict[str, object]) -> None:
-    """The key template names only known placeholders (ConfigError, keyed ``key``)."""
+    """The URL is one redis-py opens (``redis://``, ``rediss://``, ``unix://``), and the key
+    template names only known placeholders (ConfigError, keyed by the option)."""
+    raw = options.get("url")
+    url = str(getattr(raw, "value", raw) or "")
+    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    if scheme not in ("redis", "rediss", "unix"):
+        shown = f"{scheme}://" if scheme else "no scheme"
+        raise ConfigError(f"url: expected a redis://, rediss:// or unix:// URL, got {shown}")
     if isinstance(options.get("key"), str):
         try:
             validate_template(view, str(options["key"]))
