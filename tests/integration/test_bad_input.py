@@ -364,3 +364,15 @@ def test_a_log_path_that_is_a_file_is_one_line(tmp_path: Path) -> None:
     r = run_once(cfg)
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
     assert r.stderr.strip().splitlines()[-1].startswith("syncline: error: log.path: cannot use")
+
+
+def test_a_damaged_log_is_one_line(tmp_path: Path) -> None:
+    """(issue 13) A log.db that is not a database: a traceback before."""
+    (tmp_path / "lg").mkdir()
+    (tmp_path / "lg" / "log.db").write_bytes(bytes(range(256)) * 200)
+    cfg = tmp_path / "s.toml"
+    cfg.write_text(f'[source]\ndsn = "postgresql://u@127.0.0.1:1/db"\n[log]\npath = "{tmp_path}/lg"\n')
+    r = run_once(cfg)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("syncline: error: the log at ") and "is not a syncline log" in last, last

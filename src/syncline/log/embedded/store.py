@@ -104,6 +104,19 @@ PART_BYTES = 4 << 20
 
 
 def connect(path: Path, readonly: bool = False) -> sqlite3.Connection:
+    try:
+        return _connect(path, readonly)
+    except sqlite3.DatabaseError as e:
+        if isinstance(e, sqlite3.OperationalError):
+            raise
+        raise LogError(
+            f"the log at {path / 'log.db'} is not a syncline log ({e}): it is damaged or another "
+            "file; move it away to start a new log (every view then needs an empty store), or "
+            "restore it from a backup"
+        ) from None
+
+
+def _connect(path: Path, readonly: bool) -> sqlite3.Connection:
     db = path / "log.db"
     if readonly:
         if not db.exists():
