@@ -74,6 +74,10 @@ def test_log_disk_full_stops_cleanly_without_advancing_the_slot(pg: PgCluster, t
             assert rc != 0
             out = p.output()
             assert "disk is full" in out or "database or disk is full" in out
+            # one clear line, no tracebacks (issue 13): the last line says what to do
+            assert "Traceback" not in out, out[-4000:]
+            last = out.strip().splitlines()[-1]
+            assert last.startswith("syncline: error:") and "disk" in last and "full" in last, last
             conn = connect(p.log_path, readonly=True)
             try:
                 durable = int(get_meta(conn, "received_lsn", "0"))
