@@ -376,3 +376,31 @@ def test_a_damaged_log_is_one_line(tmp_path: Path) -> None:
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
     last = r.stderr.strip().splitlines()[-1]
     assert last.startswith("syncline: error: the log at ") and "is not a syncline log" in last, last
+
+
+def test_a_view_of_a_log_that_was_reset_does_not_resume_after_the_new_snapshot(
+    pg: PgCluster, tmp_path: Path
+) -> None:
+    """(issue 13, item 8) The log emptied and a new slot: the capture writes a new snapshot as
+    record 1 again; a view whose store says "applied up to record 1" must not skip it."""
+    import shutil
+
+    p = Pipeline(pg, tmp_path, views=("postgres", "duckdb", "redis", "tantivy"))
+    try:
+        p.sql("CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t VALUES (1, 'old')")
+        p.start()
+        p.wait_caught_up()
+        assert p.stop() == 0
+        shutil.rmtree(p.log_path)
+        p.sql(f"SELECT pg_drop_replication_slot('{p.slot}')")
+        p.sql("UPDATE t SET v = 'new'; INSERT INTO t VALUES (2, 'two')")
+        p.start()
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and len(p.failed_views()) < 4:
+            time.sleep(0.5)
+        assert sorted(p.failed_views()) == ["cache", "replica", "search", "warehouse"], p.output()[-3000:]
+        out = p.output()
+        assert "the log was reset" in out
+        assert "Traceback" not in out
+    finally:
+        p.close()

@@ -43,7 +43,7 @@ from syncline.log.embedded.retention import Retention
 from syncline.runtime.backoff import Backoff
 from syncline.runtime.logsetup import setup_logging
 from syncline.runtime.prefetch import Prefetcher
-from syncline.sources.registry import open_capture
+from syncline.sources.registry import open_capture, position_format
 from syncline.views.base import (
     KEYED_KINDS,
     Batch,
@@ -361,10 +361,11 @@ def _view_loop(
                 f"view {vcfg.consumer} has applied log record {cp.seq} but the log at {path} ends at "
                 f"{hw}: the log was reset; empty the view's store to rebuild it"
             )
+        trimmed = reader.trimmed_seq()
+        _check_same_log(reader, cp, trimmed, vcfg, path)
         # the store's own position, which may be behind the recorded one (a store restored
         # or emptied): `wait` must not count on more than the store holds
         consumers.update(vcfg.consumer, vcfg.kind, seq=cp.seq, commit_lsn=cp.commit_lsn)
-        trimmed = reader.trimmed_seq()
         if cp.seq < trimmed:
             if cp.seq != 0:
                 raise ViewError(
@@ -402,6 +403,25 @@ def _wants_sequences(kind: str) -> bool:
     from syncline.views.registry import KINDS, kind_module
 
     return kind in KINDS and bool(getattr(kind_module(kind), "SEQUENCES", False))
+
+
+def _check_same_log(reader: LogCursor, cp: Checkpoint, trimmed: int, vcfg: ViewConfig, path: Path) -> None:
+    """The store's checkpoint names a record by number and by the source position of its
+    transaction: a log emptied or replaced since (a new snapshot written as record 1 again)
+    holds another transaction under that number, and the view must not resume after it."""
+    if cp.seq <= 0 or cp.seq <= trimmed:
+        return
+    got = reader.read(Checkpoint(cp.seq - 1), 1)
+    if not got or got[0].seq != cp.seq or got[0].commit_lsn == cp.commit_lsn:
+        return
+    positions = position_format()
+    raise ViewError(
+        f"view {vcfg.consumer} has applied log record {cp.seq} (committed at "
+        f"{positions.format(cp.commit_lsn)}), but record {cp.seq} of the log at {path} is another "
+        f"transaction (committed at {positions.format(got[0].commit_lsn)}): the log was reset or "
+        "replaced; empty the view's store to rebuild it",
+        action="empty the view's store (it is refilled from the log)",
+    )
 
 
 def _sequence_meta(reader: LogCursor) -> Callable[[], dict[str, object]]:
