@@ -14,7 +14,7 @@ from syncline.cli.main import main
         (["wait", "--timeout", "nan"], "expected a finite number of seconds >= 0"),
         (["wait", "--timeout", "-5"], "expected a finite number of seconds >= 0"),
         (["wait", "--timeout", "inf"], "expected a finite number of seconds >= 0"),
-        (["wait", "--timeout", "soon"], "expected seconds"),
+        (["wait", "--timeout", "soon"], "expected a finite number of seconds"),
         (["verify", "--limit", "-1"], "expected a whole number >= 0"),
         (["search", "v", "q", "--limit", "-1"], "expected a whole number >= 0"),
         (["search", "v", "q", "--limit", "ten"], "expected a whole number"),

@@ -8,6 +8,7 @@ import json
 import math
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from syncline import __version__
@@ -585,26 +586,25 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _seconds(text: str) -> float:
-    """A ``--timeout``: a finite number of seconds, zero or more."""
+def _not_negative(text: str, parse: Callable[[str], float], what: str) -> float:
+    """A command-line number: finite, zero or more (argparse shows the error)."""
     try:
-        v = float(text)
+        v = parse(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
     if not math.isfinite(v) or v < 0:
-        raise argparse.ArgumentTypeError(f"expected a finite number of seconds >= 0, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected {what} >= 0, got {text!r}")
     return v
+
+
+def _seconds(text: str) -> float:
+    """A ``--timeout``."""
+    return _not_negative(text, float, "a finite number of seconds")
 
 
 def _count(text: str) -> int:
-    """A ``--limit``: a whole number, zero or more."""
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
-    return v
+    """A ``--limit``."""
+    return int(_not_negative(text, int, "a whole number"))
 
 
 def main(argv: list[str] | None = None) -> int:
