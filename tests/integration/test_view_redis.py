@@ -118,7 +118,8 @@ def test_composite_key_and_template(server: RedisServer) -> None:
     c = Cache(server, key="cache:{schema}/{name}/{pk}")
     try:
         c.apply([SchemaChange(PAIR), ins(PAIR, "1", "x:y", "v")])
-        assert c.h("cache:s/pair/1:x:y") == {"a": "1", "b": "x:y", "v": "v"}
+        # a colon inside a column of a key of several is escaped (interface.md)
+        assert c.h("cache:s/pair/1:x\\:y") == {"a": "1", "b": "x:y", "v": "v"}
         c.apply([Truncate((PAIR.oid,))])
         assert c.r.keys("cache:*") == []
     finally:
