@@ -7,7 +7,6 @@ import importlib.util
 import os
 import re
 import tomllib
-import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -287,31 +286,6 @@ def parse_config(
 _LOG_FILES = ("log.db", "compact.db")
 
 
-def _target(v: ViewConfig) -> tuple[str, ...] | None:
-    """What a view writes, as comparable as the config allows (None: nothing to compare)."""
-    opt = v.options
-    if v.kind in ("duckdb", "tantivy"):
-        return ("path", os.path.realpath(str(opt["path"])))
-    raw = opt.get("dsn") if v.kind == "postgres" else opt.get("url") if v.kind == "redis" else None
-    if raw is None:
-        return None
-    text = raw.value if isinstance(raw, Secret) else str(raw)
-    if v.kind == "postgres":
-        try:
-            from psycopg.conninfo import conninfo_to_dict
-
-            d = conninfo_to_dict(text)
-        except Exception:
-            return None  # the view reports a bad DSN when it starts
-        host = str(d.get("host") or d.get("hostaddr") or "localhost")
-        return ("postgres", host, str(d.get("port") or "5432"), str(d.get("dbname") or d.get("user") or ""))
-    parts = urllib.parse.urlsplit(text)
-    q = urllib.parse.parse_qs(parts.query)
-    db = q["db"][-1] if "db" in q else (parts.path.strip("/") or "0")
-    where = parts.path if parts.scheme == "unix" else f"{parts.hostname or 'localhost'}:{parts.port or 6379}"
-    return ("redis", where, db, str(opt.get("key", "{table}:{pk}")))
-
-
 def _check_targets(file: str, views: list[ViewConfig], logc: LogConfig) -> None:
     """Two views writing one store (a file, an index, a replica database, the same Redis
     keys) would overwrite each other and wait on each other's locks; a view's file cannot be
@@ -320,7 +294,8 @@ def _check_targets(file: str, views: list[ViewConfig], logc: LogConfig) -> None:
     log_dir = os.path.realpath(logc.path)
     own = {os.path.join(log_dir, f) for f in _LOG_FILES}
     for v in views:
-        t = _target(v)
+        store_of = getattr(kind_module(v.kind), "store_of", None)
+        t = store_of(v.options) if store_of is not None else None
         if t is None:
             continue
         if t[0] == "path" and (t[1] in own or t[1] == log_dir or t[1].removesuffix(".wal") in own):

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from syncline.core.config_models import ViewConfig
-from syncline.views.options import REQUIRED, OptionSpec
+from syncline.views.options import REQUIRED, OptionSpec, Store, path_store
 
 if TYPE_CHECKING:
     from syncline.core.config_models import Config
@@ -69,3 +69,7 @@ def _fold_wal(paths: tuple[str, ...]) -> None:
             con = duckdb.connect(p)
             con.execute("CHECKPOINT")
             con.close()
+
+
+def store_of(options: dict[str, object]) -> Store:
+    return path_store(options)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from syncline.core.config_models import ViewConfig
-from syncline.views.options import REQUIRED, OptionSpec
+from syncline.views.options import REQUIRED, OptionSpec, Store, secret_text
 
 if TYPE_CHECKING:
     from syncline.core.config_models import Config
@@ -53,3 +53,15 @@ def rebuild_target(cfg: Config, vcfg: ViewConfig) -> Target:
     from syncline.runtime.rebuild import InPlaceTarget
 
     return InPlaceTarget(vcfg)
+
+
+def store_of(options: dict[str, object]) -> Store | None:
+    """The replica database (None for a DSN libpq cannot read: the view says so when it starts)."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        d = conninfo_to_dict(secret_text(options.get("dsn")))
+    except Exception:
+        return None
+    host = str(d.get("host") or d.get("hostaddr") or "localhost")
+    return ("postgres", host, str(d.get("port") or "5432"), str(d.get("dbname") or d.get("user") or ""))

@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING
 from syncline.core.config_models import ViewConfig
 from syncline.core.errors import ConfigError
 from syncline.core.keytemplate import validate_template
-from syncline.views.options import REQUIRED, OptionSpec
+from syncline.views.options import REQUIRED, OptionSpec, Store, secret_text
+from syncline.views.redis.urls import redis_db, server_of
 
 if TYPE_CHECKING:
     from syncline.core.config_models import Config
@@ -39,8 +40,7 @@ CHOICES: dict[str, tuple[str, ...]] = {"mode": ("hash", "invalidate"), "on_error
 def check_options(view: str, options: dict[str, object]) -> None:
     """The URL is one redis-py opens (``redis://``, ``rediss://``, ``unix://``), and the key
     template names only known placeholders (ConfigError, keyed by the option)."""
-    raw = options.get("url")
-    url = str(getattr(raw, "value", raw) or "")
+    url = secret_text(options.get("url"))
     scheme = url.split("://", 1)[0].lower() if "://" in url else ""
     if scheme not in ("redis", "rediss", "unix"):
         shown = f"{scheme}://" if scheme else "no scheme"
@@ -73,3 +73,9 @@ def rebuild_target(cfg: Config, vcfg: ViewConfig) -> Target:
     from syncline.views.redis.rebuild import rebuild_target
 
     return rebuild_target(cfg, vcfg)
+
+
+def store_of(options: dict[str, object]) -> Store:
+    """The keys a view writes: its server and database, and its key template."""
+    url = secret_text(options.get("url"))
+    return ("redis", server_of(url), str(redis_db(url)), str(options.get("key", "{table}:{pk}")))

@@ -4,12 +4,12 @@ server and exchanged with the view's by ``SWAPDB`` (every client sees the new ke
 from __future__ import annotations
 
 import os
-import urllib.parse
 from dataclasses import dataclass, replace
 from typing import Any
 
 from syncline.core.config_models import Config, Secret, ViewConfig
 from syncline.runtime.rebuild import RebuildError
+from syncline.views.redis.urls import redis_db, server_of, url_with_db
 
 MARKER = "_syncline:rebuild"
 """Set in a Redis shadow database while it is built: a database holding it may be emptied."""
@@ -62,24 +62,6 @@ class RedisTarget:
             c.close()
 
 
-def _redis_db(url: str) -> int:
-    parts = urllib.parse.urlsplit(url)
-    q = urllib.parse.parse_qs(parts.query)
-    if "db" in q:
-        return int(q["db"][-1])
-    path = parts.path.strip("/")
-    return int(path) if path.isdigit() else 0
-
-
-def _redis_url_with_db(url: str, db: int) -> str:
-    parts = urllib.parse.urlsplit(url)
-    q = urllib.parse.parse_qs(parts.query)
-    if "db" in q or parts.scheme == "unix":
-        q["db"] = [str(db)]
-        return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(q, doseq=True)))
-    return urllib.parse.urlunsplit(parts._replace(path=f"/{db}"))
-
-
 def rebuild_target(cfg: Config, vcfg: ViewConfig) -> RedisTarget:
     opts = dict(vcfg.options)
     if opts.get("mode", "hash") != "hash":
@@ -88,7 +70,7 @@ def rebuild_target(cfg: Config, vcfg: ViewConfig) -> RedisTarget:
         )
     raw = opts["url"]
     url = raw.value if isinstance(raw, Secret) else str(raw)
-    db = _redis_db(url)
+    db = redis_db(url)
     shadow_db = int(str(opts.get("rebuild_db", db + 1)))
     if shadow_db == db:
         raise RebuildError(f"view {vcfg.name}: rebuild_db must differ from the view's database {db}")
@@ -96,11 +78,11 @@ def rebuild_target(cfg: Config, vcfg: ViewConfig) -> RedisTarget:
         if other.name != vcfg.name and other.kind == "redis":
             o = other.options["url"]
             ourl = o.value if isinstance(o, Secret) else str(o)
-            same_server = _redis_url_with_db(ourl, 0) == _redis_url_with_db(url, 0)
-            if same_server and _redis_db(ourl) in (db, shadow_db):
+            same_server = server_of(ourl) == server_of(url)
+            if same_server and redis_db(ourl) in (db, shadow_db):
                 raise RebuildError(
-                    f"view {vcfg.name}: view {other.name} uses Redis database {_redis_db(ourl)} of the "
+                    f"view {vcfg.name}: view {other.name} uses Redis database {redis_db(ourl)} of the "
                     "same server; a rebuild swaps whole databases (SWAPDB): give each view its own"
                 )
-    opts["url"] = Secret(_redis_url_with_db(url, shadow_db))
+    opts["url"] = Secret(url_with_db(url, shadow_db))
     return RedisTarget(replace(vcfg, options=opts), url, db, shadow_db)

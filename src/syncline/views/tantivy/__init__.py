@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from syncline.core.config_models import ViewConfig
-from syncline.views.options import REQUIRED, OptionSpec
+from syncline.views.options import REQUIRED, OptionSpec, Store, path_store
 
 if TYPE_CHECKING:
     from syncline.core.config_models import Config
@@ -55,3 +55,7 @@ def rebuild_target(cfg: Config, vcfg: ViewConfig) -> Target:
     from syncline.runtime.rebuild import PathTarget
 
     return PathTarget.beside(vcfg, commit_interval=0.0)
+
+
+def store_of(options: dict[str, object]) -> Store:
+    return path_store(options)
