@@ -34,10 +34,7 @@ from typing import Any
 
 from syncline.core.config_models import Config
 from syncline.core.errors import SynclineError, TablesNotFollowed, ViewFailed
-from syncline.sources.registry import position_format
-
-POSITIONS = position_format()
-"""How the source's positions read and print."""
+from syncline.sources.registry import format_position, parse_position
 
 DEFAULT_URL = "http://127.0.0.1:8474"
 CHUNK = 60.0
@@ -87,9 +84,9 @@ def _lsn_text(lsn: str | int | None) -> str | None:
     if lsn is None:
         return None
     if isinstance(lsn, int):
-        return POSITIONS.format(lsn)
+        return format_position(lsn)
     try:
-        return POSITIONS.format(POSITIONS.parse(lsn))
+        return format_position(parse_position(lsn))
     except ValueError as e:
         raise ValueError(f"lsn: {e}") from None
 
@@ -208,11 +205,11 @@ def wait_for(
     text = _lsn_text(lsn)
     deadline = time.monotonic() + timeout
     current = open_admin(cfg).followed_position(deadline)  # tables being copied are waited for too
-    pos = POSITIONS.parse(text) if text else current
+    pos = parse_position(text) if text else current
     if not wait_caught_up(cfg, pos, names, max(0.0, deadline - time.monotonic())):
         behind = views_behind(cfg, pos, names) or names
         raise WaitTimeout(
-            f"views {', '.join(behind)} have not applied {POSITIONS.format(pos)} within {timeout:g}s"
+            f"views {', '.join(behind)} have not applied {format_position(pos)} within {timeout:g}s"
         )
 
 

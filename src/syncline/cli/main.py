@@ -255,11 +255,8 @@ def cmd_retry(args: argparse.Namespace) -> int:
 
 def cmd_wait(args: argparse.Namespace) -> int:
     from syncline.core.errors import TablesNotFollowed, ViewFailed
-    from syncline.sources.registry import position_format
-
-    positions = position_format()
     from syncline.runtime.status import views_behind, wait_caught_up
-    from syncline.sources.registry import open_admin
+    from syncline.sources.registry import format_position, open_admin, parse_position
 
     cfg = _load(args)
     names = args.view or [v.name for v in cfg.views]
@@ -268,7 +265,7 @@ def cmd_wait(args: argparse.Namespace) -> int:
         print(f"syncline: error: no view named {', '.join(unknown)} in {cfg.path}", file=sys.stderr)
         return 2
     try:
-        given = positions.parse(args.lsn) if args.lsn else None
+        given = parse_position(args.lsn) if args.lsn else None
     except ValueError as e:
         print(f"syncline: error: --lsn: {e}", file=sys.stderr)
         return 2
@@ -287,7 +284,7 @@ def cmd_wait(args: argparse.Namespace) -> int:
     behind = views_behind(cfg, lsn, names) or names
     print(
         f"syncline: timeout: {'view' if len(behind) == 1 else 'views'} {', '.join(behind)} "
-        f"{'has' if len(behind) == 1 else 'have'} not applied {positions.format(lsn)} "
+        f"{'has' if len(behind) == 1 else 'have'} not applied {format_position(lsn)} "
         f"within {args.timeout:g}s",
         file=sys.stderr,
     )

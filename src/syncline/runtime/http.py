@@ -42,10 +42,7 @@ from syncline.runtime.status import (
     views_behind,
     wait_caught_up,
 )
-from syncline.sources.registry import open_admin, position_format
-
-POSITIONS = position_format()
-"""How the source's positions read and print."""
+from syncline.sources.registry import format_position, open_admin, parse_position
 
 log = logging.getLogger("syncline.http")
 
@@ -231,7 +228,7 @@ class ApiServer:
             return _json(400, {"error": f"timeout: expected seconds from 0 to {MAX_WAIT:g}"})
         text = query.get("lsn", [""])[-1].strip()
         try:
-            lsn = POSITIONS.parse(text) if text else open_admin(self.cfg).position()
+            lsn = parse_position(text) if text else open_admin(self.cfg).position()
         except ValueError as e:
             return _json(400, {"error": f"lsn: {e}"})
         except SynclineError as e:
@@ -252,7 +249,7 @@ class ApiServer:
             err = TablesNotFollowed(missing)
             return _json(
                 503,
-                {"applied": False, "lsn": POSITIONS.format(lsn), "unfollowed": missing, "error": str(err)},
+                {"applied": False, "lsn": format_position(lsn), "unfollowed": missing, "error": str(err)},
             )
         if not self.waiters.acquire(blocking=False):
             return _json(503, {"error": f"more than {MAX_WAITERS} waits in progress"})
@@ -264,7 +261,7 @@ class ApiServer:
                 503,
                 {
                     "applied": False,
-                    "lsn": POSITIONS.format(lsn),
+                    "lsn": format_position(lsn),
                     "view": e.view,
                     "error": redact(str(e), self.cfg.secrets()),
                     "views": applied_positions(self.cfg, names),
@@ -274,7 +271,7 @@ class ApiServer:
             self.waiters.release()
         doc: dict[str, Any] = {
             "applied": done,
-            "lsn": POSITIONS.format(lsn),
+            "lsn": format_position(lsn),
             "views": applied_positions(self.cfg, names),
         }
         if done:

@@ -25,10 +25,7 @@ from syncline.runtime.status import (
     capture_state,
     view_status,
 )
-from syncline.sources.registry import open_admin, position_format
-
-POSITIONS = position_format()
-"""How the source's positions read and print."""
+from syncline.sources.registry import open_admin, parse_position
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 CAPTURE_STATES = ("starting", "snapshotting", "streaming", "retrying", "failed", "stopped")
@@ -40,7 +37,7 @@ def _lsn(text: object) -> float | None:
     if not isinstance(text, str) or not text:
         return None
     try:
-        return float(POSITIONS.parse(text))
+        return float(parse_position(text))
     except ValueError:
         return None
 

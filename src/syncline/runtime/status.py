@@ -14,14 +14,11 @@ from syncline.core.config_models import Config
 from syncline.core.errors import LogError, ViewFailed
 from syncline.log import log_exists, log_ready, open_observer
 from syncline.log.base import ConsumerRow, LogBusy, LogObserver, by_view
-from syncline.sources.registry import open_admin, position_format
-
-POSITIONS = position_format()
-"""How the source's positions read and print."""
+from syncline.sources.registry import format_position, open_admin
 
 
 def _lsn(v: int) -> str | None:
-    return POSITIONS.format(v) if v else None
+    return format_position(v) if v else None
 
 
 def error_counts(obs: LogObserver) -> dict[tuple[str, str], dict[str, int]]:

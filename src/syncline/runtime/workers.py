@@ -43,7 +43,7 @@ from syncline.log.embedded.retention import Retention
 from syncline.runtime.backoff import Backoff
 from syncline.runtime.logsetup import setup_logging
 from syncline.runtime.prefetch import Prefetcher
-from syncline.sources.registry import open_capture, position_format
+from syncline.sources.registry import format_position, open_capture
 from syncline.views.base import (
     KEYED_KINDS,
     Batch,
@@ -414,11 +414,10 @@ def _check_same_log(reader: LogCursor, cp: Checkpoint, trimmed: int, vcfg: ViewC
     got = reader.read(Checkpoint(cp.seq - 1), 1)
     if not got or got[0].seq != cp.seq or got[0].commit_lsn == cp.commit_lsn:
         return
-    positions = position_format()
     raise ViewError(
         f"view {vcfg.consumer} has applied log record {cp.seq} (committed at "
-        f"{positions.format(cp.commit_lsn)}), but record {cp.seq} of the log at {path} is another "
-        f"transaction (committed at {positions.format(got[0].commit_lsn)}): the log was reset or "
+        f"{format_position(cp.commit_lsn)}), but record {cp.seq} of the log at {path} is another "
+        f"transaction (committed at {format_position(got[0].commit_lsn)}): the log was reset or "
         "replaced; empty the view's store to rebuild it",
         action="empty the view's store (it is refilled from the log)",
     )

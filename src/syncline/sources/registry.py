@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from syncline.core.config_models import Config
 from syncline.core.errors import ConfigError
-from syncline.core.position import PositionFormat
+from syncline.core.position import Position, PositionFormat
 from syncline.log.base import LogAppender
 from syncline.sources.base import SourceAdmin, SourceCapture
 
@@ -35,3 +35,13 @@ def position_format(kind: str = "postgres") -> PositionFormat:
     from syncline.sources.postgres.lsn import LSN_FORMAT
 
     return LSN_FORMAT
+
+
+def format_position(position: int) -> str:
+    """A source position as users read it (the source's :class:`PositionFormat`)."""
+    return position_format().format(position)
+
+
+def parse_position(text: str) -> Position:
+    """A source position from its text (ValueError naming the expected form)."""
+    return position_format().parse(text)

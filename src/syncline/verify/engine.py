@@ -21,14 +21,11 @@ from syncline.core.config_models import Config, ViewConfig
 from syncline.core.errors import SynclineError, ViewFailed, redact
 from syncline.core.patterns import table_selected, unmatched_patterns
 from syncline.runtime.status import wait_caught_up
-from syncline.sources.registry import position_format
+from syncline.sources.registry import format_position
 from syncline.verify.chunks import KeyDiff, TextRow, bucket, chunk_count, diff_rows, differing_chunks
 from syncline.verify.readers import VerifyError, ViewReader, open_reader
 from syncline.verify.source import SourceSnapshot, TableSpec
 from syncline.views.base import KEYED_KINDS
-
-POSITIONS = position_format()
-"""How the source's positions read and print."""
 
 Progress = Callable[[str], None]
 
@@ -89,7 +86,7 @@ class ViewResult:
         out: dict[str, Any] = {
             "kind": self.kind,
             "status": self.status,
-            "lsn": POSITIONS.format(self.lsn) if self.lsn else None,
+            "lsn": format_position(self.lsn) if self.lsn else None,
             "tables": {q: t.to_json(limit) for q, t in self.tables.items()},
         }
         if self.error:
@@ -210,7 +207,7 @@ class Verifier:
                 return res
             if not applied:
                 res.error = (
-                    f"view {vcfg.name} has not applied {POSITIONS.format(snap.lsn)} within "
+                    f"view {vcfg.name} has not applied {format_position(snap.lsn)} within "
                     f"{self.opts.wait_timeout:g}s (see `syncline status`)"
                 )
                 return res
@@ -345,7 +342,7 @@ def verify_keys(cfg: Config, opts: Options, keys: dict[str, dict[str, set[str]]]
                 res.error = str(e)
                 continue
             if behind:
-                res.error = f"view {name} has not applied {POSITIONS.format(snap.lsn)}"
+                res.error = f"view {name} has not applied {format_position(snap.lsn)}"
                 continue
             try:
                 reader = open_reader(vcfg)

@@ -16,11 +16,8 @@ from syncline.core.errors import SourceError
 from syncline.sources.postgres import catalog as cat
 from syncline.sources.postgres.follow import usable
 from syncline.sources.postgres.replication import ReplicationConnection
-from syncline.sources.registry import position_format
+from syncline.sources.registry import parse_position
 from syncline.verify.chunks import ChunkSums, TextRow, key_text, put_row, sql_bucket, sql_digest, sql_row_text
-
-POSITIONS = position_format()
-"""How the source's positions read and print."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +110,7 @@ class SourceSnapshot:
                 )
             cp, snap = res.get_value(0, 1), res.get_value(0, 2)
             assert cp is not None and snap is not None
-            self.lsn = POSITIONS.parse(cp.decode())
+            self.lsn = parse_position(cp.decode())
             self.conn = cat.connect(dsn, autocommit=False)
             self.conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             self.conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snap.decode())))

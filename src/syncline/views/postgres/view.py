@@ -36,7 +36,7 @@ from syncline.core.events import (
     SchemaChange,
     UserType,
 )
-from syncline.sources.registry import position_format
+from syncline.sources.registry import format_position
 from syncline.views.base import Batch, selected_oids, warn_missed
 from syncline.views.netting import (
     Key,
@@ -47,9 +47,6 @@ from syncline.views.netting import (
 from syncline.views.postgres import ddl
 from syncline.views.postgres.codec import relation_from_json, relation_to_json
 from syncline.views.skeleton import NOWHERE, AppliedView
-
-POSITIONS = position_format()
-"""How the source's positions read and print."""
 
 log = logging.getLogger("syncline.views.postgres")
 
@@ -446,7 +443,7 @@ class PostgresView(AppliedView):
 
     def _error(self, e: Exception, batch: Batch) -> BaseException:
         cp = batch.checkpoint
-        where = f"batch up to seq {cp.seq} (commit LSN {POSITIONS.format(cp.commit_lsn)})"
+        where = f"batch up to seq {cp.seq} (commit LSN {format_position(cp.commit_lsn)})"
         table = f", table {self._where}" if self._where != NOWHERE else ""
         if isinstance(e, psycopg.Error):
             if isinstance(e, psycopg.OperationalError | psycopg.InterfaceError):
