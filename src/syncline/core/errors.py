@@ -82,6 +82,13 @@ def target_fix(sqlstate: str | None, view: str) -> tuple[bool, str]:
     return False, f"fix the cause, then run `syncline retry {view}`"
 
 
+def first_line(e: BaseException) -> str:
+    """The first line of an error's text (its class name when it has none): drivers put
+    details and hints on the lines below."""
+    text = str(e).strip().splitlines()
+    return text[0] if text else type(e).__name__
+
+
 def redact(text: str, secrets: list[str]) -> str:
     """Replace every secret occurring in ``text`` by ``***``."""
     for s in secrets:

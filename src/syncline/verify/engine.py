@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from syncline.core.config_models import Config, ViewConfig
-from syncline.core.errors import SynclineError, ViewFailed, redact
+from syncline.core.errors import SynclineError, ViewFailed, first_line, redact
 from syncline.core.patterns import table_selected, unmatched_patterns
 from syncline.runtime.status import wait_caught_up
 from syncline.sources.registry import format_position
@@ -239,9 +239,7 @@ class Verifier:
         return res
 
     def _unreadable(self, view: str, e: Exception) -> str:
-        text = str(e).strip().splitlines()
-        detail = text[0] if text else type(e).__name__
-        return redact(f"view {view}: cannot read it: {type(e).__name__}: {detail}", self.cfg.secrets())
+        return redact(f"view {view}: cannot read it: {type(e).__name__}: {first_line(e)}", self.cfg.secrets())
 
     def _table(
         self,

@@ -11,7 +11,7 @@ import time
 from typing import Any
 
 from syncline.core.config_models import Config
-from syncline.core.errors import LogError, SynclineError, TablesNotFollowed
+from syncline.core.errors import LogError, SynclineError, TablesNotFollowed, first_line
 from syncline.log import open_observer
 from syncline.log.base import LogObserver
 from syncline.sources.postgres.lsn import parse_lsn
@@ -84,7 +84,7 @@ def source_status(cfg: Config) -> dict[str, Any]:
                     current_lsn=row[5],
                 )
     except Exception as e:  # the source may be down: status still answers
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = first_line(e)
         from syncline.core.errors import redact
 
         out.update(reachable=False, error=redact(first, cfg.secrets()))
@@ -104,7 +104,7 @@ def source_position(cfg: Config) -> int:
         ) as conn:
             row = conn.execute("SELECT pg_current_wal_insert_lsn()::text").fetchone()
     except psycopg.OperationalError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = first_line(e)
         raise SynclineError(f"cannot reach the source to read its WAL position: {first}") from e
     assert row is not None
     return parse_lsn(str(row[0]))

@@ -9,7 +9,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from syncline.core.errors import SourceError, SourceUnreachable, TransientSourceError
+from syncline.core.errors import SourceError, SourceUnreachable, TransientSourceError, first_line
 from syncline.core.events import Column, Relation, UserType
 from syncline.core.patterns import table_selected
 from syncline.sources.postgres.pgoutput import RelationMessage
@@ -22,14 +22,9 @@ def connect(dsn: str, autocommit: bool = True) -> psycopg.Connection[Any]:
     try:
         conn = psycopg.connect(session_conninfo(dsn), autocommit=autocommit)
     except psycopg.OperationalError as e:
-        raise SourceUnreachable(f"cannot connect to the source database: {_short(e)}") from e
+        raise SourceUnreachable(f"cannot connect to the source database: {first_line(e)}") from e
     conn.execute("SET search_path = ''")
     return conn
-
-
-def _short(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return text[0] if text else type(e).__name__
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,7 +225,7 @@ def ensure_publication(
                 return sorted({t.qualified for t in tables} - existing)
     except psycopg.errors.InsufficientPrivilege as e:
         raise SourceError(
-            f"cannot create or alter publication {name!r}: {_short(e)} (a superuser can create it:"
+            f"cannot create or alter publication {name!r}: {first_line(e)} (a superuser can create it:"
             f" CREATE PUBLICATION {name} FOR TABLE ... WITH (publish_via_partition_root = true))"
         ) from e
     return []
@@ -423,7 +418,7 @@ class RelationCatalog:
                 pk = () if msg.replident == "f" else tuple(c.name for c in cols if c.in_identity)
             utypes = self.user_types([c.type_oid for c in cols])
         except psycopg.OperationalError as e:
-            raise TransientSourceError(f"catalogue lookup failed: {_short(e)}") from e
+            raise TransientSourceError(f"catalogue lookup failed: {first_line(e)}") from e
         rel = Relation(msg.oid, msg.schema, msg.name, msg.replident, tuple(cols), pk, utypes)
         self._cache[msg] = rel
         return rel

@@ -24,6 +24,7 @@ from syncline.core.errors import (
     SynclineError,
     TransientViewError,
     ViewError,
+    first_line,
     redact,
     target_fix,
 )
@@ -181,7 +182,7 @@ class PostgresView(AppliedView):
     # -- connection -----------------------------------------------------------------------
 
     def _transient(self, e: BaseException, what: str) -> TransientViewError:
-        msg = redact(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__, self._secrets)
+        msg = redact(first_line(e), self._secrets)
         return TransientViewError(f"view {self.name}: {what}: {msg}")
 
     def _connect(self) -> Conn:
@@ -498,8 +499,6 @@ class PostgresView(AppliedView):
                     f"{redact(str(e).strip(), self._secrets)}"
                 ) from None
         return int(row[0]) if row else 0
-
-    # -- batch application ----------------------------------------------------------------
 
     # -- schema ---------------------------------------------------------------------------
 
