@@ -40,6 +40,28 @@ def pk_text(values: Sequence[str | None]) -> str:
     return ":".join([escape_part(v or "") for v in values])
 
 
+def fill(template: str, schema: str, name: str, pk: str) -> str:
+    """The key of a table's row whose ``{pk}`` is ``pk`` (already :func:`pk_text`)."""
+    return template.format(
+        table=table_text(schema, name), schema=escape_name(schema), name=escape_name(name), pk=pk
+    )
+
+
+def glob_escape(text: str) -> str:
+    """``text`` matched literally by a Redis glob (SCAN MATCH)."""
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
+
+
+def key_glob(template: str, schema: str, name: str) -> str:
+    """A Redis glob matching every key of a table (``{pk}`` as ``*``)."""
+    return template.format(
+        table=glob_escape(table_text(schema, name)),
+        schema=glob_escape(escape_name(schema)),
+        name=glob_escape(escape_name(name)),
+        pk="*",
+    )
+
+
 def validate_template(view: str, template: str) -> None:
     """Raise ConfigError unless ``template`` uses only the known placeholders."""
     try:

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from syncline.core.config_models import ViewConfig
-from syncline.core.keytemplate import escape_name, table_text
+from syncline.core.keytemplate import key_glob
 from syncline.verify.chunks import TextRow, key_text
 from syncline.verify.readers import VerifyError, _RowReader, option
 from syncline.verify.source import TableSpec
@@ -27,12 +27,7 @@ class RedisReader(_RowReader):
         return spec.with_columns(self.columns) if self.columns else spec
 
     def rows(self, spec: TableSpec) -> Iterator[tuple[str, TextRow]]:
-        pattern = self.template.format(
-            table=fnmatch_escape(table_text(spec.schema, spec.name)),
-            schema=fnmatch_escape(escape_name(spec.schema)),
-            name=fnmatch_escape(escape_name(spec.name)),
-            pk="*",
-        )
+        pattern = key_glob(self.template, spec.schema, spec.name)
         keys: list[str] = []
         for k in self.client.scan_iter(match=pattern, count=1000):
             keys.append(k)
@@ -54,8 +49,3 @@ class RedisReader(_RowReader):
 
     def close(self) -> None:
         self.client.close()
-
-
-def fnmatch_escape(s: str) -> str:
-    """Escape Redis glob characters."""
-    return "".join("\\" + ch if ch in "*?[]\\" else ch for ch in s)

@@ -54,7 +54,7 @@ from syncline.core import codec
 from syncline.core.config_models import Secret, ViewConfig
 from syncline.core.errors import ConfigError, TransientViewError, ViewError
 from syncline.core.events import UNCHANGED, Checkpoint, Relation, Row, column_mapping
-from syncline.core.keytemplate import escape_name, escape_part, pk_text, table_text, validate_template
+from syncline.core.keytemplate import escape_part, fill, key_glob, pk_text, table_text, validate_template
 from syncline.core.patterns import table_selected
 from syncline.core.textcast import Converter, converter
 from syncline.views.base import Batch, leave_out_keyless
@@ -115,10 +115,6 @@ repeat
 until cursor == '0'
 return n
 """
-
-
-def _glob_escape(s: str) -> str:
-    return "".join("\\" + c if c in "*?[]\\" else c for c in s)
 
 
 class _Failure(Exception):
@@ -210,12 +206,7 @@ class RedisView(AppliedView):
         """The template for ``rel`` split around ``{pk}`` (key = pk.join(parts))."""
         parts = self._kparts.get(rel.qualified)
         if parts is None:
-            text = self.template.format(
-                table=table_text(rel.schema, rel.name),
-                schema=escape_name(rel.schema),
-                name=escape_name(rel.name),
-                pk="\x00",
-            )
+            text = fill(self.template, rel.schema, rel.name, "\x00")
             parts = self._kparts[rel.qualified] = text.split("\x00")
         return parts
 
@@ -554,13 +545,7 @@ class RedisView(AppliedView):
             self._cmd(f"truncate of {self._pattern(rel)}", "EVAL", _TRUNCATE_SCAN, 0, self._pattern(rel))
 
     def _pattern(self, rel: Relation) -> str:
-        parts = {
-            "table": _glob_escape(table_text(rel.schema, rel.name)),
-            "schema": _glob_escape(escape_name(rel.schema)),
-            "name": _glob_escape(escape_name(rel.name)),
-            "pk": "*",
-        }
-        return self.template.format(**parts)
+        return key_glob(self.template, rel.schema, rel.name)
 
     def _delta(self, td: TableDelta) -> None:
         rel = td.relation

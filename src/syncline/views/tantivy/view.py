@@ -110,6 +110,11 @@ def table_of(rel: Relation) -> str:
     return table_text(rel.schema, rel.name)
 
 
+def _id_prefix(table: str) -> str:
+    """The start of the ``_id`` of every document of ``table`` (as in ``_table``)."""
+    return "[" + encode_basestring(table) + ","
+
+
 def doc_id(qualified: str, key: Key) -> str:
     """The unique id term of a row's document."""
     return json.dumps([qualified, *key], ensure_ascii=False, separators=(",", ":"))
@@ -362,7 +367,7 @@ def _plan(rel: Relation, text_fields: tuple[str, ...] | None) -> _Plan:
         (enames[i], i, d) for i, c in enumerate(rel.columns) if (d := date_converter(c)) is not None
     )
     q = table_of(rel)
-    id_prefix = "[" + encode_basestring(q) + ","
+    id_prefix = _id_prefix(q)
     return _Plan(
         rel=rel,
         qualified=q,
@@ -670,7 +675,7 @@ class TantivyView(AppliedView):
                 for _, addr in searcher.search(q, n).hits:
                     d = searcher.doc(addr)
                     out[str(d.get_first(F_ID))] = _stored_fields(d)
-        prefix = "[" + encode_basestring(qualified) + ","
+        prefix = _id_prefix(qualified)
         for i, pending in self._pending.items():
             if not i.startswith(prefix):
                 continue
@@ -683,7 +688,7 @@ class TantivyView(AppliedView):
     def _truncate_table(self, rel: Relation, dropped: bool) -> None:
         qualified = table_of(rel)
         self._writer.delete_documents_by_term(F_TABLE, qualified)
-        prefix = "[" + encode_basestring(qualified) + ","
+        prefix = _id_prefix(qualified)
         for i in [i for i in self._pending if i.startswith(prefix)]:
             del self._pending[i]
         self._truncated.add(qualified)
