@@ -6,6 +6,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -122,6 +126,8 @@ class ProcStats:
     label: str
     hwm_kb: int = 0
     cpu_s: float = 0.0
+    cpu0: float = 0.0
+    """CPU seconds the process had used before the sampling started (servers that outlive a run)."""
 
 
 @dataclass
@@ -142,11 +148,13 @@ class Sampler:
     _thread: threading.Thread | None = None
     _extra: list[tuple[str, int]] = field(default_factory=list)
     busy0: float = 0.0
+    started: float = 0.0
     busy: float = 0.0
     """CPU seconds the whole machine spent busy while sampling (all processes, all cores)."""
 
     def start(self) -> Sampler:
         self.busy0 = machine_busy()
+        self.started = time.monotonic()
         self._thread = threading.Thread(target=self._loop, daemon=True)
         self._thread.start()
         return self
@@ -196,7 +204,9 @@ class Sampler:
             if st is None:
                 st = self.procs[pid] = ProcStats(name, cpu_s=cpu)
                 st.hwm_kb = -1  # not ours: no RSS accounting
-            st.cpu_s = cpu
+                # a server that was running before (redis-server): only the CPU of this run
+                st.cpu0 = cpu if age_seconds(pid) > time.monotonic() - self.started + 0.5 else 0.0
+            st.cpu_s = cpu - st.cpu0
 
     # -- summaries ------------------------------------------------------------------------
 
@@ -222,3 +232,130 @@ class Sampler:
             old = out.get(p.label)
             out[p.label] = (max(old[0], mb), old[1] + p.cpu_s) if old else (mb, p.cpu_s)
         return out
+
+
+@dataclass
+class Profiler:
+    """``py-spy record`` attached to every labelled process of a ``syncline run`` tree
+    (started as soon as the process is named), writing collapsed stacks (py-spy's ``raw``
+    format, what flame-graph tools read) to ``DIR/PREFIX-ROLE.txt``; :func:`summarize`
+    turns each into the functions that took the time."""
+
+    root: int
+    label: Callable[[int], str | None]
+    out: Path
+    prefix: str
+    rate: int = 100
+    files: dict[str, Path] = field(default_factory=dict)
+    _spies: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    _seen: set[int] = field(default_factory=set)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def start(self) -> Profiler:
+        self.out.mkdir(parents=True, exist_ok=True)
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+        return self
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            for pid in tree(self.root):
+                if pid in self._seen:
+                    continue
+                name = self.label(pid)
+                if name is None or name == "mp resource tracker":
+                    continue
+                self._seen.add(pid)
+                role = name.replace("view ", "").replace(" ", "-")
+                path = self.out / f"{self.prefix}-{role}.txt"
+                self.files[name] = path
+                self._spies.append(
+                    subprocess.Popen(
+                        [
+                            _py_spy(),
+                            "record",
+                            "--pid",
+                            str(pid),
+                            "--rate",
+                            str(self.rate),
+                            "--format",
+                            "raw",
+                            "--nonblocking",
+                            "--output",
+                            str(path),
+                        ],
+                        stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL,
+                    )
+                )
+            self._stop.wait(0.1)
+
+    def stop(self) -> None:
+        """Stop sampling (before the profiled processes are stopped) and write the files."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        for p in self._spies:
+            with contextlib.suppress(ProcessLookupError):
+                p.send_signal(signal.SIGINT)
+        for p in self._spies:
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def _py_spy() -> str:
+    here = Path(sys.executable).parent / "py-spy"
+    found = str(here) if here.exists() else shutil.which("py-spy")
+    if found is None:
+        raise SystemExit("--profile needs py-spy: .venv/bin/pip install py-spy")
+    return found
+
+
+def summarize(path: Path, top: int = 12) -> list[tuple[str, float, float]]:
+    """(function, share of samples where it runs itself, share where it is on the stack)
+    from a collapsed-stacks file, most inclusive first; idle waits are left out of the
+    total so that shares are of the time the process was busy."""
+    self_n: dict[str, int] = {}
+    incl: dict[str, int] = {}
+    total = 0
+    for line in path.read_text(errors="replace").splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        frames = [_frame(f) for f in stack.split(";")]
+        if frames and _idle(frames[-1]):
+            continue
+        n = int(count)
+        total += n
+        for f in set(frames):
+            incl[f] = incl.get(f, 0) + n
+        self_n[frames[-1]] = self_n.get(frames[-1], 0) + n
+    if not total:
+        return []
+    rows = [(f, self_n.get(f, 0) / total, n / total) for f, n in incl.items() if not _plumbing(f)]
+    rows.sort(key=lambda r: (-r[1], -r[2]))
+    return rows[:top]
+
+
+def _plumbing(frame: str) -> bool:
+    """Entry points of processes, threads and imports: on every stack, saying nothing."""
+    return any(m in frame for m in ("(threading", "(multiprocessing/", "(<frozen", "(<string>)", "(runpy"))
+
+
+def _frame(f: str) -> str:
+    # py-spy raw frames: "function (path/to/module.py:line)"
+    name, _, where = f.partition(" (")
+    where = where.rstrip(")")
+    module = where.rsplit(":", 1)[0]
+    for marker in ("site-packages/", "src/", "lib/python3"):
+        if marker in module:
+            module = module.split(marker, 1)[1]
+            break
+    return f"{name} ({module})" if module else name
+
+
+def _idle(frame: str) -> bool:
+    return frame.split(" ", 1)[0] in {"wait", "select", "poll", "sleep", "_wait_for_tstate_lock"}

@@ -50,7 +50,7 @@ from typing import Any
 
 import psycopg
 
-from procs import Sampler, machine_busy, syncline_role
+from procs import Profiler, Sampler, machine_busy, summarize, syncline_role
 from syncline.config import load_config
 from syncline.core.errors import LogError
 from syncline.log import open_observer
@@ -107,6 +107,8 @@ DUCK_CHECKSUM = (
 )
 
 MB = 1024 * 1024
+PROFILE_DIR: Path | None = None
+"""--profile: where py-spy's collapsed stacks go (None: not profiling)."""
 
 
 def say(msg: str) -> None:
@@ -195,6 +197,7 @@ class Result:
     load_before: float = 0.0  # cores busy on the machine just before the run
     mismatch: str = ""  # timed, but the result differs from the source
     wrong: list[str] = field(default_factory=list)  # the views that differ
+    profiles: dict[str, Path] = field(default_factory=dict)  # --profile: process -> collapsed stacks
 
     def others(self) -> float | None:
         """Cores used by everything not watched, on average during the run."""
@@ -229,6 +232,7 @@ class Syncline:
         tantivy_path: Path | None = None,
         tables: tuple[str, ...] = ("public.bench",),
         log_lines: tuple[str, ...] = (),
+        text_fields: tuple[str, ...] = ("v",),
     ) -> None:
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
@@ -259,7 +263,7 @@ class Syncline:
                 "[views.search]",
                 'kind = "tantivy"',
                 f'path = "{tantivy_path}"',
-                'text_fields = ["v"]',
+                "text_fields = [" + ", ".join(f'"{t}"' for t in text_fields) + "]",
             ]
         self.config_path = workdir / "syncline.toml"
         self.config_path.write_text("\n".join(lines) + "\n")
@@ -476,11 +480,15 @@ def run_syncline(
     sampler = Sampler(
         pid, label=s.label, extra=lambda: [("walsender", slot_pid(s.source_dsn, s.slot)), *s.backends()]
     ).start()
+    spy = Profiler(pid, s.label, PROFILE_DIR, f"{key}-{s.slot}").start() if PROFILE_DIR else None
     try:
         done = s.wait(endpos, timeout, t0=t0)
         res.seconds = time.monotonic() - t0
         res.extra = done
         sampler.stop()
+        if spy is not None:
+            spy.stop()
+            res.profiles = dict(spy.files)
         deadline = time.monotonic() + timeout
         while settle and not s.caught_up(endpos, list(settle)) and time.monotonic() < deadline:
             time.sleep(0.2)
@@ -1294,6 +1302,31 @@ def nats_version() -> str:
     return out.strip().removeprefix("nats-server: ")
 
 
+def write_profiles(out: Path, rounds: list[Round], command: str) -> None:
+    """Where each process of each profiled run spent its busy time (``summary.md`` in
+    ``out``, beside the collapsed stacks it is computed from)."""
+    lines = [
+        "# Where the time goes (py-spy)",
+        "",
+        f"Command: `{command}`. Shares are of the samples in which the process was busy"
+        " (idle waits left out); *self*: the function itself, *total*: it or what it called.",
+        "",
+    ]
+    for rnd in rounds:
+        for key in rnd.order:
+            res = rnd.results.get(key)
+            if res is None or not res.profiles:
+                continue
+            lines += [f"## ({key}) {res.title}, round {rnd.index + 1}", ""]
+            for proc, path in sorted(res.profiles.items()):
+                rows = summarize(path) if path.exists() else []
+                lines += [f"### {proc} (`{path.name}`)", "", "| function | self | total |", "|---|---:|---:|"]
+                lines += [f"| `{f}` | {a:.0%} | {b:.0%} |" for f, a, b in rows]
+                lines.append("")
+    (out / "summary.md").write_text("\n".join(lines) + "\n")
+    say(f"wrote {out / 'summary.md'}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=int, default=250_000, help="rows inserted, then updated (default 250k)")
@@ -1314,7 +1347,15 @@ def main() -> int:
         "--quiet-wait", type=float, default=20, help="seconds to wait for an idle machine before each run"
     )
     ap.add_argument("--keep", action="store_true", help="keep the working directory")
+    ap.add_argument(
+        "--profile",
+        metavar="DIR",
+        help="attach py-spy to every syncline process and write collapsed stacks and a summary to DIR"
+        " (slows the runs: for finding where time goes, not for figures)",
+    )
     args = ap.parse_args()
+    global PROFILE_DIR
+    PROFILE_DIR = Path(args.profile).resolve() if args.profile else None
     if args.rounds < 1:
         ap.error("--rounds must be at least 1")
     only = args.only.split(",")
@@ -1398,6 +1439,8 @@ def main() -> int:
             shutil.rmtree(work, ignore_errors=True)
 
     print_summary(rounds, bigs)
+    if PROFILE_DIR is not None:
+        write_profiles(PROFILE_DIR, rounds, command)
     if not args.no_report:
         text = build_report(args, info, rounds, bigs, command)
         Path(output).parent.mkdir(parents=True, exist_ok=True)

@@ -11,11 +11,13 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Final, Literal
 
+import msgspec
+
 from syncline.core.position import NO_POSITION, Position
 
 
 class _Unchanged(Enum):
-    UNCHANGED = "UNCHANGED"
+    UNCHANGED = 0  # an integer: the log's packed records (msgpack) tell it from text values
 
     def __repr__(self) -> str:
         return "UNCHANGED"
@@ -97,8 +99,11 @@ class Relation:
         )
 
 
-@dataclass(slots=True)
-class RowChange:
+class RowChange(msgspec.Struct, array_like=True, gc=False):
+    """One row's change. A msgspec struct: the log's packed records decode straight into
+    it, in C (``syncline.core.records``); it holds no containers of its own, so the garbage
+    collector need not track the many of a batch."""
+
     op: Op
     relid: int
     new: Row | None

@@ -25,6 +25,8 @@ import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+import msgspec
+
 from syncline.core.codec import relation_from_json, relation_to_json
 from syncline.core.events import UNCHANGED, Column, Relation, Row, RowChange, SchemaChange, Truncate, Value
 
@@ -162,6 +164,78 @@ def encode_relation_item(rel: Relation) -> bytes:
     return b"J" + relation_to_json(rel)
 
 
+PACKED = 0xFF
+"""First byte of a packed record. A framed record starts with its first item's length, whose
+high byte is 0 for any item under 4 GiB (``0xFF`` would need one of at least 4,278 MiB)."""
+
+
+class _Packed(msgspec.Struct, array_like=True, gc=False):
+    """A packed record: its row changes decoded once, by the writer, into the form readers
+    take straight from msgpack (in C); the other items (relation items ``J``, truncates ``T``)
+    stay in their item form, each with its place among the record's items. ``RowChange.ordinal``
+    counts from the record's first item (readers add the record's ``first_ord``)."""
+
+    rows: list[RowChange]
+    others: list[tuple[int, bytes]] = []
+
+
+_PACK = msgspec.msgpack.Encoder()
+_UNPACK = msgspec.msgpack.Decoder(_Packed)
+
+
+def pack_record(items: list[bytes]) -> bytes:
+    """A record's data from its items (change items in the protocol-1 layout above, relation
+    and truncate items), packed: each row change is decoded here once, instead of by every
+    reader. :func:`decode_items` reads packed and framed records alike."""
+    rows: list[RowChange] = []
+    others: list[tuple[int, bytes]] = []
+    for i, msg in enumerate(items):
+        if msg[0] in (0x49, 0x55, 0x44):  # I U D
+            ch = decode_change(msg, i)
+            assert isinstance(ch, RowChange)
+            rows.append(ch)
+        else:
+            others.append((i, msg))
+    return bytes([PACKED]) + _PACK.encode(_Packed(rows, others))
+
+
+_OP_KIND = {"insert": "I", "update": "U", "delete": "D"}
+
+
+def item_kinds(blob: bytes) -> list[str]:
+    """The kind letter of each item of a record's data (packed or framed), in order:
+    ``I``, ``U``, ``D``, ``T``, ``J`` (or ``R`` in older logs). Raises on damaged data."""
+    if blob[:1] != bytes([PACKED]):
+        return [chr(m[0]) for m in iter_framed(blob)]
+    rec = _UNPACK.decode(memoryview(blob)[1:])
+    kinds = [(ch.ordinal, _OP_KIND[ch.op]) for ch in rec.rows] + [(i, chr(m[0])) for i, m in rec.others]
+    return [k for _, k in sorted(kinds)]
+
+
+def record_count(blob: bytes) -> int:
+    """How many items a record's data holds (packed or framed)."""
+    if blob[:1] == bytes([PACKED]):
+        rec = _UNPACK.decode(memoryview(blob)[1:])
+        return len(rec.rows) + len(rec.others)
+    return sum(1 for _ in iter_framed(blob))
+
+
+def iter_changes(blob: bytes) -> Iterator[RowChange | Truncate]:
+    """The row changes and truncates of a record's data (packed or framed), in order, each
+    with its place in the record as its ordinal; shape items left out."""
+    if blob[:1] != bytes([PACKED]):
+        for i, msg in enumerate(iter_framed(blob)):
+            if msg[0] not in (RELATION_ITEM, 0x52):
+                yield decode_change(msg, i)
+        return
+    rec = _UNPACK.decode(memoryview(blob)[1:])
+    items: list[tuple[int, RowChange | Truncate]] = [(ch.ordinal, ch) for ch in rec.rows]
+    items += [(i, decode_change(m, i)) for i, m in rec.others if m[0] not in (RELATION_ITEM, 0x52)]
+    items.sort(key=lambda t: t[0])
+    for _, ch in items:
+        yield ch
+
+
 def decode_items(
     blob: bytes,
     relations: dict[int, Relation],
@@ -169,11 +243,15 @@ def decode_items(
     first_ordinal: int = 0,
     part: tuple[int, int] | None = None,
 ) -> Iterator[RowChange | Truncate | SchemaChange]:
-    """Decode a record's data into items; relation items update ``relations`` in place.
+    """Decode a record's data (packed or framed) into items; relation items update
+    ``relations`` in place.
 
-    ``part`` = (index, count): leave out, without decoding them, the row changes of keyed
-    tables whose old and new keys both hash to another partition
+    ``part`` = (index, count): leave out, without decoding them where the record is framed,
+    the row changes of keyed tables whose old and new keys both hash to another partition
     (:func:`syncline.views.partition.partition_of`; the reader still routes the rest)."""
+    if blob[:1] == bytes([PACKED]):
+        yield from _unpack(blob, relations, legacy, first_ordinal, part)
+        return
     ordinal = first_ordinal
     keys: dict[int, tuple[int, ...]] = {}
     for msg in iter_framed(blob):
@@ -202,6 +280,65 @@ def decode_items(
         if kind in (RELATION_ITEM, 0x52):
             keys.clear()
         ordinal += 1
+
+
+def _unpack(
+    blob: bytes,
+    relations: dict[int, Relation],
+    legacy: Callable[[bytes], Relation] | None,
+    first_ordinal: int,
+    part: tuple[int, int] | None,
+) -> Iterator[RowChange | Truncate | SchemaChange]:
+    rec = _UNPACK.decode(memoryview(blob)[1:])
+    rows = rec.rows
+    if first_ordinal:
+        for ch in rows:
+            ch.ordinal += first_ordinal
+    if not rec.others and part is None:
+        yield from rows  # the common case: row changes only, nothing more to do in Python
+        return
+    keys: dict[int, tuple[int, ...]] = {}
+    r = 0
+    for i, msg in [*rec.others, (len(rows) + len(rec.others), b"")]:
+        while r < len(rows) and rows[r].ordinal - first_ordinal < i:
+            ch = rows[r]
+            r += 1
+            if part is not None:
+                kidx = keys.get(ch.relid)
+                if kidx is None:
+                    rel = relations.get(ch.relid)
+                    kidx = keys[ch.relid] = rel.key_indexes() if rel is not None else ()
+                if kidx and not _row_touches(ch, kidx, part):
+                    continue
+            yield ch
+        if not msg:
+            break
+        kind = msg[0]
+        if kind == RELATION_ITEM:
+            rel = relation_from_json(msg[1:])
+            relations[rel.oid] = rel
+            keys.clear()
+            yield SchemaChange(rel, first_ordinal + i)
+        elif kind == 0x52:  # R: a pgoutput Relation message
+            if legacy is None:
+                raise RecordError("a pgoutput Relation message where no reader for it was given")
+            rel = legacy(msg)
+            relations[rel.oid] = rel
+            keys.clear()
+            yield SchemaChange(rel, first_ordinal + i)
+        else:
+            yield decode_change(msg, first_ordinal + i)
+
+
+def _row_touches(ch: RowChange, kidx: tuple[int, ...], part: tuple[int, int]) -> bool:
+    """:func:`_touches` for a decoded row change: the same key bytes, the same hash."""
+    index, count = part
+    for row in (ch.old, ch.new):
+        if row is not None:
+            raw = b"\x00".join(v.encode() if isinstance(v := row[i], str) else b"" for i in kidx)
+            if key_partition(raw, count) == index:
+                return True
+    return False
 
 
 def key_partition(raw_key: bytes, count: int) -> int:

@@ -34,14 +34,15 @@ from syncline.core.events import (
 )
 from syncline.core.position import Position
 from syncline.core.records import (
-    RELATION_ITEM,
     RelationResolver,
     decode_change,
     decode_items,
     encode_relation_item,
     frame,
+    iter_changes,
     iter_framed,
     legacy_relations,
+    pack_record,
 )
 from syncline.log import base
 
@@ -310,7 +311,7 @@ class EmbeddedLogWriter:
     def _cut(self, last: bool, end_lsn: int) -> None:
         xid, commit_lsn, commit_time = self._tx
         n = len(self._msgs)
-        data = frame(self._msgs)
+        data = pack_record(self._msgs)
         seq = self._take_seq(len(data))
         self._rows.append(
             (
@@ -459,7 +460,7 @@ class EmbeddedLogWriter:
             self._in_tx = True
         self.conn.executemany(
             "INSERT INTO pending (xid, subxid, count, data) VALUES (?,?,?,?)",
-            [(xid, sub, len(msgs), frame(msgs)) for sub, msgs in runs if msgs],
+            [(xid, sub, len(msgs), pack_record(msgs)) for sub, msgs in runs if msgs],
         )
         self._commit_partial()
 
@@ -805,10 +806,7 @@ def _touched_keys(
 ) -> None:
     """Add (relation oid, key values) of every row a framed blob changes; relations that a
     truncate touched (or whose shape is unknown) go to ``whole``."""
-    for m in iter_framed(blob):
-        if m[0] in (RELATION_ITEM, 0x52):  # shapes (J; R in older logs): changes are in `relations`
-            continue
-        ch = decode_change(m, 0)
+    for ch in iter_changes(blob):  # shapes are left out: changes to them are in `relations`
         if isinstance(ch, Truncate):
             whole.update(ch.relids)
             continue
