@@ -242,7 +242,7 @@ def parse_config(
         if vkind not in KINDS:
             raise ConfigError(f"{file}: {prefix}.kind: expected one of {', '.join(KINDS)}, got {vkind!r}")
         spec = _view_kinds()[vkind]
-        _unknown(ctx, v, prefix, {"kind", "tables", "batch_events", "partitions", *spec})
+        _unknown(ctx, v, prefix, {"kind", "tables", "batch_events", "batch_interval", "partitions", *spec})
         opts: dict[str, object] = {}
         for key, (typ, expected, default) in spec.items():
             if default is REQUIRED:
@@ -265,12 +265,16 @@ def parse_config(
                 f"{file}: {prefix}.partitions: a {vkind} view is applied by one process (it keeps whole "
                 f"source transactions in order); only {', '.join(_partitionable())} views take partitions"
             )
+        interval = _get(ctx, v, prefix, "batch_interval", float, "seconds from 0 to 60", None)
+        if interval is not None and not 0 <= interval <= 60:  # also refuses nan
+            raise ctx.err(f"{prefix}.batch_interval", "seconds from 0 to 60", interval)
         views.append(
             ViewConfig(
                 name=name,
                 kind=vkind,
                 tables=_str_list(ctx, v, prefix, "tables", ()),
                 batch_events=_positive(ctx, v, prefix, "batch_events", 50_000),
+                batch_interval=interval,
                 options=opts,
                 partitions=partitions,
             )

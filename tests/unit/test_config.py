@@ -71,6 +71,18 @@ def test_a_secret_given_with_the_wrong_type_is_not_echoed(tmp_path: Path, text: 
             '[source]\ndsn = "x"\n[views.c]\nkind = "redis"\nurl = "redis://h"\nbatch_events = 0\n',
             "views.c.batch_events: expected a positive integer, got int 0",
         ),
+        (
+            '[source]\ndsn = "x"\n[views.c]\nkind = "redis"\nurl = "redis://h"\nbatch_interval = -1\n',
+            "views.c.batch_interval: expected seconds from 0 to 60, got float -1.0",
+        ),
+        (
+            '[source]\ndsn = "x"\n[views.c]\nkind = "redis"\nurl = "redis://h"\nbatch_interval = nan\n',
+            "views.c.batch_interval: expected seconds from 0 to 60, got float nan",
+        ),
+        (
+            '[source]\ndsn = "x"\n[views.c]\nkind = "redis"\nurl = "redis://h"\nbatch_interval = "1"\n',
+            "views.c.batch_interval: expected seconds from 0 to 60",
+        ),
         ('[source]\ndsn = "x"\n[log]\nkind = "kafka"\n', "log.kind"),
         ("[source\n", "not valid TOML"),
         (
@@ -251,3 +263,18 @@ def test_a_redis_url_of_another_scheme_is_refused_at_load(tmp_path: Path, url: s
         e.value
     )
     assert "SECRET9" not in str(e.value)
+
+
+def test_batch_interval_is_the_kinds_default_unless_configured(tmp_path: Path) -> None:
+    from syncline.runtime.workers import batch_interval
+
+    f = tmp_path / "s.toml"
+    f.write_text(
+        '[source]\ndsn = "x"\n[views.c]\nkind = "redis"\nurl = "redis://h"\n'
+        '[views.w]\nkind = "duckdb"\npath = "w.duckdb"\nbatch_interval = 0\n'
+        '[views.s]\nkind = "tantivy"\npath = "idx"\n'
+    )
+    views = {v.name: v for v in load_config(f).views}
+    assert batch_interval(views["c"]) == 0.005
+    assert batch_interval(views["w"]) == 0.0
+    assert batch_interval(views["s"]) == 0.1

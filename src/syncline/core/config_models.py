@@ -61,6 +61,9 @@ class ViewConfig:
     tables: tuple[str, ...] = ()
     batch_events: int = 50_000
     """Upper bound of events grouped into one target transaction."""
+    batch_interval: float | None = None
+    """Least seconds between the starts of two batches that are not full: transactions
+    arriving meanwhile are applied together (None: the kind's ``BATCH_INTERVAL``)."""
     options: dict[str, object] = field(default_factory=dict)
     """Kind-specific settings (dsn, path, ...), validated by the view's module."""
     partitions: int = 1

@@ -1,15 +1,22 @@
-"""Read and decode the next batches of the log in a thread while the view applies the
-current one: decoding is Python work, applying mostly waits on the store (PostgreSQL,
-DuckDB release the GIL), so the two overlap."""
+"""Read and decode the log in a thread while the view applies: decoding is Python work,
+applying mostly waits on the store (PostgreSQL, DuckDB release the GIL), so the two overlap.
+
+The thread does not read one batch ahead and hold it: while the view applies, it keeps
+adding the records that arrive to the batch it is building, up to ``batch_events``, and
+the view takes all of it when it asks. A transaction committed while the view was busy is
+thus in the very next batch, not in the one after a batch read before it arrived."""
 
 from __future__ import annotations
 
-import queue
 import threading
 
 from syncline.core.config_models import LogConfig
 from syncline.core.events import Checkpoint, Transaction
 from syncline.log import open_cursor
+
+IDLE_POLL = 0.005
+"""How often an idle reader looks for new records (a look reads one row of the log's meta
+table): bounds the delay a new transaction waits before a view sees it."""
 
 
 class Prefetcher:
@@ -18,14 +25,16 @@ class Prefetcher:
         log: LogConfig,
         start: Checkpoint,
         batch_events: int,
-        depth: int = 1,
         part: tuple[int, int] | None = None,
     ) -> None:
         self.log = log
         self.part = part
         self.start = start
         self.batch_events = batch_events
-        self.q: queue.Queue[list[Transaction] | BaseException] = queue.Queue(maxsize=depth)
+        self._cond = threading.Condition()
+        self._pending: list[Transaction] = []
+        self._events = 0
+        self._error: BaseException | None = None
         self._halt = threading.Event()
         self.thread = threading.Thread(target=self._run, name="log-prefetch", daemon=True)
         self.thread.start()
@@ -34,37 +43,56 @@ class Prefetcher:
         try:
             reader = open_cursor(self.log)
         except BaseException as e:
-            self.q.put(e)
+            self._fail(e)
             return
         pos = self.start
         try:
             while not self._halt.is_set():
-                txns = reader.read(pos, self.batch_events, self.part)
+                with self._cond:
+                    room = self.batch_events - self._events
+                    if room <= 0:  # a full batch waits for the view: read nothing more
+                        self._cond.wait(0.1)
+                        continue
+                txns = reader.read(pos, room, self.part)
                 if not txns:
-                    self._halt.wait(0.02)
+                    self._halt.wait(IDLE_POLL)
                     continue
                 pos = Checkpoint(txns[-1].seq, txns[-1].commit_lsn)
-                while not self._halt.is_set():
-                    try:
-                        self.q.put(txns, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
+                with self._cond:
+                    self._pending.extend(txns)
+                    self._events += sum(len(t.items) for t in txns)
+                    self._cond.notify_all()
         except BaseException as e:  # handed to the consumer, which decides
-            self.q.put(e)
+            self._fail(e)
         finally:
             reader.close()
 
+    def _fail(self, e: BaseException) -> None:
+        with self._cond:
+            self._error = e
+            self._cond.notify_all()
+
     def get(self, timeout: float) -> list[Transaction] | None:
-        """The next batch, or None if none arrived within ``timeout``."""
-        try:
-            item = self.q.get(timeout=timeout)
-        except queue.Empty:
+        """Every record read since the last call (about ``batch_events`` events at most,
+        whole records), or None if none arrived within ``timeout``."""
+        with self._cond:
+            if not self._pending and self._error is None and timeout > 0:
+                self._cond.wait(timeout)
+            if self._pending:  # what was read before a failure is applied first
+                out, self._pending, self._events = self._pending, [], 0
+                self._cond.notify_all()
+                return out
+            if self._error is not None:
+                raise self._error
             return None
-        if isinstance(item, BaseException):
-            raise item
-        return item
+
+    def full(self) -> bool:
+        """Whether a whole batch (``batch_events``) is waiting to be taken."""
+        with self._cond:
+            return self._events >= self.batch_events
 
     def close(self) -> None:
         self._halt.set()
+        with self._cond:
+            self._cond.notify_all()
         self.thread.join(5)

@@ -37,6 +37,10 @@ RUN_LOCK = "run.lock"
 log = logging.getLogger("syncline.run")
 
 
+COMPACTOR_BATCH_INTERVAL = 0.25
+"""The compactor's batches: nothing waits on it, so it batches more than the views."""
+
+
 class Supervisor:
     def __init__(
         self,
@@ -67,6 +71,7 @@ class Supervisor:
             name="_compactor",
             kind="compacted",
             batch_events=20_000,
+            batch_interval=COMPACTOR_BATCH_INTERVAL,
             options={
                 "path": cfg.log.path,
                 "retention": cfg.log.retention,

@@ -482,6 +482,21 @@ def view_events(batch: Batch, patterns: tuple[str, ...]) -> int:
     return n
 
 
+def batch_interval(vcfg: ViewConfig) -> float:
+    """The view's ``batch_interval``: configured, or its kind's default (0 when none)."""
+    if vcfg.batch_interval is not None:
+        return vcfg.batch_interval
+    from syncline.views.registry import KINDS, kind_module
+
+    return float(getattr(kind_module(vcfg.kind), "BATCH_INTERVAL", 0.0)) if vcfg.kind in KINDS else 0.0
+
+
+REPORT_GAP = 0.005
+"""Shortest time between two progress reports of a view to the log's control plane (what
+``wait`` and ``status`` read): transactions applied one by one are reported together,
+instead of one write to the log per source transaction competing with the capture's."""
+
+
 def _apply_loop(
     view: View,
     vcfg: ViewConfig,
@@ -507,13 +522,25 @@ def _apply_loop(
     reported = pos
     applied = pos
     applied_at = 0.0
+    last_report = 0.0
+    last_batch = 0.0
+    gap = batch_interval(vcfg)
     events = 0
     in_txn = 0  # events of the batches of a source transaction not yet committed
     while not stop.is_set():
         # called on every turn: it also keeps this applier's lease on the view
         if paused is not None and paused() and not open_txn:
             raise PausedForRebuild
-        txns = prefetch.get(0.05)
+        now = time.monotonic()
+        report_in = last_report + REPORT_GAP - now if applied != reported else 0.05
+        hold = last_batch + gap - now  # > 0: let the transactions arriving meanwhile join
+        if hold > 0 and not open_txn and not prefetch.full():
+            stop.wait(max(0.0, min(hold, report_in)))
+            txns = prefetch.get(0.0) if time.monotonic() >= last_batch + gap else None
+        else:
+            txns = prefetch.get(max(0.0, report_in))
+        if txns:
+            last_batch = time.monotonic()
         if txns and vcfg.partition is not None:
             txns = take_partition(txns, relations, vcfg.partition, vcfg.partitions)
         if txns:
@@ -543,8 +570,11 @@ def _apply_loop(
         done = deferred_view.read_checkpoint() if deferred_view is not None else applied
         if done is None or (done.seq <= reported.seq and not events):
             continue
+        if time.monotonic() - last_report < REPORT_GAP:
+            continue  # reported a moment ago: the next turn reports this batch with the next ones
         # events not written now are kept by the consumer table for the next call
         written = consumers.add_applied(vcfg.consumer, vcfg.kind, events, done.seq, done.commit_lsn)
+        last_report = time.monotonic()
         events = 0
         if written and done.seq > reported.seq:
             reported = applied if done.seq >= applied.seq else done

@@ -24,6 +24,7 @@ import psycopg
 from syncline.core.config_models import SourceConfig, dsn_passwords
 from syncline.core.errors import SourceError, TransientSourceError, redact
 from syncline.core.events import Relation
+from syncline.core.position import NO_POSITION
 from syncline.log.base import LogAppender
 from syncline.sources.postgres import catalog as cat
 from syncline.sources.postgres.follow import TableFollower, queued_copies, usable
@@ -55,6 +56,12 @@ log = logging.getLogger("syncline.capture")
 FOLLOW_VERSION = 140000
 """pgoutput sends logical decoding messages (the watermarks) from PostgreSQL 14 on."""
 SYNC_INTERVAL = 0.05
+"""Longest time received transactions wait for their durable commit while the stream runs."""
+SYNC_GAP = 0.01
+"""Shortest time between two durable commits (group commit): when transactions arrive one
+by one, the next commit waits up to this long for more. A single transaction after a quiet
+time is committed at once; under load it bounds the commits to ~100/s, not one per
+source transaction."""
 SYNC_BYTES = 8 << 20
 STATUS_INTERVAL = 1.0
 REPAIR_INTERVAL = 0.5
@@ -359,7 +366,20 @@ class Capture:
         confirmed = max(w.durable_end_lsn(), int(w.meta("received_lsn", "0")))
         received = confirmed
         dirty = False
+        seen_end = NO_POSITION  # a keepalive's end while nothing was in flight, not recorded yet
+        sent_confirmed = confirmed
         leaves: dict[int, tuple[int, tuple[int, ...]]] = {}
+
+        def durable() -> None:
+            """Commit what was received durably (with an idle keepalive's end, which may then
+            be confirmed), and confirm it."""
+            nonlocal confirmed, received, dirty, last_sync
+            confirmed = max(confirmed, w.sync(received_lsn=seen_end or None))
+            if seen_end > confirmed:
+                confirmed = seen_end
+                received = max(received, seen_end)
+            dirty = False
+            last_sync = time.monotonic()
 
         def shaped(payload: bytes) -> bytes:
             """A change as the log keeps it: a leaf partition's as its root's, stored
@@ -369,17 +389,17 @@ class Capture:
 
         try:
             while not stop.is_set():
-                msg = repl.read(0.0 if dirty else 0.5)
+                due = dirty or seen_end > confirmed
+                msg = repl.read(max(0.0, last_sync + SYNC_GAP - time.monotonic()) if due else 0.5)
                 now = time.monotonic()
                 if follower is not None and machine.idle:
                     follower.tick(now)
                 if msg is None:
-                    if dirty:
-                        confirmed = max(confirmed, w.sync())
-                        dirty = False
-                        last_sync = now
-                    if now - last_status >= STATUS_INTERVAL:
+                    if due:
+                        durable()
+                    if now - last_status >= STATUS_INTERVAL or confirmed > sent_confirmed:
                         repl.send_status(received, confirmed, confirmed)
+                        sent_confirmed = confirmed
                         last_status = now
                     if machine.idle and now - last_repairs >= REPAIR_INTERVAL:
                         last_repairs = now
@@ -410,9 +430,7 @@ class Capture:
                         dirty = True
                     received = max(received, ev.end_lsn)
                     if w.pending_bytes() >= SYNC_BYTES or now - last_sync >= SYNC_INTERVAL:
-                        confirmed = max(confirmed, w.sync())
-                        dirty = False
-                        last_sync = now
+                        durable()
                 elif isinstance(ev, RelationSeen):
                     _plain, rel = self._relation(ev.payload, rcat, gen, leaves)
                     if ev.stream_xid is not None:
@@ -437,23 +455,23 @@ class Capture:
                     if follower is not None:  # our watermarks and markers
                         dirty = follower.on_message(ev.payload) or dirty
                 elif isinstance(ev, Keepalive):
-                    if dirty:
-                        confirmed = max(confirmed, w.sync())
-                        dirty = False
-                        last_sync = now
                     if machine.idle and ev.wal_end > confirmed:
-                        # Nothing in flight and every commit received is durable: everything
-                        # before wal_end has been sent to us, so it may be confirmed once the
-                        # log has recorded that it was seen.
-                        w.sync(received_lsn=ev.wal_end)
-                        confirmed = ev.wal_end
-                        received = max(received, ev.wal_end)
-                    repl.send_status(received, confirmed, confirmed, reply=False)
-                    last_status = now
+                        # Nothing in flight: everything before wal_end has been sent to us, so
+                        # it may be confirmed once the log has recorded that it was seen,
+                        # together with every commit received (the next durable commit,
+                        # within SYNC_GAP: the server sends one keepalive per transaction
+                        # when it keeps up, and a commit each would cost one fsync each).
+                        seen_end = max(seen_end, ev.wal_end)
+                    if (dirty or seen_end > confirmed) and now - last_sync >= SYNC_GAP:
+                        durable()
+                    if ev.reply or confirmed > sent_confirmed or now - last_status >= STATUS_INTERVAL:
+                        repl.send_status(received, confirmed, confirmed, reply=False)
+                        sent_confirmed = confirmed
+                        last_status = now
                 stats.confirmed_lsn = confirmed
             # clean stop: make everything durable and confirm it
-            if dirty:
-                confirmed = max(confirmed, w.sync())
+            if dirty or seen_end > confirmed:
+                durable()
             repl.send_status(received, confirmed, confirmed)
         finally:
             if follower is not None:

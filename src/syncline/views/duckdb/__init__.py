@@ -20,6 +20,8 @@ if TYPE_CHECKING:
     from syncline.views.duckdb.view import DuckdbView
 
 EXTRA = "duckdb"
+BATCH_INTERVAL = 0.1
+"""Default ``batch_interval`` (seconds): a DuckDB commit writes and syncs its WAL: fewer, larger batches."""
 OPTIONS: dict[str, OptionSpec] = {
     "path": (str, "a file path", REQUIRED),
     "keep_dropped_tables": (bool, "true or false", False),

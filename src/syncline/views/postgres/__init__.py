@@ -15,6 +15,8 @@ if TYPE_CHECKING:
     from syncline.views.postgres.view import PostgresView
 
 EXTRA = "postgres"
+BATCH_INTERVAL = 0.01
+"""Default ``batch_interval`` (seconds): a few statements per batch, in one round trip each."""
 SEQUENCES = True
 """Batches carry the source's sequences (``Batch.meta["sequences"]``): the replica sets its own."""
 OPTIONS: dict[str, OptionSpec] = {

@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     from syncline.views.redis.view import RedisView
 
 EXTRA = "redis"
+BATCH_INTERVAL = 0.005
+"""Default ``batch_interval`` (seconds): one MULTI/EXEC per batch."""
 PARTITIONABLE = True
 """``partitions = N``: N appliers share the rows by key hash (each keeps its own position and
 key sets in the same Redis)."""

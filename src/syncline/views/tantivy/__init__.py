@@ -19,6 +19,9 @@ if TYPE_CHECKING:
     from syncline.views.tantivy.view import TantivyView
 
 EXTRA = "tantivy"
+BATCH_INTERVAL = 0.1
+"""Default ``batch_interval`` (seconds): with ``commit_interval = 0`` a batch is an index
+commit (segment files, fsync)."""
 OPTIONS: dict[str, OptionSpec] = {
     "path": (str, "a directory path", REQUIRED),
     "text_fields": (list, "a list of column names", None),
