@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: install dev demo test test-fast test-matrix test-cluster lint bench bench-snapshot bench-apply lock clean
+.PHONY: install dev demo test test-fast test-matrix test-cluster lint bench bench-lag bench-snapshot bench-apply lock clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -61,8 +61,15 @@ test-cluster: dev
 	SYNCLINE_CLUSTER_ROUNDS=5 $(BIN)/pytest -q tests/integration/test_nats_cluster.py \
 	  tests/integration/test_separate_processes.py tests/integration/test_nats_log.py
 
+# throughput and memory (docs/benchmarks.md), then lag (docs/benchmarks-lag.md), then the
+# snapshot ratio (docs/benchmarks-snapshot.md); each fails when a result differs from the source
 bench: install
 	$(BIN)/python bench/run.py
+	$(BIN)/python bench/lag.py
+	$(BIN)/python bench/snapshot.py
+
+bench-lag: install
+	$(BIN)/python bench/lag.py
 
 bench-snapshot: install
 	$(BIN)/python bench/snapshot.py

@@ -42,7 +42,7 @@ from pathlib import Path
 import psycopg
 
 from procs import Sampler
-from run import BENCH_SETTINGS, ROOT, Syncline, end_position, machine, say, sql
+from run import BENCH_SETTINGS, ROOT, Syncline, end_position, machine, rotated, say, sql
 from syncline.log import open_observer
 from syncline.runtime.status import _caught_up
 from syncline.sources.postgres.lsn import parse_lsn
@@ -51,8 +51,6 @@ from syncline.testing.harness import RedisServer
 from syncline.testing.pgcluster import PgCluster
 
 ALL_VIEWS = ("replica", "warehouse", "cache", "search")
-VIEWS: tuple[str, ...] = ALL_VIEWS
-"""The views of this run (--views)."""
 GOALS_MS = {"log": 50, "replica": 50, "cache": 50, "warehouse": 250, "search": 250}
 """Issue 12: p99 commit → visible, with the views' default commit intervals."""
 TRACE = bool(os.environ.get("LAG_TRACE"))
@@ -71,7 +69,12 @@ def pct(values: list[float], q: float) -> float:
 
 
 def probe(
-    src: str, s: Syncline, stop: threading.Event, warm_until: float, lags: dict[str, list[float]]
+    src: str,
+    s: Syncline,
+    views: tuple[str, ...],
+    stop: threading.Event,
+    warm_until: float,
+    lags: dict[str, list[float]],
 ) -> None:
     """Every 100 ms: commit a row, then time each view until it applied it."""
     obs = open_observer(s.cfg.log)
@@ -85,7 +88,7 @@ def probe(
                 row = conn.execute("SELECT pg_current_wal_insert_lsn()::text").fetchone()
                 assert row is not None
                 lsn = parse_lsn(str(row[0]))
-                todo = ["log", *VIEWS]
+                todo = ["log", *views]
                 while todo:
                     now = time.monotonic()
                     for name in list(todo):
@@ -121,12 +124,21 @@ def first_copy_done(s: Syncline, timeout: float) -> None:
     raise RuntimeError(f"the first copy did not finish in {timeout:.0f} s")
 
 
-def run_round(
-    cluster: PgCluster, work: Path, r: int, args: argparse.Namespace, redis: RedisServer
+def run_config(
+    cluster: PgCluster,
+    work: Path,
+    r: int,
+    views: tuple[str, ...],
+    args: argparse.Namespace,
+    redis: RedisServer,
 ) -> dict[str, object]:
-    db = f"lag_{r}"
+    """One configuration (``views`` in one ``syncline run``) of round ``r``."""
+    tag = f"{r}_{'_'.join(views) if len(views) < len(ALL_VIEWS) else 'all'}"
+    db = f"lag_{tag}"
     cluster.psql(f"CREATE DATABASE {db}")
-    cluster.psql(f"CREATE DATABASE replica_{r}")
+    cluster.psql(f"CREATE DATABASE replica_{tag}")
+    redis_db = len(SEEN) % 16
+    SEEN.append(tag)
     src = cluster.dsn(db)
     pgbench = str(cluster.bindir / "pgbench")
     conn = ["-h", "127.0.0.1", "-p", str(cluster.port), "-U", "postgres", db]
@@ -135,38 +147,39 @@ def run_round(
     sql(src, "CREATE TABLE probe (id int PRIMARY KEY, at timestamptz)")
     base = redis.url.rsplit("/", 1)[0]
     s = Syncline(
-        work / f"r{r}",
+        work / tag,
         src,
-        f"lag_{r}",
-        replica_dsn=cluster.dsn(f"replica_{r}") if "replica" in VIEWS else None,
-        duckdb_path=work / f"r{r}" / "wh.duckdb" if "warehouse" in VIEWS else None,
-        redis_url=f"{base}/{r}" if "cache" in VIEWS else None,
-        tantivy_path=work / f"r{r}" / "index" if "search" in VIEWS else None,
+        f"lag_{tag}",
+        replica_dsn=cluster.dsn(f"replica_{tag}") if "replica" in views else None,
+        duckdb_path=work / tag / "wh.duckdb" if "warehouse" in views else None,
+        redis_url=f"{base}/{redis_db}" if "cache" in views else None,
+        tantivy_path=work / tag / "index" if "search" in views else None,
         tables=("public.pgbench_*", "public.probe"),
         text_fields=("filler",),
     )
-    say(f"round {r + 1}: syncline run, first copy of pgbench scale 1")
+    say(f"round {r + 1}, {label(views)}: syncline run, first copy of pgbench scale 1")
     pid = s.start()
     out: dict[str, object] = {}
     try:
         s.wait(end_position(src), 600)
         first_copy_done(s, 600)
         s.wait(end_position(src), 600)
-        lags: dict[str, list[float]] = {v: [] for v in ("log", *VIEWS)}
+        lags: dict[str, list[float]] = {v: [] for v in ("log", *views)}
         stop = threading.Event()
         warm_until = time.monotonic() + args.warmup
         failure: list[BaseException] = []
 
         def probing() -> None:
             try:
-                probe(src, s, stop, warm_until, lags)
+                probe(src, s, views, stop, warm_until, lags)
             except BaseException as e:  # reported below
                 failure.append(e)
 
         sampler = Sampler(pid, label=s.label).start()
         t = threading.Thread(target=probing, daemon=True)
         t.start()
-        say(f"round {r + 1}: pgbench at {args.rate} transactions/s for {args.seconds + args.warmup:.0f} s")
+        load_s = args.seconds + args.warmup
+        say(f"round {r + 1}, {label(views)}: pgbench at {args.rate} tps for {load_s:.0f} s")
         bench = subprocess.run(
             [
                 pgbench,
@@ -199,7 +212,7 @@ def run_round(
         out["peak_tree_mb"] = sampler.peak_tree_mb()
         s.wait(end_position(src), 600)
         s.stop()
-        say(f"round {r + 1}: syncline verify")
+        say(f"round {r + 1}, {label(views)}: syncline verify")
         v = subprocess.run(
             [sys.executable, "-m", "syncline", "verify", "-c", str(s.config_path)],
             capture_output=True,
@@ -209,55 +222,74 @@ def run_round(
         out["verified"] = v.returncode == 0
         out["verify"] = (v.stdout + v.stderr).strip().splitlines()[-1:] or [""]
         if v.returncode != 0:
-            say(f"round {r + 1}: views differ from the source:\n{v.stdout}{v.stderr}")
+            say(f"round {r + 1}, {label(views)}: views differ from the source:\n{v.stdout}{v.stderr}")
     finally:
         s.kill()
     return out
 
 
+def label(views: tuple[str, ...]) -> str:
+    return "all four views" if len(views) == len(ALL_VIEWS) else " + ".join(views)
+
+
 def report(
-    args: argparse.Namespace, info: dict[str, str], rounds: list[dict[str, object]], command: str
+    args: argparse.Namespace,
+    info: dict[str, str],
+    configs: list[tuple[str, ...]],
+    runs: dict[tuple[str, ...], list[dict[str, object]]],
+    command: str,
 ) -> str:
+    every = [r for rs in runs.values() for r in rs]
     lines = [
         "# Lag benchmark",
         "",
         f"Written by `bench/lag.py` on {info['date']}; command: `{command}`.",
-        f"{len(rounds)} rounds of {args.seconds:.0f} s (after {args.warmup:.0f} s of warm-up) of pgbench's"
+        f"{args.rounds} rounds; in each, every configuration below in rotated order, each a fresh"
+        f" `syncline run` under {args.seconds:.0f} s (after {args.warmup:.0f} s of warm-up) of pgbench's"
         f" TPC-B-like transactions at {args.rate:,} transactions/s ({4 * args.rate:,} row changes/s;"
-        " achieved: " + ", ".join(f"{float(r['tps']):,.0f}" for r in rounds) + " tps),"
-        " `syncline run` with all four views at once. Every round's views were compared with the"
-        " source by `syncline verify`: "
-        + ("all equal." if all(r["verified"] for r in rounds) else "**some differed** (see below)."),
+        " achieved: " + ", ".join(f"{float(r['tps']):,.0f}" for r in every) + " tps). After each run,"
+        " `syncline verify` compared every view with the source: "
+        + ("all equal." if all(r["verified"] for r in every) else "**some differed** (see below)."),
         "",
         "Lag: from a probe transaction's commit returning to the view having applied it (its store"
-        " committed), polled every 2 ms; one probe every 100 ms.",
+        " committed), polled every 2 ms; one probe every 100 ms (the next once every view of the run"
+        " has the last). `log`: the capture has it durably in the log. pgbench and PostgreSQL use"
+        " about one of the machine's two cores at this rate.",
         "",
-        "| view | samples | p50 | p90 | p99 | max | p99 per round | goal (p99) | |",
-        "|---|---:|---:|---:|---:|---:|---|---:|---|",
+        "| run | view | samples | p50 | p90 | p99 | max | p99 per round | goal (p99) | |",
+        "|---|---|---:|---:|---:|---:|---:|---|---:|---|",
     ]
-    for v in ("log", *VIEWS):
-        all_l = [x for r in rounds for x in r["lags"][v]]  # type: ignore[index]
-        per = [pct(r["lags"][v], 0.99) * 1000 for r in rounds]  # type: ignore[index]
-        p99 = pct(all_l, 0.99) * 1000
-        ok = "met" if p99 <= GOALS_MS[v] else "**missed**"
-        lines.append(
-            f"| {v} ({KINDS[v]}) | {len(all_l)} | {pct(all_l, 0.5) * 1000:.0f} ms"
-            f" | {pct(all_l, 0.9) * 1000:.0f} ms"
-            f" | {p99:.0f} ms | {max(all_l) * 1000:.0f} ms | {' / '.join(f'{p:.0f}' for p in per)} ms"
-            f" | {GOALS_MS[v]} ms | {ok} |"
-        )
+    for views in configs:
+        rounds = runs[views]
+        for v in ("log", *views):
+            all_l = [x for r in rounds for x in r["lags"][v]]  # type: ignore[index]
+            if not all_l:
+                continue
+            per = [pct(r["lags"][v], 0.99) * 1000 for r in rounds]  # type: ignore[index]
+            p99 = pct(all_l, 0.99) * 1000
+            ok = "met" if p99 <= GOALS_MS[v] else "**missed**"
+            lines.append(
+                f"| {label(views)} | {v} ({KINDS[v]}) | {len(all_l)} | {pct(all_l, 0.5) * 1000:.0f} ms"
+                f" | {pct(all_l, 0.9) * 1000:.0f} ms | {p99:.0f} ms | {max(all_l) * 1000:.0f} ms"
+                f" | {' / '.join(f'{p:.0f}' for p in per)} ms | {GOALS_MS[v]} ms | {ok} |"
+            )
+    secs = args.seconds + args.warmup
     lines += [
         "",
-        "CPU of `syncline run`'s processes during the load (median round, seconds of CPU per second):",
+        "CPU of `syncline run`'s processes during the load (cores: CPU seconds per second; the"
+        " round with the median tps):",
         "",
+        "| run | process | peak RSS (MB) | CPU (cores) |",
+        "|---|---|---:|---:|",
     ]
-    mid = sorted(rounds, key=lambda r: float(r["tps"]))[len(rounds) // 2]
-    cpu = mid["cpu"]
-    assert isinstance(cpu, dict)
-    secs = args.seconds + args.warmup
-    lines += ["| process | peak RSS (MB) | CPU (cores) |", "|---|---:|---:|"]
-    for label, (mb, c) in sorted(cpu.items(), key=lambda kv: -kv[1][1]):
-        lines.append(f"| {label} | {mb:.0f} | {c / secs:.2f} |")
+    for views in configs:
+        rounds = runs[views]
+        mid = sorted(rounds, key=lambda r: float(r["tps"]))[len(rounds) // 2]
+        cpu = mid["cpu"]
+        assert isinstance(cpu, dict)
+        for name, (mb, c) in sorted(cpu.items(), key=lambda kv: -kv[1][1]):
+            if name != "mp resource tracker":
+                lines.append(f"| {label(views)} | {name} | {mb:.0f} | {c / secs:.2f} |")
     lines += [
         "",
         "## Machine and settings",
@@ -271,47 +303,58 @@ def report(
 
 
 LAG_SETTINGS = {"synchronous_commit": "on"}
+SEEN: list[str] = []
+"""Runs so far (each gets its own Redis database)."""
 
 
 def main() -> int:
-    global VIEWS
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--seconds", type=float, default=30.0, help="measured seconds of load per round")
+    ap.add_argument("--seconds", type=float, default=20.0, help="measured seconds of load per run")
     ap.add_argument("--warmup", type=float, default=3.0, help="seconds of load before probes count")
     ap.add_argument("--rate", type=int, default=1250, help="pgbench transactions/s (4 row changes each)")
     ap.add_argument("--output", default=str(ROOT / "docs" / "benchmarks-lag.md"))
     ap.add_argument("--no-report", action="store_true")
-    ap.add_argument("--views", default=",".join(ALL_VIEWS), help="views to run (default: all four at once)")
+    ap.add_argument(
+        "--runs",
+        default="replica;cache;warehouse;search;all",
+        help="configurations, ';'-separated: views joined by ',', or 'all' (default: each alone, then all)",
+    )
     args = ap.parse_args()
-    VIEWS = tuple(v for v in ALL_VIEWS if v in args.views.split(","))
+    configs: list[tuple[str, ...]] = []
+    for part in args.runs.split(";"):
+        names = ALL_VIEWS if part.strip() == "all" else tuple(v for v in ALL_VIEWS if v in part.split(","))
+        if not names:
+            ap.error(f"--runs: {part!r} names no view of {', '.join(ALL_VIEWS)}")
+        configs.append(names)
     command = " ".join([".venv/bin/python", "bench/lag.py", *sys.argv[1:]])
     work = Path(tempfile.mkdtemp(prefix="syncline-lag-"))
     cluster = PgCluster(settings={**BENCH_SETTINGS, **LAG_SETTINGS})
     redis = RedisServer(work / "redis")
-    rounds: list[dict[str, object]] = []
+    runs: dict[tuple[str, ...], list[dict[str, object]]] = {c: [] for c in configs}
     try:
         cluster.init()
         cluster.start()
         info = machine(cluster)
         info["date"] = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
         for r in range(args.rounds):
-            rounds.append(run_round(cluster, work, r, args, redis))
-            res = rounds[-1]
-            say(
-                f"round {r + 1}: "
-                + ", ".join(f"{v} p99 {pct(res['lags'][v], 0.99) * 1000:.0f} ms" for v in ("log", *VIEWS))  # type: ignore[index]
-            )
+            for views in rotated(configs, r):
+                res = run_config(cluster, work, r, views, args, redis)
+                runs[views].append(res)
+                say(
+                    f"round {r + 1}, {label(views)}: "
+                    + ", ".join(f"{v} p99 {pct(res['lags'][v], 0.99) * 1000:.0f} ms" for v in ("log", *views))  # type: ignore[index]
+                )
     finally:
         redis.stop()
         cluster.cleanup()
         shutil.rmtree(work, ignore_errors=True)
-    text = report(args, info, rounds, command)
+    text = report(args, info, configs, runs, command)
     print(text)
     if not args.no_report:
         Path(args.output).write_text(text)
         say(f"wrote {args.output}")
-    ok = all(r["verified"] for r in rounds)
+    ok = all(r["verified"] for rs in runs.values() for r in rs)
     if not ok:
         say("FAILED: a view differed from the source")
     return 0 if ok else 1
