@@ -1094,6 +1094,10 @@ def build_report(
             else " - | not measured |"
         ),
         "",
+        "The lag targets are measured by `bench/lag.py` (docs/benchmarks-lag.md), the snapshot"
+        " ratio by `bench/snapshot.py` (docs/benchmarks-snapshot.md); `make bench` runs all three."
+        " Where the time goes, per process: `bench/run.py --profile DIR` (py-spy; docs/profiles/).",
+        "",
         "## Results",
         "",
         "| consumer | row changes/s (median) | range | vs (a) | vs (d) | runs | checks |",
