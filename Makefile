@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: install dev demo test test-fast test-matrix test-cluster lint bench bench-lag bench-snapshot bench-apply lock clean
+.PHONY: install dev demo test test-fast test-matrix test-cluster lint bench bench-lag bench-records bench-snapshot bench-apply lock clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -70,6 +70,9 @@ bench: install
 
 bench-lag: install
 	$(BIN)/python bench/lag.py
+
+bench-records: install
+	$(BIN)/python bench/records.py
 
 bench-snapshot: install
 	$(BIN)/python bench/snapshot.py

@@ -44,7 +44,7 @@ import psycopg
 from procs import Sampler
 from run import BENCH_SETTINGS, ROOT, Syncline, end_position, machine, rotated, say, sql
 from syncline.log import open_observer
-from syncline.runtime.status import _caught_up
+from syncline.runtime.status import caught_up
 from syncline.sources.postgres.lsn import parse_lsn
 from syncline.sources.registry import open_admin
 from syncline.testing.harness import RedisServer
@@ -92,11 +92,7 @@ def probe(
                 while todo:
                     now = time.monotonic()
                     for name in list(todo):
-                        if (
-                            int(obs.meta("received_lsn", "0")) >= lsn
-                            if name == "log"
-                            else _caught_up(obs, lsn, [name])
-                        ):
+                        if caught_up(obs, lsn, [] if name == "log" else [name]):
                             todo.remove(name)
                             if t0 >= warm_until:
                                 lags[name].append(now - t0)

@@ -34,7 +34,7 @@ import pytest
 from nats.js import api
 
 from syncline.config import load_config
-from syncline.core.records import item_kinds
+from syncline.core.records import is_packed, item_kinds
 from syncline.testing.harness import Pipeline
 from syncline.testing.natsserver import nats_server_binary
 from syncline.testing.pgcluster import PgCluster, free_port, kill_group
@@ -184,7 +184,7 @@ async def _scan(url: str, stream: str) -> Scan:
                 assert not parts, f"record chunks {[p[0] for p in parts]} cut short at {seq}"
                 nchunks = 1
             # a packed record (the writer's form) is checked by decoding it; a framed one here
-            letters = item_kinds(data) if data[:1] == b"\xff" else [chr(m[0]) for m in frames(data)]
+            letters = item_kinds(data) if is_packed(data) else [chr(m[0]) for m in frames(data)]
             clsn, end, xid, _ctime, last, snap, ford, count, events = ints[:9]
             prev = ints[9] if len(ints) > 9 else -1
             assert len(letters) == count, f"record {seq}: {len(letters)} messages, header says {count}"

@@ -37,7 +37,7 @@ def take(p: Prefetcher, want: int, timeout: float = 10.0) -> list[Transaction]:
 def test_what_arrives_while_the_view_is_busy_is_in_the_next_batch(tmp_path: Path) -> None:
     w = EmbeddedLogWriter(tmp_path)
     commit(w, 100, 3)
-    p = Prefetcher(LogConfig(path=str(tmp_path)), Checkpoint(), batch_events=1000)
+    p = Prefetcher(LogConfig(path=str(tmp_path)), Checkpoint(), batch_events=6)
     try:
         first = take(p, 3)
         assert values(first) == ["100-0", "100-1", "100-2"]
@@ -45,7 +45,9 @@ def test_what_arrives_while_the_view_is_busy_is_in_the_next_batch(tmp_path: Path
         for lsn in (200, 300, 400):
             commit(w, lsn, 2)
             time.sleep(0.05)
-        time.sleep(0.1)
+        deadline = time.monotonic() + 10
+        while not p.full() and time.monotonic() < deadline:  # all 6 events read, none taken
+            time.sleep(0.01)
         nxt = p.get(0.0)  # no waiting: all three were read while the view was busy
         assert nxt is not None and [t.commit_lsn for t in nxt] == [200, 300, 400]
         assert p.get(0.05) is None

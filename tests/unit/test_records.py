@@ -9,7 +9,6 @@ from hypothesis import strategies as st
 
 from syncline.core.events import UNCHANGED, Column, Relation, RowChange, SchemaChange, Truncate
 from syncline.core.records import (
-    PACKED,
     RecordError,
     decode_items,
     encode_delete,
@@ -18,10 +17,10 @@ from syncline.core.records import (
     encode_truncate,
     encode_update,
     frame,
+    is_packed,
     item_kinds,
     iter_changes,
     pack_record,
-    record_count,
 )
 from syncline.sources.postgres.pgoutput import RelationMessage, encode_relation
 
@@ -106,7 +105,7 @@ def test_a_packed_record_reads_as_its_framed_items(
     """Every reader gets from a packed record exactly what the framed items give: the same
     items, ordinals, relations learnt on the way, partition cut and changes."""
     packed = pack_record(msgs)
-    assert packed[0] == PACKED and frame(msgs)[0] != PACKED
+    assert is_packed(packed) and not is_packed(frame(msgs))
     rels_f: dict[int, Relation] = {7: REL} if known else {}
     rels_p: dict[int, Relation] = dict(rels_f)
     want = list(decode_items(frame(msgs), rels_f, first_ordinal=first, part=part))
@@ -114,5 +113,4 @@ def test_a_packed_record_reads_as_its_framed_items(
     assert got == want
     assert rels_p == rels_f
     assert list(iter_changes(packed)) == list(iter_changes(frame(msgs)))
-    assert record_count(packed) == record_count(frame(msgs)) == len(msgs)
     assert item_kinds(packed) == item_kinds(frame(msgs)) == [chr(m[0]) for m in msgs]

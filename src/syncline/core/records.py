@@ -196,7 +196,27 @@ def pack_record(items: list[bytes]) -> bytes:
             rows.append(ch)
         else:
             others.append((i, msg))
-    return bytes([PACKED]) + _PACK.encode(_Packed(rows, others))
+    return _HEAD + _PACK.encode(_Packed(rows, others))
+
+
+_HEAD = bytes([PACKED])
+
+
+def is_packed(blob: bytes) -> bool:
+    """Whether a record's data is packed (:func:`pack_record`) rather than framed."""
+    return blob[:1] == _HEAD
+
+
+def _unpacked(blob: bytes) -> _Packed:
+    return _UNPACK.decode(memoryview(blob)[1:])
+
+
+def _in_order(rec: _Packed) -> list[tuple[int, RowChange | bytes]]:
+    """A packed record's items in their order: row changes decoded, the others as items."""
+    items: list[tuple[int, RowChange | bytes]] = [(ch.ordinal, ch) for ch in rec.rows]
+    items += rec.others
+    items.sort(key=lambda t: t[0])
+    return items
 
 
 _OP_KIND = {"insert": "I", "update": "U", "delete": "D"}
@@ -205,35 +225,20 @@ _OP_KIND = {"insert": "I", "update": "U", "delete": "D"}
 def item_kinds(blob: bytes) -> list[str]:
     """The kind letter of each item of a record's data (packed or framed), in order:
     ``I``, ``U``, ``D``, ``T``, ``J`` (or ``R`` in older logs). Raises on damaged data."""
-    if blob[:1] != bytes([PACKED]):
+    if not is_packed(blob):
         return [chr(m[0]) for m in iter_framed(blob)]
-    rec = _UNPACK.decode(memoryview(blob)[1:])
-    kinds = [(ch.ordinal, _OP_KIND[ch.op]) for ch in rec.rows] + [(i, chr(m[0])) for i, m in rec.others]
-    return [k for _, k in sorted(kinds)]
-
-
-def record_count(blob: bytes) -> int:
-    """How many items a record's data holds (packed or framed)."""
-    if blob[:1] == bytes([PACKED]):
-        rec = _UNPACK.decode(memoryview(blob)[1:])
-        return len(rec.rows) + len(rec.others)
-    return sum(1 for _ in iter_framed(blob))
+    return [chr(it[0]) if isinstance(it, bytes) else _OP_KIND[it.op] for _, it in _in_order(_unpacked(blob))]
 
 
 def iter_changes(blob: bytes) -> Iterator[RowChange | Truncate]:
     """The row changes and truncates of a record's data (packed or framed), in order, each
     with its place in the record as its ordinal; shape items left out."""
-    if blob[:1] != bytes([PACKED]):
-        for i, msg in enumerate(iter_framed(blob)):
-            if msg[0] not in (RELATION_ITEM, 0x52):
-                yield decode_change(msg, i)
-        return
-    rec = _UNPACK.decode(memoryview(blob)[1:])
-    items: list[tuple[int, RowChange | Truncate]] = [(ch.ordinal, ch) for ch in rec.rows]
-    items += [(i, decode_change(m, i)) for i, m in rec.others if m[0] not in (RELATION_ITEM, 0x52)]
-    items.sort(key=lambda t: t[0])
-    for _, ch in items:
-        yield ch
+    items = _in_order(_unpacked(blob)) if is_packed(blob) else list(enumerate(iter_framed(blob)))
+    for i, it in items:
+        if isinstance(it, RowChange):
+            yield it
+        elif it[0] not in (RELATION_ITEM, 0x52):
+            yield decode_change(it, i)
 
 
 def decode_items(
@@ -249,7 +254,7 @@ def decode_items(
     ``part`` = (index, count): leave out, without decoding them where the record is framed,
     the row changes of keyed tables whose old and new keys both hash to another partition
     (:func:`syncline.views.partition.partition_of`; the reader still routes the rest)."""
-    if blob[:1] == bytes([PACKED]):
+    if is_packed(blob):
         yield from _unpack(blob, relations, legacy, first_ordinal, part)
         return
     ordinal = first_ordinal
@@ -289,7 +294,7 @@ def _unpack(
     first_ordinal: int,
     part: tuple[int, int] | None,
 ) -> Iterator[RowChange | Truncate | SchemaChange]:
-    rec = _UNPACK.decode(memoryview(blob)[1:])
+    rec = _unpacked(blob)
     rows = rec.rows
     if first_ordinal:
         for ch in rows:

@@ -189,7 +189,7 @@ def wait_caught_up(
                     obs = open_observer(cfg.log)
             if obs is not None:
                 with contextlib.suppress(LogBusy):  # the log is being created
-                    if _caught_up(obs, lsn, names):
+                    if caught_up(obs, lsn, names):
                         return True
                     _raise_failed(obs, names)
             left = deadline - time.monotonic()
@@ -231,7 +231,7 @@ def views_caught_up(cfg: Config, lsn: int, views: list[str]) -> bool:
     except LogBusy:
         return False
     try:
-        return _caught_up(obs, lsn, views)
+        return caught_up(obs, lsn, views)
     except LogBusy:  # the log is being created
         return False
     finally:
@@ -253,7 +253,10 @@ def views_behind(cfg: Config, lsn: int, views: Iterable[str]) -> list[str]:
     return [n for n in views if not views_caught_up(cfg, lsn, [n])]
 
 
-def _caught_up(obs: LogObserver, lsn: int, views: list[str]) -> bool:
+def caught_up(obs: LogObserver, lsn: int, views: list[str]) -> bool:
+    """Through an open look at the log: the log has seen everything up to ``lsn`` and each of
+    ``views`` has applied every transaction that committed at or before it (no views: the
+    log alone)."""
     if int(obs.meta("received_lsn", "0")) < lsn:
         return False  # the log itself has not reached it (with no view at all, too)
     rows = by_view(obs.consumers())

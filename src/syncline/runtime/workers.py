@@ -399,10 +399,16 @@ def _view_loop(
         reader.close()
 
 
-def _wants_sequences(kind: str) -> bool:
+def _kind_declares(kind: str, name: str, default: object) -> object:
+    """What a view kind's package declares as ``name`` (``default`` for the compactor, which
+    is not a registered kind, and for kinds that do not declare it)."""
     from syncline.views.registry import KINDS, kind_module
 
-    return kind in KINDS and bool(getattr(kind_module(kind), "SEQUENCES", False))
+    return getattr(kind_module(kind), name, default) if kind in KINDS else default
+
+
+def _wants_sequences(kind: str) -> bool:
+    return bool(_kind_declares(kind, "SEQUENCES", False))
 
 
 def _check_same_log(reader: LogCursor, cp: Checkpoint, trimmed: int, vcfg: ViewConfig, path: Path) -> None:
@@ -486,9 +492,7 @@ def batch_interval(vcfg: ViewConfig) -> float:
     """The view's ``batch_interval``: configured, or its kind's default (0 when none)."""
     if vcfg.batch_interval is not None:
         return vcfg.batch_interval
-    from syncline.views.registry import KINDS, kind_module
-
-    return float(getattr(kind_module(vcfg.kind), "BATCH_INTERVAL", 0.0)) if vcfg.kind in KINDS else 0.0
+    return float(_kind_declares(vcfg.kind, "BATCH_INTERVAL", 0.0))  # type: ignore[arg-type]
 
 
 REPORT_GAP = 0.005
@@ -539,11 +543,10 @@ def _apply_loop(
             txns = prefetch.get(0.0) if time.monotonic() >= last_batch + gap else None
         else:
             txns = prefetch.get(max(0.0, report_in))
-        if txns:
-            last_batch = time.monotonic()
         if txns and vcfg.partition is not None:
             txns = take_partition(txns, relations, vcfg.partition, vcfg.partitions)
         if txns:
+            last_batch = time.monotonic()
             last = txns[-1]
             n = sum(len(t.items) for t in txns)
             batch = Batch(txns, relations, Checkpoint(last.seq, last.commit_lsn), n, commit=last.last)

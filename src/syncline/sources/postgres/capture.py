@@ -381,6 +381,14 @@ class Capture:
             dirty = False
             last_sync = time.monotonic()
 
+        def status(now: float, asked: bool) -> None:
+            """Tell the server what is durable: when asked, when it moved, or once a second."""
+            nonlocal sent_confirmed, last_status
+            if asked or confirmed > sent_confirmed or now - last_status >= STATUS_INTERVAL:
+                repl.send_status(received, confirmed, confirmed)
+                sent_confirmed = confirmed
+                last_status = now
+
         def shaped(payload: bytes) -> bytes:
             """A change as the log keeps it: a leaf partition's as its root's, stored
             generated columns filled in."""
@@ -397,10 +405,7 @@ class Capture:
                 if msg is None:
                     if due:
                         durable()
-                    if now - last_status >= STATUS_INTERVAL or confirmed > sent_confirmed:
-                        repl.send_status(received, confirmed, confirmed)
-                        sent_confirmed = confirmed
-                        last_status = now
+                    status(now, asked=False)
                     if machine.idle and now - last_repairs >= REPAIR_INTERVAL:
                         last_repairs = now
                         w.apply_repair_requests()  # `verify --repair` while `run` runs
@@ -464,10 +469,7 @@ class Capture:
                         seen_end = max(seen_end, ev.wal_end)
                     if (dirty or seen_end > confirmed) and now - last_sync >= SYNC_GAP:
                         durable()
-                    if ev.reply or confirmed > sent_confirmed or now - last_status >= STATUS_INTERVAL:
-                        repl.send_status(received, confirmed, confirmed, reply=False)
-                        sent_confirmed = confirmed
-                        last_status = now
+                    status(now, asked=ev.reply)
                 stats.confirmed_lsn = confirmed
             # clean stop: make everything durable and confirm it
             if dirty or seen_end > confirmed:
