@@ -433,6 +433,55 @@ def test_records_larger_than_max_payload_are_chunked(
         p.close()
 
 
+def test_a_slow_delivery_moves_a_reader_on_in_steps(
+    pg: PgCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read returns what arrived within its budget: with a backlog larger than one budget
+    can deliver, each read still moves on (before, a read gathered up to ``batch_events``
+    whatever it took, and a slow consumer failed every read of the backlog at the call's
+    timeout, starting again from the same position: a view stuck for good)."""
+    from syncline.core.events import Checkpoint, RowChange
+    from syncline.log.nats import store
+
+    p = Pipeline(pg, tmp_path, views=("postgres",), log_kind="nats")
+    try:
+        keep_log(p)
+        p.sql("CREATE TABLE steps (id int PRIMARY KEY, v text)")
+        p.start()
+        p.wait_caught_up()
+        for i in range(200):
+            p.sql(f"INSERT INTO steps VALUES ({i}, 'v{i}')")
+        p.sql("INSERT INTO steps SELECT g, repeat('x', 50) FROM generate_series(1000, 6000) g")
+        p.wait_caught_up(timeout=120)
+        assert p.stop() == 0, p.output()[-3000:]
+
+        monkeypatch.setattr(store, "FETCH_BUDGET", 0.0)
+        reader = store.NatsLogReader(p.cfg.log)
+        try:
+            hw = reader.hw()
+            seqs: list[int] = []
+            sizes: list[int] = []
+            inserts = 0
+            after = Checkpoint(0)
+            reader.start(after)
+            while after.seq < hw:
+                got = reader.read(after, 1_000_000)
+                assert got, f"no record after {after.seq} (log up to {hw})"
+                sizes.append(len(got))
+                seqs += [t.seq for t in got]
+                inserts += sum(
+                    1 for t in got for it in t.items if isinstance(it, RowChange) and it.op == "insert"
+                )
+                after = Checkpoint(got[-1].seq)
+        finally:
+            reader.close()
+        assert seqs == sorted(set(seqs)), "records out of order or twice"
+        assert max(sizes) == 1, f"a read past its budget returned {max(sizes)} records"
+        assert inserts == 200 + 5001, inserts
+    finally:
+        p.close()
+
+
 # -- 3. bad [log] settings: one clear error, nothing printed that should not be ----------------
 
 

@@ -67,6 +67,13 @@ ACK_TIMEOUT = 15.0
 """Seconds to wait for the stream's acknowledgements of one batch; after that the writer is
 broken (acknowledgements lost with a connection never come) and a new one starts again from
 ``hw``."""
+FETCH_BUDGET = 1.0
+"""Seconds a read gathers records once it holds one: it returns what it has then, so a slow
+delivery (flow control, a consumer moving after a leader change) moves a view on in steps
+rather than failing every read of a large backlog at the call's timeout."""
+DELIVERY_TIMEOUT = 10.0
+"""Seconds to wait for the next record the log says is there before the read fails (the
+reader then starts again from the view's position)."""
 POS_KEYS = ("hw", "durable_end_lsn", "last_commit_lsn", "received_lsn")
 TRIM_KEYS = ("trimmed_seq", "trimmed_commit_lsn", "trimmed_events")
 
@@ -569,16 +576,27 @@ class NatsLogReader:
         self._prev = start - 1
 
     async def _fetch(self, hw: int, max_events: int) -> list[tuple[int, list[int], bytes]]:
+        """The next records up to ``hw``: at most about ``max_events`` events, and only what
+        arrived within ``FETCH_BUDGET`` once there is one whole record (a slow delivery then
+        still moves the view on instead of failing the whole read at the call's timeout)."""
         out: list[tuple[int, list[int], bytes]] = []
         events = 0
         chunks: list[bytes] = []
+        deadline = time.monotonic() + FETCH_BUDGET
         while True:
             if self._ahead:
                 msg = self._ahead.pop(0)
             else:
+                wait = DELIVERY_TIMEOUT
+                if out and not chunks:
+                    wait = deadline - time.monotonic()
+                    if wait <= 0:
+                        break
                 try:
-                    msg = await self._sub.next_msg(timeout=10.0)
+                    msg = await self._sub.next_msg(timeout=wait)
                 except nats.errors.TimeoutError:
+                    if out and not chunks:
+                        break
                     raise LogUnavailable(
                         f"the NATS stream {self.cfg.stream!r} did not deliver record {self._next}"
                         f" (the log says records up to {hw} are there)"
@@ -606,7 +624,7 @@ class NatsLogReader:
             out.append((seq, head, data))
             self._next = seq + 1
             events += head[7]
-            if events >= max_events or seq >= hw:
+            if events >= max_events or seq >= hw or time.monotonic() >= deadline:
                 break
         if chunks:  # pragma: no cover - hw never ends inside a record
             raise LogError(f"the NATS stream {self.cfg.stream!r} ends inside record {self._next}")
