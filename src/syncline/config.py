@@ -23,6 +23,8 @@ from syncline.views.options import REQUIRED, OptionSpec
 from syncline.views.registry import KINDS, kind_module
 
 _ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_ENV_OPEN_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?![A-Za-z0-9_}])")
+"""A ``${NAME`` left open: a reference with its closing brace forgotten."""
 _NAME_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 
@@ -61,6 +63,10 @@ def _expand(ctx: _Ctx, key: str, value: str, environ: dict[str, str]) -> str:
             raise ConfigError(f"{ctx.file}: {key}: environment variable {name} is referenced but not set")
         return environ[name]
 
+    m = _ENV_OPEN_RE.search(value)
+    if m is not None:
+        name = m.group(1)
+        raise ConfigError(f"{ctx.file}: {key}: ${{{name} has no closing brace (write ${{{name}}})")
     return _ENV_RE.sub(sub, value)
 
 
@@ -212,7 +218,7 @@ def parse_config(
     if replicas not in (1, 3, 5):
         raise ConfigError(f"{file}: log.replicas: expected 1, 3 or 5, got {replicas}")
     interval = _get(ctx, lraw, "log", "compact_publish_interval", float, "seconds (at least 1)", 60.0)
-    if isinstance(interval, bool) or interval < 1:
+    if isinstance(interval, bool) or not interval >= 1:  # also refuses nan
         raise ctx.err("log.compact_publish_interval", "seconds (at least 1)", interval)
     lpath = _get(ctx, lraw, "log", "path", str, "a directory path", "./.syncline", environ=environ)
     retention = _get(ctx, lraw, "log", "retention", str, '"applied" or "keep"', "applied")
@@ -253,6 +259,8 @@ def parse_config(
                 continue
             if key in SECRET_KEYS and isinstance(val, str) and not val.strip():
                 raise ctx.err(f"{prefix}.{key}", f"{expected}, not an empty one")
+            if isinstance(val, list) and not all(isinstance(x, str) and x for x in val):
+                raise ctx.err(f"{prefix}.{key}", expected, val)
             if key == "path":
                 val = _resolve(val, base_dir)
             opts[key] = Secret(val) if key in SECRET_KEYS else val

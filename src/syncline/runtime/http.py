@@ -91,6 +91,9 @@ class _Server(ThreadingHTTPServer):
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
     timeout = 60  # seconds a client may take to send its request
+    # a request line that cannot be read is answered with a status line and headers too
+    # (http.server's default, HTTP/0.9, sends the body alone)
+    default_request_version = "HTTP/1.0"
 
     def do_GET(self) -> None:
         try:
