@@ -119,6 +119,24 @@ def _str_list(
     return tuple(v)
 
 
+def _column_patterns(ctx: _Ctx, s: dict[str, Any]) -> tuple[str, ...]:
+    """``source.exclude_columns``: glob patterns over ``schema.table.column``."""
+    full = "source.exclude_columns"
+    v = s.get("exclude_columns", [])
+    if isinstance(v, str):
+        v = [v]
+    expected = 'a list of "schema.table.column" patterns'
+    if not isinstance(v, list) or not all(isinstance(x, str) and x for x in v):
+        raise ctx.err(full, expected, v)
+    for p in v:
+        if p.count(".") < 2 or p.startswith("!"):
+            raise ConfigError(
+                f"{ctx.file}: {full}: pattern {p!r} must be schema.table.column (e.g. public.users.ssn"
+                " or *.*.password)"
+            )
+    return tuple(v)
+
+
 def _unknown(ctx: _Ctx, table: dict[str, Any], prefix: str, known: set[str]) -> None:
     for k in table:
         if k not in known:
@@ -158,7 +176,10 @@ def parse_config(
         ctx,
         s,
         "source",
-        {"kind", "dsn", "tables", "slot", "publication", "streaming", "failover", "copy_parallel"},
+        {
+            *("kind", "dsn", "tables", "slot", "publication", "streaming", "failover", "copy_parallel"),
+            "exclude_columns",
+        },
     )
     kind = _get(ctx, s, "source", "kind", str, '"postgres"', "postgres")
     if kind != "postgres":
@@ -180,6 +201,7 @@ def parse_config(
         streaming=_get(ctx, s, "source", "streaming", bool, "true or false", True),
         failover=_get(ctx, s, "source", "failover", bool, "true or false", False),
         copy_parallel=_get(ctx, s, "source", "copy_parallel", int, "chunks read at once, 1 to 16", 2),
+        exclude_columns=_column_patterns(ctx, s),
     )
     if not 1 <= source.copy_parallel <= 16:
         raise ConfigError(f"{file}: source.copy_parallel: expected 1 to 16, got {source.copy_parallel}")

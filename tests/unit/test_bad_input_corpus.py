@@ -103,6 +103,8 @@ def cases() -> Iterator[Case]:
             yield Case(f"{key} {bad}", src(**{key: bad}), f"source.{key}")
     for bad in ('"nodot"', "[1]", '[["a"]]', "{a = 1}", '[""]'):
         yield Case(f"source tables {bad}", src(tables=bad), "source.tables")
+    for bad in ('"public.t"', '["t"]', '["!public.t.c"]', "[1]", '[""]', "{a = 1}", "true"):
+        yield Case(f"exclude_columns {bad}", src(exclude_columns=bad), "source.exclude_columns")
     yield Case("unknown source key", src(password=f'"{CANARY}"'), "source.password")
     yield Case("misspelt source key", src(tabels='["a.b"]'), "source.tabels")
 

@@ -35,6 +35,9 @@ class SourceConfig:
     ``sync_replication_slots`` keep a copy, so the slot survives a promotion."""
     copy_parallel: int = 2
     """Chunks a watermark copy reads at once (each on its own connection, inside one window)."""
+    exclude_columns: tuple[str, ...] = ()
+    """Glob patterns over ``schema.table.column``: columns the capture drops, so their values
+    reach neither the log nor any view."""
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,13 @@ def table_selected(patterns: Iterable[str], qualified: str) -> bool:
     return not any(fnmatchcase(qualified, p) for p in exclude)
 
 
+def column_excluded(patterns: Iterable[str], schema: str, table: str, column: str) -> bool:
+    """True when ``schema.table.column`` matches one of ``patterns``
+    (``source.exclude_columns``)."""
+    name = f"{schema}.{table}.{column}"
+    return any(fnmatchcase(name, p) for p in patterns)
+
+
 def unmatched_patterns(patterns: Iterable[str], names: Iterable[str]) -> list[str]:
     """The patterns (inclusions and exclusions alike) that match none of ``names``."""
     known = list(names)

@@ -183,7 +183,7 @@ class Verifier:
         views = select_views(self.cfg, self.opts.views)
         results: dict[str, ViewResult] = {}
         with contextlib.nullcontext(snapshot) if snapshot is not None else SourceSnapshot(self.dsn) as snap:
-            specs = snap.tables(self.cfg.source.tables)
+            specs = snap.tables(self.cfg.source.tables, self.cfg.source.exclude_columns)
             if self.opts.tables:
                 names = {s.qualified for s in specs}
                 unmatched = unmatched_patterns(self.opts.tables, names)
@@ -330,7 +330,7 @@ def verify_keys(cfg: Config, opts: Options, keys: dict[str, dict[str, set[str]]]
     views = {v.name: v for v in select_views(cfg, list(keys))}
     n_by_table: dict[str, int] = {}
     with SourceSnapshot(cfg.source.dsn.value) as snap:
-        specs = {s.qualified: s for s in snap.tables(cfg.source.tables)}
+        specs = {s.qualified: s for s in snap.tables(cfg.source.tables, cfg.source.exclude_columns)}
         for name, tables in keys.items():
             vcfg = views[name]
             res = results[name] = ViewResult(name, vcfg.kind, snap.lsn)

@@ -80,7 +80,7 @@ def _build(
     """The repair's messages: the differing keys' rows read in ``snap``."""
     info: dict[str, Any] = {"seq": 0, "upserts": 0, "deletes": 0, "dropped": 0, "skipped": {}}
     msgs: list[bytes] = []
-    specs = {s.qualified: s for s in snap.tables(cfg.source.tables)}
+    specs = {s.qualified: s for s in snap.tables(cfg.source.tables, cfg.source.exclude_columns)}
     for q, ks in sorted(plan_keys(results).items()):
         rel, spec = rels.get(q), specs.get(q)
         if rel is None or spec is None or rel.column_names != spec.columns:

@@ -13,6 +13,7 @@ import psycopg
 from psycopg import pq, sql
 
 from syncline.core.errors import SourceError
+from syncline.core.patterns import column_excluded
 from syncline.sources.postgres import catalog as cat
 from syncline.sources.postgres.follow import usable
 from syncline.sources.postgres.replication import ReplicationConnection
@@ -117,7 +118,9 @@ class SourceSnapshot:
         finally:
             repl.close()  # the snapshot stays imported; the temporary slot goes
 
-    def tables(self, patterns: tuple[str, ...]) -> list[TableSpec]:
+    def tables(self, patterns: tuple[str, ...], exclude: tuple[str, ...] = ()) -> list[TableSpec]:
+        """The followed tables' shapes, without the columns the capture leaves out
+        (``source.exclude_columns``)."""
         out = []
         rc = cat.RelationCatalog(self.conn)
         for t in cat.discover_tables(self.conn, patterns):
@@ -130,6 +133,7 @@ class SourceSnapshot:
                     " AND NOT attisdropped ORDER BY attnum",
                     (t.oid,),
                 )
+                if not column_excluded(exclude, t.schema, t.name, str(r[0]))
             ]
             key = rc.primary_key(t.oid) or tuple(cols)
             keyless = t.replident == "f" and not t.has_pk

@@ -27,6 +27,7 @@ from syncline.core.events import Relation
 from syncline.core.position import NO_POSITION
 from syncline.log.base import LogAppender
 from syncline.sources.postgres import catalog as cat
+from syncline.sources.postgres.columns import ExcludedColumns
 from syncline.sources.postgres.follow import TableFollower, queued_copies, usable
 from syncline.sources.postgres.generated import GeneratedColumns
 from syncline.sources.postgres.lsn import format_lsn
@@ -188,9 +189,11 @@ class Capture:
         rcat: cat.RelationCatalog,
         gen: GeneratedColumns,
         leaves: dict[int, tuple[int, tuple[int, ...]]],
+        excluded: ExcludedColumns,
     ) -> tuple[bytes, Relation]:
         """A Relation message as the log keeps it (a leaf partition's as its root's, with
-        stored generated columns), and its Relation; notes leaf-to-root mappings."""
+        stored generated columns, without excluded columns), and its Relation; notes
+        leaf-to-root mappings."""
         plain = payload
         rmsg = decode_relation(plain)
         root = rcat.partition_root(rmsg.oid)
@@ -208,7 +211,7 @@ class Capture:
             plain = encode_relation(rootmsg)
         else:
             leaves.pop(rmsg.oid, None)
-        full = gen.relation(rmsg)
+        full = excluded.relation(gen.relation(rmsg))
         if full is not rmsg:
             rmsg, plain = full, encode_relation(full)
         return plain, rcat.relation(rmsg)
@@ -311,7 +314,14 @@ class Capture:
                 **queued_copies(tables, reset=False, first=True),
             )
             return
-        take_snapshot(self.dsn, created.snapshot_name, created.consistent_point, tables, self.writer)
+        take_snapshot(
+            self.dsn,
+            created.snapshot_name,
+            created.consistent_point,
+            tables,
+            self.writer,
+            exclude=self.cfg.exclude_columns,
+        )
         self.writer.set_meta_now(state="streaming", consistent_lsn=created.consistent_point)
 
     # -- streaming --------------------------------------------------------------------------
@@ -348,11 +358,12 @@ class Capture:
         catalog_conn = cat.connect(self.dsn)
         rcat = cat.RelationCatalog(catalog_conn)
         gen = GeneratedColumns(catalog_conn)
+        excluded = ExcludedColumns(self.cfg.exclude_columns, rcat.primary_key)
         follower: TableFollower | None = None
         if version >= FOLLOW_VERSION:
 
             def relation_of(t: cat.TableInfo) -> tuple[bytes, Relation]:
-                m = rcat.relation_message(t, generated=True)
+                m = excluded.relation(rcat.relation_message(t, generated=True))
                 return encode_relation(m), rcat.relation(m)
 
             follower = TableFollower(self.cfg, self.writer, catalog_conn, relation_of)
@@ -391,9 +402,9 @@ class Capture:
 
         def shaped(payload: bytes) -> bytes:
             """A change as the log keeps it: a leaf partition's as its root's, stored
-            generated columns filled in."""
+            generated columns filled in, excluded columns cut."""
             plain = remap_change(payload, leaves) if leaves else payload
-            return gen.change(plain) if gen.plans else plain
+            return excluded.change(gen.change(plain) if gen.plans else plain)
 
         try:
             while not stop.is_set():
@@ -437,7 +448,7 @@ class Capture:
                     if w.pending_bytes() >= SYNC_BYTES or now - last_sync >= SYNC_INTERVAL:
                         durable()
                 elif isinstance(ev, RelationSeen):
-                    _plain, rel = self._relation(ev.payload, rcat, gen, leaves)
+                    _plain, rel = self._relation(ev.payload, rcat, gen, leaves, excluded)
                     if ev.stream_xid is not None:
                         w.stream_add_relation(ev.stream_xid, rel)
                     elif not ev.replay:

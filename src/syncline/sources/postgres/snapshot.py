@@ -15,6 +15,7 @@ from syncline.core.events import Relation
 from syncline.core.position import Position
 from syncline.log.base import LogAppender
 from syncline.sources.postgres.catalog import RelationCatalog, TableInfo, connect
+from syncline.sources.postgres.columns import ExcludedColumns
 from syncline.sources.postgres.pgoutput import encode_insert
 
 log = logging.getLogger("syncline.snapshot")
@@ -29,6 +30,7 @@ def take_snapshot(
     tables: list[TableInfo],
     writer: LogAppender,
     progress_every: float = 2.0,
+    exclude: tuple[str, ...] = (),
 ) -> dict[str, int]:
     """Copy ``tables`` as of the exported snapshot into the log; return rows per table."""
     conn = connect(dsn, autocommit=False)
@@ -37,12 +39,13 @@ def take_snapshot(
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot_name)))
         catalog = RelationCatalog(conn)
+        excluded = ExcludedColumns(exclude, catalog.primary_key)
         now_us = int(time.time() * 1_000_000)
         writer.begin(0, Position(consistent_lsn), now_us, snapshot=True)
         started = time.monotonic()
         total = 0
         for t in tables:
-            msg = catalog.relation_message(t, generated=True)
+            msg = excluded.relation(catalog.relation_message(t, generated=True))
             rel = catalog.relation(msg)
             writer.add_relation(rel)
             n = _copy_table(conn, t, rel, writer, progress_every, started, total)
