@@ -629,17 +629,21 @@ class TableFollower:
         if not rel.key:
             return [Part(c, c.after)]
         keys = sql.SQL(", ").join(sql.Identifier(k) for k in rel.key)
+        # the inner query's output is renamed by position (s(k0, ..., rn)) and ordered by
+        # position: a key column may be called anything, "n" or "rn" included
+        outer = [f"k{i}" for i in range(len(rel.key))]
         query = sql.SQL(
-            "COPY (SELECT {} FROM (SELECT {}, row_number() OVER (ORDER BY {}) AS n FROM {}{}"
-            " ORDER BY {} LIMIT {}) s WHERE n % {} = 0 ORDER BY n) TO STDOUT"
+            "COPY (SELECT {} FROM (SELECT {}, row_number() OVER (ORDER BY {}) FROM {}{}"
+            " ORDER BY {} LIMIT {}) AS s({}, rn) WHERE rn % {} = 0 ORDER BY rn) TO STDOUT"
         ).format(
-            keys,
+            sql.SQL(", ").join(map(sql.Identifier, outer)),
             keys,
             keys,
             self._target(t),
             self._after(c.after, rel),
-            keys,
+            sql.SQL(", ").join(sql.Literal(i + 1) for i in range(len(rel.key))),
             sql.Literal((n - 1) * CHUNK_ROWS),
+            sql.SQL(", ").join(map(sql.Identifier, outer)),
             sql.Literal(CHUNK_ROWS),
         )
         bounds: list[list[str | None]] = []
