@@ -24,6 +24,15 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         rep.longrepr = f"skipped under CI=true (a skip is a failure here): {reason}"
 
 
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The fault suites' figures (``syncline.testing.faults``), as one table."""
+    from syncline.testing import faults
+
+    if faults.RECORDED:
+        terminalreporter.section("fault summary")
+        terminalreporter.line(faults.table(faults.RECORDED))
+
+
 @pytest.fixture(scope="session")
 def pg() -> Iterator[PgCluster]:
     with running_cluster() as c:

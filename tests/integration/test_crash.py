@@ -19,6 +19,7 @@ import time
 import psycopg
 import pytest
 
+from syncline.testing import faults
 from syncline.testing.harness import Pipeline
 
 SCHEMA = """
@@ -178,5 +179,18 @@ def test_sigkill_at_random_moments(pipeline: Pipeline) -> None:
     check_sums(p, seed)
     assert p.stop() == 0, f"seed {seed}"
     assert p.sql("SELECT sum(balance) FROM accounts")[0][0] == TOTAL
-    bad = [f"{v}: {d}" for v, diffs in p.compare().items() for d in diffs if not d.equal]
+    compared = p.compare()
+    faults.record([_fault(k) for k in kinds], **faults.from_diffs(d for ds in compared.values() for d in ds))
+    bad = [f"{v}: {d}" for v, diffs in compared.items() for d in diffs if not d.equal]
     assert not bad, f"seed {seed}, kills {kinds}:\n" + "\n".join(bad)
+
+
+def _fault(kill: str) -> str:
+    """The fault summary's name for a kill of the crash test."""
+    if kill.startswith("group"):
+        return "SIGKILL: whole run" + (" (in the first copy)" if "snapshot" in kill else "")
+    if kill == "supervisor":
+        return "SIGKILL: supervisor alone"
+    if "capture" in kill:
+        return "SIGKILL: capture"
+    return "SIGKILL: compactor" if "_compactor" in kill else "SIGKILL: view worker"

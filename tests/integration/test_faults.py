@@ -44,7 +44,7 @@ def test_view_store_down_retries_and_catches_up(
         p.wait_caught_up(timeout=120)
         assert p.stop() == 0
         assert "retrying in" in p.output()
-        p.assert_equal()
+        p.assert_equal(faults={"view store down (replica server stopped)": 1})
     finally:
         p.close()
 
@@ -93,7 +93,7 @@ def test_log_disk_full_stops_cleanly_without_advancing_the_slot(pg: PgCluster, t
             p.start()
             p.wait_caught_up(timeout=120)
             assert p.stop() == 0
-            p.assert_equal()
+            p.assert_equal(faults={"log disk full": 1})
         finally:
             p.close()
     finally:

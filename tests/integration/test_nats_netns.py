@@ -26,7 +26,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from syncline.testing import audit, natsserver
+from syncline.testing import audit, faults, natsserver
 from syncline.testing.compare import compare_postgres, compare_redis, source_tables
 from syncline.testing.natsserver import NatsServer, nats_server_binary, wait_jetstream
 from syncline.testing.netns import NetnsUnavailable, Network
@@ -286,6 +286,18 @@ def test_hosts_in_network_namespaces_under_faults(tmp_path: Path) -> None:
         assert not bad, "views differ from source:\n" + "\n".join(bad) + "\n" + outputs()
         r = cli("verify", "-q")
         assert r.returncode == 0, r.stdout + r.stderr
+        faults.record(
+            {
+                "NATS stream leader SIGKILL": rounds,
+                "SIGKILL: applier": rounds,
+                "SIGKILL: capture (after a big transaction)": rounds,
+                "network cut, capture host, 10 s": rounds,
+            },
+            **faults.combine(
+                audit.measure(local_src, pg.dsn(rep_db)),
+                faults.from_diffs(compare_redis(local_src, redis_url, tables)),
+            ),
+        )
         audit.check(local_src, pg.dsn(rep_db))
         for p in procs:
             assert not crashes(p.output()), p.output()

@@ -97,7 +97,7 @@ def test_redis_restarted_empty_is_refilled(p: Pipeline) -> None:
     p.sql("UPDATE t SET v = 'after' WHERE id = 1")
     p.wait_caught_up(timeout=180)
     assert p.stop() == 0
-    p.assert_equal()
+    p.assert_equal(faults={"Redis restarted empty": 2})
     assert "Redis lost data" in p.output() or "Redis unavailable" in p.output()
 
 
@@ -114,4 +114,4 @@ def test_redis_down_for_a_while_loses_nothing(p: Pipeline) -> None:
     p.wait_caught_up(timeout=180)
     assert p.failed_views() == []
     assert p.stop() == 0
-    p.assert_equal()
+    p.assert_equal(faults={"Redis down 4 s": 1})

@@ -105,7 +105,7 @@ def test_source_immediate_restart_while_streaming(own_source: Pipeline) -> None:
     p.wait_caught_up(timeout=180)
     _alive(p)
     assert p.stop() == 0
-    p.assert_equal()
+    p.assert_equal(faults={"PostgreSQL restart (immediate), streaming": 1})
 
 
 def test_source_immediate_restart_during_the_first_snapshot(own_source: Pipeline) -> None:
@@ -129,7 +129,7 @@ def test_source_immediate_restart_during_the_first_snapshot(own_source: Pipeline
     assert "dropping slot" not in p.output() and "copy of public.big done" in p.output()
     _alive(p)
     assert p.stop() == 0
-    p.assert_equal()
+    p.assert_equal(faults={"PostgreSQL restart (immediate), in the first copy": 1})
 
 
 def test_walsender_terminated(pipeline: Pipeline) -> None:
@@ -138,6 +138,7 @@ def test_walsender_terminated(pipeline: Pipeline) -> None:
     p.start()
     p.wait_caught_up()
     w = Writer(p.source_dsn)
+    terminated = 0
     try:
         for _ in range(3):
             time.sleep(1)
@@ -146,13 +147,14 @@ def test_walsender_terminated(pipeline: Pipeline) -> None:
                 f" WHERE slot_name = '{p.slot}' AND active_pid IS NOT NULL"
             )
             assert killed in ([(True,)], [])
+            terminated += len(killed)
     finally:
         w.stop()
     p.wait_caught_up(timeout=120)
     _alive(p)
     assert "retrying" in p.output()
     assert p.stop() == 0
-    p.assert_equal()
+    p.assert_equal(faults={"walsender terminated": terminated})
 
 
 def test_network_cut_of_1s_and_30s(pipeline: Pipeline) -> None:
@@ -179,7 +181,7 @@ def test_network_cut_of_1s_and_30s(pipeline: Pipeline) -> None:
             w.stop()
         p.wait_caught_up(timeout=180)
         assert p.stop() == 0
-        p.assert_equal()
+        p.assert_equal(faults={"network cut, source, 1 s": 1, "network cut, source, 30 s": 1})
     finally:
         relay.close()
 
@@ -256,7 +258,7 @@ def test_standby_promoted_fails_closed_until_resync(pg: PgCluster, tmp_path: Pat
             r = p.cli("wait", "--timeout", "120", timeout=180)
             assert r.returncode == 0, r.stderr + p.output()[-3000:]
             assert p.stop() == 0
-            p.assert_equal()
+            p.assert_equal(faults={"standby promoted (fails closed, then resync)": 1})
         finally:
             p.close()
             if standby is not None:

@@ -42,6 +42,33 @@ def writer(dsn: str, seed: int, stop: threading.Event, errors: list[BaseExceptio
         errors.append(e)
 
 
+def measure(source_dsn: str, replica_dsn: str) -> dict[str, int]:
+    """The replica against the source, counted: rows checked; audit rows lost; effects
+    applied twice (counter increments above the source's, audit rows the source does not
+    have); and versions out of order (a key's audit in the replica, in commit order, not
+    1, 2, 3, ...)."""
+    with psycopg.connect(source_dsn) as src, psycopg.connect(replica_dsn) as rep:
+        q = "SELECT id, n FROM public.counters ORDER BY id"
+        sc: dict[int, int] = {int(i): int(n) for i, n in src.execute(q)}
+        rc: dict[int, int] = {int(i): int(n) for i, n in rep.execute(q)}
+        s_ids = {int(r[0]) for r in src.execute("SELECT id FROM public.audit")}
+        r_audit = rep.execute("SELECT id, k, ver FROM public.audit ORDER BY id").fetchall()
+        r_ids = {int(r[0]) for r in r_audit}
+        last: dict[int, int] = {}
+        out_of_order = 0
+        for _id, k, ver in r_audit:
+            if ver != last.get(k, 0) + 1:
+                out_of_order += 1
+            last[k] = ver
+        versions = src.execute("SELECT count(*) FROM public.versions").fetchone()
+    return {
+        "rows_checked": len(s_ids) + len(sc) + int(versions[0] if versions else 0),
+        "lost": len(s_ids - r_ids) + sum(max(0, n - rc.get(i, 0)) for i, n in sc.items()),
+        "duplicated": len(r_ids - s_ids) + sum(max(0, n - sc.get(i, 0)) for i, n in rc.items()),
+        "out_of_order": out_of_order,
+    }
+
+
 def check(source_dsn: str, replica_dsn: str) -> None:
     """In the replica: the counters equal the source's (nothing applied twice), and each
     key's audit is versions 1..n in order, ending at the key's current version."""

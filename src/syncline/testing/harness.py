@@ -263,8 +263,15 @@ class Pipeline:
             out["search"] = compare_tantivy(self.source_dsn, str(self.workdir / "search"), tables)
         return out
 
-    def assert_equal(self) -> None:
-        bad = [f"{v}: {d}" for v, diffs in self.compare().items() for d in diffs if not d.equal]
+    def assert_equal(self, faults: dict[str, int] | None = None) -> None:
+        """Every view equals the source; ``faults`` (kind -> times injected before this
+        check) go to the fault summary with the comparison's figures."""
+        compared = self.compare()
+        if faults is not None:
+            from syncline.testing import faults as figures
+
+            figures.record(faults, **figures.from_diffs(d for ds in compared.values() for d in ds))
+        bad = [f"{v}: {d}" for v, diffs in compared.items() for d in diffs if not d.equal]
         assert not bad, "views differ from source:\n" + "\n".join(bad) + "\n" + self.output()[-3000:]
 
     def close(self) -> None:
