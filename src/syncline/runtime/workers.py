@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from syncline.core import failpoints
 from syncline.core.config_models import Config, ViewConfig
 from syncline.core.errors import (
     LogError,
@@ -558,10 +559,12 @@ def _apply_loop(
             pos = batch.checkpoint
             open_txn = not last.last
             if not last.last:
+                failpoints.hit("view.mid_transaction")
                 continue
             if applied == reported:
                 applied_at = time.monotonic()
             applied = pos
+            failpoints.hit("view.committed_not_reported")
             events += in_txn
             in_txn = 0
         elif applied == reported:

@@ -10,6 +10,7 @@ import sqlite3
 import time
 from pathlib import Path
 
+from syncline.core import failpoints
 from syncline.log.embedded.compact import CompactedView
 from syncline.log.embedded.control import rebuilds_under_way
 from syncline.log.embedded.store import connect, get_meta, set_meta
@@ -44,6 +45,7 @@ class Retention:
             if views and isinstance(self.compactor, CompactedView):
                 self.compactor.purge_tombstones(min(views))
             if upto > self.trimmed_seq():
+                failpoints.hit("retention.before_trim")
                 self.trim(upto)
         except sqlite3.OperationalError as e:  # busy: the capture holds a long write
             log.debug("retention skipped: %s", e)

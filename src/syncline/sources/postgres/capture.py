@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 import psycopg
 
+from syncline.core import failpoints
 from syncline.core.config_models import SourceConfig, dsn_passwords
 from syncline.core.errors import SourceError, TransientSourceError, redact
 from syncline.core.events import Relation
@@ -386,6 +387,7 @@ class Capture:
             be confirmed), and confirm it."""
             nonlocal confirmed, received, dirty, last_sync
             confirmed = max(confirmed, w.sync(received_lsn=seen_end or None))
+            failpoints.hit("capture.synced_not_confirmed")
             if seen_end > confirmed:
                 confirmed = seen_end
                 received = max(received, seen_end)
@@ -434,6 +436,7 @@ class Capture:
                     if follower is not None:
                         follower.stream_change(ev.xid, plain)
                     w.stream_add(ev.xid, ev.subxid, plain)
+                    failpoints.hit("capture.streamed_in_progress")
                 elif isinstance(ev, Begin):
                     if not ev.replay:
                         w.begin(ev.xid, ev.final_lsn, ev.commit_time)
@@ -444,6 +447,7 @@ class Capture:
                         w.commit(ev.commit_lsn, ev.end_lsn, ev.commit_time)
                         stats.transactions += 1
                         dirty = True
+                        failpoints.hit("capture.logged_not_synced")
                     received = max(received, ev.end_lsn)
                     if w.pending_bytes() >= SYNC_BYTES or now - last_sync >= SYNC_INTERVAL:
                         durable()

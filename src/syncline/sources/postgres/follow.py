@@ -40,6 +40,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from syncline.core import failpoints
 from syncline.core.config_models import SourceConfig
 from syncline.core.errors import LogError, TransientSourceError
 from syncline.core.events import UNCHANGED, Relation, Row, RowChange
@@ -1047,6 +1048,7 @@ class TableFollower:
         wr.commit(Position(lsn - 1), Position(lsn), now)
         wr.sync()
         # the chunks are durable, then the progress: a crash repeats at most one window
+        failpoints.hit("copy.chunk_logged")
         self._save(first_rows=first_rows)
         for c, _n, more in finished:
             if more:
