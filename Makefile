@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: install dev demo test test-fast test-matrix test-cluster lint bench bench-lag bench-records bench-snapshot bench-apply lock clean
+.PHONY: install dev demo test test-fast test-matrix test-cluster soak lint bench bench-lag bench-records bench-snapshot bench-apply lock clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -60,6 +60,16 @@ test-matrix: dev
 test-cluster: dev
 	SYNCLINE_CLUSTER_ROUNDS=5 $(BIN)/pytest -q tests/integration/test_nats_cluster.py \
 	  tests/integration/test_separate_processes.py tests/integration/test_nats_log.py
+
+# the fault suite, long form (`make test` runs the short one): 200 kills per log kind in the
+# crash test, 60 s cuts to the views' stores, 5 rounds of the NATS cluster faults; ends with
+# the fault summary table
+soak: dev
+	SYNCLINE_CRASH_ROUNDS=200 SYNCLINE_CUT_SECONDS=60 SYNCLINE_CLUSTER_ROUNDS=5 $(BIN)/pytest -q \
+	  tests/integration/test_crash.py tests/integration/test_failpoints.py tests/integration/test_store_cuts.py \
+	  tests/integration/test_source_outages.py tests/integration/test_faults.py \
+	  tests/integration/test_redis_restart.py tests/integration/test_nats_cluster.py \
+	  tests/integration/test_nats_netns.py
 
 # throughput and memory (docs/benchmarks.md), then lag (docs/benchmarks-lag.md), then the
 # snapshot ratio (docs/benchmarks-snapshot.md); each fails when a result differs from the source
