@@ -144,10 +144,7 @@ def test_a_key_column_cannot_be_excluded(pg: PgCluster, tmp_path: Path) -> None:
     p = Pipeline(pg, tmp_path, views=("postgres",), extra_source='exclude_columns = ["public.k.id"]')
     try:
         p.sql("CREATE TABLE k (id int PRIMARY KEY, v text); INSERT INTO k VALUES (1, 'a')")
-        p.start()
-        assert p.proc is not None
-        code = p.proc.wait(60)
-        out = p.output()
+        code, out = p.run_to_exit()
         assert code != 0, out
         assert "source.exclude_columns: public.k.id is a key column" in out, out
         assert "Traceback" not in out, out

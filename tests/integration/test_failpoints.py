@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from syncline.core.failpoints import NAMES
-from syncline.testing import audit, faults
+from syncline.testing import audit
 from syncline.testing.harness import Pipeline
 from syncline.testing.pgcluster import PgCluster
 
@@ -68,17 +68,7 @@ def test_a_crash_at_a_failpoint_loses_nothing(
         assert not errors, errors
         p.wait_caught_up(timeout=180)
         assert p.stop() == 0, p.output()[-3000:]
-        compared = p.compare()
-        faults.record(
-            {f"failpoint {name}": 1},
-            **faults.combine(
-                audit.measure(p.source_dsn, p.replica_dsn),
-                faults.from_diffs(d for ds in compared.values() for d in ds),
-            ),
-        )
-        bad = [f"{v}: {d}" for v, diffs in compared.items() for d in diffs if not d.equal]
-        assert not bad, "\n".join(bad)
-        audit.check(p.source_dsn, p.replica_dsn)
+        p.assert_equal(faults={f"failpoint {name}": 1}, audited=True)
     finally:
         stop.set()
         for t in threads:

@@ -72,10 +72,7 @@ def test_a_table_it_may_not_read_is_one_clear_error(pg: PgCluster, tmp_path: Pat
             f"CREATE PUBLICATION {pub} FOR TABLE secret"
         )
         _as_role(p, role)
-        p.start()
-        assert p.proc is not None
-        code = p.proc.wait(60)
-        out = p.output()
+        code, out = p.run_to_exit()
         assert code != 0, out
         assert "no SELECT privilege on table public.secret" in out, out
         assert "Traceback" not in out, out

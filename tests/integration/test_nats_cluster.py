@@ -13,7 +13,7 @@ import threading
 import time
 from pathlib import Path
 
-from syncline.testing import audit, faults, natsserver
+from syncline.testing import audit, natsserver
 from syncline.testing.harness import Pipeline
 from syncline.testing.natsserver import NatsServer, nats_cluster
 from syncline.testing.netcut import NetCut
@@ -69,19 +69,12 @@ def test_three_server_cluster_under_faults(pg: PgCluster, tmp_path: Path) -> Non
             t.join()
         assert not errors, errors
         p.wait_caught_up(240)
-        faults.record(
-            {
-                "NATS stream leader SIGKILL": rounds,
-                "network cut, all NATS links, 10 s": rounds,
-                "SIGKILL: whole run (in a big transaction)": rounds,
-            },
-            **faults.combine(
-                audit.measure(p.source_dsn, p.replica_dsn),
-                faults.from_diffs(d for ds in p.compare().values() for d in ds),
-            ),
-        )
-        p.assert_equal()
-        audit.check(p.source_dsn, p.replica_dsn)
+        faults = {
+            "NATS stream leader SIGKILL": rounds,
+            "network cut, all NATS links, 10 s": rounds,
+            "SIGKILL: whole run (in a big transaction)": rounds,
+        }
+        p.assert_equal(faults=faults, audited=True)
     finally:
         stop.set()
         for t in threads:

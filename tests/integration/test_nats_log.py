@@ -256,19 +256,6 @@ def set_servers(p: Pipeline, servers: list[str]) -> None:
     p.config_path.write_text(text.replace(old, "servers = " + json.dumps(servers)))
 
 
-def run_to_exit(p: Pipeline, timeout: float = 60) -> tuple[int, str]:
-    """``syncline run`` once, until it exits by itself: (exit code, everything it printed)."""
-    p.start()
-    assert p.proc is not None
-    try:
-        rc = p.proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        p.kill()
-        raise AssertionError(f"syncline run still running after {timeout}s:\n{p.output()[-3000:]}") from None
-    p.proc = None
-    return rc, p.output()
-
-
 def writer(dsn: str, stop: threading.Event, errors: list[BaseException], counter: list[int]) -> None:
     try:
         with psycopg.connect(dsn, autocommit=True) as c:
@@ -588,7 +575,7 @@ def test_existing_stream_with_other_settings_is_refused(pg: PgCluster, tmp_path:
     try:
         run(create())
         p.sql("CREATE TABLE t (id int PRIMARY KEY)")
-        rc, out = run_to_exit(p)
+        rc, out = p.run_to_exit()
         assert rc != 0, out
         lines = [ln for ln in out.splitlines() if repr(stream) in ln and "settings" in ln]
         assert lines, f"no error naming the stream and its settings:\n{out}"
@@ -620,7 +607,7 @@ def test_nats_without_jetstream_is_refused(pg: PgCluster, tmp_path: Path) -> Non
                 time.sleep(0.05)
         set_servers(p, [f"nats://127.0.0.1:{port}"])
         p.sql("CREATE TABLE t (id int PRIMARY KEY)")
-        rc, out = run_to_exit(p)
+        rc, out = p.run_to_exit()
         assert rc != 0, out
         assert [ln for ln in out.splitlines() if "JetStream" in ln], f"no error mentioning JetStream:\n{out}"
         assert p.sql(f"SELECT count(*) FROM pg_replication_slots WHERE slot_name = '{p.slot}'") == [(0,)]

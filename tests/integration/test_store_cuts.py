@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from syncline.config import load_config
-from syncline.testing import audit, faults
+from syncline.testing import audit
 from syncline.testing.harness import Pipeline
 from syncline.testing.netcut import NetCut
 from syncline.testing.pgcluster import PgCluster
@@ -62,17 +62,7 @@ def test_views_ride_out_cuts_to_their_stores(pg: PgCluster, tmp_path: Path) -> N
         assert p.failed_views() == []
         out = p.output()
         assert p.stop() == 0, out[-3000:]
-        compared = p.compare()
-        faults.record(
-            cuts,
-            **faults.combine(
-                audit.measure(p.source_dsn, p.replica_dsn),
-                faults.from_diffs(d for ds in compared.values() for d in ds),
-            ),
-        )
-        bad = [f"{v}: {d}" for v, diffs in compared.items() for d in diffs if not d.equal]
-        assert not bad, "\n".join(bad)
-        audit.check(p.source_dsn, p.replica_dsn)
+        p.assert_equal(faults=cuts, audited=True)
         assert "Traceback" not in out, out[-3000:]
     finally:
         stop.set()

@@ -164,10 +164,7 @@ def test_a_certificate_from_another_ca_is_one_clear_error(tls: TlsServers, tmp_p
         p.config_path.write_text(text)
         p.sql("CREATE TABLE t (id int PRIMARY KEY)")
         if what == "source":
-            p.start()
-            assert p.proc is not None
-            code = p.proc.wait(90)
-            out = p.output()
+            code, out = p.run_to_exit(90)
             assert code != 0, out
             assert "certificate verify failed" in out, out
         else:

@@ -263,16 +263,38 @@ class Pipeline:
             out["search"] = compare_tantivy(self.source_dsn, str(self.workdir / "search"), tables)
         return out
 
-    def assert_equal(self, faults: dict[str, int] | None = None) -> None:
+    def assert_equal(self, faults: dict[str, int] | None = None, audited: bool = False) -> None:
         """Every view equals the source; ``faults`` (kind -> times injected before this
-        check) go to the fault summary with the comparison's figures."""
+        check) go to the fault summary with the comparison's figures. ``audited``: the
+        source ran the audit workload (``syncline.testing.audit``), counted in the replica
+        too."""
+        from syncline.testing import audit
+        from syncline.testing import faults as figures
+
         compared = self.compare()
         if faults is not None:
-            from syncline.testing import faults as figures
-
-            figures.record(faults, **figures.from_diffs(d for ds in compared.values() for d in ds))
+            counted = figures.from_diffs(d for ds in compared.values() for d in ds)
+            if audited:
+                counted = figures.combine(counted, audit.measure(self.source_dsn, self.replica_dsn))
+            figures.record(faults, **counted)
         bad = [f"{v}: {d}" for v, diffs in compared.items() for d in diffs if not d.equal]
         assert not bad, "views differ from source:\n" + "\n".join(bad) + "\n" + self.output()[-3000:]
+        if audited:
+            audit.check(self.source_dsn, self.replica_dsn)
+
+    def run_to_exit(self, timeout: float = 60) -> tuple[int, str]:
+        """``syncline run`` once, until it exits by itself: (exit code, everything it printed)."""
+        self.start()
+        assert self.proc is not None
+        try:
+            rc = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError(
+                f"syncline run still running after {timeout}s:\n{self.output()[-3000:]}"
+            ) from None
+        self.proc = None
+        return rc, self.output()
 
     def close(self) -> None:
         self.kill()
