@@ -102,7 +102,7 @@ def status_problems(st: dict[str, Any]) -> list[str]:
     if lg.get("capture_state") == "failed":
         out.append(f"capture failed: {lg.get('capture_error') or ''}".rstrip(": "))
     for name, v in st.get("views", {}).items():
-        if v.get("state") == "failed":
+        if v.get("state") == "failed" or v.get("action"):  # failed, or retried after a failure
             out.append(f"view {name} failed: {v.get('error') or ''}".rstrip(": "))
     return out
 
@@ -191,7 +191,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             else ""
         )
         for name, v in st["views"].items()
-        if v.get("state") == "failed" and v.get("action")
+        if v.get("action")  # failed, or being retried after a failure
     ]
     if not sys.stdout.isatty():
         # piped or redirected: plain text, every column in full (no terminal width to fit)

@@ -104,8 +104,8 @@ def view_status(obs: LogObserver, cfg: Config) -> dict[str, Any]:
             out[v.name]["partitions"] = {
                 f"{i}/{v.partitions}": _partition_doc(raw.get(p)) for i, p in enumerate(parts)
             }
-        f = next((failures[p] for p in parts if p in failures and _failed(raw.get(p))), None)
-        if r and r.state == "failed" and f is not None:
+        f = next((failures[p] for p in parts if p in failures and _failing(raw.get(p))), None)
+        if r and f is not None and _failing(r):
             out[v.name]["action"] = f.action or None
             out[v.name]["next_retry_seconds"] = (
                 round(max(0.0, f.next_retry - now), 1) if f.fixable and f.next_retry else None
@@ -117,8 +117,10 @@ def _summed(counts: list[dict[str, int]]) -> dict[str, int]:
     return {k: sum(c.get(k, 0) for c in counts) for k in ("retries", "errors")}
 
 
-def _failed(r: ConsumerRow | None) -> bool:
-    return r is not None and r.state == "failed"
+def _failing(r: ConsumerRow | None) -> bool:
+    """Failed, or being retried after a failure (``starting`` with the failure's error):
+    either way the view does not apply, and ``status`` shows what fixes it."""
+    return r is not None and (r.state == "failed" or (r.state == "starting" and bool(r.error)))
 
 
 def _partition_doc(r: ConsumerRow | None) -> dict[str, Any]:
