@@ -9,7 +9,6 @@ in progress and the views apply in several batches."""
 
 from __future__ import annotations
 
-import threading
 import time
 from pathlib import Path
 
@@ -46,14 +45,11 @@ def test_a_crash_at_a_failpoint_loses_nothing(
     monkeypatch.setenv("SYNCLINE_FAILPOINTS", f"{name}={HIT[name]}")
     monkeypatch.setenv("SYNCLINE_FAILPOINT_DIR", str(fired))
     p = Pipeline(pg, tmp_path / "p", views=("postgres", "redis"))
-    stop = threading.Event()
-    errors: list[BaseException] = []
-    threads = [threading.Thread(target=audit.writer, args=(p.source_dsn, i, stop, errors)) for i in range(2)]
+    writers = audit.Writers(p.source_dsn)
     try:
         p.sql(audit.SCHEMA + "INSERT INTO bulk SELECT g, 'first' FROM generate_series(1, 45000) g")
         p.start()
-        for t in threads:
-            t.start()
+        writers.start()
         # streamed only when it starts after the slot is consistent, i.e. after the first copy
         p.wait_caught_up(timeout=120)
         p.sql("INSERT INTO bulk SELECT g, repeat('b', 100) FROM generate_series(100000, 159999) g")
@@ -62,16 +58,10 @@ def test_a_crash_at_a_failpoint_loses_nothing(
             assert time.monotonic() < deadline, f"failpoint {name} never fired\n{p.output()[-3000:]}"
             time.sleep(0.1)
         time.sleep(1.0)  # the workload goes on while the supervisor restarts what died
-        stop.set()
-        for t in threads:
-            t.join()
-        assert not errors, errors
+        writers.stop()
         p.wait_caught_up(timeout=180)
         assert p.stop() == 0, p.output()[-3000:]
         p.assert_equal(faults={f"failpoint {name}": 1}, audited=True)
     finally:
-        stop.set()
-        for t in threads:
-            if t.is_alive():
-                t.join()
+        writers.close()
         p.close()

@@ -8,7 +8,6 @@ makes the long cuts longer."""
 from __future__ import annotations
 
 import os
-import threading
 import time
 from pathlib import Path
 
@@ -24,9 +23,7 @@ def test_views_ride_out_cuts_to_their_stores(pg: PgCluster, tmp_path: Path) -> N
     p = Pipeline(pg, tmp_path, views=("postgres", "redis"))
     assert p.redis is not None
     pg_relay, redis_relay = NetCut(pg.port), NetCut(p.redis.port)
-    stop = threading.Event()
-    errors: list[BaseException] = []
-    threads = [threading.Thread(target=audit.writer, args=(p.source_dsn, i, stop, errors)) for i in range(2)]
+    writers = audit.Writers(p.source_dsn)
     try:
         text = p.config_path.read_text()
         replica = p.replica_dsn.replace(f":{pg.port}/", f":{pg_relay.port}/")
@@ -36,8 +33,7 @@ def test_views_ride_out_cuts_to_their_stores(pg: PgCluster, tmp_path: Path) -> N
         p.cfg = load_config(p.config_path)
         p.sql(audit.SCHEMA)
         p.start()
-        for t in threads:
-            t.start()
+        writers.start()
         p.wait_caught_up()
         cuts: dict[str, int] = {}
         for relays, what in (
@@ -54,10 +50,7 @@ def test_views_ride_out_cuts_to_their_stores(pg: PgCluster, tmp_path: Path) -> N
                 time.sleep(1.5)
                 key = f"network cut, view store ({what}), {seconds:.0f} s"
                 cuts[key] = cuts.get(key, 0) + 1
-        stop.set()
-        for t in threads:
-            t.join()
-        assert not errors, errors
+        writers.stop()
         p.wait_caught_up(timeout=180)
         assert p.failed_views() == []
         out = p.output()
@@ -65,10 +58,7 @@ def test_views_ride_out_cuts_to_their_stores(pg: PgCluster, tmp_path: Path) -> N
         p.assert_equal(faults=cuts, audited=True)
         assert "Traceback" not in out, out[-3000:]
     finally:
-        stop.set()
-        for t in threads:
-            if t.is_alive():
-                t.join()
+        writers.close()
         pg_relay.close()
         redis_relay.close()
         p.close()

@@ -222,46 +222,23 @@ def cases() -> Iterator[Case]:
     for kind in ("postgres", "duckdb", "tantivy"):
         yield Case(f"{kind} partitions 2", src() + view("v", kind, partitions="2"), "views.v.partitions")
     # two views on one store; a view on the log's own files
-    yield Case(
-        "two duckdb views one file",
-        src() + view("a", "duckdb") + view("b", "duckdb"),
-        "each view needs a store of its own",
-    )
-    yield Case(
-        "two duckdb views one file by another name",
-        src() + view("a", "duckdb") + view("b", "duckdb", path='"./sub/../w.duckdb"'),
-        "each view needs a store of its own",
-    )
-    yield Case(
-        "two tantivy views one directory",
-        src() + view("a", "tantivy") + view("b", "tantivy", path='"search/"'),
-        "each view needs a store of its own",
-    )
-    yield Case(
-        "two replica views one database",
-        src() + view("a", "postgres") + view("b", "postgres"),
-        "each view needs a store of its own",
-    )
-    yield Case(
-        "two redis views same keys",
-        src() + view("a", "redis") + view("b", "redis"),
-        "each view needs a store of its own",
-    )
-    yield Case(
-        "duckdb view on log.db",
-        src() + '[log]\npath = "state"\n' + view("w", "duckdb", path='"state/log.db"'),
-        "a file of syncline's own log",
-    )
-    yield Case(
-        "duckdb view on compact.db",
-        src() + '[log]\npath = "state"\n' + view("w", "duckdb", path='"state/compact.db"'),
-        "a file of syncline's own log",
-    )
-    yield Case(
-        "tantivy view on the log directory",
-        src() + '[log]\npath = "state"\n' + view("s", "tantivy", path='"state"'),
-        "a file of syncline's own log",
-    )
+    for name, text in [
+        ("two duckdb views one file", view("a", "duckdb") + view("b", "duckdb")),
+        (
+            "two duckdb views one file by another name",
+            view("a", "duckdb") + view("b", "duckdb", path='"./sub/../w.duckdb"'),
+        ),
+        ("two tantivy views one directory", view("a", "tantivy") + view("b", "tantivy", path='"search/"')),
+        ("two replica views one database", view("a", "postgres") + view("b", "postgres")),
+        ("two redis views same keys", view("a", "redis") + view("b", "redis")),
+    ]:
+        yield Case(name, src() + text, "each view needs a store of its own")
+    for name, text in [
+        ("duckdb view on log.db", view("w", "duckdb", path='"state/log.db"')),
+        ("duckdb view on compact.db", view("w", "duckdb", path='"state/compact.db"')),
+        ("tantivy view on the log directory", view("s", "tantivy", path='"state"')),
+    ]:
+        yield Case(name, src() + '[log]\npath = "state"\n' + text, "a file of syncline's own log")
 
     # -- [http] ---------------------------------------------------------------------------
     for bad in ('"8474"', '"localhost"', '"127.0.0.1:0"', '"127.0.0.1:70000"', '"a:b:c:1"', "8474"):

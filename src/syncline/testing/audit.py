@@ -42,6 +42,32 @@ def writer(dsn: str, seed: int, stop: threading.Event, errors: list[BaseExceptio
         errors.append(e)
 
 
+class Writers:
+    """``n`` audit writers on threads of their own (:func:`writer`), from :meth:`start` until
+    :meth:`stop` (which fails on what a writer met) or :meth:`close` (in a ``finally``)."""
+
+    def __init__(self, dsn: str, n: int = 2) -> None:
+        self.stop_event = threading.Event()
+        self.errors: list[BaseException] = []
+        self.threads = [
+            threading.Thread(target=writer, args=(dsn, i, self.stop_event, self.errors)) for i in range(n)
+        ]
+
+    def start(self) -> None:
+        for t in self.threads:
+            t.start()
+
+    def stop(self) -> None:
+        self.close()
+        assert not self.errors, self.errors
+
+    def close(self) -> None:
+        self.stop_event.set()
+        for t in self.threads:
+            if t.is_alive():
+                t.join()
+
+
 def measure(source_dsn: str, replica_dsn: str) -> dict[str, int]:
     """The replica against the source, counted: rows checked; audit rows lost; effects
     applied twice (counter increments above the source's, audit rows the source does not
