@@ -230,8 +230,9 @@ def view_main(cfg: Config, vcfg: ViewConfig) -> int:
     consumers = opened[0]
 
     def register() -> None:
+        # a failure recorded earlier stays until the view runs again: while this attempt
+        # starts, `status` still shows what fixes it
         consumers.update(vcfg.consumer, vcfg.kind, state="starting")
-        consumers.clear_failure(vcfg.consumer)
 
     if not _retrying(register, stop, log, f"view {vcfg.consumer}: registering in the log"):
         return 0
@@ -380,6 +381,7 @@ def _view_loop(
         consumers.update(
             vcfg.consumer, vcfg.kind, state="running", error="", seq=cp.seq, commit_lsn=cp.commit_lsn
         )
+        consumers.clear_failure(vcfg.consumer)
         log.info("view %s (%s) resumes after log record %d", vcfg.consumer, vcfg.kind, cp.seq)
         pos = cp
         open_txn = False
