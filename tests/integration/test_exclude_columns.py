@@ -91,7 +91,7 @@ def test_excluded_columns_reach_no_log_view_or_output(pg: PgCluster, tmp_path: P
             " FROM generate_series(1000, 4000) g;"
             "COMMIT"
         )
-        p.wait_caught_up(timeout=180)
+        p.wait_caught_up(timeout=180, new_tables=True)
         assert p.stop() == 0, p.output()[-3000:]
         r = p.cli("verify")  # after `run`: DuckDB allows one process per file
         assert r.returncode == 0, r.stdout + r.stderr

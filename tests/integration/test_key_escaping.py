@@ -71,7 +71,7 @@ def test_key_columns_named_like_the_copys_own_names(pipeline: Pipeline) -> None:
         "INSERT INTO later_copy SELECT g, g, g, g, g, 'w' FROM generate_series(1, 300) g;"
         "UPDATE first_copy SET v = 'changed' WHERE \"n\" % 10 = 0"
     )
-    p.wait_caught_up()
+    p.wait_caught_up(new_tables=True)
     assert not p.failed_views()
     assert p.stop() == 0, p.output()[-3000:]
     p.assert_equal()

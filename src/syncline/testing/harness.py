@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import psycopg
 
 from syncline.config import load_config
-from syncline.core.errors import LogError
+from syncline.core.errors import LogError, TablesNotFollowed
 from syncline.log import log_ready, open_observer
 from syncline.log.base import LogBusy
 from syncline.runtime.status import views_caught_up
@@ -195,12 +195,20 @@ class Pipeline:
     def current_lsn(self) -> int:
         return parse_lsn(str(self.sql("SELECT pg_current_wal_insert_lsn()::text")[0][0]))
 
-    def wait_caught_up(self, timeout: float = 120) -> None:
+    def wait_caught_up(self, timeout: float = 120, new_tables: bool = False) -> None:
         """Until every view has applied what the source committed so far, and every
-        table copy (first start, new tables) is done, as ``syncline wait`` does."""
-        lsn = self.current_lsn()
+        table copy (first start, new tables) is done, as ``syncline wait`` does.
+        ``new_tables``: tables were created a moment ago; first wait until the capture
+        follows every table matching ``[source] tables`` (until then a new table is in no
+        copy yet, and the views may look caught up without it)."""
         names = [v.name for v in self.cfg.views]
         deadline = time.monotonic() + timeout
+        lsn = self.current_lsn()
+        if new_tables:
+            try:
+                lsn = open_admin(self.cfg).followed_position(deadline)
+            except TablesNotFollowed as e:
+                raise AssertionError(f"{e}:\n{self.output()[-4000:]}") from None
         while time.monotonic() < deadline:
             if self.copying():
                 lsn = -1  # the copy's chunks are logged after the position asked for
