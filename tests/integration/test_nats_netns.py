@@ -13,9 +13,7 @@ per key in the replica).
 
 from __future__ import annotations
 
-import contextlib
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -30,7 +28,7 @@ from syncline.testing import audit, faults, natsserver
 from syncline.testing.compare import compare_postgres, compare_redis, source_tables
 from syncline.testing.natsserver import NatsServer, nats_server_binary, wait_jetstream
 from syncline.testing.netns import NetnsUnavailable, Network
-from syncline.testing.pgcluster import PgCluster, free_port, kill_group
+from syncline.testing.pgcluster import PgCluster, free_port, kill_group, wait_port
 
 NATS_PORT, ROUTE_PORT = 4222, 6222
 
@@ -110,15 +108,6 @@ def crashes(out: str) -> list[str]:
         for i, line in enumerate(lines)
         if line.startswith("Traceback") and not (i and lines[i - 1].startswith("Exception ignored in"))
     ]
-
-
-def wait_port(host: str, port: int, timeout: float = 15) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError), socket.create_connection((host, port), 0.2):
-            return
-        time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on {host}:{port}")
 
 
 def test_hosts_in_network_namespaces_under_faults(tmp_path: Path) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,7 @@ import pytest
 
 from syncline.testing.compare import compare_postgres, compare_redis, source_tables
 from syncline.testing.harness import Pipeline
-from syncline.testing.pgcluster import PgCluster, free_port
+from syncline.testing.pgcluster import PgCluster, free_port, wait_port
 
 PASSWORD = "TlsCanaryPw9"
 
@@ -87,15 +86,7 @@ def tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsServers]:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        deadline = time.monotonic() + 10
-        import socket
-
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), 0.2).close()
-                break
-            except OSError:
-                time.sleep(0.05)
+        wait_port("127.0.0.1", port)
         yield TlsServers(pg, certs, port)
     finally:
         if redis_proc is not None:

@@ -31,7 +31,7 @@ from syncline.testing.compare import (
     compare_tantivy,
     source_tables,
 )
-from syncline.testing.pgcluster import PgCluster, kill_group
+from syncline.testing.pgcluster import PgCluster, kill_group, wait_port
 
 if TYPE_CHECKING:
     from syncline.testing.natsserver import NatsServer
@@ -182,15 +182,7 @@ class Pipeline:
         if self.proc is None:
             return 0
         self.proc.send_signal(signal.SIGTERM)
-        try:
-            rc = self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            raise AssertionError(
-                f"syncline run did not stop in {timeout}s:\n{self.output()[-3000:]}"
-            ) from None
-        self.proc = None
-        return rc
+        return self._exit_code(timeout, "did not stop")
 
     def current_lsn(self) -> int:
         return parse_lsn(str(self.sql("SELECT pg_current_wal_insert_lsn()::text")[0][0]))
@@ -293,16 +285,21 @@ class Pipeline:
     def run_to_exit(self, timeout: float = 60) -> tuple[int, str]:
         """``syncline run`` once, until it exits by itself: (exit code, everything it printed)."""
         self.start()
+        return self._exit_code(timeout, "still running"), self.output()
+
+    def _exit_code(self, timeout: float, failing: str) -> int:
+        """The exit code of ``syncline run`` once it exits (killed, and an AssertionError
+        saying ``failing``, after ``timeout`` s)."""
         assert self.proc is not None
         try:
             rc = self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             self.kill()
             raise AssertionError(
-                f"syncline run still running after {timeout}s:\n{self.output()[-3000:]}"
+                f"syncline run {failing} after {timeout}s:\n{self.output()[-3000:]}"
             ) from None
         self.proc = None
-        return rc, self.output()
+        return rc
 
     def close(self) -> None:
         self.kill()
@@ -352,14 +349,7 @@ class RedisServer:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        import socket
-
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), 0.2):
-                return
-            time.sleep(0.05)
-        raise RuntimeError("redis-server did not start")
+        wait_port("127.0.0.1", self.port, timeout=10)
 
     def stop(self) -> None:
         if self.proc is not None:

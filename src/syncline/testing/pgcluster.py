@@ -72,6 +72,16 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def wait_port(host: str, port: int, timeout: float = 15) -> None:
+    """Until something accepts connections on ``host:port`` (RuntimeError after ``timeout``)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection((host, port), 0.2):
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {host}:{port}")
+
+
 def _as_postgres() -> dict[str, Any]:
     """subprocess kwargs that drop root privileges to the postgres user (initdb refuses root)."""
     if os.geteuid() != 0:
