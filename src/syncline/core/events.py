@@ -166,11 +166,18 @@ class Checkpoint:
 
     seq: int = 0
     commit_lsn: Position = NO_POSITION
+    log: str = ""
+    """The id of the log the records were read from (``""``: not known, e.g. a store
+    written before logs had ids): a log emptied or replaced has another id, so a record
+    number never points into the wrong log."""
 
     @classmethod
-    def stored(cls, seq: int | str | bytes, position: int | str | bytes) -> Checkpoint:
+    def stored(
+        cls, seq: int | str | bytes, position: int | str | bytes, log: str | bytes | None = None
+    ) -> Checkpoint:
         """A checkpoint read back from a store (integers, or their text)."""
-        return cls(int(seq), Position(int(position)))
+        text = log.decode() if isinstance(log, bytes) else (log or "")
+        return cls(int(seq), Position(int(position)), text)
 
 
 def key_text(values: tuple[str, ...]) -> str:

@@ -10,6 +10,7 @@ stored by the views themselves and reported to the log for retention.
 
 from __future__ import annotations
 
+import secrets
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Protocol
@@ -18,6 +19,15 @@ from syncline.core.config_models import split_consumer
 from syncline.core.errors import LogError
 from syncline.core.events import Checkpoint, Relation, Transaction
 from syncline.core.position import NO_POSITION, Position
+
+LOG_ID = "log_id"
+"""Metadata key of the log's id: random, made when the log is created and again whenever
+it is emptied. Views store it with their checkpoint; a view never resumes by record
+number in a log with another id."""
+
+
+def new_log_id() -> str:
+    return secrets.token_hex(8)
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,8 +11,10 @@ from __future__ import annotations
 import threading
 
 from syncline.core.config_models import LogConfig
+from syncline.core.errors import TransientViewError
 from syncline.core.events import Checkpoint, Transaction
 from syncline.log import open_cursor
+from syncline.log.base import LOG_ID
 
 IDLE_POLL = 0.005
 """How often an idle reader looks for new records (a look reads one row of the log's meta
@@ -26,8 +28,14 @@ class Prefetcher:
         start: Checkpoint,
         batch_events: int,
         part: tuple[int, int] | None = None,
+        log_id: str = "",
     ) -> None:
         self.log = log
+        self.log_id = log_id
+        """The log's id when the view started: an embedded log is emptied in place (a first
+        snapshot started over), so each read is followed by a look at the id (records read
+        before an id that did not change are that log's; a NATS log's numbers never repeat)."""
+        self._check_id = bool(log_id) and log.kind != "nats"
         self.part = part
         self.start = start
         self.batch_events = batch_events
@@ -57,6 +65,8 @@ class Prefetcher:
                 if not txns:
                     self._halt.wait(IDLE_POLL)
                     continue
+                if self._check_id and reader.meta(LOG_ID) != self.log_id:
+                    raise TransientViewError("the log was emptied or replaced while the view read it")
                 pos = Checkpoint(txns[-1].seq, txns[-1].commit_lsn)
                 with self._cond:
                     self._pending.extend(txns)

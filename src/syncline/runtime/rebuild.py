@@ -44,6 +44,7 @@ from syncline.core.config_models import Config, LogConfig, ViewConfig
 from syncline.core.errors import LogError, SynclineError
 from syncline.core.events import Checkpoint, Relation, Transaction
 from syncline.log import log_exists, open_control, open_cursor, open_observer
+from syncline.log.base import LOG_ID
 from syncline.runtime.prefetch import Prefetcher
 from syncline.verify.source import SourceSnapshot
 from syncline.views.base import Batch, InPlaceRebuild, View, advance_relations
@@ -218,6 +219,7 @@ class Builder:
         self._prefetch: Prefetcher | None = None
         self._open = False
         self._reader = open_cursor(log)
+        self.log_id = self._reader.meta(LOG_ID)
         self._obs = open_observer(log)
         self._held: list[Transaction] = []
         """Transactions read but not applied yet (beyond a position :meth:`advance_to` stops at)."""
@@ -252,7 +254,7 @@ class Builder:
         self.say("filling from the compacted log")
         for txn in state:
             self.rows += len(txn.items)
-            cp = Checkpoint(txn.seq, txn.commit_lsn)
+            cp = Checkpoint(txn.seq, txn.commit_lsn, self.log_id)
             self._apply(Batch([txn], self.relations, cp, len(txn.items), txn.last))
         self.say(f"filled {self.rows} rows up to log record {self.cp.seq}")
 
@@ -264,7 +266,7 @@ class Builder:
             if self._reader.trimmed_seq() > self.cp.seq:  # trimmed just before the hold
                 raise RebuildError("the log was trimmed while the rebuild began: run it again")
             self.relations = self._reader.relations_at(self.cp.seq)
-            self._prefetch = Prefetcher(self.log, self.cp, self.vcfg.batch_events)
+            self._prefetch = Prefetcher(self.log, self.cp, self.vcfg.batch_events, log_id=self.log_id)
         return self._prefetch.get(timeout) or []
 
     def step(self, timeout: float = 0.05, upto: int | None = None) -> bool:
@@ -279,7 +281,8 @@ class Builder:
         last = txns[-1]
         n = sum(len(t.items) for t in txns)
         self.rows += n
-        batch = Batch(txns, self.relations, Checkpoint(last.seq, last.commit_lsn), n, commit=last.last)
+        cp = Checkpoint(last.seq, last.commit_lsn, self.log_id)
+        batch = Batch(txns, self.relations, cp, n, commit=last.last)
         self._apply(batch)
         self._open = not last.last
         return True

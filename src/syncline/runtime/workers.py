@@ -39,7 +39,7 @@ from syncline.log import (
     open_cursor,
     open_retention,
 )
-from syncline.log.base import LogAppender, LogControl, LogCursor, LogLocked
+from syncline.log.base import LOG_ID, LogAppender, LogControl, LogCursor, LogLocked
 from syncline.log.embedded.retention import Retention
 from syncline.runtime.backoff import Backoff
 from syncline.runtime.logsetup import setup_logging
@@ -364,7 +364,8 @@ def _view_loop(
                 f"{hw}: the log was reset; empty the view's store to rebuild it"
             )
         trimmed = reader.trimmed_seq()
-        _check_same_log(reader, cp, trimmed, vcfg, path)
+        log_id = reader.meta(LOG_ID)
+        _check_same_log(reader, cp, trimmed, vcfg, path, log_id)
         # the store's own position, which may be behind the recorded one (a store restored
         # or emptied): `wait` must not count on more than the store holds
         consumers.update(vcfg.consumer, vcfg.kind, seq=cp.seq, commit_lsn=cp.commit_lsn)
@@ -374,7 +375,7 @@ def _view_loop(
                     f"view {vcfg.consumer} is at log record {cp.seq} but the log was trimmed up to "
                     f"{trimmed}: empty the view's store to refill it from the compacted log"
                 )
-            cp = _fill_from_compacted(view, vcfg, cfg, consumers, stop, log)
+            cp = _fill_from_compacted(view, vcfg, cfg, consumers, stop, log, log_id)
             if isinstance(view, DeferredCommit):
                 view.flush()
         relations = reader.relations_at(cp.seq)
@@ -386,13 +387,13 @@ def _view_loop(
         pos = cp
         open_txn = False
         part = (vcfg.partition, vcfg.partitions) if vcfg.partition is not None else None
-        prefetch = Prefetcher(cfg.log, cp, vcfg.batch_events, part=part)
+        prefetch = Prefetcher(cfg.log, cp, vcfg.batch_events, part=part, log_id=log_id)
         try:
             extra = _sequence_meta(reader) if _wants_sequences(vcfg.kind) else None
             # every worker keeps its lease; the compactor is never paused by a rebuild
             paused = _pause_check(consumers, vcfg.consumer, vcfg.name, pausable=vcfg.kind != "compacted")
             open_txn = _apply_loop(
-                view, vcfg, prefetch, relations, pos, consumers, stop, retention, extra, paused
+                view, vcfg, prefetch, relations, pos, consumers, stop, retention, extra, paused, log_id
             )
         finally:
             prefetch.close()
@@ -414,20 +415,34 @@ def _wants_sequences(kind: str) -> bool:
     return bool(_kind_declares(kind, "SEQUENCES", False))
 
 
-def _check_same_log(reader: LogCursor, cp: Checkpoint, trimmed: int, vcfg: ViewConfig, path: Path) -> None:
-    """The store's checkpoint names a record by number and by the source position of its
-    transaction: a log emptied or replaced since (a new snapshot written as record 1 again)
-    holds another transaction under that number, and the view must not resume after it."""
-    if cp.seq <= 0 or cp.seq <= trimmed:
+def _check_same_log(
+    reader: LogCursor, cp: Checkpoint, trimmed: int, vcfg: ViewConfig, path: Path, log_id: str
+) -> None:
+    """The store's checkpoint names the log it was read from by its id (a log emptied or
+    replaced since has another one, even when its new records repeat the old numbers and
+    positions). A store written before logs had ids names the record by number and by the
+    source position of its transaction: another transaction under that number is another
+    log too. Either way the view must not resume after it."""
+    if cp.seq <= 0:
         return
-    got = reader.read(Checkpoint(cp.seq - 1), 1)
-    if not got or got[0].seq != cp.seq or got[0].commit_lsn == cp.commit_lsn:
-        return
+    if cp.log and log_id:
+        if cp.log == log_id:
+            return
+        found = f"the log at {path} is another log (id {log_id}, the view's store names {cp.log})"
+    else:
+        if cp.seq <= trimmed:
+            return
+        got = reader.read(Checkpoint(cp.seq - 1), 1)
+        if not got or got[0].seq != cp.seq or got[0].commit_lsn == cp.commit_lsn:
+            return
+        found = (
+            f"record {cp.seq} of the log at {path} is another transaction (committed at "
+            f"{format_position(got[0].commit_lsn)})"
+        )
     raise ViewError(
         f"view {vcfg.consumer} has applied log record {cp.seq} (committed at "
-        f"{format_position(cp.commit_lsn)}), but record {cp.seq} of the log at {path} is another "
-        f"transaction (committed at {format_position(got[0].commit_lsn)}): the log was reset or "
-        "replaced; empty the view's store to rebuild it",
+        f"{format_position(cp.commit_lsn)}), but {found}: the log was reset or replaced; empty the "
+        "view's store to rebuild it",
         action="empty the view's store (it is refilled from the log)",
     )
 
@@ -515,6 +530,7 @@ def _apply_loop(
     retention: Retention | None,
     extra: Callable[[], dict[str, object]] | None = None,
     paused: Callable[[], bool] | None = None,
+    log_id: str = "",
 ) -> bool:
     """Apply batches until stopped; return True if stopped inside a source transaction.
 
@@ -552,7 +568,7 @@ def _apply_loop(
             last_batch = time.monotonic()
             last = txns[-1]
             n = sum(len(t.items) for t in txns)
-            batch = Batch(txns, relations, Checkpoint(last.seq, last.commit_lsn), n, commit=last.last)
+            batch = Batch(txns, relations, Checkpoint(last.seq, last.commit_lsn, log_id), n, commit=last.last)
             if extra is not None:
                 batch.meta = extra()
             in_txn += view_events(batch, vcfg.tables)
@@ -598,6 +614,7 @@ def _fill_from_compacted(
     consumers: LogControl,
     stop: threading.Event,
     log: logging.Logger,
+    log_id: str,
 ) -> Checkpoint:
     """A new view, and the log was trimmed: fill it from the compacted log (on a NATS log
     and another host than the capture's: from the copy published to NATS), then continue."""
@@ -613,7 +630,7 @@ def _fill_from_compacted(
         log.info("view %s is new and the log was trimmed: fetching the compacted state", vcfg.consumer)
         try:
             if fetch(cfg.log, fetched):
-                return _fill_from(iter_compacted(fetched), view, vcfg, consumers, stop, log)
+                return _fill_from(iter_compacted(fetched), view, vcfg, consumers, stop, log, log_id)
         finally:
             shutil.rmtree(fetched, ignore_errors=True)
     if not (path / "compact.db").exists():
@@ -633,7 +650,7 @@ def _fill_from_compacted(
             " [log] path), or configure the view where the capture runs before the log is trimmed",
         )
     log.info("view %s is new and the log was trimmed: filling it from the compacted log", vcfg.consumer)
-    return _fill_from(iter_compacted(path), view, vcfg, consumers, stop, log)
+    return _fill_from(iter_compacted(path), view, vcfg, consumers, stop, log, log_id)
 
 
 def _fill_from(
@@ -643,6 +660,7 @@ def _fill_from(
     consumers: LogControl,
     stop: threading.Event,
     log: logging.Logger,
+    log_id: str,
 ) -> Checkpoint:
     consumers.update(vcfg.consumer, vcfg.kind, state="filling")
     relations: dict[int, Relation] = {}
@@ -651,7 +669,7 @@ def _fill_from(
     for txn in txns:
         if stop.is_set():
             raise TransientViewError("stopped while filling from the compacted log")
-        cp = Checkpoint(txn.seq, txn.commit_lsn)
+        cp = Checkpoint(txn.seq, txn.commit_lsn, log_id)
         if vcfg.partition is not None:
             txn = take_partition([txn], relations, vcfg.partition, vcfg.partitions)[0]
         n += len(txn.items)

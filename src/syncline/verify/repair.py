@@ -26,7 +26,7 @@ from syncline.core.config_models import Config, LogConfig, ViewConfig
 from syncline.core.events import Checkpoint, Relation, Row
 from syncline.core.records import encode_delete, encode_insert
 from syncline.log import open_appender, open_control, open_cursor
-from syncline.log.base import LogLocked
+from syncline.log.base import LOG_ID, LogLocked
 from syncline.log.embedded.store import (
     connect,
     repair_request_state,
@@ -206,6 +206,12 @@ def catch_up(cfg: Config, vcfg: ViewConfig) -> Checkpoint:
         try:
             if cp.seq < reader.trimmed_seq():
                 raise VerifyError(f"view {vcfg.name} is behind the trimmed log: run `syncline run`")
+            log_id = reader.meta(LOG_ID)
+            if cp.seq and cp.log and log_id and cp.log != log_id:
+                raise VerifyError(
+                    f"view {vcfg.name} was applied from another log than the one at {cfg.log.path} (the"
+                    " log was reset or replaced): empty the view's store to rebuild it"
+                )
             relations = reader.relations_at(cp.seq)
             events = 0
             while True:
@@ -214,10 +220,10 @@ def catch_up(cfg: Config, vcfg: ViewConfig) -> Checkpoint:
                     break
                 last = txns[-1]
                 n = sum(len(t.items) for t in txns)
-                batch = Batch(txns, relations, Checkpoint(last.seq, last.commit_lsn), n, commit=last.last)
+                cp = Checkpoint(last.seq, last.commit_lsn, log_id)
+                batch = Batch(txns, relations, cp, n, commit=last.last)
                 view.apply(batch)
                 advance_relations(batch)
-                cp = Checkpoint(last.seq, last.commit_lsn)
                 events += n
             flush = getattr(view, "flush", None)
             if callable(flush):

@@ -45,7 +45,7 @@ CREATE INDEX IF NOT EXISTS rows_tombstones ON rows (seq) WHERE row IS NULL;
 CREATE TABLE IF NOT EXISTS shapes (relid INTEGER NOT NULL, relseq INTEGER NOT NULL,
     detail BLOB NOT NULL, PRIMARY KEY (relid, relseq));
 CREATE TABLE IF NOT EXISTS position (id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER NOT NULL,
-    commit_lsn INTEGER NOT NULL);
+    commit_lsn INTEGER NOT NULL, log_id TEXT NOT NULL DEFAULT '');
 CREATE TABLE IF NOT EXISTS format (id INTEGER PRIMARY KEY CHECK (id = 1), version INTEGER NOT NULL);
 """
 
@@ -128,8 +128,11 @@ class CompactedView(AppliedView):
         for relid, relseq in self.conn.execute("SELECT relid, max(relseq) FROM shapes GROUP BY relid"):
             self._relseq[int(relid)] = int(relseq)
             self._next_relseq = max(self._next_relseq, int(relseq) + 1)
-        row = self.conn.execute("SELECT seq, commit_lsn FROM position WHERE id = 1").fetchone()
-        self._position = Checkpoint.stored(row[0], row[1]) if row else Checkpoint()
+        if "log_id" not in {c[1] for c in self.conn.execute("PRAGMA table_info(position)")}:
+            # written before logs had ids
+            self.conn.execute("ALTER TABLE position ADD COLUMN log_id TEXT NOT NULL DEFAULT ''")
+        row = self.conn.execute("SELECT seq, commit_lsn, log_id FROM position WHERE id = 1").fetchone()
+        self._position = Checkpoint.stored(*row) if row else Checkpoint()
         return self._position
 
     # The skeleton is AppliedView.apply: every table, errors raised as they are.
@@ -204,7 +207,10 @@ class CompactedView(AppliedView):
     def _commit(self, batch: Batch) -> None:
         assert self.conn is not None
         cp = batch.checkpoint
-        self.conn.execute("INSERT OR REPLACE INTO position VALUES (1, ?, ?)", (cp.seq, cp.commit_lsn))
+        self.conn.execute(
+            "INSERT OR REPLACE INTO position (id, seq, commit_lsn, log_id) VALUES (1, ?, ?, ?)",
+            (cp.seq, cp.commit_lsn, cp.log),
+        )
         self.conn.execute("COMMIT")
         self._position = cp
 

@@ -197,6 +197,8 @@ class EmbeddedLogWriter:
         self.conn.execute("DELETE FROM records WHERE seq > ?", (hw,))
         self.conn.execute("DELETE FROM relations WHERE seq > ?", (hw,))
         self.conn.execute("DELETE FROM pending")
+        if not get_meta(self.conn, base.LOG_ID):
+            set_meta(self.conn, base.LOG_ID, base.new_log_id())
         self.conn.execute("COMMIT")
         row = self.conn.execute("SELECT max(seq) FROM records").fetchone()
         self.hw = hw
@@ -640,10 +642,14 @@ class EmbeddedLogWriter:
     # -- snapshot bookkeeping --------------------------------------------------------------
 
     def reset(self) -> None:
-        """Discard everything (an unfinished first snapshot)."""
+        """Discard everything (an unfinished first snapshot). A log that held records is
+        another log from here on (a new id); one that never did keeps its id (views may have
+        read it already)."""
+        log_id = get_meta(self.conn, base.LOG_ID) if self.hw == 0 else ""
         self.conn.execute("BEGIN IMMEDIATE")
         for t in ("records", "relations", "pending", "meta"):
             self.conn.execute(f"DELETE FROM {t}")  # noqa: S608 - fixed table names
+        set_meta(self.conn, base.LOG_ID, log_id or base.new_log_id())
         self.conn.execute("COMMIT")
         self.hw = 0
         self.next_seq = 1

@@ -54,7 +54,7 @@ from syncline.core.events import Checkpoint, Item, Relation, Transaction
 from syncline.core.position import Position
 from syncline.core.procs import holder_alive
 from syncline.core.records import RelationResolver, decode_items, legacy_relations
-from syncline.log.base import LogLocked
+from syncline.log.base import LOG_ID, LogLocked, new_log_id
 from syncline.log.embedded.store import PART_BYTES, EmbeddedLogWriter, poisons
 from syncline.log.nats.client import Nats
 from syncline.log.nats.control import delete_key, entries
@@ -203,6 +203,9 @@ class NatsLogWriter(EmbeddedLogWriter):
         self._last_commit_lsn = self._pending_commit_lsn = self._pos["last_commit_lsn"]
         self._received_lsn = self._pos["received_lsn"]
         self._meta_doc, self._meta_rev = self.nats.run(_get_json(self.kv, "meta"))
+        if not self._meta_doc.get(LOG_ID):
+            self._meta_doc = {**self._meta_doc, LOG_ID: new_log_id()}
+            self._meta_rev = self._cas("meta", self._meta_doc, self._meta_rev)
         self._relations_latest = {}
         self._rel_docs: dict[int, list[list[Any]]] = {}
         for oid, versions in self.nats.run(_load_relations(self.kv)).items():
@@ -399,6 +402,7 @@ class NatsLogWriter(EmbeddedLogWriter):
         return 0
 
     def reset(self) -> None:
+        log_id = str(self._meta_doc.get(LOG_ID, "")) if self.hw == 0 else ""  # as the embedded log's
         self.nats.run(self._await_acks())
 
         async def go() -> None:
@@ -423,7 +427,8 @@ class NatsLogWriter(EmbeddedLogWriter):
         self._cum = 0
         self._prev_rec = 0
         self._put_pos()
-        self._meta_doc, self._meta_rev = {}, 0
+        self._meta_doc = {LOG_ID: log_id or new_log_id()}
+        self._meta_rev = self._cas("meta", self._meta_doc, 0)
         self._relations_latest.clear()
         self._rel_docs.clear()
         self._rows_relations = []

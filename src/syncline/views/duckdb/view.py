@@ -16,7 +16,7 @@ rows/s; INSERT OR REPLACE / MERGE 17-22k rows/s; row-by-row executemany ~400 row
 * the rows of a batch are read with the view's own relations (the schema state at its
   stored checkpoint) for the tables it holds, ``batch.relations`` for others; the latter is
   advanced in place past the batch's schema changes, which the runtime relies on;
-* bookkeeping lives in schema ``_syncline``: ``positions(view, seq, commit_lsn)`` and
+* bookkeeping lives in schema ``_syncline``: ``positions(view, seq, commit_lsn, log_id)`` and
   ``relations(view, oid, relation JSON)``, written in the same transaction as the data.
 
 The type mapping is documented in :mod:`syncline.views.duckdb.values`.
@@ -196,8 +196,10 @@ class DuckdbView(AppliedView):
             self._run(f"CREATE SCHEMA IF NOT EXISTS {META}")
             self._run(
                 f"CREATE TABLE IF NOT EXISTS {META}.positions "
-                "(view VARCHAR PRIMARY KEY, seq BIGINT, commit_lsn BIGINT)"
+                "(view VARCHAR PRIMARY KEY, seq BIGINT, commit_lsn BIGINT, log_id VARCHAR DEFAULT '')"
             )
+            # a file written before logs had ids
+            self._run(f"ALTER TABLE {META}.positions ADD COLUMN IF NOT EXISTS log_id VARCHAR DEFAULT ''")
             self._run(
                 f"CREATE TABLE IF NOT EXISTS {META}.relations (view VARCHAR, oid BIGINT, relation JSON)"
             )
@@ -240,10 +242,7 @@ class DuckdbView(AppliedView):
             ).fetchone()
             if not row or not row[0]:
                 return Checkpoint()
-            got = c.execute(
-                "SELECT seq, commit_lsn FROM _syncline.positions WHERE view = ?", [self.name]
-            ).fetchone()
-            return Checkpoint.stored(got[0], got[1]) if got else Checkpoint()
+            return _position(c, self.name)
         finally:
             c.close()
 
@@ -303,10 +302,12 @@ class DuckdbView(AppliedView):
             self._run(f"DELETE FROM {table_sql(cur.schema, cur.name)}")  # noqa: S608
 
     def _commit(self, batch: Batch) -> None:
+        cp = batch.checkpoint
         self._run(
-            "INSERT INTO _syncline.positions VALUES (?, ?, ?) ON CONFLICT (view) "
-            "DO UPDATE SET seq = excluded.seq, commit_lsn = excluded.commit_lsn",
-            [self.name, batch.checkpoint.seq, batch.checkpoint.commit_lsn],
+            "INSERT INTO _syncline.positions (view, seq, commit_lsn, log_id) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (view) DO UPDATE SET seq = excluded.seq, commit_lsn = excluded.commit_lsn, "
+            "log_id = excluded.log_id",
+            [self.name, cp.seq, cp.commit_lsn, cp.log],
         )
         self._run("COMMIT")
 
@@ -328,12 +329,7 @@ class DuckdbView(AppliedView):
         return self._conn
 
     def _stored_checkpoint(self) -> Checkpoint:
-        row = (
-            self._require()
-            .execute("SELECT seq, commit_lsn FROM _syncline.positions WHERE view = ?", [self.name])
-            .fetchone()
-        )
-        return Checkpoint.stored(row[0], row[1]) if row else Checkpoint()
+        return _position(self._require(), self.name)
 
     def _abort(self) -> None:
         c = self._conn
@@ -790,3 +786,14 @@ class DuckdbView(AppliedView):
 
 
 __all__ = ["DuckdbView", "relation_from_json", "relation_to_json"]
+
+
+def _position(conn: Any, view: str) -> Checkpoint:
+    """The checkpoint stored for ``view`` (a file written before logs had ids has no
+    ``log_id`` column)."""
+    cur = conn.execute("SELECT * FROM _syncline.positions WHERE view = ?", [view])
+    row = cur.fetchone()
+    if row is None:
+        return Checkpoint()
+    got = dict(zip([d[0] for d in cur.description], row, strict=True))
+    return Checkpoint.stored(got["seq"], got["commit_lsn"], got.get("log_id"))

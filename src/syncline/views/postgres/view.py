@@ -63,7 +63,12 @@ DIRECT_MAX_SKIP = 64
 _BOOKKEEPING = (
     "CREATE SCHEMA IF NOT EXISTS _syncline",
     "CREATE TABLE IF NOT EXISTS _syncline.positions (view text PRIMARY KEY,"
-    " seq bigint NOT NULL, commit_lsn bigint NOT NULL, updated_at timestamptz)",
+    " seq bigint NOT NULL, commit_lsn bigint NOT NULL, updated_at timestamptz,"
+    " log_id text NOT NULL DEFAULT '')",
+    # a replica written before logs had ids (ALTER only then: it locks the table)
+    "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = '_syncline.positions'::regclass"
+    " AND attname = 'log_id' AND NOT attisdropped) THEN"
+    " ALTER TABLE _syncline.positions ADD COLUMN log_id text NOT NULL DEFAULT ''; END IF; END $$",
     "CREATE TABLE IF NOT EXISTS _syncline.relations (view text, oid bigint,"
     " relation jsonb, PRIMARY KEY (view, oid))",
 )
@@ -241,7 +246,7 @@ class PostgresView(AppliedView):
                 for stmt in _BOOKKEEPING:
                     cur.execute(stmt)
                 cur.execute(
-                    "SELECT seq, commit_lsn FROM _syncline.positions WHERE view = %s",
+                    "SELECT seq, commit_lsn, log_id FROM _syncline.positions WHERE view = %s",
                     (self.name,),
                 )
                 row = cur.fetchone()
@@ -260,7 +265,7 @@ class PostgresView(AppliedView):
                 f"{redact(str(e), self._secrets)}"
             ) from None
         self._relations = rels
-        self._checkpoint = Checkpoint.stored(row[0], row[1]) if row else Checkpoint()
+        self._checkpoint = Checkpoint.stored(*row) if row else Checkpoint()
         return self._checkpoint
 
     def relations(self) -> dict[int, Relation]:
@@ -358,13 +363,13 @@ class PostgresView(AppliedView):
         conn = self._ensure()
         with conn.cursor() as cur:
             cur.execute(
-                "SELECT seq, commit_lsn FROM _syncline.positions WHERE view = %s FOR UPDATE",
+                "SELECT seq, commit_lsn, log_id FROM _syncline.positions WHERE view = %s FOR UPDATE",
                 (self.name,),
             )
             row = cur.fetchone()
         if row is not None and int(row[0]) >= batch.checkpoint.seq:
             conn.rollback()
-            self._checkpoint = Checkpoint.stored(row[0], row[1])
+            self._checkpoint = Checkpoint.stored(*row)
             return False
         self._txn_stored = dict(self._relations)
         return True
@@ -428,11 +433,11 @@ class PostgresView(AppliedView):
                     (self.name, gone),
                 )
             cur.execute(
-                "INSERT INTO _syncline.positions (view, seq, commit_lsn, updated_at)"
-                " VALUES (%s, %s, %s, now()) ON CONFLICT (view) DO UPDATE SET"
+                "INSERT INTO _syncline.positions (view, seq, commit_lsn, updated_at, log_id)"
+                " VALUES (%s, %s, %s, now(), %s) ON CONFLICT (view) DO UPDATE SET"
                 " seq = EXCLUDED.seq, commit_lsn = EXCLUDED.commit_lsn,"
-                " updated_at = EXCLUDED.updated_at",
-                (self.name, batch.checkpoint.seq, batch.checkpoint.commit_lsn),
+                " updated_at = EXCLUDED.updated_at, log_id = EXCLUDED.log_id",
+                (self.name, batch.checkpoint.seq, batch.checkpoint.commit_lsn, batch.checkpoint.log),
             )
         conn.commit()
         self._txn_stored = {}
@@ -472,13 +477,15 @@ class PostgresView(AppliedView):
                 row = conn.execute("SELECT to_regclass('_syncline.positions') IS NOT NULL").fetchone()
                 if not row or not row[0]:
                     return Checkpoint()
-                row = conn.execute(
-                    "SELECT seq, commit_lsn FROM _syncline.positions WHERE view = %s",
-                    (self.name,),
-                ).fetchone()
+                cur = conn.execute("SELECT * FROM _syncline.positions WHERE view = %s", (self.name,))
+                row = cur.fetchone()
+                names = [d.name for d in cur.description or ()]
             except psycopg.Error as e:
                 raise self._transient(e, "cannot read the checkpoint") from None
-        return Checkpoint.stored(row[0], row[1]) if row else Checkpoint()
+        if row is None:
+            return Checkpoint()
+        got = dict(zip(names, row, strict=True))  # a replica written before logs had ids: no log_id
+        return Checkpoint.stored(got["seq"], got["commit_lsn"], got.get("log_id"))
 
     def count_rows(self, qualified: str) -> int:
         ident: sql.Identifier | None = None

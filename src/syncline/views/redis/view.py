@@ -6,7 +6,7 @@ Layout (see ``docs/views/redis.md``):
   = ``schema.table``, ``{schema}``, ``{name}``, ``{pk}`` = key columns' text joined by
   ``:``); field = column name, value = the column's ``::text`` (:mod:`.values`); NULL
   columns are absent fields;
-* bookkeeping under ``_syncline:``: ``position:{view}`` (hash ``seq``, ``commit_lsn``),
+* bookkeeping under ``_syncline:``: ``position:{view}`` (hash ``seq``, ``commit_lsn``, ``log_id``),
   ``relations:{view}`` (hash oid -> relation JSON), ``keys:{view}:{schema.table}`` (set
   of the table's keys, for truncate; hash mode only).
 
@@ -338,7 +338,10 @@ class RedisView(AppliedView):
 
     def _commit(self, batch: Batch) -> None:
         cp = batch.checkpoint
-        self._cmd("position", "HSET", self.position_key, "seq", cp.seq, "commit_lsn", cp.commit_lsn)
+        self._cmd(
+            "position",
+            *("HSET", self.position_key, "seq", cp.seq, "commit_lsn", cp.commit_lsn, "log_id", cp.log),
+        )
         self._exec()
         self._known = cp
 
@@ -366,7 +369,7 @@ class RedisView(AppliedView):
             got = dict(zip(got[::2], got[1::2], strict=True))
         if not got:
             return Checkpoint()
-        return Checkpoint.stored(got[b"seq"], got[b"commit_lsn"])
+        return Checkpoint.stored(got[b"seq"], got[b"commit_lsn"], got.get(b"log_id"))
 
     def _unwatch(self) -> None:
         conn, self._conn = self._conn, None
@@ -468,7 +471,10 @@ class RedisView(AppliedView):
             prev = self._prev
             c = self._require()
             if prev.seq:
-                c.hset(self.position_key, mapping={"seq": prev.seq, "commit_lsn": prev.commit_lsn})
+                c.hset(
+                    self.position_key,
+                    mapping={"seq": prev.seq, "commit_lsn": prev.commit_lsn, "log_id": prev.log},
+                )
             else:
                 c.delete(self.position_key)
             raise _Failure(
@@ -767,7 +773,7 @@ class RedisView(AppliedView):
         got = self._require().hgetall(self.position_key)
         if not got:
             return Checkpoint()
-        return Checkpoint.stored(got[b"seq"], got[b"commit_lsn"])
+        return Checkpoint.stored(got[b"seq"], got[b"commit_lsn"], got.get(b"log_id"))
 
     def _load_relations(self) -> None:
         self._rels = {

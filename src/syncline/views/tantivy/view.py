@@ -178,7 +178,7 @@ def _read_meta(index: Any) -> tuple[Checkpoint, dict[int, Relation]]:
     raw = searcher.doc(res.hits[0][1]).get_first(F_META)
     meta = json.loads(bytes(raw))
     rels = {int(oid): codec.relation_from_json(doc) for oid, doc in meta.get("relations", {}).items()}
-    return Checkpoint.stored(meta["seq"], meta["commit_lsn"]), rels
+    return Checkpoint.stored(meta["seq"], meta["commit_lsn"], meta.get("log_id")), rels
 
 
 def _open_existing(path: str) -> Any:
@@ -599,6 +599,7 @@ class TantivyView(AppliedView):
             "layout": LAYOUT,
             "seq": self._done.seq,
             "commit_lsn": self._done.commit_lsn,
+            "log_id": self._done.log,
             "tokenizer": self.tokenizer,
             "text_fields": list(self.text_fields) if self.text_fields is not None else None,
             "relations": {str(oid): codec.relation_to_json(r).decode() for oid, r in self._rels.items()},
