@@ -63,7 +63,9 @@ def test_latest_row_per_key_in_either_row_form(tmp_path: Path, legacy: bool) -> 
     if legacy:  # a compact.db from before the packed form: tables and a position, no format
         conn = sqlite3.connect(tmp_path / "compact.db")
         conn.executescript(
-            SCHEMA.replace("CREATE TABLE IF NOT EXISTS format", "CREATE TABLE IF NOT EXISTS _x")
+            SCHEMA.replace("CREATE TABLE IF NOT EXISTS format", "CREATE TABLE IF NOT EXISTS _x").replace(
+                ", log_id TEXT NOT NULL DEFAULT ''", ""
+            )
         )
         conn.execute("INSERT INTO position VALUES (1, 0, 0)")
         conn.commit()

@@ -71,7 +71,10 @@ class EmbeddedControl:
     def __init__(self, path: Path) -> None:
         self.conn = connect(path)
         init_schema(self.conn)
-        self.conn.execute("PRAGMA synchronous=OFF")
+        # states and counters need no sync of their own, but this connection may run the
+        # WAL's checkpoint, which must sync (OFF would copy the log's pages into log.db
+        # unsynced and let the WAL be overwritten: a power cut then loses the log)
+        self.conn.execute("PRAGMA synchronous=NORMAL")
         self.conn.execute("PRAGMA busy_timeout=2000")
         self._unreported = 0
 
