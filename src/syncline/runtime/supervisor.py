@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from multiprocessing.process import BaseProcess
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from syncline.core.config_models import Config, ViewConfig
 from syncline.core.errors import LogError
@@ -58,6 +58,8 @@ class Supervisor:
         self.capture: BaseProcess | None = None
         self.views: dict[str, BaseProcess] = {}
         self.restart_backoff: dict[str, tuple[Backoff, float]] = {}
+        self.healthy: dict[str, Any] = {}
+        """Per process ("capture", "view NAME"): set once the process got through its start."""
         self.failed_views: set[str] = set()
         self.stopping = False
         self._seen_exits: set[int] = set()
@@ -89,12 +91,16 @@ class Supervisor:
         self.title = "supervisor" if capture and views is None else "capture" if capture else "apply"
 
     def _start_capture(self) -> None:
-        p = self.ctx.Process(target=workers.capture_entry, args=(self.cfg,), name="capture")
+        healthy = self.healthy["capture"] = self.ctx.Event()
+        p = self.ctx.Process(target=workers.capture_entry, args=(self.cfg, healthy), name="capture")
         p.start()
         self.capture = p
 
     def _start_view(self, v: ViewConfig) -> None:
-        p = self.ctx.Process(target=workers.view_entry, args=(self.cfg, v), name=f"view-{v.consumer}")
+        healthy = self.healthy[f"view {v.consumer}"] = self.ctx.Event()
+        p = self.ctx.Process(
+            target=workers.view_entry, args=(self.cfg, v, healthy), name=f"view-{v.consumer}"
+        )
         p.start()
         self.views[v.consumer] = p
 
@@ -183,10 +189,14 @@ class Supervisor:
 
     def _restart_when_due(self, what: str, exitcode: int | None, start: Callable[[], None]) -> None:
         """A process that exited without a terminal error: restart it after a back-off
-        (1 s doubling to 60 s), logging once per exit."""
+        (1 s doubling to 60 s; back to 1 s when it had got through its start), logging once
+        per exit."""
         b, due = self.restart_backoff.get(what, (Backoff(1.0, 60.0), 0.0))
         now = time.monotonic()
         if due == 0.0:
+            started = self.healthy.get(what)
+            if started is not None and started.is_set():
+                b.reset()  # killed while working (OOM, an operator): not a crash loop
             due = now + b.next_delay()
             self.restart_backoff[what] = (b, due)
             log.warning("%s exited (%s); restarting", what, exitcode)

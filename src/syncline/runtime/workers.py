@@ -93,12 +93,28 @@ def _child_setup(cfg: Config, name: str) -> threading.Event:
     return stop
 
 
-def capture_entry(cfg: Config) -> None:
+_healthy: Any = None
+"""This worker's "it started well" event, shared with the supervisor (set by
+:func:`mark_healthy`): a worker killed after it was set is restarted without back-off."""
+
+
+def mark_healthy() -> None:
+    """The worker got through its start (the capture read the source's catalogue, a view
+    resumed from its position)."""
+    if _healthy is not None and not _healthy.is_set():
+        _healthy.set()
+
+
+def capture_entry(cfg: Config, healthy: Any = None) -> None:
     """Process target: the exit code is the capture's result."""
+    global _healthy
+    _healthy = healthy
     raise SystemExit(capture_main(cfg))
 
 
-def view_entry(cfg: Config, vcfg: ViewConfig) -> None:
+def view_entry(cfg: Config, vcfg: ViewConfig, healthy: Any = None) -> None:
+    global _healthy
+    _healthy = healthy
     raise SystemExit(view_main(cfg, vcfg))
 
 
@@ -118,6 +134,7 @@ def capture_main(cfg: Config) -> int:
 
     def on_tables(every: list[str], columns: dict[str, list[str]], keyless: list[str]) -> None:
         nonlocal warned
+        mark_healthy()
         if not warned:
             warned = True
             for w in selection_warnings(cfg.source.tables, view_selections(cfg), every, columns):
@@ -384,6 +401,7 @@ def _view_loop(
         )
         consumers.clear_failure(vcfg.consumer)
         log.info("view %s (%s) resumes after log record %d", vcfg.consumer, vcfg.kind, cp.seq)
+        mark_healthy()
         pos = cp
         open_txn = False
         part = (vcfg.partition, vcfg.partitions) if vcfg.partition is not None else None
