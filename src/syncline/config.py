@@ -178,7 +178,7 @@ def parse_config(
         "source",
         {
             *("kind", "dsn", "tables", "slot", "publication", "streaming", "failover", "copy_parallel"),
-            "exclude_columns",
+            *("exclude_columns", "allow_superuser"),
         },
     )
     kind = _get(ctx, s, "source", "kind", str, '"postgres"', "postgres")
@@ -202,6 +202,7 @@ def parse_config(
         failover=_get(ctx, s, "source", "failover", bool, "true or false", False),
         copy_parallel=_get(ctx, s, "source", "copy_parallel", int, "chunks read at once, 1 to 16", 2),
         exclude_columns=_column_patterns(ctx, s),
+        allow_superuser=_get(ctx, s, "source", "allow_superuser", bool, "true or false", None),
     )
     if not 1 <= source.copy_parallel <= 16:
         raise ConfigError(f"{file}: source.copy_parallel: expected 1 to 16, got {source.copy_parallel}")

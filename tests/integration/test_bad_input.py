@@ -404,3 +404,29 @@ def test_a_view_of_a_log_that_was_reset_does_not_resume_after_the_new_snapshot(
         assert "Traceback" not in out
     finally:
         p.close()
+
+
+def test_a_superuser_is_refused_when_asked_and_named_otherwise(pg: PgCluster, tmp_path: Path) -> None:
+    """(issue 13) ``source.allow_superuser = false``: a superuser role stops the first start
+    with one line, before a slot exists; unset, the start goes on with a warning naming the
+    setting (a superuser stays accepted by default: existing setups connect as one)."""
+    p = Pipeline(pg, tmp_path / "refused", views=(), extra_source="allow_superuser = false")
+    try:
+        p.sql("CREATE TABLE t (id int PRIMARY KEY)")
+        rc, out = p.run_to_exit(timeout=60)
+        assert rc == 1, out  # as every source the capture refuses at start
+        last = out.strip().splitlines()[-1]
+        assert last.startswith("syncline: error: role 'postgres' is a superuser and source.allow_superuser")
+        assert not p.sql(f"SELECT 1 FROM pg_replication_slots WHERE slot_name = '{p.slot}'")
+    finally:
+        p.close()
+    p = Pipeline(pg, tmp_path / "warned", views=("postgres",))
+    try:
+        p.sql("CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1)")
+        p.start()
+        p.wait_caught_up()
+        assert p.stop() == 0
+        assert "role 'postgres' is a superuser; syncline needs only REPLICATION" in p.output()
+        p.assert_equal()
+    finally:
+        p.close()

@@ -12,10 +12,12 @@ from syncline.testing.pgcluster import PgCluster
 
 
 def _as_role(p: Pipeline, role: str) -> None:
-    """Point the pipeline's source DSN at ``role`` (the replica stays the test's)."""
+    """Point the pipeline's source DSN at ``role`` (the replica stays the test's), with a
+    superuser refused."""
     text = p.config_path.read_text()
     ours = p.source_dsn.replace("postgres@", f"{role}@")
-    p.config_path.write_text(text.replace(f'dsn = "{p.source_dsn}"', f'dsn = "{ours}"', 1))
+    ours_line = f'dsn = "{ours}"\nallow_superuser = false'
+    p.config_path.write_text(text.replace(f'dsn = "{p.source_dsn}"', ours_line, 1))
 
 
 def test_replication_and_select_with_an_administrators_publication(pg: PgCluster, tmp_path: Path) -> None:

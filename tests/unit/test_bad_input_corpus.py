@@ -98,7 +98,7 @@ def cases() -> Iterator[Case]:
         yield Case(f"{key} a number", src(**{key: "5"}), f"source.{key}")
     for bad in ("0", "17", "-1", "1.5", '"2"', "true"):
         yield Case(f"copy_parallel {bad}", src(copy_parallel=bad), "source.copy_parallel")
-    for key in ("streaming", "failover"):
+    for key in ("streaming", "failover", "allow_superuser"):
         for bad in ('"yes"', "1", '"true"'):
             yield Case(f"{key} {bad}", src(**{key: bad}), f"source.{key}")
     for bad in ('"nodot"', "[1]", '[["a"]]', "{a = 1}", '[""]'):

@@ -35,6 +35,9 @@ class SourceConfig:
     ``sync_replication_slots`` keep a copy, so the slot survives a promotion."""
     copy_parallel: int = 2
     """Chunks a watermark copy reads at once (each on its own connection, inside one window)."""
+    allow_superuser: bool | None = None
+    """A superuser role: accepted (True), refused (False), or accepted with a warning (not
+    set: syncline needs only REPLICATION and SELECT)."""
     exclude_columns: tuple[str, ...] = ()
     """Glob patterns over ``schema.table.column``: columns the capture drops, so their values
     reach neither the log nor any view."""

@@ -103,7 +103,14 @@ class Capture:
             info = cat.server_info(conn)
             if not self.writer.meta("source_reached"):
                 self.writer.set_meta_now(source_reached=1)
-            cat.check_server(info)
+            cat.check_server(info, self.cfg.allow_superuser)
+            if info.superuser and self.cfg.allow_superuser is None:
+                log.warning(
+                    "role %r is a superuser; syncline needs only REPLICATION and SELECT on the tables"
+                    " (README, Security). Set source.allow_superuser = false to refuse a superuser,"
+                    " true to accept it without this warning",
+                    info.user,
+                )
             if self.cfg.failover and info.version < 170000:
                 raise SourceError(
                     "source.failover = true needs PostgreSQL 17 or newer (failover slots); "

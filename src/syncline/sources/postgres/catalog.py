@@ -57,7 +57,12 @@ def server_info(conn: psycopg.Connection[Any]) -> ServerInfo:
     )
 
 
-def check_server(info: ServerInfo) -> None:
+def check_server(info: ServerInfo, allow_superuser: bool | None = None) -> None:
+    if info.superuser and allow_superuser is False:
+        raise SourceError(
+            f"role {info.user!r} is a superuser and source.allow_superuser = false: connect as a role "
+            "with REPLICATION and SELECT on the tables (README, Security: the least-privileged role)"
+        )
     if info.wal_level != "logical":
         raise SourceError(
             f"wal_level is '{info.wal_level}' on the source; logical decoding needs "

@@ -37,7 +37,7 @@ def resync(cfg: Config, force: bool = False) -> str:
         conn = cat.connect(cfg.source.dsn.value)
         try:
             info = cat.server_info(conn)
-            cat.check_server(info)
+            cat.check_server(info, cfg.source.allow_superuser)
             slot = cat.slot_info(conn, name)
             if slot is not None and slot.wal_status != "lost" and not force:
                 raise SourceError(
