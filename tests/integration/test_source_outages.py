@@ -8,8 +8,6 @@ from __future__ import annotations
 import os
 import random
 import shutil
-import subprocess
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -21,7 +19,7 @@ import pytest
 from syncline.config import load_config
 from syncline.testing.harness import Pipeline
 from syncline.testing.netcut import NetCut
-from syncline.testing.pgcluster import PgCluster, _as_postgres, running_cluster
+from syncline.testing.pgcluster import PgCluster, running_cluster, standby_of
 
 SCHEMA = """
 CREATE TABLE acc (id int PRIMARY KEY, n bigint NOT NULL, note text);
@@ -188,47 +186,13 @@ def test_network_cut_of_1s_and_30s(pipeline: Pipeline) -> None:
         relay.close()
 
 
-def _standby_of(primary: PgCluster) -> PgCluster:
-    root = Path(tempfile.mkdtemp(prefix="syncline-standby-"))
-    if os.geteuid() == 0:
-        import pwd
-
-        pw = pwd.getpwnam("postgres")
-        os.chown(root, pw.pw_uid, pw.pw_gid)
-    datadir = root / "data"
-    subprocess.run(
-        [
-            str(primary.bindir / "pg_basebackup"),
-            "-h",
-            "127.0.0.1",
-            "-p",
-            str(primary.port),
-            "-U",
-            "postgres",
-            "-D",
-            str(datadir),
-            "-R",
-            "-X",
-            "stream",
-            "--checkpoint=fast",
-        ],
-        check=True,
-        capture_output=True,
-        **_as_postgres(),
-    )
-    standby = PgCluster(datadir=datadir)
-    standby._tmp = str(root)
-    standby.start()
-    return standby
-
-
 def test_standby_promoted_fails_closed_until_resync(pg: PgCluster, tmp_path: Path) -> None:
     with running_cluster() as primary:
         p = Pipeline(primary, tmp_path, views=("postgres", "duckdb"), replica_cluster=pg)
         standby: PgCluster | None = None
         try:
             p.sql(SCHEMA)
-            standby = _standby_of(primary)
+            standby = standby_of(primary)
             p.start()
             p.wait_caught_up()
             w = Writer(p.source_dsn)

@@ -239,3 +239,35 @@ def running_cluster(settings: dict[str, str] | None = None) -> Iterator[PgCluste
         yield c
     finally:
         c.cleanup()
+
+
+def standby_of(primary: PgCluster, slot: str | None = None, sync_slots: bool = False) -> PgCluster:
+    """A streaming standby of ``primary`` (``pg_basebackup -R``), started. ``slot``: the
+    physical replication slot it streams from (created here); ``sync_slots``: it keeps
+    copies of the primary's failover slots (PostgreSQL 17+: ``sync_replication_slots``)."""
+    root = Path(tempfile.mkdtemp(prefix="syncline-standby-"))
+    if os.geteuid() == 0:
+        import pwd
+
+        pw = pwd.getpwnam("postgres")
+        os.chown(root, pw.pw_uid, pw.pw_gid)
+    datadir = root / "data"
+    args = ["-h", "127.0.0.1", "-p", str(primary.port), "-U", "postgres", "-D", str(datadir)]
+    if slot is not None:
+        args += ["-C", "-S", slot]
+    subprocess.run(
+        [str(primary.bindir / "pg_basebackup"), *args, "-R", "-X", "stream", "--checkpoint=fast"],
+        check=True,
+        capture_output=True,
+        **_as_postgres(),
+    )
+    if sync_slots:
+        with open(datadir / "postgresql.auto.conf", "a") as f:
+            f.write(
+                f"primary_conninfo = 'host=127.0.0.1 port={primary.port} user=postgres dbname=postgres'\n"
+                "hot_standby_feedback = on\nsync_replication_slots = on\n"
+            )
+    standby = PgCluster(datadir=datadir)
+    standby._tmp = str(root)
+    standby.start()
+    return standby
