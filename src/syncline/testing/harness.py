@@ -128,6 +128,19 @@ class Pipeline:
             start_new_session=True,
         )
         log.close()
+        self._until_up()
+
+    def _until_up(self, timeout: float = 60) -> None:
+        """Until ``run`` has taken over its signals (it then names itself ``syncline:
+        supervisor``), or exited: a SIGTERM before that kills it (exit -15) instead of
+        stopping it, which a test that stops a run soon after starting it must not meet."""
+        assert self.proc is not None
+        deadline = time.monotonic() + timeout
+        while self.proc.poll() is None and time.monotonic() < deadline:
+            with contextlib.suppress(OSError):
+                if Path(f"/proc/{self.proc.pid}/cmdline").read_bytes().startswith(b"syncline: "):
+                    return
+            time.sleep(0.02)
 
     def output(self) -> str:
         return "\n".join(p.read_text(errors="replace") for p in sorted(self.workdir.glob("run*.log")))
