@@ -5,7 +5,6 @@ repeat the old numbers and source positions."""
 from __future__ import annotations
 
 import sqlite3
-import time
 from pathlib import Path
 
 import duckdb
@@ -53,12 +52,8 @@ def test_a_view_does_not_resume_in_another_log_with_the_same_numbers(pg: PgClust
         with sqlite3.connect(p.log_path / "log.db") as c:
             c.execute("UPDATE meta SET value = '00000000deadbeef' WHERE key = 'log_id'")
         p.start()
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline and len(p.failed_views()) < 5:
-            time.sleep(0.3)
-        assert sorted(p.failed_views()) == ["_compactor", "cache", "replica", "search", "warehouse"], (
-            p.output()[-3000:]
-        )
+        every = ["_compactor", "cache", "replica", "search", "warehouse"]
+        assert p.wait_failed(set(every)) == every, p.output()[-3000:]
         out = p.output()
         assert "is another log (id 00000000deadbeef, the view's store names " + first in out, out[-3000:]
         assert "Traceback" not in out

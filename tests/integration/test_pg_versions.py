@@ -3,19 +3,17 @@ failover slots (17+), the server version check."""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import psycopg
 import pytest
 
 from syncline.testing.harness import Pipeline
 from syncline.testing.pgcluster import PgCluster, running_cluster, standby_of
 
-from .test_source_outages import SCHEMA, Writer, point_source_at
+from .test_source_outages import SCHEMA, Writer, promote, wait_for
 
 
 def test_failover_slot(pg: PgCluster, tmp_path: Path) -> None:
@@ -47,17 +45,6 @@ def test_failover_slot(pg: PgCluster, tmp_path: Path) -> None:
         p.close()
 
 
-def _wait_for(dsn: str, query: str, what: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        with psycopg.connect(dsn, autocommit=True) as c:
-            row = c.execute(query).fetchone()
-        if row and row[0]:
-            return
-        assert time.monotonic() < deadline, what
-        time.sleep(0.2)
-
-
 def test_a_failover_slot_survives_a_promotion(pg: PgCluster, tmp_path: Path) -> None:
     """(issue 13) PostgreSQL 17+: the slot is a failover slot, a standby keeps a copy
     (``sync_replication_slots``), and the primary sends no change the standby has not
@@ -87,14 +74,8 @@ def test_a_failover_slot_survives_a_promotion(pg: PgCluster, tmp_path: Path) -> 
             # a synced slot is temporary (dropped at promotion) until the standby has caught up
             # with the primary's copy of it
             slot = f"SELECT synced AND NOT temporary FROM pg_replication_slots WHERE slot_name = '{p.slot}'"
-            _wait_for(standby.dsn(), slot, "the standby never synced the failover slot")
-            lsn = primary.psql("SELECT pg_current_wal_lsn()").strip()
-            _wait_for(standby.dsn(), f"SELECT pg_last_wal_replay_lsn() >= '{lsn}'", "the standby lags")
-            p.kill()
-            primary.stop("immediate")
-            standby.psql("SELECT pg_promote()")
-            point_source_at(p, standby.port)
-            p.cluster, p.source_dsn = standby, standby.dsn(p.source_db)
+            wait_for(standby.dsn(), slot, "the standby never synced the failover slot")
+            promote(p, primary, standby)
             p.sql("UPDATE acc SET note = 'after failover' WHERE id < 50; DELETE FROM acc WHERE id > 1900")
             p.start()
             r = p.cli("wait", "--timeout", "120", timeout=180)
@@ -105,5 +86,4 @@ def test_a_failover_slot_survives_a_promotion(pg: PgCluster, tmp_path: Path) -> 
         finally:
             p.close()
             if standby is not None:
-                standby.stop("immediate")
-                shutil.rmtree(standby._tmp or "", ignore_errors=True)
+                standby.cleanup("immediate")

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import random
-import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -189,6 +188,30 @@ def test_network_cuts_of_1s_and_10s(pipeline: Pipeline) -> None:
         relay.close()
 
 
+def wait_for(dsn: str, query: str, what: str, timeout: float = 60) -> None:
+    """Until ``query`` answers true on ``dsn`` (an AssertionError saying ``what`` after ``timeout``)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with psycopg.connect(dsn, autocommit=True) as c:
+            row = c.execute(query).fetchone()
+        if row and row[0]:
+            return
+        assert time.monotonic() < deadline, what
+        time.sleep(0.1)
+
+
+def promote(p: Pipeline, primary: PgCluster, standby: PgCluster) -> None:
+    """Fail over: once the standby has replayed all the primary wrote, ``run`` and the primary
+    die (immediate), the standby is promoted, and the pipeline points at it (``run`` stopped)."""
+    lsn = primary.psql("SELECT pg_current_wal_lsn()").strip()
+    wait_for(standby.dsn(), f"SELECT pg_last_wal_replay_lsn() >= '{lsn}'", "the standby lags")
+    p.kill()
+    primary.stop("immediate")
+    standby.psql("SELECT pg_promote()")
+    point_source_at(p, standby.port)
+    p.cluster, p.source_dsn = standby, standby.dsn(p.source_db)
+
+
 def test_standby_promoted_fails_closed_until_resync(pg: PgCluster, tmp_path: Path) -> None:
     with running_cluster() as primary:
         p = Pipeline(primary, tmp_path, views=("postgres", "duckdb"), replica_cluster=pg)
@@ -201,22 +224,7 @@ def test_standby_promoted_fails_closed_until_resync(pg: PgCluster, tmp_path: Pat
             w = Writer(p.source_dsn)
             time.sleep(2)
             w.stop()
-            lsn = p.sql("SELECT pg_current_wal_lsn()::text")[0][0]
-            sdsn = standby.dsn(p.source_db)
-            deadline = time.monotonic() + 60
-            while True:
-                with psycopg.connect(sdsn, autocommit=True) as c:
-                    row = c.execute("SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn", (lsn,)).fetchone()
-                if row and row[0]:
-                    break
-                assert time.monotonic() < deadline
-                time.sleep(0.1)
-            p.kill()
-            primary.stop("immediate")
-            with psycopg.connect(standby.dsn(), autocommit=True) as c:
-                c.execute("SELECT pg_promote()")
-            point_source_at(p, standby.port)
-            p.cluster, p.source_dsn = standby, sdsn
+            promote(p, primary, standby)
             p.sql("UPDATE acc SET note = 'after failover' WHERE id < 50; DELETE FROM acc WHERE id > 1900")
             p.start()
             assert p.proc is not None and p.proc.wait(60) != 0  # fail closed: the slot is gone
@@ -231,5 +239,4 @@ def test_standby_promoted_fails_closed_until_resync(pg: PgCluster, tmp_path: Pat
         finally:
             p.close()
             if standby is not None:
-                standby.stop("immediate")
-                shutil.rmtree(standby._tmp or "", ignore_errors=True)
+                standby.cleanup("immediate")

@@ -44,10 +44,7 @@ def test_wait_on_failed_view_returns_at_once(pg: PgCluster, tmp_path: Path) -> N
         # a constraint only the replica has: the next row stops the replica view for good
         p.sql("ALTER TABLE public.t ADD CONSTRAINT no_bad CHECK (v <> 'bad')", p.replica_db)
         p.sql("INSERT INTO t VALUES (2, 'bad')")
-        deadline = time.monotonic() + 60
-        while "replica" not in p.failed_views() and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert "replica" in p.failed_views(), p.output()[-3000:]
+        assert "replica" in p.wait_failed({"replica"}, timeout=60), p.output()[-3000:]
 
         code, out, secs = cli_wait(p, "--view", "replica", "--timeout", "60")
         assert code == 2 and secs < 30, out

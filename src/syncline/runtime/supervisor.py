@@ -19,8 +19,9 @@ import sqlite3
 import time
 from collections.abc import Callable
 from multiprocessing.process import BaseProcess
+from multiprocessing.synchronize import Event
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 from syncline.core.config_models import Config, ViewConfig
 from syncline.core.errors import LogError
@@ -58,7 +59,7 @@ class Supervisor:
         self.capture: BaseProcess | None = None
         self.views: dict[str, BaseProcess] = {}
         self.restart_backoff: dict[str, tuple[Backoff, float]] = {}
-        self.healthy: dict[str, Any] = {}
+        self.healthy: dict[str, Event] = {}
         """Per process ("capture", "view NAME"): set once the process got through its start."""
         self.failed_views: set[str] = set()
         self.stopping = False

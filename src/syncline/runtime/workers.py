@@ -16,6 +16,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
+from multiprocessing.synchronize import Event
 from pathlib import Path
 from typing import Any
 
@@ -93,7 +94,7 @@ def _child_setup(cfg: Config, name: str) -> threading.Event:
     return stop
 
 
-_healthy: Any = None
+_healthy: Event | None = None
 """This worker's "it started well" event, shared with the supervisor (set by
 :func:`mark_healthy`): a worker killed after it was set is restarted without back-off."""
 
@@ -105,14 +106,14 @@ def mark_healthy() -> None:
         _healthy.set()
 
 
-def capture_entry(cfg: Config, healthy: Any = None) -> None:
+def capture_entry(cfg: Config, healthy: Event | None = None) -> None:
     """Process target: the exit code is the capture's result."""
     global _healthy
     _healthy = healthy
     raise SystemExit(capture_main(cfg))
 
 
-def view_entry(cfg: Config, vcfg: ViewConfig, healthy: Any = None) -> None:
+def view_entry(cfg: Config, vcfg: ViewConfig, healthy: Event | None = None) -> None:
     global _healthy
     _healthy = healthy
     raise SystemExit(view_main(cfg, vcfg))

@@ -262,6 +262,13 @@ class Pipeline:
         finally:
             obs.close()
 
+    def wait_failed(self, views: set[str], timeout: float = 90) -> list[str]:
+        """Until every view in ``views`` has failed (or ``timeout`` s): the failed views."""
+        deadline = time.monotonic() + timeout
+        while not views <= set(self.failed_views()) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        return sorted(self.failed_views())
+
     def compare(self) -> dict[str, list[TableDiff]]:
         """Every view vs the source (call with `run` stopped: DuckDB allows one process)."""
         tables = source_tables(self.source_dsn)

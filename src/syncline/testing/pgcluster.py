@@ -58,12 +58,24 @@ def find_bindir() -> Path:
     )
 
 
-def kill_group(proc: subprocess.Popen[bytes] | None) -> None:
-    """SIGKILL a process started with ``start_new_session`` and everything in its group."""
-    if proc is not None:
-        with contextlib.suppress(ProcessLookupError):
+def kill_group(proc: subprocess.Popen[bytes] | None, timeout: float = 10) -> None:
+    """SIGKILL a process started with ``start_new_session`` and everything in its group,
+    and wait until all of them are gone (a worker still dying may still write to its
+    files: a test that then replaces them, a power cut, must not race it)."""
+    if proc is None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
             os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+        except ProcessLookupError:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"processes of group {proc.pid} still alive {timeout}s after SIGKILL")
+        time.sleep(0.02)
 
 
 def free_port() -> int:
@@ -204,8 +216,8 @@ class PgCluster:
         kill_group(self.proc)
         self.proc = None
 
-    def cleanup(self) -> None:
-        self.stop()
+    def cleanup(self, mode: str = "fast") -> None:
+        self.stop(mode)
         if self._tmp:
             shutil.rmtree(self._tmp, ignore_errors=True)
 
