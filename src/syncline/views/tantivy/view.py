@@ -48,7 +48,6 @@ import logging
 import os
 import re
 import time
-from binascii import b2a_base64
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from json.encoder import encode_basestring
@@ -67,10 +66,11 @@ from syncline.core.events import (
     column_mapping,
     key_text,
 )
-from syncline.core.keytemplate import pk_text, table_text
+from syncline.core.keytemplate import table_text
 from syncline.views.base import Batch, keyless_refusal, leave_out_keyless
 from syncline.views.netting import Key, TableDelta
 from syncline.views.skeleton import AppliedView
+from syncline.views.tantivy.document import Builder, Document, compile_document
 from syncline.views.tantivy.values import (
     Converter,
     Date,
@@ -351,6 +351,8 @@ class _Plan:
     head: str
     """The start of every document of the table: ``{"_table":"schema.table","_id":``."""
     id_prefix: str
+    document: Builder
+    """Row values -> (id, document JSON, row JSON): :func:`compile_document`."""
 
 
 def _plan(rel: Relation, text_fields: tuple[str, ...] | None) -> _Plan:
@@ -368,19 +370,23 @@ def _plan(rel: Relation, text_fields: tuple[str, ...] | None) -> _Plan:
     )
     q = table_of(rel)
     id_prefix = _id_prefix(q)
+    texts = convs if any(convs) else None
+    text_idx = tuple(i for i, n in enumerate(names) if n in wanted)
+    head = '{"_table":' + encode_basestring(q) + ',"_id":'
     return _Plan(
         rel=rel,
         qualified=q,
         names=names,
         kidx=kidx,
-        texts=convs if any(convs) else None,
+        texts=texts,
         key_texts=kconvs if any(kconvs) else None,
-        text_idx=tuple(i for i, n in enumerate(names) if n in wanted),
+        text_idx=text_idx,
         enames=enames,
         nums=nums,
         dates=dates,
-        head='{"_table":' + encode_basestring(q) + ',"_id":',
+        head=head,
         id_prefix=id_prefix,
+        document=compile_document(head, id_prefix, enames, kidx, texts, text_idx, nums, dates),
     )
 
 
@@ -788,61 +794,16 @@ class TantivyView(AppliedView):
                 continue
             pending[i] = row
 
+    def _document(self, plan: _Plan, vals: Sequence[Value]) -> Document:
+        """(id, the document as JSON text for ``add_json``, the row's JSON) of a row."""
+        return plan.document(vals)
+
     def _reject(self, plan: _Plan, vals: Sequence[Value], e: Exception) -> None:
         kt = key_text(tuple("" if vals[k] is None else str(vals[k]) for k in plan.kidx))
         if not self.skip_errors:
             raise _Failure(f"row with key {kt!r}: tantivy rejected the document: {e}") from e
         self.skipped += 1
         log.warning("view %s: %s: skipped row with key %r: %s", self.name, plan.qualified, kt, e)
-
-    def _document(self, plan: _Plan, vals: Sequence[Any]) -> tuple[str, str, str]:
-        """(id, the document as JSON text for ``add_json``, the row's JSON) of a row.
-
-        The JSON is assembled from each value's encoding, done once (this is the hot path)."""
-        texts = plan.texts
-        if texts is not None:
-            vals = [v if f is None or v is None else f(v) for f, v in zip(texts, vals, strict=True)]
-        enc = [None if v is None else encode_basestring(v) for v in vals]
-        kenc = [enc[k] for k in plan.kidx]
-        i = plan.id_prefix + ",".join(["null" if e is None else e for e in kenc]) + "]"
-        key = pk_text([vals[k] for k in plan.kidx])
-        row = (
-            "{"
-            + ",".join([n + ("null" if e is None else e) for n, e in zip(plan.enames, enc, strict=True)])
-            + "}"
-        )
-        parts = [
-            plan.head,
-            encode_basestring(i),
-            ',"_key":',
-            encode_basestring(key),
-            ',"doc":',
-            row,
-            ',"_row":"',
-            b2a_base64(row.encode(), newline=False).decode("ascii"),
-            '"',
-        ]
-        words = [e for j in plan.text_idx if (e := enc[j]) is not None and vals[j]]
-        if words:
-            parts += [',"text":[', ",".join(words), "]"]
-        if plan.nums:
-            nums = [
-                n + repr(x)
-                for n, j, num in plan.nums
-                if (v := vals[j]) is not None and (x := num(v)) is not None
-            ]
-            if nums:
-                parts += [',"num":{', ",".join(nums), "}"]
-        if plan.dates:
-            dates = [
-                n + '"' + t + '"'
-                for n, j, date in plan.dates
-                if (v := vals[j]) is not None and (t := date(v)) is not None
-            ]
-            if dates:
-                parts += [',"date":{', ",".join(dates), "}"]
-        parts.append("}")
-        return i, "".join(parts), row
 
 
 __all__ = ["TantivyView", "build_schema", "doc_id", "search"]
