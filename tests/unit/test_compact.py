@@ -63,9 +63,9 @@ def test_latest_row_per_key_in_either_row_form(tmp_path: Path, legacy: bool) -> 
     if legacy:  # a compact.db from before the packed form: tables and a position, no format
         conn = sqlite3.connect(tmp_path / "compact.db")
         conn.executescript(
-            SCHEMA.replace("CREATE TABLE IF NOT EXISTS format", "CREATE TABLE IF NOT EXISTS _x").replace(
-                ", log_id TEXT NOT NULL DEFAULT ''", ""
-            )
+            SCHEMA.replace("CREATE TABLE IF NOT EXISTS format", "CREATE TABLE IF NOT EXISTS _x")
+            .replace(", log_id TEXT NOT NULL DEFAULT ''", "")
+            .replace(" WITHOUT ROWID", "")
         )
         conn.execute("INSERT INTO position VALUES (1, 0, 0)")
         conn.commit()
@@ -108,3 +108,49 @@ def test_latest_row_per_key_in_either_row_form(tmp_path: Path, legacy: bool) -> 
     view.close()
     assert state(tmp_path)[1] == [("1", "b"), ("20", "big")]
     assert version(tmp_path) == (1 if legacy else PACKED_ROWS)
+
+
+def _has_rowid(path: Path) -> bool:
+    conn = sqlite3.connect(path / "compact.db")
+    try:
+        (sql,) = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'rows'").fetchone()
+        return "WITHOUT ROWID" not in sql
+    finally:
+        conn.close()
+
+
+def test_a_rows_table_with_rowids_is_rewritten_without_them_and_keeps_every_row(tmp_path: Path) -> None:
+    view = CompactedView(tmp_path)
+    view.open()
+    rels: dict[int, Relation] = {}
+    items: list[object] = [SchemaChange(KEYED, 0), SchemaChange(KEYLESS, 1)]
+    items += [RowChange("insert", 1, (str(i), f"v{i}")) for i in range(500)]
+    items += [RowChange("insert", 2, ("x",)), RowChange("insert", 2, ("x",)), RowChange("insert", 2, ("y",))]
+    apply(view, rels, 1, items)
+    apply(view, rels, 2, [RowChange("delete", 1, None, ("7", None))])  # a tombstone
+    view.close()
+    assert not _has_rowid(tmp_path)
+    before = state(tmp_path)
+    conn = sqlite3.connect(tmp_path / "compact.db")  # as an earlier version created it
+    conn.executescript(
+        "CREATE TABLE old_rows (relid INTEGER NOT NULL, key BLOB NOT NULL, relseq INTEGER NOT NULL,"
+        " row BLOB, seq INTEGER NOT NULL, PRIMARY KEY (relid, key));"
+        "INSERT INTO old_rows SELECT * FROM rows; DROP TABLE rows; ALTER TABLE old_rows RENAME TO rows;"
+        "CREATE INDEX rows_tombstones ON rows (seq) WHERE row IS NULL;"
+    )
+    tombstones = conn.execute("SELECT relid, key, seq FROM rows WHERE row IS NULL").fetchall()
+    conn.close()
+    assert _has_rowid(tmp_path)
+    view = CompactedView(tmp_path)
+    assert view.open() == Checkpoint(2, Position(20))
+    assert not _has_rowid(tmp_path)
+    assert state(tmp_path) == before
+    conn = sqlite3.connect(tmp_path / "compact.db")
+    assert conn.execute("SELECT relid, key, seq FROM rows WHERE row IS NULL").fetchall() == tombstones
+    conn.close()
+    # keyless rows are still removed one at a time, and keyed rows replaced
+    apply(view, rels, 3, [RowChange("delete", 2, None, ("x",)), RowChange("update", 1, ("3", "new"))])
+    view.close()
+    after = state(tmp_path)
+    assert after[2] == sorted([("x",), ("y",)], key=repr)
+    assert ("3", "new") in after[1] and ("3", "v3") not in after[1]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import logging
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -34,13 +35,15 @@ from syncline.views.base import Batch
 from syncline.views.netting import KeylessOp, TableDelta
 from syncline.views.skeleton import AppliedView
 
+log = logging.getLogger(__name__)
+
 NAME = "_compactor"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS rows (
     relid INTEGER NOT NULL, key BLOB NOT NULL, relseq INTEGER NOT NULL,
     row BLOB, seq INTEGER NOT NULL, PRIMARY KEY (relid, key)
-);
+) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS rows_tombstones ON rows (seq) WHERE row IS NULL;
 CREATE TABLE IF NOT EXISTS shapes (relid INTEGER NOT NULL, relseq INTEGER NOT NULL,
     detail BLOB NOT NULL, PRIMARY KEY (relid, relseq));
@@ -102,7 +105,40 @@ def open_compact(path: Path, readonly: bool = False) -> sqlite3.Connection:
         conn.executescript(SCHEMA)
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("PRAGMA busy_timeout=10000")
+    if not readonly:
+        conn.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
     return conn
+
+
+CACHE_KIB = 16384
+"""The compactor's page cache (SQLite's default is 2 MB): an update of a random key touches a
+B-tree page that 2 MB rarely still holds once the table outgrows it (250,000 random-key
+updates of a 250,000-row table: 3.0 s of CPU with 2 MB, 1.8 s with 16 MB)."""
+
+
+def _rows_without_rowid(conn: sqlite3.Connection) -> None:
+    """Rewrite a ``rows`` table created before it was a ``WITHOUT ROWID`` table (one B-tree
+    ordered by (relid, key) instead of a rowid table plus its key index: an upsert touches
+    one tree, not two). Once, in one transaction: a crash leaves the old table."""
+    got = conn.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'rows'").fetchone()
+    if got is None or "WITHOUT ROWID" in str(got[0]).upper():
+        return
+    (n,) = conn.execute("SELECT count(*) FROM rows").fetchone()
+    log.info("compact.db: rewriting its %d rows without rowids (once)", n)
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute(
+            "CREATE TABLE rows_new (relid INTEGER NOT NULL, key BLOB NOT NULL, relseq INTEGER NOT NULL,"
+            " row BLOB, seq INTEGER NOT NULL, PRIMARY KEY (relid, key)) WITHOUT ROWID"
+        )
+        conn.execute("INSERT INTO rows_new SELECT relid, key, relseq, row, seq FROM rows")
+        conn.execute("DROP TABLE rows")
+        conn.execute("ALTER TABLE rows_new RENAME TO rows")
+        conn.execute("CREATE INDEX rows_tombstones ON rows (seq) WHERE row IS NULL")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
 
 
 class CompactedView(AppliedView):
@@ -124,6 +160,7 @@ class CompactedView(AppliedView):
 
     def open(self) -> Checkpoint:
         self.conn = open_compact(self.path)
+        _rows_without_rowid(self.conn)
         self._codec = row_codec(self.conn, writable=True)
         for relid, relseq in self.conn.execute("SELECT relid, max(relseq) FROM shapes GROUP BY relid"):
             self._relseq[int(relid)] = int(relseq)
@@ -233,9 +270,9 @@ class CompactedView(AppliedView):
             if op.op != "insert":
                 assert op.old is not None
                 self.conn.execute(
-                    "DELETE FROM rows WHERE rowid = (SELECT rowid FROM rows WHERE relid = ?"
+                    "DELETE FROM rows WHERE relid = ? AND key = (SELECT key FROM rows WHERE relid = ?"
                     " AND row = ? LIMIT 1)",
-                    (oid, self._codec.row(op.old)),
+                    (oid, oid, self._codec.row(op.old)),
                 )
             if op.new is not None and op.op != "delete":
                 self.conn.execute(
