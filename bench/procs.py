@@ -246,6 +246,8 @@ class Profiler:
     out: Path
     prefix: str
     rate: int = 100
+    native: bool = False
+    """Sample native frames and every thread too (py-spy cannot do that without pausing)."""
     files: dict[str, Path] = field(default_factory=dict)
     _spies: list[subprocess.Popen[bytes]] = field(default_factory=list)
     _seen: set[int] = field(default_factory=set)
@@ -281,7 +283,7 @@ class Profiler:
                             str(self.rate),
                             "--format",
                             "raw",
-                            "--nonblocking",
+                            *(["--native", "--threads"] if self.native else ["--nonblocking"]),
                             "--output",
                             str(path),
                         ],

@@ -109,6 +109,8 @@ DUCK_CHECKSUM = (
 MB = 1024 * 1024
 PROFILE_DIR: Path | None = None
 """--profile: where py-spy's collapsed stacks go (None: not profiling)."""
+PROFILE_NATIVE = False
+"""--native: py-spy also samples native frames, every thread."""
 
 
 def say(msg: str) -> None:
@@ -480,7 +482,9 @@ def run_syncline(
     sampler = Sampler(
         pid, label=s.label, extra=lambda: [("walsender", slot_pid(s.source_dsn, s.slot)), *s.backends()]
     ).start()
-    spy = Profiler(pid, s.label, PROFILE_DIR, f"{key}-{s.slot}").start() if PROFILE_DIR else None
+    spy = None
+    if PROFILE_DIR:
+        spy = Profiler(pid, s.label, PROFILE_DIR, f"{key}-{s.slot}", native=PROFILE_NATIVE).start()
     try:
         done = s.wait(endpos, timeout, t0=t0)
         res.seconds = time.monotonic() - t0
@@ -1357,8 +1361,15 @@ def main() -> int:
         help="attach py-spy to every syncline process and write collapsed stacks and a summary to DIR"
         " (slows the runs: for finding where time goes, not for figures)",
     )
+    ap.add_argument(
+        "--native",
+        action="store_true",
+        help="with --profile: also sample native frames and every Python thread (what the Rust and"
+        " C libraries do, e.g. tantivy's JSON parsing; blocks each process while sampling)",
+    )
     args = ap.parse_args()
-    global PROFILE_DIR
+    global PROFILE_DIR, PROFILE_NATIVE
+    PROFILE_NATIVE = bool(args.native)
     PROFILE_DIR = Path(args.profile).resolve() if args.profile else None
     if args.rounds < 1:
         ap.error("--rounds must be at least 1")
