@@ -60,7 +60,7 @@ from syncline.views.duckdb.values import (
     quote_ident,
     value_depth,
 )
-from syncline.views.netting import Key, KeylessOp, TableDelta
+from syncline.views.netting import Key, KeylessOp, TableDelta, key_function
 from syncline.views.skeleton import AppliedView
 
 log = logging.getLogger(__name__)
@@ -173,6 +173,9 @@ class DuckdbView(AppliedView):
         self.keep_dropped = bool(cfg.options.get("keep_dropped_tables", False))
         self._conn: Any = None
         self._rels: dict[int, Relation] = {}
+        self._stored: Checkpoint | None = None
+        """The checkpoint the file holds, as this process last committed or read it (one
+        process writes a DuckDB file; every write of the position is :meth:`_commit`)."""
         self._types: dict[int, dict[str, str]] = {}
 
     # ------------------------------------------------------------------ lifecycle
@@ -183,6 +186,7 @@ class DuckdbView(AppliedView):
             d = os.path.dirname(os.path.abspath(self.path))
             try:
                 os.makedirs(d, exist_ok=True)
+                self._stored = None
                 self._conn = duckdb.connect(self.path)
             except duckdb.Error as e:
                 cls = TransientViewError if _is_lock_error(e) else ViewError
@@ -219,6 +223,7 @@ class DuckdbView(AppliedView):
                 self._conn.close()
                 self._conn = None
                 self._in_txn = False
+                self._stored = None
 
     def relations(self) -> dict[int, Relation]:
         return dict(self._rels)
@@ -309,7 +314,9 @@ class DuckdbView(AppliedView):
             "log_id = excluded.log_id",
             [self.name, cp.seq, cp.commit_lsn, cp.log],
         )
+        self._stored = None
         self._run("COMMIT")
+        self._stored = Checkpoint.stored(cp.seq, cp.commit_lsn, cp.log)
 
     def _stored_seq(self) -> str:
         try:
@@ -329,9 +336,12 @@ class DuckdbView(AppliedView):
         return self._conn
 
     def _stored_checkpoint(self) -> Checkpoint:
-        return _position(self._require(), self.name)
+        if self._stored is None:
+            self._stored = _position(self._require(), self.name)
+        return self._stored
 
     def _abort(self) -> None:
+        self._stored = None
         c = self._conn
         if c is None:
             return
@@ -695,7 +705,7 @@ class DuckdbView(AppliedView):
         # (2) delete every key that is deleted or gets a new (full or partial) row
         keys: list[Key] = list(deletes)
         if full or partials:
-            keys += [tuple(r[i] for i in kidx) for r in all_rows]  # type: ignore[misc]
+            keys += map(key_function(kidx), all_rows)
         if keys:
             row = self._run(f"SELECT EXISTS (SELECT 1 FROM {target})").fetchone()  # noqa: S608
             if row and row[0]:
