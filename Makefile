@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: install dev demo test test-fast test-matrix test-matrix-short matrix-run test-cluster soak lint bench bench-lag bench-records bench-snapshot bench-apply lock clean
+.PHONY: install dev demo test test-fast test-matrix test-matrix-short matrix-run test-cluster soak lint bench bench-lag bench-records bench-snapshot bench-apply bench-micro lock clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -104,6 +104,9 @@ bench-snapshot: install
 
 bench-apply: install
 	$(BIN)/python bench/apply.py
+
+bench-micro: install
+	$(BIN)/python bench/micro.py
 
 # re-resolve the lock files from pyproject.toml (needs PyPI)
 lock: $(BIN)/python

@@ -113,7 +113,8 @@ def open_compact(path: Path, readonly: bool = False) -> sqlite3.Connection:
 CACHE_KIB = 16384
 """The compactor's page cache (SQLite's default is 2 MB): an update of a random key touches a
 B-tree page that 2 MB rarely still holds once the table outgrows it (250,000 random-key
-updates of a 250,000-row table: 3.0 s of CPU with 2 MB, 1.8 s with 16 MB)."""
+updates of a 250,000-row table, ``bench/micro.py``: 3.1 s of CPU with 2 MB, 1.9 s with
+16 MB; 5.1 s for the rowid table this file had before, with 2 MB)."""
 
 
 def _rows_without_rowid(conn: sqlite3.Connection) -> None:
