@@ -59,21 +59,11 @@ def test_the_generated_builder_equals_the_loop(seed: int) -> None:
     rel = Relation(rel.oid, rel.schema, rel.name, rel.replident, rel.columns, rel.column_names[:nkeys])
     text_fields = None if seed % 3 == 0 else tuple(rng.sample(rel.column_names, rng.randint(0, ncols)))
     plan = _plan(rel, text_fields)
-    args = (
-        plan.head,
-        plan.id_prefix,
-        plan.enames,
-        plan.kidx,
-        plan.texts,
-        plan.text_idx,
-        plan.nums,
-        plan.dates,
-    )
-    build = compile_document(*args)
+    build = compile_document(plan.shape)
     for _ in range(50):
         vals = [_value(rng, c) for c in rel.columns]
         got = build(vals)
-        assert got == document_reference(*args, vals)
+        assert got == document_reference(plan.shape, vals)
         doc = json.loads(got[1])  # valid JSON whatever the names and values
         assert doc["_id"] == got[0]
         assert json.loads(got[2]) == doc["doc"]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from binascii import b2a_base64
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from json.encoder import encode_basestring
 from typing import Any
 
@@ -30,20 +31,32 @@ Document = tuple[str, str, str]
 Builder = Callable[[Sequence[Any]], Document]
 
 
-def compile_document(
-    head: str,
-    id_prefix: str,
-    enames: Sequence[str],
-    kidx: Sequence[int],
-    texts: Sequence[Converter | None] | None,
-    text_idx: Sequence[int],
-    nums: Sequence[tuple[str, int, Number]],
-    dates: Sequence[tuple[str, int, Date]],
-) -> Builder:
-    """The builder of a shape's documents: ``head`` starts every document
-    (``{"_table":…,"_id":``), ``id_prefix`` every id, ``enames`` are the columns' JSON
-    keys (``"name":``), ``kidx`` the key columns, ``texts`` the ``::text`` conversion per
-    column, ``text_idx`` the word columns, ``nums``/``dates`` (JSON key, column, conversion)."""
+@dataclass(frozen=True, slots=True)
+class DocShape:
+    """What a table shape's documents are made of."""
+
+    head: str
+    """The start of every document: ``{"_table":"schema.table","_id":``."""
+    id_prefix: str
+    """The start of every id: ``["schema.table",``."""
+    enames: Sequence[str]
+    """The columns' JSON keys: ``"name":``."""
+    kidx: Sequence[int]
+    """The key columns."""
+    texts: Sequence[Converter | None] | None
+    """Per column its ``::text`` conversion (None: no column needs one)."""
+    text_idx: Sequence[int]
+    """The columns whose words go into ``text``."""
+    nums: Sequence[tuple[str, int, Number]]
+    """(JSON key, column, conversion) of the number columns."""
+    dates: Sequence[tuple[str, int, Date]]
+    """(JSON key, column, conversion) of the date and timestamp columns."""
+
+
+def compile_document(shape: DocShape) -> Builder:
+    """The builder of a shape's documents."""
+    head, id_prefix, enames, kidx = shape.head, shape.id_prefix, shape.enames, shape.kidx
+    texts, text_idx, nums, dates = shape.texts, shape.text_idx, shape.nums, shape.dates
     n = len(enames)
     env: dict[str, Any] = {"enc": encode_basestring, "b64": b2a_base64, "esc": escape_part}
     lines = ["def build(vals):", f"    {_targets(n)} = vals"]
@@ -105,34 +118,29 @@ def _targets(n: int) -> str:
     return names + "," if n == 1 else names if n else "()"
 
 
-def document_reference(
-    head: str,
-    id_prefix: str,
-    enames: Sequence[str],
-    kidx: Sequence[int],
-    texts: Sequence[Converter | None] | None,
-    text_idx: Sequence[int],
-    nums: Sequence[tuple[str, int, Number]],
-    dates: Sequence[tuple[str, int, Date]],
-    vals: Sequence[Any],
-) -> Document:
+def document_reference(shape: DocShape, vals: Sequence[Any]) -> Document:
     """What :func:`compile_document`'s builder returns, as a plain loop (for the tests)."""
+    id_prefix, enames, kidx, texts = shape.id_prefix, shape.enames, shape.kidx, shape.texts
     if texts is not None:
         vals = [v if f is None or v is None else f(v) for f, v in zip(texts, vals, strict=True)]
     enc = [None if v is None else encode_basestring(v) for v in vals]
     i = id_prefix + ",".join(["null" if enc[k] is None else str(enc[k]) for k in kidx]) + "]"
     key = pk_text([vals[k] for k in kidx])
     row = "{" + ",".join([n + ("null" if e is None else e) for n, e in zip(enames, enc, strict=True)]) + "}"
-    parts = [head, encode_basestring(i), ',"_key":', encode_basestring(key), ',"doc":', row]
+    parts = [shape.head, encode_basestring(i), ',"_key":', encode_basestring(key), ',"doc":', row]
     parts += [',"_row":"', b2a_base64(row.encode(), newline=False).decode("ascii"), '"']
-    words = [e for j in text_idx if (e := enc[j]) is not None and vals[j]]
+    words = [e for j in shape.text_idx if (e := enc[j]) is not None and vals[j]]
     if words:
         parts += [',"text":[', ",".join(words), "]"]
-    found = [n + repr(x) for n, j, num in nums if (v := vals[j]) is not None and (x := num(v)) is not None]
+    found = [
+        n + repr(x) for n, j, num in shape.nums if (v := vals[j]) is not None and (x := num(v)) is not None
+    ]
     if found:
         parts += [',"num":{', ",".join(found), "}"]
     stamps = [
-        n + '"' + t + '"' for n, j, date in dates if (v := vals[j]) is not None and (t := date(v)) is not None
+        n + '"' + t + '"'
+        for n, j, date in shape.dates
+        if (v := vals[j]) is not None and (t := date(v)) is not None
     ]
     if stamps:
         parts += [',"date":{', ",".join(stamps), "}"]
@@ -140,4 +148,4 @@ def document_reference(
     return i, "".join(parts), row
 
 
-__all__ = ["Builder", "Document", "compile_document", "document_reference"]
+__all__ = ["Builder", "DocShape", "Document", "compile_document", "document_reference"]

@@ -70,7 +70,7 @@ from syncline.core.keytemplate import table_text
 from syncline.views.base import Batch, keyless_refusal, leave_out_keyless
 from syncline.views.netting import Key, TableDelta
 from syncline.views.skeleton import AppliedView
-from syncline.views.tantivy.document import Builder, Document, compile_document
+from syncline.views.tantivy.document import Builder, DocShape, Document, compile_document
 from syncline.views.tantivy.values import (
     Converter,
     Date,
@@ -351,6 +351,7 @@ class _Plan:
     head: str
     """The start of every document of the table: ``{"_table":"schema.table","_id":``."""
     id_prefix: str
+    shape: DocShape
     document: Builder
     """Row values -> (id, document JSON, row JSON): :func:`compile_document`."""
 
@@ -373,6 +374,7 @@ def _plan(rel: Relation, text_fields: tuple[str, ...] | None) -> _Plan:
     texts = convs if any(convs) else None
     text_idx = tuple(i for i, n in enumerate(names) if n in wanted)
     head = '{"_table":' + encode_basestring(q) + ',"_id":'
+    shape = DocShape(head, id_prefix, enames, kidx, texts, text_idx, nums, dates)
     return _Plan(
         rel=rel,
         qualified=q,
@@ -386,7 +388,8 @@ def _plan(rel: Relation, text_fields: tuple[str, ...] | None) -> _Plan:
         dates=dates,
         head=head,
         id_prefix=id_prefix,
-        document=compile_document(head, id_prefix, enames, kidx, texts, text_idx, nums, dates),
+        shape=shape,
+        document=compile_document(shape),
     )
 
 
