@@ -141,3 +141,21 @@ def test_a_log_keeps_its_id_until_it_is_emptied_after_holding_records(tmp_path: 
     assert r.meta("log_id") == second
     r.close()
     w.close()
+
+
+def test_decoded_inserts_span_parts_in_order_like_items(tmp_path: Path) -> None:
+    """``add_insert`` (a copy's rows, decoded) counts toward a part's size as its item would:
+    a large transaction is cut into several records, read back in order."""
+    w = EmbeddedLogWriter(tmp_path)
+    w.begin(1, 100, 0)
+    for i in range(3000):
+        if i % 3:
+            w.add_insert(1, (str(i), "y" * 3000))
+        else:
+            w.add(encode_insert(1, (str(i), "y" * 3000)))
+    w.commit(100, 110, 0)
+    w.sync()
+    records = w.conn.execute("SELECT count(*) FROM records").fetchone()[0]
+    w.close()
+    assert records > 1
+    assert read_all(tmp_path) == [(100, [*map(str, range(3000)), "<end>"])]

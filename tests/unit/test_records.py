@@ -114,3 +114,15 @@ def test_a_packed_record_reads_as_its_framed_items(
     assert rels_p == rels_f
     assert list(iter_changes(packed)) == list(iter_changes(frame(msgs)))
     assert item_kinds(packed) == item_kinds(frame(msgs)) == [chr(m[0]) for m in msgs]
+
+
+def test_decoded_inserts_pack_as_their_items() -> None:
+    """A copy's rows handed to the writer decoded (``add_insert``) make the same record as
+    their insert items: same bytes, ordinals counted over every item."""
+    rows = [("1", "a"), ("2", None), ("3", "tab\tand\\ \u2603"), ("4", "")]
+    trunc = encode_truncate((7,), False, False)
+    items: list[bytes] = [encode_insert(7, rows[0]), trunc, *(encode_insert(7, r) for r in rows[1:])]
+    decoded: list[bytes | RowChange] = [RowChange("insert", 7, rows[0]), trunc]
+    decoded += [RowChange("insert", 7, r) for r in rows[1:]]
+    assert pack_record(decoded) == pack_record(items)
+    assert [c.ordinal for c in iter_changes(pack_record(decoded)) if isinstance(c, RowChange)] == [0, 2, 3, 4]

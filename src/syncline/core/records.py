@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import struct
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import msgspec
@@ -183,14 +183,18 @@ _PACK = msgspec.msgpack.Encoder()
 _UNPACK = msgspec.msgpack.Decoder(_Packed)
 
 
-def pack_record(items: list[bytes]) -> bytes:
+def pack_record(items: Sequence[bytes | RowChange]) -> bytes:
     """A record's data from its items (change items in the protocol-1 layout above, relation
-    and truncate items), packed: each row change is decoded here once, instead of by every
-    reader. :func:`decode_items` reads packed and framed records alike."""
+    and truncate items, or row changes already decoded: a copy's rows), packed: each row
+    change is decoded here once, instead of by every reader. :func:`decode_items` reads
+    packed and framed records alike."""
     rows: list[RowChange] = []
     others: list[tuple[int, bytes]] = []
     for i, msg in enumerate(items):
-        if msg[0] in (0x49, 0x55, 0x44):  # I U D
+        if isinstance(msg, RowChange):
+            msg.ordinal = i
+            rows.append(msg)
+        elif msg[0] in (0x49, 0x55, 0x44):  # I U D
             ch = decode_change(msg, i)
             assert isinstance(ch, RowChange)
             rows.append(ch)

@@ -17,7 +17,7 @@ from typing import Protocol
 
 from syncline.core.config_models import split_consumer
 from syncline.core.errors import LogError
-from syncline.core.events import Checkpoint, Relation, Transaction
+from syncline.core.events import Checkpoint, Relation, Row, Transaction
 from syncline.core.position import NO_POSITION, Position
 
 LOG_ID = "log_id"
@@ -80,6 +80,11 @@ class LogAppender(Protocol):
     def add(self, message: bytes) -> None:
         """One change of the open transaction: a change item of :mod:`syncline.core.records`
         (insert, update, delete or truncate)."""
+        ...
+
+    def add_insert(self, relid: int, row: Row) -> None:
+        """An insert of a whole row into ``relid`` (a copy's rows), given decoded: the same
+        in the log as :meth:`add` of its insert item."""
         ...
 
     def add_relation(self, relation: Relation) -> None:

@@ -28,6 +28,7 @@ from syncline.core.events import (
     Checkpoint,
     Item,
     Relation,
+    Row,
     RowChange,
     Transaction,
     Truncate,
@@ -210,7 +211,7 @@ class EmbeddedLogWriter:
         self._rows_bytes = 0
         self._in_tx = False
         # current transaction
-        self._msgs: list[bytes] = []
+        self._msgs: list[bytes | RowChange] = []
         self._msgs_bytes = 0
         self._tx: tuple[int, int, int] = (0, 0, 0)  # xid, commit_lsn, commit_time
         self._tx_ord = 0
@@ -287,6 +288,15 @@ class EmbeddedLogWriter:
     def add(self, message: bytes) -> None:
         self._msgs.append(message)
         self._msgs_bytes += len(message) + 4
+        if self._msgs_bytes >= self.part_bytes:
+            self._cut(last=False, end_lsn=0)
+
+    def add_insert(self, relid: int, row: Row) -> None:
+        """A whole row inserted (a copy's rows): kept as it is, where :meth:`add` would have
+        it encoded into an item only for the record's packing to decode it again."""
+        self._msgs.append(RowChange("insert", relid, row))
+        # the item's size: head, per value its kind and length, the text (characters)
+        self._msgs_bytes += 12 + 5 * len(row) + sum(map(len, filter(None, row)))  # type: ignore[arg-type]
         if self._msgs_bytes >= self.part_bytes:
             self._cut(last=False, end_lsn=0)
 

@@ -49,7 +49,7 @@ from syncline.core.position import Position
 from syncline.log.base import LogAppender
 from syncline.sources.postgres import catalog as cat
 from syncline.sources.postgres.lsn import parse_lsn
-from syncline.sources.postgres.pgoutput import decode_change, encode_insert, encode_truncate
+from syncline.sources.postgres.pgoutput import decode_change, encode_truncate
 from syncline.sources.postgres.visibility import Snapshot
 
 log = logging.getLogger("syncline.capture")
@@ -1020,14 +1020,18 @@ class TableFollower:
                 )
                 continue
             n = 0
+            add = wr.add_insert
             for part in parts:
+                n += len(part.rows)
+                if not (idx and touched):
+                    for r in part.rows:
+                        add(oid, r)
+                    continue
                 for r in part.rows:
-                    n += 1
-                    if idx and tuple(r[i] for i in idx) in touched:
-                        continue
-                    wr.add(encode_insert(oid, r))
+                    if tuple([r[i] for i in idx]) not in touched:
+                        add(oid, r)
             for whole_row in merged.values():
-                wr.add(encode_insert(oid, whole_row))
+                add(oid, whole_row)
             c.done_rows += n
             if not c.estimate and n:
                 # never analysed: the table's size over the chunk's bytes per row

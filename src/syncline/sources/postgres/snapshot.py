@@ -16,7 +16,6 @@ from syncline.core.position import Position
 from syncline.log.base import LogAppender
 from syncline.sources.postgres.catalog import RelationCatalog, TableInfo, connect
 from syncline.sources.postgres.columns import ExcludedColumns
-from syncline.sources.postgres.pgoutput import encode_insert
 
 log = logging.getLogger("syncline.snapshot")
 
@@ -87,10 +86,10 @@ def _copy_table(
     t0 = time.monotonic()
     last = t0
     oid = rel.oid
-    add = writer.add
+    add = writer.add_insert
     with conn.cursor() as cur, cur.copy(query) as copy:
         for row in copy.rows():
-            add(encode_insert(oid, row))
+            add(oid, row)
             n += 1
             if n & 0x3FFF == 0:
                 now = time.monotonic()
