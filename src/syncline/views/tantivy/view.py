@@ -73,8 +73,6 @@ from syncline.views.skeleton import AppliedView
 from syncline.views.tantivy.document import Builder, DocShape, Document, compile_document
 from syncline.views.tantivy.values import (
     Converter,
-    Date,
-    Number,
     date_converter,
     is_wordy,
     number_converter,
@@ -337,20 +335,8 @@ class _Plan:
     qualified: str
     names: tuple[str, ...]
     kidx: tuple[int, ...]
-    texts: tuple[Converter | None, ...] | None
-    """Per column the ``::text`` conversion; None when no column needs one."""
     key_texts: tuple[Converter | None, ...] | None
-    """The same for the key columns."""
-    text_idx: tuple[int, ...]
-    enames: tuple[str, ...]
-    """Each column's name as a JSON object key: ``"name":``."""
-    nums: tuple[tuple[str, int, Number], ...]
-    """(JSON key, column index, conversion) of the number columns."""
-    dates: tuple[tuple[str, int, Date], ...]
-    """(JSON key, column index, conversion) of the date and timestamp columns."""
-    head: str
-    """The start of every document of the table: ``{"_table":"schema.table","_id":``."""
-    id_prefix: str
+    """Per key column its ``::text`` conversion; None when no key column needs one."""
     shape: DocShape
     document: Builder
     """Row values -> (id, document JSON, row JSON): :func:`compile_document`."""
@@ -380,14 +366,7 @@ def _plan(rel: Relation, text_fields: tuple[str, ...] | None) -> _Plan:
         qualified=q,
         names=names,
         kidx=kidx,
-        texts=texts,
         key_texts=kconvs if any(kconvs) else None,
-        text_idx=text_idx,
-        enames=enames,
-        nums=nums,
-        dates=dates,
-        head=head,
-        id_prefix=id_prefix,
         shape=shape,
         document=compile_document(shape),
     )
@@ -401,7 +380,7 @@ def _key_of(plan: _Plan, key: Key) -> Key:
 
 
 def _id_of(plan: _Plan, key: Key) -> str:
-    return plan.id_prefix + ",".join("null" if k is None else encode_basestring(k) for k in key) + "]"
+    return plan.shape.id_prefix + ",".join("null" if k is None else encode_basestring(k) for k in key) + "]"
 
 
 class TantivyView(AppliedView):
