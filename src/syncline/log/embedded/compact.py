@@ -39,12 +39,16 @@ log = logging.getLogger(__name__)
 
 NAME = "_compactor"
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS rows (
+ROWS_COLUMNS = """(
     relid INTEGER NOT NULL, key BLOB NOT NULL, relseq INTEGER NOT NULL,
     row BLOB, seq INTEGER NOT NULL, PRIMARY KEY (relid, key)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS rows_tombstones ON rows (seq) WHERE row IS NULL;
+) WITHOUT ROWID"""
+"""The ``rows`` table's columns (also for rewriting a file's older rowid table)."""
+TOMBSTONES = "CREATE INDEX IF NOT EXISTS rows_tombstones ON rows (seq) WHERE row IS NULL"
+
+SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS rows {ROWS_COLUMNS};
+{TOMBSTONES};
 CREATE TABLE IF NOT EXISTS shapes (relid INTEGER NOT NULL, relseq INTEGER NOT NULL,
     detail BLOB NOT NULL, PRIMARY KEY (relid, relseq));
 CREATE TABLE IF NOT EXISTS position (id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER NOT NULL,
@@ -128,14 +132,11 @@ def _rows_without_rowid(conn: sqlite3.Connection) -> None:
     log.info("compact.db: rewriting its %d rows without rowids (once)", n)
     conn.execute("BEGIN IMMEDIATE")
     try:
-        conn.execute(
-            "CREATE TABLE rows_new (relid INTEGER NOT NULL, key BLOB NOT NULL, relseq INTEGER NOT NULL,"
-            " row BLOB, seq INTEGER NOT NULL, PRIMARY KEY (relid, key)) WITHOUT ROWID"
-        )
+        conn.execute(f"CREATE TABLE rows_new {ROWS_COLUMNS}")
         conn.execute("INSERT INTO rows_new SELECT relid, key, relseq, row, seq FROM rows")
         conn.execute("DROP TABLE rows")
         conn.execute("ALTER TABLE rows_new RENAME TO rows")
-        conn.execute("CREATE INDEX rows_tombstones ON rows (seq) WHERE row IS NULL")
+        conn.execute(TOMBSTONES)
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
