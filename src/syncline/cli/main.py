@@ -395,6 +395,36 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sql(args: argparse.Namespace) -> int:
+    """One read-only query on a warehouse view (ducklake, duckdb), now or ``--at`` a position."""
+    from syncline.sources.postgres.lsn import parse_lsn
+    from syncline.views.ducklake.query import run_query
+
+    cfg = _load(args)
+    vcfg = next((v for v in cfg.views if v.name == args.view), None)
+    if vcfg is None:
+        print(f"syncline: error: no view named {args.view!r} in {cfg.path}", file=sys.stderr)
+        return 2
+    at = None
+    if args.at is not None:
+        try:
+            at = parse_lsn(args.at)
+        except ValueError:
+            print(f"syncline: error: --at: expected an LSN like 0/16B3748, got {args.at!r}", file=sys.stderr)
+            return 2
+    answer = run_query(vcfg, args.query, at)
+    if answer.note and not args.quiet:
+        print(f"sql: {answer.note}", file=sys.stderr)
+    if args.json:
+        for row in answer.rows:
+            print(json.dumps(dict(zip(answer.columns, row, strict=True)), default=str))
+        return 0
+    print("\t".join(answer.columns))
+    for row in answer.rows:
+        print("\t".join("" if v is None else str(v) for v in row))
+    return 0
+
+
 def cmd_snapshot(args: argparse.Namespace) -> int:
     """Copy tables again into every view, online (watermark chunks taken by `run`)."""
 
@@ -566,6 +596,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     q.add_argument("--json", action="store_true")
     q.set_defaults(func=cmd_search)
+    sq = add("sql", "a read-only SQL query on a warehouse view (ducklake, duckdb), --at a position")
+    sq.add_argument("view")
+    sq.add_argument("query")
+    sq.add_argument("--at", metavar="LSN", help="answer as of this source position (ducklake views)")
+    sq.add_argument("--json", action="store_true", help="one JSON object per row")
+    sq.add_argument("-q", "--quiet", action="store_true", help="do not say which snapshot answered")
+    sq.set_defaults(func=cmd_sql)
     d = sub.add_parser("demo", help="run the main job on embedded defaults (see README)")
     d.add_argument(
         "scenario",

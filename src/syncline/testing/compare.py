@@ -107,10 +107,22 @@ def compare_postgres(source_dsn: str, replica_dsn: str, tables: dict[str, list[s
 def compare_duckdb(source_dsn: str, path: str, tables: dict[str, list[str]]) -> list[TableDiff]:
     import duckdb
 
+    return _compare_duck(source_dsn, duckdb.connect(path, read_only=True), tables)
+
+
+def compare_ducklake(
+    source_dsn: str, catalog: str, data_path: str, tables: dict[str, list[str]]
+) -> list[TableDiff]:
+    """A DuckLake view (read-only, also while ``run`` writes it) vs the source."""
+    from syncline.views.ducklake import lake
+
+    return _compare_duck(source_dsn, lake.connect(catalog, data_path, read_only=True), tables)
+
+
+def _compare_duck(source_dsn: str, con: Any, tables: dict[str, list[str]]) -> list[TableDiff]:
     from syncline.views.duckdb.compare import fetch_text_rows
 
     out = []
-    con = duckdb.connect(path, read_only=True)
     try:
         rels: dict[str, Relation] = {}
         from syncline.core.codec import relation_from_json

@@ -26,6 +26,7 @@ from syncline.sources.registry import open_admin
 from syncline.testing.compare import (
     TableDiff,
     compare_duckdb,
+    compare_ducklake,
     compare_postgres,
     compare_redis,
     compare_tantivy,
@@ -99,6 +100,13 @@ class Pipeline:
             lines += ["[views.replica]", 'kind = "postgres"', f'dsn = "{self.replica_dsn}"']
         if "duckdb" in views:
             lines += ["[views.warehouse]", 'kind = "duckdb"', f'path = "{workdir / "wh.duckdb"}"']
+        if "ducklake" in views:
+            lines += [
+                "[views.lake]",
+                'kind = "ducklake"',
+                f'catalog = "{workdir / "lake.sqlite"}"',
+                f'data_path = "{workdir / "lake"}"',
+            ]
         self.redis: RedisServer | None = None
         if "redis" in views:
             self.redis = RedisServer(workdir / "redis")
@@ -277,6 +285,10 @@ class Pipeline:
             out["replica"] = compare_postgres(self.source_dsn, self.replica_dsn, tables)
         if "duckdb" in self.views:
             out["warehouse"] = compare_duckdb(self.source_dsn, str(self.workdir / "wh.duckdb"), tables)
+        if "ducklake" in self.views:
+            out["lake"] = compare_ducklake(
+                self.source_dsn, str(self.workdir / "lake.sqlite"), str(self.workdir / "lake"), tables
+            )
         if self.redis is not None:
             out["cache"] = compare_redis(self.source_dsn, self.redis.url, tables)
         if "tantivy" in self.views:

@@ -18,6 +18,7 @@ from syncline.views.base import View
 KINDS = {
     "postgres": "syncline.views.postgres",
     "duckdb": "syncline.views.duckdb",
+    "ducklake": "syncline.views.ducklake",
     "redis": "syncline.views.redis",
     "tantivy": "syncline.views.tantivy",
 }

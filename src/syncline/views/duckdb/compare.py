@@ -186,7 +186,8 @@ def to_pg_text(value: Any, column: Column, *, cast: bool = True, sql_type: str |
 def table_types(conn: Any, schema: str, name: str) -> dict[str, str]:
     """Actual DuckDB column types of a table, by column name."""
     rows = conn.execute(
-        "SELECT column_name, data_type FROM duckdb_columns() WHERE schema_name = ? AND table_name = ?",
+        "SELECT column_name, data_type FROM duckdb_columns() "
+        "WHERE schema_name = ? AND table_name = ? AND database_name = current_database()",
         [schema, name],
     ).fetchall()
     return {str(n): str(t) for n, t in rows}

@@ -51,7 +51,7 @@ class DuckdbReader(_RowReader):
         exprs = [select_expr(c, quote_ident(c.name), types.get(c.name)) for c in cols]
         kinds = [types.get(c.name) for c in cols]
         table = f"{quote_ident(rel.schema)}.{quote_ident(rel.name)}"
-        cur = self.con.cursor()
+        cur = self._cursor()
         try:
             cur.execute(f"SELECT {', '.join(exprs)} FROM {table}")  # noqa: S608
             idx = spec.key_idx
@@ -64,6 +64,10 @@ class DuckdbReader(_RowReader):
                     yield key_text(row, idx), row
         finally:
             cur.close()
+
+    def _cursor(self) -> Any:
+        """A cursor of its own for a streamed read (a new connection to the same database)."""
+        return self.con.cursor()
 
     def close(self) -> None:
         if not self.borrowed:

@@ -187,21 +187,16 @@ class DuckdbView(AppliedView):
             try:
                 os.makedirs(d, exist_ok=True)
                 self._stored = None
-                self._conn = duckdb.connect(self.path)
+                self._conn = self._connect()
             except duckdb.Error as e:
                 cls = TransientViewError if _is_lock_error(e) else ViewError
-                raise cls(f"view {self.name!r}: cannot open DuckDB file {self.path}: {e}") from e
+                raise cls(f"view {self.name!r}: cannot open {self.store_text}: {e}") from e
             except OSError as e:
-                raise TransientViewError(
-                    f"view {self.name!r}: cannot open DuckDB file {self.path}: {e}"
-                ) from e
+                raise TransientViewError(f"view {self.name!r}: cannot open {self.store_text}: {e}") from e
             with contextlib.suppress(duckdb.Error):
                 self._run("SET TimeZone = 'UTC'")
             self._run(f"CREATE SCHEMA IF NOT EXISTS {META}")
-            self._run(
-                f"CREATE TABLE IF NOT EXISTS {META}.positions "
-                "(view VARCHAR PRIMARY KEY, seq BIGINT, commit_lsn BIGINT, log_id VARCHAR DEFAULT '')"
-            )
+            self._run(f"CREATE TABLE IF NOT EXISTS {META}.positions ({self.positions_columns})")
             # a file written before logs had ids
             self._run(f"ALTER TABLE {META}.positions ADD COLUMN IF NOT EXISTS log_id VARCHAR DEFAULT ''")
             self._run(
@@ -234,15 +229,16 @@ class DuckdbView(AppliedView):
         one writing process and no concurrent readers)."""
         if self._conn is not None:
             return self._stored_checkpoint()
-        if not os.path.exists(self.path):
-            return Checkpoint()
         try:
-            c = duckdb.connect(self.path, read_only=True)
+            c = self._read_only()
         except duckdb.Error:
             return None
+        if c is None:
+            return Checkpoint()
         try:
             row = c.execute(
-                "SELECT count(*) FROM duckdb_tables() WHERE schema_name = ? AND table_name = ?",
+                "SELECT count(*) FROM duckdb_tables() WHERE schema_name = ? AND table_name = ? "
+                "AND database_name = current_database()",
                 [META, "positions"],
             ).fetchone()
             if not row or not row[0]:
@@ -308,15 +304,43 @@ class DuckdbView(AppliedView):
 
     def _commit(self, batch: Batch) -> None:
         cp = batch.checkpoint
+        self._write_position(cp)
+        self._stored = None
+        self._run("COMMIT")
+        self._stored = Checkpoint.stored(cp.seq, cp.commit_lsn, cp.log)
+
+    # ------------------------------------------------------------------ what a subclass changes
+
+    positions_columns = "view VARCHAR PRIMARY KEY, seq BIGINT, commit_lsn BIGINT, log_id VARCHAR DEFAULT ''"
+    """The columns of ``_syncline.positions``."""
+
+    @property
+    def store_text(self) -> str:
+        """The store in words, for errors."""
+        return f"DuckDB file {self.path}"
+
+    def _connect(self) -> Any:
+        """A new connection to the store, for writing."""
+        return duckdb.connect(self.path)
+
+    def _read_only(self) -> Any:
+        """A new read-only connection to the store; None when the store does not exist yet."""
+        if not os.path.exists(self.path):
+            return None
+        return duckdb.connect(self.path, read_only=True)
+
+    def _write_position(self, cp: Checkpoint) -> None:
+        """Write the batch's checkpoint (inside its transaction)."""
         self._run(
             "INSERT INTO _syncline.positions (view, seq, commit_lsn, log_id) VALUES (?, ?, ?, ?) "
             "ON CONFLICT (view) DO UPDATE SET seq = excluded.seq, commit_lsn = excluded.commit_lsn, "
             "log_id = excluded.log_id",
             [self.name, cp.seq, cp.commit_lsn, cp.log],
         )
-        self._stored = None
-        self._run("COMMIT")
-        self._stored = Checkpoint.stored(cp.seq, cp.commit_lsn, cp.log)
+
+    def _set_type(self, target: str, q: str, sql_type: str, using: str) -> None:
+        """Change column ``q``'s type to ``sql_type``, its values computed by ``using``."""
+        self._run(f"ALTER TABLE {target} ALTER COLUMN {q} SET DATA TYPE {sql_type} USING {using}")
 
     def _stored_seq(self) -> str:
         try:
@@ -372,7 +396,7 @@ class DuckdbView(AppliedView):
             self._require()
             .execute(
                 "SELECT column_name, data_type FROM duckdb_columns() "
-                "WHERE schema_name = ? AND table_name = ?",
+                "WHERE schema_name = ? AND table_name = ? AND database_name = current_database()",
                 [rel.schema, rel.name],
             )
             .fetchall()
@@ -458,19 +482,13 @@ class DuckdbView(AppliedView):
             # converted to text (NaN, mixed array dimensionality): stays text
             if after.kind == "decimal":
                 render = decimal_text(f"TRY_CAST({q} AS {after.sql})")
-                self._run(
-                    f"ALTER TABLE {target} ALTER COLUMN {q} SET DATA TYPE VARCHAR "
-                    f"USING CASE WHEN {q} = 'NaN' THEN {q} ELSE {render} END"
-                )
+                self._set_type(target, q, "VARCHAR", f"CASE WHEN {q} = 'NaN' THEN {q} ELSE {render} END")
                 return
             if after.kind in ("list", "text"):
                 return
         elif after.kind == "list" and actual is not None and list_depth(actual) > 1:
             after = after.with_depth(list_depth(actual))
-        self._run(
-            f"ALTER TABLE {target} ALTER COLUMN {q} SET DATA TYPE {after.sql} "
-            f"USING TRY_CAST({q} AS {after.sql})"
-        )
+        self._set_type(target, q, after.sql, f"TRY_CAST({q} AS {after.sql})")
 
     # ------------------------------------------------------------------ DML
 
@@ -569,9 +587,8 @@ class DuckdbView(AppliedView):
         for i, d in redepth:
             new = maps[i].with_depth(d)
             q = quote_ident(rel.columns[i].name)
-            self._run(
-                f"ALTER TABLE {target} ALTER COLUMN {q} SET DATA TYPE {new.sql} USING "
-                f"CASE WHEN {q} IS NULL THEN NULL ELSE CAST([] AS {new.sql}) END"
+            self._set_type(
+                target, q, new.sql, f"CASE WHEN {q} IS NULL THEN NULL ELSE CAST([] AS {new.sql}) END"
             )
         for i, reason in to_text:
             done.pop(i, None)
@@ -585,7 +602,7 @@ class DuckdbView(AppliedView):
         col = rel.columns[i]
         q = quote_ident(col.name)
         if m.kind == "decimal":
-            self._run(f"ALTER TABLE {target} ALTER COLUMN {q} SET DATA TYPE VARCHAR USING {decimal_text(q)}")
+            self._set_type(target, q, "VARCHAR", decimal_text(q))
         else:
             # rendered in Python, exactly as verification reads them back
             actual = self._types.get(rel.oid, {}).get(col.name)
@@ -603,7 +620,7 @@ class DuckdbView(AppliedView):
             self._run(f"ALTER TABLE {target} ADD COLUMN {tmp} VARCHAR")
             self._run(f"UPDATE {target} SET {tmp} = s.v FROM {_STAGE} s WHERE {target}.rowid = s.r")  # noqa: S608
             self._require().unregister(_STAGE)
-            self._run(f"ALTER TABLE {target} ALTER COLUMN {q} SET DATA TYPE VARCHAR USING {tmp}")
+            self._set_type(target, q, "VARCHAR", tmp)
             self._run(f"ALTER TABLE {target} DROP COLUMN {tmp}")
         log.warning(
             "view %s: %s.%s (%s): %s; the column is now VARCHAR holding PostgreSQL's text "

@@ -1,0 +1,72 @@
+"""DuckLake warehouse view: the DuckDB view's typed tables in a DuckLake (Parquet files and a
+catalog in SQLite or PostgreSQL), readable by any DuckDB while ``syncline run`` writes it,
+and queryable as of any retained source position (``syncline sql VIEW --at LSN``).
+
+See :mod:`syncline.views.ducklake.view` for the design and
+:mod:`syncline.views.ducklake.lake` for how the extensions load offline. Light to import.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from syncline.core.config_models import ViewConfig
+from syncline.core.errors import ConfigError
+from syncline.views.options import REQUIRED, OptionSpec, Store, secret_text
+
+if TYPE_CHECKING:
+    from syncline.verify.readers import ViewReader
+    from syncline.views.ducklake.view import DucklakeView
+
+EXTRA = "ducklake"
+BATCH_INTERVAL = 0.5
+"""Default ``batch_interval`` (seconds): every batch is a lake snapshot with its own catalog
+transaction and files: fewer, larger batches."""
+OPTIONS: dict[str, OptionSpec] = {
+    "catalog": (str, "a SQLite file or a PostgreSQL DSN", REQUIRED),
+    "data_path": (str, "a directory (default: the SQLite catalog's path + .files)", None),
+    "retention": ((int, float), "seconds of snapshots kept for --at", 86400),
+    "maintenance_interval": ((int, float), "seconds between lake maintenance runs", 300),
+    "keep_dropped_tables": (bool, "true or false", False),
+}
+CHOICES: dict[str, tuple[str, ...]] = {}
+
+
+def check_options(view: str, options: dict[str, object]) -> None:
+    """A PostgreSQL catalog needs a data path; times are positive."""
+    from syncline.views.ducklake.lake import is_postgres_catalog
+
+    if is_postgres_catalog(secret_text(options.get("catalog"))) and not options.get("data_path"):
+        raise ConfigError("data_path: required with a PostgreSQL catalog (a directory for the data files)")
+    for key in ("retention", "maintenance_interval"):
+        got = options.get(key)
+        if isinstance(got, int | float) and got <= 0:
+            raise ConfigError(f"{key}: expected seconds > 0, got {got}")
+
+
+def create_view(cfg: ViewConfig) -> DucklakeView:
+    from syncline.views.ducklake.view import DucklakeView
+
+    return DucklakeView(cfg)
+
+
+def open_reader(cfg: ViewConfig) -> ViewReader:
+    from syncline.views.ducklake.reader import DucklakeReader
+
+    return DucklakeReader(cfg)
+
+
+def reader_on_view(cfg: ViewConfig, view: object) -> ViewReader | None:
+    """Readers open the lake themselves, also while ``run`` writes it."""
+    return None
+
+
+def store_of(options: dict[str, object]) -> Store:
+    import os
+
+    from syncline.views.ducklake.lake import is_postgres_catalog
+
+    catalog = secret_text(options.get("catalog"))
+    if is_postgres_catalog(catalog):
+        return ("ducklake", catalog)
+    return ("ducklake", os.path.realpath(catalog))

@@ -1,0 +1,164 @@
+"""``syncline sql`` on the warehouse views: one read-only query, on the lake as it is now or
+as it was at a source position (DuckLake), or on a DuckDB file no other process holds.
+
+A query is refused unless every statement in it only reads (``SELECT``, ``EXPLAIN``,
+``DESCRIBE``/``SHOW``, ``PRAGMA`` that lists): no statement may attach, detach, set options
+or write files, and the lake is attached read-only besides, so a reader never changes it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from syncline.core.config_models import ViewConfig
+from syncline.core.errors import SynclineError
+from syncline.sources.postgres.lsn import format_lsn
+from syncline.verify.readers import option
+
+
+class QueryError(SynclineError):
+    """A query ``syncline sql`` will not run, or a position it cannot answer at."""
+
+
+READ_ONLY = frozenset({"SELECT", "EXPLAIN"})
+
+
+@dataclass(frozen=True)
+class Answer:
+    columns: list[str]
+    rows: list[tuple[Any, ...]]
+    note: str
+    """Which state answered (the snapshot and its source position), for stderr."""
+
+
+def check_read_only(query: str) -> None:
+    """One clear error unless every statement of ``query`` reads only."""
+    import duckdb
+
+    try:
+        statements = duckdb.extract_statements(query)
+    except duckdb.Error as e:
+        raise QueryError(f"cannot parse the query: {str(e).splitlines()[0]}") from None
+    if not statements:
+        raise QueryError("the query is empty")
+    for st in statements:
+        kind = str(st.type).rsplit(".", 1)[-1].upper()
+        if kind not in READ_ONLY:
+            raise QueryError(
+                f"syncline sql runs queries that only read (SELECT, EXPLAIN); got a {kind} "
+                "statement. A view is written only by `syncline run`"
+            )
+
+
+def run_query(vcfg: ViewConfig, query: str, at_lsn: int | None) -> Answer:
+    check_read_only(query)
+    if vcfg.kind == "ducklake":
+        con, note = _open_lake(vcfg, at_lsn)
+    elif vcfg.kind == "duckdb":
+        if at_lsn is not None:
+            raise QueryError(
+                f"view {vcfg.name} (duckdb) keeps no history: --at needs a ducklake view "
+                "(every batch a snapshot that records its position)"
+            )
+        con, note = _open_duckdb(vcfg), ""
+    else:
+        raise QueryError(
+            f"view {vcfg.name} ({vcfg.kind}) is not a warehouse: syncline sql reads ducklake and duckdb views"
+        )
+    try:
+        import duckdb
+
+        try:
+            cur = con.execute(query)
+            columns = [d[0] for d in cur.description or []]
+            rows = cur.fetchall() if cur.description else []
+        except duckdb.Error as e:
+            raise QueryError(f"the query failed: {str(e).splitlines()[0]}") from None
+    finally:
+        con.close()
+    return Answer(columns, rows, note)
+
+
+def _open_duckdb(vcfg: ViewConfig) -> Any:
+    import duckdb
+
+    path = option(vcfg, "path")
+    try:
+        return duckdb.connect(path, read_only=True)
+    except duckdb.Error as e:
+        raise QueryError(
+            f"view {vcfg.name} (duckdb): cannot open {path} ({str(e).splitlines()[0]}). DuckDB "
+            "allows one process per file and `syncline run` holds it while it runs; a ducklake "
+            "view can be queried while run writes it"
+        ) from None
+
+
+def _open_lake(vcfg: ViewConfig, at_lsn: int | None) -> tuple[Any, str]:
+    import duckdb
+
+    from syncline.views.ducklake import lake
+    from syncline.views.ducklake.view import default_data_path
+
+    catalog = option(vcfg, "catalog")
+    data = option(vcfg, "data_path") or default_data_path(catalog)
+    if not lake.exists(catalog):
+        raise QueryError(
+            f"view {vcfg.name} (ducklake): the lake ({lake.describe(catalog)}) does not exist yet"
+        )
+    try:
+        con = lake.connect(catalog, data, read_only=True)
+    except duckdb.Error as e:
+        raise QueryError(
+            f"view {vcfg.name} (ducklake): cannot open the lake ({str(e).splitlines()[0]})"
+        ) from None
+    try:
+        snaps = lake.snapshots(con, vcfg.name)
+    except duckdb.Error:
+        con.close()
+        raise
+    if at_lsn is None:
+        if not snaps:
+            return con, "the lake as it is now (the view has committed no batch yet)"
+        last = snaps[-1]
+        return (
+            con,
+            f"the lake now: snapshot {last.id} (source position {format_lsn(last.checkpoint.commit_lsn)})",
+        )
+    con.close()
+    snap = pick_snapshot(vcfg.name, snaps, at_lsn)
+    try:
+        got = lake.connect(catalog, data, read_only=True, snapshot=snap.id)
+    except duckdb.Error as e:
+        raise QueryError(
+            f"view {vcfg.name} (ducklake): cannot open snapshot {snap.id} ({str(e).splitlines()[0]})"
+        ) from None
+    return got, (
+        f"snapshot {snap.id} of {snap.time} UTC: the view at source position "
+        f"{format_lsn(snap.checkpoint.commit_lsn)}, the newest batch at or before {format_lsn(at_lsn)}"
+    )
+
+
+def pick_snapshot(view: str, snaps: list[Any], at_lsn: int) -> Any:
+    """The newest retained snapshot whose position is at or before ``at_lsn``; one clear error
+    when ``at_lsn`` is before the oldest retained one or after the newest."""
+    if not snaps:
+        raise QueryError(f"view {view}: the lake holds no snapshot of the view yet")
+    first, last = snaps[0], snaps[-1]
+    if at_lsn < first.checkpoint.commit_lsn:
+        raise QueryError(
+            f"view {view}: {format_lsn(at_lsn)} is before the retained snapshots (the oldest, "
+            f"{first.id} of {first.time} UTC, is at {format_lsn(first.checkpoint.commit_lsn)}; "
+            "the view's retention option sets how long snapshots are kept)"
+        )
+    if at_lsn > last.checkpoint.commit_lsn:
+        raise QueryError(
+            f"view {view}: {format_lsn(at_lsn)} is after the newest position the view has "
+            f"applied ({format_lsn(last.checkpoint.commit_lsn)}): run `syncline wait --lsn "
+            f"{format_lsn(at_lsn)} --view {view}` first"
+        )
+    best = first
+    for s in snaps:
+        if s.checkpoint.commit_lsn <= at_lsn:
+            best = s
+    return best

@@ -1,0 +1,124 @@
+"""The DuckLake view: the DuckDB view's tables and types, kept in a DuckLake (Parquet data
+files plus a catalog in SQLite or PostgreSQL) that other processes read while it is written.
+
+It is the DuckDB view (:mod:`syncline.views.duckdb.view`) on another store:
+
+* one batch is one DuckLake transaction holding the batch's data and its checkpoint, so it
+  becomes one lake snapshot; readers see whole batches, so whole source transactions;
+* the snapshot's ``author`` is ``syncline`` and its extra info the view's checkpoint
+  (:func:`~syncline.views.ducklake.lake.position_info`), which is how ``syncline sql --at``
+  finds the snapshot that held a source position;
+* DuckLake has no PRIMARY KEY: the view's row of ``_syncline.positions`` is deleted and
+  inserted again;
+* DuckLake changes a column's type only by widening it: any other change is a new column
+  filled with the converted values that takes the old one's place (it moves to the end);
+* between batches, at most once per ``maintenance_interval``, snapshots older than
+  ``retention`` expire, small files merge and files no snapshot needs are deleted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from dataclasses import replace
+from typing import Any
+
+import duckdb
+
+from syncline.core.config_models import ViewConfig
+from syncline.core.errors import ConfigError
+from syncline.core.events import Checkpoint
+from syncline.views.base import Batch
+from syncline.views.duckdb.values import quote_ident
+from syncline.views.duckdb.view import DuckdbView
+from syncline.views.ducklake import lake
+from syncline.views.options import secret_text
+
+log = logging.getLogger(__name__)
+
+_RETYPE = quote_ident("__syncline_retype")
+
+
+class DucklakeView(DuckdbView):
+    kind = "ducklake"
+
+    def __init__(self, cfg: ViewConfig) -> None:
+        catalog = secret_text(cfg.options.get("catalog"))
+        if not catalog:
+            raise ConfigError(f"view {cfg.name!r} (ducklake): option 'catalog' is required")
+        self.catalog = catalog
+        self.data_path = str(cfg.options.get("data_path") or default_data_path(catalog))
+        self.retention = float(cfg.options.get("retention", 86400.0))  # type: ignore[arg-type]
+        self.maintenance_interval = float(cfg.options.get("maintenance_interval", 300.0))  # type: ignore[arg-type]
+        self._maintained = time.monotonic()
+        super().__init__(replace(cfg, options={**cfg.options, "path": self.data_path}))
+
+    # ------------------------------------------------------------------ the store
+
+    @property
+    def store_text(self) -> str:
+        return f"DuckLake ({lake.describe(self.catalog)}, data {self.data_path})"
+
+    def _connect(self) -> Any:
+        return lake.connect(self.catalog, self.data_path, read_only=False)
+
+    def _read_only(self) -> Any:
+        if not lake.exists(self.catalog):
+            return None
+        return lake.connect(self.catalog, self.data_path, read_only=True)
+
+    positions_columns = "view VARCHAR, seq BIGINT, commit_lsn BIGINT, log_id VARCHAR DEFAULT ''"
+
+    def _write_position(self, cp: Checkpoint) -> None:
+        self._run("DELETE FROM _syncline.positions WHERE view = ?", [self.name])
+        self._run(
+            "INSERT INTO _syncline.positions (view, seq, commit_lsn, log_id) VALUES (?, ?, ?, ?)",
+            [self.name, cp.seq, cp.commit_lsn, cp.log],
+        )
+        self._run(
+            f"CALL {lake.LAKE}.set_commit_message(?, ?, extra_info => ?)",
+            [lake.AUTHOR, f"view {self.name}", lake.position_info(self.name, cp)],
+        )
+
+    def _set_type(self, target: str, q: str, sql_type: str, using: str) -> None:
+        self._run(f"ALTER TABLE {target} ADD COLUMN {_RETYPE} {sql_type}")
+        self._run(f"UPDATE {target} SET {_RETYPE} = {using}")  # noqa: S608
+        self._run(f"ALTER TABLE {target} DROP COLUMN {q}")
+        self._run(f"ALTER TABLE {target} RENAME COLUMN {_RETYPE} TO {q}")
+
+    # ------------------------------------------------------------------ maintenance
+
+    def _commit(self, batch: Batch) -> None:
+        super()._commit(batch)
+        if time.monotonic() - self._maintained >= self.maintenance_interval:
+            self.maintain()
+
+    def maintain(self) -> None:
+        """Expire snapshots older than ``retention``, merge small files, delete files no
+        snapshot needs (each its own transaction; a failure is logged and retried later)."""
+        self._maintained = time.monotonic()
+        steps = (
+            f"CALL ducklake_flush_inlined_data('{lake.LAKE}')",
+            f"CALL ducklake_expire_snapshots('{lake.LAKE}', older_than => "
+            f"now() - INTERVAL '{int(self.retention)} seconds')",
+            f"CALL ducklake_merge_adjacent_files('{lake.LAKE}')",
+            f"CALL ducklake_cleanup_old_files('{lake.LAKE}', cleanup_all => true)",
+        )
+        for sql in steps:
+            try:
+                self._run(sql)
+            except duckdb.Error as e:
+                log.warning("view %s: lake maintenance step failed (retried later): %s", self.name, e)
+                with contextlib.suppress(duckdb.Error):
+                    self._run("ROLLBACK")
+                return
+
+
+def default_data_path(catalog: str) -> str:
+    """Where data files go when ``data_path`` is not given: beside a SQLite catalog
+    (``CATALOG.files``); a PostgreSQL catalog needs ``data_path``."""
+    if lake.is_postgres_catalog(catalog):
+        raise ConfigError("option 'data_path' is required with a PostgreSQL catalog")
+    return os.path.abspath(catalog) + ".files"
