@@ -36,9 +36,30 @@ from syncline.views.duckdb import create_view
 from syncline.views.duckdb.compare import fetch_text_rows
 from syncline.views.duckdb.values import pg_float4, pg_float8
 from syncline.views.duckdb.view import DuckdbView, table_sql
+from syncline.views.ducklake import create_view as create_lake
+
+KIND = "duckdb"
+"""The kind under test: every test here runs on the DuckDB view and on the DuckLake view (the
+DuckDB view on a lake), but those marked ``file_only`` (a DuckDB file's own behaviour)."""
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    kinds = ["duckdb"] if metafunc.definition.get_closest_marker("file_only") else ["duckdb", "ducklake"]
+    metafunc.parametrize("kind", kinds, indirect=True)
+
+
+@pytest.fixture(autouse=True)
+def kind(request: pytest.FixtureRequest) -> Iterator[str]:
+    global KIND
+    KIND = request.param
+    yield KIND
+    KIND = "duckdb"
 
 
 def make_view(path: Path, tables: tuple[str, ...] = (), name: str = "warehouse") -> DuckdbView:
+    if KIND == "ducklake":
+        opts = {"catalog": f"{path}.sqlite", "data_path": f"{path}.lake"}
+        return create_lake(ViewConfig(name=name, kind="ducklake", tables=tables, options=dict(opts)))
     return create_view(ViewConfig(name=name, kind="duckdb", tables=tables, options={"path": str(path)}))
 
 
@@ -221,6 +242,34 @@ def test_schema_changes(wh: Warehouse) -> None:
     # relations survive a restart
     wh.reopen()
     assert wh.view.relations()[20] == t4
+
+
+def test_rows_deleted_then_the_table_altered_in_one_batch(wh: Warehouse) -> None:
+    """A source batch that deletes and updates rows, then alters the table (type, add, drop,
+    rename), then writes it again: DuckDB 1.x refuses to commit a transaction that altered a
+    table after deleting or updating its rows, so the view copies such a table first."""
+    t1 = rel(21, "churn", col("id", "integer", True), col("a", "integer"), col("b"), col("c"))
+    wh.apply([SchemaChange(t1)], [ins(t1, str(i), str(i), f"b{i}", f"c{i}") for i in range(1, 6)])
+    t2 = rel(21, "churn", col("id", "integer", True), col("a", "bigint"), col("bb"), col("d", "date"))
+    t3 = rel(21, "churn", col("id", "integer", True), col("a", "text"), col("bb"), col("d", "date"))
+    wh.apply(
+        [dele(t1, "1"), upd(t1, "2", "20", "B2", "C2")],
+        [SchemaChange(t2), ins(t2, "6", "60000000000", "b6", "2024-01-02"), dele(t2, "3")],
+        [upd(t2, "4", "40", "B4", None), SchemaChange(t3), ins(t3, "7", "x", "b7", None)],
+    )
+    assert [tuple(map(str, r)) for r in wh.table("public.churn")] == [
+        ("2", "20", "B2", "None"),
+        ("4", "40", "B4", "None"),
+        ("5", "5", "b5", "None"),
+        ("6", "60000000000", "b6", "2024-01-02"),
+        ("7", "x", "b7", "None"),
+    ]
+    assert wh.rows(
+        "SELECT column_name, data_type FROM duckdb_columns() WHERE table_name = 'churn' "
+        "AND database_name = current_database()"
+    ) == [("id", "INTEGER"), ("a", "VARCHAR"), ("bb", "VARCHAR"), ("d", "DATE")]
+    wh.reopen()
+    assert wh.view.relations()[21] == t3
 
 
 def test_weird_identifiers(wh: Warehouse) -> None:
@@ -452,6 +501,7 @@ def _hold_lock(path: Path) -> subprocess.Popen[str]:
     return p
 
 
+@pytest.mark.file_only
 def test_locked_file_is_transient(tmp_path: Path) -> None:
     path = tmp_path / "locked.duckdb"
     w = Warehouse(path)
@@ -694,7 +744,8 @@ def cluster() -> Iterator[PgCluster]:
 
 def test_type_zoo_round_trip(cluster: PgCluster, tmp_path: Path) -> None:
     nrows = max(len(v) for _, v in ZOO.values())
-    with psycopg.connect(cluster.dsn(), autocommit=True) as pg:
+    cluster.psql(f"CREATE DATABASE zoo_{KIND}")  # the module's cluster serves both kinds
+    with psycopg.connect(cluster.dsn(f"zoo_{KIND}"), autocommit=True) as pg:
         pg.execute("SET TimeZone = 'UTC'")
         pg.execute(ZOO_SETUP)  # type: ignore[arg-type]
         cols = ", ".join(f"{n} {t}" for n, (t, _) in ZOO.items())
@@ -749,7 +800,10 @@ def test_type_zoo_round_trip(cluster: PgCluster, tmp_path: Path) -> None:
         assert cast_source != source
         assert types["n_fix"] == "DECIMAL(10,2)" and types["tstz"] == "TIMESTAMP WITH TIME ZONE"
         assert types["arr2"] == "INTEGER[][]" and types["arr3"] == "VARCHAR[][][]"
-        assert types["iv"] == "INTERVAL" and types["by"] == "BLOB" and types["u"] == "UUID"
+        # DuckLake: intervals as PostgreSQL's text (Parquet's INTERVAL holds neither negative
+        # parts nor microseconds)
+        assert types["iv"] == ("VARCHAR" if KIND == "ducklake" else "INTERVAL")
+        assert types["by"] == "BLOB" and types["u"] == "UUID"
         # updates of every row (values moved between rows) round-trip too
         shifted = [tuple([r[0], *source[(i + 1) % len(source)][1:]]) for i, r in enumerate(source)]
         w.apply([RowChange("update", 99, s) for s in shifted])

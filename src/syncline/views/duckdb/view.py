@@ -69,7 +69,7 @@ META = "_syncline"
 _STAGE = "__syncline_stage"
 _PSTAGE = "__syncline_pstage"
 _PARTIAL = "__syncline_partial"
-_TEXT_TMP = "__syncline_text"
+_FRESH = "__syncline_fresh"
 
 
 # --------------------------------------------------------------------------- relation JSON
@@ -177,6 +177,8 @@ class DuckdbView(AppliedView):
         """The checkpoint the file holds, as this process last committed or read it (one
         process writes a DuckDB file; every write of the position is :meth:`_commit`)."""
         self._types: dict[int, dict[str, str]] = {}
+        self._changed: set[tuple[str, str]] = set()
+        """Tables (schema, name) with rows deleted or updated in the open transaction."""
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -283,6 +285,7 @@ class DuckdbView(AppliedView):
         return self._stored_checkpoint()
 
     def _begin(self, batch: Batch) -> bool:
+        self._changed.clear()
         self._run("BEGIN TRANSACTION")
         return True
 
@@ -301,6 +304,7 @@ class DuckdbView(AppliedView):
             self._forget(rel.oid)
         else:
             self._run(f"DELETE FROM {table_sql(cur.schema, cur.name)}")  # noqa: S608
+            self._changed.add((cur.schema, cur.name))
 
     def _commit(self, batch: Batch) -> None:
         cp = batch.checkpoint
@@ -338,8 +342,36 @@ class DuckdbView(AppliedView):
             [self.name, cp.seq, cp.commit_lsn, cp.log],
         )
 
-    def _set_type(self, target: str, q: str, sql_type: str, using: str) -> None:
-        """Change column ``q``'s type to ``sql_type``, its values computed by ``using``."""
+    def _fresh(self, schema: str, name: str) -> None:
+        """Before an ALTER of a table: DuckDB 1.x cannot commit a transaction that deleted or
+        updated a table's rows and then altered it ("another transaction has altered this
+        table"), so such a table is first copied into a new one that takes its place (a
+        table created in the transaction may be altered). Row ids change."""
+        if (schema, name) in self._changed:
+            self._rewrite(schema, name, {})
+
+    def _rewrite(self, schema: str, name: str, exprs: dict[str, str], join: str = "") -> None:
+        """Replace a table by a copy of its rows (same column order), the columns named in
+        ``exprs`` computed by their expression over ``t`` (the table) and ``join``."""
+        target = table_sql(schema, name)
+        fresh = table_sql(schema, _FRESH)
+        cols = [str(r[0]) for r in self._run(f"DESCRIBE SELECT * FROM {target}").fetchall()]  # noqa: S608
+        proj = ", ".join(
+            f"{exprs[c]} AS {quote_ident(c)}" if c in exprs else f"t.{quote_ident(c)}" for c in cols
+        )
+        self._run(f"DROP TABLE IF EXISTS {fresh}")
+        self._run(f"CREATE TABLE {fresh} AS SELECT {proj} FROM {target} t {join}")  # noqa: S608
+        self._run(f"DROP TABLE {target}")
+        self._run(f"ALTER TABLE {fresh} RENAME TO {quote_ident(name)}")
+        self._changed.discard((schema, name))
+
+    def _map(self, col: Column) -> Mapping:
+        """How ``col`` is stored (before its values say otherwise)."""
+        return map_column(col)
+
+    def _set_type(self, rel: Relation, column: str, sql_type: str, using: str) -> None:
+        """Change ``column``'s type to ``sql_type``, its values computed by ``using``."""
+        target, q = table_sql(rel.schema, rel.name), quote_ident(column)
         self._run(f"ALTER TABLE {target} ALTER COLUMN {q} SET DATA TYPE {sql_type} USING {using}")
 
     def _stored_seq(self) -> str:
@@ -434,10 +466,11 @@ class DuckdbView(AppliedView):
             self._run(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(new.schema)}")
         if old is None:
             self._run(f"DROP TABLE IF EXISTS {target}")
-            cols = ", ".join(f"{quote_ident(col.name)} {map_column(col).sql}" for col in new.columns)
+            cols = ", ".join(f"{quote_ident(col.name)} {self._map(col).sql}" for col in new.columns)
             self._run(f"CREATE TABLE {target} ({cols})")
             self._store_relation(new)
             return
+        self._fresh(old.schema, old.name)
         if (old.schema, old.name) != same_name:
             self._run(f"DROP TABLE IF EXISTS {target}")
             src = table_sql(old.schema, old.name)
@@ -469,26 +502,29 @@ class DuckdbView(AppliedView):
         for col in new.columns:
             q = quote_ident(col.name)
             if col.name in old_by_name:
-                before = map_column(old_by_name[col.name][1])
-                after = map_column(col)
+                before = self._map(old_by_name[col.name][1])
+                after = self._map(col)
                 if before.sql != after.sql:
-                    self._alter_type(target, q, before, after, types.get(col.name))
+                    self._alter_type(new, col.name, before, after, types.get(col.name))
             elif col.name not in renamed.values():
-                self._run(f"ALTER TABLE {target} ADD COLUMN {q} {map_column(col).sql}")
+                self._run(f"ALTER TABLE {target} ADD COLUMN {q} {self._map(col).sql}")
 
-    def _alter_type(self, target: str, q: str, before: Mapping, after: Mapping, actual: str | None) -> None:
+    def _alter_type(
+        self, rel: Relation, column: str, before: Mapping, after: Mapping, actual: str | None
+    ) -> None:
         """Follow a source column type change; values that do not convert become NULL."""
+        q = quote_ident(column)
         if actual == "VARCHAR" and before.kind in ("decimal", "list"):
             # converted to text (NaN, mixed array dimensionality): stays text
             if after.kind == "decimal":
                 render = decimal_text(f"TRY_CAST({q} AS {after.sql})")
-                self._set_type(target, q, "VARCHAR", f"CASE WHEN {q} = 'NaN' THEN {q} ELSE {render} END")
+                self._set_type(rel, column, "VARCHAR", f"CASE WHEN {q} = 'NaN' THEN {q} ELSE {render} END")
                 return
             if after.kind in ("list", "text"):
                 return
         elif after.kind == "list" and actual is not None and list_depth(actual) > 1:
             after = after.with_depth(list_depth(actual))
-        self._set_type(target, q, after.sql, f"TRY_CAST({q} AS {after.sql})")
+        self._set_type(rel, column, after.sql, f"TRY_CAST({q} AS {after.sql})")
 
     # ------------------------------------------------------------------ DML
 
@@ -498,7 +534,7 @@ class DuckdbView(AppliedView):
         types = self._types.get(rel.oid, {})
         out = []
         for col in rel.columns:
-            m = map_column(col)
+            m = self._map(col)
             actual = types.get(col.name)
             if actual is not None and m.kind != "text":
                 if m.kind == "list":
@@ -584,11 +620,15 @@ class DuckdbView(AppliedView):
                 redepth.append((i, d))
         if not to_text and not redepth:
             return maps, done
+        self._fresh(rel.schema, rel.name)
         for i, d in redepth:
             new = maps[i].with_depth(d)
             q = quote_ident(rel.columns[i].name)
             self._set_type(
-                target, q, new.sql, f"CASE WHEN {q} IS NULL THEN NULL ELSE CAST([] AS {new.sql}) END"
+                rel,
+                rel.columns[i].name,
+                new.sql,
+                f"CASE WHEN {q} IS NULL THEN NULL ELSE CAST([] AS {new.sql}) END",
             )
         for i, reason in to_text:
             done.pop(i, None)
@@ -601,8 +641,9 @@ class DuckdbView(AppliedView):
         text (inside the batch's transaction)."""
         col = rel.columns[i]
         q = quote_ident(col.name)
+        self._fresh(rel.schema, rel.name)
         if m.kind == "decimal":
-            self._set_type(target, q, "VARCHAR", decimal_text(q))
+            self._set_type(rel, col.name, "VARCHAR", decimal_text(q))
         else:
             # rendered in Python, exactly as verification reads them back
             actual = self._types.get(rel.oid, {}).get(col.name)
@@ -612,16 +653,19 @@ class DuckdbView(AppliedView):
             self._stage(
                 _STAGE,
                 {
-                    "r": ([r for r, _ in got], pa.int64()),
-                    "v": ([to_pg_text(v, col, cast=False) for _, v in got], pa.large_string()),
+                    "__syncline_r": ([r for r, _ in got], pa.int64()),
+                    "__syncline_v": ([to_pg_text(v, col, cast=False) for _, v in got], pa.large_string()),
                 },
             )
-            tmp = quote_ident(_TEXT_TMP)
-            self._run(f"ALTER TABLE {target} ADD COLUMN {tmp} VARCHAR")
-            self._run(f"UPDATE {target} SET {tmp} = s.v FROM {_STAGE} s WHERE {target}.rowid = s.r")  # noqa: S608
+            # a copy of the table with the texts joined by row id (no ALTER after an UPDATE:
+            # see _fresh)
+            self._rewrite(
+                rel.schema,
+                rel.name,
+                {col.name: "s.__syncline_v"},
+                f"LEFT JOIN {_STAGE} s ON t.rowid = s.__syncline_r",
+            )
             self._require().unregister(_STAGE)
-            self._set_type(target, q, "VARCHAR", tmp)
-            self._run(f"ALTER TABLE {target} DROP COLUMN {tmp}")
         log.warning(
             "view %s: %s.%s (%s): %s; the column is now VARCHAR holding PostgreSQL's text "
             "(stored values converted)",
@@ -740,6 +784,7 @@ class DuckdbView(AppliedView):
                     f"DELETE FROM {target} USING (SELECT DISTINCT {proj} FROM {_STAGE}) s "  # noqa: S608
                     f"WHERE {on}"
                 )
+                self._changed.add((rel.schema, rel.name))
                 c.unregister(_STAGE)
 
         # (3) insert full rows, then resolved partial rows
@@ -798,6 +843,7 @@ class DuckdbView(AppliedView):
 
         for kind, o, n in plan:
             if kind != "insert":
+                self._changed.add((rel.schema, rel.name))
                 flush()
                 got = self._run(delete, [o]).fetchone()
                 if not got or not got[0]:

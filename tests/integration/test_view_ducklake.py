@@ -1,0 +1,254 @@
+"""The DuckLake view against a real lake (SQLite catalog, Parquet files) fed by a real
+``syncline run``: readers in other processes while it writes and while it is killed,
+``syncline sql --at`` against the source's own history, and the errors of bad input."""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from syncline.core.errors import ConfigError
+from syncline.sources.postgres.lsn import format_lsn, parse_lsn
+from syncline.testing.harness import Pipeline
+from syncline.testing.pgcluster import PgCluster
+from syncline.views.ducklake import lake
+
+ACCOUNTS = 40
+START = 1000
+
+READER = textwrap.dedent(
+    """
+    import json, sys, time
+    from syncline.views.ducklake import lake
+    catalog, data, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3])
+    q = ("SELECT (SELECT sum(balance) FROM public.accounts), (SELECT sum(moves) FROM public.accounts), "
+         "(SELECT count(*) FROM public.accounts), (SELECT count(*) FROM public.transfers)")
+    reads, errors, seen = 0, [], []
+    deadline = time.monotonic() + seconds
+    con = None
+    while time.monotonic() < deadline:
+        try:
+            if con is None:
+                con = lake.connect(catalog, data, read_only=True)
+            row = con.execute(q).fetchone()
+        except Exception as e:  # not there yet, or the catalog busy: read again
+            errors.append(type(e).__name__ + ": " + str(e).splitlines()[0])
+            if con is not None:
+                con.close()
+            con = None
+            time.sleep(0.05)
+            continue
+        reads += 1
+        seen.append([None if v is None else int(v) for v in row])
+        if reads % 10 == 0:  # a new attachment now and then, as a new reader would
+            con.close()
+            con = None
+        time.sleep(0.01)
+    print(json.dumps({"reads": reads, "errors": errors[-5:], "seen": seen}))
+    """
+)
+
+
+def _transfers(dsn: str, stop: threading.Event, done: list[int]) -> None:
+    rnd = random.Random(7)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        while not stop.is_set():
+            a, b = rnd.sample(range(1, ACCOUNTS + 1), 2)
+            amount = rnd.randint(1, 50)
+            with conn.transaction():
+                conn.execute(
+                    "UPDATE accounts SET balance = balance - %s, moves = moves + 1 WHERE id = %s", (amount, a)
+                )
+                conn.execute(
+                    "UPDATE accounts SET balance = balance + %s, moves = moves + 1 WHERE id = %s", (amount, b)
+                )
+                conn.execute("INSERT INTO transfers (src, dst, amount) VALUES (%s, %s, %s)", (a, b, amount))
+            done[0] += 1
+            time.sleep(rnd.random() * 0.004)
+
+
+def test_readers_in_other_processes_see_whole_transactions_while_run_writes_and_dies(
+    pg: PgCluster, tmp_path: Path
+) -> None:
+    p = Pipeline(pg, tmp_path, views=("ducklake",))
+    try:
+        p.start()  # before the application creates its tables
+        reader = subprocess.Popen(
+            [sys.executable, "-c", READER, str(tmp_path / "lake.sqlite"), str(tmp_path / "lake"), "14"],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        p.sql(
+            "CREATE TABLE accounts (id int PRIMARY KEY, balance int NOT NULL, moves int NOT NULL);"
+            f"INSERT INTO accounts SELECT g, {START}, 0 FROM generate_series(1, {ACCOUNTS}) g;"
+            "CREATE TABLE transfers (id bigserial PRIMARY KEY, src int, dst int, amount int)"
+        )
+        stop, done = threading.Event(), [0]
+        writer = threading.Thread(target=_transfers, args=(p.source_dsn, stop, done))
+        writer.start()
+        try:
+            time.sleep(5)
+            p.kill()  # SIGKILL in the middle of the stream, readers reading
+            time.sleep(1)
+            p.start()
+            time.sleep(4)
+        finally:
+            stop.set()
+            writer.join()
+        out, _ = reader.communicate(timeout=60)
+        assert reader.returncode == 0
+        got = json.loads(out)
+        p.wait_caught_up()
+        p.assert_verified()  # syncline verify while run runs
+        assert p.stop() == 0
+        p.assert_equal()
+    finally:
+        p.close()
+    states = [s for s in got["seen"] if s[2] == ACCOUNTS]
+    assert len(states) >= 20, got
+    bad = [s for s in states if s[0] != ACCOUNTS * START or s[1] != 2 * s[3]]
+    assert not bad, f"reads that saw part of a transaction: {bad[:5]}"
+    counts = sorted({s[3] for s in states})
+    assert len(counts) >= 3, f"the readers saw the lake change only {len(counts)} times: {counts}"
+    assert counts[-1] <= done[0]
+
+
+def _serial_history(dsn: str, n: int) -> list[int]:
+    """``n`` transactions one after another, each setting counter.v = i and appending i to
+    hist; returns the WAL position read after each commit (index 0: before the first)."""
+    rnd = random.Random(3)
+    after = []
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        after.append(parse_lsn(str(conn.execute("SELECT pg_current_wal_insert_lsn()").fetchone()[0])))  # type: ignore[index]
+        for i in range(1, n + 1):
+            with conn.transaction():
+                conn.execute("UPDATE counter SET v = %s", (i,))
+                conn.execute("INSERT INTO hist VALUES (%s)", (i,))
+            after.append(parse_lsn(str(conn.execute("SELECT pg_current_wal_insert_lsn()").fetchone()[0])))  # type: ignore[index]
+            time.sleep(rnd.random() * 0.03)
+    return after
+
+
+QUERY = "SELECT c.v, (SELECT count(*) FROM public.hist) AS n, (SELECT max(i) FROM public.hist) AS m FROM public.counter c"
+
+
+def _answer(p: Pipeline, at: int) -> tuple[int, int]:
+    """(the state's i, the position it answered at) of ``sql --at``; the state must be
+    one of the history's (counter, count and max of hist agree)."""
+    r = p.cli("sql", "lake", "--at", format_lsn(at), "--json", QUERY)
+    assert r.returncode == 0, r.stderr
+    (row,) = [json.loads(line) for line in r.stdout.splitlines()]
+    assert row["v"] == row["n"] == (row["m"] or 0), row
+    answered = parse_lsn(r.stderr.split("source position ")[1].split(",")[0])
+    return int(row["v"]), answered
+
+
+def test_sql_at_a_position_answers_with_the_source_state_of_that_position(
+    pg: PgCluster, tmp_path: Path
+) -> None:
+    p = Pipeline(pg, tmp_path, views=("ducklake",))
+    try:
+        p.start()
+        p.sql(
+            "CREATE TABLE counter (id int PRIMARY KEY, v int); INSERT INTO counter VALUES (1, 0);"
+            "CREATE TABLE hist (i int PRIMARY KEY)"
+        )
+        p.wait_caught_up(new_tables=True)
+        after = _serial_history(p.source_dsn, 120)
+        p.wait_caught_up()
+        con = lake.connect(str(tmp_path / "lake.sqlite"), str(tmp_path / "lake"), read_only=True)
+        try:
+            snaps = lake.snapshots(con, "lake")
+        finally:
+            con.close()
+        positions = [s.checkpoint.commit_lsn for s in snaps if s.checkpoint.commit_lsn > after[0]]
+        assert len(positions) >= 4, f"too few batches to test time travel: {positions}"
+        for pos in positions:
+            # a snapshot's own position: exactly the state after the last transaction at or before it
+            i, answered = _answer(p, pos)
+            assert answered == pos
+            assert after[i - 1] < pos < after[i] if i else pos < after[1], (
+                i,
+                format_lsn(pos),
+                [format_lsn(a) for a in after[max(i - 2, 0) : i + 2]],
+            )
+        rnd = random.Random(5)
+        for j in rnd.sample(range(len(after)), 12):
+            if after[j] < positions[0] or after[j] > positions[-1]:
+                continue
+            # between snapshots: the newest snapshot at or before the position, named on stderr
+            i, answered = _answer(p, after[j])
+            assert i <= j and answered <= after[j]
+            assert answered == max(q for q in positions if q <= after[j])
+
+        # bad input: one clear error each, nothing changed
+        r = p.cli("sql", "lake", "--at", "0/10", QUERY)
+        assert r.returncode == 2 and "before the retained snapshots" in r.stderr, r.stderr
+        r = p.cli("sql", "lake", "--at", "FFFFFF/0", QUERY)
+        assert r.returncode == 2 and "syncline wait --lsn" in r.stderr, r.stderr
+        for write in (
+            "DELETE FROM public.hist",
+            "SELECT 1; DROP TABLE public.hist",
+            f"ATTACH 'ducklake:sqlite:{tmp_path / 'lake.sqlite'}' AS w",
+            "COPY (SELECT 1) TO '/tmp/x.csv'",
+        ):
+            r = p.cli("sql", "lake", write)
+            assert r.returncode == 2 and "only read" in r.stderr, (write, r.stderr)
+        r = p.cli("sql", "lake", "--at", "nonsense", QUERY)
+        assert r.returncode == 2 and "--at" in r.stderr
+        r = p.cli("sql", "lake", "-q", "SELECT count(*) AS n FROM public.hist")
+        assert r.returncode == 0 and r.stdout.split() == ["n", "120"], r.stdout + r.stderr
+        assert p.stop() == 0
+        p.assert_equal()
+    finally:
+        p.close()
+
+
+def test_a_catalog_another_view_writes_is_refused_at_load(tmp_path: Path) -> None:
+    cfg = tmp_path / "syncline.toml"
+    cfg.write_text(
+        textwrap.dedent(
+            f"""
+            [source]
+            dsn = "postgresql://nobody@127.0.0.1:1/x"
+            [log]
+            path = "{tmp_path / "log"}"
+            [views.a]
+            kind = "ducklake"
+            catalog = "{tmp_path / "lake.sqlite"}"
+            [views.b]
+            kind = "ducklake"
+            catalog = "{tmp_path / "." / "lake.sqlite"}"
+            """
+        )
+    )
+    r = subprocess.run(
+        [sys.executable, "-m", "syncline", "status", "-c", str(cfg)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 2
+    assert "views.b" in r.stderr or "'b'" in r.stderr or " b " in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_an_extension_built_for_another_duckdb_is_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    import duckdb
+
+    built = duckdb.__version__
+    monkeypatch.setattr(duckdb, "__version__", "9.9.9")
+    with pytest.raises(ConfigError) as e:
+        lake.extension_path("ducklake", "duckdb_extension_ducklake")
+    assert "DuckDB 9.9.9 is installed" in str(e.value) and built in str(e.value)
+    with pytest.raises(ConfigError, match="not installed"):
+        lake.extension_path("nothing", "duckdb_extension_nothing_here")
