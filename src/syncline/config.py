@@ -284,9 +284,11 @@ def parse_config(
                 raise ctx.err(f"{prefix}.{key}", f"{expected}, not an empty one")
             if isinstance(val, list) and not all(isinstance(x, str) and x for x in val):
                 raise ctx.err(f"{prefix}.{key}", expected, val)
-            if key == "path":
+            # a catalog (ducklake) is a file or a DSN: a DSN may hold a password
+            dsn_like = key == "catalog" and isinstance(val, str) and ("://" in val or "=" in val)
+            if key in ("path", "data_path") or (key == "catalog" and not dsn_like):
                 val = _resolve(val, base_dir)
-            opts[key] = Secret(val) if key in SECRET_KEYS else val
+            opts[key] = Secret(val) if key in SECRET_KEYS or dsn_like else val
         _check_choices(file, prefix, vkind, opts)
         partitions = _get(ctx, v, prefix, "partitions", int, "an integer from 1 to 64", 1)
         if isinstance(partitions, bool) or not 1 <= partitions <= 64:
@@ -344,8 +346,10 @@ def _check_targets(file: str, views: list[ViewConfig], logc: LogConfig) -> None:
                 what = f"the same path {t[1]}"
             elif t[0] == "postgres":
                 what = f"the same database ({t[3]} on {t[1]}:{t[2]})"
-            else:
+            elif t[0] == "redis":
                 what = f"the same Redis keys (database {t[2]} on {t[1]}, key {t[3]!r})"
+            else:
+                what = f"the same {t[0]} ({', '.join(t[1:])})"
             raise ConfigError(
                 f"{file}: views.{v.name}: views {other} and {v.name} both write {what}; each view "
                 "needs a store of its own (one view can hold several tables: use its tables list)"

@@ -213,6 +213,49 @@ def test_sql_at_a_position_answers_with_the_source_state_of_that_position(
         p.close()
 
 
+def test_a_postgresql_catalog(pg: PgCluster, tmp_path: Path) -> None:
+    """The lake's catalog in a PostgreSQL database (a DSN with a password that is never shown)."""
+    pg.psql("CREATE DATABASE lakecat")
+    pg.psql(
+        "DO $$ BEGIN CREATE ROLE lakeowner LOGIN SUPERUSER PASSWORD 'hunter2-secret'; "
+        "EXCEPTION WHEN duplicate_object THEN NULL; END $$"
+    )
+    dsn = f"postgresql://lakeowner:hunter2-secret@127.0.0.1:{pg.port}/lakecat"
+    p = Pipeline(pg, tmp_path, views=("ducklake",), lake_catalog=dsn)
+    try:
+        p.start()
+        p.sql("CREATE TABLE t (id int PRIMARY KEY, v text, iv interval)")
+        p.sql("INSERT INTO t SELECT g, 'v' || g, make_interval(secs => -g) FROM generate_series(1, 500) g")
+        p.sql("UPDATE t SET v = 'w' WHERE id % 2 = 0")
+        p.wait_caught_up()
+        p.assert_verified()
+        r = p.cli("sql", "lake", "SELECT count(*) AS n, min(iv) AS lo FROM public.t")
+        assert r.returncode == 0 and r.stdout.split()[2:] == ["500", "-00:00:01"], r.stdout + r.stderr
+        bad = p.cli("sql", "lake", "SELECT * FROM nowhere")
+        assert bad.returncode == 2
+        assert p.stop() == 0
+        p.assert_equal()
+        out = p.output() + r.stderr + bad.stderr
+        assert "hunter2" not in out
+        tables = {n for (n,) in p.sql("SELECT tablename FROM pg_tables", db="lakecat")}
+        assert "ducklake_snapshot" in tables, tables
+        # a catalog that cannot be reached: one clear error, no password
+        gone = tmp_path / "gone.toml"
+        gone.write_text(p.config_path.read_text().replace(f":{pg.port}/lakecat", ":1/lakecat"))
+        for args in (["sql", "lake", "SELECT 1"], ["verify", "--view", "lake"], ["status"]):
+            r = subprocess.run(
+                [sys.executable, "-m", "syncline", *args, "-c", str(gone)],
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            assert "hunter2" not in r.stdout + r.stderr, (args, r.stdout, r.stderr)
+            if args[0] == "sql":
+                assert r.returncode == 2 and "cannot open the lake" in r.stderr, r.stderr
+    finally:
+        p.close()
+
+
 def test_a_catalog_another_view_writes_is_refused_at_load(tmp_path: Path) -> None:
     cfg = tmp_path / "syncline.toml"
     cfg.write_text(

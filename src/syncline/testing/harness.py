@@ -53,6 +53,7 @@ class Pipeline:
         nats_servers: tuple[str, ...] = (),
         nats_replicas: int = 1,
         redis_partitions: int = 1,
+        lake_catalog: str | None = None,
     ) -> None:
         self.cluster = cluster
         self.workdir = workdir
@@ -104,9 +105,10 @@ class Pipeline:
             lines += [
                 "[views.lake]",
                 'kind = "ducklake"',
-                f'catalog = "{workdir / "lake.sqlite"}"',
+                f'catalog = "{lake_catalog or workdir / "lake.sqlite"}"',
                 f'data_path = "{workdir / "lake"}"',
             ]
+        self.lake_catalog = lake_catalog or str(workdir / "lake.sqlite")
         self.redis: RedisServer | None = None
         if "redis" in views:
             self.redis = RedisServer(workdir / "redis")
@@ -287,7 +289,7 @@ class Pipeline:
             out["warehouse"] = compare_duckdb(self.source_dsn, str(self.workdir / "wh.duckdb"), tables)
         if "ducklake" in self.views:
             out["lake"] = compare_ducklake(
-                self.source_dsn, str(self.workdir / "lake.sqlite"), str(self.workdir / "lake"), tables
+                self.source_dsn, self.lake_catalog, str(self.workdir / "lake"), tables
             )
         if self.redis is not None:
             out["cache"] = compare_redis(self.source_dsn, self.redis.url, tables)

@@ -61,12 +61,20 @@ def reader_on_view(cfg: ViewConfig, view: object) -> ViewReader | None:
     return None
 
 
-def store_of(options: dict[str, object]) -> Store:
+def store_of(options: dict[str, object]) -> Store | None:
     import os
 
     from syncline.views.ducklake.lake import is_postgres_catalog
 
     catalog = secret_text(options.get("catalog"))
-    if is_postgres_catalog(catalog):
-        return ("ducklake", catalog)
-    return ("ducklake", os.path.realpath(catalog))
+    if not is_postgres_catalog(catalog):
+        return ("path", os.path.realpath(catalog))
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        d = conninfo_to_dict(catalog)
+    except Exception:
+        return None
+    host = str(d.get("host") or d.get("hostaddr") or "localhost")
+    where = str(d.get("dbname") or d.get("user") or "")
+    return ("DuckLake catalog database", f"{where} on {host}:{d.get('port') or '5432'}")

@@ -86,10 +86,25 @@ def connect(catalog: str, data_path: str, *, read_only: bool, snapshot: int | No
             os.makedirs(os.path.dirname(os.path.abspath(catalog)) or ".", exist_ok=True)
         con.execute(f"ATTACH '{_sql_text(source)}' AS {LAKE} ({', '.join(opts)})")
         con.execute(f"USE {LAKE}")
+    except duckdb.Error as e:
+        con.close()
+        raise type(e)(scrub(str(e), catalog)) from None
     except BaseException:
         con.close()
         raise
     return con
+
+
+def scrub(text: str, catalog: str) -> str:
+    """``text`` without the catalog's DSN or its password (DuckDB's errors quote the DSN)."""
+    if not is_postgres_catalog(catalog):
+        return text
+    from syncline.core.config_models import dsn_passwords
+
+    for secret in sorted({catalog, *dsn_passwords(catalog)}, key=len, reverse=True):
+        if secret:
+            text = text.replace(secret, "***")
+    return text
 
 
 def _sql_text(text: str) -> str:
