@@ -33,6 +33,8 @@ CREATE TABLE zoo (
 
 pytestmark = pytest.mark.parametrize("pipeline", ["embedded", "nats"], indirect=True)
 """Every conformance test runs on each log backend."""
+EXTRA_VIEWS = ("ducklake",)
+"""The DuckLake view beside the four (the warehouse kinds all meet the suite)."""
 
 BIG_NUMERIC = "1" + "234567890" * 111 + "." + "5" * 20
 ZOO_ROWS = [

@@ -32,6 +32,8 @@ INSERT INTO docs SELECT g, repeat(md5(g::text), 500), 0 FROM generate_series(1, 
 CREATE TABLE bulk (id int PRIMARY KEY, pad text);
 INSERT INTO bulk SELECT g, repeat('b', 60) FROM generate_series(1, 250000) g;
 """
+EXTRA_VIEWS = ("ducklake",)
+"""The DuckLake view beside the four, read by this process while ``run`` writes it."""
 ACCOUNTS = 500
 TOTAL = ACCOUNTS * 1000
 """The sum of all balances: every transaction keeps it."""
@@ -99,6 +101,28 @@ def workload(dsn: str, seed: int, stop: threading.Event, done: list[int]) -> Non
                 conn.rollback()
 
 
+def check_lake_sum(p: Pipeline, seed: int) -> None:
+    """The lake, read from this process while ``run`` writes it: one snapshot per query."""
+    import duckdb
+
+    from syncline.views.ducklake import lake
+
+    if not lake.exists(p.lake_catalog):
+        return
+    try:
+        con = lake.connect(p.lake_catalog, str(p.workdir / "lake"), read_only=True)
+    except duckdb.Error:
+        return  # the catalog is being created
+    try:
+        n, got = con.execute("SELECT count(*), sum(balance) FROM public.accounts").fetchone()
+    except duckdb.CatalogException:
+        return  # not created yet
+    finally:
+        con.close()
+    if n == ACCOUNTS:
+        assert got == TOTAL, f"seed {seed}: lake sum of balances {got} != {TOTAL}"
+
+
 def check_sums(p: Pipeline, seed: int) -> None:
     """No view shows part of a transaction: the balances add up to TOTAL once a view holds
     every account (while accounts is being copied, rows the stream changed are in the views
@@ -112,6 +136,8 @@ def check_sums(p: Pipeline, seed: int) -> None:
             n, got = 0, None  # not created yet (the snapshot is under way)
         if n == ACCOUNTS:
             assert got == TOTAL, f"seed {seed}: replica sum of balances {got} != {TOTAL}"
+    if "ducklake" in p.views:
+        check_lake_sum(p, seed)
     if p.redis is not None:
         r = redis.Redis.from_url(p.redis.url)
         try:

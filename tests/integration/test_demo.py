@@ -24,9 +24,11 @@ def test_demo_runs_to_its_end_check(tmp_path: Path) -> None:
     # the four views, each answered a question
     cfg = tomllib.loads((root / "syncline.toml").read_text())
     kinds = {v["kind"] for v in cfg["views"].values()}
-    assert {"postgres", "duckdb", "tantivy"} <= kinds
+    assert {"postgres", "ducklake", "tantivy"} <= kinds
     for title in ("search (tantivy)", "revenue per category", "rows per table"):
         assert title in r.stdout, out[-6000:]
+    # the warehouse answered while syncline run wrote it: before run stopped
+    assert flat.index("read while syncline run writes it") < flat.index("syncline run stopped"), out[-6000:]
     if "redis" in kinds:
         assert "HGETALL public.products:" in r.stdout
     # how to continue, and the script that brings the servers back

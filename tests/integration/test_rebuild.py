@@ -83,10 +83,22 @@ def _reader(p: Pipeline, kind: str) -> Callable[[], int]:
             return ROWS - len(ids)
 
         return tv
+    if kind == "ducklake":
+        from syncline.views.ducklake import lake
+
+        def dl() -> int:
+            con = lake.connect(p.lake_catalog, str(p.workdir / "lake"), read_only=True)
+            try:
+                row = con.execute("SELECT count(*) FROM public.t WHERE id <= ?", [ROWS]).fetchone()
+            finally:
+                con.close()
+            return ROWS - (int(row[0]) if row else 0)
+
+        return dl
     raise AssertionError(kind)
 
 
-@pytest.mark.parametrize("kind", ["postgres", "duckdb", "redis", "tantivy"])
+@pytest.mark.parametrize("kind", ["postgres", "duckdb", "ducklake", "redis", "tantivy"])
 def test_rebuild_while_readers_read_and_writers_write(pg: PgCluster, tmp_path: Path, kind: str) -> None:
     p = Pipeline(pg, tmp_path, views=(kind,))
     stop = threading.Event()
@@ -97,13 +109,27 @@ def test_rebuild_while_readers_read_and_writers_write(pg: PgCluster, tmp_path: P
         )
         p.start()
         p.wait_caught_up()
-        name = {"postgres": "replica", "duckdb": "warehouse", "redis": "cache", "tantivy": "search"}[kind]
+        name = {
+            "postgres": "replica",
+            "duckdb": "warehouse",
+            "ducklake": "lake",
+            "redis": "cache",
+            "tantivy": "search",
+        }[kind]
         # damage behind syncline's back: the rebuild must bring it back
         if kind == "postgres":
             p.sql("UPDATE public.t SET v = 'damaged' WHERE id % 1000 = 0", p.replica_db)
         if kind == "redis":
             assert p.redis is not None
             redis.Redis.from_url(p.redis.url).hset("public.t:5", "v", "damaged")
+        if kind == "ducklake":
+            from syncline.views.ducklake import lake
+
+            con = lake.connect(p.lake_catalog, str(p.workdir / "lake"), read_only=False)
+            try:
+                con.execute("UPDATE public.t SET v = 'damaged' WHERE id % 1000 = 0")
+            finally:
+                con.close()
         threads.append(threading.Thread(target=_writer, args=(p, stop)))
         seen: list[int] = []
         errors: list[str] = []

@@ -172,6 +172,12 @@ def test_sql_at_a_position_answers_with_the_source_state_of_that_position(
             con.close()
         positions = [s.checkpoint.commit_lsn for s in snaps if s.checkpoint.commit_lsn > after[0]]
         assert len(positions) >= 4, f"too few batches to test time travel: {positions}"
+        st = p.cli("status", "--json")
+        history = json.loads(st.stdout)["views"]["lake"]["snapshots"]
+        assert history["retained"] == len(snaps) and history["newest_lsn"] == format_lsn(positions[-1]), (
+            history
+        )
+        assert "snapshots retained" in p.cli("status").stdout
         for pos in positions:
             # a snapshot's own position: exactly the state after the last transaction at or before it
             i, answered = _answer(p, pos)
@@ -252,6 +258,72 @@ def test_a_postgresql_catalog(pg: PgCluster, tmp_path: Path) -> None:
             assert "hunter2" not in r.stdout + r.stderr, (args, r.stdout, r.stderr)
             if args[0] == "sql":
                 assert r.returncode == 2 and "cannot open the lake" in r.stderr, r.stderr
+    finally:
+        p.close()
+
+
+def test_maintenance_expires_old_snapshots_and_flushes_rows_into_parquet(
+    pg: PgCluster, tmp_path: Path
+) -> None:
+    p = Pipeline(pg, tmp_path, views=("ducklake",))
+    with p.config_path.open("a") as f:  # the lake's section is the config's last
+        f.write("retention = 2\nmaintenance_interval = 1\nbatch_interval = 0.2\n")
+    try:
+        p.start()
+        p.sql("CREATE TABLE t (id int PRIMARY KEY, v int, at timestamptz DEFAULT now())")
+        p.sql("INSERT INTO t (id, v) SELECT g, 0 FROM generate_series(1, 200) g")
+        p.wait_caught_up(new_tables=True)
+        first = p.current_lsn()
+        for i in range(1, 16):
+            p.sql(f"UPDATE t SET v = {i} WHERE id % 15 = {i % 15}")
+            time.sleep(0.4)
+        p.wait_caught_up()
+        con = lake.connect(str(tmp_path / "lake.sqlite"), str(tmp_path / "lake"), read_only=True)
+        try:
+            snaps = lake.snapshots(con, "lake")
+        finally:
+            con.close()
+        files = list((tmp_path / "lake").rglob("*.parquet"))
+        assert files, "no row was flushed into a Parquet file"
+        assert snaps and snaps[0].checkpoint.commit_lsn > first, [
+            format_lsn(s.checkpoint.commit_lsn) for s in snaps
+        ]
+        r = p.cli("sql", "lake", "--at", format_lsn(first), "SELECT count(*) FROM public.t")
+        assert r.returncode == 2 and "before the retained snapshots" in r.stderr, r.stderr
+        r = p.cli("sql", "lake", "SELECT min(at) <= now() AS ok, sum(v) AS s FROM public.t")
+        assert r.returncode == 0, r.stderr
+        assert "failed" not in p.output(), p.output()[-3000:]
+        assert p.stop() == 0
+        p.assert_equal()
+    finally:
+        p.close()
+
+
+def test_verify_repair_mends_a_lake_changed_behind_syncline(pg: PgCluster, tmp_path: Path) -> None:
+    p = Pipeline(pg, tmp_path, views=("ducklake",))
+    try:
+        p.start()
+        p.sql("CREATE TABLE t (id int PRIMARY KEY, v text)")
+        p.sql("INSERT INTO t SELECT g, 'v' || g FROM generate_series(1, 300) g")
+        p.wait_caught_up(new_tables=True)
+        assert p.stop() == 0
+        con = lake.connect(str(tmp_path / "lake.sqlite"), str(tmp_path / "lake"), read_only=False)
+        try:  # someone writes the lake behind syncline's back
+            con.execute("DELETE FROM public.t WHERE id = 7")
+            con.execute("UPDATE public.t SET v = 'wrong' WHERE id = 8")
+            con.execute("INSERT INTO public.t VALUES (9999, 'extra')")
+        finally:
+            con.close()
+        r = p.cli("verify", "--json", "-q")
+        assert r.returncode == 1, r.stdout + r.stderr
+        got = json.loads(r.stdout)["views"]["lake"]["tables"]["public.t"]
+        assert (got["missing_keys"], got["different_keys"], got["extra_keys"]) == (["7"], ["8"], ["9999"])
+        r = p.cli("verify", "--repair", "-q")
+        assert r.returncode == 0, r.stdout + r.stderr
+        p.start()
+        p.wait_caught_up()
+        assert p.stop() == 0
+        p.assert_equal()
     finally:
         p.close()
 

@@ -110,10 +110,15 @@ def status_problems(st: dict[str, Any]) -> list[str]:
 def cmd_status(args: argparse.Namespace) -> int:
     """Exit 0 when the source is reachable and nothing has failed, 1 otherwise."""
     from syncline.runtime.status import status
+    from syncline.views.registry import KINDS, kind_module
 
     cfg = _load(args)
     st = status(cfg)
     code = 1 if status_problems(st) else 0
+    for v in cfg.views:  # kinds that keep history (ducklake): what is retained
+        history = getattr(kind_module(v.kind), "history", None) if v.kind in KINDS else None
+        if history is not None and v.name in st["views"]:
+            st["views"][v.name]["snapshots"] = history(v)
     if args.json:
         print(json.dumps(st, indent=2, default=str))
         return code
@@ -192,6 +197,18 @@ def cmd_status(args: argparse.Namespace) -> int:
         )
         for name, v in st["views"].items()
         if v.get("action")  # failed, or being retried after a failure
+    ] + [
+        f"view {name}: {v['snapshots']['retained']} snapshots retained"
+        + (
+            f", source positions {v['snapshots']['oldest_lsn']} ({v['snapshots']['oldest_time']} UTC) "
+            f"to {v['snapshots']['newest_lsn']} ({v['snapshots']['newest_time']} UTC): "
+            f"syncline sql {name} --at LSN"
+            if v["snapshots"]["retained"]
+            else ""
+        )
+        + (f" ({v['snapshots']['error']})" if v["snapshots"].get("error") else "")
+        for name, v in st["views"].items()
+        if v.get("snapshots")
     ]
     if not sys.stdout.isatty():
         # piped or redirected: plain text, every column in full (no terminal width to fit)

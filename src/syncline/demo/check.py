@@ -30,6 +30,8 @@ class Targets:
     source_dsn: str
     replica_dsn: str
     warehouse: str
+    """The DuckLake warehouse's catalog (SQLite)."""
+    warehouse_data: str
     search: str
     search_tables: tuple[str, ...]
     cache_url: str | None
@@ -46,13 +48,34 @@ class EndCheck:
         return all(d.equal for ds in self.diffs.values() for d in ds)
 
 
-def ask_questions(console: Console, t: Targets) -> None:
-    """One question per view (call with ``syncline run`` stopped: DuckDB allows one process)."""
-    import duckdb
+def ask_warehouse(console: Console, t: Targets) -> None:
+    """Revenue per category from the DuckLake warehouse, which ``syncline run`` may be writing."""
+    from syncline.views.ducklake import lake
 
+    con = lake.connect(t.warehouse, t.warehouse_data, read_only=True)
+    try:
+        rows = con.execute(REVENUE_SQL).fetchall()
+    finally:
+        con.close()
+    console.print(
+        Text(
+            "warehouse (DuckLake SQL, read while syncline run writes it): revenue per category", style="bold"
+        )
+    )
+    console.print(Text(" ".join(REVENUE_SQL.split()), style="dim"))
+    rt = Table()
+    rt.add_column("category")
+    rt.add_column("orders", justify="right")
+    rt.add_column("revenue", justify="right")
+    for cat, orders, revenue in rows:
+        rt.add_row(str(cat), f"{orders:,}", f"{revenue:,.2f}")
+    console.print(rt)
+
+
+def ask_questions(console: Console, t: Targets) -> None:
+    """A question to the search index, the cache and the replica."""
     from syncline.views.tantivy.view import search
 
-    console.rule("[bold]one question to each view")
     hits = search(t.search, SEARCH_QUERY, 3)
     console.print(Text(f'search (tantivy): syncline search search "{SEARCH_QUERY}"', style="bold"))
     st = Table()
@@ -63,21 +86,6 @@ def ask_questions(console: Console, t: Targets) -> None:
             f"{h['score']:.2f}", str(h["key"]), str(h["fields"].get("name")), str(h["fields"].get("price"))
         )
     console.print(st)
-
-    con = duckdb.connect(t.warehouse, read_only=True)
-    try:
-        rows = con.execute(REVENUE_SQL).fetchall()
-    finally:
-        con.close()
-    console.print(Text("warehouse (DuckDB SQL): revenue per category", style="bold"))
-    console.print(Text(" ".join(REVENUE_SQL.split()), style="dim"))
-    rt = Table()
-    rt.add_column("category")
-    rt.add_column("orders", justify="right")
-    rt.add_column("revenue", justify="right")
-    for cat, orders, revenue in rows:
-        rt.add_row(str(cat), f"{orders:,}", f"{revenue:,.2f}")
-    console.print(rt)
 
     if t.cache_url is not None:
         import redis
@@ -112,7 +120,7 @@ def ask_questions(console: Console, t: Targets) -> None:
 
 def end_check(t: Targets) -> EndCheck:
     """Every table of every view compared with the source, row by row, in text form."""
-    from syncline.testing.compare import compare_duckdb, compare_postgres, compare_redis, compare_tantivy
+    from syncline.testing.compare import compare_ducklake, compare_postgres, compare_redis, compare_tantivy
 
     tables = source_tables(t.source_dsn)
     out = EndCheck()
@@ -120,7 +128,7 @@ def end_check(t: Targets) -> EndCheck:
         schema, name = q.split(".", 1)
         out.checksums[q] = checksum(pg_rows(t.source_dsn, schema, name, cols))
     out.diffs["replica"] = compare_postgres(t.source_dsn, t.replica_dsn, tables)
-    out.diffs["warehouse"] = compare_duckdb(t.source_dsn, t.warehouse, tables)
+    out.diffs["warehouse"] = compare_ducklake(t.source_dsn, t.warehouse, t.warehouse_data, tables)
     if t.cache_url is not None:
         sub = {q: c for q, c in tables.items() if q in t.cache_tables}
         out.diffs["cache"] = compare_redis(t.source_dsn, t.cache_url, sub)

@@ -21,7 +21,14 @@ from rich.live import Live
 from syncline.config import load_config
 from syncline.core.config_models import Config
 from syncline.demo import shop
-from syncline.demo.check import SEARCH_QUERY, Targets, ask_questions, end_check, print_end_check
+from syncline.demo.check import (
+    SEARCH_QUERY,
+    Targets,
+    ask_questions,
+    ask_warehouse,
+    end_check,
+    print_end_check,
+)
 from syncline.demo.dashboard import Dashboard
 from syncline.demo.services import (
     DemoFailed,
@@ -61,8 +68,9 @@ def write_config(root: Path, svc: DemoServices) -> Path:
         f'dsn = "{svc.pg_dsn("replica")}"',
         "",
         "[views.warehouse]",
-        'kind = "duckdb"',
-        'path = "warehouse.duckdb"',
+        'kind = "ducklake"',
+        'catalog = "warehouse.sqlite"',
+        'data_path = "warehouse"',
         "",
     ]
     if svc.has_redis:
@@ -243,22 +251,22 @@ def _tour(
         + ", ".join(f"{n} {k}" for k, n in sorted(s.by_kind.items(), key=lambda kv: -kv[1]))
         + ")"
     )
-    rc = run.stop()
-    console.print(
-        f"[bold]4.[/bold] syncline run stopped (exit {rc}) so DuckDB can be opened by this process "
-        "(DuckDB allows one process at a time)"
-    )
-    if rc != 0:
-        raise DemoFailed(f"syncline run exited {rc}:\n{run.tail()}")
     targets = Targets(
         source_dsn=source_dsn,
         replica_dsn=svc.pg_dsn("replica"),
-        warehouse=str(root / "warehouse.duckdb"),
+        warehouse=str(root / "warehouse.sqlite"),
+        warehouse_data=str(root / "warehouse"),
         search=str(root / "search"),
         search_tables=SEARCH_TABLES,
         cache_url=svc.redis_url() if svc.has_redis else None,
         cache_tables=CACHE_TABLES,
     )
+    console.rule("[bold]one question to each view")
+    ask_warehouse(console, targets)  # while syncline run still writes it
+    rc = run.stop()
+    console.print(f"[bold]4.[/bold] syncline run stopped (exit {rc}); the other views answer too")
+    if rc != 0:
+        raise DemoFailed(f"syncline run exited {rc}:\n{run.tail()}")
     ask_questions(console, targets)
     console.rule("[bold]the end check")
     check = end_check(targets)
@@ -315,7 +323,8 @@ def _print_next_steps(console: Console, root: Path, config: Path, script: Path, 
     console.rule("[bold]continue from here")
     console.print(
         f"Everything is in {_rel(root)}: the config {_rel(config)}, the log {_rel(root / 'log')}, "
-        f"the warehouse {_rel(root / 'warehouse.duckdb')}, the index {_rel(root / 'search')}, "
+        f"the warehouse {_rel(root / 'warehouse.sqlite')} (a DuckLake, its data in "
+        f"{_rel(root / 'warehouse')}), the index {_rel(root / 'search')}, "
         f"syncline's output {_rel(root / 'run.log')}.\n"
         f"The demo's private {servers} stopped with it; start them again (same ports) and resume:",
         highlight=False,
@@ -325,6 +334,10 @@ def _print_next_steps(console: Console, root: Path, config: Path, script: Path, 
         (f"{sl} run -c {c}", "resumes where the demo stopped; Ctrl-C stops it"),
         (f"{sl} status -c {c}", "in another terminal: positions, lag and state of every view"),
         (f'{sl} search -c {c} search "{SEARCH_QUERY}"', "query the search view"),
+        (
+            f'{sl} sql -c {c} warehouse "SELECT count(*) FROM public.orders"',  # noqa: S608
+            "query the warehouse, also while run runs (--at LSN: as of a source position)",
+        ),
         (f"psql {svc.pg_dsn('shop')}", "change the shop and watch the views follow"),
         (f"{sl} wait -c {c}", "returns once every view has your latest commit"),
         (f"sh {s} stop", "stop the private servers (stop syncline run first)"),

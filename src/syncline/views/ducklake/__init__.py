@@ -15,6 +15,8 @@ from syncline.core.errors import ConfigError
 from syncline.views.options import REQUIRED, OptionSpec, Store, secret_text
 
 if TYPE_CHECKING:
+    from syncline.core.config_models import Config
+    from syncline.runtime.rebuild import Target
     from syncline.verify.readers import ViewReader
     from syncline.views.ducklake.view import DucklakeView
 
@@ -59,6 +61,45 @@ def open_reader(cfg: ViewConfig) -> ViewReader:
 def reader_on_view(cfg: ViewConfig, view: object) -> ViewReader | None:
     """Readers open the lake themselves, also while ``run`` writes it."""
     return None
+
+
+def history(cfg: ViewConfig) -> dict[str, object]:
+    """``syncline status``: the snapshots the view committed that the lake retains."""
+    import duckdb
+
+    from syncline.sources.postgres.lsn import format_lsn
+    from syncline.views.ducklake import lake
+    from syncline.views.ducklake.view import default_data_path
+
+    catalog = secret_text(cfg.options.get("catalog"))
+    out: dict[str, object] = {"retained": 0}
+    if not lake.exists(catalog):
+        return out
+    try:
+        con = lake.connect(
+            catalog, str(cfg.options.get("data_path") or default_data_path(catalog)), read_only=True
+        )
+        try:
+            snaps = lake.snapshots(con, cfg.name)
+        finally:
+            con.close()
+    except (duckdb.Error, ConfigError) as e:
+        return {**out, "error": f"cannot read the lake: {str(e).splitlines()[0]}"}
+    out["retained"] = len(snaps)
+    if snaps:
+        out["oldest_lsn"] = format_lsn(snaps[0].checkpoint.commit_lsn)
+        out["oldest_time"] = snaps[0].time
+        out["newest_lsn"] = format_lsn(snaps[-1].checkpoint.commit_lsn)
+        out["newest_time"] = snaps[-1].time
+    return out
+
+
+def rebuild_target(cfg: Config, vcfg: ViewConfig) -> Target:
+    """``syncline rebuild``: in place, in one lake transaction (readers keep the old rows
+    until its snapshot commits)."""
+    from syncline.runtime.rebuild import InPlaceTarget
+
+    return InPlaceTarget(vcfg)
 
 
 def store_of(options: dict[str, object]) -> Store | None:

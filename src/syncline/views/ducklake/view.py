@@ -34,7 +34,7 @@ from syncline.core.errors import ConfigError
 from syncline.core.events import Checkpoint, Column, Relation
 from syncline.views.base import Batch
 from syncline.views.duckdb.values import TEXT, Mapping, map_column
-from syncline.views.duckdb.view import DuckdbView
+from syncline.views.duckdb.view import DuckdbView, table_sql
 from syncline.views.ducklake import lake
 from syncline.views.options import secret_text
 
@@ -98,6 +98,32 @@ class DucklakeView(DuckdbView):
         # an added, filled, dropped and renamed column broke its catalog
         self._rewrite(rel.schema, rel.name, {column: f"CAST(({using}) AS {sql_type})"})
 
+    # ------------------------------------------------------------------ syncline rebuild
+
+    def begin_rebuild(self) -> None:
+        """``syncline rebuild``: one lake transaction that empties the view's tables and
+        forgets its position; the batches that follow (``commit = False``) refill it and
+        :meth:`finish_rebuild` commits, so readers see the old rows until one snapshot
+        holds the new ones."""
+        with self._lock:
+            self._ensure_open()
+            self._changed.clear()
+            self._run("BEGIN TRANSACTION")
+            self._in_txn = True
+            try:
+                for rel in list(self._rels.values()):
+                    self._run(f"DELETE FROM {table_sql(rel.schema, rel.name)}")  # noqa: S608
+                self._run("DELETE FROM _syncline.positions WHERE view = ?", [self.name])
+            except duckdb.Error:
+                self._in_txn = False
+                self._abort()
+                raise
+            self._stored = Checkpoint()
+
+    def finish_rebuild(self, checkpoint: Checkpoint) -> None:
+        """Commit the rebuild's transaction with ``checkpoint``."""
+        self.apply(Batch([], {}, checkpoint, 0, commit=True))
+
     # ------------------------------------------------------------------ maintenance
 
     def _commit(self, batch: Batch) -> None:
@@ -110,11 +136,11 @@ class DucklakeView(DuckdbView):
         snapshot needs (each its own transaction; a failure is logged and retried later)."""
         self._maintained = time.monotonic()
         steps = (
-            f"CALL ducklake_flush_inlined_data('{lake.LAKE}')",
-            f"CALL ducklake_expire_snapshots('{lake.LAKE}', older_than => "
+            f"SELECT count(*) FROM ducklake_flush_inlined_data('{lake.LAKE}')",  # noqa: S608
+            f"SELECT count(*) FROM ducklake_expire_snapshots('{lake.LAKE}', older_than => "  # noqa: S608
             f"now() - INTERVAL '{int(self.retention)} seconds')",
-            f"CALL ducklake_merge_adjacent_files('{lake.LAKE}')",
-            f"CALL ducklake_cleanup_old_files('{lake.LAKE}', cleanup_all => true)",
+            f"SELECT count(*) FROM ducklake_merge_adjacent_files('{lake.LAKE}')",  # noqa: S608
+            f"SELECT count(*) FROM ducklake_cleanup_old_files('{lake.LAKE}', cleanup_all => true)",  # noqa: S608
         )
         for sql in steps:
             try:
