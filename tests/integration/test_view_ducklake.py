@@ -270,7 +270,7 @@ def test_maintenance_expires_old_snapshots_and_flushes_rows_into_parquet(
         f.write("retention = 2\nmaintenance_interval = 1\nbatch_interval = 0.2\n")
     try:
         p.start()
-        p.sql("CREATE TABLE t (id int PRIMARY KEY, v int, at timestamptz DEFAULT now())")
+        p.sql("CREATE TABLE t (id int PRIMARY KEY, v int, changed timestamptz DEFAULT now())")
         p.sql("INSERT INTO t (id, v) SELECT g, 0 FROM generate_series(1, 200) g")
         p.wait_caught_up(new_tables=True)
         first = p.current_lsn()
@@ -290,7 +290,7 @@ def test_maintenance_expires_old_snapshots_and_flushes_rows_into_parquet(
         ]
         r = p.cli("sql", "lake", "--at", format_lsn(first), "SELECT count(*) FROM public.t")
         assert r.returncode == 2 and "before the retained snapshots" in r.stderr, r.stderr
-        r = p.cli("sql", "lake", "SELECT min(at) <= now() AS ok, sum(v) AS s FROM public.t")
+        r = p.cli("sql", "lake", "SELECT min(changed) <= now() AS ok, sum(v) AS s FROM public.t")
         assert r.returncode == 0, r.stderr
         assert "failed" not in p.output(), p.output()[-3000:]
         assert p.stop() == 0

@@ -63,7 +63,8 @@ class DuckdbReader(_RowReader):
                     row = tuple(to_pg_text(v, c, sql_type=t) for v, c, t in zip(r, cols, kinds, strict=True))
                     yield key_text(row, idx), row
         finally:
-            cur.close()
+            if cur is not self.con:
+                cur.close()
 
     def _cursor(self) -> Any:
         """A cursor of its own for a streamed read (a new connection to the same database)."""

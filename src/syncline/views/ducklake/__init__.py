@@ -59,8 +59,12 @@ def open_reader(cfg: ViewConfig) -> ViewReader:
 
 
 def reader_on_view(cfg: ViewConfig, view: object) -> ViewReader | None:
-    """Readers open the lake themselves, also while ``run`` writes it."""
-    return None
+    """Read through an open view's connection, inside its open transaction (``rebuild``
+    verifies its copy before committing it); other readers open the lake themselves."""
+    from syncline.views.ducklake.reader import DucklakeReader
+    from syncline.views.ducklake.view import DucklakeView
+
+    return DucklakeReader(cfg, con=view.connection) if isinstance(view, DucklakeView) else None
 
 
 def history(cfg: ViewConfig) -> dict[str, object]:

@@ -11,8 +11,14 @@ from syncline.views.duckdb.reader import DuckdbReader
 
 
 class DucklakeReader(DuckdbReader):
-    def __init__(self, vcfg: ViewConfig) -> None:
+    def __init__(self, vcfg: ViewConfig, con: Any = None) -> None:
+        """``con``: read through the open view's connection, inside its transaction (an
+        in-place rebuild verifies what it has not committed yet); it is not closed."""
         import duckdb
+
+        if con is not None:
+            super().__init__(vcfg, con=con)
+            return
 
         from syncline.views.ducklake import lake
         from syncline.views.ducklake.view import default_data_path
@@ -36,6 +42,8 @@ class DucklakeReader(DuckdbReader):
     def _cursor(self) -> Any:
         from syncline.views.ducklake import lake
 
+        if self.borrowed:
+            return self.con  # a cursor would be another transaction
         cur = self.con.cursor()
         cur.execute(f"USE {lake.LAKE}")  # a cursor starts in the in-memory database
         return cur
