@@ -1,4 +1,4 @@
-"""syncline benchmark: one private PostgreSQL cluster, ``--rounds`` rounds, seven consumers.
+"""syncline benchmark: one private PostgreSQL cluster, ``--rounds`` rounds, ten consumers.
 
 Workload on ``bench(id int primary key, v text, n int)``: ``--rows`` inserts (1,000 rows per
 transaction), then ``--rows`` single-row UPDATE statements (100 per transaction), all
@@ -13,7 +13,8 @@ the workload, so each drains the same WAL afterwards, alone, in an order rotated
   (f) syncline end to end, one tantivy (search) view;
   (g) syncline end to end, all four views at once;
   (h) syncline capture into a NATS JetStream log (one private nats-server, R1), no views;
-  (i) the same into a three-server JetStream cluster on this machine (R3).
+  (i) the same into a three-server JetStream cluster on this machine (R3);
+  (j) syncline end to end, one DuckLake view (SQLite catalog, Parquet files).
 
 Then ``--rounds`` single ``--big-rows`` transactions end to end, for memory (with (a) for
 reference). Every run's content is checked against the source (a failed check fails the
@@ -159,6 +160,19 @@ def duck_checksum(path: Path) -> tuple[str, ...]:
     return tuple(str(int(x)) if not isinstance(x, str) else x for x in row)
 
 
+def lake_checksum(path: Path) -> tuple[str, ...]:
+    """The bench table as the DuckLake view holds it (catalog ``PATH.sqlite``)."""
+    from syncline.views.ducklake import lake
+
+    con = lake.connect(f"{path}.sqlite", str(path), read_only=True)
+    try:
+        row = con.execute(DUCK_CHECKSUM).fetchone()
+    finally:
+        con.close()
+    assert row is not None
+    return tuple(str(int(x)) if not isinstance(x, str) else x for x in row)
+
+
 def wait_quiet(max_wait: float, threshold: float = 0.3) -> float:
     """Wait (up to ``max_wait`` s) until the machine is idle: less than ``threshold`` cores
     busy over two consecutive seconds (other people's work would distort the timings).
@@ -232,6 +246,7 @@ class Syncline:
         duckdb_path: Path | None = None,
         redis_url: str | None = None,
         tantivy_path: Path | None = None,
+        lake_path: Path | None = None,
         tables: tuple[str, ...] = ("public.bench",),
         log_lines: tuple[str, ...] = (),
         text_fields: tuple[str, ...] = ("v",),
@@ -260,6 +275,13 @@ class Syncline:
             self.roles[duckdb_path.name] = "warehouse"
         if redis_url:
             lines += ["[views.cache]", 'kind = "redis"', f'url = "{redis_url}"']
+        if lake_path:
+            lines += [
+                "[views.lake]",
+                'kind = "ducklake"',
+                f'catalog = "{lake_path}.sqlite"',
+                f'data_path = "{lake_path}"',
+            ]
         if tantivy_path:
             lines += [
                 "[views.search]",
@@ -722,6 +744,7 @@ CONSUMERS: dict[str, str] = {
     "g": "syncline end to end (all four views)",
     "h": "syncline capture → NATS JetStream log (R1)",
     "i": "syncline capture → NATS JetStream log (R3, 3 local servers)",
+    "j": "syncline end to end (DuckLake view)",
 }
 """Every consumer of the main workload, in the first round's order."""
 
@@ -795,6 +818,8 @@ def run_round(
             opts["redis_url"] = redis_url(2 * r + (key == "g"))
         if key in "fg":
             opts["tantivy_path"] = base / key / "index"
+        if key == "j":
+            opts["lake_path"] = base / key / "lake"
         if key in "hi":
             urls = nats_urls[key]
             opts["log_lines"] = (
@@ -846,6 +871,9 @@ def run_round(
         if key in "fg":
             idx = base / key / "index"
             checks["search"] = lambda: tantivy_checksum(idx)
+        if key == "j":
+            lk = base / key / "lake"
+            checks["lake"] = lambda: lake_checksum(lk)
         return lambda: verify_all(src, checks)
 
     for key in rnd.order:
@@ -1219,6 +1247,7 @@ def build_report(
         "  copy_data = false)` on the pre-created slot, into another database of the same cluster;",
         "- **(e)** `syncline run` with one Redis view (a hash per row) on a private `redis-server`;",
         '- **(f)** `syncline run` with one tantivy view (`text_fields = ["v"]`);',
+        "- **(j)** `syncline run` with one DuckLake view (SQLite catalog, Parquet files under `data_path`);",
         "- **(g)** `syncline run` with all four views at once.",
         "",
         "Times include start-up (for syncline about a second). Every run's result is checked against",
@@ -1344,8 +1373,8 @@ def main() -> int:
     ap.add_argument("--update-batch", type=int, default=100, help="updates per transaction")
     ap.add_argument(
         "--only",
-        default="a,b,c,d,e,f,g,h,i,big",
-        help="consumers to run (default a,b,c,d,e,f,g,h,i,big)",
+        default="a,b,c,d,e,f,g,h,i,j,big",
+        help="consumers to run (default a,b,c,d,e,f,g,h,i,j,big)",
     )
     ap.add_argument("--durable", action="store_true", help="PostgreSQL with fsync/synchronous_commit on")
     ap.add_argument("--timeout", type=float, default=3600, help="seconds per consumer")
