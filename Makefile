@@ -31,9 +31,9 @@ lint: dev
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
 
-# every test; under CI=true a skipped test fails
+# every test; under CI=true a skipped test fails; the 30 slowest are listed at the end
 test: dev lint
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=30
 
 # the inner loop: unit tests and the integration tests not marked slow
 test-fast: dev

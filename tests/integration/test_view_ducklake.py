@@ -17,6 +17,7 @@ import psycopg
 import pytest
 
 from syncline.core.errors import ConfigError
+from syncline.core.events import Checkpoint
 from syncline.sources.postgres.lsn import format_lsn, parse_lsn
 from syncline.testing.harness import Pipeline
 from syncline.testing.pgcluster import PgCluster
@@ -355,6 +356,24 @@ def test_a_catalog_another_view_writes_is_refused_at_load(tmp_path: Path) -> Non
     assert r.returncode == 2
     assert "views.b" in r.stderr or "'b'" in r.stderr or " b " in r.stderr, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_a_lake_that_holds_another_views_tables_is_refused(tmp_path: Path) -> None:
+    from syncline.core.config_models import ViewConfig
+    from syncline.core.errors import ViewError
+    from syncline.views.ducklake import create_view
+
+    opts = {"catalog": str(tmp_path / "lake.sqlite"), "data_path": str(tmp_path / "lake")}
+    first = create_view(ViewConfig(name="lake", kind="ducklake", options=dict(opts)))
+    first.open()
+    first.connection.execute("BEGIN TRANSACTION")
+    first._write_position(Checkpoint.stored(1, 100, "log-a"))  # as its first batch does
+    first.connection.execute("COMMIT")
+    first.close()
+    other = create_view(ViewConfig(name="lake2", kind="ducklake", options=dict(opts)))
+    with pytest.raises(ViewError, match="holds the tables of view 'lake'"):
+        other.open()
+    assert create_view(ViewConfig(name="lake", kind="ducklake", options=dict(opts))).open().seq == 1
 
 
 def test_an_extension_built_for_another_duckdb_is_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:

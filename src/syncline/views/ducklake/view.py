@@ -30,7 +30,7 @@ from typing import Any
 import duckdb
 
 from syncline.core.config_models import ViewConfig
-from syncline.core.errors import ConfigError
+from syncline.core.errors import ConfigError, ViewError
 from syncline.core.events import Checkpoint, Column, Relation
 from syncline.views.base import Batch
 from syncline.views.duckdb.values import TEXT, Mapping, map_column
@@ -56,6 +56,21 @@ class DucklakeView(DuckdbView):
         super().__init__(replace(cfg, options={**cfg.options, "path": self.data_path}))
 
     # ------------------------------------------------------------------ the store
+
+    def open(self) -> Checkpoint:
+        cp = super().open()
+        others = self._run(
+            "SELECT DISTINCT view FROM _syncline.positions WHERE view <> ? ORDER BY 1", [self.name]
+        ).fetchall()
+        if others:
+            self.close()
+            raise ViewError(
+                f"view {self.name!r}: the lake ({lake.describe(self.catalog)}) holds the tables of view "
+                f"{others[0][0]!r} (another pipeline's, or this view under another name): one view "
+                "per lake. Give this view a catalog of its own",
+                action="give the view a catalog (and data_path) of its own",
+            )
+        return cp
 
     @property
     def store_text(self) -> str:
