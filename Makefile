@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: install dev demo test test-fast test-matrix test-matrix-short matrix-run test-cluster soak lint bench bench-lag bench-records bench-snapshot bench-apply bench-micro lock clean
+.PHONY: install dev demo test test-fast test-matrix test-matrix-short matrix-run test-cluster soak lint bench bench-lag bench-records bench-snapshot bench-apply bench-micro bench-lake lock clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -107,6 +107,9 @@ bench-apply: install
 
 bench-micro: install
 	$(BIN)/python bench/micro.py
+
+bench-lake: install
+	$(BIN)/python bench/lake.py
 
 # re-resolve the lock files from pyproject.toml (needs PyPI)
 lock: $(BIN)/python

@@ -154,7 +154,7 @@ def test_rebuild_while_readers_read_and_writers_write(pg: PgCluster, tmp_path: P
         p.wait_caught_up()
         status = json.loads(p.cli("status", "--json").stdout)
         assert status["views"][name]["state"] == "running", status["views"][name]
-        assert "resuming on its rebuilt copy" in p.output()
+        assert "resuming on its store" in p.output()
         assert p.stop() == 0
         p.assert_equal()
         # the old copy (in the shadow's place after the swap) is gone

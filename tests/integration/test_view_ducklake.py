@@ -291,6 +291,13 @@ def test_maintenance_expires_old_snapshots_and_flushes_rows_into_parquet(
         ]
         r = p.cli("sql", "lake", "--at", format_lsn(first), "SELECT count(*) FROM public.t")
         assert r.returncode == 2 and "before the retained snapshots" in r.stderr, r.stderr
+        assert "lake maintenance done" in p.output()
+        # the snapshots retained after the merges and clean-ups still answer
+        for snap in (snaps[0], snaps[-1]):
+            r = p.cli(
+                "sql", "lake", "--at", format_lsn(snap.checkpoint.commit_lsn), "SELECT count(*) FROM public.t"
+            )
+            assert r.returncode == 0 and r.stdout.split() == ["count_star()", "200"], r.stdout + r.stderr
         r = p.cli("sql", "lake", "SELECT min(changed) <= now() AS ok, sum(v) AS s FROM public.t")
         assert r.returncode == 0, r.stderr
         assert "failed" not in p.output(), p.output()[-3000:]
@@ -374,6 +381,25 @@ def test_a_lake_that_holds_another_views_tables_is_refused(tmp_path: Path) -> No
     with pytest.raises(ViewError, match="holds the tables of view 'lake'"):
         other.open()
     assert create_view(ViewConfig(name="lake", kind="ducklake", options=dict(opts))).open().seq == 1
+
+
+def test_a_busy_catalog_is_retried_not_failed(tmp_path: Path) -> None:
+    """A commit that lost to another process's (a conflict, a locked SQLite catalog) is a
+    transient error: the worker applies the batch again from the log."""
+    import duckdb
+
+    from syncline.core.config_models import ViewConfig
+    from syncline.core.errors import TransientViewError
+    from syncline.views.base import Batch
+    from syncline.views.ducklake import create_view
+
+    opts = {"catalog": str(tmp_path / "lake.sqlite"), "data_path": str(tmp_path / "lake")}
+    view = create_view(ViewConfig(name="lake", kind="ducklake", options=dict(opts)))
+    batch = Batch([], {}, Checkpoint.stored(2, 200, "x"), 0, commit=True)
+    for text in ("Failed to commit DuckLake transaction: database is locked", "Transaction conflict: t"):
+        err = view._error(duckdb.TransactionException(text), batch)
+        assert isinstance(err, TransientViewError), (text, err)
+    assert not isinstance(view._error(duckdb.BinderException("no such column"), batch), TransientViewError)
 
 
 def test_an_extension_built_for_another_duckdb_is_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:

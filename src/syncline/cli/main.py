@@ -429,7 +429,7 @@ def cmd_sql(args: argparse.Namespace) -> int:
         except ValueError:
             print(f"syncline: error: --at: expected an LSN like 0/16B3748, got {args.at!r}", file=sys.stderr)
             return 2
-    answer = run_query(vcfg, args.query, at)
+    answer = run_query(cfg, vcfg, args.query, at)
     if answer.note and not args.quiet:
         print(f"sql: {answer.note}", file=sys.stderr)
     if args.json:

@@ -276,10 +276,14 @@ def view_main(cfg: Config, vcfg: ViewConfig) -> int:
             assert view is not None
             _close_reporting(view, vcfg, consumers)
             quiet.update(vcfg.consumer, vcfg.kind, state="paused", error="")
-            log.info("view %s: paused while `syncline rebuild` swaps in its new copy", vcfg.consumer)
+            log.info(
+                "view %s: paused while another command holds its store (`syncline rebuild`'s swap, "
+                "or a read of a store that admits one process)",
+                vcfg.consumer,
+            )
             if not _sit_out_rebuild(lock, consumers, vcfg.name, stop):
                 return 0
-            log.info("view %s: resuming on its rebuilt copy", vcfg.consumer)
+            log.info("view %s: resuming on its store (rebuilt, or read meanwhile)", vcfg.consumer)
         except SynclineError as e:
             if view is not None:
                 _safe_close(view)

@@ -23,9 +23,10 @@ from syncline.core.patterns import table_selected, unmatched_patterns
 from syncline.runtime.status import wait_caught_up
 from syncline.sources.registry import format_position
 from syncline.verify.chunks import KeyDiff, TextRow, bucket, chunk_count, diff_rows, differing_chunks
-from syncline.verify.readers import VerifyError, ViewReader, open_reader
+from syncline.verify.readers import LentReader, VerifyError, ViewReader, open_reader
 from syncline.verify.source import SourceSnapshot, TableSpec
 from syncline.views.base import KEYED_KINDS
+from syncline.views.registry import KINDS, kind_module
 
 Progress = Callable[[str], None]
 
@@ -214,7 +215,12 @@ class Verifier:
         else:
             res.note = "`syncline run` is not running: the view is compared as it stands"
         try:
-            reader = self.opts.reader(vcfg) if self.opts.reader is not None else open_reader(vcfg)
+            if self.opts.reader is not None:
+                reader = self.opts.reader(vcfg)
+            elif is_live and vcfg.kind in KINDS and getattr(kind_module(vcfg.kind), "ONE_PROCESS", False):
+                reader = LentReader(self.cfg, vcfg)  # borrowed from `run`'s worker, read by read
+            else:
+                reader = open_reader(vcfg)
         except VerifyError as e:
             res.error = str(e)
             return res

@@ -4,13 +4,18 @@ rows (memory bounded by the chunks). Here: the reader protocol and what readers 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Protocol
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from syncline.core.config_models import ViewConfig
 from syncline.core.errors import SynclineError
 from syncline.verify.chunks import ChunkSums, TextRow, bucket, put_row
 from syncline.verify.source import TableSpec
+
+if TYPE_CHECKING:
+    from syncline.core.config_models import Config
+
+T = TypeVar("T")
 
 
 class VerifyError(SynclineError):
@@ -56,6 +61,38 @@ class _RowReader:
                 if bucket(k, n) in chunks:
                     put_row(out, k, r)
         return out
+
+    def close(self) -> None:
+        pass
+
+
+class LentReader:
+    """A reader of a store that admits one process (DuckDB) while ``run`` holds it: every
+    read borrows the store from the view's worker (:mod:`syncline.runtime.borrow`) and
+    gives it back, so the view keeps applying between the reads."""
+
+    def __init__(self, cfg: Config, vcfg: ViewConfig) -> None:
+        self.cfg = cfg
+        self.vcfg = vcfg
+
+    def _read(self, read: Callable[[ViewReader], T]) -> T:
+        from syncline.runtime.borrow import borrowed
+
+        with borrowed(self.cfg, self.vcfg.name):
+            reader = open_reader(self.vcfg)
+            try:
+                return read(reader)
+            finally:
+                reader.close()
+
+    def spec(self, spec: TableSpec) -> TableSpec:
+        return self._read(lambda r: r.spec(spec))
+
+    def chunk_sums(self, spec: TableSpec, n: int) -> ChunkSums:
+        return self._read(lambda r: r.chunk_sums(spec, n))
+
+    def chunk_rows(self, spec: TableSpec, n: int, chunks: set[int]) -> dict[str, TextRow]:
+        return self._read(lambda r: r.chunk_rows(spec, n, chunks))
 
     def close(self) -> None:
         pass

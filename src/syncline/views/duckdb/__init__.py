@@ -27,6 +27,9 @@ OPTIONS: dict[str, OptionSpec] = {
     "keep_dropped_tables": (bool, "true or false", False),
 }
 CHOICES: dict[str, tuple[str, ...]] = {}
+ONE_PROCESS = True
+"""A DuckDB file admits one process: while ``run`` holds it, ``verify`` and ``sql`` borrow it
+from the view's worker for each read (:mod:`syncline.runtime.borrow`)."""
 
 
 def check_options(view: str, options: dict[str, object]) -> None:

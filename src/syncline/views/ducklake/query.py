@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from syncline.core.config_models import ViewConfig
+from syncline.core.config_models import Config, ViewConfig
 from syncline.core.errors import SynclineError
 from syncline.sources.postgres.lsn import format_lsn
 from syncline.verify.readers import option
@@ -51,7 +51,7 @@ def check_read_only(query: str) -> None:
             )
 
 
-def run_query(vcfg: ViewConfig, query: str, at_lsn: int | None) -> Answer:
+def run_query(cfg: Config, vcfg: ViewConfig, query: str, at_lsn: int | None) -> Answer:
     check_read_only(query)
     if vcfg.kind == "ducklake":
         con, note = _open_lake(vcfg, at_lsn)
@@ -61,23 +61,33 @@ def run_query(vcfg: ViewConfig, query: str, at_lsn: int | None) -> Answer:
                 f"view {vcfg.name} (duckdb) keeps no history: --at needs a ducklake view "
                 "(every batch a snapshot that records its position)"
             )
-        con, note = _open_duckdb(vcfg), ""
+        from syncline.runtime.borrow import borrowed
+
+        with borrowed(cfg, vcfg.name) as lent:  # `run`'s worker lets go of the file meanwhile
+            columns, rows = _execute(_open_duckdb(vcfg), query)
+        note = f"view {vcfg.name}'s worker let go of the file for this query" if lent else ""
+        return Answer(columns, rows, note)
     else:
         raise QueryError(
             f"view {vcfg.name} ({vcfg.kind}) is not a warehouse: syncline sql reads ducklake and duckdb views"
         )
-    try:
-        import duckdb
+    columns, rows = _execute(con, query)
+    return Answer(columns, rows, note)
 
-        try:
-            cur = con.execute(query)
-            columns = [d[0] for d in cur.description or []]
-            rows = cur.fetchall() if cur.description else []
-        except duckdb.Error as e:
-            raise QueryError(f"the query failed: {str(e).splitlines()[0]}") from None
+
+def _execute(con: Any, query: str) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """Run ``query`` and close ``con``."""
+    import duckdb
+
+    try:
+        cur = con.execute(query)
+        columns = [d[0] for d in cur.description or []]
+        rows = cur.fetchall() if cur.description else []
+    except duckdb.Error as e:
+        raise QueryError(f"the query failed: {str(e).splitlines()[0]}") from None
     finally:
         con.close()
-    return Answer(columns, rows, note)
+    return columns, rows
 
 
 def _open_duckdb(vcfg: ViewConfig) -> Any:
@@ -89,8 +99,7 @@ def _open_duckdb(vcfg: ViewConfig) -> Any:
     except duckdb.Error as e:
         raise QueryError(
             f"view {vcfg.name} (duckdb): cannot open {path} ({str(e).splitlines()[0]}). DuckDB "
-            "allows one process per file and `syncline run` holds it while it runs; a ducklake "
-            "view can be queried while run writes it"
+            "allows one process per file; a ducklake view can be queried while run writes it"
         ) from None
 
 

@@ -30,7 +30,7 @@ from typing import Any
 import duckdb
 
 from syncline.core.config_models import ViewConfig
-from syncline.core.errors import ConfigError, ViewError
+from syncline.core.errors import ConfigError, TransientViewError, ViewError
 from syncline.core.events import Checkpoint, Column, Relation
 from syncline.views.base import Batch
 from syncline.views.duckdb.values import TEXT, Mapping, map_column
@@ -113,6 +113,14 @@ class DucklakeView(DuckdbView):
         # an added, filled, dropped and renamed column broke its catalog
         self._rewrite(rel.schema, rel.name, {column: f"CAST(({using}) AS {sql_type})"})
 
+    def _error(self, e: Exception, batch: Batch) -> BaseException:
+        """A catalog that is busy (another process holds its lock, a concurrent commit
+        conflicted) is retried: the next attempt applies the batch again from the log."""
+        err = super()._error(e, batch)
+        if not isinstance(err, TransientViewError) and isinstance(e, duckdb.Error) and _busy(e):
+            return TransientViewError(str(err))
+        return err
+
     # ------------------------------------------------------------------ syncline rebuild
 
     def begin_rebuild(self) -> None:
@@ -157,14 +165,28 @@ class DucklakeView(DuckdbView):
             f"SELECT count(*) FROM ducklake_merge_adjacent_files('{lake.LAKE}')",  # noqa: S608
             f"SELECT count(*) FROM ducklake_cleanup_old_files('{lake.LAKE}', cleanup_all => true)",  # noqa: S608
         )
+        counts = []
         for sql in steps:
             try:
-                self._run(sql)
+                row = self._run(sql).fetchone()
             except duckdb.Error as e:
                 log.warning("view %s: lake maintenance step failed (retried later): %s", self.name, e)
                 with contextlib.suppress(duckdb.Error):
                     self._run("ROLLBACK")
                 return
+            counts.append(int(row[0]) if row else 0)
+        log.info(
+            "view %s: lake maintenance done in %.1fs: inlined rows of %d tables flushed to Parquet, "
+            "%d snapshots expired, %d merges, %d files deleted",
+            self.name,
+            time.monotonic() - self._maintained,
+            *counts,
+        )
+
+
+def _busy(e: BaseException) -> bool:
+    text = str(e).lower()
+    return any(w in text for w in ("database is locked", "busy", "conflict", "could not serialize"))
 
 
 def default_data_path(catalog: str) -> str:
