@@ -93,7 +93,7 @@ def test_verify_every_view_kind(pipe: Pipeline, capsys: pytest.CaptureFixture[st
     p.start()
     p.wait_caught_up()
 
-    # live: equal views exit 0; the warehouse is held by `run`; repair needs `run` stopped
+    # live: equal views exit 0; repair needs `run` stopped
     code, rep = verify_json(p, capsys, "--view", "replica", "--view", "cache", "--view", "search")
     assert code == 0, rep
     assert rep["status"] == "equal"
@@ -101,8 +101,9 @@ def test_verify_every_view_kind(pipe: Pipeline, capsys: pytest.CaptureFixture[st
     assert t["status"] == "equal" and t["source_rows"] == ROWS and t["view_rows"] == ROWS
     assert t["chunks"] == 5 and t["differing_chunks"] == 0
     assert set(rep["views"]) == {"replica", "cache", "search"}
+    # the warehouse's file is borrowed from `run`'s worker for each read (DuckDB: one process)
     code, out, err = run_verify(p, capsys, "--view", "warehouse")
-    assert code == 2 and "stop `run`" in out + err, out + err
+    assert code == 0 and "warehouse (duckdb): equal" in out, out + err
 
     # live: a replica row changed behind syncline's back is found while `run` runs
     with psycopg.connect(p.replica_dsn, autocommit=True) as c:
