@@ -151,20 +151,18 @@ def pg_checksum(dsn: str) -> tuple[str, ...]:
 def duck_checksum(path: Path) -> tuple[str, ...]:
     import duckdb
 
-    con = duckdb.connect(str(path), read_only=True)
-    try:
-        row = con.execute(DUCK_CHECKSUM).fetchone()
-    finally:
-        con.close()
-    assert row is not None
-    return tuple(str(int(x)) if not isinstance(x, str) else x for x in row)
+    return _duck_rows(duckdb.connect(str(path), read_only=True))
 
 
 def lake_checksum(path: Path) -> tuple[str, ...]:
     """The bench table as the DuckLake view holds it (catalog ``PATH.sqlite``)."""
     from syncline.views.ducklake import lake
 
-    con = lake.connect(f"{path}.sqlite", str(path), read_only=True)
+    return _duck_rows(lake.connect(f"{path}.sqlite", str(path), read_only=True))
+
+
+def _duck_rows(con: Any) -> tuple[str, ...]:
+    """``DUCK_CHECKSUM`` on a DuckDB connection (closed after)."""
     try:
         row = con.execute(DUCK_CHECKSUM).fetchone()
     finally:

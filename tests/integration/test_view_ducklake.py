@@ -123,6 +123,15 @@ def test_readers_in_other_processes_see_whole_transactions_while_run_writes_and_
     assert counts[-1] <= done[0]
 
 
+def _snapshots(tmp_path: Path) -> list[lake.Snapshot]:
+    """The snapshots view ``lake`` committed, read by another connection."""
+    con = lake.connect(str(tmp_path / "lake.sqlite"), str(tmp_path / "lake"), read_only=True)
+    try:
+        return lake.snapshots(con, "lake")
+    finally:
+        con.close()
+
+
 def _serial_history(dsn: str, n: int) -> list[int]:
     """``n`` transactions one after another, each setting counter.v = i and appending i to
     hist; returns the WAL position read after each commit (index 0: before the first)."""
@@ -166,11 +175,7 @@ def test_sql_at_a_position_answers_with_the_source_state_of_that_position(
         p.wait_caught_up(new_tables=True)
         after = _serial_history(p.source_dsn, 120)
         p.wait_caught_up()
-        con = lake.connect(str(tmp_path / "lake.sqlite"), str(tmp_path / "lake"), read_only=True)
-        try:
-            snaps = lake.snapshots(con, "lake")
-        finally:
-            con.close()
+        snaps = _snapshots(tmp_path)
         positions = [s.checkpoint.commit_lsn for s in snaps if s.checkpoint.commit_lsn > after[0]]
         assert len(positions) >= 4, f"too few batches to test time travel: {positions}"
         st = p.cli("status", "--json")
@@ -279,11 +284,7 @@ def test_maintenance_expires_old_snapshots_and_flushes_rows_into_parquet(
             p.sql(f"UPDATE t SET v = {i} WHERE id % 15 = {i % 15}")
             time.sleep(0.4)
         p.wait_caught_up()
-        con = lake.connect(str(tmp_path / "lake.sqlite"), str(tmp_path / "lake"), read_only=True)
-        try:
-            snaps = lake.snapshots(con, "lake")
-        finally:
-            con.close()
+        snaps = _snapshots(tmp_path)
         files = list((tmp_path / "lake").rglob("*.parquet"))
         assert files, "no row was flushed into a Parquet file"
         assert snaps and snaps[0].checkpoint.commit_lsn > first, [

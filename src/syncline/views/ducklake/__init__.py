@@ -114,12 +114,7 @@ def store_of(options: dict[str, object]) -> Store | None:
     catalog = secret_text(options.get("catalog"))
     if not is_postgres_catalog(catalog):
         return ("path", os.path.realpath(catalog))
-    from psycopg.conninfo import conninfo_to_dict
+    from syncline.views.postgres import store_of as database_of
 
-    try:
-        d = conninfo_to_dict(catalog)
-    except Exception:
-        return None
-    host = str(d.get("host") or d.get("hostaddr") or "localhost")
-    where = str(d.get("dbname") or d.get("user") or "")
-    return ("DuckLake catalog database", f"{where} on {host}:{d.get('port') or '5432'}")
+    db = database_of({"dsn": catalog})  # the same parsing as a replica's database
+    return None if db is None else ("DuckLake catalog database", f"{db[3]} on {db[1]}:{db[2]}")
