@@ -284,9 +284,9 @@ def parse_config(
                 raise ctx.err(f"{prefix}.{key}", f"{expected}, not an empty one")
             if isinstance(val, list) and not all(isinstance(x, str) and x for x in val):
                 raise ctx.err(f"{prefix}.{key}", expected, val)
-            # a catalog (ducklake) is a file or a DSN: a DSN may hold a password
+            # a catalog (ducklake, iceberg) is a file or a DSN: a DSN may hold a password
             dsn_like = key == "catalog" and isinstance(val, str) and ("://" in val or "=" in val)
-            if key in ("path", "data_path") or (key == "catalog" and not dsn_like):
+            if key in ("path", "data_path", "warehouse") or (key == "catalog" and not dsn_like):
                 val = _resolve(val, base_dir)
             opts[key] = Secret(val) if key in SECRET_KEYS or dsn_like else val
         _check_choices(file, prefix, vkind, opts)

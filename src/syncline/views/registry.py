@@ -19,6 +19,7 @@ KINDS = {
     "postgres": "syncline.views.postgres",
     "duckdb": "syncline.views.duckdb",
     "ducklake": "syncline.views.ducklake",
+    "iceberg": "syncline.views.iceberg",
     "redis": "syncline.views.redis",
     "tantivy": "syncline.views.tantivy",
 }
