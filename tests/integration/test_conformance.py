@@ -33,7 +33,7 @@ CREATE TABLE zoo (
 
 pytestmark = pytest.mark.parametrize("pipeline", ["embedded", "nats"], indirect=True)
 """Every conformance test runs on each log backend."""
-EXTRA_VIEWS = ("ducklake",)
+EXTRA_VIEWS = ("ducklake", "iceberg")
 """The DuckLake view beside the four (the warehouse kinds all meet the suite)."""
 
 BIG_NUMERIC = "1" + "234567890" * 111 + "." + "5" * 20

@@ -32,7 +32,7 @@ INSERT INTO docs SELECT g, repeat(md5(g::text), 500), 0 FROM generate_series(1, 
 CREATE TABLE bulk (id int PRIMARY KEY, pad text);
 INSERT INTO bulk SELECT g, repeat('b', 60) FROM generate_series(1, 250000) g;
 """
-EXTRA_VIEWS = ("ducklake",)
+EXTRA_VIEWS = ("ducklake", "iceberg")
 """The DuckLake view beside the four, read by this process while ``run`` writes it."""
 ACCOUNTS = 500
 TOTAL = ACCOUNTS * 1000
@@ -123,6 +123,27 @@ def check_lake_sum(p: Pipeline, seed: int) -> None:
         assert got == TOTAL, f"seed {seed}: lake sum of balances {got} != {TOTAL}"
 
 
+def check_iceberg_sum(p: Pipeline, seed: int) -> None:
+    """The Iceberg table, read by pyiceberg from this process while ``run`` writes it: one
+    table snapshot per scan."""
+    from pyiceberg.exceptions import NoSuchTableError
+
+    from syncline.views.iceberg import lake
+
+    catalog = str(p.workdir / "iceberg.sqlite")
+    if not lake.exists(catalog):
+        return
+    try:
+        table = lake.open_catalog(catalog, str(p.workdir / "iceberg")).load_table(("public", "accounts"))
+    except (NoSuchTableError, OSError):
+        return  # not created yet
+    if table.current_snapshot() is None:
+        return
+    got = table.scan(selected_fields=("balance",)).to_arrow().column("balance").to_pylist()
+    if len(got) == ACCOUNTS:
+        assert sum(got) == TOTAL, f"seed {seed}: Iceberg sum of balances {sum(got)} != {TOTAL}"
+
+
 def check_sums(p: Pipeline, seed: int) -> None:
     """No view shows part of a transaction: the balances add up to TOTAL once a view holds
     every account (while accounts is being copied, rows the stream changed are in the views
@@ -138,6 +159,8 @@ def check_sums(p: Pipeline, seed: int) -> None:
             assert got == TOTAL, f"seed {seed}: replica sum of balances {got} != {TOTAL}"
     if "ducklake" in p.views:
         check_lake_sum(p, seed)
+    if "iceberg" in p.views:
+        check_iceberg_sum(p, seed)
     if p.redis is not None:
         r = redis.Redis.from_url(p.redis.url)
         try:

@@ -115,7 +115,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     cfg = _load(args)
     st = status(cfg)
     code = 1 if status_problems(st) else 0
-    for v in cfg.views:  # kinds that keep history (ducklake): what is retained
+    for v in cfg.views:  # kinds that keep history (ducklake, iceberg): what is retained
         history = getattr(kind_module(v.kind), "history", None) if v.kind in KINDS else None
         if history is not None and v.name in st["views"]:
             st["views"][v.name]["snapshots"] = history(v)
@@ -413,7 +413,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_sql(args: argparse.Namespace) -> int:
-    """One read-only query on a warehouse view (ducklake, duckdb), now or ``--at`` a position."""
+    """One read-only query on a warehouse view (ducklake, iceberg, duckdb), now or ``--at`` a position."""
     from syncline.sources.postgres.lsn import parse_lsn
     from syncline.views.ducklake.query import run_query
 
@@ -613,10 +613,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     q.add_argument("--json", action="store_true")
     q.set_defaults(func=cmd_search)
-    sq = add("sql", "a read-only SQL query on a warehouse view (ducklake, duckdb), --at a position")
+    sq = add("sql", "a read-only SQL query on a warehouse view (ducklake, iceberg, duckdb), --at a position")
     sq.add_argument("view")
     sq.add_argument("query")
-    sq.add_argument("--at", metavar="LSN", help="answer as of this source position (ducklake views)")
+    sq.add_argument(
+        "--at", metavar="LSN", help="answer as of this source position (ducklake and iceberg views)"
+    )
     sq.add_argument("--json", action="store_true", help="one JSON object per row")
     sq.add_argument("-q", "--quiet", action="store_true", help="do not say which snapshot answered")
     sq.set_defaults(func=cmd_sql)

@@ -119,6 +119,17 @@ def compare_ducklake(
     return _compare_duck(source_dsn, lake.connect(catalog, data_path, read_only=True), tables)
 
 
+def compare_iceberg(
+    source_dsn: str, catalog: str, warehouse: str, tables: dict[str, list[str]], view: str = "iceberg"
+) -> list[TableDiff]:
+    """An Iceberg view (read by DuckDB's iceberg extension at the newest position every table
+    holds, also while ``run`` writes it) vs the source."""
+    from syncline.views.iceberg import lake
+
+    con, _read = lake.reading_connection(lake.open_catalog(catalog, warehouse), view)
+    return _compare_duck(source_dsn, con, tables)
+
+
 def _compare_duck(source_dsn: str, con: Any, tables: dict[str, list[str]]) -> list[TableDiff]:
     from syncline.views.duckdb.compare import fetch_text_rows
 

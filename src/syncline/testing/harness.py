@@ -27,6 +27,7 @@ from syncline.testing.compare import (
     TableDiff,
     compare_duckdb,
     compare_ducklake,
+    compare_iceberg,
     compare_postgres,
     compare_redis,
     compare_tantivy,
@@ -109,6 +110,13 @@ class Pipeline:
                 f'data_path = "{workdir / "lake"}"',
             ]
         self.lake_catalog = lake_catalog or str(workdir / "lake.sqlite")
+        if "iceberg" in views:
+            lines += [
+                "[views.iceberg]",
+                'kind = "iceberg"',
+                f'catalog = "{workdir / "iceberg.sqlite"}"',
+                f'warehouse = "{workdir / "iceberg"}"',
+            ]
         self.redis: RedisServer | None = None
         if "redis" in views:
             self.redis = RedisServer(workdir / "redis")
@@ -290,6 +298,10 @@ class Pipeline:
         if "ducklake" in self.views:
             out["lake"] = compare_ducklake(
                 self.source_dsn, self.lake_catalog, str(self.workdir / "lake"), tables
+            )
+        if "iceberg" in self.views:
+            out["iceberg"] = compare_iceberg(
+                self.source_dsn, str(self.workdir / "iceberg.sqlite"), str(self.workdir / "iceberg"), tables
             )
         if self.redis is not None:
             out["cache"] = compare_redis(self.source_dsn, self.redis.url, tables)

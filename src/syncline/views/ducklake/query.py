@@ -1,5 +1,6 @@
 """``syncline sql`` on the warehouse views: one read-only query, on the lake as it is now or
-as it was at a source position (DuckLake), or on a DuckDB file no other process holds.
+as it was at a source position (DuckLake, Iceberg), or on a DuckDB file (borrowed from
+``run``'s worker).
 
 A query is refused unless every statement in it only reads (``SELECT``, ``EXPLAIN``,
 ``DESCRIBE``/``SHOW``, ``PRAGMA`` that lists): no statement may attach, detach, set options
@@ -55,6 +56,8 @@ def run_query(cfg: Config, vcfg: ViewConfig, query: str, at_lsn: int | None) -> 
     check_read_only(query)
     if vcfg.kind == "ducklake":
         con, note = _open_lake(vcfg, at_lsn)
+    elif vcfg.kind == "iceberg":
+        con, note = _open_iceberg(vcfg, at_lsn)
     elif vcfg.kind == "duckdb":
         if at_lsn is not None:
             raise QueryError(
@@ -69,7 +72,8 @@ def run_query(cfg: Config, vcfg: ViewConfig, query: str, at_lsn: int | None) -> 
         return Answer(columns, rows, note)
     else:
         raise QueryError(
-            f"view {vcfg.name} ({vcfg.kind}) is not a warehouse: syncline sql reads ducklake and duckdb views"
+            f"view {vcfg.name} ({vcfg.kind}) is not a warehouse: syncline sql reads ducklake, iceberg "
+            "and duckdb views"
         )
     columns, rows = _execute(con, query)
     return Answer(columns, rows, note)
@@ -145,6 +149,33 @@ def _open_lake(vcfg: ViewConfig, at_lsn: int | None) -> tuple[Any, str]:
     return got, (
         f"snapshot {snap.id} of {snap.time} UTC: the view at source position "
         f"{format_lsn(snap.checkpoint.commit_lsn)}, the newest batch at or before {format_lsn(at_lsn)}"
+    )
+
+
+def _open_iceberg(vcfg: ViewConfig, at_lsn: int | None) -> tuple[Any, str]:
+    """An in-memory DuckDB whose tables read the Iceberg tables at one batch's position."""
+    from syncline.views.iceberg import lake, warehouse_of
+
+    catalog, warehouse = warehouse_of(vcfg)
+    if not lake.exists(catalog):
+        raise QueryError(
+            f"view {vcfg.name} (iceberg): the catalog ({lake.describe(catalog)}) does not exist yet"
+        )
+    try:
+        con, read = lake.reading_connection(lake.open_catalog(catalog, warehouse), vcfg.name, at_lsn)
+    except QueryError:
+        raise
+    except Exception as e:
+        text = lake.scrub(str(e).splitlines()[0] if str(e) else type(e).__name__, catalog)
+        raise QueryError(f"view {vcfg.name} (iceberg): cannot read the warehouse ({text})") from None
+    b = read.batch
+    if b is None:
+        return con, "the warehouse as it is now (the view has committed no batch yet)"
+    when = "now: " if at_lsn is None else ""
+    after = "" if at_lsn is None else f", the newest batch at or before {format_lsn(at_lsn)}"
+    return con, (
+        f"the warehouse {when}batch of {b.time} UTC: every table at source position "
+        f"{format_lsn(b.checkpoint.commit_lsn)}{after}"
     )
 
 
