@@ -95,10 +95,24 @@ def _reader(p: Pipeline, kind: str) -> Callable[[], int]:
             return ROWS - (int(row[0]) if row else 0)
 
         return dl
+    if kind == "iceberg":
+        from pyiceberg.expressions import LessThanOrEqual
+
+        from syncline.views.iceberg import lake as ice
+
+        def ib() -> int:  # pyiceberg, the table's current snapshot
+            cat = ice.open_catalog(str(p.workdir / "iceberg.sqlite"), str(p.workdir / "iceberg"))
+            t = cat.load_table(("public", "t"))
+            return (
+                ROWS
+                - t.scan(row_filter=LessThanOrEqual("id", ROWS), selected_fields=("id",)).to_arrow().num_rows
+            )
+
+        return ib
     raise AssertionError(kind)
 
 
-@pytest.mark.parametrize("kind", ["postgres", "duckdb", "ducklake", "redis", "tantivy"])
+@pytest.mark.parametrize("kind", ["postgres", "duckdb", "ducklake", "iceberg", "redis", "tantivy"])
 def test_rebuild_while_readers_read_and_writers_write(pg: PgCluster, tmp_path: Path, kind: str) -> None:
     p = Pipeline(pg, tmp_path, views=(kind,))
     stop = threading.Event()
@@ -113,6 +127,7 @@ def test_rebuild_while_readers_read_and_writers_write(pg: PgCluster, tmp_path: P
             "postgres": "replica",
             "duckdb": "warehouse",
             "ducklake": "lake",
+            "iceberg": "iceberg",
             "redis": "cache",
             "tantivy": "search",
         }[kind]
@@ -130,6 +145,16 @@ def test_rebuild_while_readers_read_and_writers_write(pg: PgCluster, tmp_path: P
                 con.execute("UPDATE public.t SET v = 'damaged' WHERE id % 1000 = 0")
             finally:
                 con.close()
+        if kind == "iceberg":  # the published table only: the rebuild must overwrite it
+            import pyarrow as pa
+            from pyiceberg.expressions import EqualTo
+
+            from syncline.views.iceberg import lake as ice
+
+            cat = ice.open_catalog(str(p.workdir / "iceberg.sqlite"), str(p.workdir / "iceberg"))
+            t = cat.load_table(("public", "t"))
+            bad = pa.table({"id": pa.array([1000], pa.int32()), "v": pa.array(["damaged"], pa.string())})
+            t.overwrite(bad, overwrite_filter=EqualTo("id", 1000))
         threads.append(threading.Thread(target=_writer, args=(p, stop)))
         seen: list[int] = []
         errors: list[str] = []

@@ -64,10 +64,10 @@ def open_reader(cfg: ViewConfig) -> ViewReader:
 
 def reader_on_view(cfg: ViewConfig, view: object) -> ViewReader | None:
     """A rebuild verifies its working copy before it publishes (inside its transaction)."""
-    from syncline.views.duckdb.reader import DuckdbReader
+    from syncline.views.iceberg.reader import WorkingCopyReader
     from syncline.views.iceberg.view import IcebergView
 
-    return DuckdbReader(cfg, con=view.connection) if isinstance(view, IcebergView) else None
+    return WorkingCopyReader(cfg, con=view.connection) if isinstance(view, IcebergView) else None
 
 
 def warehouse_of(cfg: ViewConfig) -> tuple[str, str]:

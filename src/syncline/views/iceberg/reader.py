@@ -30,3 +30,11 @@ class IcebergReader(DuckdbReader):
 
     def _cursor(self) -> Any:
         return self.con  # the views live in this connection's in-memory database
+
+
+class WorkingCopyReader(DuckdbReader):
+    """``syncline rebuild`` verifies the working copy inside its open transaction: read
+    through that connection itself (a cursor would be another transaction)."""
+
+    def _cursor(self) -> Any:
+        return self.con
