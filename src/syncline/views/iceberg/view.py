@@ -334,33 +334,41 @@ class IcebergView(DuckdbView):
         txn = t.transaction()
         whole = _evolve(txn, t.schema(), schema) or whole
         k0 = rel.key_indexes()[0] if rel.key_indexes() else -1
-        if not whole and keys is not None and k0 >= 0 and self._map(rel.columns[k0]).kind != "list":
-            typed = self._typed_keys(rel, k0, keys)
-            row = self._run(f"SELECT count(*) FROM {target}").fetchone()  # noqa: S608
-            total = int(row[0]) if row else 0
-            whole = 2 * len(typed) > total
-        if whole or keys is None or k0 < 0:
+        if whole or keys is None or k0 < 0 or self._map(rel.columns[k0]).kind == "list":
             txn.overwrite(self._arrow(f"SELECT * FROM {target}"), snapshot_properties=summary)  # noqa: S608
         else:
-            from pyiceberg.expressions import In, Reference
-
-            kname = rel.columns[k0].name
-            self._require().register(_KEYS, pa.table({"k": typed}))
-            try:
-                rows = self._arrow(
-                    f"SELECT * FROM {target} WHERE {quote_ident(kname)} IN (SELECT k FROM {_KEYS})"  # noqa: S608
-                )
-            finally:
-                self._require().unregister(_KEYS)
-            current = t.current_snapshot()
-            stored = current is not None and int(current.summary.get("total-records", "1") or 1) > 0
-            if stored and len(typed):
-                match = In(Reference(kname), typed.to_pylist())  # type: ignore[call-arg]  # pydantic
-                txn.delete(match, snapshot_properties=summary if not len(rows) else {})
-            if len(rows) or not stored:
-                txn.append(rows, snapshot_properties=summary)
+            self._upsert(txn, t, rel, k0, keys, summary)
         txn.set_properties(props)
         txn.commit_transaction()
+
+    def _upsert(
+        self, txn: Any, t: Any, rel: Relation, k0: int, keys: set[Any], summary: dict[str, str]
+    ) -> None:
+        """Copy-on-write: delete the changed keys (the key's first column), append their
+        current rows; the whole table when they are more than half of it."""
+        from pyiceberg.expressions import In, Reference
+
+        target = table_sql(rel.schema, rel.name)
+        kname = rel.columns[k0].name
+        typed = self._typed_keys(rel, k0, keys)
+        self._require().register(_KEYS, pa.table({"k": typed}))
+        try:
+            rows = self._arrow(
+                f"SELECT * FROM {target} WHERE {quote_ident(kname)} IN (SELECT k FROM {_KEYS})"  # noqa: S608
+            )
+        finally:
+            self._require().unregister(_KEYS)
+        got = self._run(f"SELECT count(*) FROM {target}").fetchone()  # noqa: S608
+        if 2 * max(len(typed), len(rows)) > (int(got[0]) if got else 0):
+            txn.overwrite(self._arrow(f"SELECT * FROM {target}"), snapshot_properties=summary)  # noqa: S608
+            return
+        current = t.current_snapshot()
+        stored = current is not None and int(current.summary.get("total-records", "1") or 1) > 0
+        if stored and len(typed):
+            match = In(Reference(kname), typed.to_pylist())  # type: ignore[call-arg]  # pydantic
+            txn.delete(match, snapshot_properties=summary if not len(rows) else {})
+        if len(rows) or not stored:
+            txn.append(rows, snapshot_properties=summary)
 
     def _typed_keys(self, rel: Relation, k0: int, texts: set[Any]) -> pa.Array:
         """The key column's values as the working copy stores them (as Arrow)."""
