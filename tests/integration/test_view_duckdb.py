@@ -45,11 +45,12 @@ DuckDB view on a lake), but those marked ``file_only`` (a DuckDB file's own beha
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    kinds = (
-        ["duckdb"]
-        if metafunc.definition.get_closest_marker("file_only")
-        else ["duckdb", "ducklake", "iceberg"]
-    )
+    if metafunc.definition.get_closest_marker("file_only"):
+        kinds = ["duckdb"]
+    elif metafunc.definition.get_closest_marker("iceberg_only"):
+        kinds = ["iceberg"]
+    else:
+        kinds = ["duckdb", "ducklake", "iceberg"]
     metafunc.parametrize("kind", kinds, indirect=True)
 
 
@@ -200,6 +201,26 @@ def test_insert_update_delete(wh: Warehouse) -> None:
     assert types == [("id", "INTEGER"), ("name", "VARCHAR"), ("price", "DECIMAL(10,2)"), ("note", "VARCHAR")]
     # no primary key constraint on data tables
     assert wh.rows("SELECT count(*) FROM duckdb_constraints() WHERE table_name = 'items'") == [(0,)]
+
+
+@pytest.mark.iceberg_only
+def test_a_catalog_emptied_under_the_working_copy_is_published_again(wh: Warehouse, tmp_path: Path) -> None:
+    """The catalog and its files gone (the working copy kept): the next batch publishes
+    every table whole, not only the one it changes."""
+    import shutil
+
+    other = rel(11, "other", col("id", "integer", True), col("v"))
+    wh.apply(
+        [SchemaChange(ITEMS), SchemaChange(other)], [ins(ITEMS, "1", "a", "1", None), ins(other, "7", "x")]
+    )
+    wh.view.close()
+    (tmp_path / "w.duckdb.sqlite").unlink()
+    for d in (tmp_path / "w.duckdb.iceberg").iterdir():
+        if d.name != "_syncline":
+            shutil.rmtree(d)
+    wh.reopen()
+    wh.apply([ins(ITEMS, "2", "b", "2", None)])  # checks every table against the working copy
+    assert [r[0] for r in wh.table("public.other")] == [7]
 
 
 def test_net_effect_in_one_batch(wh: Warehouse) -> None:

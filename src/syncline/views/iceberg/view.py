@@ -90,6 +90,7 @@ class IcebergView(DuckdbView):
         (PostgreSQL text), or WHOLE."""
         self._drops: set[tuple[str, str]] = set()
         self._rebuilding = False
+        self._republish = False
         state = os.path.join(self.warehouse, lake.META, f"{cfg.name}.duckdb")
         super().__init__(replace(cfg, options={**cfg.options, "path": state}))
 
@@ -115,6 +116,16 @@ class IcebergView(DuckdbView):
                 "one view per catalog. Give this view a catalog of its own",
                 action="give the view a catalog (and warehouse) of its own",
             )
+        if cp.seq and not self._catalog().table_exists(lake.POSITIONS):
+            # the catalog was emptied (or replaced) under a working copy that has applied
+            # batches: the next batch publishes every table whole
+            log.warning(
+                "view %s: the Iceberg catalog holds none of this view's batches but its working copy "
+                "is at log record %d: every table is published again with the next batch",
+                self.name,
+                cp.seq,
+            )
+            self._republish = True
         return cp
 
     def close(self) -> None:
@@ -175,6 +186,8 @@ class IcebergView(DuckdbView):
     def _begin(self, batch: Batch) -> bool:
         self._touched.clear()
         self._drops.clear()
+        if self._republish:
+            self._touched.update(dict.fromkeys(self._rels, WHOLE))
         return super()._begin(batch)
 
     def _on_delta(self, td: TableDelta) -> None:
@@ -261,7 +274,7 @@ class IcebergView(DuckdbView):
             raise _PublishError(f"cannot publish to Iceberg: {text}", _transient(e)) from e
         self._touched.clear()
         self._drops.clear()
-        self._rebuilding = False
+        self._rebuilding = self._republish = False
         super()._commit(batch)
         if time.monotonic() - self._maintained >= self.maintenance_interval:
             self.maintain()
