@@ -1,4 +1,4 @@
-"""syncline benchmark: one private PostgreSQL cluster, ``--rounds`` rounds, ten consumers.
+"""syncline benchmark: one private PostgreSQL cluster, ``--rounds`` rounds, eleven consumers.
 
 Workload on ``bench(id int primary key, v text, n int)``: ``--rows`` inserts (1,000 rows per
 transaction), then ``--rows`` single-row UPDATE statements (100 per transaction), all
@@ -14,7 +14,8 @@ the workload, so each drains the same WAL afterwards, alone, in an order rotated
   (g) syncline end to end, all four views at once;
   (h) syncline capture into a NATS JetStream log (one private nats-server, R1), no views;
   (i) the same into a three-server JetStream cluster on this machine (R3);
-  (j) syncline end to end, one DuckLake view (SQLite catalog, Parquet files).
+  (j) syncline end to end, one DuckLake view (SQLite catalog, Parquet files);
+  (k) syncline end to end, one Iceberg view (pyiceberg SQL catalog on SQLite, Parquet files).
 
 Then ``--rounds`` single ``--big-rows`` transactions end to end, for memory (with (a) for
 reference). Every run's content is checked against the source (a failed check fails the
@@ -161,6 +162,15 @@ def lake_checksum(path: Path) -> tuple[str, ...]:
     return _duck_rows(lake.connect(f"{path}.sqlite", str(path), read_only=True))
 
 
+def iceberg_checksum(path: Path, view: str = "iceberg") -> tuple[str, ...]:
+    """The bench table as the Iceberg view ``view`` holds it (catalog ``PATH.sqlite``,
+    warehouse ``PATH``), read by DuckDB's iceberg extension at the newest batch."""
+    from syncline.views.iceberg import lake
+
+    con, _read = lake.reading_connection(lake.open_catalog(f"{path}.sqlite", str(path)), view)
+    return _duck_rows(con)
+
+
 def _duck_rows(con: Any) -> tuple[str, ...]:
     """``DUCK_CHECKSUM`` on a DuckDB connection (closed after)."""
     try:
@@ -245,6 +255,7 @@ class Syncline:
         redis_url: str | None = None,
         tantivy_path: Path | None = None,
         lake_path: Path | None = None,
+        iceberg_path: Path | None = None,
         tables: tuple[str, ...] = ("public.bench",),
         log_lines: tuple[str, ...] = (),
         text_fields: tuple[str, ...] = ("v",),
@@ -279,6 +290,13 @@ class Syncline:
                 'kind = "ducklake"',
                 f'catalog = "{lake_path}.sqlite"',
                 f'data_path = "{lake_path}"',
+            ]
+        if iceberg_path:  # the kind's default batch settings
+            lines += [
+                "[views.iceberg]",
+                'kind = "iceberg"',
+                f'catalog = "{iceberg_path}.sqlite"',
+                f'warehouse = "{iceberg_path}"',
             ]
         if tantivy_path:
             lines += [
@@ -743,6 +761,7 @@ CONSUMERS: dict[str, str] = {
     "h": "syncline capture → NATS JetStream log (R1)",
     "i": "syncline capture → NATS JetStream log (R3, 3 local servers)",
     "j": "syncline end to end (DuckLake view)",
+    "k": "syncline end to end (Iceberg view)",
 }
 """Every consumer of the main workload, in the first round's order."""
 
@@ -818,6 +837,8 @@ def run_round(
             opts["tantivy_path"] = base / key / "index"
         if key == "j":
             opts["lake_path"] = base / key / "lake"
+        if key == "k":
+            opts["iceberg_path"] = base / key / "iceberg"
         if key in "hi":
             urls = nats_urls[key]
             opts["log_lines"] = (
@@ -872,6 +893,9 @@ def run_round(
         if key == "j":
             lk = base / key / "lake"
             checks["lake"] = lambda: lake_checksum(lk)
+        if key == "k":
+            ice = base / key / "iceberg"
+            checks["iceberg"] = lambda: iceberg_checksum(ice)
         return lambda: verify_all(src, checks)
 
     for key in rnd.order:
@@ -1246,6 +1270,8 @@ def build_report(
         "- **(e)** `syncline run` with one Redis view (a hash per row) on a private `redis-server`;",
         '- **(f)** `syncline run` with one tantivy view (`text_fields = ["v"]`);',
         "- **(j)** `syncline run` with one DuckLake view (SQLite catalog, Parquet files under `data_path`);",
+        "- **(k)** `syncline run` with one Iceberg view (pyiceberg's SQL catalog on SQLite, Parquet files",
+        "  under `warehouse`; the kind's default batch settings), read back by DuckDB's iceberg extension;",
         "- **(g)** `syncline run` with all four views at once.",
         "",
         "Times include start-up (for syncline about a second). Every run's result is checked against",
@@ -1371,8 +1397,8 @@ def main() -> int:
     ap.add_argument("--update-batch", type=int, default=100, help="updates per transaction")
     ap.add_argument(
         "--only",
-        default="a,b,c,d,e,f,g,h,i,j,big",
-        help="consumers to run (default a,b,c,d,e,f,g,h,i,j,big)",
+        default="a,b,c,d,e,f,g,h,i,j,k,big",
+        help="consumers to run (default a,b,c,d,e,f,g,h,i,j,k,big)",
     )
     ap.add_argument("--durable", action="store_true", help="PostgreSQL with fsync/synchronous_commit on")
     ap.add_argument("--timeout", type=float, default=3600, help="seconds per consumer")

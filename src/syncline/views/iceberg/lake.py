@@ -82,11 +82,20 @@ def open_catalog(catalog: str, warehouse: str) -> Any:
         os.makedirs(os.path.dirname(os.path.abspath(catalog)) or ".", exist_ok=True)
     os.makedirs(warehouse, exist_ok=True)
     url = sqlalchemy_url(catalog)
-    return SqlCatalog(
+    cat = SqlCatalog(
         NAME,
         uri=url.render_as_string(hide_password=False),
         warehouse=f"file://{os.path.abspath(warehouse)}",
     )
+    if is_postgres_catalog(catalog):
+        # no pool: a connection per catalog operation, closed after it (a pooled one would
+        # stay open until the catalog object is collected)
+        from sqlalchemy import create_engine
+        from sqlalchemy.pool import NullPool
+
+        cat.engine.dispose()
+        cat.engine = create_engine(url, poolclass=NullPool)
+    return cat
 
 
 def scrub(text: str, catalog: str) -> str:

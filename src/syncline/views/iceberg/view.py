@@ -101,21 +101,17 @@ class IcebergView(DuckdbView):
         return f"Iceberg warehouse ({lake.describe(self.catalog_text)}, data {self.warehouse})"
 
     def open(self) -> Checkpoint:
-        cp = super().open()
-        try:
-            self._catalog()
-            others = self._other_views()
-        except ViewError:
-            self.close()
-            raise
+        # the catalog's owner first: a refused view leaves nothing in another's warehouse
+        others = self._other_views()
         if others:
-            self.close()
+            self._cat = None
             raise ViewError(
                 f"view {self.name!r}: the Iceberg catalog ({lake.describe(self.catalog_text)}) holds the "
                 f"tables of view {others[0]!r} (another pipeline's, or this view under another name): "
                 "one view per catalog. Give this view a catalog of its own",
                 action="give the view a catalog (and warehouse) of its own",
             )
+        cp = super().open()
         if cp.seq and not self._catalog().table_exists(lake.POSITIONS):
             # the catalog was emptied (or replaced) under a working copy that has applied
             # batches: the next batch publishes every table whole
@@ -150,7 +146,7 @@ class IcebergView(DuckdbView):
         from pyiceberg.exceptions import NoSuchTableError
 
         try:
-            t = self._cat.load_table(lake.POSITIONS)
+            t = self._catalog().load_table(lake.POSITIONS)
         except NoSuchTableError:
             return []
         owner = t.properties.get(lake.VIEW)
@@ -306,8 +302,10 @@ class IcebergView(DuckdbView):
         got = self._require().execute(sql, params).to_arrow_table()
         return got if isinstance(got, pa.Table) else got.read_all()
 
-    def _table(self, rel: Relation, schema: pa.Schema) -> tuple[Any, bool]:
-        """The Iceberg table of ``rel`` (created when missing); True when it is new."""
+    def _table(self, rel: Relation, schema: pa.Schema) -> tuple[Any, Any]:
+        """The Iceberg table of ``rel`` and a transaction on it; a missing table is created
+        in that transaction (with its first rows: readers never see it empty), the table
+        then None."""
         from pyiceberg.exceptions import NoSuchTableError
 
         cat = self._catalog()
@@ -327,31 +325,53 @@ class IcebergView(DuckdbView):
             t = None
         if t is None:
             cat.create_namespace_if_not_exists((rel.schema,))
-            t = cat.create_table(
+            txn = cat.create_table_transaction(
                 ident,
                 schema=schema,
                 location=f"file://{os.path.join(self.warehouse, _dir(rel.schema), _dir(rel.name))}",
                 properties={**TABLE_PROPERTIES, lake.VIEW: self.name, lake.OID: str(rel.oid)},
             )
-            return t, True
-        return t, False
+            return None, txn
+        return t, t.transaction()
 
     def _publish(self, rel: Relation, keys: set[Any] | None, cp: Checkpoint) -> None:
         target = table_sql(rel.schema, rel.name)
         schema = self._arrow(f"SELECT * FROM {target} LIMIT 0").schema  # noqa: S608
-        t, whole = self._table(rel, schema)
-        if not whole and self._published(dict(t.properties), cp):
+        t, txn = self._table(rel, schema)
+        if t is not None and self._published(dict(t.properties), cp):
             return
         summary = lake.summary(self.name, cp)
         props = {**summary, lake.RELATION: relation_to_json(rel)}
-        txn = t.transaction()
-        whole = _evolve(txn, t.schema(), schema) or whole
+        whole = t is None or _evolve(txn, t.schema(), schema)
         k0 = rel.key_indexes()[0] if rel.key_indexes() else -1
         if whole or keys is None or k0 < 0 or self._map(rel.columns[k0]).kind == "list":
             txn.overwrite(self._arrow(f"SELECT * FROM {target}"), snapshot_properties=summary)  # noqa: S608
         else:
             self._upsert(txn, t, rel, k0, keys, summary)
         txn.set_properties(props)
+        self._check_count(txn.commit_transaction(), rel, summary)
+
+    def _check_count(self, t: Any, rel: Relation, summary: dict[str, str]) -> None:
+        """After a table's commit, its row count must be the working copy's: a copy-on-write
+        delete that missed rows would leave an old version beside the new one. Should that
+        ever happen, the table is overwritten from the working copy at once (and logged)."""
+        target = table_sql(rel.schema, rel.name)
+        got = self._run(f"SELECT count(*) FROM {target}").fetchone()  # noqa: S608
+        want = int(got[0]) if got else 0
+        cur = t.current_snapshot()
+        held = int(cur.summary.get("total-records", "-1") or -1) if cur is not None else 0
+        if held == want:
+            return
+        log.error(
+            "view %s: table %s holds %d rows in Iceberg after its commit, its working copy %d: "
+            "written again whole",
+            self.name,
+            rel.qualified,
+            held,
+            want,
+        )
+        txn = t.transaction()
+        txn.overwrite(self._arrow(f"SELECT * FROM {target}"), snapshot_properties=summary)  # noqa: S608
         txn.commit_transaction()
 
     def _upsert(
@@ -466,25 +486,37 @@ class IcebergView(DuckdbView):
     # ------------------------------------------------------------------ maintenance
 
     def maintain(self) -> None:
-        """Expire snapshots older than ``retention``, compact tables with ``compact_files``
-        or more data files, delete files no retained snapshot needs. A failure is logged
-        and retried at the next run."""
+        """Expire batches older than ``retention`` (and of each table the snapshots no
+        retained batch needs), compact tables with ``compact_files`` or more data files,
+        delete files no retained snapshot needs. A failure is logged and retried at the
+        next run."""
         self._maintained = time.monotonic()
         expired = compacted = deleted = 0
         try:
             cat = self._catalog()
-            tables = [*lake.view_tables(cat, self.name)]
-            with contextlib.suppress(Exception):
-                tables.append(cat.load_table(lake.POSITIONS))
             cutoff = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=self.retention)
-            for t in tables:
+            # the batches first (snapshots of _syncline.positions, by age); then of every
+            # table, the snapshots before its newest one at or before the oldest kept batch:
+            # each retained batch keeps every table's state at its position
+            oldest: Checkpoint | None = None
+            if cat.table_exists(lake.POSITIONS):
+                pos = cat.load_table(lake.POSITIONS)
+                before = len(pos.snapshots())
+                pos.maintenance.expire_snapshots().older_than(cutoff).commit()
+                pos = cat.load_table(lake.POSITIONS)
+                expired += before - len(pos.snapshots())
+                deleted += _delete_unreferenced(pos)
+                kept = lake.table_snapshots(pos, self.name)
+                oldest = kept[0].checkpoint if kept else None
+            for t in lake.view_tables(cat, self.name):
                 with _quiet():
                     compacted += self._compact(t)
                 t = cat.load_table(t.name())
-                before = len(t.snapshots())
-                t.maintenance.expire_snapshots().older_than(cutoff).commit()
-                t = cat.load_table(t.name())
-                expired += before - len(t.snapshots())
+                old = _before_batch(t, self.name, oldest)
+                if old:
+                    t.maintenance.expire_snapshots().by_ids(old).commit()
+                    t = cat.load_table(t.name())
+                    expired += len(old)
                 deleted += _delete_unreferenced(t)
         except Exception as e:
             log.warning(
@@ -562,6 +594,20 @@ def _evolve(txn: Any, current: Any, schema: pa.Schema) -> bool:
             for prev, name in itertools.pairwise(order):
                 us.move_after(name, prev)
     return True
+
+
+def _before_batch(t: Any, view: str, oldest: Checkpoint | None) -> list[int]:
+    """The ids of ``t``'s snapshots older than its newest one at or before the batch
+    ``oldest`` (none when no snapshot of it is at or before that batch, or no batch)."""
+    if oldest is None:
+        return []
+    snaps = sorted(t.snapshots(), key=lambda s: (s.sequence_number or 0, s.timestamp_ms))
+    keep = -1
+    for i, s in enumerate(snaps):
+        cp = lake.summary_checkpoint(dict(s.summary.additional_properties) if s.summary else {}, view)
+        if cp is not None and (cp.log != oldest.log or cp.seq <= oldest.seq):  # another log: older
+            keep = i
+    return [int(s.snapshot_id) for s in snaps[: max(keep, 0)]]
 
 
 def _delete_unreferenced(t: Any) -> int:
