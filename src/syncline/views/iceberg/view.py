@@ -91,6 +91,8 @@ class IcebergView(DuckdbView):
         self._drops: set[tuple[str, str]] = set()
         self._rebuilding = False
         self._republish = False
+        self.healed = 0
+        """Tables written again whole after a commit left a wrong row count (0 expected)."""
         state = os.path.join(self.warehouse, lake.META, f"{cfg.name}.duckdb")
         super().__init__(replace(cfg, options={**cfg.options, "path": state}))
 
@@ -362,6 +364,7 @@ class IcebergView(DuckdbView):
         held = int(cur.summary.get("total-records", "-1") or -1) if cur is not None else 0
         if held == want:
             return
+        self.healed += 1
         log.error(
             "view %s: table %s holds %d rows in Iceberg after its commit, its working copy %d: "
             "written again whole",
@@ -377,18 +380,44 @@ class IcebergView(DuckdbView):
     def _upsert(
         self, txn: Any, t: Any, rel: Relation, k0: int, keys: set[Any], summary: dict[str, str]
     ) -> None:
-        """Copy-on-write: delete the changed keys (the key's first column), append their
-        current rows; the whole table when they are more than half of it."""
-        from pyiceberg.expressions import In, Reference
+        """Copy-on-write: delete the changed keys (the key's first column) and append their
+        current rows; the whole table when they are more than half of it.
+
+        Many keys of an ordered type are deleted as at most ``RANGES`` ranges instead, cut at
+        the widest gaps between them (the rows of the working copy in those ranges appended
+        again): pyiceberg turns every
+        literal of an ``IN`` into an object, which costs more than the rows a range adds
+        (the data files holding those keys are rewritten either way)."""
+        from pyiceberg.expressions import And, GreaterThanOrEqual, In, LessThanOrEqual, Or, Reference
 
         target = table_sql(rel.schema, rel.name)
-        kname = rel.columns[k0].name
+        q = quote_ident(rel.columns[k0].name)
         typed = self._typed_keys(rel, k0, keys)
+        ranged = len(typed) > RANGE_FROM and _orderable(typed.type)
         self._require().register(_KEYS, pa.table({"k": typed}))
         try:
-            rows = self._arrow(
-                f"SELECT * FROM {target} WHERE {quote_ident(kname)} IN (SELECT k FROM {_KEYS})"  # noqa: S608
-            )
+            if ranged:
+                # cut the sorted keys at their RANGES - 1 widest gaps
+                bounds = self._run(
+                    "WITH s AS (SELECT k, k - lag(k) OVER (ORDER BY k) AS g "  # noqa: S608
+                    f"FROM (SELECT DISTINCT k FROM {_KEYS})), "
+                    f"c AS (SELECT k FROM s WHERE g IS NOT NULL ORDER BY g DESC LIMIT {RANGES - 1}), "
+                    "r AS (SELECT k, sum(CASE WHEN k IN (SELECT k FROM c) THEN 1 ELSE 0 END) "
+                    "OVER (ORDER BY k) AS grp FROM s) "
+                    "SELECT min(k), max(k) FROM r GROUP BY grp ORDER BY 1"
+                ).fetchall()
+                ranges = pa.table(
+                    {
+                        "lo": pa.array([b[0] for b in bounds], typed.type),
+                        "hi": pa.array([b[1] for b in bounds], typed.type),
+                    }
+                )
+                self._require().unregister(_KEYS)
+                self._require().register(_KEYS, ranges)
+                sql = f"SELECT t.* FROM {target} t JOIN {_KEYS} r ON t.{q} BETWEEN r.lo AND r.hi"  # noqa: S608
+            else:
+                sql = f"SELECT * FROM {target} WHERE {q} IN (SELECT k FROM {_KEYS})"  # noqa: S608
+            rows = self._arrow(sql)
         finally:
             self._require().unregister(_KEYS)
         got = self._run(f"SELECT count(*) FROM {target}").fetchone()  # noqa: S608
@@ -398,7 +427,17 @@ class IcebergView(DuckdbView):
         current = t.current_snapshot()
         stored = current is not None and int(current.summary.get("total-records", "1") or 1) > 0
         if stored and len(typed):
-            match = In(Reference(kname), typed.to_pylist())  # type: ignore[call-arg]  # pydantic
+            ref = Reference(rel.columns[k0].name)
+            if ranged:
+                parts: list[Any] = [
+                    And(GreaterThanOrEqual(ref, lo), LessThanOrEqual(ref, hi))  # type: ignore[call-arg]
+                    for lo, hi in zip(
+                        ranges.column("lo").to_pylist(), ranges.column("hi").to_pylist(), strict=True
+                    )
+                ]
+                match: Any = parts[0] if len(parts) == 1 else Or(*parts)
+            else:
+                match = In(ref, typed.to_pylist())  # type: ignore[call-arg]  # pydantic's signature
             txn.delete(match, snapshot_properties=summary if not len(rows) else {})
         if len(rows) or not stored:
             txn.append(rows, snapshot_properties=summary)
@@ -608,6 +647,18 @@ def _before_batch(t: Any, view: str, oldest: Checkpoint | None) -> list[int]:
         if cp is not None and (cp.log != oldest.log or cp.seq <= oldest.seq):  # another log: older
             keep = i
     return [int(s.snapshot_id) for s in snaps[: max(keep, 0)]]
+
+
+RANGE_FROM = 256
+"""From this many changed keys, a copy-on-write deletes ranges of keys (``RANGES`` at most)."""
+RANGES = 32
+
+
+def _orderable(t: pa.DataType) -> bool:
+    """Key types whose order is the same in DuckDB and in pyiceberg's filters."""
+    return bool(
+        pa.types.is_integer(t) or pa.types.is_date(t) or pa.types.is_timestamp(t) or pa.types.is_decimal(t)
+    )
 
 
 def _delete_unreferenced(t: Any) -> int:
