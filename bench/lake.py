@@ -272,9 +272,9 @@ def iceberg_section(
         "",
         f"Maintenance made the lake {n / m:,.1f} times smaller (medians)." if m else "",
         "",
-        f"Source tree: {args.revision} (at the start). The machine (2 cores) was shared: another "
-        "engineer's test suite ran at the same time, so the rates are noisy (each run waits up to "
-        "`--quiet-wait` seconds for an idle machine, then measures anyway).",
+        f"Source tree: {args.revision} (at the start). The machine has 2 cores and is noisy: "
+        "each run waits up to `--quiet-wait` seconds for an idle machine, then measures anyway; "
+        "compare the runs of one report, not rates across reports.",
     ]
     return lines
 

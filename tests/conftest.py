@@ -45,7 +45,8 @@ def pipeline(pg: PgCluster, tmp_path: Path, request: pytest.FixtureRequest) -> I
     module parametrises ``pipeline`` (``embedded``, ``nats``), else ``SYNCLINE_TEST_LOG``."""
     kinds = tuple(os.environ.get("SYNCLINE_TEST_VIEWS", "postgres,duckdb,redis,tantivy").split(","))
     log_kind = getattr(request, "param", None)
-    if log_kind != "nats" and not os.environ.get("PG_BINDIR"):
+    base_only = request.node.get_closest_marker("base_views") is not None
+    if log_kind != "nats" and not os.environ.get("PG_BINDIR") and not base_only:
         # a view kind's own behaviour does not change with the log or the PostgreSQL major:
         # the extra kinds run once, on the embedded log and the machine's PostgreSQL
         kinds += tuple(k for k in getattr(request.module, "EXTRA_VIEWS", ()) if k not in kinds)

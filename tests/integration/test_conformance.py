@@ -415,11 +415,13 @@ def test_partitioned_table_appears_under_root(pipeline: Pipeline) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.base_views
 def test_one_transaction_of_a_million_rows(pipeline: Pipeline) -> None:
     """A million rows in one transaction, then 100,000 updated in another. On the NATS log
     `make test` moves a quarter of them (the same path: streamed, spooled, chunked; the
     embedded run takes the million): ``SYNCLINE_NATS_BIG_ROWS`` sets it (``make soak``:
-    a million)."""
+    a million). The lake views (EXTRA_VIEWS) take their large transaction in
+    ``test_view_iceberg.py::test_one_large_transaction_into_both_lakes`` (CI time)."""
     p = pipeline
     rows = 1_000_000
     if p.log_kind == "nats":

@@ -742,3 +742,26 @@ def test_duckdb_reads_the_tables_with_plain_sql_in_another_process(pg: PgCluster
         _assert_same(p.compare()[VIEW], {"public.t": 271})
     finally:
         p.close()
+
+
+@pytest.mark.slow
+def test_one_large_transaction_into_both_lakes(pg: PgCluster, tmp_path: Path) -> None:
+    """300,000 rows in one transaction, then 30,000 of them updated in another, into a
+    DuckLake and an Iceberg view (the conformance suite's million-row test runs on the
+    other kinds): the working copy holds the open source transaction over several batches
+    and publishes it in one commit per table."""
+    rows = 300_000
+    p = Pipeline(pg, tmp_path, views=("ducklake", "iceberg"))
+    try:
+        p.sql("CREATE TABLE big (id int PRIMARY KEY, v text, n int)")
+        p.start()
+        p.wait_caught_up()
+        p.sql(f"INSERT INTO big SELECT g, md5(g::text), g FROM generate_series(1, {rows}) g")
+        p.sql("UPDATE big SET n = -n WHERE id % 10 = 0")
+        p.wait_caught_up(timeout=600)
+        assert p.stop() == 0
+        p.assert_equal()
+        got = p.compare()
+        assert {d.table: d.view_rows for d in got[VIEW]}.get("public.big") == rows
+    finally:
+        p.close()
