@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import tomllib
@@ -19,6 +20,7 @@ def test_demo_runs_to_its_end_check(tmp_path: Path) -> None:
     out = r.stdout + r.stderr
     assert r.returncode == 0, out[-6000:]
     assert "all views equal the source" in r.stdout
+    assert re.search(r"console \(.*\): http://127\.0\.0\.1:\d+/", " ".join(r.stdout.split())), r.stdout
     flat = " ".join(r.stdout.split())  # rich wraps long lines
     assert "replica equal, warehouse equal" in flat and "search equal" in flat, out[-6000:]
     # the four views, each answered a question

@@ -186,6 +186,7 @@ def _tour(
         f"[bold]3.[/bold] syncline run -c {_rel(config)}: snapshot, then streaming into "
         + ", ".join(f"[cyan]{v.name}[/cyan] ({v.kind})" for v in cfg.views)
     )
+    console.print(f"   console (every view's lag and events/s, in a browser): http://{cfg.http.listen}/")
     dash = Dashboard(cfg)
     workload = shop.Workload(source_dsn, clients=4)
 

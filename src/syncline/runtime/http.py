@@ -7,9 +7,12 @@
                   insert position), 408 when ``timeout`` (default 30, at most 300) passes first
 ``GET /healthz``  200 when the capture and every view run (or retry), 503 when one failed
 ``GET /metrics``  Prometheus text format (:mod:`syncline.runtime.metrics`)
+``GET /``         the console (:mod:`syncline.runtime.console`); ``/console/series`` its charts' data
 
 With ``[http] token`` set, every endpoint but ``/healthz`` requires
 ``Authorization: Bearer TOKEN`` (401 otherwise); ``/healthz`` tells only states, for probes.
+A browser opens ``/?token=TOKEN`` once: the answer sets the token as an HttpOnly,
+SameSite=Strict cookie (``syncline_token``), which every endpoint accepts as well.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from syncline.core.config_models import Config
 from syncline.core.errors import LogError, SynclineError, TablesNotFollowed, ViewFailed, redact
 from syncline.log import log_ready, open_observer
 from syncline.log.base import LogBusy, by_view
+from syncline.runtime import console
 from syncline.runtime.metrics import CONTENT_TYPE, Metrics
 from syncline.runtime.status import (
     applied_positions,
@@ -48,6 +52,8 @@ log = logging.getLogger("syncline.http")
 
 DEFAULT_WAIT = 30.0
 MAX_WAIT = 300.0
+COOKIE = "syncline_token"
+"""The cookie a browser keeps the token in (set by ``/?token=TOKEN``)."""
 MAX_WAITERS = 64
 """Concurrent ``/wait`` requests; more get 503 (each holds a thread and polls the log)."""
 
@@ -97,7 +103,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         try:
-            r = self.server.api.get(self.path, self.headers.get("Authorization"))
+            h = self.headers
+            r = self.server.api.get(self.path, h.get("Authorization"), h.get("Cookie"), h.get("Accept"))
         except Exception as e:  # one bad request must not kill the server
             log.exception("HTTP %s failed", self.path)
             msg = redact(f"{type(e).__name__}: {e}", self.server.api.cfg.secrets())
@@ -139,7 +146,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(body)
 
     def log_message(self, format: str, *args: Any) -> None:
-        log.debug("%s %s", self.address_string(), format % args)
+        # a request line may hold the token (``/?token=``): never in the log
+        log.debug("%s %s", self.address_string(), redact(format % args, self.server.api.cfg.secrets()))
 
 
 class ApiServer:
@@ -156,6 +164,8 @@ class ApiServer:
         self._unfollowed_at = -1e9
         self._unfollowed_cache: list[str] = []
         self.thread: threading.Thread | None = None
+        self.history = console.History()
+        self.sampler = console.Sampler(self.history, lambda: status(cfg, with_source=False).get("views", {}))
         host, port = cfg.http.address()
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         try:
@@ -176,10 +186,17 @@ class ApiServer:
             target=self.httpd.serve_forever, kwargs={"poll_interval": 0.2}, name="http", daemon=True
         )
         self.thread.start()
-        log.info("HTTP API on %s (status, wait, healthz, metrics)", self.cfg.http.listen)
+        self.sampler.start()
+        log.info(
+            "HTTP API on %s (status, wait, healthz, metrics); console at http://%s/",
+            self.cfg.http.listen,
+            self.cfg.http.listen,
+        )
 
     def stop(self) -> None:
         self.stopping.set()  # waits in progress answer 503
+        if self.sampler.thread.is_alive():
+            self.sampler.stop()
         if self.thread is not None:
             self.httpd.shutdown()
             self.thread.join(5)
@@ -187,25 +204,62 @@ class ApiServer:
 
     # ------------------------------------------------------------------ routing
 
-    def get(self, target: str, authorization: str | None) -> Response:
+    def get(
+        self, target: str, authorization: str | None, cookie: str | None = None, accept: str | None = None
+    ) -> Response:
         url = urlsplit(target)
         route = url.path.rstrip("/") or "/"
         if route == "/healthz":
             return self._healthz()
-        if not self._authorized(authorization):
+        query = parse_qs(url.query, keep_blank_values=True)
+        browser = "text/html" in (accept or "")  # API clients get JSON errors, browsers a page
+        if route == "/" and "token" in query:
+            return self._token_login(query["token"][-1], browser)
+        if not self._authorized(authorization) and not self._cookie_authorized(cookie):
+            if route == "/" and browser:
+                return Response(401, console.token_page(), "text/html; charset=utf-8")
             return _json(
                 401,
                 {"error": "missing or wrong bearer token (Authorization: Bearer TOKEN)"},
                 (("WWW-Authenticate", 'Bearer realm="syncline"'),),
             )
-        query = parse_qs(url.query, keep_blank_values=True)
+        if route == "/":
+            return Response(200, console.page("syncline console"), "text/html; charset=utf-8")
+        if route == "/console/series":
+            return Response(200, console.series_json(self.history))
         if route == "/status":
             return _json(200, status(self.cfg))
         if route == "/wait":
             return self._wait(query)
         if route == "/metrics":
             return Response(200, self.metrics.render(), CONTENT_TYPE)
-        return _json(404, {"error": f"no such endpoint {url.path!r} (status, wait, healthz, metrics)"})
+        return _json(404, {"error": f"no such endpoint {url.path!r} (/, status, wait, healthz, metrics)"})
+
+    def _token_login(self, given: str, browser: bool) -> Response:
+        """``/?token=TOKEN``: the token as a cookie, then the console without it in the URL."""
+        token = self.cfg.http.token
+        if token is None:
+            return Response(303, b"", "text/plain", (("Location", "/"),))
+        if not hmac.compare_digest(given.encode(), token.value.encode()):
+            if browser:
+                return Response(401, console.token_page(), "text/html; charset=utf-8")
+            return _json(401, {"error": "wrong token"})
+        cookie = f"{COOKIE}={token.value}; HttpOnly; SameSite=Strict; Path=/"
+        return Response(303, b"", "text/plain", (("Location", "/"), ("Set-Cookie", cookie)))
+
+    def _cookie_authorized(self, header: str | None) -> bool:
+        token = self.cfg.http.token
+        if token is None or not header:
+            return False
+        from http.cookies import CookieError, SimpleCookie
+
+        jar: SimpleCookie = SimpleCookie()
+        try:
+            jar.load(header)
+        except CookieError:
+            return False
+        got = jar.get(COOKIE)
+        return got is not None and hmac.compare_digest(got.value.encode(), token.value.encode())
 
     def _authorized(self, header: str | None) -> bool:
         token = self.cfg.http.token
