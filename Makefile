@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: install dev demo test test-fast test-matrix test-matrix-short matrix-run test-cluster soak lint bench bench-lag bench-records bench-snapshot bench-apply bench-micro bench-lake lock clean
+.PHONY: install dev demo test test-fast test-matrix test-matrix-short matrix-run test-cluster soak lint bench bench-lag bench-records bench-snapshot bench-apply bench-micro bench-lake bench-console lock clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -110,6 +110,10 @@ bench-micro: install
 
 bench-lake: install
 	$(BIN)/python bench/lake.py
+
+# what the console costs `run` in CPU at 5,000 changes/s (docs/benchmarks-console.md)
+bench-console: dev
+	$(BIN)/python bench/console.py
 
 # re-resolve the lock files from pyproject.toml (needs PyPI)
 lock: $(BIN)/python
