@@ -106,7 +106,7 @@ class _Handler(BaseHTTPRequestHandler):
             h = self.headers
             r = self.server.api.get(self.path, h.get("Authorization"), h.get("Cookie"), h.get("Accept"))
         except Exception as e:  # one bad request must not kill the server
-            log.exception("HTTP %s failed", self.path)
+            log.exception("HTTP %s failed", redact(self.path, self.server.api.cfg.secrets()))
             msg = redact(f"{type(e).__name__}: {e}", self.server.api.cfg.secrets())
             r = _json(500, {"error": msg})
         self.send_response(r.code)
