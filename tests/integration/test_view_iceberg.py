@@ -27,9 +27,8 @@ from syncline.testing.compare import compare_iceberg, source_tables
 from syncline.testing.harness import Pipeline
 from syncline.testing.pgcluster import PgCluster
 from syncline.views.iceberg import lake
+from tests.integration.test_view_ducklake import ACCOUNTS, QUERY, START, _serial_history, _transfers
 
-ACCOUNTS = 40
-START = 1000
 VIEW = "iceberg"  # the harness's name for the view
 
 READER = textwrap.dedent(
@@ -74,24 +73,6 @@ READER = textwrap.dedent(
     print(json.dumps({"reads": reads, "errors": errors[-5:], "table": table, "whole": whole}))
     """
 )
-
-
-def _transfers(dsn: str, stop: threading.Event, done: list[int]) -> None:
-    rnd = random.Random(7)
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        while not stop.is_set():
-            a, b = rnd.sample(range(1, ACCOUNTS + 1), 2)
-            amount = rnd.randint(1, 50)
-            with conn.transaction():
-                conn.execute(
-                    "UPDATE accounts SET balance = balance - %s, moves = moves + 1 WHERE id = %s", (amount, a)
-                )
-                conn.execute(
-                    "UPDATE accounts SET balance = balance + %s, moves = moves + 1 WHERE id = %s", (amount, b)
-                )
-                conn.execute("INSERT INTO transfers (src, dst, amount) VALUES (%s, %s, %s)", (a, b, amount))
-            done[0] += 1
-            time.sleep(rnd.random() * 0.004)
 
 
 def _assert_same(diffs: list[Any], rows: dict[str, int]) -> None:
@@ -224,25 +205,6 @@ def test_readers_in_other_processes_see_whole_transactions_while_run_writes_and_
 def _batches(tmp_path: Path) -> list[lake.Snapshot]:
     """The batches view ``iceberg`` committed that the warehouse retains, read by another catalog."""
     return lake.batches(lake.open_catalog(str(tmp_path / "iceberg.sqlite"), str(tmp_path / "iceberg")), VIEW)
-
-
-def _serial_history(dsn: str, n: int) -> list[int]:
-    """``n`` transactions one after another, each setting counter.v = i and appending i to
-    hist; returns the WAL position read after each commit (index 0: before the first)."""
-    rnd = random.Random(3)
-    after = []
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        after.append(parse_lsn(str(conn.execute("SELECT pg_current_wal_insert_lsn()").fetchone()[0])))  # type: ignore[index]
-        for i in range(1, n + 1):
-            with conn.transaction():
-                conn.execute("UPDATE counter SET v = %s", (i,))
-                conn.execute("INSERT INTO hist VALUES (%s)", (i,))
-            after.append(parse_lsn(str(conn.execute("SELECT pg_current_wal_insert_lsn()").fetchone()[0])))  # type: ignore[index]
-            time.sleep(rnd.random() * 0.03)
-    return after
-
-
-QUERY = "SELECT c.v, (SELECT count(*) FROM public.hist) AS n, (SELECT max(i) FROM public.hist) AS m FROM public.counter c"
 
 
 def _answer(p: Pipeline, at: int) -> tuple[int, int]:
