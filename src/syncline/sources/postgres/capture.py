@@ -460,6 +460,8 @@ class Capture:
                         durable()
                 elif isinstance(ev, RelationSeen):
                     _plain, rel = self._relation(ev.payload, rcat, gen, leaves, excluded)
+                    if follower is not None and not rel.key and rel.replident != "f":
+                        follower.key_lost(rel.oid)
                     if ev.stream_xid is not None:
                         w.stream_add_relation(ev.stream_xid, rel)
                     elif not ev.replay:

@@ -200,6 +200,9 @@ class TableFollower:
         self.parallel = max(1, cfg.copy_parallel)
         self._part_conns: list[psycopg.Connection[Any]] = []
         self._last_poll = 0.0
+        self._lost_keys: set[int] = set()
+        """Followed tables whose Relation arrived in the stream without a key (between two
+        polls): left at the next tick, then followed and copied again once keyed."""
         self._warned: set[tuple[int, str]] = set()
         self._announced_empty = False
         self.recent: set[int] = set()
@@ -266,9 +269,28 @@ class TableFollower:
 
     # -- polling ----------------------------------------------------------------------------
 
+    def key_lost(self, oid: int) -> None:
+        """The stream brought a Relation of followed table ``oid`` without a key: its rows
+        from here on reach the keyed views (Redis, tantivy, Iceberg...) without one, and
+        they leave them out. The poll may never have seen the table keyless (a key dropped
+        and added back between two polls, or while the capture was down), so the table is
+        left at the next tick (emptied in every view, in stream order) and, keyed again,
+        followed and copied again like a new table."""
+        if oid in self.followed:
+            self._lost_keys.add(oid)
+
     def tick(self, now: float) -> None:
         """Poll the catalogue now and then; start the next chunk when none is in flight
         (call between transactions)."""
+        for oid in sorted(self._lost_keys):
+            if oid in self.followed:
+                log.warning(
+                    "table %s came in the stream without a primary key: it is emptied in every "
+                    "view and, with a key again, copied again",
+                    self.followed[oid],
+                )
+                self._leave(oid)
+        self._lost_keys.clear()
         if now - self._last_poll >= POLL_INTERVAL:
             self._last_poll = now
             self.poll()
