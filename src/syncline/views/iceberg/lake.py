@@ -20,6 +20,11 @@ from typing import Any
 from syncline.core.errors import ConfigError
 from syncline.core.events import Checkpoint
 
+# a catalog is a SQLite file or a PostgreSQL DSN, as DuckLake's: the same rules and words
+from syncline.views.ducklake.lake import describe as describe
+from syncline.views.ducklake.lake import exists as exists
+from syncline.views.ducklake.lake import is_postgres_catalog as is_postgres_catalog
+
 NAME = "syncline"
 """The catalog name pyiceberg's SQL catalog files every table under."""
 META = "_syncline"
@@ -29,21 +34,6 @@ POSITIONS = (META, "positions")
 VIEW, SEQ, LSN, LOG = "syncline.view", "syncline.seq", "syncline.lsn", "syncline.log"
 OID, RELATION = "syncline.oid", "syncline.relation"
 """Table properties: the source table's oid and its relation (columns, key) as JSON."""
-
-
-def is_postgres_catalog(catalog: str) -> bool:
-    from syncline.views.ducklake.lake import is_postgres_catalog as pg
-
-    return pg(catalog)
-
-
-def describe(catalog: str) -> str:
-    """The catalog in words for messages (a DSN may hold a password: never shown)."""
-    return "a PostgreSQL catalog" if is_postgres_catalog(catalog) else f"catalog {catalog}"
-
-
-def exists(catalog: str) -> bool:
-    return is_postgres_catalog(catalog) or os.path.exists(catalog)
 
 
 def default_warehouse(catalog: str) -> str:

@@ -79,7 +79,9 @@ class IcebergView(DuckdbView):
         if not catalog:
             raise ConfigError(f"view {cfg.name!r} (iceberg): option 'catalog' is required")
         self.catalog_text = catalog
-        self.warehouse = os.path.abspath(str(cfg.options.get("warehouse") or lake.default_warehouse(catalog)))
+        from syncline.views.iceberg import warehouse_of
+
+        self.warehouse = warehouse_of(cfg)[1]
         self.retention = float(cfg.options.get("retention", 86400.0))  # type: ignore[arg-type]
         self.maintenance_interval = float(cfg.options.get("maintenance_interval", 300.0))  # type: ignore[arg-type]
         self.compact_files = int(cfg.options.get("compact_files", 16))  # type: ignore[call-overload]
@@ -345,21 +347,25 @@ class IcebergView(DuckdbView):
         summary = lake.summary(self.name, cp)
         props = {**summary, lake.RELATION: relation_to_json(rel)}
         whole = t is None or _evolve(txn, t.schema(), schema)
+        got = self._run(f"SELECT count(*) FROM {target}").fetchone()  # noqa: S608
+        total = int(got[0]) if got else 0
         k0 = rel.key_indexes()[0] if rel.key_indexes() else -1
         if whole or keys is None or k0 < 0 or self._map(rel.columns[k0]).kind == "list":
-            txn.overwrite(self._arrow(f"SELECT * FROM {target}"), snapshot_properties=summary)  # noqa: S608
+            self._overwrite(txn, target, summary)
         else:
-            self._upsert(txn, t, rel, k0, keys, summary)
+            self._upsert(txn, t, rel, k0, keys, summary, total)
         txn.set_properties(props)
-        self._check_count(txn.commit_transaction(), rel, summary)
+        self._check_count(txn.commit_transaction(), rel, summary, total)
 
-    def _check_count(self, t: Any, rel: Relation, summary: dict[str, str]) -> None:
-        """After a table's commit, its row count must be the working copy's: a copy-on-write
-        delete that missed rows would leave an old version beside the new one. Should that
-        ever happen, the table is overwritten from the working copy at once (and logged)."""
-        target = table_sql(rel.schema, rel.name)
-        got = self._run(f"SELECT count(*) FROM {target}").fetchone()  # noqa: S608
-        want = int(got[0]) if got else 0
+    def _overwrite(self, txn: Any, target: str, summary: dict[str, str]) -> None:
+        """The whole table from the working copy, in ``txn``."""
+        txn.overwrite(self._arrow(f"SELECT * FROM {target}"), snapshot_properties=summary)  # noqa: S608
+
+    def _check_count(self, t: Any, rel: Relation, summary: dict[str, str], want: int) -> None:
+        """After a table's commit, its row count must be the working copy's (``want``): a
+        copy-on-write delete that missed rows would leave an old version beside the new one.
+        Should that ever happen, the table is overwritten from the working copy at once
+        (and logged)."""
         cur = t.current_snapshot()
         held = int(cur.summary.get("total-records", "-1") or -1) if cur is not None else 0
         if held == want:
@@ -374,11 +380,18 @@ class IcebergView(DuckdbView):
             want,
         )
         txn = t.transaction()
-        txn.overwrite(self._arrow(f"SELECT * FROM {target}"), snapshot_properties=summary)  # noqa: S608
+        self._overwrite(txn, table_sql(rel.schema, rel.name), summary)
         txn.commit_transaction()
 
     def _upsert(
-        self, txn: Any, t: Any, rel: Relation, k0: int, keys: set[Any], summary: dict[str, str]
+        self,
+        txn: Any,
+        t: Any,
+        rel: Relation,
+        k0: int,
+        keys: set[Any],
+        summary: dict[str, str],
+        total: int,
     ) -> None:
         """Copy-on-write: delete the changed keys (the key's first column) and append their
         current rows; the whole table when they are more than half of it.
@@ -420,9 +433,8 @@ class IcebergView(DuckdbView):
             rows = self._arrow(sql)
         finally:
             self._require().unregister(_KEYS)
-        got = self._run(f"SELECT count(*) FROM {target}").fetchone()  # noqa: S608
-        if 2 * max(len(typed), len(rows)) > (int(got[0]) if got else 0):
-            txn.overwrite(self._arrow(f"SELECT * FROM {target}"), snapshot_properties=summary)  # noqa: S608
+        if 2 * max(len(typed), len(rows)) > total:
+            self._overwrite(txn, target, summary)
             return
         current = t.current_snapshot()
         stored = current is not None and int(current.summary.get("total-records", "1") or 1) > 0
