@@ -36,10 +36,16 @@ CHOICES: dict[str, tuple[str, ...]] = {}
 
 def check_options(view: str, options: dict[str, object]) -> None:
     """A PostgreSQL catalog needs a data path; times are positive."""
+    check_catalog_options(options, "data_path")
+
+
+def check_catalog_options(options: dict[str, object], files_key: str) -> None:
+    """The checks of a lake kind (DuckLake, Iceberg): a PostgreSQL ``catalog`` needs the
+    files' directory ``files_key``; ``retention`` and ``maintenance_interval`` are positive."""
     from syncline.views.ducklake.lake import is_postgres_catalog
 
-    if is_postgres_catalog(secret_text(options.get("catalog"))) and not options.get("data_path"):
-        raise ConfigError("data_path: required with a PostgreSQL catalog (a directory for the data files)")
+    if is_postgres_catalog(secret_text(options.get("catalog"))) and not options.get(files_key):
+        raise ConfigError(f"{files_key}: required with a PostgreSQL catalog (a directory for the data files)")
     for key in ("retention", "maintenance_interval"):
         got = options.get(key)
         if isinstance(got, int | float) and got <= 0:
@@ -107,6 +113,11 @@ def rebuild_target(cfg: Config, vcfg: ViewConfig) -> Target:
 
 
 def store_of(options: dict[str, object]) -> Store | None:
+    return catalog_store(options, "DuckLake")
+
+
+def catalog_store(options: dict[str, object], what: str) -> Store | None:
+    """The store of a lake kind: its SQLite catalog file, or its PostgreSQL database."""
     import os
 
     from syncline.views.ducklake.lake import is_postgres_catalog
@@ -117,4 +128,4 @@ def store_of(options: dict[str, object]) -> Store | None:
     from syncline.views.postgres import store_of as database_of
 
     db = database_of({"dsn": catalog})  # the same parsing as a replica's database
-    return None if db is None else ("DuckLake catalog database", f"{db[3]} on {db[1]}:{db[2]}")
+    return None if db is None else (f"{what} catalog database", f"{db[3]} on {db[1]}:{db[2]}")

@@ -37,14 +37,9 @@ CHOICES: dict[str, tuple[str, ...]] = {}
 
 def check_options(view: str, options: dict[str, object]) -> None:
     """A PostgreSQL catalog needs a warehouse directory; times are positive."""
-    from syncline.views.iceberg.lake import is_postgres_catalog
+    from syncline.views.ducklake import check_catalog_options
 
-    if is_postgres_catalog(secret_text(options.get("catalog"))) and not options.get("warehouse"):
-        raise ConfigError("warehouse: required with a PostgreSQL catalog (a directory for the data files)")
-    for key in ("retention", "maintenance_interval"):
-        got = options.get(key)
-        if isinstance(got, int | float) and got <= 0:
-            raise ConfigError(f"{key}: expected seconds > 0, got {got}")
+    check_catalog_options(options, "warehouse")
     got = options.get("compact_files")
     if isinstance(got, int) and got < 2:
         raise ConfigError(f"compact_files: expected a number of data files >= 2, got {got}")
@@ -111,14 +106,6 @@ def rebuild_target(cfg: Config, vcfg: ViewConfig) -> Target:
 
 
 def store_of(options: dict[str, object]) -> Store | None:
-    import os
+    from syncline.views.ducklake import catalog_store
 
-    from syncline.views.iceberg.lake import is_postgres_catalog
-
-    catalog = secret_text(options.get("catalog"))
-    if not is_postgres_catalog(catalog):
-        return ("path", os.path.realpath(catalog))
-    from syncline.views.postgres import store_of as database_of
-
-    db = database_of({"dsn": catalog})
-    return None if db is None else ("Iceberg catalog database", f"{db[3]} on {db[1]}:{db[2]}")
+    return catalog_store(options, "Iceberg")
