@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import time
 
+import psycopg
+
 from syncline.testing.harness import Pipeline
 
 
@@ -49,6 +51,19 @@ def test_constraint_in_the_replica_is_retried_once_fixed(pipeline: Pipeline) -> 
         assert "to fix:" in plain.stdout and "repl…" not in plain.stdout, plain.stdout
         states.add(view_state(p, "replica")["state"])
     assert states <= {"failed", "starting"}, states
+    # a retry held up inside the failing batch (a lock in the replica) is not "running"
+    with psycopg.connect(p.replica_dsn) as held:
+        held.execute("LOCK TABLE public.t IN ACCESS EXCLUSIVE MODE")
+        retries = p.output().count("view replica: retrying")
+        deadline = time.monotonic() + 60
+        while p.output().count("view replica: retrying") == retries:
+            assert time.monotonic() < deadline, p.output()[-3000:]
+            time.sleep(0.2)
+        time.sleep(2.0)  # the retried view has read the batch and waits for the lock
+        v = view_state(p, "replica")
+        assert v["state"] == "starting" and "no_bad" in str(v["error"]), v
+        assert "constraint" in str(v["action"]), v
+    wait_state(p, "replica", "failed")
     assert p.sql("SELECT count(*) FROM public.t", p.replica_db) == [(1,)]
     p.sql("ALTER TABLE public.t DROP CONSTRAINT no_bad", p.replica_db)
     wait_state(p, "replica", "running", timeout=120)  # retried by itself, with back-off

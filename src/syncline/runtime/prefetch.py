@@ -43,6 +43,7 @@ class Prefetcher:
         self._pending: list[Transaction] = []
         self._events = 0
         self._error: BaseException | None = None
+        self._at_end = False
         self._halt = threading.Event()
         self.thread = threading.Thread(target=self._run, name="log-prefetch", daemon=True)
         self.thread.start()
@@ -62,6 +63,8 @@ class Prefetcher:
                         self._cond.wait(0.1)
                         continue
                 txns = reader.read(pos, room, self.part)
+                with self._cond:
+                    self._at_end = not txns
                 if not txns:
                     self._halt.wait(IDLE_POLL)
                     continue
@@ -95,6 +98,11 @@ class Prefetcher:
             if self._error is not None:
                 raise self._error
             return None
+
+    def at_end(self) -> bool:
+        """Whether the last read found the log's end and every record read was taken."""
+        with self._cond:
+            return self._at_end and not self._pending
 
     def full(self) -> bool:
         """Whether a whole batch (``batch_events``) is waiting to be taken."""

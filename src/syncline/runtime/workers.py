@@ -401,10 +401,24 @@ def _view_loop(
             if isinstance(view, DeferredCommit):
                 view.flush()
         relations = reader.relations_at(cp.seq)
+
+        def healthy() -> None:
+            consumers.update(vcfg.consumer, vcfg.kind, state="running", error="")
+            consumers.clear_failure(vcfg.consumer)
+
+        # a view retried after a failure stays "starting", its error and fix shown, until
+        # it has applied a batch or found nothing to apply: the batch that failed may fail again
+        retried = any(consumers.failure(vcfg.consumer)[:2])
         consumers.update(
-            vcfg.consumer, vcfg.kind, state="running", error="", seq=cp.seq, commit_lsn=cp.commit_lsn
+            vcfg.consumer,
+            vcfg.kind,
+            state="starting" if retried else "running",
+            seq=cp.seq,
+            commit_lsn=cp.commit_lsn,
+            **({} if retried else {"error": ""}),
         )
-        consumers.clear_failure(vcfg.consumer)
+        if not retried:
+            healthy()
         log.info("view %s (%s) resumes after log record %d", vcfg.consumer, vcfg.kind, cp.seq)
         mark_healthy()
         pos = cp
@@ -416,7 +430,18 @@ def _view_loop(
             # every worker keeps its lease; the compactor is never paused by a rebuild
             paused = _pause_check(consumers, vcfg.consumer, vcfg.name, pausable=vcfg.kind != "compacted")
             open_txn = _apply_loop(
-                view, vcfg, prefetch, relations, pos, consumers, stop, retention, extra, paused, log_id
+                view,
+                vcfg,
+                prefetch,
+                relations,
+                pos,
+                consumers,
+                stop,
+                retention,
+                extra,
+                paused,
+                log_id,
+                healthy if retried else None,
             )
         finally:
             prefetch.close()
@@ -554,12 +579,14 @@ def _apply_loop(
     extra: Callable[[], dict[str, object]] | None = None,
     paused: Callable[[], bool] | None = None,
     log_id: str = "",
+    healthy: Callable[[], None] | None = None,
 ) -> bool:
     """Apply batches until stopped; return True if stopped inside a source transaction.
 
     The position recorded in the consumer table (what ``wait``, ``status`` and retention
     read) is always one the view has committed: for a :class:`DeferredCommit` view its
-    committed checkpoint, which an idle loop commits after ``commit_interval``."""
+    committed checkpoint, which an idle loop commits after ``commit_interval``.
+    ``healthy`` is called once, after the first committed batch or at the log's end."""
     open_txn = False
     deferred_view = view if isinstance(view, DeferredCommit) else None
     deferred = deferred_view is not None
@@ -606,9 +633,15 @@ def _apply_loop(
                 applied_at = time.monotonic()
             applied = pos
             failpoints.hit("view.committed_not_reported")
+            if healthy is not None:
+                healthy()
+                healthy = None
             events += in_txn
             in_txn = 0
         elif applied == reported:
+            if healthy is not None and prefetch.at_end():
+                healthy()
+                healthy = None
             if retention is not None:  # idle: what every consumer has applied can go now
                 retention.maybe_trim(reported.seq)
             continue

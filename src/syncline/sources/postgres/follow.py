@@ -224,6 +224,7 @@ class TableFollower:
         # tables followed before and gone from the publication while `run` was stopped
         # (a dropped table leaves it by itself): emptied at the first poll
         known = self.writer.meta(FOLLOWED_KEY)
+        published = dict(self.followed)
         for oid, name in (json.loads(known) if known else {}).items():
             self.followed.setdefault(int(oid), str(name))
         saved = self.writer.meta(META_KEY)
@@ -239,6 +240,12 @@ class TableFollower:
                 barrier={int(x) for x in st.get("barrier", ())},
                 first=bool(st.get("first")),
             )
+        if known is not None:
+            # in the publication, unknown to the log: a run joined it and was killed before
+            # it saved the copy. Its rows from before the join reach no view by the stream.
+            for oid in sorted(set(published) - {int(o) for o in json.loads(known)} - set(self.copies)):
+                log.info("copying %s: it joined the publication as a run stopped", published[oid])
+                self.copies[oid] = Copy(oid, published[oid], barrier=self._running())
         for c in self.copies.values():
             if c.after is not None:
                 log.info("resuming the copy of %s after %d rows", c.qualified, c.done_rows)
@@ -563,21 +570,23 @@ class TableFollower:
                 f"{self.cfg.publication!r}: {str(e).strip().splitlines()[0]}",
             )
             return
-        # a transaction running now may have changed the table before it was published
-        # (those changes are decoded as unpublished): its effects must be in the first chunk.
-        # Running: listed in a snapshot's xip, or given its id after the latest one that
-        # finished (at or above xmax, below the next id to be assigned).
-        snap = self._snapshot()
-        row = self.conn.execute("SELECT pg_catalog.pg_current_xact_id()::text").fetchone()
-        following = int(row[0]) if row else snap.xmax
+        failpoints.hit("follow.joined_not_saved")
         self.followed[t.oid] = t.qualified
-        self.copies[t.oid] = Copy(
-            t.oid, t.qualified, barrier=set(snap.xip) | set(range(snap.xmax, following))
-        )
+        self.copies[t.oid] = Copy(t.oid, t.qualified, barrier=self._running())
         self._save()
         log.info(
             "following new table %s: its changes stream from now on, its rows are being copied", t.qualified
         )
+
+    def _running(self) -> set[int]:
+        """The transactions running now: one may have changed a table before it joined the
+        publication (those changes are decoded as unpublished), so a copy waits for them and
+        its first chunk holds their effects. Running: listed in a snapshot's xip, or given
+        its id after the latest one that finished (at or above xmax, below the next id)."""
+        snap = self._snapshot()
+        row = self.conn.execute("SELECT pg_catalog.pg_current_xact_id()::text").fetchone()
+        following = int(row[0]) if row else snap.xmax
+        return set(snap.xip) | set(range(snap.xmax, following))
 
     def _leave(self, oid: int) -> None:
         """A followed table dropped or no longer matching: empty it in the views."""
