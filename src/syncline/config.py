@@ -95,6 +95,30 @@ def _get(
     return v
 
 
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(B|kB|KB|MB|GB|TB)?\s*$")
+_UNITS = {None: 1, "B": 1, "kB": 1 << 10, "KB": 1 << 10, "MB": 1 << 20, "GB": 1 << 30, "TB": 1 << 40}
+
+
+def _size(ctx: _Ctx, table: dict[str, Any], prefix: str, key: str, default: int) -> int:
+    """A size: bytes (an integer) or a string with a unit as PostgreSQL writes them
+    (``"512MB"``, ``"1GB"``; 1 kB = 1024 B)."""
+    full = f"{prefix}.{key}"
+    expected = 'bytes, or a size such as "512MB" or "2GB"'
+    v = table.get(key, default)
+    if isinstance(v, bool) or not isinstance(v, int | str):
+        raise ctx.err(full, expected, v)
+    if isinstance(v, int):
+        n = v
+    else:
+        m = _SIZE_RE.match(v)
+        if m is None:
+            raise ctx.err(full, expected, v)
+        n = int(float(m.group(1)) * _UNITS[m.group(2)])
+    if n <= 0:
+        raise ctx.err(full, expected, v)
+    return n
+
+
 def _positive(ctx: _Ctx, table: dict[str, Any], prefix: str, key: str, default: int) -> int:
     v = _get(ctx, table, prefix, key, int, "a positive integer", default)
     if v < 1:
@@ -178,7 +202,7 @@ def parse_config(
         "source",
         {
             *("kind", "dsn", "tables", "slot", "publication", "streaming", "failover", "copy_parallel"),
-            *("exclude_columns", "allow_superuser"),
+            *("exclude_columns", "allow_superuser", "retained_wal_warning"),
         },
     )
     kind = _get(ctx, s, "source", "kind", str, '"postgres"', "postgres")
@@ -203,6 +227,7 @@ def parse_config(
         copy_parallel=_get(ctx, s, "source", "copy_parallel", int, "chunks read at once, 1 to 16", 2),
         exclude_columns=_column_patterns(ctx, s),
         allow_superuser=_get(ctx, s, "source", "allow_superuser", bool, "true or false", None),
+        retained_wal_warning=_size(ctx, s, "source", "retained_wal_warning", 1 << 30),
     )
     if not 1 <= source.copy_parallel <= 16:
         raise ConfigError(f"{file}: source.copy_parallel: expected 1 to 16, got {source.copy_parallel}")

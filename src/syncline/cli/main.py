@@ -130,6 +130,12 @@ def cmd_status(args: argparse.Namespace) -> int:
         f"current={src.get('current_lsn')} retained_wal_bytes={src.get('retained_wal_bytes')}"
         + (f" wal_status={src['wal_status']}" if src.get("wal_status") else "")
         + (f" error={src['error']}" if src.get("error") else "")
+        + (
+            f" WARNING: the slot holds back more WAL than source.retained_wal_warning "
+            f"({src['retained_wal_warning_bytes']} bytes): a view or the capture is far behind"
+            if src.get("retained_wal_over")
+            else ""
+        )
     )
     log_line = (
         f"log {'stream ' + lg['stream'] if lg.get('stream') else lg.get('path')} state={lg.get('state')} "
@@ -310,7 +316,15 @@ def cmd_wait(args: argparse.Namespace) -> int:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     from syncline.verify.chunks import display_key
-    from syncline.verify.engine import Options, exit_code, report_json, stderr_progress, verify, verify_keys
+    from syncline.verify.engine import (
+        Options,
+        exit_code,
+        record_results,
+        report_json,
+        stderr_progress,
+        verify,
+        verify_keys,
+    )
     from syncline.verify.readers import VerifyError
 
     cfg = _load(args)
@@ -360,6 +374,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     except VerifyError as e:
         print(f"syncline: error: {e}", file=sys.stderr)
         return 2
+    record_results(cfg, results)
     code = exit_code(results)
     if args.json:
         print(json.dumps(report_json(results, opts.limit), indent=2))

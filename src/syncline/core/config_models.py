@@ -41,6 +41,8 @@ class SourceConfig:
     exclude_columns: tuple[str, ...] = ()
     """Glob patterns over ``schema.table.column``: columns the capture drops, so their values
     reach neither the log nor any view."""
+    retained_wal_warning: int = 1 << 30
+    """Bytes of WAL the slot may hold back before ``status`` and the console warn."""
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import secrets
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from syncline.core.config_models import split_consumer
 from syncline.core.errors import LogError
@@ -217,6 +217,16 @@ class LogControl(Protocol):
 
     def clear_failure(self, name: str) -> None: ...
 
+    def put_doc(self, key: str, doc: dict[str, Any]) -> None:
+        """Keep a small JSON document under ``key`` (``stats.VIEW``: a worker's stage times
+        and rows per table; ``verify.VIEW``: the last ``syncline verify``), for the console.
+        Best effort: a busy log loses it, never the caller."""
+        ...
+
+    def get_doc(self, key: str) -> dict[str, Any]:
+        """The document under ``key`` (empty when none or unreadable)."""
+        ...
+
     def remove_others(self, keep: set[str]) -> list[str]:
         """Forget consumers not in ``keep`` (views no longer configured); their names."""
         ...
@@ -358,6 +368,11 @@ class LogObserver(Protocol):
     def consumers(self) -> dict[str, ConsumerRow]: ...
 
     def failures(self) -> dict[str, FailureRow]: ...
+
+    def docs(self, prefix: str) -> dict[str, dict[str, Any]]:
+        """The documents of :meth:`LogControl.put_doc` under ``prefix.``, by the rest of
+        their key."""
+        ...
 
     def errors(self) -> list[ErrorRow]: ...
 

@@ -7,7 +7,8 @@
                   insert position), 408 when ``timeout`` (default 30, at most 300) passes first
 ``GET /healthz``  200 when the capture and every view run (or retry), 503 when one failed
 ``GET /metrics``  Prometheus text format (:mod:`syncline.runtime.metrics`)
-``GET /``         the console (:mod:`syncline.runtime.console`); ``/console/series`` its charts' data
+``GET /``         the console (:mod:`syncline.runtime.console`); ``/console/series`` its charts'
+                  data; ``/console/view/NAME`` a view's page, ``/console/view/NAME.json`` its data
 
 With ``[http] token`` set, every endpoint but ``/healthz`` requires
 ``Authorization: Bearer TOKEN`` (401 otherwise); ``/healthz`` tells only states, for probes.
@@ -30,8 +31,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from syncline.core.config_models import Config
 from syncline.core.errors import LogError, SynclineError, TablesNotFollowed, ViewFailed, redact
@@ -43,6 +45,7 @@ from syncline.runtime.status import (
     applied_positions,
     capture_state,
     status,
+    view_detail,
     views_behind,
     wait_caught_up,
 )
@@ -164,7 +167,7 @@ class ApiServer:
         self._unfollowed_at = -1e9
         self._unfollowed_cache: list[str] = []
         self.thread: threading.Thread | None = None
-        self.history = console.History()
+        self.history = console.History(path=Path(cfg.log.path) / "console-series.json")
         self.sampler = console.Sampler(self.history, lambda: status(cfg, with_source=False).get("views", {}))
         host, port = cfg.http.address()
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -227,6 +230,8 @@ class ApiServer:
             return Response(200, console.page("syncline console"), "text/html; charset=utf-8")
         if route == "/console/series":
             return Response(200, console.series_json(self.history))
+        if route.startswith("/console/view/"):
+            return self._view_page(unquote(route[len("/console/view/") :]))
         if route == "/status":
             return _json(200, status(self.cfg))
         if route == "/wait":
@@ -234,6 +239,16 @@ class ApiServer:
         if route == "/metrics":
             return Response(200, self.metrics.render(), CONTENT_TYPE)
         return _json(404, {"error": f"no such endpoint {url.path!r} (/, status, wait, healthz, metrics)"})
+
+    def _view_page(self, name: str) -> Response:
+        """``/console/view/NAME``: the page of one view; ``NAME.json``: its data."""
+        data = name.endswith(".json")
+        name = name[: -len(".json")] if data else name
+        if name not in {v.name for v in self.cfg.views}:
+            return _json(404, {"error": f"no view named {name!r}"})
+        if data:
+            return _json(200, view_detail(self.cfg, name))
+        return Response(200, console.view_page(name), "text/html; charset=utf-8")
 
     def _token_login(self, given: str, browser: bool) -> Response:
         """``/?token=TOKEN``: the token as a cookie, then the console without it in the URL."""

@@ -5,6 +5,7 @@ state, consumer positions, through :class:`syncline.log.base.LogObserver`) and t
 from __future__ import annotations
 
 import contextlib
+import json
 import threading
 import time
 from collections.abc import Iterable
@@ -72,6 +73,7 @@ def log_status(obs: LogObserver, cfg: Config) -> dict[str, Any]:
         "capture_retries": errs["retries"],
         "capture_errors": errs["errors"],
         "copying": admin.copying(obs),
+        "source_to_log": _doc(obs.meta("capture_timing")) or None,
     }
 
 
@@ -83,6 +85,8 @@ def view_status(obs: LogObserver, cfg: Config) -> dict[str, Any]:
     now = time.time()
     errors = error_counts(obs)
     failures = obs.failures()
+    captured = _doc(obs.meta("capture_timing"))
+    stats = obs.docs("stats")
     for v in cfg.views:
         r = rows.get(v.name)
         parts = [a.consumer for a in v.appliers()]
@@ -99,6 +103,7 @@ def view_status(obs: LogObserver, cfg: Config) -> dict[str, Any]:
             "applied_events": r.applied_events if r else 0,
             "error": (r.error or None) if r else None,
             **_summed([errors.get(("view", p), {}) for p in parts]),
+            "stages": stages(captured, [stats[p] for p in parts if p in stats]),
         }
         if v.partitions > 1:
             out[v.name]["partitions"] = {
@@ -110,6 +115,60 @@ def view_status(obs: LogObserver, cfg: Config) -> dict[str, Any]:
             out[v.name]["next_retry_seconds"] = (
                 round(max(0.0, f.next_retry - now), 1) if f.fixable and f.next_retry else None
             )
+    return out
+
+
+def _doc(text: str) -> dict[str, Any]:
+    try:
+        got = json.loads(text) if text else {}
+    except ValueError:
+        return {}
+    return got if isinstance(got, dict) else {}
+
+
+def stages(captured: dict[str, Any] | None, parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """Where a view's lag comes from, over the last minute (p50/p99 in seconds; None where
+    nothing was measured): ``source_to_log`` (the capture), ``log_to_view`` (the view's end
+    to end time less the capture's median: the time in the log and in the view),
+    ``end_to_end`` (source commit -> view commit) and ``apply`` (per batch). Of a
+    partitioned view, its slowest partition."""
+
+    def worst(key: str) -> dict[str, Any] | None:
+        got = [d[key] for d in parts if isinstance(d.get(key), dict)]
+        return max(got, key=lambda x: float(x.get("p99", 0))) if got else None
+
+    e2e, apply = worst("end_to_end_seconds"), worst("apply_seconds")
+    cap = captured or None
+    log_to_view = None
+    if e2e is not None:
+        base = float(cap.get("p50", 0.0)) if cap else 0.0
+        log_to_view = {
+            "p50": round(max(0.0, float(e2e["p50"]) - base), 4),
+            "p99": round(max(0.0, float(e2e["p99"]) - base), 4),
+        }
+    return {"source_to_log": cap, "log_to_view": log_to_view, "end_to_end": e2e, "apply": apply}
+
+
+def view_detail(cfg: Config, name: str) -> dict[str, Any]:
+    """The console's page of one view: its status, row changes applied per table (since the
+    view was created), and the last ``syncline verify`` (when, per table, repairs)."""
+    vcfg = next(v for v in cfg.views if v.name == name)
+    out: dict[str, Any] = {"name": name, "kind": vcfg.kind, "tables": {}, "verify": None}
+    if not log_ready(cfg.log):
+        return out
+    with contextlib.suppress(LogBusy):
+        obs = open_observer(cfg.log)
+        try:
+            out["status"] = view_status(obs, cfg).get(name)
+            stats = obs.docs("stats")
+            tables: dict[str, int] = {}
+            for a in vcfg.appliers():
+                for t, n in (stats.get(a.consumer, {}).get("tables") or {}).items():
+                    tables[str(t)] = tables.get(str(t), 0) + int(n)
+            out["tables"] = dict(sorted(tables.items()))
+            out["verify"] = obs.docs("verify").get(name)
+        finally:
+            obs.close()
     return out
 
 

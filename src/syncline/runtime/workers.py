@@ -45,6 +45,7 @@ from syncline.log.embedded.retention import Retention
 from syncline.runtime.backoff import Backoff
 from syncline.runtime.logsetup import setup_logging
 from syncline.runtime.prefetch import Prefetcher
+from syncline.runtime.viewstats import ViewStats
 from syncline.sources.registry import format_position, open_capture
 from syncline.views.base import (
     KEYED_KINDS,
@@ -442,6 +443,7 @@ def _view_loop(
                 paused,
                 log_id,
                 healthy if retried else None,
+                ViewStats(consumers, vcfg.consumer),
             )
         finally:
             prefetch.close()
@@ -580,6 +582,7 @@ def _apply_loop(
     paused: Callable[[], bool] | None = None,
     log_id: str = "",
     healthy: Callable[[], None] | None = None,
+    stats: ViewStats | None = None,
 ) -> bool:
     """Apply batches until stopped; return True if stopped inside a source transaction.
 
@@ -600,7 +603,10 @@ def _apply_loop(
     gap = batch_interval(vcfg)
     events = 0
     in_txn = 0  # events of the batches of a source transaction not yet committed
+    applied_time = 0  # source commit time of the last transaction applied (µs)
     while not stop.is_set():
+        if stats is not None:
+            stats.maybe_publish()
         # called on every turn: it also keeps this applier's lease on the view
         if paused is not None and paused() and not open_txn:
             raise PausedForRebuild
@@ -622,8 +628,11 @@ def _apply_loop(
             if extra is not None:
                 batch.meta = extra()
             in_txn += view_events(batch, vcfg.tables)
+            started = time.monotonic()
             view.apply(batch)
             advance_relations(batch)  # views may have done it: idempotent
+            if stats is not None:
+                stats.applied(txns, relations, time.monotonic() - started)
             pos = batch.checkpoint
             open_txn = not last.last
             if not last.last:
@@ -632,6 +641,7 @@ def _apply_loop(
             if applied == reported:
                 applied_at = time.monotonic()
             applied = pos
+            applied_time = last.commit_time
             failpoints.hit("view.committed_not_reported")
             if healthy is not None:
                 healthy()
@@ -658,8 +668,12 @@ def _apply_loop(
         events = 0
         if written and done.seq > reported.seq:
             reported = applied if done.seq >= applied.seq else done
+            if stats is not None and reported is applied and applied_time:
+                stats.committed(applied_time)
         if retention is not None:
             retention.maybe_trim(reported.seq)
+    if stats is not None:
+        stats.maybe_publish(force=True)
     return open_txn
 
 

@@ -117,6 +117,47 @@ class Options:
     """Instead of :func:`open_reader` (``rebuild`` reads its copy)."""
 
 
+def record_results(cfg: Config, results: dict[str, ViewResult]) -> None:
+    """Each view's result into the log's documents (``verify.VIEW``), for the console: when,
+    the outcome per table, and how many repairs ran so far. Best effort."""
+
+    from syncline.log import log_ready, open_control
+
+    with contextlib.suppress(Exception):
+        if not log_ready(cfg.log):
+            return
+        control = open_control(cfg.log)
+        try:
+            for name, r in results.items():
+                prev = control.get_doc(f"verify.{name}")
+                repaired = dict(r.repair) if r.repair else {}
+                doc = {
+                    "at": time.time(),
+                    "status": r.status,
+                    "lsn": format_position(r.lsn) if r.lsn else None,
+                    "error": r.error or None,
+                    "tables": {
+                        q: {
+                            "status": "error" if t.error else ("equal" if t.equal else "different"),
+                            "source_rows": t.source_rows,
+                            "view_rows": t.view_rows,
+                            "missing": len(t.diff.missing),
+                            "extra": len(t.diff.extra),
+                            "different": len(t.diff.different),
+                        }
+                        for q, t in r.tables.items()
+                    },
+                    "repairs": int(prev.get("repairs", 0)) + (1 if repaired else 0),
+                    "repaired_rows": int(prev.get("repaired_rows", 0))
+                    + int(repaired.get("upserts", 0))
+                    + int(repaired.get("deletes", 0)),
+                    "last_repair_at": time.time() if repaired else prev.get("last_repair_at"),
+                }
+                control.put_doc(f"verify.{name}", doc)
+        finally:
+            control.close()
+
+
 def exit_code(results: dict[str, ViewResult]) -> int:
     states = {r.status for r in results.values()}
     return 2 if "error" in states else (1 if "different" in states else 0)

@@ -11,6 +11,7 @@ import os
 import sqlite3
 import time
 from pathlib import Path
+from typing import Any
 
 from syncline.core.errors import LogError
 from syncline.core.position import Position
@@ -152,6 +153,22 @@ class EmbeddedControl:
         self.conn.execute(
             "UPDATE view_control SET retry_requested = 0, next_retry = 0 WHERE name = ?", (name,)
         )
+
+    def put_doc(self, key: str, doc: dict[str, Any]) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            self.conn.execute(
+                "INSERT INTO docs (key, doc, updated_at) VALUES (?, ?, ?)"
+                " ON CONFLICT (key) DO UPDATE SET doc = excluded.doc, updated_at = excluded.updated_at",
+                (key, json.dumps(doc, separators=(",", ":")), time.time()),
+            )
+
+    def get_doc(self, key: str) -> dict[str, Any]:
+        try:
+            row = self.conn.execute("SELECT doc FROM docs WHERE key = ?", (key,)).fetchone()
+            got = json.loads(row[0]) if row else {}
+        except (sqlite3.Error, ValueError):
+            return {}
+        return got if isinstance(got, dict) else {}
 
     def clear_failure(self, name: str) -> None:
         self.conn.execute("DELETE FROM view_control WHERE name = ?", (name,))

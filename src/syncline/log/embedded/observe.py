@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from functools import wraps
 from pathlib import Path
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 from syncline.core.errors import LogError
 from syncline.core.position import Position
@@ -135,6 +136,21 @@ class EmbeddedObserver:
         finally:
             with suppress(sqlite3.Error):
                 self.conn.execute("COMMIT")
+
+    @_busy
+    def docs(self, prefix: str) -> dict[str, dict[str, Any]]:
+        if not self._has_table("docs"):  # a log older than the console's documents
+            return {}
+        out: dict[str, dict[str, Any]] = {}
+        head = prefix + "."
+        for key, doc in self.conn.execute(
+            "SELECT key, doc FROM docs WHERE substr(key, 1, ?) = ?", (len(head), head)
+        ):
+            with suppress(ValueError):
+                got = json.loads(doc)
+                if isinstance(got, dict):
+                    out[str(key)[len(head) :]] = got
+        return out
 
     def _has_table(self, name: str) -> bool:
         row = self.conn.execute(

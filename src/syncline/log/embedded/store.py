@@ -87,6 +87,11 @@ CREATE TABLE IF NOT EXISTS consumers (
     applied_events INTEGER NOT NULL DEFAULT 0,
     updated_at REAL NOT NULL DEFAULT 0
 );
+CREATE TABLE IF NOT EXISTS docs (
+    key TEXT PRIMARY KEY,
+    doc TEXT NOT NULL,
+    updated_at REAL NOT NULL DEFAULT 0
+);
 CREATE TABLE IF NOT EXISTS copy_requests (
     id INTEGER PRIMARY KEY,
     tables TEXT NOT NULL,

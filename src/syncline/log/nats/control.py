@@ -6,6 +6,7 @@ from any host. Keys (one writer each, so plain puts suffice):
   events applied);
 - ``f.NAME``: why a failed view failed, whether a retry is asked for or scheduled;
 - ``e.COMPONENT.NAME``: error counts by class (``capture`` or ``view``);
+- ``d.KEY``: small documents for the console (``d.stats.VIEW``, ``d.verify.VIEW``);
 - ``copy.ID``: ``syncline snapshot`` requests the capture has not taken yet;
 - ``rebuild.VIEW``: a ``syncline rebuild`` under way (host, pid, pause asked).
 
@@ -207,6 +208,16 @@ class NatsControl:
         if doc:
             doc.update(retry_requested=False, next_retry=0.0)
             self.nats.run(put_doc(self.kv, f"f.{name}", doc))
+
+    def put_doc(self, key: str, doc: dict[str, Any]) -> None:
+        with contextlib.suppress(LogError):
+            self.nats.run(put_doc(self.kv, f"d.{key}", doc), timeout=5.0)
+
+    def get_doc(self, key: str) -> dict[str, Any]:
+        try:
+            return self.nats.run(get_doc(self.kv, f"d.{key}"), timeout=5.0)
+        except (LogError, ValueError):
+            return {}
 
     def clear_failure(self, name: str) -> None:
         self.nats.run(delete_key(self.kv, f"f.{name}"))

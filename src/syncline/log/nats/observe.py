@@ -9,6 +9,7 @@ import logging
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from syncline.core.config_models import LogConfig
 from syncline.log.base import ConsumerRow, ErrorRow, FailureRow
@@ -39,6 +40,9 @@ class NatsObserver:
 
     def failures(self) -> dict[str, FailureRow]:
         return failure_rows(self.nats.run(entries(self.kv, "f")))
+
+    def docs(self, prefix: str) -> dict[str, dict[str, Any]]:
+        return self.nats.run(entries(self.kv, f"d.{prefix}"))
 
     def errors(self) -> list[ErrorRow]:
         rows = error_rows(self.nats.run(entries(self.kv, "e")))

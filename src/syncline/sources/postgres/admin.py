@@ -80,6 +80,8 @@ def source_status(cfg: Config) -> dict[str, Any]:
                     active=row[1],
                     active_pid=row[2],
                     retained_wal_bytes=row[3],
+                    retained_wal_warning_bytes=cfg.source.retained_wal_warning,
+                    retained_wal_over=row[3] is not None and int(row[3]) > cfg.source.retained_wal_warning,
                     wal_status=row[4],
                     current_lsn=row[5],
                 )

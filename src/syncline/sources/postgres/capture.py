@@ -26,6 +26,7 @@ from syncline.core.config_models import SourceConfig, dsn_passwords
 from syncline.core.errors import SourceError, TransientSourceError, redact
 from syncline.core.events import Relation
 from syncline.core.position import NO_POSITION
+from syncline.core.timing import Window
 from syncline.log.base import LogAppender
 from syncline.sources.postgres import catalog as cat
 from syncline.sources.postgres.columns import ExcludedColumns
@@ -64,6 +65,8 @@ SYNC_GAP = 0.01
 by one, the next commit waits up to this long for more. A single transaction after a quiet
 time is committed at once; under load it bounds the commits to ~100/s, not one per
 source transaction."""
+TIMING_INTERVAL = 5.0
+"""Seconds between two publications of the capture's stage time (source commit -> log append)."""
 SYNC_BYTES = 8 << 20
 STATUS_INTERVAL = 1.0
 REPAIR_INTERVAL = 0.5
@@ -382,6 +385,8 @@ class Capture:
         last_sync = time.monotonic()
         last_status = 0.0
         last_repairs = 0.0
+        appended = Window()  # source commit -> log append, published for the console
+        last_timing = time.monotonic()
         confirmed = max(w.durable_end_lsn(), int(w.meta("received_lsn", "0")))
         received = confirmed
         dirty = False
@@ -453,6 +458,11 @@ class Capture:
                     if not ev.replay:
                         w.commit(ev.commit_lsn, ev.end_lsn, ev.commit_time)
                         stats.transactions += 1
+                        wall = time.time()
+                        appended.add(wall, wall - ev.commit_time / 1e6)
+                        if now - last_timing >= TIMING_INTERVAL:
+                            last_timing = now
+                            w.set_meta_now(capture_timing=json.dumps(appended.summary(wall)))
                         dirty = True
                         failpoints.hit("capture.logged_not_synced")
                     received = max(received, ev.end_lsn)
