@@ -20,6 +20,24 @@ def test_minimal_config_and_defaults(tmp_path: Path) -> None:
     assert cfg.log.kind == "embedded" and cfg.log.path == str(tmp_path / ".syncline")
     assert cfg.views == ()
     assert cfg.source.copy_parallel == 2
+    assert cfg.source.retained_wal_warning == 1 << 30
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("512MB", 512 << 20),
+        ("2GB", 2 << 30),
+        ("1.5 GB", 3 << 29),
+        ("64kB", 64 << 10),
+        (4096, 4096),
+        ("10", 10),
+    ],
+)
+def test_retained_wal_warning_sizes(tmp_path: Path, given: object, expected: int) -> None:
+    value = f'"{given}"' if isinstance(given, str) else str(given)
+    cfg = load_config(write(tmp_path, f'[source]\ndsn = "x"\nretained_wal_warning = {value}\n'), environ={})
+    assert cfg.source.retained_wal_warning == expected
 
 
 def test_env_reference_and_secret_never_printed(tmp_path: Path) -> None:
@@ -58,6 +76,12 @@ def test_a_secret_given_with_the_wrong_type_is_not_echoed(tmp_path: Path, text: 
         ('[source]\ndsn = "x"\nwhat = 1\n', "source.what: unknown key"),
         ('[source]\ndsn = "x"\ncopy_parallel = 0\n', "source.copy_parallel: expected 1 to 16, got 0"),
         ('[source]\ndsn = "x"\ncopy_parallel = "2"\n', "source.copy_parallel: expected chunks read at once"),
+        (
+            '[source]\ndsn = "x"\nretained_wal_warning = "lots"\n',
+            "source.retained_wal_warning: expected bytes",
+        ),
+        ('[source]\ndsn = "x"\nretained_wal_warning = 0\n', "source.retained_wal_warning: expected bytes"),
+        ('[source]\ndsn = "x"\nretained_wal_warning = "5 PB"\n', "source.retained_wal_warning: expected"),
         ('[source]\ndsn = "x"\n[views.a]\nkind = "nope"\n', "views.a.kind: expected one of"),
         ('[source]\ndsn = "x"\n[views.a]\nkind = "duckdb"\n', "views.a.path: missing"),
         ('[source]\ndsn = "${NOPE}"\n', "source.dsn: environment variable NOPE"),
