@@ -195,7 +195,16 @@ def select_views(cfg: Config, names: list[str]) -> list[ViewConfig]:
     unknown = [n for n in names if n not in known]
     if unknown:
         raise VerifyError(f"no view named {', '.join(unknown)} in {cfg.path}")
-    return [known[n] for n in names] if names else list(known.values())
+    if names:
+        for n in names:
+            if not _verifiable(known[n]):
+                raise VerifyError(f"view {n} ({known[n].kind}) holds events, not a copy of tables to compare")
+        return [known[n] for n in names]
+    return [v for v in known.values() if _verifiable(v)]
+
+
+def _verifiable(vcfg: ViewConfig) -> bool:
+    return vcfg.kind not in KINDS or bool(getattr(kind_module(vcfg.kind), "VERIFIABLE", True))
 
 
 def view_tables(specs: list[TableSpec], vcfg: ViewConfig, only: list[str]) -> list[TableSpec]:

@@ -22,6 +22,7 @@ KINDS = {
     "iceberg": "syncline.views.iceberg",
     "redis": "syncline.views.redis",
     "tantivy": "syncline.views.tantivy",
+    "outbox": "syncline.views.outbox",
 }
 
 

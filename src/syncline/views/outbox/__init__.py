@@ -1,0 +1,83 @@
+"""The outbox (``kind = "outbox"``): rows the application inserts into an outbox table
+become entries of a Redis stream, in commit order, exactly once in effect.
+
+The transactional outbox pattern: the application writes its business rows *and* an event
+row in one transaction; syncline reads the event from the WAL and publishes it, so an event
+exists exactly when its transaction committed (no dual write). Only inserts are published:
+the application may delete (prune) published rows, and updates, deletes and truncates of
+the outbox table are not events. See :mod:`syncline.views.outbox.view` for the design.
+Light to import: redis-py loads with the view.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING
+
+from syncline.core.config_models import ViewConfig
+from syncline.core.errors import ConfigError
+from syncline.views.options import REQUIRED, OptionSpec, Store, secret_text
+from syncline.views.redis.urls import redis_db, server_of
+
+if TYPE_CHECKING:
+    from syncline.verify.readers import ViewReader
+    from syncline.views.outbox.view import RedisOutbox
+
+EXTRA = "redis"
+BATCH_INTERVAL = 0.005
+"""Default ``batch_interval`` (seconds): one MULTI/EXEC per batch."""
+VERIFIABLE = False
+"""``syncline verify`` has nothing to compare: a stream of events is not a copy of tables."""
+OPTIONS: dict[str, OptionSpec] = {
+    "url": (str, "a redis:// URL", REQUIRED),
+    "table": (str, "the outbox table as schema.table", REQUIRED),
+    "stream": (str, "a Redis stream key", None),
+    "maxlen": (int, "entries the stream keeps at most, about (0: all)", 0),
+}
+CHOICES: dict[str, tuple[str, ...]] = {}
+
+_TABLE = re.compile(r"^[^.*?\[\]!]+\.[^.*?\[\]!]+$")
+
+
+def check_options(view: str, options: dict[str, object]) -> None:
+    url = secret_text(options.get("url"))
+    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    if scheme not in ("redis", "rediss", "unix"):
+        shown = f"{scheme}://" if scheme else "no scheme"
+        raise ConfigError(f"url: expected a redis://, rediss:// or unix:// URL, got {shown}")
+    table = str(options.get("table", ""))
+    if not _TABLE.match(table):
+        raise ConfigError(f"table: expected one table as schema.table (no patterns), got {table!r}")
+    if options.get("stream") is not None and not str(options["stream"]).strip():
+        raise ConfigError("stream: expected a Redis key, not an empty one")
+    maxlen = options.get("maxlen", 0)
+    if isinstance(maxlen, int) and maxlen < 0:
+        raise ConfigError(f"maxlen: expected 0 (keep all) or a positive count, got {maxlen}")
+
+
+def stream_of(options: dict[str, object]) -> str:
+    """The stream's key: ``stream``, or the table's name."""
+    got = options.get("stream")
+    return str(got) if got else str(options.get("table", ""))
+
+
+def create_view(cfg: ViewConfig) -> RedisOutbox:
+    from syncline.views.outbox.view import RedisOutbox
+
+    return RedisOutbox(cfg)
+
+
+def open_reader(cfg: ViewConfig) -> ViewReader:
+    from syncline.verify.readers import VerifyError
+
+    raise VerifyError(f"view {cfg.name} is an outbox: it holds events, not a copy of tables to compare")
+
+
+def reader_on_view(cfg: ViewConfig, view: object) -> ViewReader | None:
+    return None
+
+
+def store_of(options: dict[str, object]) -> Store:
+    """Two outboxes may not write one stream."""
+    url = secret_text(options.get("url"))
+    return ("redis-stream", server_of(url), str(redis_db(url)), stream_of(options))
