@@ -296,7 +296,12 @@ def parse_config(
         if vkind not in KINDS:
             raise ConfigError(f"{file}: {prefix}.kind: expected one of {', '.join(KINDS)}, got {vkind!r}")
         spec = _view_kinds()[vkind]
-        _unknown(ctx, v, prefix, {"kind", "tables", "batch_events", "batch_interval", "partitions", *spec})
+        _unknown(
+            ctx,
+            v,
+            prefix,
+            {"kind", "tables", "batch_events", "batch_interval", "partitions", *_TRANSFORM_KEYS, *spec},
+        )
         opts: dict[str, object] = {}
         for key, (typ, expected, default) in spec.items():
             if default is REQUIRED:
@@ -326,6 +331,7 @@ def parse_config(
         interval = _get(ctx, v, prefix, "batch_interval", float, "seconds from 0 to 60", None)
         if interval is not None and not 0 <= interval <= 60:  # also refuses nan
             raise ctx.err(f"{prefix}.batch_interval", "seconds from 0 to 60", interval)
+        transform, transform_errors = _transform(ctx, v, prefix, vkind, base_dir)
         views.append(
             ViewConfig(
                 name=name,
@@ -335,6 +341,8 @@ def parse_config(
                 batch_interval=interval,
                 options=opts,
                 partitions=partitions,
+                transform=transform,
+                transform_errors=transform_errors,
             )
         )
     hraw = raw.get("http", {})
@@ -343,6 +351,31 @@ def parse_config(
     http = _http(ctx, hraw, environ)
     _check_targets(file, views, logc)
     return Config(path=file, source=source, log=logc, views=tuple(views), http=http)
+
+
+_TRANSFORM_KEYS = ("transform", "transform_errors")
+
+
+def _transform(
+    ctx: _Ctx, v: dict[str, Any], prefix: str, kind: str, base_dir: Path | None
+) -> tuple[str | None, str]:
+    """A view's transform (imported now: a function that cannot be loaded is an error here)
+    and what its errors do."""
+    ref = _get(ctx, v, prefix, "transform", str, "module:function", None)
+    errors = _get(ctx, v, prefix, "transform_errors", str, '"stop" or "skip"', "stop")
+    if errors not in ("stop", "skip"):
+        raise ctx.err(f"{prefix}.transform_errors", '"stop" or "skip"', errors)
+    if ref is None:
+        return None, errors
+    if kind == "outbox":
+        raise ConfigError(f"{ctx.file}: {prefix}.transform: an outbox publishes its table's rows as they are")
+    from syncline.transform import load_transform
+
+    try:
+        load_transform(ref, base_dir)
+    except ConfigError as e:
+        raise ConfigError(f"{ctx.file}: {prefix}.transform: {e}") from None
+    return ref, errors
 
 
 _LOG_FILES = ("log.db", "compact.db")

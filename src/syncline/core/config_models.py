@@ -78,6 +78,11 @@ class ViewConfig:
     """Appliers that share the view's changes by key hash (kinds that allow it)."""
     partition: int | None = None
     """Which of ``partitions`` this applier applies (None: the view as a whole)."""
+    transform: str | None = None
+    """``module:function`` every row change passes through before the view (issue 16)."""
+    transform_errors: str = "stop"
+    """``stop``: an error in the transform stops the view; ``skip``: the row is left out,
+    counted and logged."""
 
     @property
     def consumer(self) -> str:

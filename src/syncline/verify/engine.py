@@ -197,6 +197,8 @@ def select_views(cfg: Config, names: list[str]) -> list[ViewConfig]:
         raise VerifyError(f"no view named {', '.join(unknown)} in {cfg.path}")
     if names:
         for n in names:
+            if known[n].transform is not None:
+                raise VerifyError(f"view {n} holds what its transform {known[n].transform} made, not a copy")
             if not _verifiable(known[n]):
                 raise VerifyError(f"view {n} ({known[n].kind}) holds events, not a copy of tables to compare")
         return [known[n] for n in names]
@@ -204,6 +206,9 @@ def select_views(cfg: Config, names: list[str]) -> list[ViewConfig]:
 
 
 def _verifiable(vcfg: ViewConfig) -> bool:
+    """A copy of source tables (not an outbox's events, nor a transform's output)."""
+    if vcfg.transform is not None:
+        return False
     return vcfg.kind not in KINDS or bool(getattr(kind_module(vcfg.kind), "VERIFIABLE", True))
 
 

@@ -13,6 +13,7 @@ from types import ModuleType
 
 from syncline.core.config_models import ViewConfig
 from syncline.core.errors import ConfigError
+from syncline.log.base import LogControl
 from syncline.views.base import View
 
 KINDS = {
@@ -30,7 +31,20 @@ def kind_module(kind: str) -> ModuleType:
     return importlib.import_module(KINDS[kind])
 
 
-def create_view(cfg: ViewConfig) -> View:
+def create_view(cfg: ViewConfig, control: LogControl | None = None) -> View:
+    """The view of ``cfg`` (behind its transform when it has one; ``control`` keeps the
+    transform's output shapes)."""
+    if cfg.transform is not None:
+        from dataclasses import replace
+
+        from syncline.transform.stage import transforming
+
+        # the tables patterns choose source tables; the view holds the transform's output
+        return transforming(_create(replace(cfg, tables=(), transform=None)), cfg, control)
+    return _create(cfg)
+
+
+def _create(cfg: ViewConfig) -> View:
     if cfg.kind == "compacted":
         from pathlib import Path
 
