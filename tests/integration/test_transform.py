@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import copy
 import json
+import subprocess
+import sys
 import textwrap
 import time
 from pathlib import Path
@@ -238,3 +240,98 @@ def test_a_transform_that_cannot_be_loaded_is_one_error_at_load(pg: PgCluster, t
 
 
 _ = copy
+
+
+def test_record_then_replay_a_transform_offline(pg: PgCluster, tmp_path: Path) -> None:
+    from syncline.transform.record import changes
+
+    p = Pipeline(pg, tmp_path, views=("redis",))
+    try:
+        (p.workdir / "shapes.py").write_text(SHAPES)
+        p.sql(
+            "CREATE TABLE users (id int PRIMARY KEY, name text NOT NULL, email text, active boolean,"
+            " created timestamptz NOT NULL DEFAULT '2024-05-06 07:08:09+00');"
+            "CREATE TABLE t (id int PRIMARY KEY, v text)"
+        )
+        p.start()
+        p.wait_caught_up()
+        p.sql(
+            "INSERT INTO users (id, name, email, active) VALUES (1, 'ann', 'a@x', true), (2, 'bob', 'b@x', false);"
+            "UPDATE users SET active = false WHERE id = 1; INSERT INTO t VALUES (1, 'bad');"
+            "DELETE FROM users WHERE id = 2"
+        )
+        p.wait_caught_up()
+        rec = tmp_path / "users.jsonl"
+        r = p.cli("record", str(rec), "--table", "public.users")
+        assert r.returncode == 0 and "recorded" in r.stdout and "(4 row changes)" in r.stdout, (
+            r.stdout + r.stderr
+        )
+
+        # the recording as a user's unit test reads it: typed values, in order
+        got = [(c.op, c.table, c.key, c.new and c.new["active"]) for c in changes(rec)]
+        assert got == [
+            ("insert", "public.users", {"id": 1}, True),
+            ("insert", "public.users", {"id": 2}, False),
+            ("update", "public.users", {"id": 1}, False),
+            ("delete", "public.users", {"id": 2}, None),
+        ], got
+        assert next(iter(changes(rec))).commit_time.tzinfo is not None
+
+        out = subprocess.run(
+            [sys.executable, "-m", "syncline", "replay", str(rec), "--transform", "shapes:users"],
+            capture_output=True,
+            text=True,
+            cwd=p.workdir,
+        )
+        assert out.returncode == 0, out.stderr
+        docs = [json.loads(line) for line in out.stdout.splitlines()]
+        assert docs[0] == {
+            "seq": docs[0]["seq"],
+            "op": "insert",
+            "table": "public.users",
+            "row": {"id": "1", "display": "ANN", "email": "***", "name_len": "3", "since": "2024-05-06"},
+        }
+        # ann leaves the filter: her row is removed; bob's delete removes a row never made
+        assert [(d["op"], d["row"]) for d in docs[1:]] == [
+            ("delete", {"id": "1"}),
+            ("delete", {"id": "2"}),
+        ], docs
+        assert "3 rows made, 0 skipped" in out.stderr, out.stderr
+
+        # a function that fails: exit 1 naming the row; a file that is no recording: exit 2
+        r = p.cli("record", str(tmp_path / "t.jsonl"), "--table", "public.t")
+        assert r.returncode == 0
+        bad = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "syncline",
+                "replay",
+                str(tmp_path / "t.jsonl"),
+                "--transform",
+                "shapes:boom",
+            ],
+            capture_output=True,
+            text=True,
+            cwd=p.workdir,
+        )
+        assert bad.returncode == 1 and "public.t key {'id': 1}" in bad.stderr, bad.stderr
+        (tmp_path / "junk.jsonl").write_text("hello\n")
+        junk = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "syncline",
+                "replay",
+                str(tmp_path / "junk.jsonl"),
+                "--transform",
+                "shapes:boom",
+            ],
+            capture_output=True,
+            text=True,
+            cwd=p.workdir,
+        )
+        assert junk.returncode == 2 and "not a recording" in junk.stderr, junk.stderr
+        assert p.stop() == 0
+    finally:
+        p.close()

@@ -9,6 +9,7 @@ import math
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from syncline import __version__
@@ -427,6 +428,95 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_record(args: argparse.Namespace) -> int:
+    """``syncline record FILE``: the log's last records into a file (for ``replay``)."""
+    from syncline.log import log_ready
+    from syncline.transform.record import record
+
+    cfg = _load(args)
+    if not log_ready(cfg.log):
+        print(f"syncline: error: no log at {cfg.log.path} yet: run `syncline run` first", file=sys.stderr)
+        return 2
+    txns, rows = record(cfg, Path(args.file), args.last, tuple(args.table or ()))
+    print(f"recorded {txns} transactions ({rows} row changes) into {args.file}")
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    """``syncline replay FILE``: a transform over recorded changes, offline; what it makes,
+    as JSON lines on stdout (exit 1 when it failed on a row)."""
+    from syncline.core.errors import ConfigError
+    from syncline.core.events import UNCHANGED, Checkpoint, RowChange, SchemaChange, Truncate
+    from syncline.transform import load_transform
+    from syncline.transform.record import read
+    from syncline.transform.stage import TransformError, TransformStage
+    from syncline.views.base import Batch
+
+    ref, patterns, skip = args.transform, (), False
+    if args.view:
+        cfg = _load(args)
+        vcfg = next((v for v in cfg.views if v.name == args.view), None)
+        if vcfg is None:
+            print(f"syncline: error: no view named {args.view!r} in {cfg.path}", file=sys.stderr)
+            return 2
+        ref = ref or vcfg.transform
+        patterns, skip = vcfg.tables, vcfg.transform_errors == "skip"
+    if not ref:
+        print(
+            "syncline: error: name a transform (--transform module:function) or a --view with one",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        fn = load_transform(ref, Path.cwd())
+    except ConfigError as e:
+        print(f"syncline: error: --transform: {e}", file=sys.stderr)
+        return 2
+    stage = TransformStage(fn, ref, args.view or "replay", patterns, skip)
+    made = 0
+    try:
+        for rels, t in read(args.file):
+            out = stage.batch(Batch([t], rels, Checkpoint(t.seq, t.commit_lsn)))
+            names = dict(out.relations)
+            for txn in out.transactions:
+                for it in txn.items:
+                    if isinstance(it, SchemaChange):
+                        names[it.relation.oid] = it.relation
+                    elif isinstance(it, RowChange):
+                        rel = names[it.relid]
+                        row = it.new if it.new is not None else it.old
+                        doc = {
+                            "seq": t.seq,
+                            "op": it.op,
+                            "table": rel.qualified,
+                            "row": {
+                                c.name: (None if v is UNCHANGED else v)
+                                for c, v in zip(rel.columns, row or (), strict=False)
+                                if not (it.op == "delete" and c.name not in rel.key)
+                            },
+                        }
+                        print(json.dumps(doc, ensure_ascii=False))
+                        made += 1
+                    elif isinstance(it, Truncate):
+                        print(
+                            json.dumps(
+                                {
+                                    "seq": t.seq,
+                                    "op": "truncate",
+                                    "tables": [names[o].qualified for o in it.relids],
+                                }
+                            )
+                        )
+    except ValueError as e:
+        print(f"syncline: error: {e}", file=sys.stderr)
+        return 2
+    except TransformError as e:
+        print(f"syncline: error: {e}", file=sys.stderr)
+        return 1
+    print(f"replayed: {made} rows made, {stage.skipped} skipped", file=sys.stderr)
+    return 0
+
+
 def cmd_sql(args: argparse.Namespace) -> int:
     """One read-only query on a warehouse view (ducklake, iceberg, duckdb), now or ``--at`` a position."""
     from syncline.sources.postgres.lsn import parse_lsn
@@ -628,6 +718,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     q.add_argument("--json", action="store_true")
     q.set_defaults(func=cmd_search)
+    rc = add("record", "save the log's last records into a file, for `replay` and tests of transforms")
+    rc.add_argument("file")
+    rc.add_argument("--last", type=int, default=1000, help="how many log records (default 1000)")
+    rc.add_argument("--table", action="append", help="only these tables' row changes (glob, repeatable)")
+    rc.set_defaults(func=cmd_record)
+    rp = add("replay", "run a transform over a recording offline; what it makes as JSON lines")
+    rp.add_argument("file")
+    rp.add_argument("--transform", metavar="MODULE:FUNCTION", help="the function (default: the view's)")
+    rp.add_argument("--view", help="take the transform, tables and transform_errors of this view")
+    rp.set_defaults(func=cmd_replay)
     sq = add("sql", "a read-only SQL query on a warehouse view (ducklake, iceberg, duckdb), --at a position")
     sq.add_argument("view")
     sq.add_argument("query")

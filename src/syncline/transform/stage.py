@@ -63,6 +63,43 @@ def _split(table: str) -> tuple[str, str]:
     return schema, name
 
 
+def to_change(
+    it: RowChange, rel: Relation, t: Transaction, originals: dict[str, tuple[Any, Any]] | None = None
+) -> Change:
+    """The :class:`Change` a transform sees for ``it`` (``originals``: filled with each
+    column's Python value and its text, so a value returned unchanged goes back as it was)."""
+    names = rel.column_names
+    seen: dict[str, tuple[Any, Any]] = {} if originals is None else originals
+
+    def typed(row: Row | None) -> dict[str, Any] | None:
+        if row is None:
+            return None
+        got: dict[str, Any] = {}
+        for c, text in zip(rel.columns, row, strict=False):
+            v = UNCHANGED if text is UNCHANGED else to_python(text, c)
+            got[c.name] = v
+            seen.setdefault(c.name, (v, text))
+        return got
+
+    new = typed(it.new)
+    old = typed(it.old) if it.old is not None else None
+    kidx = rel.key_indexes() if rel.key else ()
+    if new is not None:
+        key = {names[i]: new[names[i]] for i in kidx}
+    else:
+        key = {names[i]: (old or {}).get(names[i]) for i in kidx}
+    return Change(
+        op=it.op,
+        table=rel.qualified,
+        new=new,
+        old=old,
+        key=key,
+        lsn=format_position(t.commit_lsn),
+        seq=t.seq,
+        commit_time=dt.datetime.fromtimestamp(t.commit_time / 1e6, dt.UTC),
+    )
+
+
 class TransformStage:
     """Turns source batches into output batches (pure but for the user's function)."""
 
@@ -161,36 +198,8 @@ class TransformStage:
         )
 
     def _change(self, it: RowChange, rel: Relation, t: Transaction) -> list[Any]:
-        names = rel.column_names
         originals: dict[str, tuple[Any, Any]] = {}
-
-        def typed(row: Row | None) -> dict[str, Any] | None:
-            if row is None:
-                return None
-            got: dict[str, Any] = {}
-            for c, text in zip(rel.columns, row, strict=False):
-                v = UNCHANGED if text is UNCHANGED else to_python(text, c)
-                got[c.name] = v
-                originals.setdefault(c.name, (v, text))
-            return got
-
-        new = typed(it.new)
-        old = typed(it.old) if it.old is not None else None
-        kidx = rel.key_indexes() if rel.key else ()
-        if new is not None:
-            key = {names[i]: new[names[i]] for i in kidx}
-        else:
-            key = {names[i]: (old or {}).get(names[i]) for i in kidx}
-        change = Change(
-            op=it.op,
-            table=rel.qualified,
-            new=new,
-            old=old,
-            key=key,
-            lsn=format_position(t.commit_lsn),
-            seq=t.seq,
-            commit_time=dt.datetime.fromtimestamp(t.commit_time / 1e6, dt.UTC),
-        )
+        change = to_change(it, rel, t, originals)
         started = time.monotonic()
         try:
             got = self.fn(change)
@@ -204,7 +213,7 @@ class TransformStage:
                 self.ref,
                 took,
                 rel.qualified,
-                key,
+                change.key,
             )
         results = got if isinstance(got, list | tuple) else ([] if got is None else [got])
         out: list[Any] = []
