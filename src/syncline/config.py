@@ -332,6 +332,18 @@ def parse_config(
         if interval is not None and not 0 <= interval <= 60:  # also refuses nan
             raise ctx.err(f"{prefix}.batch_interval", "seconds from 0 to 60", interval)
         transform, transform_errors = _transform(ctx, v, prefix, vkind, base_dir)
+        document = None
+        if "document" in v:
+            from syncline.transform.join import parse_document
+
+            try:
+                document = parse_document(f"{prefix}.document", v["document"])
+            except ConfigError as e:
+                raise ConfigError(f"{file}: {e}") from None
+            if transform is not None or vkind == "outbox":
+                raise ConfigError(
+                    f"{file}: {prefix}.document: a {vkind} view with a transform cannot hold documents"
+                )
         views.append(
             ViewConfig(
                 name=name,
@@ -343,6 +355,7 @@ def parse_config(
                 partitions=partitions,
                 transform=transform,
                 transform_errors=transform_errors,
+                document=document,
             )
         )
     hraw = raw.get("http", {})
@@ -353,7 +366,7 @@ def parse_config(
     return Config(path=file, source=source, log=logc, views=tuple(views), http=http)
 
 
-_TRANSFORM_KEYS = ("transform", "transform_errors")
+_TRANSFORM_KEYS = ("transform", "transform_errors", "document")
 
 
 def _transform(

@@ -80,6 +80,9 @@ class ViewConfig:
     """Which of ``partitions`` this applier applies (None: the view as a whole)."""
     transform: str | None = None
     """``module:function`` every row change passes through before the view (issue 16)."""
+    document: object | None = None
+    """Joined documents (:class:`syncline.transform.join.Document`) the view holds instead
+    of rows."""
     transform_errors: str = "stop"
     """``stop``: an error in the transform stops the view; ``skip``: the row is left out,
     counted and logged."""

@@ -262,7 +262,7 @@ def view_main(cfg: Config, vcfg: ViewConfig) -> int:
         if not _lease(consumers, vcfg.consumer, stop, log):
             return 0
         try:
-            view = create_view(vcfg, consumers)
+            view = create_view(vcfg, consumers, Path(cfg.log.path))
             cp = view.open()
             backoff.reset()
             try:

@@ -18,7 +18,8 @@ import time
 import traceback
 import zlib
 from dataclasses import replace
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
 from syncline.core.codec import relation_from_json, relation_to_json
 from syncline.core.config_models import ViewConfig
@@ -301,10 +302,23 @@ class TransformStage:
         return {"relations": {str(o): relation_to_json(r).decode() for o, r in self.out.items()}}
 
 
-class TransformingView:
-    """A view whose batches pass through a transform first (the worker's view)."""
+class Stage(Protocol):
+    """What :class:`TransformingView` runs a view's batches through."""
 
-    def __init__(self, inner: View, stage: TransformStage, control: LogControl | None, consumer: str) -> None:
+    changed: bool
+    skipped: int
+
+    def batch(self, batch: Batch) -> Batch: ...
+
+    def load(self, doc: dict[str, Any]) -> None: ...
+
+    def doc(self) -> dict[str, Any]: ...
+
+
+class TransformingView:
+    """A view whose batches pass through a stage first: a transform, or joined documents."""
+
+    def __init__(self, inner: View, stage: Stage, control: LogControl | None, consumer: str) -> None:
         self.inner = inner
         self.stage = stage
         self.control = control
@@ -316,6 +330,9 @@ class TransformingView:
         cp = self.inner.open()
         if self.control is not None:
             self.stage.load(self.control.get_doc(self.key))
+        opened = getattr(self.stage, "opened", None)
+        if opened is not None:
+            opened(cp.seq)
         return cp
 
     def apply(self, batch: Batch) -> None:
@@ -325,9 +342,22 @@ class TransformingView:
 
     def close(self) -> None:
         self.inner.close()
+        closing = getattr(self.stage, "close", None)
+        if closing is not None:
+            closing()
 
     def __getattr__(self, name: str) -> Any:  # flush, read_checkpoint, ... of the inner view
         return getattr(self.inner, name)
+
+
+def joining(inner: View, vcfg: ViewConfig, state_dir: Path) -> View:
+    """``inner`` fed the documents of ``vcfg.document`` (state in ``state_dir``)."""
+    from syncline.transform.join import Document, JoinStage
+
+    assert isinstance(vcfg.document, Document)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    stage = JoinStage(vcfg.document, vcfg.name, state_dir / f"join-{vcfg.consumer}.sqlite")
+    return TransformingView(inner, stage, None, vcfg.consumer)
 
 
 def transforming(inner: View, vcfg: ViewConfig, control: LogControl | None) -> View:

@@ -197,6 +197,8 @@ def select_views(cfg: Config, names: list[str]) -> list[ViewConfig]:
         raise VerifyError(f"no view named {', '.join(unknown)} in {cfg.path}")
     if names:
         for n in names:
+            if known[n].document is not None:
+                raise VerifyError(f"view {n} holds joined documents, not a copy of tables")
             if known[n].transform is not None:
                 raise VerifyError(f"view {n} holds what its transform {known[n].transform} made, not a copy")
             if not _verifiable(known[n]):
@@ -207,7 +209,7 @@ def select_views(cfg: Config, names: list[str]) -> list[ViewConfig]:
 
 def _verifiable(vcfg: ViewConfig) -> bool:
     """A copy of source tables (not an outbox's events, nor a transform's output)."""
-    if vcfg.transform is not None:
+    if vcfg.transform is not None or vcfg.document is not None:
         return False
     return vcfg.kind not in KINDS or bool(getattr(kind_module(vcfg.kind), "VERIFIABLE", True))
 

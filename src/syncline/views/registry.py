@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
+from pathlib import Path
 from types import ModuleType
 
 from syncline.core.config_models import ViewConfig
@@ -31,9 +32,18 @@ def kind_module(kind: str) -> ModuleType:
     return importlib.import_module(KINDS[kind])
 
 
-def create_view(cfg: ViewConfig, control: LogControl | None = None) -> View:
-    """The view of ``cfg`` (behind its transform when it has one; ``control`` keeps the
-    transform's output shapes)."""
+def create_view(cfg: ViewConfig, control: LogControl | None = None, state_dir: Path | None = None) -> View:
+    """The view of ``cfg`` (behind its transform when it has one, ``control`` keeping the
+    transform's output shapes; fed its joined documents when it declares one, their state
+    in ``state_dir``)."""
+    if cfg.document is not None:
+        from dataclasses import replace
+
+        from syncline.transform.stage import joining
+
+        if state_dir is None:
+            raise ConfigError(f"view {cfg.name!r}: joined documents need the log's directory for their state")
+        return joining(_create(replace(cfg, tables=(), document=None)), cfg, state_dir)
     if cfg.transform is not None:
         from dataclasses import replace
 
