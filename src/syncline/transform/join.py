@@ -162,7 +162,8 @@ class JoinStage:
             "CREATE TABLE IF NOT EXISTS refs (tbl TEXT NOT NULL, ref TEXT NOT NULL, key TEXT NOT NULL,"
             " PRIMARY KEY (tbl, ref, key));"
             "CREATE TABLE IF NOT EXISTS shapes (oid INTEGER PRIMARY KEY, rel TEXT NOT NULL);"
-            "CREATE TABLE IF NOT EXISTS position (id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER NOT NULL);"
+            "CREATE TABLE IF NOT EXISTS position (id INTEGER PRIMARY KEY CHECK (id = 1),"
+            " seq INTEGER NOT NULL);"
         )
         self.out: dict[int, Relation] = {
             int(o): relation_from_json(r) for o, r in self.db.execute("SELECT oid, rel FROM shapes")
