@@ -22,7 +22,9 @@ def test_demo_runs_to_its_end_check(tmp_path: Path) -> None:
     assert "all views equal the source" in r.stdout
     assert re.search(r"console \(.*\): http://127\.0\.0\.1:\d+/", " ".join(r.stdout.split())), r.stdout
     flat = " ".join(r.stdout.split())  # rich wraps long lines
-    assert "replica equal, warehouse equal" in flat and "search equal" in flat, out[-6000:]
+    # verify compares copies of tables; the search view holds products joined with their
+    # category's name, checked against a SQL join by the demo's own end check above
+    assert "replica equal, warehouse equal" in flat and "search equal" not in flat, out[-6000:]
     # the four views, each answered a question
     cfg = tomllib.loads((root / "syncline.toml").read_text())
     kinds = {v["kind"] for v in cfg["views"].values()}

@@ -133,7 +133,12 @@ def end_check(t: Targets) -> EndCheck:
         sub = {q: c for q, c in tables.items() if q in t.cache_tables}
         out.diffs["cache"] = compare_redis(t.source_dsn, t.cache_url, sub)
     sub = {q: c for q, c in tables.items() if q in t.search_tables}
-    out.diffs["search"] = compare_tantivy(t.source_dsn, t.search, sub)
+    # the search view holds products joined with their category's name
+    cols = [*tables["public.products"], "category"]
+    fields = ", ".join(f'p."{c}"::text' for c in tables["public.products"])  # names from the catalogue
+    join = "public.products p LEFT JOIN public.categories c ON c.id = p.category_id"
+    sql = f"SELECT {fields}, c.name FROM {join}"  # noqa: S608
+    out.diffs["search"] = compare_tantivy(t.source_dsn, t.search, sub, {"public.products": (cols, sql)})
     return out
 
 

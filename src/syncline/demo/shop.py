@@ -369,6 +369,14 @@ def _delete_order(conn: psycopg.Connection[Any], rnd: random.Random) -> None:
     )
 
 
+def _rename_category(conn: psycopg.Connection[Any], rnd: random.Random) -> None:
+    """A category renamed (and back): the search view's documents of its products follow."""
+    conn.execute(
+        "UPDATE categories SET name = CASE WHEN name LIKE '%% (new)' THEN left(name, -6)"
+        " ELSE name || ' (new)' END WHERE id = (SELECT id FROM categories ORDER BY random() LIMIT 1)"
+    )
+
+
 def _new_customer(conn: psycopg.Connection[Any], rnd: random.Random) -> None:
     first, last = rnd.choice(FIRST), rnd.choice(LAST)
     conn.execute(
@@ -390,6 +398,7 @@ _OPS = {
     "order status": _advance_order,
     "order delete": _delete_order,
     "new customer": _new_customer,
+    "category rename": _rename_category,
 }
 _MIX = (
     ("new order", 0.40),
@@ -398,6 +407,7 @@ _MIX = (
     ("new product", 0.74),
     ("product delete", 0.78),
     ("order status", 0.90),
-    ("order delete", 0.97),
+    ("order delete", 0.96),
+    ("category rename", 0.97),
     ("new customer", 1.0),
 )

@@ -86,8 +86,12 @@ def write_config(root: Path, svc: DemoServices) -> Path:
         'kind = "tantivy"',
         'path = "search"',
         f"tables = {_toml_list(SEARCH_TABLES)}",
-        'text_fields = ["name", "description"]',
+        'text_fields = ["name", "description", "category"]',
         'tokenizer = "en_stem"',
+        "",
+        "[views.search.document]  # each product with its category's name, kept as categories are renamed",
+        'root = "public.products"',
+        'parents = [{ table = "public.categories", column = "category_id", fields = { category = "name" } }]',
         "",
     ]
     path = root / "syncline.toml"

@@ -225,11 +225,17 @@ def compare_redis(source_dsn: str, url: str, tables: dict[str, list[str]]) -> li
     return out
 
 
-def compare_tantivy(source_dsn: str, index_path: str, tables: dict[str, list[str]]) -> list[TableDiff]:
+def compare_tantivy(
+    source_dsn: str,
+    index_path: str,
+    tables: dict[str, list[str]],
+    joined: dict[str, tuple[list[str], str]] | None = None,
+) -> list[TableDiff]:
     """Each row as the document of ``_table`` = schema.table: its stored ``_row`` (columns in
     ``col::text`` form, NULL as null; a column added after the document was written may be
     absent), a ``_key`` that is the primary-key columns' text joined by ':', no column the
-    source does not have."""
+    source does not have. ``joined``: for a view of joined documents, per root table its
+    documents' fields and the SQL over the source that gives them (each as text)."""
     import json
 
     import tantivy
@@ -242,7 +248,12 @@ def compare_tantivy(source_dsn: str, index_path: str, tables: dict[str, list[str
     out = []
     for q, cols in tables.items():
         schema, name = q.split(".", 1)
-        src = pg_rows(source_dsn, schema, name, cols)
+        if joined and q in joined:
+            cols, select = joined[q]
+            with psycopg.connect(session_conninfo(source_dsn), autocommit=True) as conn:
+                src = sorted(conn.execute(select.encode()).fetchall(), key=_sort_key)
+        else:
+            src = pg_rows(source_dsn, schema, name, cols)
         idx = [cols.index(k) for k in primary_key(source_dsn, q)]
         known = set(cols)
         query = tantivy.Query.term_query(index.schema, F_TABLE, key_table(schema, name))
