@@ -242,6 +242,16 @@ def test_a_transform_that_cannot_be_loaded_is_one_error_at_load(pg: PgCluster, t
 _ = copy
 
 
+def replay(p: Pipeline, recording: str, ref: str) -> subprocess.CompletedProcess[str]:
+    """``syncline replay RECORDING --transform REF`` in the config's directory (``shapes``)."""
+    return subprocess.run(
+        [sys.executable, "-m", "syncline", "replay", recording, "--transform", ref],
+        capture_output=True,
+        text=True,
+        cwd=p.workdir,
+    )
+
+
 def test_record_then_replay_a_transform_offline(pg: PgCluster, tmp_path: Path) -> None:
     from syncline.transform.record import changes
 
@@ -277,12 +287,7 @@ def test_record_then_replay_a_transform_offline(pg: PgCluster, tmp_path: Path) -
         ], got
         assert next(iter(changes(rec))).commit_time.tzinfo is not None
 
-        out = subprocess.run(
-            [sys.executable, "-m", "syncline", "replay", str(rec), "--transform", "shapes:users"],
-            capture_output=True,
-            text=True,
-            cwd=p.workdir,
-        )
+        out = replay(p, str(rec), "shapes:users")
         assert out.returncode == 0, out.stderr
         docs = [json.loads(line) for line in out.stdout.splitlines()]
         assert docs[0] == {
@@ -301,36 +306,10 @@ def test_record_then_replay_a_transform_offline(pg: PgCluster, tmp_path: Path) -
         # a function that fails: exit 1 naming the row; a file that is no recording: exit 2
         r = p.cli("record", str(tmp_path / "t.jsonl"), "--table", "public.t")
         assert r.returncode == 0
-        bad = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "syncline",
-                "replay",
-                str(tmp_path / "t.jsonl"),
-                "--transform",
-                "shapes:boom",
-            ],
-            capture_output=True,
-            text=True,
-            cwd=p.workdir,
-        )
+        bad = replay(p, str(tmp_path / "t.jsonl"), "shapes:boom")
         assert bad.returncode == 1 and "public.t key {'id': 1}" in bad.stderr, bad.stderr
         (tmp_path / "junk.jsonl").write_text("hello\n")
-        junk = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "syncline",
-                "replay",
-                str(tmp_path / "junk.jsonl"),
-                "--transform",
-                "shapes:boom",
-            ],
-            capture_output=True,
-            text=True,
-            cwd=p.workdir,
-        )
+        junk = replay(p, str(tmp_path / "junk.jsonl"), "shapes:boom")
         assert junk.returncode == 2 and "not a recording" in junk.stderr, junk.stderr
         assert p.stop() == 0
     finally:
