@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: install dev demo test test-fast test-matrix test-matrix-short matrix-run test-cluster soak lint bench bench-lag bench-records bench-snapshot bench-apply bench-micro bench-lake bench-console console-screenshot lock clean
+.PHONY: install dev demo test test-fast test-matrix test-matrix-short matrix-run test-cluster soak lint bench bench-lag bench-records bench-snapshot bench-apply bench-micro bench-lake bench-console bench-documents console-screenshot lock clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -114,6 +114,9 @@ bench-lake: install
 # what the console costs `run` in CPU at 5,000 changes/s (docs/benchmarks-console.md)
 bench-console: dev
 	$(BIN)/python bench/console.py
+
+bench-documents: dev
+	$(BIN)/python bench/documents.py
 
 # docs/images/console.png: the console in headless Chromium while `syncline demo` runs its
 # workload (scripts/console_screenshot.py; about 3 minutes, the demo runs to its end check)

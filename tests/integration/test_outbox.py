@@ -4,12 +4,15 @@ the application prunes the table, and ``syncline run`` is killed (SIGKILL) at ra
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import random
 import threading
 import time
 from pathlib import Path
 
+import nats
 import psycopg
 import pytest
 import redis
@@ -17,6 +20,7 @@ import redis
 from syncline.config import load_config
 from syncline.sources.postgres.lsn import parse_lsn
 from syncline.testing.harness import Pipeline
+from syncline.testing.natsserver import NatsServer
 from syncline.testing.pgcluster import PgCluster
 
 WRITERS = 3
@@ -24,14 +28,44 @@ EVENTS = 300
 """Transactions per writer; each inserts one or two events, or rolls back."""
 
 
-def add_outbox(p: Pipeline, stream: str = "events", extra: str = "") -> None:
+def add_outbox(p: Pipeline, stream: str = "events", extra: str = "", nats_url: str = "") -> None:
     assert p.redis is not None
+    target = (
+        f'servers = ["{nats_url}"]\nsubject = "shop.events"\n'
+        if nats_url
+        else f'url = "{p.redis.url}"\nstream = "{stream}"\n'
+    )
     with p.config_path.open("a") as f:
-        f.write(
-            f'[views.events]\nkind = "outbox"\nurl = "{p.redis.url}"\ntable = "public.outbox"\n'
-            f'stream = "{stream}"\n{extra}'
-        )
+        f.write(f'[views.events]\nkind = "outbox"\ntable = "public.outbox"\n{target}{extra}')
     p.cfg = load_config(p.config_path)
+
+
+def read_entries(p: Pipeline, nats_url: str) -> list[dict[str, str]]:
+    """Every entry of the Redis stream, or every message of the JetStream stream, in order."""
+    if not nats_url:
+        assert p.redis is not None
+        r = redis.Redis.from_url(p.redis.url, decode_responses=True)
+        try:
+            return [f for _, f in r.xrange("events")]
+        finally:
+            r.close()
+
+    async def go() -> list[dict[str, str]]:
+        nc = await nats.connect(nats_url)
+        try:
+            js = nc.jetstream()
+            info = await js.stream_info("SHOP_EVENTS")
+            out = []
+            for seq in range(info.state.first_seq, info.state.last_seq + 1):
+                m = await js.get_msg("SHOP_EVENTS", seq)
+                doc = json.loads(m.data or b"{}")
+                assert m.headers and m.headers["Syncline-Lsn"] == doc["_lsn"]
+                out.append(doc)
+            return out
+        finally:
+            await nc.close()
+
+    return asyncio.run(go())
 
 
 def writer(dsn: str, w: int, rnd: random.Random, stop: threading.Event, sent: list[tuple[int, int]]) -> None:
@@ -72,12 +106,17 @@ def pruner(dsn: str, stop: threading.Event) -> None:
             conn.execute("DELETE FROM outbox WHERE id < (SELECT max(id) - 20 FROM outbox)")
 
 
-def test_outbox_publishes_each_committed_event_once_in_commit_order(pg: PgCluster, tmp_path: Path) -> None:
+@pytest.mark.parametrize("target", ["redis", "nats"])
+def test_outbox_publishes_each_committed_event_once_in_commit_order(
+    pg: PgCluster, tmp_path: Path, target: str
+) -> None:
     seed = int(os.environ.get("SYNCLINE_CRASH_SEED") or random.randrange(1 << 31))
     print(f"outbox seed {seed}")
     rnd = random.Random(seed)
     p = Pipeline(pg, tmp_path, views=("redis",))
-    add_outbox(p)
+    server = NatsServer(tmp_path / "nats") if target == "nats" else None
+    nats_url = server.url if server else ""
+    add_outbox(p, nats_url=nats_url)
     assert p.redis is not None
     stop = threading.Event()
     sent: list[tuple[int, int]] = []
@@ -114,22 +153,22 @@ def test_outbox_publishes_each_committed_event_once_in_commit_order(pg: PgCluste
         p.wait_caught_up(timeout=120)
         assert p.stop() == 0, p.output()[-3000:]
 
-        r = redis.Redis.from_url(p.redis.url, decode_responses=True)
-        entries = r.xrange("events")
-        got = [(int(f["writer"]), int(f["n"])) for _, f in entries]
+        entries = read_entries(p, nats_url)
+        got = [(int(f["writer"]), int(f["n"])) for f in entries]
         assert not [e for e in got if e[0] == 0], got[:5]
         for w in range(1, WRITERS + 1):
             mine = [n for ww, n in got if ww == w]
             expected = [n for ww, n in sent if ww == w]
             assert mine == expected, f"seed {seed}, writer {w}: {mine[:20]}... vs {expected[:20]}..."
         assert len(got) == len(sent), f"seed {seed}: {len(got)} entries for {len(sent)} events"
-        lsns = [parse_lsn(f["_lsn"]) for _, f in entries]
+        lsns = [parse_lsn(f["_lsn"]) for f in entries]
         assert lsns == sorted(lsns), "entries out of commit order"
-        first = next(f for _, f in entries if "payload" in f)
+        first = next(f for f in entries if "payload" in f)
         assert first["payload"].startswith('{"order"') and "note" not in first and "created" in first
-        assert any("payload" not in f for _, f in entries)  # NULL: no field
-        r.close()
+        assert any("payload" not in f for f in entries)  # NULL: no field
     finally:
+        if server is not None:
+            server.stop()
         stop.set()
         for t in threads:
             if t.is_alive():

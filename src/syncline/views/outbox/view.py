@@ -37,6 +37,7 @@ from syncline.core.position import Position
 from syncline.sources.registry import format_position
 from syncline.views.base import Batch
 from syncline.views.outbox import stream_of
+from syncline.views.outbox.jetstream import JetStreamPublisher
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,12 @@ class RedisOutbox:
         self.key = POSITION + self.name
         self._r: redis.Redis | None = None
         self._pending: list[dict[str, str]] = []
+        self._ids: list[tuple[str, int]] = []
+        """Per pending entry: its transaction's position and its index there (message ids)."""
+        self._js: JetStreamPublisher | None = None
+        if o.get("subject"):
+            self._js = JetStreamPublisher(cfg, str(o["subject"]), self.stream)
+        self._before = Checkpoint()
         self._written: dict[str, str] = {}
         """The position this view last wrote (what Redis must hold before the next batch)."""
         self.published = 0
@@ -72,6 +79,10 @@ class RedisOutbox:
         return self._r
 
     def open(self) -> Checkpoint:
+        self._pending, self._ids = [], []
+        if self._js is not None:
+            self._before = self._js.open()
+            return self._before
         try:
             self._r = redis.Redis.from_url(self._url, socket_timeout=30, socket_connect_timeout=10)
             got = _text(self._r.hgetall(self.key))
@@ -89,6 +100,7 @@ class RedisOutbox:
         rels: dict[int, Relation] = dict(batch.relations)
         for txn in batch.transactions:
             lsn = format_position(txn.commit_lsn)
+            k = 0
             # xid 0: rows syncline copied (a first copy, a table followed later, the compacted
             # state a new view starts from), not inserts the source committed
             event = txn.xid != 0
@@ -105,14 +117,21 @@ class RedisOutbox:
                         raise ViewError(f"view {self.name}: an insert into {self.table} lacks values")
                     entry["_lsn"] = lsn
                     self._pending.append(entry)
+                    self._ids.append((lsn, k))
+                    k += 1
         if not batch.commit:
             return
         cp = batch.checkpoint
-        position = {"seq": str(cp.seq), "commit_lsn": str(int(cp.commit_lsn)), "log_id": cp.log}
-        self._write(position)
+        if self._js is not None:
+            entries = [(lsn, k, e) for (lsn, k), e in zip(self._ids, self._pending, strict=True)]
+            self._js.publish(entries, self._before, cp)
+        else:
+            position = {"seq": str(cp.seq), "commit_lsn": str(int(cp.commit_lsn)), "log_id": cp.log}
+            self._write(position)
+            self._written = position
         self.published += len(self._pending)
-        self._pending = []
-        self._written = position
+        self._pending, self._ids = [], []
+        self._before = cp
 
     def _write(self, position: dict[str, str]) -> None:
         r = self._redis()
@@ -142,6 +161,8 @@ class RedisOutbox:
             ) from e
 
     def close(self) -> None:
+        if self._js is not None:
+            self._js.close()
         if self._r is not None:
             self._r.close()
             self._r = None
