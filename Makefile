@@ -77,9 +77,9 @@ test-cluster: dev
 # the fault summary table
 soak: dev
 	SYNCLINE_CRASH_ROUNDS=200 SYNCLINE_CUT_SECONDS=60 SYNCLINE_CLUSTER_ROUNDS=5 \
-	SYNCLINE_NATS_BIG_ROWS=1000000 SYNCLINE_SOURCE_RESTARTS=30 SYNCLINE_POWER_CUTS=40 SYNCLINE_KILLS=1000 \
+	SYNCLINE_NATS_BIG_ROWS=1000000 SYNCLINE_BIG_ROWS=1000000 SYNCLINE_SOURCE_RESTARTS=30 SYNCLINE_POWER_CUTS=40 SYNCLINE_KILLS=1000 \
 	  $(BIN)/pytest -q \
-	  "tests/integration/test_conformance.py::test_one_transaction_of_a_million_rows" \
+	  "tests/integration/test_conformance.py::test_one_huge_transaction" \
 	  tests/integration/test_crash.py tests/integration/test_failpoints.py tests/integration/test_store_cuts.py \
 	  tests/integration/test_source_outages.py tests/integration/test_faults.py \
 	  tests/integration/test_redis_restart.py tests/integration/test_nats_cluster.py \

@@ -2,7 +2,7 @@
 equal the source: nothing lost, nothing applied twice, no half transaction.
 
 Reproducible: the seed is printed (and named in every failure); ``SYNCLINE_CRASH_SEED=N``
-replays it, ``SYNCLINE_CRASH_ROUNDS=N`` sets the number of kills (default 12; `make soak`: 200). Kills hit the
+replays it, ``SYNCLINE_CRASH_ROUNDS=N`` sets the number of kills (default 8; `make soak`: 200). Kills hit the
 whole process group, the supervisor alone, or one worker (the capture or a view, which the
 supervisor restarts); the first lands inside the first snapshot. After every restart the
 sum of all balances (transfers keep it constant) is checked in the replica and in Redis: a
@@ -178,7 +178,7 @@ def test_sigkill_at_random_moments(pipeline: Pipeline) -> None:
     p = pipeline
     p.sql(SCHEMA)
     seed = int(os.environ.get("SYNCLINE_CRASH_SEED") or random.randrange(1 << 31))
-    rounds = int(os.environ.get("SYNCLINE_CRASH_ROUNDS") or 12)
+    rounds = int(os.environ.get("SYNCLINE_CRASH_ROUNDS") or 8)
     print(f"crash test seed {seed} (SYNCLINE_CRASH_SEED={seed} replays it), {rounds} kills")
     rnd = random.Random(seed)
     stop = threading.Event()

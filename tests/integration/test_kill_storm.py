@@ -4,7 +4,7 @@ transactions the server streams in progress; the supervisor restarts each at onc
 worker that got through its start is not backed off). In the end every view equals the
 source, counted by the audit (nothing lost, nothing applied twice, nothing out of order).
 
-``SYNCLINE_KILLS=N`` sets the number of kills (default 120; ``make soak``: 1000);
+``SYNCLINE_KILLS=N`` sets the number of kills (default 80; ``make soak``: 1000);
 ``SYNCLINE_KILL_SEED=N`` replays a run."""
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def _kind(title: str) -> str:
 
 
 def test_a_storm_of_worker_kills_loses_nothing(pg: PgCluster, tmp_path: Path) -> None:
-    kills = int(os.environ.get("SYNCLINE_KILLS") or 120)
+    kills = int(os.environ.get("SYNCLINE_KILLS") or 80)
     seed = int(os.environ.get("SYNCLINE_KILL_SEED") or random.randrange(1 << 31))
     print(f"kill storm seed {seed} (SYNCLINE_KILL_SEED={seed} replays it), {kills} kills")
     rnd = random.Random(seed)
