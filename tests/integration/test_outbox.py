@@ -211,8 +211,7 @@ def test_outbox_bad_input(pg: PgCluster, tmp_path: Path) -> None:
         p.close()
 
 
-@pytest.mark.parametrize("n", [1])
-def test_outbox_never_shows_part_of_a_transaction(pg: PgCluster, tmp_path: Path, n: int) -> None:
+def test_outbox_never_shows_part_of_a_transaction(pg: PgCluster, tmp_path: Path) -> None:
     """A transaction larger than a batch is published whole, by one MULTI/EXEC."""
     p = Pipeline(pg, tmp_path, views=("redis",))
     add_outbox(p, extra="batch_events = 500\n")

@@ -446,11 +446,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
     """``syncline replay FILE``: a transform over recorded changes, offline; what it makes,
     as JSON lines on stdout (exit 1 when it failed on a row)."""
     from syncline.core.errors import ConfigError
-    from syncline.core.events import UNCHANGED, Checkpoint, RowChange, SchemaChange, Truncate
     from syncline.transform import load_transform
-    from syncline.transform.record import read
+    from syncline.transform.record import replay
     from syncline.transform.stage import TransformError, TransformStage
-    from syncline.views.base import Batch
 
     ref, patterns, skip = args.transform, (), False
     if args.view:
@@ -475,38 +473,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
     stage = TransformStage(fn, ref, args.view or "replay", patterns, skip)
     made = 0
     try:
-        for rels, t in read(args.file):
-            out = stage.batch(Batch([t], rels, Checkpoint(t.seq, t.commit_lsn)))
-            names = dict(out.relations)
-            for txn in out.transactions:
-                for it in txn.items:
-                    if isinstance(it, SchemaChange):
-                        names[it.relation.oid] = it.relation
-                    elif isinstance(it, RowChange):
-                        rel = names[it.relid]
-                        row = it.new if it.new is not None else it.old
-                        doc = {
-                            "seq": t.seq,
-                            "op": it.op,
-                            "table": rel.qualified,
-                            "row": {
-                                c.name: (None if v is UNCHANGED else v)
-                                for c, v in zip(rel.columns, row or (), strict=False)
-                                if not (it.op == "delete" and c.name not in rel.key)
-                            },
-                        }
-                        print(json.dumps(doc, ensure_ascii=False))
-                        made += 1
-                    elif isinstance(it, Truncate):
-                        print(
-                            json.dumps(
-                                {
-                                    "seq": t.seq,
-                                    "op": "truncate",
-                                    "tables": [names[o].qualified for o in it.relids],
-                                }
-                            )
-                        )
+        for doc in replay(args.file, stage):
+            print(json.dumps(doc, ensure_ascii=False))
+            made += doc["op"] != "truncate"
     except ValueError as e:
         print(f"syncline: error: {e}", file=sys.stderr)
         return 2

@@ -151,6 +151,7 @@ class JoinStage:
 
     def __init__(self, doc: Document, view: str, path: Path) -> None:
         self.document = doc
+        self.tables = frozenset(doc.tables())
         self.view = view
         self.path = path
         self.db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
@@ -239,7 +240,7 @@ class JoinStage:
     def batch(self, batch: Batch) -> Batch:
         rels = dict(batch.relations)
         for r in rels.values():
-            if r.qualified in self.document.tables():
+            if r.qualified in self.tables:
                 self.rels[r.qualified] = r
         if not self._in_txn:
             self.db.execute("BEGIN IMMEDIATE")
@@ -251,13 +252,13 @@ class JoinStage:
             for it in t.items:
                 if isinstance(it, SchemaChange):
                     rels[it.relation.oid] = it.relation
-                    if it.relation.qualified in self.document.tables():
+                    if it.relation.qualified in self.tables:
                         self._check(it.relation)
                         self.rels[it.relation.qualified] = it.relation
                 elif isinstance(it, Truncate):
                     for oid in it.relids:
                         rel = rels.get(oid)
-                        if rel is None or rel.qualified not in self.document.tables():
+                        if rel is None or rel.qualified not in self.tables:
                             continue
                         self.db.execute("DELETE FROM rows WHERE tbl = ?", (rel.qualified,))
                         self.db.execute(
@@ -276,7 +277,7 @@ class JoinStage:
                             }
                 elif isinstance(it, RowChange):
                     rel = rels.get(it.relid)
-                    if rel is None or rel.qualified not in self.document.tables():
+                    if rel is None or rel.qualified not in self.tables:
                         continue
                     if rel.qualified == self.document.root:
                         root_oid = rel.oid

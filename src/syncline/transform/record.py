@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from syncline.core.codec import relation_from_json, relation_to_json
 from syncline.core.config_models import Config
@@ -32,6 +32,10 @@ from syncline.core.events import (
 )
 from syncline.core.patterns import table_selected
 from syncline.transform import Change
+from syncline.views.base import Batch
+
+if TYPE_CHECKING:
+    from syncline.transform.stage import Stage
 
 FORMAT = 1
 
@@ -150,3 +154,31 @@ def changes(path: Path | str) -> Iterator[Change]:
                 rels[it.relation.oid] = it.relation
             elif isinstance(it, RowChange) and it.relid in rels:
                 yield to_change(it, rels[it.relid], t)
+
+
+def replay(path: Path | str, stage: Stage) -> Iterator[dict[str, Any]]:
+    """What ``stage`` (a transform) makes of each recorded transaction, as ``syncline
+    replay`` prints it: ``{seq, op, table, row}`` per row (a delete: its key columns), and
+    ``{seq, op: "truncate", tables}``."""
+    for rels, t in read(path):
+        out = stage.batch(Batch([t], rels, Checkpoint(t.seq, t.commit_lsn)))
+        names = dict(out.relations)
+        for txn in out.transactions:
+            for it in txn.items:
+                if isinstance(it, SchemaChange):
+                    names[it.relation.oid] = it.relation
+                elif isinstance(it, RowChange):
+                    rel = names[it.relid]
+                    row = it.new if it.new is not None else it.old
+                    yield {
+                        "seq": t.seq,
+                        "op": it.op,
+                        "table": rel.qualified,
+                        "row": {
+                            c.name: (None if v is UNCHANGED else v)
+                            for c, v in zip(rel.columns, row or (), strict=False)
+                            if not (it.op == "delete" and c.name not in rel.key)
+                        },
+                    }
+                elif isinstance(it, Truncate):
+                    yield {"seq": t.seq, "op": "truncate", "tables": [names[o].qualified for o in it.relids]}

@@ -197,21 +197,22 @@ def select_views(cfg: Config, names: list[str]) -> list[ViewConfig]:
         raise VerifyError(f"no view named {', '.join(unknown)} in {cfg.path}")
     if names:
         for n in names:
-            if known[n].document is not None:
-                raise VerifyError(f"view {n} holds joined documents, not a copy of tables")
-            if known[n].transform is not None:
-                raise VerifyError(f"view {n} holds what its transform {known[n].transform} made, not a copy")
-            if not _verifiable(known[n]):
-                raise VerifyError(f"view {n} ({known[n].kind}) holds events, not a copy of tables to compare")
+            why = not_a_copy(known[n])
+            if why:
+                raise VerifyError(f"view {n} {why}")
         return [known[n] for n in names]
-    return [v for v in known.values() if _verifiable(v)]
+    return [v for v in known.values() if not not_a_copy(v)]
 
 
-def _verifiable(vcfg: ViewConfig) -> bool:
-    """A copy of source tables (not an outbox's events, nor a transform's output)."""
-    if vcfg.transform is not None or vcfg.document is not None:
-        return False
-    return vcfg.kind not in KINDS or bool(getattr(kind_module(vcfg.kind), "VERIFIABLE", True))
+def not_a_copy(vcfg: ViewConfig) -> str:
+    """Why ``verify`` has nothing to compare in this view ("" when it holds copies of tables)."""
+    if vcfg.document is not None:
+        return "holds joined documents, not a copy of tables"
+    if vcfg.transform is not None:
+        return f"holds what its transform {vcfg.transform} made, not a copy"
+    if vcfg.kind in KINDS and not getattr(kind_module(vcfg.kind), "VERIFIABLE", True):
+        return f"({vcfg.kind}) holds events, not a copy of tables to compare"
+    return ""
 
 
 def view_tables(specs: list[TableSpec], vcfg: ViewConfig, only: list[str]) -> list[TableSpec]:
