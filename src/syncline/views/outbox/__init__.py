@@ -22,7 +22,7 @@ from syncline.views.redis.urls import redis_db, server_of
 
 if TYPE_CHECKING:
     from syncline.verify.readers import ViewReader
-    from syncline.views.outbox.view import RedisOutbox
+    from syncline.views.outbox.view import OutboxView
 
 EXTRA = "redis"
 BATCH_INTERVAL = 0.005
@@ -82,10 +82,10 @@ def stream_of(options: dict[str, object]) -> str:
     return str(options.get("table", ""))
 
 
-def create_view(cfg: ViewConfig) -> RedisOutbox:
-    from syncline.views.outbox.view import RedisOutbox
+def create_view(cfg: ViewConfig) -> OutboxView:
+    from syncline.views.outbox.view import OutboxView
 
-    return RedisOutbox(cfg)
+    return OutboxView(cfg)
 
 
 def open_reader(cfg: ViewConfig) -> ViewReader:

@@ -49,7 +49,7 @@ def _text(got: Any) -> dict[str, str]:
     return {bytes(k).decode(): bytes(v).decode() for k, v in dict(got).items()}
 
 
-class RedisOutbox:
+class OutboxView:
     kind = "outbox"
 
     def __init__(self, cfg: ViewConfig) -> None:
