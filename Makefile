@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: install dev demo test test-fast test-matrix test-matrix-short matrix-run test-cluster soak lint bench bench-lag bench-records bench-snapshot bench-apply bench-micro bench-lake bench-console bench-documents console-screenshot lock clean
+.PHONY: install dev demo test test-fast test-matrix test-matrix-short matrix-run test-cluster soak lint bench bench-lag bench-records bench-snapshot bench-apply bench-micro bench-wait bench-lake bench-warehouses bench-console bench-documents console-screenshot lock clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -108,8 +108,16 @@ bench-apply: install
 bench-micro: install
 	$(BIN)/python bench/micro.py
 
+# what `wait` costs, and how long it takes after a DDL (docs/benchmarks-wait.md)
+bench-wait: install
+	$(BIN)/python bench/wait.py
+
 bench-lake: install
 	$(BIN)/python bench/lake.py
+
+# the three warehouse kinds (DuckDB, DuckLake, Iceberg) next to pg_recvlogical in the same rounds
+bench-warehouses: install
+	$(BIN)/python bench/run.py --only a,l,j,k --output docs/benchmarks-warehouses.md
 
 # what the console costs `run` in CPU at 5,000 changes/s (docs/benchmarks-console.md)
 bench-console: dev

@@ -1,4 +1,4 @@
-"""syncline benchmark: one private PostgreSQL cluster, ``--rounds`` rounds, eleven consumers.
+"""syncline benchmark: one private PostgreSQL cluster, ``--rounds`` rounds, twelve consumers.
 
 Workload on ``bench(id int primary key, v text, n int)``: ``--rows`` inserts (1,000 rows per
 transaction), then ``--rows`` single-row UPDATE statements (100 per transaction), all
@@ -15,7 +15,8 @@ the workload, so each drains the same WAL afterwards, alone, in an order rotated
   (h) syncline capture into a NATS JetStream log (one private nats-server, R1), no views;
   (i) the same into a three-server JetStream cluster on this machine (R3);
   (j) syncline end to end, one DuckLake view (SQLite catalog, Parquet files);
-  (k) syncline end to end, one Iceberg view (pyiceberg SQL catalog on SQLite, Parquet files).
+  (k) syncline end to end, one Iceberg view (pyiceberg SQL catalog on SQLite, Parquet files);
+  (l) syncline end to end, one DuckDB view (the third warehouse kind beside (j) and (k)).
 
 Then ``--rounds`` single ``--big-rows`` transactions end to end, for memory (with (a) for
 reference). Every run's content is checked against the source (a failed check fails the
@@ -762,6 +763,7 @@ CONSUMERS: dict[str, str] = {
     "i": "syncline capture → NATS JetStream log (R3, 3 local servers)",
     "j": "syncline end to end (DuckLake view)",
     "k": "syncline end to end (Iceberg view)",
+    "l": "syncline end to end (DuckDB view)",
 }
 """Every consumer of the main workload, in the first round's order."""
 
@@ -830,6 +832,7 @@ def run_round(
         if key in "cg":
             cluster.psql(f"CREATE DATABASE replica_{key}_{tag}")
             opts["replica_dsn"] = cluster.dsn(f"replica_{key}_{tag}")
+        if key in "cgl":
             opts["duckdb_path"] = base / key / "wh.duckdb"
         if key in "eg":
             opts["redis_url"] = redis_url(2 * r + (key == "g"))
@@ -881,8 +884,10 @@ def run_round(
             return lambda: verify_log(src, s)
         checks: dict[str, Callable[[], tuple[str, ...]]] = {}
         if key in "cg":
-            rep, duck = s.replica_dsn, base / key / "wh.duckdb"
+            rep = s.replica_dsn
             checks["replica"] = lambda: pg_checksum(rep)
+        if key in "cgl":
+            duck = base / key / "wh.duckdb"
             checks["warehouse"] = lambda: duck_checksum(duck)
         if key in "eg":
             url = redis_url(2 * r + (key == "g"))
@@ -1397,8 +1402,8 @@ def main() -> int:
     ap.add_argument("--update-batch", type=int, default=100, help="updates per transaction")
     ap.add_argument(
         "--only",
-        default="a,b,c,d,e,f,g,h,i,j,k,big",
-        help="consumers to run (default a,b,c,d,e,f,g,h,i,j,k,big)",
+        default="a,b,c,d,e,f,g,h,i,j,k,l,big",
+        help="consumers to run (default a,b,c,d,e,f,g,h,i,j,k,l,big)",
     )
     ap.add_argument("--durable", action="store_true", help="PostgreSQL with fsync/synchronous_commit on")
     ap.add_argument("--timeout", type=float, default=3600, help="seconds per consumer")

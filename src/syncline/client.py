@@ -33,8 +33,9 @@ from pathlib import Path
 from typing import Any
 
 from syncline.core.config_models import Config
-from syncline.core.errors import SynclineError, TablesNotFollowed, ViewFailed
+from syncline.core.errors import CatalogueNotSeen, SynclineError, TablesNotFollowed, ViewFailed
 from syncline.sources.registry import format_position, parse_position
+from syncline.views.ducklake.query import Answer
 
 DEFAULT_URL = "http://127.0.0.1:8474"
 CHUNK = 60.0
@@ -167,8 +168,10 @@ class Client:
                 if doc.get("view"):
                     raise ViewFailed(str(doc["view"]), str(doc.get("error", "")).split(": ", 1)[-1])
                 raise ClientError(f"/wait: HTTP 503: {doc.get('error') or 'unavailable'}")
-            text = str(doc.get("lsn") or text)
+            text = doc.get("lsn") or text
             if time.monotonic() >= deadline:
+                if not text:  # the capture never acted on a DDL: no position yet
+                    raise WaitTimeout(f"{doc.get('error') or 'no answer'} (after {timeout:g}s)")
                 behind = doc.get("behind") or views or list(doc.get("views", {}))
                 raise WaitTimeout(f"views {', '.join(behind)} have not applied {text} within {timeout:g}s")
 
@@ -204,8 +207,8 @@ def wait_for(
         raise ValueError(f"no view named {', '.join(unknown)} in {cfg.path}")
     text = _lsn_text(lsn)
     deadline = time.monotonic() + timeout
-    current = open_admin(cfg).followed_position(deadline)  # tables being copied are waited for too
-    pos = parse_position(text) if text else current
+    # tables being copied, and DDL the capture has not acted on yet, are waited for too
+    pos = open_admin(cfg).followed_position(deadline, at=parse_position(text) if text else None)
     if not wait_caught_up(cfg, pos, names, max(0.0, deadline - time.monotonic())):
         behind = views_behind(cfg, pos, names) or names
         raise WaitTimeout(
@@ -213,13 +216,53 @@ def wait_for(
         )
 
 
+def sql(
+    config: str | Path | Config,
+    view: str,
+    query: str,
+    *,
+    at: str | int | None = None,
+) -> Answer:
+    """One read-only query on a warehouse view (``ducklake``, ``iceberg``, ``duckdb``), as
+    ``syncline sql`` runs it: on the view as it is now, or with ``at`` (``X/Y`` text or an
+    int) as it was at that source position, answered by the newest retained batch at or
+    before it (``Answer.position`` says which; exact at a batch's own position). A query
+    that would write, a position outside the retained batches, or ``at`` on a duckdb view
+    (it keeps no history) raises :class:`~syncline.views.ducklake.query.QueryError`.
+
+    ::
+
+        from syncline.client import current_position, sql, wait_for
+
+        pos = current_position(conn)                         # after your commit
+        wait_for(pos, views=["lake"], config="syncline.toml")
+        answer = sql("syncline.toml", "lake", "SELECT count(*) FROM public.orders", at=pos)
+        answer.rows, answer.position
+    """
+    from syncline.config import load_config
+    from syncline.views.ducklake.query import QueryError, run_query
+
+    cfg = config if isinstance(config, Config) else load_config(config)
+    vcfg = next((v for v in cfg.views if v.name == view), None)
+    if vcfg is None:
+        raise QueryError(f"no view named {view!r} in {cfg.path}")
+    try:
+        text = _lsn_text(at)
+    except ValueError:
+        raise QueryError(f"at: expected a position like 0/16B3748, got {at!r}") from None
+    return run_query(cfg, vcfg, query, None if text is None else parse_position(text))
+
+
 __all__ = [
     "DEFAULT_URL",
+    "Answer",
+    "CatalogueNotSeen",
     "Client",
     "ClientError",
     "TablesNotFollowed",
     "ViewFailed",
     "WaitTimeout",
     "current_position",
+    "sql",
     "wait_for",
 ]

@@ -45,6 +45,8 @@ def test_verify_and_sql_read_a_duckdb_view_while_run_runs(pg: PgCluster, tmp_pat
         r = p.cli("sql", "warehouse", "SELECT count(*) AS n FROM public.t WHERE id <= 2000")
         assert r.returncode == 0 and r.stdout.split() == ["n", "2000"], r.stdout + r.stderr
         assert "let go of the file" in r.stderr, r.stderr
+        r = p.cli("sql", "warehouse", "-q", "SELECT current_setting('enable_progress_bar') AS bar")
+        assert r.returncode == 0 and r.stdout.split() == ["bar", "False"], r.stdout + r.stderr
         before = done[0]
         time.sleep(1)
         stop.set()

@@ -37,6 +37,19 @@ def _stored_ids(p: Pipeline) -> dict[str, str]:
     return out
 
 
+def _another_log_refused(p: Pipeline, every: list[str]) -> None:
+    """With ``run`` stopped, the log's id changed (its records kept): every view in ``every``
+    must fail at start and say the log was replaced."""
+    first = _log_id(p)
+    with sqlite3.connect(p.log_path / "log.db") as c:
+        c.execute("UPDATE meta SET value = '00000000deadbeef' WHERE key = 'log_id'")
+    p.start()
+    assert p.wait_failed(set(every)) == every, p.output()[-3000:]
+    out = p.output()
+    assert "is another log (id 00000000deadbeef, the view's store names " + first in out, out[-3000:]
+    assert "Traceback" not in out
+
+
 def test_a_view_does_not_resume_in_another_log_with_the_same_numbers(pg: PgCluster, tmp_path: Path) -> None:
     """The log's records kept as they are, its id changed (as a log emptied and refilled up to
     the same record and position would be): before ids, every view resumed after its record
@@ -47,16 +60,8 @@ def test_a_view_does_not_resume_in_another_log_with_the_same_numbers(pg: PgClust
         p.start()
         p.wait_caught_up()
         assert p.stop() == 0
-        first = _log_id(p)
-        assert set(_stored_ids(p).values()) == {first}
-        with sqlite3.connect(p.log_path / "log.db") as c:
-            c.execute("UPDATE meta SET value = '00000000deadbeef' WHERE key = 'log_id'")
-        p.start()
-        every = ["_compactor", "cache", "replica", "search", "warehouse"]
-        assert p.wait_failed(set(every)) == every, p.output()[-3000:]
-        out = p.output()
-        assert "is another log (id 00000000deadbeef, the view's store names " + first in out, out[-3000:]
-        assert "Traceback" not in out
+        assert set(_stored_ids(p).values()) == {_log_id(p)}
+        _another_log_refused(p, ["_compactor", "cache", "replica", "search", "warehouse"])
     finally:
         p.close()
 
@@ -84,5 +89,20 @@ def test_stores_written_before_logs_had_ids_resume_and_take_the_id(pg: PgCluster
         assert p.stop() == 0
         assert set(_stored_ids(p).values()) == {_log_id(p)}
         p.assert_equal()
+    finally:
+        p.close()
+
+
+def test_a_lake_written_from_another_log_is_refused(pg: PgCluster, tmp_path: Path) -> None:
+    """The lakes keep the log id in their checkpoints too (DuckLake: its positions table and
+    snapshot info; Iceberg: every snapshot's summary): a lake that another pipeline's log
+    wrote, under the same view name, is refused, not resumed by record number."""
+    p = Pipeline(pg, tmp_path, views=("ducklake", "iceberg"))
+    try:
+        p.sql("CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t VALUES (1, 'a')")
+        p.start()
+        p.wait_caught_up()
+        assert p.stop() == 0
+        _another_log_refused(p, ["_compactor", "iceberg", "lake"])
     finally:
         p.close()

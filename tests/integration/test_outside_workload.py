@@ -22,7 +22,10 @@ def test_workloads_from_an_empty_database_with_random_kills(pg: PgCluster, tmp_p
     seed = int(os.environ.get("SYNCLINE_CRASH_SEED") or random.randrange(1 << 31))
     print(f"outside workload seed {seed}")
     rnd = random.Random(seed)
-    p = Pipeline(pg, tmp_path, views=("postgres", "duckdb", "redis", "tantivy"), tables="*.*")
+    views = ("postgres", "duckdb", "redis", "tantivy")
+    if not os.environ.get("PG_BINDIR"):  # the lakes once, on the machine's PostgreSQL
+        views += ("ducklake", "iceberg")
+    p = Pipeline(pg, tmp_path, views=views, tables="*.*")
     try:
         p.start()
         time.sleep(1.5)

@@ -20,6 +20,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from syncline.client import sql
 from syncline.config import load_config
 from syncline.core.errors import ViewError
 from syncline.sources.postgres.lsn import format_lsn, parse_lsn
@@ -27,7 +28,15 @@ from syncline.testing.compare import compare_iceberg, source_tables
 from syncline.testing.harness import Pipeline
 from syncline.testing.pgcluster import PgCluster
 from syncline.views.iceberg import lake
-from tests.integration.test_view_ducklake import ACCOUNTS, QUERY, START, _serial_history, _transfers
+from tests.integration.test_view_ducklake import (
+    ACCOUNTS,
+    QUERY,
+    START,
+    _serial_history,
+    _transfers,
+    until_read,
+    verify_finds_then_repairs,
+)
 
 VIEW = "iceberg"  # the harness's name for the view
 
@@ -107,20 +116,6 @@ def _until_more_snapshots(p: Pipeline, tmp_path: Path, ident: tuple[str, str], t
     return n
 
 
-def _until_read(progress: Path, reads: int, states: int) -> None:
-    """Until the reader has read ``reads`` times and seen ``states`` states of the warehouse."""
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            got = json.loads(progress.read_text())
-        except (OSError, ValueError):
-            got = {"reads": 0, "states": 0}
-        if got["reads"] >= reads and got["states"] >= states:
-            return
-        assert time.monotonic() < deadline, f"the reader got only this far: {got}"
-        time.sleep(0.3)
-
-
 def test_readers_in_other_processes_see_whole_transactions_while_run_writes_and_dies(
     pg: PgCluster, tmp_path: Path
 ) -> None:
@@ -152,7 +147,7 @@ def test_readers_in_other_processes_see_whole_transactions_while_run_writes_and_
         writer.start()
         try:
             _until_more_snapshots(p, tmp_path, accounts, 0)  # the view publishes, readers read
-            _until_read(progress, 3, 1)
+            until_read(progress, 3, 1, p)
             time.sleep(2)
             p.kill()  # SIGKILL in the middle of the stream, readers reading
             killed = _snapshot_count(tmp_path, accounts)
@@ -160,7 +155,7 @@ def test_readers_in_other_processes_see_whole_transactions_while_run_writes_and_
             p.start()
             _until_more_snapshots(p, tmp_path, accounts, killed)  # the restarted run publishes
             time.sleep(3)
-            _until_read(progress, 12, 3)
+            until_read(progress, 12, 3, p)
         finally:
             stop.set()
             writer.join()
@@ -286,6 +281,8 @@ def test_sql_at_a_position_answers_with_the_source_state_of_that_position(
         assert r.returncode == 2 and "--at" in r.stderr
         r = p.cli("sql", VIEW, "-q", "SELECT count(*) AS n, max(i) AS m FROM public.hist")
         assert r.returncode == 0 and r.stdout.split() == ["n", "m", "120", "120"], r.stdout + r.stderr
+        r = p.cli("sql", VIEW, "-q", "SELECT current_setting('enable_progress_bar') AS bar")
+        assert r.returncode == 0 and r.stdout.split() == ["bar", "False"], r.stdout + r.stderr
         assert p.stop() == 0
         _assert_same(p.compare()[VIEW], {"public.counter": 1, "public.hist": 120})
     finally:
@@ -725,5 +722,164 @@ def test_one_large_transaction_into_both_lakes(pg: PgCluster, tmp_path: Path) ->
         p.assert_equal()
         got = p.compare()
         assert {d.table: d.view_rows for d in got[VIEW]}.get("public.big") == rows
+    finally:
+        p.close()
+
+
+def test_verify_repair_mends_a_table_changed_behind_syncline(pg: PgCluster, tmp_path: Path) -> None:
+    """Someone writes the published Iceberg table with pyiceberg (the working copy is
+    untouched): ``verify`` reads the warehouse, not the working copy, and finds the three
+    keys; ``verify --repair`` publishes them again through the view."""
+    import pyarrow as pa
+    from pyiceberg.expressions import EqualTo, Or
+
+    p = Pipeline(pg, tmp_path, views=(VIEW,))
+    try:
+        p.start()
+        p.sql("CREATE TABLE t (id int PRIMARY KEY, v text)")
+        p.sql("INSERT INTO t SELECT g, 'v' || g FROM generate_series(1, 300) g")
+        p.wait_caught_up(new_tables=True)
+        assert p.stop() == 0
+        table = lake.open_catalog(str(tmp_path / "iceberg.sqlite"), str(tmp_path / "iceberg")).load_table(
+            ("public", "t")
+        )
+        table.delete(Or(EqualTo("id", 7), EqualTo("id", 8)))
+        schema = table.schema().as_arrow()
+        table.append(pa.table({"id": [8, 9999], "v": ["wrong", "extra"]}, schema=schema))
+        verify_finds_then_repairs(p, VIEW, "public.t", (["7"], ["8"], ["9999"]))
+        p.start()
+        p.wait_caught_up()
+        assert p.stop() == 0
+        _assert_same(p.compare()[VIEW], {"public.t": 300})
+        r = p.cli("verify", "-q")
+        assert r.returncode == 0, r.stdout + r.stderr
+    finally:
+        p.close()
+
+
+def _until_dropped(p: Pipeline, tmp_path: Path, ident: tuple[str, str]) -> None:
+    """Until both lakes have dropped a table dropped at the source (the capture learns of a
+    drop from its catalogue poll, so ``wait_caught_up`` may return before it is logged)."""
+    from syncline.views.ducklake import lake as duck
+
+    deadline = time.monotonic() + 60
+    while True:
+        con = duck.connect(str(tmp_path / "lake.sqlite"), str(tmp_path / "lake"), read_only=True)
+        try:
+            in_lake = con.execute(
+                "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
+                list(ident),
+            ).fetchone()
+        finally:
+            con.close()
+        cat = lake.open_catalog(str(tmp_path / "iceberg.sqlite"), str(tmp_path / "iceberg"))
+        if in_lake == (0,) and not cat.table_exists(ident):
+            return
+        assert time.monotonic() < deadline, f"{ident} not dropped:\n{p.output()[-3000:]}"
+        time.sleep(0.2)
+
+
+def test_odd_schema_and_table_names_in_both_lakes(pg: PgCluster, tmp_path: Path) -> None:
+    """Names PostgreSQL allows and catalogs and file systems treat specially: a schema with
+    a dot (the Iceberg SQL catalog reads it back as a nested namespace), tables named
+    ``..`` and ``.`` (directories of their own, not the parent), quotes, spaces, unicode."""
+    p = Pipeline(pg, tmp_path, views=("ducklake", "iceberg"), tables="*.*")
+    try:
+        p.start()  # before the application creates its tables
+        p.sql(
+            'CREATE SCHEMA "odd.schema"; CREATE SCHEMA "Ünï cødé";'
+            'CREATE TABLE "odd.schema"."Weird.Name" ("Col:1" int PRIMARY KEY, "sp ace" text);'
+            'CREATE TABLE "odd.schema".".." (id int PRIMARY KEY, v text);'
+            'CREATE TABLE public."." (id int PRIMARY KEY, v text);'
+            'CREATE TABLE public."say ""hi""" (id int PRIMARY KEY, v text);'
+            'CREATE TABLE "Ünï cødé"."tâble/x" (id int PRIMARY KEY, v text)'
+        )
+        names = ['"odd.schema"."Weird.Name"', '"odd.schema".".."', 'public."."', 'public."say ""hi"""']
+        names.append('"Ünï cødé"."tâble/x"')
+        for n in names:
+            p.sql(f"INSERT INTO {n} SELECT g, 'v' || g FROM generate_series(1, 50) g")
+        p.wait_caught_up(new_tables=True)
+        for n in names:
+            key = '"Col:1"' if "Weird" in n else "id"
+            p.sql(
+                f"UPDATE {n} SET {key} = {key} + 1000 WHERE {key} % 7 = 0; DELETE FROM {n} WHERE {key} % 5 = 0"
+            )
+        p.wait_caught_up()
+        # a dropped table's files go with it: the directory of "." must not be its schema's
+        p.sql('DROP TABLE public."."')
+        names.remove('public."."')
+        _until_dropped(p, tmp_path, ("public", "."))
+        p.assert_verified()  # while run runs: both lakes read by their readers
+        assert p.stop() == 0
+        r = p.cli("verify", "--json", "-q")
+        assert r.returncode == 0, r.stdout + r.stderr
+        for view, got in json.loads(r.stdout)["views"].items():
+            counts = {t: (v["status"], v["view_rows"]) for t, v in got["tables"].items()}
+            assert sorted(counts.values()) == [("equal", 40)] * len(names), (view, counts)
+        r = p.cli("sql", "iceberg", "-q", 'SELECT count(*) AS n FROM "odd.schema"."Weird.Name"')
+        assert r.returncode == 0 and r.stdout.split() == ["n", "40"], r.stdout + r.stderr
+    finally:
+        p.close()
+
+
+def test_a_reader_skips_a_table_dropped_while_it_lists_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A table dropped (its files deleted) between a reader's listing and its scan is left
+    out of that read, not an error for the whole query (``sql`` and ``verify`` read every
+    table of the view); a table still in the catalogue whose files are missing is an error."""
+    import shutil
+
+    import duckdb
+    import pyarrow as pa
+
+    cat = lake.open_catalog(str(tmp_path / "c.sqlite"), str(tmp_path / "wh"))
+    cat.create_namespace(("public",))
+    for name in ("a", "b"):
+        t = cat.create_table(
+            ("public", name),
+            schema=pa.schema([("id", pa.int32())]),
+            location=f"file://{tmp_path / 'wh' / name}",
+            properties={lake.VIEW: VIEW},
+        )
+        t.append(pa.table({"id": pa.array([1, 2, 3], pa.int32())}))
+    read = lake.consistent_read(cat, VIEW)
+    assert set(read.tables) == {("public", "a"), ("public", "b")}
+    cat.drop_table(("public", "b"))
+    shutil.rmtree(tmp_path / "wh" / "b")
+    monkeypatch.setattr(lake, "consistent_read", lambda *_a, **_k: read)  # listed before the drop
+    con, _ = lake.reading_connection(cat, VIEW)
+    try:
+        assert con.execute("SELECT count(*) FROM public.a").fetchone() == (3,)
+        with pytest.raises(duckdb.CatalogException):
+            con.execute("SELECT * FROM public.b")
+    finally:
+        con.close()
+    shutil.rmtree(tmp_path / "wh" / "a")  # in the catalogue, files gone: an error
+    with pytest.raises(duckdb.IOException):
+        lake.reading_connection(cat, VIEW)
+
+
+def test_at_a_position_before_a_copy_on_write_the_rows_it_rewrote_are_there(
+    pg: PgCluster, tmp_path: Path
+) -> None:
+    """A copy-on-write is two snapshots in one commit (the delete, then the append): both
+    carry the batch's position, so the delete's is never taken for another writer's
+    snapshot standing for the batch before (``--at`` that batch then missed the row)."""
+    p = Pipeline(pg, tmp_path, views=(VIEW,))
+    try:
+        p.start()
+        p.sql(
+            "CREATE TABLE t (id int PRIMARY KEY, v int); INSERT INTO t SELECT g, 0 FROM generate_series(1, 100) g"
+        )
+        p.wait_caught_up(new_tables=True)
+        before = sql(p.config_path, VIEW, "SELECT count(*), sum(v) FROM public.t")
+        assert before.rows == [(100, 0)] and before.position is not None
+        p.sql("UPDATE t SET v = 7 WHERE id = 5")
+        p.wait_caught_up()
+        assert sql(p.config_path, VIEW, "SELECT count(*), sum(v) FROM public.t").rows == [(100, 7)]
+        got = sql(p.config_path, VIEW, "SELECT count(*), sum(v) FROM public.t", at=before.position)
+        assert (got.position, got.rows) == (before.position, [(100, 0)])
+        assert p.stop() == 0
     finally:
         p.close()

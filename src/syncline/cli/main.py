@@ -278,7 +278,7 @@ def cmd_retry(args: argparse.Namespace) -> int:
 
 
 def cmd_wait(args: argparse.Namespace) -> int:
-    from syncline.core.errors import TablesNotFollowed, ViewFailed
+    from syncline.core.errors import CatalogueNotSeen, TablesNotFollowed, ViewFailed
     from syncline.runtime.status import views_behind, wait_caught_up
     from syncline.sources.registry import format_position, open_admin, parse_position
 
@@ -295,11 +295,10 @@ def cmd_wait(args: argparse.Namespace) -> int:
         return 2
     deadline = time.monotonic() + args.timeout
     try:
-        current = open_admin(cfg).followed_position(deadline)
-        lsn = current if given is None else given
+        lsn = open_admin(cfg).followed_position(deadline, at=given)
         if wait_caught_up(cfg, lsn, names, max(0.0, deadline - time.monotonic())):
             return 0
-    except TablesNotFollowed as e:
+    except (TablesNotFollowed, CatalogueNotSeen) as e:
         print(f"syncline: timeout: {redact(str(e), cfg.secrets())}", file=sys.stderr)
         return 1
     except ViewFailed as e:
@@ -488,14 +487,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 def cmd_sql(args: argparse.Namespace) -> int:
     """One read-only query on a warehouse view (ducklake, iceberg, duckdb), now or ``--at`` a position."""
+    from syncline.client import sql
     from syncline.sources.postgres.lsn import parse_lsn
-    from syncline.views.ducklake.query import run_query
 
     cfg = _load(args)
-    vcfg = next((v for v in cfg.views if v.name == args.view), None)
-    if vcfg is None:
-        print(f"syncline: error: no view named {args.view!r} in {cfg.path}", file=sys.stderr)
-        return 2
     at = None
     if args.at is not None:
         try:
@@ -503,7 +498,7 @@ def cmd_sql(args: argparse.Namespace) -> int:
         except ValueError:
             print(f"syncline: error: --at: expected an LSN like 0/16B3748, got {args.at!r}", file=sys.stderr)
             return 2
-    answer = run_query(cfg, vcfg, args.query, at)
+    answer = sql(cfg, args.view, args.query, at=at)
     if answer.note and not args.quiet:
         print(f"sql: {answer.note}", file=sys.stderr)
     if args.json:

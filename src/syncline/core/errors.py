@@ -106,6 +106,18 @@ class ViewFailed(SynclineError):
         self.error = error
 
 
+class CatalogueNotSeen(SynclineError):
+    """A DDL changed followed tables and the capture has not looked at the catalogue since:
+    ``wait`` cannot promise its effect (rows rewritten, a table or column dropped or
+    renamed) reached the views."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "a DDL changed the followed tables and the capture has not acted on it yet: it looks "
+            "at the catalogue every second while `syncline run` runs (see its log and `syncline status`)"
+        )
+
+
 class TablesNotFollowed(SynclineError):
     """Tables match ``[source] tables`` but are not followed yet (created while ``run``
     runs, and not yet added and copied): ``wait`` cannot promise their rows reached a view."""

@@ -19,6 +19,7 @@ NAMES = {
     "capture.streamed_in_progress": "part of a transaction streamed in progress is spooled, no commit yet",
     "copy.chunk_logged": "a chunk of a table copy is logged; its window is not closed yet",
     "follow.joined_not_saved": "a new table is in the publication; its copy is not yet in the log's metadata",
+    "follow.shape_logged": "a table's new shape is in the WAL (a message); the stream has not decoded it yet",
     "view.mid_transaction": "a view applied part of a large source transaction (nothing committed)",
     "view.committed_not_reported": "a view committed a batch (with its position); the log does not know",
     "retention.before_trim": "every view applied a range of the log; it is not trimmed yet",

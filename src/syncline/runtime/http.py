@@ -36,7 +36,14 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from syncline.core.config_models import Config
-from syncline.core.errors import LogError, SynclineError, TablesNotFollowed, ViewFailed, redact
+from syncline.core.errors import (
+    CatalogueNotSeen,
+    LogError,
+    SynclineError,
+    TablesNotFollowed,
+    ViewFailed,
+    redact,
+)
 from syncline.log import log_ready, open_observer
 from syncline.log.base import LogBusy, by_view
 from syncline.runtime import console
@@ -59,6 +66,8 @@ COOKIE = "syncline_token"
 """The cookie a browser keeps the token in (set by ``/?token=TOKEN``)."""
 MAX_WAITERS = 64
 """Concurrent ``/wait`` requests; more get 503 (each holds a thread and polls the log)."""
+WAIT_CONNECTIONS = 4
+"""Source connections the server keeps for waits' checks (a pool: waits share them)."""
 
 
 @dataclass(frozen=True)
@@ -163,9 +172,7 @@ class ApiServer:
         self.metrics = Metrics(cfg, lambda: self.processes().capture_alive)
         self.stopping = threading.Event()
         self.waiters = threading.BoundedSemaphore(MAX_WAITERS)
-        self._unfollowed_lock = threading.Lock()
-        self._unfollowed_at = -1e9
-        self._unfollowed_cache: list[str] = []
+        self.admin = open_admin(cfg, pool_size=WAIT_CONNECTIONS)
         self.thread: threading.Thread | None = None
         self.history = console.History(path=Path(cfg.log.path) / "console-series.json")
         self.sampler = console.Sampler(self.history, lambda: status(cfg, with_source=False).get("views", {}))
@@ -204,6 +211,7 @@ class ApiServer:
             self.httpd.shutdown()
             self.thread.join(5)
         self.httpd.server_close()
+        self.admin.close()
 
     # ------------------------------------------------------------------ routing
 
@@ -299,33 +307,27 @@ class ApiServer:
         if not 0 <= timeout <= MAX_WAIT:
             return _json(400, {"error": f"timeout: expected seconds from 0 to {MAX_WAIT:g}"})
         text = query.get("lsn", [""])[-1].strip()
-        try:
-            lsn = parse_position(text) if text else open_admin(self.cfg).position()
-        except ValueError as e:
-            return _json(400, {"error": f"lsn: {e}"})
-        except SynclineError as e:
-            return _json(503, {"error": redact(str(e), self.cfg.secrets())})
         deadline = time.monotonic() + timeout
         try:
-            missing = self._unfollowed()
-            # a new table is added and copied within seconds: wait for it, within the timeout
-            waited = bool(missing)
-            while missing and time.monotonic() < deadline and not self.stopping.is_set():
-                time.sleep(0.25)
-                missing = self._unfollowed()
-            if waited and not missing:  # its copy is logged after the position asked for
-                lsn = max(lsn, open_admin(self.cfg).position())
-        except SynclineError as e:
-            return _json(503, {"error": redact(str(e), self.cfg.secrets())})
-        if missing:
-            err = TablesNotFollowed(missing)
-            return _json(
-                503,
-                {"applied": False, "lsn": format_position(lsn), "unfollowed": missing, "error": str(err)},
-            )
+            given = parse_position(text) if text else None
+        except ValueError as e:
+            return _json(400, {"error": f"lsn: {e}"})
         if not self.waiters.acquire(blocking=False):
             return _json(503, {"error": f"more than {MAX_WAITERS} waits in progress"})
         try:
+            try:
+                # tables not followed yet (a new table is added and copied within seconds)
+                # and DDL the capture has not acted on yet are waited for, within the
+                # timeout; asked afresh each time: a write a moment ago may have created the
+                # table. The source connections come from the server's small pool.
+                lsn = self.admin.followed_position(deadline, given, self.stopping)
+            except TablesNotFollowed as e:
+                unfollowed = {"applied": False, "lsn": text or None, "unfollowed": e.tables, "error": str(e)}
+                return _json(503, unfollowed)
+            except CatalogueNotSeen as e:  # a timeout: the client may ask again
+                return _json(408, {"applied": False, "lsn": text or None, "behind": names, "error": str(e)})
+            except SynclineError as e:
+                return _json(503, {"error": redact(str(e), self.cfg.secrets())})
             left = max(0.0, deadline - time.monotonic())
             done = wait_caught_up(self.cfg, lsn, names, left, stop=self.stopping)
         except ViewFailed as e:
@@ -355,15 +357,6 @@ class ApiServer:
             408,
             {**doc, "behind": behind, "error": f"{', '.join(behind) or 'views'} behind after {timeout:g}s"},
         )
-
-    def _unfollowed(self) -> list[str]:
-        """:func:`unfollowed_tables`, asked at most once a second (``/wait`` is a hot path)."""
-        now = time.monotonic()
-        with self._unfollowed_lock:
-            if now - self._unfollowed_at > 1.0:
-                self._unfollowed_cache = open_admin(self.cfg).unfollowed_tables()
-                self._unfollowed_at = now
-            return self._unfollowed_cache
 
     def _healthz(self) -> Response:
         procs = self.processes()

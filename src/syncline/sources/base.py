@@ -25,9 +25,14 @@ class SourceAdmin(Protocol):
         (appeared since, or still being copied)."""
         ...
 
-    def followed_position(self, deadline: float = 0.0) -> int:
-        """:meth:`position` once every table is followed (waits until ``deadline``, a
-        ``time.monotonic()``; raises :class:`TablesNotFollowed` after it)."""
+    def followed_position(
+        self, deadline: float = 0.0, at: int | None = None, stop: threading.Event | None = None
+    ) -> int:
+        """The position ``wait`` waits for: ``at`` (:meth:`position` when None), once the
+        capture has acted on every DDL committed so far and every table is followed (moved
+        to :meth:`position` when it had to wait for either). Waits until ``deadline``, a
+        ``time.monotonic()``; raises :class:`TablesNotFollowed` or
+        :class:`CatalogueNotSeen` after it."""
         ...
 
     def wait_followed(self, deadline: float, stop: threading.Event | None = None) -> list[str]:
@@ -44,6 +49,10 @@ class SourceAdmin(Protocol):
 
     def snapshot_rows(self, obs: LogObserver) -> int:
         """Rows the initial snapshot has copied so far."""
+        ...
+
+    def close(self) -> None:
+        """Close the connections it keeps (a pooled admin's), if any."""
         ...
 
 

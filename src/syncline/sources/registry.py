@@ -21,11 +21,13 @@ def open_capture(cfg: Config, writer: LogAppender, on_tables: OnTables | None = 
     return Capture(cfg.source, writer, on_tables)
 
 
-def open_admin(cfg: Config) -> SourceAdmin:
-    """The source's admin side (no connection is made until a method asks)."""
+def open_admin(cfg: Config, pool_size: int = 0) -> SourceAdmin:
+    """The source's admin side (no connection is made until a method asks); ``pool_size``:
+    the waits' checks borrow up to that many connections kept open (``close`` them), else
+    each check opens its own."""
     from syncline.sources.postgres.admin import PostgresAdmin
 
-    return PostgresAdmin(cfg)
+    return PostgresAdmin(cfg, pool_size)
 
 
 def position_format(kind: str = "postgres") -> PositionFormat:

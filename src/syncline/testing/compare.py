@@ -13,6 +13,7 @@ from psycopg import sql
 
 from syncline.core.events import Relation
 from syncline.sources.postgres.replication import session_conninfo
+from syncline.views.duckdb.session import open_duckdb
 
 TextRow = tuple[str | None, ...]
 
@@ -105,9 +106,7 @@ def compare_postgres(source_dsn: str, replica_dsn: str, tables: dict[str, list[s
 
 
 def compare_duckdb(source_dsn: str, path: str, tables: dict[str, list[str]]) -> list[TableDiff]:
-    import duckdb
-
-    return _compare_duck(source_dsn, duckdb.connect(path, read_only=True), tables)
+    return _compare_duck(source_dsn, open_duckdb(path, read_only=True), tables)
 
 
 def compare_ducklake(

@@ -3,6 +3,7 @@ publication, slot state, and relation details (type names, primary keys, user ty
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -124,6 +125,40 @@ def discover_tables(conn: psycopg.Connection[Any], patterns: tuple[str, ...]) ->
                 )
             )
     return out
+
+
+def catalogue_mark(conn: psycopg.Connection[Any], tables: list[TableInfo]) -> str:
+    """A digest of what the capture's catalogue poll acts on for ``tables`` (those
+    :func:`discover_tables` found): their names, keys and privileges, their columns (names,
+    types, defaults, enum labels) and their partitions. The poll publishes the mark it has
+    acted on; ``wait`` compares it with the catalogue's mark of now: equal, every DDL that
+    rewrote, dropped or renamed before the wait is in the stream or in a queued copy."""
+    oids = sorted(t.oid for t in tables)
+    if not oids:
+        return "none"
+    row = conn.execute(  # digested by the server: one row back, however many columns
+        "SELECT md5(coalesce(string_agg(line, E'\\n' ORDER BY rel, num, sub), '')) FROM ("
+        " SELECT a.attrelid::bigint AS rel, a.attnum::bigint AS num, 0::bigint AS sub,"
+        "  a.attrelid || ' ' || a.attnum || ' ' || a.atttypid || ' ' || a.atttypmod || ' '"
+        "  || (a.atthasdef OR a.atthasmissing) || ' ' || quote_literal(a.attname)"
+        "  || coalesce(' ' || e.labels, '') AS line"
+        " FROM pg_catalog.pg_attribute a LEFT JOIN ("
+        "  SELECT enumtypid, string_agg(quote_literal(enumlabel), ',' ORDER BY enumsortorder) AS labels"
+        "  FROM pg_catalog.pg_enum GROUP BY enumtypid) e ON e.enumtypid = a.atttypid"
+        " WHERE a.attrelid = ANY(%(oids)s) AND a.attnum > 0 AND NOT a.attisdropped"
+        " UNION ALL ("
+        "  WITH RECURSIVE tree (root, relid) AS ("
+        "   SELECT r.oid, r.oid FROM pg_catalog.pg_class r WHERE r.oid = ANY(%(oids)s) AND r.relkind = 'p'"
+        "   UNION ALL SELECT t.root, i.inhrelid FROM tree t"
+        "   JOIN pg_catalog.pg_inherits i ON i.inhparent = t.relid)"
+        "  SELECT root::bigint, -1, relid::bigint, 'part ' || root || ' ' || relid FROM tree)) x",
+        {"oids": oids},
+    ).fetchone()
+    h = hashlib.sha256()
+    for t in sorted(tables, key=lambda t: t.oid):
+        h.update(repr(("table", t.oid, t.qualified, t.relkind, t.replident, t.has_pk, t.can_select)).encode())
+    h.update(str(row[0] if row else "").encode())
+    return h.hexdigest()[:32]
 
 
 def table_info(conn: psycopg.Connection[Any], oid: int) -> TableInfo | None:
@@ -281,7 +316,7 @@ class RelationCatalog:
     def __init__(self, conn: psycopg.Connection[Any]) -> None:
         self.conn = conn
         self._types: dict[tuple[int, int], tuple[str, str, str, str]] = {}
-        self._cache: dict[RelationMessage, Relation] = {}
+        self._cache: dict[tuple[RelationMessage, tuple[str, ...]], Relation] = {}
 
     def primary_key(self, oid: int) -> tuple[str, ...]:
         rows = self.conn.execute(
@@ -407,7 +442,13 @@ class RelationCatalog:
         return tuple(out)
 
     def relation(self, msg: RelationMessage) -> Relation:
-        hit = self._cache.get(msg)
+        try:
+            # the primary key is not in the message (with REPLICA IDENTITY FULL or USING
+            # INDEX the message stays the same when a key is added or changed)
+            pk = self.primary_key(msg.oid)
+        except psycopg.OperationalError as e:
+            raise TransientSourceError(f"catalogue lookup failed: {first_line(e)}") from e
+        hit = self._cache.get((msg, pk))
         if hit is not None:
             return hit
         try:
@@ -415,17 +456,17 @@ class RelationCatalog:
             for flags, name, typ, typmod in msg.columns:
                 tname, cat, elem, base = self._type(typ, typmod)
                 cols.append(Column(name, typ, typmod, tname, cat, elem, base, bool(flags & 1)))
-            pk = self.primary_key(msg.oid)
+            key = pk
             names = {c.name for c in cols}
-            if not pk or not set(pk) <= names:
+            if not key or not set(key) <= names:
                 # REPLICA IDENTITY USING INDEX: the index's (NOT NULL) columns are a key.
                 # FULL without a primary key: no key; rows are matched by all their values.
-                pk = () if msg.replident == "f" else tuple(c.name for c in cols if c.in_identity)
+                key = () if msg.replident == "f" else tuple(c.name for c in cols if c.in_identity)
             utypes = self.user_types([c.type_oid for c in cols])
         except psycopg.OperationalError as e:
             raise TransientSourceError(f"catalogue lookup failed: {first_line(e)}") from e
-        rel = Relation(msg.oid, msg.schema, msg.name, msg.replident, tuple(cols), pk, utypes)
-        self._cache[msg] = rel
+        rel = Relation(msg.oid, msg.schema, msg.name, msg.replident, tuple(cols), key, utypes)
+        self._cache[(msg, pk)] = rel
         return rel
 
     def partition_root(self, oid: int) -> TableInfo | None:

@@ -41,6 +41,7 @@ import psycopg
 from psycopg import sql
 
 from syncline.core import failpoints
+from syncline.core.codec import relation_from_json, relation_to_json
 from syncline.core.config_models import SourceConfig
 from syncline.core.errors import LogError, TransientSourceError
 from syncline.core.events import UNCHANGED, Relation, Row, RowChange
@@ -62,6 +63,45 @@ LAG_LIMIT = 5_000
 """Log records a view may be behind before copies pause."""
 META_KEY = "follow_copies"
 FOLLOWED_KEY = "follow_tables"
+SEEN_KEY = "follow_seen"
+"""The followed tables' columns and leaf partitions the last poll acted on: a DDL that
+rewrote rows, or a partition attached or detached, while ``run`` was stopped is found at
+the next start's first poll."""
+
+Shape = tuple[int, int, bool, str | None, str, bool | None]
+"""A column as the poll compares it: type, typmod, has a default, enum labels, name, part of
+the table's key (None: not known, saved by an earlier version)."""
+
+
+def _shape(saved: list[Any]) -> Shape:
+    """A :data:`Shape` as :data:`SEEN_KEY` saved it (five values before the key was)."""
+    t, m, d, e, n = saved[:5]
+    key = saved[5] if len(saved) > 5 else None
+    return (
+        int(t),
+        int(m),
+        bool(d),
+        None if e is None else str(e),
+        str(n),
+        None if key is None else bool(key),
+    )
+
+
+def _key_columns(cols: dict[int, Shape]) -> set[int]:
+    """The numbers of a table's key columns (none: no primary key or identity index)."""
+    return {a for a, v in cols.items() if v[5]}
+
+
+def _key_rewritten(before: dict[int, Shape], cols: dict[int, Shape]) -> bool:
+    """Whether a column of the table's key (every column without one) changed its type or
+    enum labels: its stored values, so the rows' keys, may differ now."""
+    changed = {a for a, v in cols.items() if a in before and (before[a][:2] != v[:2] or before[a][3] != v[3])}
+    return bool(changed & (_key_columns(cols) or set(cols)))
+
+
+CATALOGUE_KEY = "follow_catalogue"
+"""The :func:`~syncline.sources.postgres.catalog.catalogue_mark` the last poll acted on in
+full (``wait`` waits for the catalogue's mark of now)."""
 FIRST_ROWS_KEY = "first_copy_rows"
 """Rows the first start's copy has logged (the initial snapshot's progress)."""
 BARRIER_INTERVAL = 0.2
@@ -182,9 +222,8 @@ class TableFollower:
         self.conn = conn
         self.relation_of = relation_of
         """The table's Relation message (generated columns included) and Relation."""
-        self.shapes: dict[int, dict[int, tuple[int, int, bool, str | None, str]]] = {}
-        """Per followed table and column number: type, typmod, has a default, enum labels,
-        name."""
+        self.shapes: dict[int, dict[int, Shape]] = {}
+        """Per followed table and column number: its :data:`Shape`."""
         self._polls = 0
         self._lag_checked = 0.0
         self._barrier_checked = 0.0
@@ -200,6 +239,14 @@ class TableFollower:
         self.parallel = max(1, cfg.copy_parallel)
         self._part_conns: list[psycopg.Connection[Any]] = []
         self._last_poll = 0.0
+        self._mark = ""
+        """The catalogue mark last published (see :data:`CATALOGUE_KEY`)."""
+        self._renamed: set[int] = set()
+        """Followed tables renamed whose new shape is not logged yet."""
+        self._seen_saved: tuple[dict[int, dict[int, Shape]], dict[int, set[int]]] = ({}, {})
+        """:attr:`shapes` and :attr:`leaves` as last saved (see :data:`SEEN_KEY`; a poll
+        replaces their entries, never changes one in place)."""
+        self._acted = True
         self._lost_keys: set[int] = set()
         """Followed tables whose Relation arrived in the stream without a key (between two
         polls): left at the next tick, then followed and copied again once keyed."""
@@ -226,7 +273,9 @@ class TableFollower:
         known = self.writer.meta(FOLLOWED_KEY)
         published = dict(self.followed)
         for oid, name in (json.loads(known) if known else {}).items():
-            self.followed.setdefault(int(oid), str(name))
+            # under the name the views know: one renamed while `run` was stopped is moved
+            # at the first poll (the publication has the new name already)
+            self.followed[int(oid)] = str(name)
         saved = self.writer.meta(META_KEY)
         for oid, st in (json.loads(saved) if saved else {}).items():
             self.copies[int(oid)] = Copy(
@@ -246,6 +295,15 @@ class TableFollower:
             for oid in sorted(set(published) - {int(o) for o in json.loads(known)} - set(self.copies)):
                 log.info("copying %s: it joined the publication as a run stopped", published[oid])
                 self.copies[oid] = Copy(oid, published[oid], barrier=self._running())
+        seen = self.writer.meta(SEEN_KEY)
+        doc = json.loads(seen) if seen else {}
+        for oid, cols in doc.get("columns", {}).items():
+            if int(oid) in self.followed:
+                self.shapes[int(oid)] = {int(a): _shape(v) for a, v in cols.items()}
+        for oid, leaves in doc.get("leaves", {}).items():
+            if int(oid) in self.followed:
+                self.leaves[int(oid)] = {int(x) for x in leaves}
+        self._seen_saved = (dict(self.shapes), dict(self.leaves))
         for c in self.copies.values():
             if c.after is not None:
                 log.info("resuming the copy of %s after %d rows", c.qualified, c.done_rows)
@@ -350,8 +408,14 @@ class TableFollower:
         return Snapshot.parse(str(row[0]))
 
     def poll(self) -> None:
+        """Act on the catalogue as it is now (tables that appeared, were dropped, renamed,
+        lost their key, or had their rows rewritten or their shape changed by DDL), then
+        publish its mark: read first, so anything that changed after the read makes the
+        next poll's mark differ."""
+        self._acted = True  # False when something is left for the next poll
         try:
             tables = cat.discover_tables(self.conn, self.cfg.tables)
+            mark = cat.catalogue_mark(self.conn, tables)
             if self.recent:
                 snap = self._snapshot()
                 self.recent = {x for x in self.recent if snap.invisible32(x)}
@@ -381,9 +445,14 @@ class TableFollower:
                 self.followed[oid] = by_oid[oid].qualified
                 if oid in self.copies:
                     self.copies[oid].qualified = by_oid[oid].qualified
-                self._emit(f"rename:{oid}")
+                self._renamed.add(oid)
                 self._save()
                 log.info("table %s is now %s", q, by_oid[oid].qualified)
+        for oid in sorted(self._renamed):  # the table busy (a DDL holds it): the next poll again
+            if oid not in self.followed or self._emit_shape(oid):
+                self._renamed.discard(oid)
+            else:
+                self._acted = False
         for t in tables:
             if t.oid in self.followed:
                 continue
@@ -403,6 +472,24 @@ class TableFollower:
             self._join(t)
         self._check_rewrites()
         self._take_requests()
+        state = (dict(self.shapes), dict(self.leaves))
+        meta: dict[str, str | int] = {}
+        if state != self._seen_saved:  # serialized only when it changed
+            meta[SEEN_KEY] = json.dumps(
+                {
+                    "columns": {str(o): {str(a): list(v) for a, v in c.items()} for o, c in state[0].items()},
+                    "leaves": {str(o): sorted(leaves) for o, leaves in state[1].items()},
+                }
+            )
+        if self._acted and mark != self._mark:
+            meta[CATALOGUE_KEY] = mark
+        if meta:  # after the copies the poll queued are saved: a crash before finds them again
+            try:
+                self.writer.set_meta_now(**meta)
+                self._mark = mark if CATALOGUE_KEY in meta else self._mark
+                self._seen_saved = state
+            except (LogError, sqlite3.Error):
+                pass  # busy: the next poll writes them
         self._polls += 1
         if self._polls % SEQUENCE_POLLS == 1:
             self._sequences()
@@ -449,32 +536,44 @@ class TableFollower:
             return
         self._check_partitions()
         rows = self.conn.execute(
-            "SELECT a.attrelid, a.attnum, a.atttypid, a.atttypmod, a.atthasdef OR a.atthasmissing,"
+            # the key the views use: the primary key, else the replica identity index
+            "WITH k AS (SELECT DISTINCT ON (i.indrelid) i.indrelid, i.indkey::int2[] AS cols"
+            " FROM pg_catalog.pg_index i WHERE i.indrelid = ANY(%s) AND (i.indisprimary OR i.indisreplident)"
+            " ORDER BY i.indrelid, i.indisprimary DESC)"
+            " SELECT a.attrelid, a.attnum, a.atttypid, a.atttypmod, a.atthasdef OR a.atthasmissing,"
             " (SELECT string_agg(e.enumlabel, E'\\x01' ORDER BY e.enumsortorder) FROM pg_catalog.pg_enum e"
-            "  WHERE e.enumtypid = a.atttypid), a.attname"
-            " FROM pg_catalog.pg_attribute a"
+            "  WHERE e.enumtypid = a.atttypid), a.attname, COALESCE(a.attnum = ANY(k.cols), false)"
+            " FROM pg_catalog.pg_attribute a LEFT JOIN k ON k.indrelid = a.attrelid"
             " WHERE a.attrelid = ANY(%s) AND a.attnum > 0 AND NOT a.attisdropped",
-            (list(self.followed),),
+            (list(self.followed), list(self.followed)),
         ).fetchall()
-        now: dict[int, dict[int, tuple[int, int, bool, str | None, str]]] = {}
-        for relid, attnum, typ, typmod, has_default, labels, name in rows:
+        now: dict[int, dict[int, Shape]] = {}
+        for relid, attnum, typ, typmod, has_default, labels, name, key in rows:
             now.setdefault(int(relid), {})[int(attnum)] = (
                 int(typ),
                 int(typmod),
                 bool(has_default),
                 labels,
                 str(name),
+                bool(key),
             )
         for oid, cols in now.items():
             before = self.shapes.get(oid)
             self.shapes[oid] = cols
-            if before is None or oid in self.copies:
+            if before is None:
                 continue
             why = ""
             dropped = {v[4] for a, v in before.items() if a not in cols}
             if any(v[4] in dropped for a, v in cols.items() if a not in before):
                 why = "a column dropped and added again under its name"
-            for attnum, (typ, typmod, has_default, labels, _name) in cols.items():
+            # the views' keys are other columns now: rows stored under the old keys (Redis
+            # keys, search documents) must go, and a table that had no key (REPLICA
+            # IDENTITY FULL) has no rows yet in a view that needs one
+            known = all(v[5] is not None for v in before.values())  # else saved before keys were
+            key_changed = known and _key_columns(before) != _key_columns(cols)
+            if key_changed:
+                why = "its key changed"
+            for attnum, (typ, typmod, has_default, labels, _name, _key) in cols.items():
                 if why:
                     break
                 old = before.get(attnum)
@@ -490,13 +589,19 @@ class TableFollower:
             if why:
                 name = self.followed[oid]
                 log.info("%s: %s changed its stored rows without row events: copying it again", name, why)
-                self.copies[oid] = Copy(oid, name)
-                self._save()
-            elif before.keys() != cols.keys() or any(before[a][4] != v[4] for a, v in cols.items()):
+                # a key column's values may have changed: the rows under the old keys go
+                self._copy_again(oid, reset=key_changed or _key_rewritten(before, cols))
+            elif oid in self.copies:
+                continue  # its chunks carry the new shape
+            elif (
+                before.keys() != cols.keys() or any(before[a][4] != v[4] for a, v in cols.items())
+            ) and not self._emit_shape(oid):
                 # a column renamed, dropped, or added without a default: pgoutput sends the
-                # new shape only with the table's next change, which may never come; log it
-                # now, in stream order (the views rename, drop or add the column)
-                self._emit(f"rename:{oid}")
+                # new shape only with the table's next change, which may never come; it was
+                # logged now, in stream order (the views rename, drop or add the column),
+                # unless the table was busy: the next poll tries again
+                self.shapes[oid] = before
+                self._acted = False
 
     def _check_partitions(self) -> None:
         """ATTACH, DETACH or DROP of a partition adds or removes rows of the root without
@@ -520,7 +625,7 @@ class TableFollower:
         for oid, now in trees.items():
             before = self.leaves.get(oid)
             self.leaves[oid] = now
-            if before is None or before == now or oid in self.copies:
+            if before is None or before == now:
                 continue
             gone = before - now
             added = [leaf for leaf in now - before if self._has_rows(leaf)]
@@ -528,8 +633,19 @@ class TableFollower:
                 name = self.followed[oid]
                 why = "partitions detached or dropped" if gone else "partitions attached with rows"
                 log.info("%s: %s: copying it again", name, why)
-                self.copies[oid] = Copy(oid, name, reset=bool(gone))
-                self._save()
+                self._copy_again(oid, reset=bool(gone))
+
+    def _copy_again(self, oid: int, reset: bool) -> None:
+        """Queue table ``oid`` for a copy (``reset``: emptied in the views first). One under
+        way starts over: the chunks it logged hold the rows from before."""
+        running = self.copies.get(oid)
+        first, barrier = False, set[int]()
+        if running is not None:
+            if self.current is not None and any(p.copy.oid == oid for p in self.current.parts):
+                self.current = None  # its high watermark is ignored: the chunks are read again
+            first, barrier, reset = running.first, running.barrier, reset or running.reset
+        self.copies[oid] = Copy(oid, self.followed[oid], reset=reset, first=first, barrier=barrier)
+        self._save()
 
     def _has_rows(self, oid: int) -> bool:
         row = self.conn.execute("SELECT %s::oid::regclass::text", (oid,)).fetchone()
@@ -592,6 +708,8 @@ class TableFollower:
         """A followed table dropped or no longer matching: empty it in the views."""
         name = self.followed.pop(oid)
         self.copies.pop(oid, None)
+        self.shapes.pop(oid, None)
+        self.leaves.pop(oid, None)
         if self.current is not None and any(p.copy.oid == oid for p in self.current.parts):
             self.current = None  # its high watermark is ignored: the other chunks are read again
         row = self.conn.execute(
@@ -614,6 +732,33 @@ class TableFollower:
         )
 
     # -- watermark chunks -------------------------------------------------------------------
+
+    def _emit_shape(self, oid: int) -> bool:
+        """Log table ``oid``'s shape at this point of the stream (a rename, a column renamed,
+        dropped or added, which pgoutput tells only with the table's next change).
+
+        The shape travels in the message, read while the table is locked: no DDL on it
+        commits between the read and the message, so the shape is exactly the one in force
+        at the message's place in the WAL. (Read when the message is decoded, it was the
+        catalogue's shape of *then*: a column renamed in the meantime reached the views
+        before the transactions that still wrote its old name, and they dropped it and
+        added it back empty.) False when the table is busy (a DDL holds it) or gone."""
+        try:
+            with self.conn.transaction():
+                self.conn.execute("SET LOCAL lock_timeout = '200ms'")
+                row = self.conn.execute("SELECT %s::oid::regclass::text", (oid,)).fetchone()
+                if row is None or row[0] == str(oid):
+                    return False  # gone
+                self.conn.execute(sql.SQL("LOCK TABLE ONLY {} IN ACCESS SHARE MODE").format(sql.SQL(row[0])))
+                again = self.conn.execute("SELECT %s::oid::regclass::text", (oid,)).fetchone()
+                if again is None or again[0] != row[0]:
+                    return False  # renamed while we waited for the lock: next time
+                _msg, rel = self.relation_of(self.table(oid))
+                self._emit(f"shape:{oid}:{relation_to_json(rel).decode()}")
+        except (psycopg.errors.LockNotAvailable, psycopg.errors.UndefinedTable):
+            return False
+        failpoints.hit("follow.shape_logged")
+        return True
 
     def _emit(self, content: str) -> int:
         row = self.conn.execute(
@@ -927,11 +1072,14 @@ class TableFollower:
         # of its record): a source transaction whose commit record follows right after has
         # that LSN as its commit LSN, and must not pass for one the log already holds.
         at = lsn - 1
-        if kind == "rename":
-            try:
-                _msg, rel = self.relation_of(self.table(int(token)))
-            except psycopg.errors.UndefinedTable:
-                return False  # dropped since: the poll empties it
+        if kind in ("rename", "shape"):
+            if kind == "shape":
+                rel = relation_from_json(token.partition(":")[2])
+            else:  # written by an older syncline: the catalogue's shape, read now
+                try:
+                    _msg, rel = self.relation_of(self.table(int(token)))
+                except psycopg.errors.UndefinedTable:
+                    return False  # dropped since: the poll empties it
             now = int(time.time() * 1_000_000)
             self.writer.begin(0, Position(at), now)
             self.writer.add_relation(rel)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from syncline.core.config_models import ViewConfig
+from syncline.views.duckdb.session import open_duckdb
 from syncline.views.options import REQUIRED, OptionSpec, Store, path_store
 
 if TYPE_CHECKING:
@@ -67,11 +68,9 @@ def _fold_wal(paths: tuple[str, ...]) -> None:
     """A DuckDB file's WAL is found by name: fold each into its file before the exchange."""
     import os
 
-    import duckdb
-
     for p in paths:
         if os.path.exists(p + ".wal"):
-            con = duckdb.connect(p)
+            con = open_duckdb(p)
             con.execute("CHECKPOINT")
             con.close()
 

@@ -9,6 +9,7 @@ from syncline.core.config_models import ViewConfig
 from syncline.verify.chunks import TextRow, key_text
 from syncline.verify.readers import VerifyError, _RowReader, option
 from syncline.verify.source import TableSpec
+from syncline.views.duckdb.session import open_duckdb
 
 
 class DuckdbReader(_RowReader):
@@ -20,7 +21,7 @@ class DuckdbReader(_RowReader):
 
         self.borrowed = con is not None
         try:
-            self.con: Any = con if con is not None else duckdb.connect(option(vcfg, "path"), read_only=True)
+            self.con: Any = con if con is not None else open_duckdb(option(vcfg, "path"), read_only=True)
         except duckdb.Error as e:
             raise VerifyError(
                 f"view {vcfg.name} (duckdb): cannot open the warehouse ({str(e).splitlines()[0]}). "

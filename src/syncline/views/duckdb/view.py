@@ -44,9 +44,11 @@ from syncline.core.events import (
     Row,
 )
 from syncline.core.patterns import table_selected
+from syncline.core.renames import column_renames
 from syncline.core.textcast import is_bpchar
 from syncline.views.base import Batch, warn_missed
 from syncline.views.duckdb.compare import select_expr, to_pg_text
+from syncline.views.duckdb.session import open_duckdb
 from syncline.views.duckdb.values import (
     DUCKDB_MAX_TIMESTAMP,
     TEXT,
@@ -325,13 +327,13 @@ class DuckdbView(AppliedView):
 
     def _connect(self) -> Any:
         """A new connection to the store, for writing."""
-        return duckdb.connect(self.path)
+        return open_duckdb(self.path)
 
     def _read_only(self) -> Any:
         """A new read-only connection to the store; None when the store does not exist yet."""
         if not os.path.exists(self.path):
             return None
-        return duckdb.connect(self.path, read_only=True)
+        return open_duckdb(self.path, read_only=True)
 
     def _write_position(self, cp: Checkpoint) -> None:
         """Write the batch's checkpoint (inside its transaction)."""
@@ -485,28 +487,23 @@ class DuckdbView(AppliedView):
     def _alter_columns(self, old: Relation, new: Relation, target: str) -> None:
         old_by_name = {col.name: (i, col) for i, col in enumerate(old.columns)}
         new_names = {col.name for col in new.columns}
-        dropped = {i: col for i, col in enumerate(old.columns) if col.name not in new_names}
-        renamed: dict[str, str] = {}
-        for i, col in enumerate(new.columns):
-            if col.name in old_by_name:
-                continue
-            d = dropped.get(i)
-            if d is not None and d.type_name == col.type_name:
-                renamed[d.name] = col.name
-                del dropped[i]
-        for col in dropped.values():
-            self._run(f"ALTER TABLE {target} DROP COLUMN {quote_ident(col.name)}")
+        renamed = column_renames(old.columns, new.columns)
+        was = {n: o for o, n in renamed.items()}
+        for col in old.columns:
+            if col.name not in new_names and col.name not in renamed:
+                self._run(f"ALTER TABLE {target} DROP COLUMN {quote_ident(col.name)}")
         for o, n in renamed.items():
             self._run(f"ALTER TABLE {target} RENAME COLUMN {quote_ident(o)} TO {quote_ident(n)}")
         types = self._types.get(old.oid, {})
         for col in new.columns:
             q = quote_ident(col.name)
-            if col.name in old_by_name:
-                before = self._map(old_by_name[col.name][1])
+            name = was.get(col.name, col.name)  # its name in ``old``
+            if name in old_by_name:
+                before = self._map(old_by_name[name][1])
                 after = self._map(col)
-                if before.sql != after.sql:
-                    self._alter_type(new, col.name, before, after, types.get(col.name))
-            elif col.name not in renamed.values():
+                if before.sql != after.sql:  # renamed and retyped between two changes too
+                    self._alter_type(new, col.name, before, after, types.get(name))
+            else:
                 self._run(f"ALTER TABLE {target} ADD COLUMN {q} {self._map(col).sql}")
 
     def _alter_type(

@@ -18,6 +18,7 @@ from typing import Any
 
 from syncline.core.errors import ConfigError
 from syncline.core.events import Checkpoint
+from syncline.views.duckdb.session import open_duckdb
 
 LAKE = "lake"
 """The name the lake is attached under in syncline's connections."""
@@ -69,7 +70,7 @@ def connect(catalog: str, data_path: str, *, read_only: bool, snapshot: int | No
     ``snapshot``: attach the lake as it was at that snapshot (read-only)."""
     import duckdb
 
-    con = duckdb.connect(config={"autoinstall_known_extensions": False, "autoload_known_extensions": False})
+    con = open_duckdb(offline=True)
     try:
         pg = is_postgres_catalog(catalog)
         scanner = "postgres_scanner" if pg else "sqlite_scanner"
@@ -83,7 +84,7 @@ def connect(catalog: str, data_path: str, *, read_only: bool, snapshot: int | No
         if snapshot is not None:
             opts.append(f"SNAPSHOT_VERSION {int(snapshot)}")
         if not pg and not read_only:
-            os.makedirs(os.path.dirname(os.path.abspath(catalog)) or ".", exist_ok=True)
+            create_sqlite_catalog(catalog)
         con.execute(f"ATTACH '{_sql_text(source)}' AS {LAKE} ({', '.join(opts)})")
         con.execute(f"USE {LAKE}")
     except duckdb.Error as e:
@@ -93,6 +94,28 @@ def connect(catalog: str, data_path: str, *, read_only: bool, snapshot: int | No
         con.close()
         raise
     return con
+
+
+def create_sqlite_catalog(catalog: str) -> None:
+    """A new SQLite catalog file in write-ahead-log mode, before DuckLake first opens it.
+
+    In SQLite's default rollback-journal mode a commit locks readers out of the file, and the
+    SQLite inside DuckDB waits for a lock in steps of whole seconds: readers in other
+    processes stalled 1-2 s whenever they met one of the view's commits. In WAL mode readers
+    never wait for the writer. The mode is kept in the file; an existing catalog is left as
+    it is (switching it would need this process to open the file twice, through two SQLite
+    libraries whose locks do not know of each other)."""
+    import sqlite3
+
+    path = os.path.abspath(catalog)
+    if os.path.exists(path):
+        return
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    con = sqlite3.connect(path)
+    try:
+        con.execute("PRAGMA journal_mode = WAL")
+    finally:
+        con.close()
 
 
 def scrub(text: str, catalog: str) -> str:

@@ -16,6 +16,7 @@ from syncline.core.config_models import Config, ViewConfig
 from syncline.core.errors import SynclineError
 from syncline.sources.postgres.lsn import format_lsn
 from syncline.verify.readers import option
+from syncline.views.duckdb.session import open_duckdb
 
 
 class QueryError(SynclineError):
@@ -31,6 +32,9 @@ class Answer:
     rows: list[tuple[Any, ...]]
     note: str
     """Which state answered (the snapshot and its source position), for stderr."""
+    position: str | None = None
+    """The source position (``X/Y``) of the state that answered: the lake snapshot's or the
+    Iceberg batch's; None for a duckdb view (no history) or a lake with no batch yet."""
 
 
 def check_read_only(query: str) -> None:
@@ -55,9 +59,9 @@ def check_read_only(query: str) -> None:
 def run_query(cfg: Config, vcfg: ViewConfig, query: str, at_lsn: int | None) -> Answer:
     check_read_only(query)
     if vcfg.kind == "ducklake":
-        con, note = _open_lake(vcfg, at_lsn)
+        con, note, pos = _open_lake(vcfg, at_lsn)
     elif vcfg.kind == "iceberg":
-        con, note = _open_iceberg(vcfg, at_lsn)
+        con, note, pos = _open_iceberg(vcfg, at_lsn)
     elif vcfg.kind == "duckdb":
         if at_lsn is not None:
             raise QueryError(
@@ -76,7 +80,7 @@ def run_query(cfg: Config, vcfg: ViewConfig, query: str, at_lsn: int | None) -> 
             "and duckdb views"
         )
     columns, rows = _execute(con, query)
-    return Answer(columns, rows, note)
+    return Answer(columns, rows, note, None if pos is None else format_lsn(pos))
 
 
 def _execute(con: Any, query: str) -> tuple[list[str], list[tuple[Any, ...]]]:
@@ -99,7 +103,7 @@ def _open_duckdb(vcfg: ViewConfig) -> Any:
 
     path = option(vcfg, "path")
     try:
-        return duckdb.connect(path, read_only=True)
+        return open_duckdb(path, read_only=True)
     except duckdb.Error as e:
         raise QueryError(
             f"view {vcfg.name} (duckdb): cannot open {path} ({str(e).splitlines()[0]}). DuckDB "
@@ -107,7 +111,7 @@ def _open_duckdb(vcfg: ViewConfig) -> Any:
         ) from None
 
 
-def _open_lake(vcfg: ViewConfig, at_lsn: int | None) -> tuple[Any, str]:
+def _open_lake(vcfg: ViewConfig, at_lsn: int | None) -> tuple[Any, str, int | None]:
     import duckdb
 
     from syncline.views.ducklake import lake
@@ -132,11 +136,12 @@ def _open_lake(vcfg: ViewConfig, at_lsn: int | None) -> tuple[Any, str]:
         raise
     if at_lsn is None:
         if not snaps:
-            return con, "the lake as it is now (the view has committed no batch yet)"
+            return con, "the lake as it is now (the view has committed no batch yet)", None
         last = snaps[-1]
         return (
             con,
             f"the lake now: snapshot {last.id} (source position {format_lsn(last.checkpoint.commit_lsn)})",
+            last.checkpoint.commit_lsn,
         )
     con.close()
     snap = pick_snapshot(vcfg.name, snaps, at_lsn)
@@ -146,13 +151,15 @@ def _open_lake(vcfg: ViewConfig, at_lsn: int | None) -> tuple[Any, str]:
         raise QueryError(
             f"view {vcfg.name} (ducklake): cannot open snapshot {snap.id} ({str(e).splitlines()[0]})"
         ) from None
-    return got, (
+    return (
+        got,
         f"snapshot {snap.id} of {snap.time} UTC: the view at source position "
-        f"{format_lsn(snap.checkpoint.commit_lsn)}, the newest batch at or before {format_lsn(at_lsn)}"
+        f"{format_lsn(snap.checkpoint.commit_lsn)}, the newest batch at or before {format_lsn(at_lsn)}",
+        snap.checkpoint.commit_lsn,
     )
 
 
-def _open_iceberg(vcfg: ViewConfig, at_lsn: int | None) -> tuple[Any, str]:
+def _open_iceberg(vcfg: ViewConfig, at_lsn: int | None) -> tuple[Any, str, int | None]:
     """An in-memory DuckDB whose tables read the Iceberg tables at one batch's position."""
     from syncline.views.iceberg import lake, warehouse_of
 
@@ -170,12 +177,14 @@ def _open_iceberg(vcfg: ViewConfig, at_lsn: int | None) -> tuple[Any, str]:
         raise QueryError(f"view {vcfg.name} (iceberg): cannot read the warehouse ({text})") from None
     b = read.batch
     if b is None:
-        return con, "the warehouse as it is now (the view has committed no batch yet)"
+        return con, "the warehouse as it is now (the view has committed no batch yet)", None
     when = "now: " if at_lsn is None else ""
     after = "" if at_lsn is None else f", the newest batch at or before {format_lsn(at_lsn)}"
-    return con, (
+    return (
+        con,
         f"the warehouse {when}batch of {b.time} UTC: every table at source position "
-        f"{format_lsn(b.checkpoint.commit_lsn)}{after}"
+        f"{format_lsn(b.checkpoint.commit_lsn)}{after}",
+        b.checkpoint.commit_lsn,
     )
 
 

@@ -13,12 +13,14 @@ position across all tables (:func:`consistent_read`).
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from typing import Any
 
 from syncline.core.errors import ConfigError
 from syncline.core.events import Checkpoint
+from syncline.views.duckdb.session import open_duckdb
 
 # a catalog is a SQLite file or a PostgreSQL DSN, as DuckLake's: the same rules and words
 from syncline.views.ducklake.lake import describe as describe
@@ -132,13 +134,19 @@ def _time(ms: int) -> str:
 
 def table_snapshots(table: Any, view: str) -> list[Snapshot]:
     """The retained snapshots of ``table`` that record a position of ``view``, oldest first
-    (of several with one position, the last: a commit may hold several snapshots)."""
+    (of several with one position, the last: a commit may hold several snapshots).
+
+    A snapshot that another writer committed after one of the view's (no position in its
+    summary: someone wrote the table behind syncline's back) stands for that position: it
+    is what readers saw there, so ``verify`` finds its rows and ``--at`` answers with them."""
     out: dict[int, Snapshot] = {}
+    last: Checkpoint | None = None
     for s in sorted(table.snapshots(), key=lambda s: (s.sequence_number or 0, s.timestamp_ms)):
         props = dict(s.summary.additional_properties) if s.summary else {}
-        cp = summary_checkpoint(props, view)
+        cp = summary_checkpoint(props, view) or (last if VIEW not in props else None)
         if cp is not None:
             out[cp.seq] = Snapshot(int(s.snapshot_id), _time(int(s.timestamp_ms)), cp)
+            last = cp
     return sorted(out.values(), key=lambda s: s.checkpoint.seq)
 
 
@@ -157,9 +165,14 @@ def batches(cat: Any, view: str) -> list[Snapshot]:
 def view_tables(cat: Any, view: str) -> list[Any]:
     """The tables ``view`` publishes (by their ``syncline.view`` property)."""
     out = []
-    for ns in cat.list_namespaces():
-        if ns == (META,):
+    todo = [tuple(ns) for ns in cat.list_namespaces()]
+    seen: set[tuple[str, ...]] = set()
+    while todo:  # a schema named "a.b" is the nested namespace (a, b) to the SQL catalog
+        ns = todo.pop()
+        if ns in seen or ns == (META,):
             continue
+        seen.add(ns)
+        todo += [tuple(n) for n in cat.list_namespaces(ns) if tuple(n) != ns]
         for ident in cat.list_tables(ns):
             t = cat.load_table(ident)
             if t.properties.get(VIEW) == view:
@@ -167,13 +180,22 @@ def view_tables(cat: Any, view: str) -> list[Any]:
     return out
 
 
+def source_name(t: Any) -> tuple[str, str]:
+    """The source (schema, table) an Iceberg table of the view holds: from its relation
+    property (a dotted schema name comes back from the catalog split in parts)."""
+    rel = t.properties.get(RELATION)
+    if rel:
+        got = json.loads(rel)
+        return str(got["schema"]), str(got["name"])
+    name = tuple(t.name())
+    return ".".join(name[:-1]), name[-1]
+
+
 def extension_connection() -> Any:
     """An in-memory DuckDB connection with the ``iceberg`` extension loaded offline."""
-    import duckdb
-
     from syncline.views.ducklake.lake import extension_path
 
-    con = duckdb.connect(config={"autoinstall_known_extensions": False, "autoload_known_extensions": False})
+    con = open_duckdb(offline=True)
     try:
         for name in ("avro", "iceberg"):  # iceberg needs avro (its manifests) loaded first
             path = extension_path(name, f"duckdb_extension_{name}").replace("'", "''")
@@ -207,21 +229,21 @@ def consistent_read(cat: Any, view: str, at_lsn: int | None = None) -> Read:
         batch = got[-1] if got else None
     tables: dict[tuple[str, str], tuple[Any, int | None]] = {}
     for t in view_tables(cat, view):
-        ident = tuple(t.name()[-2:])
+        ident = source_name(t)
         snaps = table_snapshots(t, view)
         if batch is None:
             cur = t.current_snapshot()
-            tables[(ident[0], ident[1])] = (t, None if cur is None else int(cur.snapshot_id))
+            tables[ident] = (t, None if cur is None else int(cur.snapshot_id))
             continue
         seq, log = batch.checkpoint.seq, batch.checkpoint.log
         fit = [s for s in snaps if s.checkpoint.seq <= seq and s.checkpoint.log == log]
         if fit:
-            tables[(ident[0], ident[1])] = (t, fit[-1].id)
+            tables[ident] = (t, fit[-1].id)
         elif snaps and all(s.checkpoint.seq > seq for s in snaps if s.checkpoint.log == log):
             continue  # created after that batch
         else:
             cur = t.current_snapshot()
-            tables[(ident[0], ident[1])] = (t, None if cur is None else int(cur.snapshot_id))
+            tables[ident] = (t, None if cur is None else int(cur.snapshot_id))
     return Read(batch, tables)
 
 
@@ -229,6 +251,8 @@ def reading_connection(cat: Any, view: str, at_lsn: int | None = None) -> tuple[
     """An in-memory DuckDB connection where every table of ``view`` is a view over
     ``iceberg_scan`` at the snapshot :func:`consistent_read` chose, and
     ``_syncline.relations`` holds the source relations (the DuckDB view's reader runs on it)."""
+    import duckdb
+
     from syncline.views.duckdb.values import quote_ident
 
     read = consistent_read(cat, view, at_lsn)
@@ -246,9 +270,13 @@ def reading_connection(cat: Any, view: str, at_lsn: int | None = None) -> tuple[
                 )
                 con.execute(f"CREATE VIEW {target} AS SELECT {cols} WHERE false")
             else:
-                con.execute(
-                    f"CREATE VIEW {target} AS SELECT * FROM iceberg_scan('{loc}', snapshot_from_id => {snap})"  # noqa: S608
-                )
+                try:
+                    scan = f"iceberg_scan('{loc}', snapshot_from_id => {snap})"
+                    con.execute(f"CREATE VIEW {target} AS SELECT * FROM {scan}")  # noqa: S608
+                except duckdb.IOException:
+                    if name in {tuple(i)[-1] for i in cat.list_tables((schema,))}:
+                        raise  # still in the catalogue: its files are missing
+                    continue  # dropped (its files deleted) since the tables were listed
             rel = t.properties.get(RELATION)
             if rel:
                 con.execute(

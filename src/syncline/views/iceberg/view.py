@@ -450,7 +450,9 @@ class IcebergView(DuckdbView):
                 match: Any = parts[0] if len(parts) == 1 else Or(*parts)
             else:
                 match = In(ref, typed.to_pylist())  # type: ignore[call-arg]  # pydantic's signature
-            txn.delete(match, snapshot_properties=summary if not len(rows) else {})
+            # the position on the delete's snapshot too: a snapshot without one is another
+            # writer's (lake.table_snapshots), which readers must see
+            txn.delete(match, snapshot_properties=summary)
         if len(rows) or not stored:
             txn.append(rows, snapshot_properties=summary)
 
@@ -700,8 +702,9 @@ def _delete_unreferenced(t: Any) -> int:
 
 def _dir(name: str) -> str:
     """A directory name for a schema or table name: letters, digits, ``_``, ``-`` and ``.``
-    kept, anything else as ``~`` and its code point (readers parse some characters in paths)."""
-    return re.sub(r"[^A-Za-z0-9_.-]", lambda m: f"~{ord(m.group()):x}", name)
+    kept (not a leading ``.``: ``..`` would be the parent directory), anything else as ``~``
+    and its code point (readers parse some characters in paths)."""
+    return re.sub(r"^\.|[^A-Za-z0-9_.-]", lambda m: f"~{ord(m.group()):x}", name)
 
 
 def _path(uri: str) -> str:

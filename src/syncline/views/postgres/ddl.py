@@ -15,6 +15,7 @@ from psycopg import sql
 
 from syncline.core.errors import ViewError
 from syncline.core.events import Relation, UserType
+from syncline.core.renames import column_renames
 
 Cur = psycopg.Cursor[tuple[Any, ...]]
 _shape_counter = itertools.count()
@@ -267,21 +268,13 @@ def alter_table(cur: Cur, old: Relation | None, new: Relation) -> None:
 
     actual_names = [a[0] for a in actual]
     desired_names = [c.name for c in new.columns]
-    # Renames: pgoutput sends no attnum, so a column at the same index with the same type
-    # and a different name (same column count) is taken as renamed.
-    if old is not None and len(old.columns) == len(new.columns):
-        for oc, nc in zip(old.columns, new.columns, strict=True):
-            if (
-                oc.name != nc.name
-                and oc.type_name == nc.type_name
-                and oc.name in actual_names
-                and nc.name not in actual_names
-                and oc.name not in desired_names
-            ):
-                alter(
-                    sql.SQL("RENAME COLUMN {} TO {}").format(sql.Identifier(oc.name), sql.Identifier(nc.name))
-                )
-                actual_names[actual_names.index(oc.name)] = nc.name
+    # Renames: pgoutput sends no attnum; core.renames tells a renamed column from a dropped
+    # and an added one (a renamed column keeps its place, an added one comes last).
+    if old is not None:
+        for oname, nname in column_renames(old.columns, new.columns).items():
+            if oname in actual_names and nname not in actual_names and oname not in desired_names:
+                alter(sql.SQL("RENAME COLUMN {} TO {}").format(sql.Identifier(oname), sql.Identifier(nname)))
+                actual_names[actual_names.index(oname)] = nname
         actual = [(n, t, m) for n, (_, t, m) in zip(actual_names, actual, strict=True)]
 
     pk_name, pk_cols = _primary_key(cur, regclass)

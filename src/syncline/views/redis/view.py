@@ -96,6 +96,21 @@ end
 return #ks
 """
 
+_MOVE = """
+local ks = redis.call('SMEMBERS', KEYS[1])
+local old_fixed, new_parts, n = tonumber(ARGV[1]), {}, tonumber(ARGV[2])
+local pre = #ARGV[3]
+for i = 4, #ARGV do new_parts[#new_parts + 1] = ARGV[i] end
+for _, k in ipairs(ks) do
+  local pk = string.sub(k, pre + 1, pre + (#k - old_fixed) / n)
+  local nk = table.concat(new_parts, pk)
+  if redis.call('EXISTS', k) == 1 then redis.call('RENAME', k, nk) end
+  redis.call('SADD', KEYS[2], nk)
+end
+redis.call('UNLINK', KEYS[1])
+return #ks
+"""
+
 _DROP = """
 local ks = redis.call('SMEMBERS', KEYS[1])
 for _, k in ipairs(ks) do redis.call('HDEL', k, unpack(ARGV)) end
@@ -512,12 +527,19 @@ class RedisView(AppliedView):
     def _schema(self, old: Relation | None, new: Relation) -> None:
         cur = self._txn_rels.get(new.oid) or self._rels.get(new.oid) or old
         self._remember(new)
-        if cur is None or self.mode != "hash":
+        if cur is None:
             return
-        if cur.key != new.key or cur.qualified != new.qualified:
-            log.warning(
-                "view %s: %s: primary key or name changed; keys already stored keep their old "
-                "names until the rows change (resync the view to rename them)",
+        if cur.qualified != new.qualified:
+            if self.mode == "hash":
+                self._move(cur, new)  # first: the field changes below apply to the moved rows
+            else:
+                self._truncate(cur)  # the renamed table's cached keys under the old name
+        if self.mode != "hash":
+            return
+        if cur.key != new.key:
+            log.info(
+                "view %s: %s: its key changed; the capture copies the table again, and the keys "
+                "stored under the old key go first",
                 self.name,
                 new.qualified,
             )
@@ -528,7 +550,7 @@ class RedisView(AppliedView):
             if i is not None and cur.columns[i].name != c.name
         ]
         kset = self.keys_key(new)
-        if renamed and cur.qualified == new.qualified:
+        if renamed:
             # rename the fields in every stored row of the table
             self._cmd(
                 f"renaming fields of the keys in {kset}",
@@ -540,9 +562,28 @@ class RedisView(AppliedView):
             )
         kept = {i for i in mapping if i is not None}
         dropped = [c.name for i, c in enumerate(cur.columns) if i not in kept]
-        if dropped and cur.qualified == new.qualified:
+        if dropped:
             # drop removed columns' fields from every stored row of the table
             self._cmd(f"dropping fields of the keys in {kset}", "EVAL", _DROP, 1, kset, *dropped)
+
+    def _move(self, cur: Relation, new: Relation) -> None:
+        """A renamed table (or schema): its stored rows move to their keys under the new
+        name, with their key set (a new table under the old name starts without them)."""
+        olds, news = self._key_parts(cur), self._key_parts(new)
+        if len(olds) == 1:  # a template without {pk} (refused at load; kept safe)
+            return
+        self._cmd(
+            f"moving the keys in {self.keys_key(cur)} to {self.keys_key(new)}",
+            "EVAL",
+            _MOVE,
+            2,
+            self.keys_key(cur),
+            self.keys_key(new),
+            sum(byte_len(t) for t in olds),
+            len(olds) - 1,
+            olds[0],
+            *news,
+        )
 
     def _truncate(self, rel: Relation) -> None:
         if self.mode == "hash":
