@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -213,6 +214,24 @@ def test_invalidate_mode(server: RedisServer) -> None:
         assert not r.exists("public.items:1")
         c.apply([Truncate((ITEMS.oid,))])
         assert r.keys("public.*") == ["public.other:1"]
+    finally:
+        c.view.close()
+
+
+def test_invalidate_mode_unlinks_the_cached_keys_of_a_renamed_table_or_schema(server: RedisServer) -> None:
+    """A rename in mode ``invalidate``: what the application cached under the old name goes
+    (a new table under that name must not find the old table's rows), other tables' stay."""
+    r = redis.Redis.from_url(server.url, decode_responses=True)
+    r.flushall()
+    c = Cache(server, mode="invalidate")
+    try:
+        c.apply([SchemaChange(ITEMS), SchemaChange(OTHER), SchemaChange(PAIR)])
+        for k in ("public.items:1", "public.items:2", "public.other:1", "public.items2:9", "s.pair:1:x"):
+            r.set(k, "cached by the app")
+        c.apply([SchemaChange(replace(ITEMS, name="items2"))])
+        assert sorted(r.keys("*.*")) == ["public.items2:9", "public.other:1", "s.pair:1:x"]
+        c.apply([SchemaChange(replace(PAIR, schema="s2"))])
+        assert sorted(r.keys("*.*")) == ["public.items2:9", "public.other:1"]
     finally:
         c.view.close()
 
