@@ -256,6 +256,10 @@ def test_record_then_replay_a_transform_offline(pg: PgCluster, tmp_path: Path) -
     from syncline.transform.record import changes
 
     p = Pipeline(pg, tmp_path, views=("redis",))
+    # the log keeps what the views applied (by default it is trimmed then, at any moment)
+    keep = p.config_path.read_text().replace("[log]\n", '[log]\nretention = "keep"\n', 1)
+    assert keep != p.config_path.read_text()
+    p.config_path.write_text(keep)
     try:
         (p.workdir / "shapes.py").write_text(SHAPES)
         p.sql(
@@ -311,6 +315,18 @@ def test_record_then_replay_a_transform_offline(pg: PgCluster, tmp_path: Path) -
         (tmp_path / "junk.jsonl").write_text("hello\n")
         junk = replay(p, str(tmp_path / "junk.jsonl"), "shapes:boom")
         assert junk.returncode == 2 and "not a recording" in junk.stderr, junk.stderr
+        assert p.stop() == 0
+
+        # by default the log is trimmed once every view applied it: record says why it has
+        # nothing instead of writing an empty recording with success
+        p.config_path.write_text(keep.replace('retention = "keep"\n', "", 1))
+        p.start()
+        deadline = time.monotonic() + 60
+        while (r := p.cli("record", str(tmp_path / "late.jsonl"))).returncode == 0:
+            assert time.monotonic() < deadline, "the log was not trimmed: " + r.stdout + r.stderr
+            time.sleep(0.5)
+        assert r.returncode == 1 and "recorded 0 transactions" in r.stdout, r.stdout + r.stderr
+        assert "retention trimmed" in r.stderr and 'retention = "keep"' in r.stderr, r.stderr
         assert p.stop() == 0
     finally:
         p.close()

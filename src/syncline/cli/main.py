@@ -436,8 +436,17 @@ def cmd_record(args: argparse.Namespace) -> int:
     if not log_ready(cfg.log):
         print(f"syncline: error: no log at {cfg.log.path} yet: run `syncline run` first", file=sys.stderr)
         return 2
-    txns, rows = record(cfg, Path(args.file), args.last, tuple(args.table or ()))
-    print(f"recorded {txns} transactions ({rows} row changes) into {args.file}")
+    got = record(cfg, Path(args.file), args.last, tuple(args.table or ()))
+    print(f"recorded {got.transactions} transactions ({got.rows} row changes) into {args.file}")
+    if got.short:
+        print(
+            f"syncline: the log holds only the records after {got.trimmed}: retention trimmed the "
+            'ones every view had applied ([log] retention = "applied"). To record those too, set '
+            '[log] retention = "keep" and restart `run`.',
+            file=sys.stderr,
+        )
+        if not got.transactions:
+            return 1
     return 0
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -52,15 +53,30 @@ def _row(row: Any) -> list[Any] | None:
     return None if row is None else [_value(v) for v in row]
 
 
-def record(cfg: Config, path: Path, last: int, tables: tuple[str, ...] = ()) -> tuple[int, int]:
+@dataclass(frozen=True)
+class Recorded:
+    """What :func:`record` wrote."""
+
+    transactions: int
+    rows: int
+    trimmed: int
+    """Records up to this seq were gone from the log (retention), so not recorded."""
+    short: bool
+    """Fewer than the records asked for were left in the log: retention had trimmed the rest."""
+
+
+def record(cfg: Config, path: Path, last: int, tables: tuple[str, ...] = ()) -> Recorded:
     """The log's last ``last`` records (whole transactions) into ``path``; only the row
-    changes of ``tables`` (patterns; all when empty). (transactions, row changes) written."""
+    changes of ``tables`` (patterns; all when empty). With ``[log] retention = "applied"``
+    the log keeps only what some view has not applied yet: :attr:`Recorded.short` says
+    that records asked for were trimmed already."""
     from syncline.log import open_cursor
 
     cursor = open_cursor(cfg.log)
     try:
         hw = cursor.hw()
-        start = max(cursor.trimmed_seq(), hw - last)
+        trimmed = cursor.trimmed_seq()
+        start = max(trimmed, hw - last)
         rels = cursor.relations_at(start)
         txns = 0
         rows = 0
@@ -101,7 +117,7 @@ def record(cfg: Config, path: Path, last: int, tables: tuple[str, ...] = ()) -> 
                     txns += 1
                 pos = Checkpoint(got[-1].seq, got[-1].commit_lsn)
         tmp.replace(path)
-        return txns, rows
+        return Recorded(txns, rows, trimmed, short=trimmed > max(hw - last, 0))
     finally:
         cursor.close()
 
