@@ -353,7 +353,7 @@ def test_interleaved_big_transactions_commit_order(pipeline: Pipeline) -> None:
     p = pipeline
     p.sql("CREATE TABLE a (id int PRIMARY KEY, v text); CREATE TABLE b (id int PRIMARY KEY, v text)")
     # the log is read back whole below: retention must not trim what the views applied
-    p.config_path.write_text(p.config_path.read_text().replace("[log]\n", '[log]\nretention = "keep"\n', 1))
+    p.keep_log()
     p.start()
     p.wait_caught_up()
     c1 = psycopg.connect(p.source_dsn)

@@ -33,7 +33,6 @@ import psycopg
 import pytest
 from nats.js import api
 
-from syncline.config import load_config
 from syncline.core.records import is_packed, item_kinds
 from syncline.testing.harness import Pipeline
 from syncline.testing.natsserver import nats_server_binary
@@ -241,14 +240,6 @@ def inserts_by_tx(scan: Scan) -> dict[int, int]:
 # -- helpers for pipelines ------------------------------------------------------------------------
 
 
-def keep_log(p: Pipeline) -> None:
-    """``[log] retention = "keep"``: the stream keeps every record, so it can be checked whole."""
-    text = p.config_path.read_text()
-    p.config_path.write_text(text.replace("[log]\n", '[log]\nretention = "keep"\n', 1))
-    p.cfg = load_config(p.config_path)
-    assert p.cfg.log.retention == "keep"
-
-
 def set_servers(p: Pipeline, servers: list[str]) -> None:
     text = p.config_path.read_text()
     old = f'servers = ["{p.nats.url}"]' if p.nats is not None else None
@@ -315,7 +306,7 @@ def test_capture_killed_with_a_tail_in_the_stream(pg: PgCluster, tmp_path: Path)
     assert p.nats is not None
     url, stream = p.nats.url, p.cfg.log.stream
     try:
-        keep_log(p)
+        p.keep_log()  # the stream keeps every record, so it can be checked whole
         p.sql("CREATE TABLE big (id int PRIMARY KEY, pad text NOT NULL)")
         p.start()
         p.wait_caught_up()
@@ -381,7 +372,7 @@ def test_records_larger_than_max_payload_are_chunked(
         assert "max_payload: 256KB" in small
         monkeypatch.setattr(srv, "config_text", lambda: small)
         srv.start()
-        keep_log(p)
+        p.keep_log()  # the stream keeps every record, so it can be checked whole
         p.sql(
             "CREATE TABLE blobs (id int PRIMARY KEY, body text NOT NULL);"
             "ALTER TABLE blobs ALTER body SET STORAGE EXTERNAL;"
@@ -432,7 +423,7 @@ def test_a_slow_delivery_moves_a_reader_on_in_steps(
 
     p = Pipeline(pg, tmp_path, views=("postgres",), log_kind="nats")
     try:
-        keep_log(p)
+        p.keep_log()  # the stream keeps every record, so it can be checked whole
         p.sql("CREATE TABLE steps (id int PRIMARY KEY, v text)")
         p.start()
         p.wait_caught_up()
@@ -744,7 +735,7 @@ def test_nats_restart_under_load(pg: PgCluster, tmp_path: Path) -> None:
     counter = [0]
     t = threading.Thread(target=writer, args=(p.source_dsn, stop, errors, counter))
     try:
-        keep_log(p)
+        p.keep_log()  # the stream keeps every record, so it can be checked whole
         p.sql(
             "CREATE TABLE items (id bigserial PRIMARY KEY, v text);"
             "CREATE TABLE counters (id int PRIMARY KEY, n bigint NOT NULL);"

@@ -257,9 +257,7 @@ def test_record_then_replay_a_transform_offline(pg: PgCluster, tmp_path: Path) -
 
     p = Pipeline(pg, tmp_path, views=("redis",))
     # the log keeps what the views applied (by default it is trimmed then, at any moment)
-    keep = p.config_path.read_text().replace("[log]\n", '[log]\nretention = "keep"\n', 1)
-    assert keep != p.config_path.read_text()
-    p.config_path.write_text(keep)
+    p.keep_log()
     try:
         (p.workdir / "shapes.py").write_text(SHAPES)
         p.sql(
@@ -319,7 +317,7 @@ def test_record_then_replay_a_transform_offline(pg: PgCluster, tmp_path: Path) -
 
         # by default the log is trimmed once every view applied it: record says why it has
         # nothing instead of writing an empty recording with success
-        p.config_path.write_text(keep.replace('retention = "keep"\n', "", 1))
+        p.keep_log(False)
         p.start()
         deadline = time.monotonic() + 60
         while (r := p.cli("record", str(tmp_path / "late.jsonl"))).returncode == 0:

@@ -215,6 +215,15 @@ class Pipeline:
         self.proc.send_signal(signal.SIGTERM)
         return self._exit_code(timeout, "did not stop")
 
+    def keep_log(self, keep: bool = True) -> None:
+        """``[log] retention = "keep"`` from the next start (``keep`` False: the default,
+        trimmed once every view applied it), for tests that read the log back."""
+        line = 'retention = "keep"\n'
+        text = self.config_path.read_text().replace("[log]\n" + line, "[log]\n", 1)
+        self.config_path.write_text(text.replace("[log]\n", "[log]\n" + line, 1) if keep else text)
+        self.cfg = load_config(self.config_path)
+        assert self.cfg.log.retention == ("keep" if keep else "applied")
+
     def current_lsn(self) -> int:
         return parse_lsn(str(self.sql("SELECT pg_current_wal_insert_lsn()::text")[0][0]))
 
