@@ -30,12 +30,14 @@ import urllib.parse
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from syncline.core.config_models import Config
 from syncline.core.errors import CatalogueNotSeen, SynclineError, TablesNotFollowed, ViewFailed
 from syncline.sources.registry import format_position, parse_position
-from syncline.views.ducklake.query import Answer
+
+if TYPE_CHECKING:
+    from syncline.views.ducklake.query import Answer
 
 DEFAULT_URL = "http://127.0.0.1:8474"
 CHUNK = 60.0
@@ -251,6 +253,16 @@ def sql(
     except ValueError:
         raise QueryError(f"at: expected a position like 0/16B3748, got {at!r}") from None
     return run_query(cfg, vcfg, query, None if text is None else parse_position(text))
+
+
+def __getattr__(name: str) -> Any:
+    """``Answer`` on first use: importing the client for ``wait_for`` must not load the
+    warehouse readers (and psycopg with them)."""
+    if name == "Answer":
+        from syncline.views.ducklake.query import Answer
+
+        return Answer
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = [
